@@ -1,0 +1,144 @@
+"""Loading masked LMs and scoring only where it matters.
+
+The PET reference code runs the full vocabulary projection at every position and then keeps
+one row. Here the encoder's hidden state is gathered at the positions that are scored (the
+mask slot, or the tokens masked for the MLM loss), the head's transform runs there, and the
+projection is onto the needed vocabulary rows only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+
+import torch
+from torch import nn
+from transformers import AutoModelForMaskedLM, AutoTokenizer
+from transformers.activations import ACT2FN
+from transformers.utils import logging as hf_logging
+
+log = logging.getLogger(__name__)
+
+
+class BackboneError(ValueError):
+    """A model path or name that cannot serve as a masked-LM backbone."""
+
+
+def _roberta_like(model: nn.Module) -> nn.Module:
+    head = model.lm_head
+    return nn.Sequential(head.dense, ACT2FN["gelu"], head.layer_norm)
+
+
+_HEAD_TRANSFORMS = {
+    "bert": lambda m: m.cls.predictions.transform,
+    "roberta": _roberta_like,
+    "xlm-roberta": _roberta_like,
+    "camembert": _roberta_like,
+    "distilbert": lambda m: nn.Sequential(m.vocab_transform, m.activation, m.vocab_layer_norm),
+    "albert": lambda m: nn.Sequential(m.predictions.dense, m.predictions.activation, m.predictions.LayerNorm),
+}
+SUPPORTED_FAMILIES = tuple(_HEAD_TRANSFORMS)
+
+
+def head_transform(model: nn.Module) -> nn.Module:
+    """The MLM head up to (not including) the vocabulary projection."""
+    family = model.config.model_type
+    if family not in _HEAD_TRANSFORMS:
+        raise BackboneError(
+            f"model type {family!r} is not supported for cloze scoring; supported: {', '.join(SUPPORTED_FAMILIES)}"
+        )
+    return _HEAD_TRANSFORMS[family](model)
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Loading a headless checkpoint prints a long report; we say it in one line instead."""
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+
+
+def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
+    with quiet_transformers():
+        return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+
+
+def load_masked_lm(name_or_path: str, *, trust_remote_code: bool = False) -> nn.Module:
+    """``AutoModelForMaskedLM`` from a hub name or a local directory.
+
+    A checkpoint without an MLM head (a sentence encoder, say) gets a fresh head whose
+    decoder is tied to the input embeddings; a one-line warning says so.
+    """
+    try:
+        with quiet_transformers():
+            model, info = AutoModelForMaskedLM.from_pretrained(
+                name_or_path, output_loading_info=True, trust_remote_code=trust_remote_code,
+                use_safetensors=None,
+            )
+    except (OSError, ValueError, KeyError) as err:
+        raise BackboneError(f"cannot load a masked LM from {name_or_path!r}: {err}") from None
+    head_prefixes = ("cls.", "lm_head.", "predictions.", "vocab_", "generator_")
+    fresh = sorted(k for k in info["missing_keys"] if k.startswith(head_prefixes))
+    if fresh:
+        model.tie_weights()
+        log.warning(
+            "%s has no MLM head: using a freshly initialised head (decoder tied to the input embeddings)",
+            name_or_path,
+        )
+    head_transform(model)  # fail early on an unsupported family
+    return model
+
+
+def gather_hidden(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                  rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Encoder hidden states at (rows, cols) only, passed through the MLM head transform."""
+    encoder = getattr(model, model.base_model_prefix)
+    hidden = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    return head_transform(model)(hidden[rows, cols])
+
+
+def vocab_scores(model: nn.Module, transformed: torch.Tensor, token_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """Decoder scores of transformed hidden states, for ``token_ids`` rows only (all if None)."""
+    decoder = model.get_output_embeddings()
+    weight, bias = decoder.weight, decoder.bias
+    if token_ids is not None:
+        weight = weight[token_ids]
+        bias = bias[token_ids] if bias is not None else None
+    scores = transformed @ weight.T
+    return scores + bias if bias is not None else scores
+
+
+def mask_for_mlm(input_ids: torch.Tensor, attention_mask: torch.Tensor, tokenizer,
+                 probability: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT-style masking (80 % mask, 10 % random, 10 % kept); labels are -100 elsewhere."""
+    special = torch.tensor(
+        [tokenizer.get_special_tokens_mask(ids, already_has_special_tokens=True) for ids in input_ids.tolist()],
+        dtype=torch.bool,
+    )
+    candidates = attention_mask.bool() & ~special
+    chosen = (torch.rand(input_ids.shape, generator=generator) < probability) & candidates
+    labels = torch.where(chosen, input_ids, torch.full_like(input_ids, -100))
+    inputs = input_ids.clone()
+    roll = torch.rand(input_ids.shape, generator=generator)
+    inputs[chosen & (roll < 0.8)] = tokenizer.mask_token_id
+    randomize = chosen & (roll >= 0.8) & (roll < 0.9)
+    inputs[randomize] = torch.randint(len(tokenizer), input_ids.shape, generator=generator)[randomize]
+    return inputs, labels
+
+
+def mlm_loss(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+             labels: torch.Tensor) -> torch.Tensor:
+    """Masked-LM cross-entropy computed at the masked positions only."""
+    rows, cols = (labels != -100).nonzero(as_tuple=True)
+    if rows.numel() == 0:
+        return input_ids.new_zeros((), dtype=torch.float)
+    scores = vocab_scores(model, gather_hidden(model, input_ids, attention_mask, rows, cols))
+    return nn.functional.cross_entropy(scores.float(), labels[rows, cols])

@@ -1,0 +1,151 @@
+"""Training one learner: cross-entropy over class logits, optionally soft targets and MLM."""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from .device import autocast, select_device
+from .learners import Learner
+
+
+class TrainConfig(BaseModel):
+    """Optimisation settings for one model. Defaults follow PET where PET fixed them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    learning_rate: float = Field(1e-5, gt=0)
+    batch_size: int = Field(4, ge=1)
+    grad_accumulation: int = Field(1, ge=1)
+    max_steps: int | None = Field(250, ge=1, description="optimizer steps; wins over epochs when set")
+    epochs: float = Field(3.0, gt=0)
+    warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(0.01, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    temperature: float = Field(2.0, gt=0, description="softens soft targets (distillation)")
+    mlm_weight: float = Field(0.0, ge=0, description="auxiliary MLM loss weight; PET uses 1e-4")
+    mlm_probability: float = Field(0.15, gt=0, lt=1)
+    seed: int = 42
+    device: str = "auto"
+
+    @model_validator(mode="after")
+    def _device_known(self) -> "TrainConfig":
+        if self.device != "auto":
+            if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
+                raise ValueError(f"unknown device {self.device!r}: use auto, cpu, cuda or cuda:N")
+        return self
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    losses: list[float] = field(default_factory=list)
+
+    @property
+    def final_loss(self) -> float | None:
+        return self.losses[-1] if self.losses else None
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def soft_target_loss(logits: torch.Tensor, target_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(softmax(target/T) ‖ softmax(logits/T)) · T², PET's distillation loss."""
+    log_p = nn.functional.log_softmax(logits / temperature, dim=-1)
+    q = nn.functional.softmax(target_logits / temperature, dim=-1)
+    return nn.functional.kl_div(log_p, q, reduction="batchmean") * temperature**2
+
+
+def train(
+    learner: Learner,
+    rows: Sequence[Mapping[str, Any]],
+    targets: Sequence[int] | np.ndarray,
+    config: TrainConfig,
+    unlabeled: Sequence[Mapping[str, Any]] | None = None,
+    on_log: Callable[[int, float], None] | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Fine-tune ``learner`` in place.
+
+    ``targets`` are class indices (hard labels, cross-entropy) or an (N × classes) array of
+    logits (soft targets, tempered KL). ``unlabeled`` rows feed the auxiliary MLM loss when
+    ``config.mlm_weight`` > 0.
+    """
+    targets_t = torch.as_tensor(np.asarray(targets))
+    soft = targets_t.ndim == 2
+    if len(rows) == 0:
+        raise ValueError("cannot train on an empty training set")
+    if len(targets_t) != len(rows):
+        raise ValueError(f"{len(rows)} rows but {len(targets_t)} targets")
+    set_seed(config.seed)
+    device = select_device(config.device)
+    learner.to(device).train()
+    features = learner.featurize(rows)
+    use_mlm = config.mlm_weight > 0 and unlabeled
+    mlm_features = learner.featurize(unlabeled) if use_mlm else None
+
+    steps_per_epoch = math.ceil(len(features) / (config.batch_size * config.grad_accumulation))
+    total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+    params = [(n, p) for n, p in learner.named_parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        [{"params": [p for n, p in params if not n.endswith(no_decay)], "weight_decay": config.weight_decay},
+         {"params": [p for n, p in params if n.endswith(no_decay)], "weight_decay": 0.0}],
+        lr=config.learning_rate,
+    )
+    scheduler = get_linear_schedule_with_warmup(optimizer, config.warmup_steps, total_steps)
+    generator = torch.Generator().manual_seed(config.seed)
+    batches = _batches(len(features), config.batch_size, generator)
+    mlm_batches = _batches(len(mlm_features), config.batch_size, generator) if use_mlm else None
+
+    result = TrainResult(steps=total_steps)
+    bar = tqdm(total=total_steps, desc="train", disable=not progress, leave=False)
+    for step in range(total_steps):
+        step_loss = 0.0
+        for _ in range(config.grad_accumulation):
+            idx = next(batches)
+            batch = {k: v.to(device) for k, v in learner.collate([features[i] for i in idx]).items()}
+            with autocast(device):
+                logits = learner(batch)
+                y = targets_t[idx].to(device)
+                loss = (soft_target_loss(logits, y.float(), config.temperature) if soft
+                        else nn.functional.cross_entropy(logits, y.long()))
+                if use_mlm:
+                    mlm_idx = next(mlm_batches)
+                    mlm_batch = {k: v.to(device) for k, v in learner.collate([mlm_features[i] for i in mlm_idx]).items()}
+                    loss = loss + config.mlm_weight * learner.mlm_loss(mlm_batch, generator, config.mlm_probability)
+            (loss / config.grad_accumulation).backward()
+            step_loss += loss.item() / config.grad_accumulation
+        nn.utils.clip_grad_norm_(learner.parameters(), config.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        result.losses.append(step_loss)
+        if on_log:
+            on_log(step + 1, step_loss)
+        bar.update(1)
+        bar.set_postfix(loss=f"{step_loss:.4f}")
+    bar.close()
+    learner.eval()
+    return result
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator):
+    """An endless stream of shuffled index batches, reshuffled every epoch."""
+    while True:
+        order = torch.randperm(n, generator=generator).tolist()
+        for start in range(0, n, batch_size):
+            yield order[start : start + batch_size]

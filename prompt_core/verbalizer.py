@@ -1,0 +1,82 @@
+"""Verbalizers: which vocabulary words stand for which label."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import torch
+
+
+class VerbalizerError(ValueError):
+    """A verbalizer that cannot be scored: no labels, no words, or a word that is not one token."""
+
+
+@dataclass(frozen=True)
+class Verbalizer:
+    """Maps each label to one or more label words (``positive: [great, good]``).
+
+    Labels are kept as strings, in the order given; that order is the class index order of
+    every logit array the project writes.
+    """
+
+    words: Mapping[str, tuple[str, ...]]
+
+    def __init__(self, words: Mapping[object, str | Sequence[str]]):
+        if not words:
+            raise VerbalizerError("verbalizer is empty: map every label to at least one word")
+        normalized: dict[str, tuple[str, ...]] = {}
+        for label, value in words.items():
+            ws = (value,) if isinstance(value, str) else tuple(value)
+            ws = tuple(w.strip() for w in ws)
+            if not ws or not all(ws):
+                raise VerbalizerError(f"verbalizer label {str(label)!r} has no (non-empty) words")
+            normalized[str(label)] = ws
+        object.__setattr__(self, "words", normalized)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(self.words)
+
+    def token_ids(self, tokenizer) -> list[list[int]]:
+        """One vocabulary id per word, per label.
+
+        A word is tokenized as it would appear after a space (``" great"``), which gives
+        ``great`` for WordPiece, ``Ġgreat`` for byte-level BPE and ``▁great`` for
+        SentencePiece: the form a mask token in running text stands for.
+        """
+        prefix = tokenizer("x", add_special_tokens=False)["input_ids"]
+        ids = []
+        for label, words in self.words.items():
+            label_ids = []
+            for word in words:
+                full = tokenizer("x " + word, add_special_tokens=False)["input_ids"]
+                word_ids = full[len(prefix):] if full[: len(prefix)] == prefix else full
+                if len(word_ids) != 1:
+                    pieces = tokenizer.convert_ids_to_tokens(word_ids)
+                    raise VerbalizerError(
+                        f"label word {word!r} (label {label!r}) is {len(word_ids)} tokens {pieces}, "
+                        "not one; pick a word that is a single token in this model's vocabulary"
+                    )
+                if word_ids[0] == tokenizer.unk_token_id:
+                    raise VerbalizerError(
+                        f"label word {word!r} (label {label!r}) is not in the vocabulary "
+                        f"(it becomes {tokenizer.unk_token!r})"
+                    )
+                label_ids.append(word_ids[0])
+            ids.append(label_ids)
+        return ids
+
+    def averaging_matrix(self, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flat word ids and a (labels × words) matrix that averages each label's word scores.
+
+        Averaging the logits of a label's words is PET's verbalizer ensembling.
+        """
+        per_label = self.token_ids(tokenizer)
+        flat = [i for ids in per_label for i in ids]
+        matrix = torch.zeros(len(per_label), len(flat))
+        col = 0
+        for row, ids in enumerate(per_label):
+            matrix[row, col : col + len(ids)] = 1.0 / len(ids)
+            col += len(ids)
+        return torch.tensor(flat, dtype=torch.long), matrix

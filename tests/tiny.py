@@ -1,0 +1,71 @@
+"""Tiny masked LMs built from a config and saved to a directory, so tests need no hub."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import (AlbertConfig, AlbertForMaskedLM, BertConfig, BertForMaskedLM, BertModel,
+                          BertTokenizerFast, DistilBertConfig, DistilBertForMaskedLM,
+                          RobertaConfig, RobertaForMaskedLM, RobertaTokenizerFast)
+
+WORDS = """the a movie film was it is great good fine bad awful terrible boring wonderful
+sports world business science tech news category game team match market stock price company
+computer software space research election war government plot actors story really very not and
+of in on to x yes no maybe question answer""".split()
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def bert_tokenizer(directory: Path) -> BertTokenizerFast:
+    """A lower-casing WordPiece tokenizer over the toy words, BERT-style."""
+    vocab = {w: i for i, w in enumerate(SPECIALS + WORDS + [".", ",", "?", ":", "[", "]", "##s", "##ly", "##ed"])}
+    wp = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
+    wp.normalizer = normalizers.BertNormalizer(lowercase=True)
+    wp.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    wp.post_processor = processors.BertProcessing(("[SEP]", vocab["[SEP]"]), ("[CLS]", vocab["[CLS]"]))
+    wp.decoder = decoders.WordPiece()
+    return BertTokenizerFast(tokenizer_object=wp, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                             sep_token="[SEP]", mask_token="[MASK]")
+
+
+def save_tiny(kind: str, directory: Path, headless: bool = False) -> Path:
+    """Save a randomly initialised tiny model of one family (plus its tokenizer) to ``directory``."""
+    directory = Path(directory)
+    if kind == "roberta":
+        tok = roberta_tokenizer(directory)
+    else:
+        tok = bert_tokenizer(directory)
+    common = dict(vocab_size=len(tok), max_position_embeddings=130, pad_token_id=tok.pad_token_id)
+    if kind == "bert":
+        cfg = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, **common)
+        model = (BertModel if headless else BertForMaskedLM)(cfg)
+    elif kind == "roberta":
+        cfg = RobertaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **common)
+        model = RobertaForMaskedLM(cfg)
+    elif kind == "distilbert":
+        model = DistilBertForMaskedLM(DistilBertConfig(dim=32, n_layers=2, n_heads=2, hidden_dim=64, **common))
+    elif kind == "albert":
+        model = AlbertForMaskedLM(AlbertConfig(hidden_size=32, embedding_size=16, num_hidden_layers=2,
+                                               num_attention_heads=2, intermediate_size=64, **common))
+    else:
+        raise ValueError(kind)
+    model.save_pretrained(directory)
+    tok.save_pretrained(directory)
+    return directory
+
+
+def roberta_tokenizer(directory: Path) -> RobertaTokenizerFast:
+    """A byte-level BPE tokenizer trained on the toy words, RoBERTa-style (``Ġgreat``)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(vocab_size=1200, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    corpus = [" " + " ".join(WORDS) + " ."] * 50
+    bpe.train_from_iterator(corpus, trainer)
+    bpe.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    bpe.decoder = decoders.ByteLevel()
+    return RobertaTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", sep_token="</s>",
+                                cls_token="<s>", unk_token="<unk>", pad_token="<pad>",
+                                mask_token=AddedToken("<mask>", lstrip=True))  # as in real RoBERTa
