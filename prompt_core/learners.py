@@ -9,6 +9,7 @@ labeling loop, and both are saved as a ``save_pretrained`` directory plus ``lear
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
@@ -18,12 +19,14 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification
 
 from .backbone import (BackboneError, quiet_transformers, gather_hidden, load_masked_lm, load_tokenizer,
-                       mask_for_mlm, mlm_loss, vocab_scores)
+                       mask_for_mlm, mlm_loss, resolve, vocab_scores)
 from .pattern import Pattern, Template
 from .pvp import PVP
 from .verbalizer import Verbalizer
 
 SPEC_FILE = "learner.json"
+# transformers' loading swaps torch's default device (meta tensors) and is not thread-safe.
+_LOADING = threading.Lock()
 WEIGHTS_FILE = "model.safetensors"
 
 
@@ -95,8 +98,9 @@ class Learner(nn.Module):
 
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)
-        self.model.save_pretrained(directory)
-        self.tokenizer.save_pretrained(directory)
+        with quiet_transformers():
+            self.model.save_pretrained(directory)
+            self.tokenizer.save_pretrained(directory)
         (directory / SPEC_FILE).write_text(self.spec.to_json())
 
 
@@ -142,6 +146,11 @@ class ClassifierLearner(Learner):
 
 def build_learner(spec: LearnerSpec, weights: str | Path | None = None) -> Learner:
     """A learner from its spec, with weights from ``weights`` (a saved directory) or the backbone."""
+    with _LOADING:
+        return _build(spec, weights)
+
+
+def _build(spec: LearnerSpec, weights: str | Path | None) -> Learner:
     source = str(weights) if weights is not None else spec.backbone
     tokenizer = load_tokenizer(source, trust_remote_code=spec.trust_remote_code)
     if spec.kind == "cloze":
@@ -151,7 +160,7 @@ def build_learner(spec: LearnerSpec, weights: str | Path | None = None) -> Learn
     try:
         with quiet_transformers():
             model = AutoModelForSequenceClassification.from_pretrained(
-                source, num_labels=len(spec.labels), trust_remote_code=spec.trust_remote_code)
+                resolve(source), num_labels=len(spec.labels), trust_remote_code=spec.trust_remote_code)
     except (OSError, ValueError, KeyError) as err:
         raise BackboneError(f"cannot load a sequence classifier from {source!r}: {err}") from None
     if model.config.pad_token_id is None:

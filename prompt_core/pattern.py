@@ -96,7 +96,20 @@ class Template:
                     f"pattern {self.template!r} alone is longer than the maximum length"
                 )
             keep[longest] -= 1
-        return {s: values[s][: offsets[s][keep[s] - 1][1]] if keep[s] else "" for s in self.slots}
+        return {s: values[s][: _cut(offsets[s], keep[s])] for s in self.slots}
+
+
+def _cut(offsets: Sequence[tuple[int, int]], keep: int) -> int:
+    """Where to cut a string to keep its first ``keep`` tokens, never past a dropped token's start.
+
+    Byte-level BPE splits a multi-byte character into tokens that share one character span;
+    cutting at the last kept token's end would then keep the whole character, nothing would
+    get shorter, and ``encode`` would loop forever. Such a character is dropped whole instead.
+    """
+    if keep == 0:
+        return 0
+    end = offsets[keep - 1][1]
+    return min(end, offsets[keep][0]) if keep < len(offsets) else end
 
 
 def _scrub(value: str, mask_token: str) -> str:

@@ -84,7 +84,7 @@ def train(
     logits (soft targets, tempered KL). ``unlabeled`` rows feed the auxiliary MLM loss when
     ``config.mlm_weight`` > 0.
     """
-    targets_t = torch.as_tensor(np.asarray(targets))
+    targets_t = torch.tensor(np.asarray(targets))
     soft = targets_t.ndim == 2
     if len(rows) == 0:
         raise ValueError("cannot train on an empty training set")

@@ -1,0 +1,122 @@
+"""From the configured sources to the three sets a run uses: labeled, pool, test.
+
+The pool keeps its true labels (if the source has them) in ``hidden_label``: the pipeline never
+trains on them, they only score pseudo-label accuracy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .sources import DataError, Source, read_source
+from .splits import draw_per_class, sample_rows
+from .store import atomic_path, content_key, file_digest, read_json, write_json
+from .validate import check_examples
+
+MANIFEST = "manifest.json"
+
+
+class DataConfig(BaseModel):
+    """Either ``train`` (a labeled source the few-shot set and the pool are drawn from) or
+    explicit ``labeled`` and ``unlabeled`` sources; ``test`` is optional. Relative paths are
+    resolved against ``root``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    root: str = "."
+    train: Source | None = None
+    labeled_per_class: int | None = Field(None, ge=0)
+    labeled: Source | None = None
+    unlabeled: Source | None = None
+    test: Source | None = None
+    pool_size: int | None = Field(None, ge=1)
+    test_size: int | None = Field(None, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_layout(self) -> "DataConfig":
+        if self.train is not None:
+            if self.labeled is not None or self.unlabeled is not None:
+                raise ValueError("give either 'train' (drawn from) or 'labeled'/'unlabeled', not both")
+            if self.labeled_per_class is None:
+                raise ValueError("'train' needs 'labeled_per_class' (0 for zero-shot)")
+        elif self.unlabeled is None:
+            raise ValueError("give 'train' with 'labeled_per_class', or an 'unlabeled' pool source")
+        return self
+
+
+def load_sets(config: DataConfig, fields: Sequence[str], labels: Sequence[str]) -> dict[str, pa.Table]:
+    """Read, check and split the sources; raises DataError listing every problem found."""
+    root = Path(config.root)
+    problems: list[str] = []
+
+    def read(source: Source | None, labels_required: bool) -> pa.Table | None:
+        if source is None:
+            return None
+        try:
+            table = read_source(source, root)
+        except DataError as err:
+            problems.append(str(err))
+            return None
+        problems.extend(check_examples(table, fields, labels, source.name, labels_required))
+        return table
+
+    if config.train is not None:
+        train = read(config.train, labels_required=True)
+        test = read(config.test, labels_required=True)
+        if problems:
+            raise DataError("\n".join(problems))
+        labeled, pool = draw_per_class(train, config.labeled_per_class, labels, config.seed, config.train.name)
+    else:
+        labeled = read(config.labeled, labels_required=True)
+        pool = read(config.unlabeled, labels_required=False)
+        test = read(config.test, labels_required=True)
+        if problems:
+            raise DataError("\n".join(problems))
+        if labeled is None:
+            labeled = pool.slice(0, 0)
+    pool = sample_rows(pool, config.pool_size, config.seed)
+    if pool.num_rows == 0:
+        raise DataError("the unlabeled pool is empty")
+    if "label" in pool.column_names:
+        pool = pool.rename_columns(["hidden_label" if c == "label" else c for c in pool.column_names])
+    keep = ["id", *fields]
+    sets = {
+        "labeled": labeled.select(keep + ["label"]) if "label" in labeled.column_names else labeled.select(keep),
+        "pool": pool.select(keep + (["hidden_label"] if "hidden_label" in pool.column_names else [])),
+    }
+    if test is not None:
+        sets["test"] = sample_rows(test, config.test_size, config.seed).select(keep + ["label"])
+    return sets
+
+
+def prepare(config: DataConfig, fields: Sequence[str], labels: Sequence[str], out_root: str | Path) -> dict:
+    """Write the run's sets as parquet under ``out_root/data-<key>/`` (reused when present).
+
+    The key covers the data settings and the bytes of every source file, so changed data is
+    never mistaken for prepared data.
+    """
+    digests = {s.name: file_digest(Path(config.root) / s.path) if s.path else s.hub
+               for s in (config.train, config.labeled, config.unlabeled, config.test) if s is not None}
+    key = content_key("data", config.model_dump(exclude={"root"}), digests, list(fields), list(labels))
+    out = Path(out_root) / f"data-{key}"
+    if (out / MANIFEST).exists():
+        return read_json(out / MANIFEST)
+    sets = load_sets(config, fields, labels)
+    with atomic_path(out, directory=True) as tmp:
+        for name, table in sets.items():
+            pq.write_table(table, tmp / f"{name}.parquet")
+        manifest = {
+            "key": key,
+            "sources": digests,
+            "rows": {name: t.num_rows for name, t in sets.items()},
+            **{name: str(out / f"{name}.parquet") for name in sets},
+            "test": str(out / "test.parquet") if "test" in sets else None,
+        }
+        write_json(manifest, tmp / MANIFEST)
+    return read_json(out / MANIFEST)

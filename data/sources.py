@@ -1,0 +1,147 @@
+"""Reading labeled and unlabeled examples from files or the dataset hub into one shape.
+
+Every source becomes a pyarrow table of string columns: ``id``, the input fields, and
+``label`` when the source has labels. Problems are reported with the file and row, so a user
+can fix the input instead of reading a stack trace.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+FORMATS = ("csv", "tsv", "jsonl", "parquet")
+
+
+class DataError(ValueError):
+    """Input data that cannot be used; the message names the file and, where known, the row."""
+
+
+class Source(BaseModel):
+    """Where examples come from and how to read them.
+
+    ``path`` is a local file (csv, tsv, jsonl, parquet); ``hub`` a dataset name for
+    ``datasets.load_dataset``. ``columns`` names the columns of a header-less file,
+    ``rename`` maps source columns to the field names the patterns use, and ``rows`` keeps a
+    ``[start, stop)`` slice of the data rows (0-based), e.g. an agreed train/test split.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str | None = None
+    hub: str | None = None
+    hub_config: str | None = None
+    split: str = "train"
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = "auto"
+    header: bool = True
+    columns: list[str] | None = None
+    rename: dict[str, str] = Field(default_factory=dict)
+    label_column: str = "label"
+    id_column: str | None = None
+    rows: tuple[int, int] | None = None
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> "Source":
+        if (self.path is None) == (self.hub is None):
+            raise ValueError("give exactly one of 'path' (a local file) or 'hub' (a dataset name)")
+        if self.rows and not 0 <= self.rows[0] < self.rows[1]:
+            raise ValueError(f"rows must be [start, stop) with 0 <= start < stop, got {list(self.rows)}")
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.path or f"hub:{self.hub}"
+
+    def resolved_format(self) -> str:
+        if self.format != "auto":
+            return self.format
+        suffix = Path(self.path or "").suffix.lower().lstrip(".")
+        fmt = {"json": "jsonl", "ndjson": "jsonl", "pq": "parquet"}.get(suffix, suffix)
+        if fmt not in FORMATS:
+            raise DataError(f"{self.path}: cannot tell the format from the suffix; set format: to one of {FORMATS}")
+        return fmt
+
+
+def read_source(source: Source, base_dir: str | Path = ".") -> pa.Table:
+    """The source as a table of string columns with a stable ``id`` per row."""
+    table = _read_hub(source) if source.hub else _read_file(source, Path(base_dir))
+    table = table.rename_columns([source.rename.get(c, c) for c in table.column_names])
+    offset = 0
+    if source.rows:
+        start, stop = source.rows
+        if start >= table.num_rows:
+            raise DataError(f"{source.name}: rows {list(source.rows)} start past the end ({table.num_rows} rows)")
+        offset = start
+        table = table.slice(start, stop - start)
+    table = pa.table({c: _as_strings(table[c]) for c in table.column_names})
+    if source.id_column:
+        if source.id_column not in table.column_names:
+            raise DataError(f"{source.name}: id column {source.id_column!r} not found (columns: {table.column_names})")
+        ids = table[source.id_column]
+    else:
+        ids = pa.array([str(offset + i + 1) for i in range(table.num_rows)], pa.string())
+    table = table.drop_columns([c for c in ("id",) if c in table.column_names])
+    table = table.add_column(0, "id", ids)
+    if source.label_column != "label" and source.label_column in table.column_names:
+        table = table.rename_columns(["label" if c == source.label_column else c for c in table.column_names])
+    return table
+
+
+def _read_file(source: Source, base_dir: Path) -> pa.Table:
+    import pyarrow.csv as pacsv
+    import pyarrow.json as pajson
+    import pyarrow.parquet as pq
+
+    path = Path(source.path)
+    path = path if path.is_absolute() else base_dir / path
+    if not path.is_file():
+        raise DataError(f"{source.path}: file not found (looked at {path.resolve()})")
+    fmt = source.resolved_format()
+    try:
+        if fmt in ("csv", "tsv"):
+            names = source.columns if not source.header else None
+            if not source.header and not names:
+                raise DataError(f"{source.path}: header: false needs columns: [...] to name the columns")
+            return pacsv.read_csv(
+                path,
+                read_options=pacsv.ReadOptions(column_names=names, block_size=1 << 22),
+                parse_options=pacsv.ParseOptions(delimiter="\t" if fmt == "tsv" else ",", newlines_in_values=True,
+                                                 quote_char=False if fmt == "tsv" else '"'),
+                convert_options=pacsv.ConvertOptions(strings_can_be_null=False, quoted_strings_can_be_null=False),
+            )
+        if fmt == "jsonl":
+            return pajson.read_json(path)
+        return pq.read_table(path)
+    except DataError:
+        raise
+    except (pa.ArrowInvalid, UnicodeDecodeError, OSError) as err:
+        raise DataError(f"{source.path}: cannot read as {fmt}: {_arrow_message(err)}") from None
+
+
+def _read_hub(source: Source) -> pa.Table:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(source.hub, source.hub_config, split=source.split)
+    except Exception as err:  # the hub raises many types; the user needs the message either way
+        raise DataError(f"hub:{source.hub}: cannot load split {source.split!r}: {err}") from None
+    return ds.with_format("arrow")[0 : len(ds)]
+
+
+def _as_strings(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        return column.cast(pa.string())
+    if pa.types.is_floating(column.type):
+        # 1.0 -> "1": float labels from a typed reader should match integer verbalizer keys
+        as_int = pc.cast(column, pa.int64(), safe=False)
+        if pc.all(pc.equal(pc.cast(as_int, column.type), column)).as_py() is not False:
+            return pc.cast(as_int, pa.string())
+    return pc.cast(column, pa.string())
+
+
+def _arrow_message(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

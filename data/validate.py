@@ -1,0 +1,52 @@
+"""Checks that examples fit the task: fields present, texts non-empty, labels known, ids unique.
+
+Every check returns messages instead of raising at the first, so a user fixes a file in one go.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+SHOWN = 5
+
+
+def check_examples(table: pa.Table, fields: Sequence[str], labels: Sequence[str] | None, source: str,
+                   labels_required: bool) -> list[str]:
+    problems = []
+    missing = [f for f in fields if f not in table.column_names]
+    if missing:
+        return [f"{source}: missing column(s) {missing} that the patterns use (columns: {table.column_names[1:]})"]
+    if table.num_rows == 0:
+        return [f"{source}: no rows"]
+    blank = None
+    for f in fields:
+        empty = pc.equal(pc.utf8_trim_whitespace(pc.fill_null(table[f], "")), "")
+        blank = empty if blank is None else pc.and_(blank, empty)
+    if blank is not None:
+        problems += _rows(table, blank, source, f"empty text in every input field {list(fields)}")
+    if labels_required:
+        if "label" not in table.column_names:
+            problems.append(f"{source}: no 'label' column (set label_column: or rename:)")
+        else:
+            known = pa.array(list(labels or []), pa.string())
+            unknown = pc.invert(pc.is_in(pc.fill_null(table["label"], ""), value_set=known))
+            if pc.any(unknown).as_py():
+                values = sorted(set(pc.filter(table["label"], unknown).to_pylist()), key=str)[:SHOWN]
+                problems += _rows(table, unknown, source,
+                                  f"label(s) {values} not in the verbalizer (labels: {list(labels or [])})")
+    dupes = [i for i, n in Counter(table["id"].to_pylist()).items() if n > 1]
+    if dupes:
+        problems.append(f"{source}: duplicate id(s) {dupes[:SHOWN]}{' …' if len(dupes) > SHOWN else ''}")
+    return problems
+
+
+def _rows(table: pa.Table, flags: pa.ChunkedArray, source: str, what: str) -> list[str]:
+    ids = pc.filter(table["id"], flags).to_pylist()
+    if not ids:
+        return []
+    more = f" and {len(ids) - SHOWN} more" if len(ids) > SHOWN else ""
+    return [f"{source}: {what} at row id(s) {ids[:SHOWN]}{more}"]

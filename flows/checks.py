@@ -1,0 +1,53 @@
+"""Checks a run can start: everything that would otherwise fail after minutes of compute."""
+
+from __future__ import annotations
+
+from data.prepare import load_sets
+from data.sources import DataError
+from prompt_core import BackboneError, VerbalizerError
+from prompt_core.backbone import load_tokenizer
+from prompt_core.selection import growth_sizes
+
+from .config import RunConfig
+
+
+def check_run(config: RunConfig) -> tuple[list[str], dict[str, int]]:
+    """Problems (one line each, naming the field or file) and, when the data loads, row counts."""
+    problems = _check_model(config)
+    try:
+        sets = load_sets(config.data, config.fields, config.labels)
+    except DataError as err:
+        return problems + str(err).splitlines(), {}
+    rows = {name: table.num_rows for name, table in sets.items()}
+    gold, pool = rows["labeled"], rows["pool"]
+    if config.ipet.generations:
+        models = len(config.pvps) * len(config.seeds) if gold else len(config.pvps)
+        if models < 2:
+            problems.append("pvps/seeds: iPET needs at least two models per generation so each has a peer"
+                            + ("" if gold else " (zero-shot: at least two PVPs)"))
+        base = gold or config.ipet.zero_shot_per_class * len(config.labels)
+        need = growth_sizes(gold, base, config.ipet.growth, config.ipet.generations)
+        if need > pool:
+            problems.append(f"ipet.growth/ipet.generations: generation {config.ipet.generations} needs {need} "
+                            f"pseudo-labeled examples (base {base} × {config.ipet.growth:g}^"
+                            f"{config.ipet.generations} − {gold} gold) but the pool has {pool}")
+    return problems, rows
+
+
+def _check_model(config: RunConfig) -> list[str]:
+    try:
+        tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
+    except Exception as err:  # missing dir, no tokenizer files, bad hub name: all a user fix
+        return [f"model: cannot load a tokenizer from {config.model!r}: {str(err).splitlines()[0]}"]
+    if config.learner != "cloze":
+        return []
+    if tokenizer.mask_token is None:
+        return [f"model: {config.model!r} has no mask token, so it cannot fill cloze patterns"]
+    problems = []
+    for i in range(len(config.pvps)):
+        try:
+            config.pvp(i).verbalizer.token_ids(tokenizer)
+        except (VerbalizerError, BackboneError) as err:
+            where = f"pvps.{i}.verbalizer" if config.pvps[i].verbalizer else "verbalizer"
+            problems.append(f"{where}: {err}")
+    return problems

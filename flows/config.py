@@ -1,0 +1,157 @@
+"""One validated run configuration: YAML in, pydantic out; the same fields are flow parameters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from data.prepare import DataConfig
+from prompt_core import PVP, Pattern, PatternError, TrainConfig, Verbalizer, VerbalizerError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+
+class PVPConfig(Strict):
+    pattern: str
+    verbalizer: dict[str, list[str] | str] | None = Field(None, description="defaults to the run's verbalizer")
+
+    @field_validator("pattern")
+    @classmethod
+    def _valid_pattern(cls, value: str) -> str:
+        try:
+            Pattern(value)
+        except PatternError as err:
+            raise ValueError(str(err)) from None
+        return value
+
+
+class IpetConfig(Strict):
+    generations: int = Field(3, ge=0, description="iPET generations after PET (PET: 3)")
+    growth: float = Field(5.0, gt=1, description="d: generation g trains on base·d^g examples")
+    peer_fraction: float = Field(0.25, gt=0, le=1, description="share of the other models that label")
+    reduction: Literal["wmean", "mean"] = "wmean"
+    selection: Literal["sample", "top"] = "sample"
+    n_most_likely: int | None = Field(None, ge=1)
+    min_confidence: float | None = Field(None, ge=0, le=1)
+    soft_labels: bool = Field(False, description="train on the peers' logits instead of hard labels")
+    zero_shot_per_class: int = Field(10, ge=1, description="base size per class when there are no labels")
+
+
+class FinalConfig(Strict):
+    mode: Literal["distill", "ensemble"] = "distill"
+    temperature: float = Field(2.0, gt=0)
+    train: dict[str, Any] = Field(default_factory=dict, description="overrides of `train` for distillation")
+
+
+class TrackingConfig(Strict):
+    mlflow_uri: str | None = Field(None, description="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db")
+    experiment: str = "ipet"
+
+
+class LabelingConfig(Strict):
+    batch_size: int = Field(64, ge=1)
+
+
+class RunConfig(Strict):
+    name: str = Field("ipet", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    model: str = Field(description="hub name or local path of a masked LM (or a plain encoder)")
+    learner: Literal["cloze", "classifier"] = "cloze"
+    max_length: int = Field(256, ge=8)
+    verbalizer: dict[str, list[str] | str] | None = None
+    pvps: list[PVPConfig] = Field(min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [42], min_length=1)
+    data: DataConfig
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    ipet: IpetConfig = Field(default_factory=IpetConfig)
+    final: FinalConfig = Field(default_factory=FinalConfig)
+    labeling: LabelingConfig = Field(default_factory=LabelingConfig)
+    max_parallel: int | None = Field(None, ge=1, description="tasks holding a device at once (default: GPUs, or 1)")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    trust_remote_code: bool = False
+
+    @model_validator(mode="after")
+    def _verbalizers_agree(self) -> "RunConfig":
+        problems = []
+        labels = None
+        for i, p in enumerate(self.pvps):
+            words = p.verbalizer or self.verbalizer
+            if words is None:
+                problems.append(f"pvps.{i}.verbalizer: missing, and no run-level verbalizer is set")
+                continue
+            try:
+                v = Verbalizer(words)
+            except VerbalizerError as err:
+                problems.append(f"pvps.{i}.verbalizer: {err}")
+                continue
+            if labels is None:
+                labels = v.labels
+            elif set(v.labels) != set(labels):
+                problems.append(f"pvps.{i}.verbalizer: labels {list(v.labels)} differ from {list(labels)}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.pvp(0).labels
+
+    def pvp(self, index: int) -> PVP:
+        """PVP ``index`` with its labels in the run's label order."""
+        p = self.pvps[index]
+        words = Verbalizer(p.verbalizer or self.verbalizer).words
+        first = Verbalizer(self.pvps[0].verbalizer or self.verbalizer).labels
+        return PVP(Pattern(p.pattern), Verbalizer({label: words[label] for label in first}))
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """Input fields any pattern reads, in order of first use: the text a classifier sees."""
+        return tuple(dict.fromkeys(f for i in range(len(self.pvps)) for f in self.pvp(i).pattern.slots))
+
+    @property
+    def distill_train(self) -> TrainConfig:
+        return self.train.model_copy(update={**self.final.train, "temperature": self.final.temperature})
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used: every problem on its own line, naming the field."""
+
+
+def _set(tree: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = tree.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: {key!r} is not a mapping")
+        tree = node
+    tree[leaf] = value
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
+    """Read YAML, apply ``key.sub=value`` overrides (values parsed as YAML) and validate."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of settings")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set ipet.generations=2")
+        _set(raw, key, yaml.safe_load(value))
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError("\n".join(f"{path}: {_loc(e['loc'])}: {e['msg']}" for e in err.errors())) from None
+
+
+def _loc(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"

@@ -1,0 +1,75 @@
+"""The iPET loop as a Prefect flow; it reads like the method.
+
+PET trains one model per (PVP × seed) on the gold set. Each iPET generation lets every model's
+peers label the unlabeled pool, keeps their most confident examples (balanced like the gold
+labels), and trains fresh models on the gold set plus those. The last generation's ensemble
+labels the pool once more, and is either the final model or is distilled into one classifier.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, runtime
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from tasks import devices, tracking
+from tasks.data import prepare_data
+from tasks.models import train_model, untrained_model
+from tasks.pseudo import build_train_set
+
+from .config import RunConfig
+from .run import Run, Stage
+
+
+@flow(name="ipet", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=4))
+def ipet(config: RunConfig, run_dir: str = "runs/ipet") -> dict:
+    run_dir = str(Path(run_dir).resolve())
+    devices.configure(config.train.device, config.max_parallel)
+    data = prepare_data(config.data, config.fields, config.labels, run_dir)
+    uri = tracking.resolve_uri(config.tracking.mlflow_uri)
+    tags = {"prefect.flow_run_id": str(runtime.flow_run.id), "run_dir": run_dir}
+    with tracking.parent_run(uri, config.tracking.experiment, config.name, tags) as (client, parent_id):
+        run = Run(config, run_dir, data, uri, parent_id)
+
+        # Zero-shot: every PVP on the untouched backbone. Its accuracy on the gold set is the
+        # weight PET gives each model ("accuracy on the training set before training").
+        prior = {(p, None): untrained_model(f"zero-shot-p{p}", run.spec(p), run_dir) for p in run.pvp_indices}
+        weights = run.pvp_weights(prior)
+        run.record(Stage.of("zero-shot", run.evaluate(prior, weights=None), train_size=0))
+
+        # PET: one model per PVP and seed on the gold set (zero-shot iPET starts from the prior).
+        models = prior
+        if run.gold_size:
+            models = run.train_all(0, {m: data["labeled"] for m in run.members})
+            run.record(Stage.of("pet", run.evaluate(models, weights), train_size=run.gold_size))
+
+        # iPET: peers label the pool, confident examples join the gold set, fresh models train.
+        for generation in range(1, config.ipet.generations + 1):
+            pool_logits = run.label_all(models, "pool")
+            sets = {
+                member: build_train_set.submit(
+                    run.name(generation, member), generation, data["labeled"], data["pool"],
+                    [pool_logits[m] for m in run.peers(member, models)],
+                    [weights[m[0]] for m in run.peers(member, models)],
+                    config.labels, config.ipet.model_dump(), member[1], run_dir)
+                for member in run.members
+            }
+            sets = {member: future.result() for member, future in sets.items()}
+            models = run.train_all(generation, {m: s["path"] for m, s in sets.items()})
+            run.record(Stage.of(f"ipet-{generation}", run.evaluate(models, weights), sets=sets))
+
+        # Final: the last ensemble's soft labels on the pool, distilled into one classifier.
+        soft_pool = run.combine("final-pool", run.label_all(models, "pool"), models, weights, "pool")
+        if config.final.mode == "distill":
+            final = train_model(run.name("final", "distilled"), run.distill_spec(), soft_pool["path"],
+                                config.distill_train.model_dump(), run_dir, run.tracking_info)
+            run.models_trained.append(final)
+            evaluation = run.evaluate({("final", None): final["model_dir"]}, weights=None)
+            run.record(Stage.of("final", evaluation, train_size=run.pool_size,
+                                pseudo_label_accuracy=soft_pool["accuracy"], model=final["model_dir"]))
+        else:
+            last = run.stages[-1]
+            run.record(Stage.of("final", last.evaluation, train_size=last.train_size,
+                                pseudo_label_accuracy=soft_pool["accuracy"], model=list(models.values())))
+        return run.finish(client)

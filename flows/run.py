@@ -1,0 +1,210 @@
+"""Bookkeeping for one iPET flow run: who trains on what, what each stage scored, what is logged.
+
+Kept out of ``flows/ipet.py`` so the flow itself reads like the method.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mlflow.tracking import MlflowClient
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from data.store import write_json
+from prompt_core import LearnerSpec
+from tasks.io import read_logits
+from tasks.models import label_set, train_model
+from tasks.pseudo import combine
+
+from .config import RunConfig
+
+Member = tuple[Any, Any]  # (PVP index, seed); seed None for an untrained PVP
+
+
+@dataclass
+class Evaluation:
+    test_accuracy: float | None
+    models: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Stage:
+    stage: str
+    test_accuracy: float | None
+    train_size: int | None
+    pseudo_label_accuracy: float | None = None
+    models: list[dict] = field(default_factory=list)
+    model: Any = None
+
+    @classmethod
+    def of(cls, stage: str, evaluation: Evaluation, train_size: int | None = None, sets: dict | None = None,
+           pseudo_label_accuracy: float | None = None, model: Any = None) -> "Stage":
+        if sets:
+            train_size = max(s["size"] for s in sets.values())
+            known = [s["pseudo_label_accuracy"] for s in sets.values() if s["pseudo_label_accuracy"] is not None]
+            pseudo_label_accuracy = statistics.fmean(known) if known else None
+            by_name = {s["name"]: s for s in sets.values()}
+            for m in evaluation.models:
+                m.update(train_size=by_name.get(m["name"], {}).get("size"),
+                         pseudo_label_accuracy=by_name.get(m["name"], {}).get("pseudo_label_accuracy"))
+        return cls(stage, evaluation.test_accuracy, train_size, pseudo_label_accuracy, evaluation.models, model)
+
+    @property
+    def evaluation(self) -> Evaluation:
+        return Evaluation(self.test_accuracy, self.models)
+
+
+class Run:
+    def __init__(self, config: RunConfig, run_dir: str, data: dict, uri: str, parent_id: str):
+        self.config, self.run_dir, self.data = config, run_dir, data
+        self.tracking_info = {"uri": uri, "parent_id": parent_id}
+        self.pvp_indices = list(range(len(config.pvps)))
+        self.members: list[Member] = [(p, s) for p in self.pvp_indices for s in config.seeds]
+        self.gold_size = data["rows"]["labeled"]
+        self.pool_size = data["rows"]["pool"]
+        self.stages: list[Stage] = []
+        self.models_trained: list[dict] = []
+        self._names: dict[str, Member] = {}
+
+    # --- who is who -------------------------------------------------------------------------
+    def name(self, generation: int | str, member: Member | str) -> str:
+        tail = member if isinstance(member, str) else f"p{member[0]}-s{member[1]}"
+        prefix = f"g{generation}" if isinstance(generation, int) else generation
+        return f"{prefix}-{tail}"
+
+    def spec(self, p: int) -> dict:
+        c = self.config
+        pvp = c.pvp(p)
+        if c.learner == "cloze":
+            spec = LearnerSpec.cloze(c.model, pvp, max_length=c.max_length, trust_remote_code=c.trust_remote_code)
+        else:
+            spec = LearnerSpec.classifier(c.model, pvp.pattern.template, pvp.labels, max_length=c.max_length,
+                                          trust_remote_code=c.trust_remote_code)
+        return asdict(spec)
+
+    def distill_spec(self) -> dict:
+        c = self.config
+        template = " ".join(f"{{{f}}}" for f in c.fields)
+        return asdict(LearnerSpec.classifier(c.model, template, c.labels, max_length=c.max_length,
+                                             trust_remote_code=c.trust_remote_code))
+
+    def peers(self, member: Member, models: dict[Member, str]) -> list[Member]:
+        """The previous generation's models other than ``member``'s own predecessor."""
+        return [m for m in models if m != member and m != (member[0], None)]
+
+    # --- work ----------------------------------------------------------------------------------
+    def train_all(self, generation: int, train_sets: dict[Member, str]) -> dict[Member, str]:
+        futures = {
+            m: train_model.submit(self.name(generation, m), self.spec(m[0]), path,
+                                  self.config.train.model_copy(update={"seed": m[1]}).model_dump(), self.run_dir,
+                                  self.tracking_info, unlabeled=self.data["pool"],
+                                  params={"generation": generation, "pvp": m[0], "seed": m[1]})
+            for m, path in train_sets.items()
+        }
+        results = {m: f.result() for m, f in futures.items()}
+        self.models_trained.extend(results.values())
+        return {m: r["model_dir"] for m, r in results.items()}
+
+    def label_all(self, models: dict[Member, str], dataset: str) -> dict[Member, str]:
+        futures = {m: label_set.submit(Path(d).name.rsplit("-", 1)[0], d, dataset, self.data[dataset], self.run_dir,
+                                       self.config.labeling.batch_size)
+                   for m, d in models.items()}
+        return {m: f.result()["path"] for m, f in futures.items()}
+
+    def pvp_weights(self, prior: dict[Member, str]) -> list[float]:
+        if not self.gold_size:
+            return [1.0] * len(self.pvp_indices)
+        logits = self.label_all(prior, "labeled")
+        return [self._accuracy(logits[(p, None)], "labeled") for p in self.pvp_indices]
+
+    def combine(self, name: str, logits: dict[Member, str], models: dict[Member, str], weights: list[float] | None,
+                dataset: str) -> dict:
+        w = [weights[m[0]] for m in models] if weights and self.config.ipet.reduction == "wmean" else None
+        if w is not None and sum(w) <= 0:
+            w = None
+        return combine(name, [logits[m] for m in models], w, self.data[dataset], self.config.labels, self.run_dir)
+
+    def evaluate(self, models: dict[Member, str], weights: list[float] | None) -> Evaluation:
+        if not self.data.get("test"):
+            return Evaluation(None, [{"name": Path(d).name.rsplit("-", 1)[0]} for d in models.values()])
+        logits = self.label_all(models, "test")
+        client = MlflowClient(self.tracking_info["uri"])
+        rows = []
+        for m, d in models.items():
+            acc = self._accuracy(logits[m], "test")
+            trained = next((t for t in self.models_trained if t["model_dir"] == d), None)
+            if trained:
+                client.log_metric(trained["mlflow_run_id"], "test_accuracy", acc)
+            rows.append({"name": Path(d).name.rsplit("-", 1)[0], "test_accuracy": acc,
+                         "reused": trained["reused"] if trained else None})
+        stage_name = f"stage{len(self.stages)}"
+        return Evaluation(self.combine(stage_name, logits, models, weights, "test")["accuracy"], rows)
+
+    def _accuracy(self, logits_path: str, dataset: str) -> float:
+        import pyarrow.parquet as pq
+
+        truth = pq.read_table(self.data[dataset], columns=["label"])["label"].to_pylist()
+        predicted = read_logits(logits_path).argmax(-1)
+        return float(np.mean([self.config.labels[i] == t for i, t in zip(predicted, truth)]))
+
+    # --- reporting -----------------------------------------------------------------------------
+    def record(self, stage: Stage) -> None:
+        self.stages.append(stage)
+        step = len(self.stages) - 1
+        client = MlflowClient(self.tracking_info["uri"])
+        for key in ("test_accuracy", "train_size", "pseudo_label_accuracy"):
+            value = getattr(stage, key)
+            if value is not None:
+                client.log_metric(self.tracking_info["parent_id"], key, value, step=step)
+        rows = [{"model": m["name"], **{k: _fmt(v) for k, v in m.items() if k != "name"}} for m in stage.models]
+        create_table_artifact(rows or [{"model": "-"}], key=f"{self.config.name.lower().replace('_', '-').replace('.', '-')}-{stage.stage}",
+                              description=f"{stage.stage}: test accuracy {_fmt(stage.test_accuracy)}, "
+                                          f"train size {_fmt(stage.train_size)}, "
+                                          f"pseudo-label accuracy {_fmt(stage.pseudo_label_accuracy)}")
+        print(f"[{stage.stage}] test accuracy {_fmt(stage.test_accuracy)} · train size {_fmt(stage.train_size)}"
+              f" · pseudo-label accuracy {_fmt(stage.pseudo_label_accuracy)}")
+
+    def finish(self, client: MlflowClient) -> dict:
+        from prefect import runtime
+
+        parent = self.tracking_info["parent_id"]
+        trained = [t for t in self.models_trained if not t["reused"]]
+        results = {
+            "name": self.config.name,
+            "run_dir": self.run_dir,
+            "mlflow_run_id": parent,
+            "prefect_flow_run_id": str(runtime.flow_run.id),
+            "tasks": {"trained": len(trained), "reused": len(self.models_trained) - len(trained)},
+            "stages": [asdict(s) for s in self.stages],
+        }
+        summary = stage_table(results["stages"])
+        path = write_json(results, Path(self.run_dir) / "results.json")
+        (Path(self.run_dir) / "summary.md").write_text(summary + "\n")
+        client.log_artifact(parent, str(path))
+        client.log_artifact(parent, str(Path(self.run_dir) / "summary.md"))
+        for sub in ("sets", "predictions"):
+            if (Path(self.run_dir) / sub).is_dir():
+                client.log_artifacts(parent, str(Path(self.run_dir) / sub), sub)
+        final = self.stages[-1].model
+        if isinstance(final, str):
+            client.log_artifacts(parent, final, "final-model")
+        create_markdown_artifact(f"# iPET run `{self.config.name}`\n\n{summary}\n\nMLflow run: `{parent}`",
+                                 key=f"{self.config.name.lower().replace('_', '-').replace('.', '-')}-summary")
+        return results
+
+
+def stage_table(stages: list[dict]) -> str:
+    lines = ["| stage | test accuracy | train size | pseudo-label accuracy |", "|---|---|---|---|"]
+    lines += [f"| {s['stage']} | {_fmt(s['test_accuracy'])} | {_fmt(s['train_size'])} | "
+              f"{_fmt(s['pseudo_label_accuracy'])} |" for s in stages]
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)

@@ -1,0 +1,76 @@
+"""iPET's step between generations: peers label the pool, confident examples are kept.
+
+Follows PET's ``generate_ipet_train_set``: a random fraction of the *other* models is
+combined (weighted by each model's accuracy on the training set before training), and each
+class gets a share of the new examples in proportion to the gold label distribution, drawn
+with the ensemble's probability as weight.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import numpy as np
+
+from .ensemble import ensemble, softmax
+
+
+def growth_sizes(gold_size: int, base_size: int, growth: float, generation: int) -> int:
+    """How many pseudo-labeled examples generation ``g`` adds: base·d^g minus the gold set."""
+    return max(0, int(base_size * growth**generation) - gold_size)
+
+
+def per_label_counts(total: int, gold_counts: Sequence[int]) -> list[int]:
+    """Split ``total`` over labels like the gold distribution (equally when there is no gold)."""
+    counts = np.asarray(gold_counts, dtype=float)
+    share = counts / counts.sum() if counts.sum() > 0 else np.full(len(counts), 1 / len(counts))
+    raw = share * total
+    out = np.floor(raw).astype(int)
+    for i in np.argsort(-(raw - out))[: total - out.sum()]:  # largest remainders get the rest
+        out[i] += 1
+    return out.tolist()
+
+
+def combine_peers(peer_logits: Sequence[np.ndarray], peer_weights: Sequence[float], fraction: float,
+                  reduction: Literal["mean", "wmean"], rng: np.random.Generator) -> tuple[np.ndarray, list[int]]:
+    """Ensemble logits of a random ``fraction`` of the peers (at least one) and which were used."""
+    if not peer_logits:
+        raise ValueError("iPET needs at least two models per generation, so every model has a peer")
+    k = max(1, round(len(peer_logits) * fraction))
+    chosen = sorted(rng.choice(len(peer_logits), size=k, replace=False).tolist())
+    weights = [peer_weights[i] for i in chosen] if reduction == "wmean" else None
+    if weights is not None and sum(weights) <= 0:
+        weights = None  # every peer scored 0 before training: fall back to a plain mean
+    return ensemble([peer_logits[i] for i in chosen], weights), chosen
+
+
+def select_confident(logits: np.ndarray, counts: Sequence[int], rng: np.random.Generator,
+                     method: Literal["sample", "top"] = "sample", n_most_likely: int | None = None,
+                     min_confidence: float | None = None, exclude: np.ndarray | None = None) -> np.ndarray:
+    """Row indices to pseudo-label: ``counts[c]`` rows predicted as class ``c``.
+
+    ``sample`` draws without replacement with the predicted probability as weight (PET);
+    ``top`` takes the most confident. Candidates can be limited to the ``n_most_likely`` per
+    class and to a probability of at least ``min_confidence``. A class with too few
+    candidates contributes all it has.
+    """
+    probs = softmax(np.asarray(logits, dtype=np.float64))
+    predicted, confidence = probs.argmax(-1), probs.max(-1)
+    allowed = np.ones(len(probs), dtype=bool) if exclude is None else ~exclude
+    if min_confidence is not None:
+        allowed &= confidence >= min_confidence
+    selected = []
+    for label, count in enumerate(counts):
+        rows = np.flatnonzero(allowed & (predicted == label))
+        rows = rows[np.argsort(-confidence[rows], kind="stable")]
+        if n_most_likely:
+            rows = rows[:n_most_likely]
+        take = min(count, len(rows))
+        if take == 0:
+            continue
+        if method == "top":
+            selected.append(rows[:take])
+        else:
+            p = confidence[rows] / confidence[rows].sum()
+            selected.append(rng.choice(rows, size=take, replace=False, p=p))
+    return np.sort(np.concatenate(selected)) if selected else np.empty(0, dtype=int)

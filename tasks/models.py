@@ -1,0 +1,103 @@
+"""Prefect tasks that train and label: thin wrappers that turn paths into ``prompt_core`` calls.
+
+Each output lives at a name derived from everything it depends on; a task whose output exists
+returns it at once (``reused``), which is how a killed run resumes without redoing work.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from data.store import atomic_path, content_key, read_json, write_json
+from prompt_core import LearnerSpec, TrainConfig, build_learner, load_learner, predict_logits, save_spec, train
+
+from . import devices, tracking
+from .io import iter_rows, logits_column, read_logits, read_rows, ref
+
+METRICS = "metrics.json"
+
+
+def untrained_model(name: str, spec: dict, run_dir: str) -> str:
+    """A model directory holding only the learner spec: the backbone as is (zero-shot)."""
+    out = Path(run_dir) / "models" / f"{name}-{content_key('untrained', spec)}"
+    if not out.exists():
+        with atomic_path(out, directory=True) as tmp:
+            save_spec(LearnerSpec(**{**spec, "labels": tuple(spec["labels"])}), tmp)
+    return str(out)
+
+
+@task(task_run_name="train {name}", cache_policy=NO_CACHE)
+def train_model(name: str, spec: dict, train_set: str, config: dict, run_dir: str, tracking_info: dict,
+                unlabeled: str | None = None, params: dict | None = None) -> dict[str, Any]:
+    """Train one learner on a parquet training set (hard ``label`` or soft ``logits`` targets)."""
+    logger = get_run_logger()
+    cfg = TrainConfig(**config)
+    uses_mlm = cfg.mlm_weight > 0 and unlabeled is not None
+    key = content_key("model", spec, ref(train_set), cfg.model_dump(exclude={"device"}),
+                      ref(unlabeled) if uses_mlm else None)
+    out = Path(run_dir) / "models" / f"{name}-{key}"
+    reused = out.exists()
+    if reused:
+        logger.info("reusing %s", out.name)
+    else:
+        learner_spec = LearnerSpec(**{**spec, "labels": tuple(spec["labels"])})
+        table = pq.read_table(train_set)
+        rows = table.to_pylist()
+        if "logits" in table.column_names:
+            targets = read_logits(train_set)
+        else:
+            index = {label: i for i, label in enumerate(learner_spec.labels)}
+            targets = np.array([index[r["label"]] for r in rows])
+        extra = read_rows(unlabeled) if uses_mlm else None
+        started = time.perf_counter()
+        with devices.device() as dev:
+            learner = build_learner(learner_spec)
+            result = train(learner, rows, targets, cfg.model_copy(update={"device": dev}), unlabeled=extra,
+                           progress=False)
+        with atomic_path(out, directory=True) as tmp:
+            learner.save(tmp)
+            write_json({"losses": result.losses, "train_size": len(rows), "steps": result.steps,
+                        "seconds": time.perf_counter() - started}, tmp / METRICS)
+        logger.info("trained %s on %d examples, final loss %.4f", name, len(rows), result.final_loss)
+    metrics = read_json(out / METRICS)
+    run_id = tracking.log_child(
+        tracking_info["uri"], tracking_info["parent_id"], name,
+        params={**(params or {}), "kind": spec["kind"], "backbone": spec["backbone"], "template": spec["template"],
+                **cfg.model_dump(exclude={"device"})},
+        curve=metrics["losses"],
+        metrics={"train_size": metrics["train_size"], "train_seconds": metrics["seconds"]},
+        tags={"reused": str(reused).lower(), "model_dir": str(out)},
+    )
+    return {"name": name, "model_dir": str(out), "reused": reused, "train_size": metrics["train_size"],
+            "mlflow_run_id": run_id}
+
+
+@task(task_run_name="label {dataset_name} with {model_name}", cache_policy=NO_CACHE)
+def label_set(model_name: str, model_dir: str, dataset_name: str, dataset: str, run_dir: str,
+              batch_size: int = 64) -> dict[str, Any]:
+    """Class logits of every row of ``dataset``, streamed to parquet (``id``, ``logits``)."""
+    key = content_key("logits", ref(model_dir), ref(dataset))
+    out = Path(run_dir) / "logits" / f"{model_name}--{dataset_name}-{key}.parquet"
+    if out.exists():
+        return {"path": str(out), "reused": True}
+    learner = load_learner(model_dir)
+    fields = learner.template.slots
+    ids = pq.read_table(dataset, columns=["id"])["id"]
+    with devices.device() as dev, atomic_path(out) as tmp:
+        chunks = predict_logits(learner, iter_rows(dataset, fields), batch_size=batch_size, device=dev)
+        schema = pa.schema([("id", pa.string()), ("logits", pa.list_(pa.float32(), len(learner.labels)))])
+        with pq.ParquetWriter(tmp, schema) as writer:
+            start = 0
+            for chunk in chunks:
+                writer.write_table(pa.table({"id": ids.slice(start, len(chunk)), "logits": logits_column(chunk)},
+                                            schema=schema))
+                start += len(chunk)
+    return {"path": str(out), "reused": False}
