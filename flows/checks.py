@@ -6,7 +6,7 @@ from data.prepare import load_sets
 from data.sources import DataError
 from prompt_core import BackboneError, VerbalizerError
 from prompt_core.backbone import load_tokenizer
-from prompt_core.selection import growth_sizes
+from prompt_core.selection import new_examples
 
 from .config import RunConfig
 
@@ -25,12 +25,12 @@ def check_run(config: RunConfig) -> tuple[list[str], dict[str, int]]:
         if models < 2:
             problems.append("pvps/seeds: iPET needs at least two models per generation so each has a peer"
                             + ("" if gold else " (zero-shot: at least two PVPs)"))
-        base = gold or config.ipet.zero_shot_per_class * len(config.labels)
-        need = growth_sizes(gold, base, config.ipet.growth, config.ipet.generations)
+        need = new_examples(gold, config.ipet.generations, config.ipet.growth,
+                            config.ipet.zero_shot_per_class * len(config.labels))
         if need > pool:
             problems.append(f"ipet.growth/ipet.generations: generation {config.ipet.generations} needs {need} "
-                            f"pseudo-labeled examples (base {base} × {config.ipet.growth:g}^"
-                            f"{config.ipet.generations} − {gold} gold) but the pool has {pool}")
+                            f"pseudo-labeled examples but the pool has {pool}; lower growth or generations, "
+                            "or raise data.pool_size")
     return problems, rows
 
 

@@ -15,9 +15,12 @@ import numpy as np
 from .ensemble import ensemble, softmax
 
 
-def growth_sizes(gold_size: int, base_size: int, growth: float, generation: int) -> int:
-    """How many pseudo-labeled examples generation ``g`` adds: base·d^g minus the gold set."""
-    return max(0, int(base_size * growth**generation) - gold_size)
+def new_examples(gold_size: int, generation: int, growth: float, zero_shot_base: int) -> int:
+    """How many pseudo-labeled examples generation ``g`` adds: base·d^g minus the gold set.
+
+    The base is the gold set's size, or ``zero_shot_base`` when there is no gold set.
+    """
+    return max(0, int((gold_size or zero_shot_base) * growth**generation) - gold_size)
 
 
 def per_label_counts(total: int, gold_counts: Sequence[int]) -> list[int]:

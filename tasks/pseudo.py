@@ -9,12 +9,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from data.store import content_key, write_parquet
 from prompt_core import ensemble
-from prompt_core.selection import combine_peers, growth_sizes, per_label_counts, select_confident
+from prompt_core.selection import combine_peers, new_examples, per_label_counts, select_confident
 
 from .io import logits_column, read_logits, ref
 
@@ -59,6 +59,10 @@ def build_train_set(name: str, generation: int, labeled: str, pool: str, peer_lo
                                  np.random.default_rng([seed, generation, int(key, 16) % 2**32])), out)
     table = pq.read_table(out, columns=["source", "label", "hidden_label"])
     pseudo = table.filter(pc.equal(table["source"], "pseudo"))
+    wanted = _new_examples(labeled, generation, ipet, len(labels))
+    if pseudo.num_rows < wanted:
+        get_run_logger().warning("%s: the peers predicted too few confident examples of some class; "
+                                 "%d of %d pseudo-labeled examples selected", name, pseudo.num_rows, wanted)
     known = pseudo.filter(pc.is_valid(pseudo["hidden_label"]))
     pl_acc = (float(pc.mean(pc.cast(pc.equal(known["label"], known["hidden_label"]), pa.int8())).as_py())
               if known.num_rows else None)
@@ -66,13 +70,17 @@ def build_train_set(name: str, generation: int, labeled: str, pool: str, peer_lo
             "pseudo_label_accuracy": pl_acc}
 
 
+def _new_examples(labeled: str, generation: int, ipet: dict, num_labels: int) -> int:
+    return new_examples(pq.ParquetFile(labeled).metadata.num_rows, generation, ipet["growth"],
+                        ipet["zero_shot_per_class"] * num_labels)
+
+
 def _train_set(generation: int, labeled: str, pool: str, peer_logits: Sequence[str], peer_weights: Sequence[float],
                labels: Sequence[str], ipet: dict, rng: np.random.Generator) -> pa.Table:
     gold = pq.read_table(labeled)
     pool_table = pq.read_table(pool)
     gold_counts = [gold["label"].to_pylist().count(label) for label in labels]
-    base = gold.num_rows or ipet["zero_shot_per_class"] * len(labels)
-    counts = per_label_counts(growth_sizes(gold.num_rows, base, ipet["growth"], generation), gold_counts)
+    counts = per_label_counts(_new_examples(labeled, generation, ipet, len(labels)), gold_counts)
     logits, _ = combine_peers([read_logits(p) for p in peer_logits], peer_weights, ipet["peer_fraction"],
                               ipet["reduction"], rng)
     fields = [c for c in gold.column_names if c not in ("id", "label")]

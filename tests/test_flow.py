@@ -1,0 +1,151 @@
+"""The iPET flow end to end: real Prefect (test harness), real MLflow (SQLite), tiny models."""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from flows.config import RunConfig
+from flows.ipet import ipet
+from tiny import save_tiny
+
+POSITIVE, NEGATIVE = ["great", "good", "wonderful", "fine"], ["bad", "awful", "terrible", "boring"]
+FILLER = "the a movie film was it is really very story plot actors".split()
+GOLD_PER_CLASS, GROWTH, GENERATIONS, STEPS = 4, 2, 2, 60
+
+
+def _texts(rng: random.Random, n: int) -> list[tuple[str, str]]:
+    rows = []
+    for i in range(n):
+        label = "pos" if i % 2 else "neg"
+        words = rng.sample(FILLER, 4) + [rng.choice(POSITIVE if label == "pos" else NEGATIVE)]
+        rng.shuffle(words)
+        rows.append((" ".join(words), label))
+    return rows
+
+
+def _write_csv(path: Path, rows: list[tuple[str, str]]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+
+
+@pytest.fixture(scope="module")
+def toy_config(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("toy")
+    rng = random.Random(0)
+    _write_csv(root / "train.csv", _texts(rng, 240))
+    _write_csv(root / "test.csv", _texts(rng, 40))
+    model = save_tiny("bert", root / "tiny-bert")
+    return {
+        "name": "toy",
+        "model": str(model),
+        "max_length": 32,
+        "verbalizer": {"neg": "bad", "pos": "great"},
+        "pvps": [{"pattern": "{text} it was {mask} ."}, {"pattern": "{mask} : {text}"}],
+        "seeds": [1],
+        "data": {"root": str(root), "train": {"path": "train.csv"}, "test": {"path": "test.csv"},
+                 "labeled_per_class": GOLD_PER_CLASS, "pool_size": 200},
+        "train": {"learning_rate": 3e-3, "batch_size": 8, "max_steps": STEPS, "device": "cpu"},
+        "ipet": {"generations": GENERATIONS, "growth": GROWTH},
+        "final": {"train": {"max_steps": 20}},
+        "tracking": {"mlflow_uri": f"sqlite:///{root / 'mlflow.db'}", "experiment": "toy"},
+    }
+
+
+@pytest.fixture(scope="module")
+def finished(prefect_harness, toy_config, tmp_path_factory) -> tuple[dict, Path]:
+    run_dir = tmp_path_factory.mktemp("run")
+    return ipet(config=RunConfig.model_validate(toy_config), run_dir=str(run_dir)), run_dir
+
+
+def test_results_have_every_stage(finished):
+    results, run_dir = finished
+    stages = [s["stage"] for s in results["stages"]]
+    assert stages == ["zero-shot", "pet", "ipet-1", "ipet-2", "final"]
+    assert (run_dir / "results.json").exists() and results["mlflow_run_id"] and results["prefect_flow_run_id"]
+    assert all(s["test_accuracy"] is not None for s in results["stages"])
+    assert results["tasks"] == {"trained": 2 * (1 + GENERATIONS) + 1, "reused": 0}
+
+
+def test_training_sets_grow_as_configured_and_keep_gold(finished):
+    results, run_dir = finished
+    gold = pq.read_table(next(run_dir.glob("data-*/labeled.parquet"))).to_pylist()
+    gold_labels = {r["id"]: r["label"] for r in gold}
+    assert len(gold) == 2 * GOLD_PER_CLASS
+    for generation in range(1, GENERATIONS + 1):
+        sets = sorted(run_dir.glob(f"sets/g{generation}-*.parquet"))
+        assert len(sets) == 2
+        for path in sets:
+            rows = pq.read_table(path).to_pylist()
+            assert len(rows) == len(gold) * GROWTH**generation
+            assert {r["id"]: r["label"] for r in rows if r["source"] == "gold"} == gold_labels
+            assert len({r["id"] for r in rows}) == len(rows), "no example twice"
+            assert not {r["id"] for r in rows if r["source"] == "pseudo"} & gold_labels.keys()
+        stage = next(s for s in results["stages"] if s["stage"] == f"ipet-{generation}")
+        assert stage["train_size"] == len(gold) * GROWTH**generation
+        assert 0.0 <= stage["pseudo_label_accuracy"] <= 1.0
+
+
+def test_mlflow_parent_has_a_child_per_model_with_curves_and_artifacts(finished, toy_config):
+    results, run_dir = finished
+    client = MlflowClient(toy_config["tracking"]["mlflow_uri"])
+    parent = client.get_run(results["mlflow_run_id"])
+    assert parent.data.tags["prefect.flow_run_id"] == results["prefect_flow_run_id"]
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(children) == results["tasks"]["trained"]
+    for child in children:
+        curve = client.get_metric_history(child.info.run_id, "loss")
+        expected_steps = 20 if child.info.run_name.startswith("final") else STEPS
+        assert [m.step for m in curve] == list(range(1, expected_steps + 1))
+        assert "test_accuracy" in child.data.metrics and child.data.metrics["train_size"] > 0
+    names = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"results.json", "summary.md", "sets", "predictions", "final-model"} <= names
+    sets = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "sets")}
+    assert len(sets) == 2 * GENERATIONS
+
+
+def test_killed_run_resumes_without_redoing_finished_tasks(prefect_harness, toy_config, finished, tmp_path):
+    """SIGKILL the CLI once generation 1 has begun training, run again, count what was reused."""
+    from prefect.settings import PREFECT_API_URL
+
+    config_path = tmp_path / "toy.yaml"
+    config_path.write_text(yaml.safe_dump(toy_config))
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(Path(__file__).parents[1])}
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", str(config_path), "--run-dir", str(run_dir)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not list(run_dir.glob("models/g1-*")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished_before_kill = [p for p in (run_dir / "models").iterdir() if not p.name.startswith(".")
+                            and not p.name.startswith("zero-shot")]
+    assert 2 <= len(finished_before_kill) < _total(finished), "killed mid-run, after generation 0"
+
+    resumed = ipet(config=RunConfig.model_validate(toy_config), run_dir=str(run_dir))
+    assert resumed["tasks"]["reused"] == len(finished_before_kill)
+    assert resumed["tasks"]["trained"] == _total(finished) - len(finished_before_kill)
+    uninterrupted = finished[0]
+    assert [s["test_accuracy"] for s in resumed["stages"]] == [s["test_accuracy"] for s in uninterrupted["stages"]]
+
+    again = ipet(config=RunConfig.model_validate(toy_config), run_dir=str(run_dir))
+    assert again["tasks"] == {"trained": 0, "reused": _total(finished)}
+
+
+def _total(finished) -> int:
+    return finished[0]["tasks"]["trained"] + finished[0]["tasks"]["reused"]
