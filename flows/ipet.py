@@ -18,12 +18,14 @@ from tasks.data import prepare_data
 from tasks.models import train_model, untrained_model
 from tasks.pseudo import build_train_set
 
-from .config import RunConfig
+from .config import RunConfig, load_config
 from .run import Run, Stage
 
 
 @flow(name="ipet", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=4))
-def ipet(config: RunConfig, run_dir: str = "runs/ipet") -> dict:
+def ipet(config: RunConfig | str, run_dir: str = "runs/ipet") -> dict:
+    """``config`` is a validated config, or the path of its YAML file (as deployments pass it)."""
+    config = config if isinstance(config, RunConfig) else load_config(config)
     run_dir = str(Path(run_dir).resolve())
     devices.configure(config.train.device, config.max_parallel)
     data = prepare_data(config.data, config.fields, config.labels, run_dir)

@@ -26,9 +26,11 @@ def ensemble(
     """
     if not logits:
         raise ValueError("nothing to ensemble")
+    if over not in ("logits", "probs"):
+        raise ValueError(f"over must be 'logits' or 'probs', not {over!r}")
     stacked = np.stack([np.asarray(l, dtype=np.float64) for l in logits])
     w = np.ones(len(logits)) if weights is None else np.asarray(weights, dtype=np.float64)
-    if w.shape != (len(logits),) or (w < 0).any() or w.sum() <= 0:
+    if w.shape != (len(logits),) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
         raise ValueError(f"need one non-negative weight per model with a positive sum, got {list(w)}")
     if over == "probs":
         return np.log(np.average(softmax(stacked), axis=0, weights=w) + 1e-12)

@@ -27,7 +27,6 @@ from .verbalizer import Verbalizer
 SPEC_FILE = "learner.json"
 # transformers' loading swaps torch's default device (meta tensors) and is not thread-safe.
 _LOADING = threading.Lock()
-WEIGHTS_FILE = "model.safetensors"
 
 
 @dataclass(frozen=True)
@@ -113,7 +112,10 @@ class ClozeLearner(Learner):
 
     @property
     def pvp(self) -> PVP:
-        return PVP(Pattern(self.spec.template), Verbalizer(self.spec.verbalizer))
+        # class index order is spec.labels; the verbalizer mapping may list labels in another
+        # order (learner.json is written with sorted keys), so it is reordered to match
+        words = self.spec.verbalizer
+        return PVP(Pattern(self.spec.template), Verbalizer({label: words[label] for label in self.spec.labels}))
 
     @property
     def template(self) -> Pattern:
@@ -145,8 +147,13 @@ class ClassifierLearner(Learner):
 
 
 def build_learner(spec: LearnerSpec, weights: str | Path | None = None) -> Learner:
-    """A learner from its spec, with weights from ``weights`` (a saved directory) or the backbone."""
-    with _LOADING:
+    """A learner from its spec, with weights from ``weights`` (a saved directory) or the backbone.
+
+    Weights the checkpoint lacks (a fresh MLM or classifier head) are initialised from a fixed
+    seed, so an untrained learner scores the same in every process and every run.
+    """
+    with _LOADING, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
         return _build(spec, weights)
 
 

@@ -112,9 +112,12 @@ def _cut(offsets: Sequence[tuple[int, int]], keep: int) -> int:
     return min(end, offsets[keep][0]) if keep < len(offsets) else end
 
 
-def _scrub(value: str, mask_token: str) -> str:
-    """An input that contains the mask token itself would add a second mask; drop it."""
-    return value.replace(mask_token, " ") if mask_token in value else value
+def _scrub(value: str, mask_token: str | None) -> str:
+    """An input that contains the mask token itself would add a second mask; drop it.
+
+    A classifier's tokenizer may have no mask token at all (``None``): nothing to drop.
+    """
+    return value.replace(mask_token, " ") if mask_token and mask_token in value else value
 
 
 @dataclass(frozen=True)

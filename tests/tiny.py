@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (AlbertConfig, AlbertForMaskedLM, BertConfig, BertForMaskedLM, BertModel,
                           BertTokenizerFast, DistilBertConfig, DistilBertForMaskedLM,
@@ -14,6 +15,7 @@ sports world business science tech news category game team match market stock pr
 computer software space research election war government plot actors story really very not and
 of in on to x yes no maybe question answer""".split()
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+FAMILIES = ("bert", "roberta", "distilbert", "albert")  # the kinds save_tiny builds
 
 
 def bert_tokenizer(directory: Path) -> BertTokenizerFast:
@@ -28,14 +30,27 @@ def bert_tokenizer(directory: Path) -> BertTokenizerFast:
                              sep_token="[SEP]", mask_token="[MASK]")
 
 
-def save_tiny(kind: str, directory: Path, headless: bool = False) -> Path:
-    """Save a randomly initialised tiny model of one family (plus its tokenizer) to ``directory``."""
+def save_tiny(kind: str, directory: Path, headless: bool = False, seed: int = 0) -> Path:
+    """Save a randomly initialised tiny model of one family (plus its tokenizer) to ``directory``.
+
+    The weights come from ``seed`` (the global torch RNG is left as it was), so every run
+    of the tests sees the same tiny models.
+    """
     directory = Path(directory)
     if kind == "roberta":
         tok = roberta_tokenizer(directory)
     else:
         tok = bert_tokenizer(directory)
     common = dict(vocab_size=len(tok), max_position_embeddings=130, pad_token_id=tok.pad_token_id)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = _tiny_model(kind, headless, common, tok)
+    model.save_pretrained(directory)
+    tok.save_pretrained(directory)
+    return directory
+
+
+def _tiny_model(kind: str, headless: bool, common: dict, tok):
     if kind == "bert":
         cfg = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, **common)
         model = (BertModel if headless else BertForMaskedLM)(cfg)
@@ -50,9 +65,7 @@ def save_tiny(kind: str, directory: Path, headless: bool = False) -> Path:
                                                num_attention_heads=2, intermediate_size=64, **common))
     else:
         raise ValueError(kind)
-    model.save_pretrained(directory)
-    tok.save_pretrained(directory)
-    return directory
+    return model
 
 
 def roberta_tokenizer(directory: Path) -> RobertaTokenizerFast:
@@ -64,8 +77,10 @@ def roberta_tokenizer(directory: Path) -> RobertaTokenizerFast:
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     corpus = [" " + " ".join(WORDS) + " ."] * 50
     bpe.train_from_iterator(corpus, trainer)
+    # as in real RoBERTa, "<mask>" swallows the space before it: "was <mask>" -> Ġwas, <mask>
+    bpe.add_special_tokens([AddedToken("<mask>", lstrip=True, special=True, normalized=False)])
     bpe.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
     bpe.decoder = decoders.ByteLevel()
     return RobertaTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", sep_token="</s>",
                                 cls_token="<s>", unk_token="<unk>", pad_token="<pad>",
-                                mask_token=AddedToken("<mask>", lstrip=True))  # as in real RoBERTa
+                                mask_token=AddedToken("<mask>", lstrip=True, special=True, normalized=False))
