@@ -12,6 +12,7 @@ import contextlib
 import importlib
 import importlib.util
 import logging
+import threading
 import warnings
 from pathlib import Path
 
@@ -54,19 +55,35 @@ def head_transform(model: nn.Module) -> nn.Module:
     return _HEAD_TRANSFORMS[family](model)
 
 
+_quiet_lock = threading.Lock()
+_quiet_depth = 0
+_saved_verbosity = hf_logging.WARNING
+
+
 @contextlib.contextmanager
 def quiet_transformers():
-    """Loading a headless checkpoint prints a long report; we say it in one line instead."""
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    """Loading a headless checkpoint prints a long report; we say it in one line instead.
+
+    Counted, because loads run in several task threads at once: the first in silences
+    transformers, the last out restores it.
+    """
+    global _quiet_depth, _saved_verbosity
+    with _quiet_lock:
+        if _quiet_depth == 0:
+            _saved_verbosity = hf_logging.get_verbosity()
+            hf_logging.set_verbosity_error()
+            hf_logging.disable_progress_bar()
+        _quiet_depth += 1
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
-        hf_logging.set_verbosity(verbosity)
-        hf_logging.enable_progress_bar()
+        with _quiet_lock:
+            _quiet_depth -= 1
+            if _quiet_depth == 0:
+                hf_logging.set_verbosity(_saved_verbosity)
+                hf_logging.enable_progress_bar()
 
 
 # Hub models that ship inside a PyPI package, so they load with no hub access.
