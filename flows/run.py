@@ -5,6 +5,7 @@ Kept out of ``flows/ipet.py`` so the flow itself reads like the method.
 
 from __future__ import annotations
 
+import re
 import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from data.store import write_json
 from prompt_core import LearnerSpec
 from tasks.io import read_logits
-from tasks.models import label_set, train_model
+from tasks.models import label_set, train_model, untrained_model
 from tasks.pseudo import combine
 
 from .config import RunConfig
@@ -110,16 +111,24 @@ class Run:
         return {m: r["model_dir"] for m, r in results.items()}
 
     def label_all(self, models: dict[Member, str], dataset: str) -> dict[Member, str]:
-        futures = {m: label_set.submit(Path(d).name.rsplit("-", 1)[0], d, dataset, self.data[dataset], self.run_dir,
+        futures = {m: label_set.submit(model_name(d), d, dataset, self.data[dataset], self.run_dir,
                                        self.config.labeling.batch_size)
                    for m, d in models.items()}
         return {m: f.result()["path"] for m, f in futures.items()}
 
+    def untrained(self) -> dict[Member, str]:
+        """Every PVP on the backbone as is (zero-shot)."""
+        return {(p, None): untrained_model(f"zero-shot-p{p}", self.spec(p), self.run_dir) for p in self.pvp_indices}
+
     def pvp_weights(self, prior: dict[Member, str]) -> list[float]:
         if not self.gold_size:
             return [1.0] * len(self.pvp_indices)
-        logits = self.label_all(prior, "labeled")
-        return [self._accuracy(logits[(p, None)], "labeled") for p in self.pvp_indices]
+        return self.pvp_accuracies(prior, "labeled")
+
+    def pvp_accuracies(self, prior: dict[Member, str], dataset: str) -> list[float]:
+        """Each untrained PVP's accuracy on ``dataset``, in PVP order."""
+        logits = self.label_all(prior, dataset)
+        return [self._accuracy(logits[(p, None)], dataset) for p in self.pvp_indices]
 
     def combine(self, name: str, logits: dict[Member, str], models: dict[Member, str], weights: list[float] | None,
                 dataset: str) -> dict:
@@ -130,7 +139,7 @@ class Run:
 
     def evaluate(self, models: dict[Member, str], weights: list[float] | None) -> Evaluation:
         if not self.data.get("test"):
-            return Evaluation(None, [{"name": Path(d).name.rsplit("-", 1)[0]} for d in models.values()])
+            return Evaluation(None, [{"name": model_name(d)} for d in models.values()])
         logits = self.label_all(models, "test")
         client = MlflowClient(self.tracking_info["uri"])
         rows = []
@@ -139,7 +148,7 @@ class Run:
             trained = next((t for t in self.models_trained if t["model_dir"] == d), None)
             if trained:
                 client.log_metric(trained["mlflow_run_id"], "test_accuracy", acc)
-            rows.append({"name": Path(d).name.rsplit("-", 1)[0], "test_accuracy": acc,
+            rows.append({"name": model_name(d), "test_accuracy": acc,
                          "reused": trained["reused"] if trained else None})
         stage_name = f"stage{len(self.stages)}"
         return Evaluation(self.combine(stage_name, logits, models, weights, "test")["accuracy"], rows)
@@ -160,13 +169,13 @@ class Run:
             value = getattr(stage, key)
             if value is not None:
                 client.log_metric(self.tracking_info["parent_id"], key, value, step=step)
-        rows = [{"model": m["name"], **{k: _fmt(v) for k, v in m.items() if k != "name"}} for m in stage.models]
-        create_table_artifact(rows or [{"model": "-"}], key=f"{self.config.name.lower().replace('_', '-').replace('.', '-')}-{stage.stage}",
-                              description=f"{stage.stage}: test accuracy {_fmt(stage.test_accuracy)}, "
-                                          f"train size {_fmt(stage.train_size)}, "
-                                          f"pseudo-label accuracy {_fmt(stage.pseudo_label_accuracy)}")
-        print(f"[{stage.stage}] test accuracy {_fmt(stage.test_accuracy)} · train size {_fmt(stage.train_size)}"
-              f" · pseudo-label accuracy {_fmt(stage.pseudo_label_accuracy)}")
+        rows = [{"model": m["name"], **{k: fmt(v) for k, v in m.items() if k != "name"}} for m in stage.models]
+        create_table_artifact(rows or [{"model": "-"}], key=artifact_key(self.config.name, stage.stage),
+                              description=f"{stage.stage}: test accuracy {fmt(stage.test_accuracy)}, "
+                                          f"train size {fmt(stage.train_size)}, "
+                                          f"pseudo-label accuracy {fmt(stage.pseudo_label_accuracy)}")
+        print(f"[{stage.stage}] test accuracy {fmt(stage.test_accuracy)} · train size {fmt(stage.train_size)}"
+              f" · pseudo-label accuracy {fmt(stage.pseudo_label_accuracy)}")
 
     def finish(self, client: MlflowClient) -> dict:
         from prefect import runtime
@@ -176,6 +185,7 @@ class Run:
         results = {
             "name": self.config.name,
             "run_dir": self.run_dir,
+            "backbone": self.config.model,
             "mlflow_run_id": parent,
             "prefect_flow_run_id": str(runtime.flow_run.id),
             "tasks": {"trained": len(trained), "reused": len(self.models_trained) - len(trained)},
@@ -193,18 +203,28 @@ class Run:
         if isinstance(final, str):
             client.log_artifacts(parent, final, "final-model")
         create_markdown_artifact(f"# iPET run `{self.config.name}`\n\n{summary}\n\nMLflow run: `{parent}`",
-                                 key=f"{self.config.name.lower().replace('_', '-').replace('.', '-')}-summary")
+                                 key=artifact_key(self.config.name, "summary"))
         return results
+
+
+def model_name(model_dir: str) -> str:
+    """``models/g1-p0-s42-<key>`` → ``g1-p0-s42``."""
+    return Path(model_dir).name.rsplit("-", 1)[0]
+
+
+def artifact_key(*parts: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    return re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower())
 
 
 def stage_table(stages: list[dict]) -> str:
     lines = ["| stage | test accuracy | train size | pseudo-label accuracy |", "|---|---|---|---|"]
-    lines += [f"| {s['stage']} | {_fmt(s['test_accuracy'])} | {_fmt(s['train_size'])} | "
-              f"{_fmt(s['pseudo_label_accuracy'])} |" for s in stages]
+    lines += [f"| {s['stage']} | {fmt(s['test_accuracy'])} | {fmt(s['train_size'])} | "
+              f"{fmt(s['pseudo_label_accuracy'])} |" for s in stages]
     return "\n".join(lines)
 
 
-def _fmt(value: Any) -> str:
+def fmt(value: Any) -> str:
     if value is None:
         return "–"
     return f"{value:.4f}" if isinstance(value, float) else str(value)
