@@ -39,6 +39,8 @@ def _check_model(config: RunConfig) -> list[str]:
         tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
     except Exception as err:  # missing dir, no tokenizer files, bad hub name: all a user fix
         return [f"model: cannot load a tokenizer from {config.model!r}: {str(err).splitlines()[0]}"]
+    if tokenizer.mask_token is None and config.adapt:
+        return [f"adapt: {config.model!r} has no mask token, so it cannot be trained as a masked LM"]
     if config.learner != "cloze":
         return []
     if tokenizer.mask_token is None:
@@ -50,4 +52,4 @@ def _check_model(config: RunConfig) -> list[str]:
         except (VerbalizerError, BackboneError) as err:
             where = f"pvps.{i}.verbalizer" if config.pvps[i].verbalizer else "verbalizer"
             problems.append(f"{where}: {err}")
-    return problems
+    return list(dict.fromkeys(problems))  # a shared verbalizer's problem, once

@@ -1,4 +1,4 @@
-"""``ipet``: run the iPET flow, or check a config and its data first."""
+"""``ipet``: run the iPET flow, adapt its backbone to the pool, or check a config and its data first."""
 
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ from .config import ConfigError, load_config
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ipet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in (("run", "run the iPET flow"), ("validate", "check a config and its data, run nothing")):
+    for name, text in (("run", "run the iPET flow"),
+                       ("adapt", "MLM-train the backbone on the pool (TAPT); zero-shot accuracy before/after"),
+                       ("validate", "check a config and its data, run nothing")):
         p = sub.add_parser(name, help=text)
         p.add_argument("config", help="YAML run configuration")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config field, e.g. --set ipet.generations=2 (repeatable)")
-        if name == "run":
+        if name != "validate":
             p.add_argument("--run-dir", help="where outputs go (default runs/<name>); re-use it to resume")
     args = parser.parse_args(argv)
 
@@ -27,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(err, file=sys.stderr)
         return 2
+    if args.command == "adapt":
+        config = config.for_adaptation()
     from .checks import check_run
 
     problems, rows = check_run(config)
@@ -36,13 +40,31 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.config}: ok · labels {list(config.labels)} · rows {rows}")
     if args.command == "validate":
         return 0
-    return _run(config, Path(args.run_dir or Path("runs") / config.name))
+    run_dir = Path(args.run_dir or Path("runs") / config.name)
+    _prefect_defaults()
+    return _adapt(config, run_dir) if args.command == "adapt" else _run(config, run_dir)
 
 
-def _run(config, run_dir: Path) -> int:
+def _prefect_defaults() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # first start migrates a DB
     os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")  # its shutdown noise is not ours to show
+
+
+def _adapt(config, run_dir: Path) -> int:
+    from .adapt import accuracy_table, adapt
+
+    report = adapt(config=config, run_dir=str(run_dir))
+    losses = report["losses"]
+    print()
+    print(accuracy_table(report))
+    print(f"\nMLM loss {losses[0]:.4f} -> {losses[-1]:.4f} over {len(losses)} steps"
+          f"{' (reused)' if report['reused'] else ''} · MLflow run {report['mlflow_run_id']}")
+    print(f"adapted backbone, usable as `model:`: {report['model_dir']}")
+    return 0
+
+
+def _run(config, run_dir: Path) -> int:
     from .ipet import ipet
     from .run import stage_table
 

@@ -9,7 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from data.prepare import DataConfig
-from prompt_core import PVP, Pattern, PatternError, TrainConfig, Verbalizer, VerbalizerError
+from prompt_core import PVP, AdaptConfig, Pattern, PatternError, TrainConfig, Verbalizer, VerbalizerError
 
 
 class Strict(BaseModel):
@@ -66,6 +66,7 @@ class RunConfig(Strict):
     pvps: list[PVPConfig] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [42], min_length=1)
     data: DataConfig
+    adapt: AdaptConfig | None = Field(None, description="MLM training on the pool first (TAPT); learners start from it")
     train: TrainConfig = Field(default_factory=TrainConfig)
     ipet: IpetConfig = Field(default_factory=IpetConfig)
     final: FinalConfig = Field(default_factory=FinalConfig)
@@ -115,6 +116,12 @@ class RunConfig(Strict):
     @property
     def distill_train(self) -> TrainConfig:
         return self.train.model_copy(update={**self.final.train, "temperature": self.final.temperature})
+
+    def for_adaptation(self) -> "RunConfig":
+        """The config as ``ipet adapt`` reads it: PVPs as cloze models (that is what adaptation
+        should help), an ``adapt`` section (defaults if none), and no iPET generations to check."""
+        return self.model_copy(update={"learner": "cloze", "adapt": self.adapt or AdaptConfig(),
+                                       "ipet": self.ipet.model_copy(update={"generations": 0})})
 
 
 class ConfigError(ValueError):

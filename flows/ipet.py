@@ -1,6 +1,7 @@
 """The iPET loop as a Prefect flow; it reads like the method.
 
-PET trains one model per (PVP × seed) on the gold set. Each iPET generation lets every model's
+Optionally the backbone first gets more masked-LM training on the pool's text (TAPT). PET then
+trains one model per (PVP × seed) on the gold set. Each iPET generation lets every model's
 peers label the unlabeled pool, keeps their most confident examples (balanced like the gold
 labels), and trains fresh models on the gold set plus those. The last generation's ensemble
 labels the pool once more, and is either the final model or is distilled into one classifier.
@@ -14,8 +15,9 @@ from prefect import flow, runtime
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks import devices, tracking
+from tasks.adapt import adapt_backbone
 from tasks.data import prepare_data
-from tasks.models import train_model, untrained_model
+from tasks.models import train_model
 from tasks.pseudo import build_train_set
 
 from .config import RunConfig, load_config
@@ -32,11 +34,16 @@ def ipet(config: RunConfig | str, run_dir: str = "runs/ipet") -> dict:
     uri = tracking.resolve_uri(config.tracking.mlflow_uri)
     tags = {"prefect.flow_run_id": str(runtime.flow_run.id), "run_dir": run_dir}
     with tracking.parent_run(uri, config.tracking.experiment, config.name, tags) as (client, parent_id):
+        # Adaptation (optional, TAPT): MLM training on the pool's text; every learner starts from it.
+        if config.adapt:
+            adapted = adapt_backbone(config.model, data["pool"], config.fields, config.adapt.model_dump(), run_dir,
+                                     {"uri": uri, "parent_id": parent_id}, config.trust_remote_code)
+            config = config.model_copy(update={"model": adapted["model_dir"]})
         run = Run(config, run_dir, data, uri, parent_id)
 
-        # Zero-shot: every PVP on the untouched backbone. Its accuracy on the gold set is the
+        # Zero-shot: every PVP on the backbone, untrained. Its accuracy on the gold set is the
         # weight PET gives each model ("accuracy on the training set before training").
-        prior = {(p, None): untrained_model(f"zero-shot-p{p}", run.spec(p), run_dir) for p in run.pvp_indices}
+        prior = run.untrained()
         weights = run.pvp_weights(prior)
         run.record(Stage.of("zero-shot", run.evaluate(prior, weights=None), train_size=0))
 

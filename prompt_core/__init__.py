@@ -1,8 +1,10 @@
-"""The PET method as plain Python: patterns, verbalizers, learners, training, labeling, ensembling.
+"""The PET method as plain Python: patterns, verbalizers, learners, training, backbone adaptation,
+labeling, ensembling.
 
 Nothing here imports Prefect or MLflow, so the method can be used and tested on its own.
 """
 
+from .adapt import AdaptConfig, adapt
 from .backbone import BackboneError, load_masked_lm
 from .device import select_device
 from .ensemble import accuracy, ensemble, softmax
@@ -15,8 +17,8 @@ from .train import TrainConfig, TrainResult, train
 from .verbalizer import Verbalizer, VerbalizerError
 
 __all__ = [
-    "BackboneError", "ClassifierLearner", "ClozeLearner", "Learner", "LearnerSpec", "PVP", "Pattern",
-    "PatternError", "Template", "TrainConfig", "TrainResult", "Verbalizer", "VerbalizerError", "accuracy",
+    "AdaptConfig", "BackboneError", "ClassifierLearner", "ClozeLearner", "Learner", "LearnerSpec", "PVP", "Pattern",
+    "PatternError", "Template", "TrainConfig", "TrainResult", "Verbalizer", "VerbalizerError", "accuracy", "adapt",
     "build_learner", "ensemble", "load_learner", "load_masked_lm", "predict_all", "predict_logits",
     "save_spec", "select_device", "softmax", "train",
 ]

@@ -8,11 +8,12 @@ labeling loop, and both are saved as a ``save_pretrained`` directory plus ``lear
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Iterator, Literal, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -61,6 +62,17 @@ class LearnerSpec:
         return cls(**d)
 
 
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids padded to the batch's longest sequence (not to max_length), and the attention mask."""
+    length = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(sequences), length), dtype=torch.long)
+    for i, s in enumerate(sequences):
+        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        attention[i, : len(s)] = 1
+    return ids, attention
+
+
 class Learner(nn.Module):
     """Rows in, class logits out. Subclasses say how a row becomes token ids and logits."""
 
@@ -80,13 +92,7 @@ class Learner(nn.Module):
         return [{"input_ids": ids} for ids in self.template.encode(self.tokenizer, rows, self.spec.max_length)]
 
     def collate(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-        length = max(len(f["input_ids"]) for f in features)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.full((len(features), length), pad, dtype=torch.long)
-        attention = torch.zeros((len(features), length), dtype=torch.long)
-        for i, f in enumerate(features):
-            ids[i, : len(f["input_ids"])] = torch.tensor(f["input_ids"])
-            attention[i, : len(f["input_ids"])] = 1
+        ids, attention = pad_batch([f["input_ids"] for f in features], self.tokenizer.pad_token_id)
         batch = {"input_ids": ids, "attention_mask": attention}
         for key in features[0].keys() - {"input_ids"}:
             batch[key] = torch.tensor([f[key] for f in features])
@@ -152,9 +158,17 @@ def build_learner(spec: LearnerSpec, weights: str | Path | None = None) -> Learn
     Weights the checkpoint lacks (a fresh MLM or classifier head) are initialised from a fixed
     seed, so an untrained learner scores the same in every process and every run.
     """
-    with _LOADING, torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+    with seeded_loading(0):
         return _build(spec, weights)
+
+
+@contextlib.contextmanager
+def seeded_loading(seed: int) -> Iterator[None]:
+    """Load under one lock (transformers' loading is not thread-safe) with torch's RNG seeded, so
+    weights a checkpoint lacks come out the same every time; the global RNG is left as it was."""
+    with _LOADING, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def _build(spec: LearnerSpec, weights: str | Path | None) -> Learner:

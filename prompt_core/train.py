@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import math
 import random
-import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from .device import autocast, select_device
+from .device import DeviceName, autocast, select_device
 from .learners import Learner
 
 
@@ -36,14 +35,7 @@ class TrainConfig(BaseModel):
     mlm_weight: float = Field(0.0, ge=0, description="auxiliary MLM loss weight; PET uses 1e-4")
     mlm_probability: float = Field(0.15, gt=0, lt=1)
     seed: int = 42
-    device: str = "auto"
-
-    @model_validator(mode="after")
-    def _device_known(self) -> "TrainConfig":
-        if self.device != "auto":
-            if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
-                raise ValueError(f"unknown device {self.device!r}: use auto, cpu, cuda or cuda:N")
-        return self
+    device: DeviceName = "auto"
 
 
 @dataclass
@@ -99,22 +91,12 @@ def train(
 
     steps_per_epoch = math.ceil(len(features) / (config.batch_size * config.grad_accumulation))
     total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
-    params = [(n, p) for n, p in learner.named_parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        [{"params": [p for n, p in params if not n.endswith(no_decay)], "weight_decay": config.weight_decay},
-         {"params": [p for n, p in params if n.endswith(no_decay)], "weight_decay": 0.0}],
-        lr=config.learning_rate,
-    )
-    scheduler = get_linear_schedule_with_warmup(optimizer, config.warmup_steps, total_steps)
     generator = torch.Generator().manual_seed(config.seed)
-    batches = _batches(len(features), config.batch_size, generator)
-    mlm_batches = _batches(len(mlm_features), config.batch_size, generator) if use_mlm else None
+    batches = index_batches(len(features), config.batch_size, generator)
+    mlm_batches = index_batches(len(mlm_features), config.batch_size, generator) if use_mlm else None
 
-    result = TrainResult(steps=total_steps)
-    bar = tqdm(total=total_steps, desc="train", disable=not progress, leave=False)
-    for step in range(total_steps):
-        step_loss = 0.0
+    def step_loss() -> float:
+        total = 0.0
         for _ in range(config.grad_accumulation):
             idx = next(batches)
             batch = {k: v.to(device) for k, v in learner.collate([features[i] for i in idx]).items()}
@@ -128,22 +110,51 @@ def train(
                     mlm_batch = {k: v.to(device) for k, v in learner.collate([mlm_features[i] for i in mlm_idx]).items()}
                     loss = loss + config.mlm_weight * learner.mlm_loss(mlm_batch, generator, config.mlm_probability)
             (loss / config.grad_accumulation).backward()
-            step_loss += loss.item() / config.grad_accumulation
-        nn.utils.clip_grad_norm_(learner.parameters(), config.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        result.losses.append(step_loss)
-        if on_log:
-            on_log(step + 1, step_loss)
-        bar.update(1)
-        bar.set_postfix(loss=f"{step_loss:.4f}")
-    bar.close()
+            total += loss.item() / config.grad_accumulation
+        return total
+
+    result = optimize(learner, total_steps, step_loss, learning_rate=config.learning_rate,
+                      weight_decay=config.weight_decay, warmup_steps=config.warmup_steps,
+                      max_grad_norm=config.max_grad_norm, on_log=on_log, progress=progress)
     learner.eval()
     return result
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator):
+def optimize(module: nn.Module, total_steps: int, step_loss: Callable[[], float], *, learning_rate: float,
+             weight_decay: float, warmup_steps: int, max_grad_norm: float, desc: str = "train",
+             on_log: Callable[[int, float], None] | None = None, progress: bool = True) -> TrainResult:
+    """The optimisation loop fine-tuning and backbone adaptation share, so both train alike.
+
+    AdamW without weight decay on biases and norms (as PET), linear warmup then linear decay,
+    gradient clipping, a progress bar and the loss curve. ``step_loss`` runs the forward and
+    backward passes of one optimizer step and returns that step's loss.
+    """
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+    params = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        [{"params": [p for n, p in params if not n.endswith(no_decay)], "weight_decay": weight_decay},
+         {"params": [p for n, p in params if n.endswith(no_decay)], "weight_decay": 0.0}],
+        lr=learning_rate,
+    )
+    scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
+    result = TrainResult(steps=total_steps)
+    bar = tqdm(total=total_steps, desc=desc, disable=not progress, leave=False)
+    for step in range(total_steps):
+        loss = step_loss()
+        nn.utils.clip_grad_norm_(module.parameters(), max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        result.losses.append(loss)
+        if on_log:
+            on_log(step + 1, loss)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}")
+    bar.close()
+    return result
+
+
+def index_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[list[int]]:
     """An endless stream of shuffled index batches, reshuffled every epoch."""
     while True:
         order = torch.randperm(n, generator=generator).tolist()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -18,51 +16,14 @@ from mlflow.tracking import MlflowClient
 
 from flows.config import RunConfig
 from flows.ipet import ipet
-from tiny import save_tiny
+from tiny import toy_run_config
 
-POSITIVE, NEGATIVE = ["great", "good", "wonderful", "fine"], ["bad", "awful", "terrible", "boring"]
-FILLER = "the a movie film was it is really very story plot actors".split()
 GOLD_PER_CLASS, GROWTH, GENERATIONS, STEPS = 4, 2, 2, 60
-
-
-def _texts(rng: random.Random, n: int) -> list[tuple[str, str]]:
-    rows = []
-    for i in range(n):
-        label = "pos" if i % 2 else "neg"
-        words = rng.sample(FILLER, 4) + [rng.choice(POSITIVE if label == "pos" else NEGATIVE)]
-        rng.shuffle(words)
-        rows.append((" ".join(words), label))
-    return rows
-
-
-def _write_csv(path: Path, rows: list[tuple[str, str]]) -> None:
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["text", "label"])
-        writer.writerows(rows)
 
 
 @pytest.fixture(scope="module")
 def toy_config(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("toy")
-    rng = random.Random(0)
-    _write_csv(root / "train.csv", _texts(rng, 240))
-    _write_csv(root / "test.csv", _texts(rng, 40))
-    model = save_tiny("bert", root / "tiny-bert")
-    return {
-        "name": "toy",
-        "model": str(model),
-        "max_length": 32,
-        "verbalizer": {"neg": "bad", "pos": "great"},
-        "pvps": [{"pattern": "{text} it was {mask} ."}, {"pattern": "{mask} : {text}"}],
-        "seeds": [1],
-        "data": {"root": str(root), "train": {"path": "train.csv"}, "test": {"path": "test.csv"},
-                 "labeled_per_class": GOLD_PER_CLASS, "pool_size": 200},
-        "train": {"learning_rate": 3e-3, "batch_size": 8, "max_steps": STEPS, "device": "cpu"},
-        "ipet": {"generations": GENERATIONS, "growth": GROWTH},
-        "final": {"train": {"max_steps": 20}},
-        "tracking": {"mlflow_uri": f"sqlite:///{root / 'mlflow.db'}", "experiment": "toy"},
-    }
+    return toy_run_config(tmp_path_factory.mktemp("toy"), GOLD_PER_CLASS, STEPS, GENERATIONS, GROWTH)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,10 @@
-"""Tiny masked LMs built from a config and saved to a directory, so tests need no hub."""
+"""Tiny masked LMs built from a config and saved to a directory, so tests need no hub; and a toy
+sentiment task over their words, written as CSV files with a run config that reads them."""
 
 from __future__ import annotations
 
+import csv
+import random
 from pathlib import Path
 
 import torch
@@ -84,3 +87,48 @@ def roberta_tokenizer(directory: Path) -> RobertaTokenizerFast:
     return RobertaTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", sep_token="</s>",
                                 cls_token="<s>", unk_token="<unk>", pad_token="<pad>",
                                 mask_token=AddedToken("<mask>", lstrip=True, special=True, normalized=False))
+
+
+POSITIVE, NEGATIVE = ["great", "good", "wonderful", "fine"], ["bad", "awful", "terrible", "boring"]
+FILLER = "the a movie film was it is really very story plot actors".split()
+
+
+def toy_run_config(root: Path, labeled_per_class: int = 4, steps: int = 60, generations: int = 2,
+                   growth: float = 2) -> dict:
+    """Write a toy task (240 train rows, 40 test rows) and a tiny BERT under ``root``; return a run
+    config (as a dict, the way YAML gives it) that reads them, with its own MLflow store."""
+    rng = random.Random(0)
+    _write_csv(root / "train.csv", _texts(rng, 240))
+    _write_csv(root / "test.csv", _texts(rng, 40))
+    model = save_tiny("bert", root / "tiny-bert")
+    return {
+        "name": "toy",
+        "model": str(model),
+        "max_length": 32,
+        "verbalizer": {"neg": "bad", "pos": "great"},
+        "pvps": [{"pattern": "{text} it was {mask} ."}, {"pattern": "{mask} : {text}"}],
+        "seeds": [1],
+        "data": {"root": str(root), "train": {"path": "train.csv"}, "test": {"path": "test.csv"},
+                 "labeled_per_class": labeled_per_class, "pool_size": 200},
+        "train": {"learning_rate": 3e-3, "batch_size": 8, "max_steps": steps, "device": "cpu"},
+        "ipet": {"generations": generations, "growth": growth},
+        "final": {"train": {"max_steps": 20}},
+        "tracking": {"mlflow_uri": f"sqlite:///{root / 'mlflow.db'}", "experiment": "toy"},
+    }
+
+
+def _texts(rng: random.Random, n: int) -> list[tuple[str, str]]:
+    rows = []
+    for i in range(n):
+        label = "pos" if i % 2 else "neg"
+        words = rng.sample(FILLER, 4) + [rng.choice(POSITIVE if label == "pos" else NEGATIVE)]
+        rng.shuffle(words)
+        rows.append((" ".join(words), label))
+    return rows
+
+
+def _write_csv(path: Path, rows: list[tuple[str, str]]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)

@@ -1,0 +1,61 @@
+"""Backbone adaptation (TAPT) as a Prefect task: the pool's text in, a backbone directory out.
+
+The output is keyed by the backbone, the pool's bytes, the fields read and the settings, so a
+second run (or ``ipet run`` after ``ipet adapt`` with the same run dir) finds it and trains nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from data.store import atomic_path, content_key, file_digest, read_json, write_json
+from prompt_core import AdaptConfig, adapt
+
+from . import devices, tracking
+from .io import read_rows
+
+METRICS = "adapt.json"
+
+
+@task(task_run_name="adapt {backbone}", cache_policy=NO_CACHE)
+def adapt_backbone(backbone: str, pool: str, fields: Sequence[str], config: dict, run_dir: str,
+                   tracking_info: dict | None = None, trust_remote_code: bool = False) -> dict[str, Any]:
+    """Masked-LM training of ``backbone`` on the pool parquet's ``fields``, joined with spaces."""
+    logger = get_run_logger()
+    cfg = AdaptConfig(**config)
+    settings = cfg.model_dump(exclude={"device"})
+    key = content_key("adapted", backbone, file_digest(pool), list(fields), settings)
+    out = Path(run_dir) / "backbones" / f"adapted-{key}"
+    reused = out.exists()
+    if reused:
+        logger.info("reusing %s", out.name)
+    else:
+        texts = [" ".join(str(r[f]) for f in fields if r[f] is not None) for r in read_rows(pool, fields)]
+        started = time.perf_counter()
+
+        def every_tenth(step: int, loss: float) -> None:  # minutes on a CPU: say how far it got
+            if step % max(1, cfg.steps // 10) == 0:
+                logger.info("adapt step %d/%d: MLM loss %.4f", step, cfg.steps, loss)
+
+        with devices.device() as dev, atomic_path(out, directory=True) as tmp:
+            result = adapt(backbone, texts, cfg.model_copy(update={"device": dev}), tmp,
+                           trust_remote_code=trust_remote_code, on_log=every_tenth, progress=False)
+            write_json({"losses": result.losses, "steps": result.steps, "texts": len(texts),
+                        "seconds": time.perf_counter() - started}, tmp / METRICS)
+        logger.info("adapted %s on %d texts: MLM loss %.4f -> %.4f", backbone, len(texts), result.losses[0],
+                    result.final_loss)
+    metrics = read_json(out / METRICS)
+    run_id = None
+    if tracking_info and tracking_info.get("parent_id"):
+        run_id = tracking.log_child(
+            tracking_info["uri"], tracking_info["parent_id"], "adapt",
+            params={"kind": "adapt", "backbone": backbone, "fields": list(fields), **settings},
+            curve=metrics["losses"], metrics={"texts": metrics["texts"], "adapt_seconds": metrics["seconds"]},
+            tags={"reused": str(reused).lower(), "model_dir": str(out)},
+        )
+    return {"model_dir": str(out), "reused": reused, "losses": metrics["losses"], "mlflow_run_id": run_id}

@@ -1,0 +1,197 @@
+"""Backbone adaptation (TAPT): the prompt_core function, its task, `ipet adapt`, and the flow using it."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import json
+import logging
+import random
+import re
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+from mlflow.tracking import MlflowClient
+from prefect import flow
+from safetensors.torch import load_file
+
+from flows.cli import main
+from flows.config import RunConfig
+from flows.ipet import ipet
+from prompt_core import AdaptConfig, adapt, load_masked_lm
+from prompt_core.backbone import load_tokenizer, mask_for_mlm, mlm_loss
+from prompt_core.learners import pad_batch, seeded_loading
+from tasks.adapt import adapt_backbone
+from tiny import WORDS, save_tiny, toy_run_config
+
+adapt_module = importlib.import_module("prompt_core.adapt")  # `prompt_core.adapt` is the function
+TEXTS = [" ".join(random.Random(i).sample(WORDS[:24], 6)) for i in range(96)]
+SETTINGS = dict(learning_rate=2e-3, batch_size=16, max_length=32, device="cpu")
+CLI_ADAPT = ["--set", "adapt.steps=30", "--set", "adapt.learning_rate=2e-3", "--set", "adapt.device=cpu"]
+
+
+def fixed_mask_loss(model: torch.nn.Module, tokenizer, texts: list[str], seed: int = 123) -> float:
+    """MLM loss on ``texts`` with one fixed draw of masks, so two models are scored on the same task."""
+    ids, attention = pad_batch(tokenizer(texts)["input_ids"], tokenizer.pad_token_id)
+    inputs, labels = mask_for_mlm(ids, attention, tokenizer, 0.15, torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return mlm_loss(model.eval(), inputs, attention, labels).item()
+
+
+@pytest.fixture(scope="module")
+def headless(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny("bert", tmp_path_factory.mktemp("headless") / "bert", headless=True)
+
+
+@pytest.fixture(scope="module")
+def adapted(headless: Path, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("adapted") / "bert"
+    return out, adapt(str(headless), TEXTS, AdaptConfig(steps=80, **SETTINGS), out, progress=False)
+
+
+def test_headless_backbone_gets_a_trained_head_and_saves_a_loadable_masked_lm(
+        adapted, caplog: pytest.LogCaptureFixture) -> None:
+    out, _ = adapted
+    assert "cls.predictions.transform.dense.weight" in load_file(out / "model.safetensors")
+    with caplog.at_level(logging.INFO):
+        model = load_masked_lm(str(out))
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+    assert load_tokenizer(str(out)).mask_token == "[MASK]"
+
+
+def test_adaptation_lowers_the_mlm_loss_on_its_texts(headless: Path, adapted) -> None:
+    out, result = adapted
+    tokenizer = load_tokenizer(str(headless))
+    with seeded_loading(42):  # the fresh head adapt() started from (AdaptConfig's seed)
+        before = fixed_mask_loss(load_masked_lm(str(headless)), tokenizer, TEXTS)
+    after = fixed_mask_loss(load_masked_lm(str(out)), tokenizer, TEXTS)
+    assert before > 4.0  # about ln(vocabulary) for an untrained head
+    assert after < before - 0.8, (before, after)
+    assert len(result.losses) == 80
+    assert sum(result.losses[-10:]) / 10 < sum(result.losses[:10]) / 10 - 0.8
+
+
+def test_mlm_loss_is_cross_entropy_at_the_masked_positions(tiny_models: dict[str, Path]) -> None:
+    tokenizer, model = load_tokenizer(str(tiny_models["bert"])), load_masked_lm(str(tiny_models["bert"])).eval()
+    ids, attention = pad_batch(tokenizer(TEXTS[:6])["input_ids"], tokenizer.pad_token_id)
+    inputs, labels = mask_for_mlm(ids, attention, tokenizer, 0.3, torch.Generator().manual_seed(0))
+    masked = labels != -100
+    assert 0 < masked.sum() < attention.sum() / 2
+    with torch.no_grad():
+        full = model(input_ids=inputs, attention_mask=attention).logits
+        expected = torch.nn.functional.cross_entropy(full[masked], labels[masked])
+        assert mlm_loss(model, inputs, attention, labels).item() == pytest.approx(expected.item(), abs=1e-5)
+
+
+def test_adapt_projects_onto_the_vocabulary_at_masked_rows_only(tiny_models: dict[str, Path], tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    masked, projected = [], []
+    backbone = importlib.import_module("prompt_core.backbone")
+
+    def spy_mask(*args, **kwargs):
+        inputs, labels = mask_for_mlm(*args, **kwargs)
+        masked.append(int((labels != -100).sum()))
+        return inputs, labels
+
+    def spy_scores(model, transformed, token_ids=None):
+        projected.append(transformed.shape[0])
+        return vocab_scores(model, transformed, token_ids)
+
+    vocab_scores = backbone.vocab_scores
+    monkeypatch.setattr(adapt_module, "mask_for_mlm", spy_mask)
+    monkeypatch.setattr(backbone, "vocab_scores", spy_scores)
+    adapt(str(tiny_models["bert"]), TEXTS, AdaptConfig(steps=4, **SETTINGS), tmp_path, progress=False)
+    assert projected == masked and len(projected) >= 4 and all(n > 0 for n in projected)
+
+
+def test_adapt_rejects_texts_with_nothing_to_mask(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="nothing to adapt on"):
+        adapt(str(tiny_models["bert"]), ["", "  "], AdaptConfig(steps=1, **SETTINGS), tmp_path, progress=False)
+
+
+def test_task_reuses_its_output(prefect_harness, tiny_models: dict[str, Path], tmp_path: Path,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = tmp_path / "pool.parquet"
+    pq.write_table(pa.table({"id": [str(i) for i in range(len(TEXTS))], "text": TEXTS}), pool)
+    calls = []
+    tasks_adapt = importlib.import_module("tasks.adapt")
+    monkeypatch.setattr(tasks_adapt, "adapt", lambda *a, **kw: calls.append(1) or adapt(*a, **kw))
+
+    def run(steps: int) -> dict:
+        config = AdaptConfig(steps=steps, **SETTINGS).model_dump()
+        return adapt_backbone(str(tiny_models["bert"]), str(pool), ["text"], config, str(tmp_path / "run"))
+
+    @flow(name="adapt-three-times")
+    def three_times() -> list[dict]:
+        return [run(3), run(3), run(2)]
+
+    first, second, other = three_times()
+    assert (first["reused"], second["reused"], other["reused"]) == (False, True, False)
+    assert first["model_dir"] == second["model_dir"] != other["model_dir"]
+    assert Path(first["model_dir"]).parent == tmp_path / "run" / "backbones"
+    assert len(calls) == 2 and len(second["losses"]) == 3
+
+
+# ------------------------------------------------------------------------ ipet adapt, and ipet run
+
+
+@pytest.fixture(scope="module")
+def toy_yaml(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("toy-adapt") / "toy.yaml"
+    path.write_text(yaml.safe_dump(toy_run_config(path.parent, steps=2, generations=0)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def cli_adapted(prefect_harness, toy_yaml: Path, tmp_path_factory: pytest.TempPathFactory):
+    """``ipet adapt`` on the toy config: (exit code, stdout, run dir)."""
+    run_dir = tmp_path_factory.mktemp("adapt-run")
+    out = io.StringIO()  # capsys is per test; this runs once for the module
+    with contextlib.redirect_stdout(out):
+        code = main(["adapt", str(toy_yaml), "--run-dir", str(run_dir), *CLI_ADAPT])
+    return code, out.getvalue(), run_dir
+
+
+def test_cli_prints_zero_shot_accuracy_before_and_after(cli_adapted) -> None:
+    code, out, run_dir = cli_adapted
+    assert code == 0, out
+    assert "| PVP | zero-shot before (test) | after |" in out
+    rows = re.findall(r"^\| `(.+)` \| (\d\.\d{4}) \| (\d\.\d{4}) \|$", out, re.MULTILINE)
+    assert [r[0] for r in rows] == ["{text} it was {mask} .", "{mask} : {text}"]
+    assert all(0 <= float(v) <= 1 for r in rows for v in r[1:])
+    model_dir = Path(re.search(r"usable as `model:`: (\S+)", out).group(1))
+    assert model_dir.parent == run_dir / "backbones" and (model_dir / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("override, field", [("adapt.steps=0", "adapt.steps"), ("adapt.stepz=3", "adapt.stepz")])
+def test_cli_rejects_a_bad_adapt_setting(toy_yaml: Path, capsys: pytest.CaptureFixture, override: str,
+                                         field: str) -> None:
+    assert main(["adapt", str(toy_yaml), "--set", override]) == 2
+    assert f"{toy_yaml}: {field}: " in capsys.readouterr().err
+
+
+def test_run_with_adapt_trains_every_learner_from_the_adapted_backbone(cli_adapted, toy_yaml: Path) -> None:
+    """Same settings and run dir as ``ipet adapt``: the flow reuses its backbone and builds on it."""
+    _, out, run_dir = cli_adapted
+    adapted_dir = re.search(r"usable as `model:`: (\S+)", out).group(1)
+    raw = yaml.safe_load(toy_yaml.read_text())
+    raw.update(adapt={"steps": 30, "learning_rate": 2e-3, "device": "cpu"}, final={"mode": "ensemble"})
+    results = ipet(config=RunConfig.model_validate(raw), run_dir=str(run_dir))
+    assert results["backbone"] == adapted_dir
+    pet = [json.loads((d / "learner.json").read_text()) for d in (run_dir / "models").glob("g0-*")]
+    assert len(pet) == 2 and {s["backbone"] for s in pet} == {adapted_dir}
+    after = re.findall(r"^\| `.+` \| \d\.\d{4} \| (\d\.\d{4}) \|$", out, re.MULTILINE)
+    zero_shot = results["stages"][0]
+    assert [f"{m['test_accuracy']:.4f}" for m in zero_shot["models"]] == after  # the adapted backbone's
+    client = MlflowClient(raw["tracking"]["mlflow_uri"])
+    children = client.search_runs([client.get_experiment_by_name("toy").experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{results['mlflow_run_id']}'")
+    adapt_child = next(c for c in children if c.info.run_name == "adapt")
+    assert adapt_child.data.tags["reused"] == "true"
+    assert len(client.get_metric_history(adapt_child.info.run_id, "loss")) == 30

@@ -1,0 +1,87 @@
+"""``ipet validate``: a bad config or bad data gives one line per problem, naming the field, file
+or row, and exit status 2; a good one says what it found."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows.cli import main
+from tiny import toy_run_config
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    return toy_run_config(tmp_path_factory.mktemp("cli-toy"))
+
+
+def validate(config: dict, tmp_path: Path, *overrides: str) -> int:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return main(["validate", str(path), *[a for o in overrides for a in ("--set", o)]])
+
+
+def test_good_config_is_ok(toy: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert validate(toy, tmp_path) == 0
+    out = capsys.readouterr().out
+    assert "ok" in out and "'labeled': 8" in out and "'pool': 200" in out and "'test': 40" in out
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    (["colour=blue"], ["colour: Extra inputs are not permitted"]),
+    (["pvps=[{pattern: '{text} {mask} {mask}'}]"], ["pvps.0.pattern", "exactly one {mask}"]),
+    (["pvps=[{pattern: '{text} no mask here'}]"], ["pvps.0.pattern", "exactly one {mask}"]),
+    (["pvps=[{pattern: '{review} it was {mask} .'}, {pattern: '{mask} : {text}'}]"],
+     ["train.csv", "missing column(s) ['review']"]),
+    (["verbalizer={neg: bad}"], ["train.csv", "label(s) ['pos'] not in the verbalizer"]),
+    (["verbalizer={}"], ["verbalizer is empty"]),
+    (["verbalizer={neg: bad, pos: goods}"], ["verbalizer: label word 'goods'", "2 tokens"]),
+    (["data.labeled_per_class=500"], ["label 'neg' has", "fewer than labeled_per_class=500"]),
+    (["ipet.growth=10"], ["ipet.growth/ipet.generations", "but the pool has 200"]),
+    (["model=/nonexistent/model"], ["model: cannot load a tokenizer from '/nonexistent/model'"]),
+    (["train.device=tpu"], ["train.device", "unknown device 'tpu'"]),
+    (["data.test.path=missing.csv"], ["missing.csv: file not found"]),
+    (["ipet.generations=1", "seeds=[1]", "pvps=[{pattern: '{text} it was {mask} .'}]"],
+     ["iPET needs at least two models"]),
+], ids=["unknown-key", "two-masks", "no-mask", "slot-not-in-data", "label-not-in-verbalizer", "empty-verbalizer",
+        "multi-token-word", "k-too-large", "growth-exceeds-pool", "model-missing", "unknown-device", "missing-file",
+        "no-peers"])
+def test_bad_config_names_the_problem(toy: dict, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                      overrides: list[str], expected: list[str]) -> None:
+    assert validate(toy, tmp_path, *overrides) == 2
+    err = capsys.readouterr().err
+    for text in expected:
+        assert text in err, err
+    assert "Traceback" not in err
+
+
+def test_bad_rows_are_named(toy: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    lines = (Path(toy["data"]["root"]) / "train.csv").read_text().splitlines()
+    lines[3] = '"   ",pos'          # a blank text: data row 3
+    lines[5] = 'a fine film,meh'    # an unknown label: data row 5
+    (tmp_path / "bad.csv").write_text("\n".join(lines) + "\n")
+    bad = {**toy, "data": {**toy["data"], "train": {"path": str(tmp_path / "bad.csv")}}}
+    assert validate(bad, tmp_path) == 2
+    err = capsys.readouterr().err
+    assert "bad.csv: empty text in every input field ['text'] at row id(s) ['3']" in err
+    assert "bad.csv: label(s) ['meh'] not in the verbalizer" in err and "['5']" in err
+
+
+def test_unreadable_file_is_reported(toy: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "latin1.csv").write_bytes("text,label\ncaf\xe9 great,pos\n".encode("latin-1"))
+    bad = {**toy, "data": {**toy["data"], "train": {"path": str(tmp_path / "latin1.csv")}}}
+    assert validate(bad, tmp_path) == 2
+    err = capsys.readouterr().err
+    assert "latin1.csv: column 'text', row 1: not UTF-8 text" in err and "Traceback" not in err
+
+
+def test_ragged_row_is_reported_with_its_line(toy: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    lines = (Path(toy["data"]["root"]) / "train.csv").read_text().splitlines()
+    lines[7] = "a film, it was great,pos"  # an unquoted comma: three columns
+    (tmp_path / "ragged.csv").write_text("\n".join(lines) + "\n")
+    bad = {**toy, "data": {**toy["data"], "train": {"path": str(tmp_path / "ragged.csv")}}}
+    assert validate(bad, tmp_path) == 2
+    err = capsys.readouterr().err
+    assert "ragged.csv: 1 malformed row(s)" in err and "line 8 has 3 columns, expected 2" in err
