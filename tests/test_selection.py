@@ -1,0 +1,90 @@
+"""iPET's pseudo-labeling step: how many examples, from which peers, which examples."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from prompt_core import ensemble
+from prompt_core.selection import combine_peers, new_examples, per_label_counts, select_confident
+
+
+@pytest.mark.parametrize(("gold", "generation", "growth", "zero_shot_base", "expected"), [
+    (40, 1, 5, 0, 160),    # 40·5 − 40
+    (40, 2, 5, 0, 960),    # 40·25 − 40
+    (40, 2, 3, 0, 320),
+    (0, 1, 5, 20, 100),    # zero-shot: the base replaces the (empty) gold set
+    (40, 0, 5, 0, 0),
+])
+def test_new_examples_grow_by_d_per_generation(gold, generation, growth, zero_shot_base, expected):
+    assert new_examples(gold, generation, growth, zero_shot_base) == expected
+
+
+@pytest.mark.parametrize(("total", "gold_counts", "expected"), [
+    (100, [10, 10, 10, 10], [25, 25, 25, 25]),
+    (100, [30, 10], [75, 25]),
+    (10, [1, 1, 1], [4, 3, 3]),      # largest remainder, ties to the first
+    (9, [0, 0, 0], [3, 3, 3]),       # no gold: equal shares
+])
+def test_per_label_counts_follow_the_gold_distribution(total, gold_counts, expected):
+    counts = per_label_counts(total, gold_counts)
+    assert counts == expected and sum(counts) == total
+
+
+def test_combine_peers_uses_a_fraction_with_accuracy_weights():
+    rng = np.random.default_rng(0)
+    peers = [np.full((3, 2), float(i)) for i in range(8)]
+    combined, chosen = combine_peers(peers, [1.0] * 8, 0.25, "wmean", rng)
+    assert len(chosen) == 2 and len(set(chosen)) == 2
+    np.testing.assert_allclose(combined, ensemble([peers[i] for i in chosen]))
+    weights = [0.0, 3.0]
+    combined, _ = combine_peers(peers[:2], weights, 1.0, "wmean", rng)
+    np.testing.assert_allclose(combined, peers[1])  # the zero-weight peer does not count
+    combined, _ = combine_peers(peers[:2], [0.0, 0.0], 1.0, "wmean", rng)
+    np.testing.assert_allclose(combined, 0.5)  # all weights zero: a plain mean
+    with pytest.raises(ValueError, match="two models"):
+        combine_peers([], [], 0.25, "mean", rng)
+
+
+def _logits(confidences: list[float], labels: list[int]) -> np.ndarray:
+    """Two-class logits with the given top-class probability for each row."""
+    out = np.zeros((len(labels), 2))
+    for i, (p, label) in enumerate(zip(confidences, labels)):
+        out[i, label] = np.log(p / (1 - p))
+    return out
+
+
+LOGITS = _logits([0.99, 0.6, 0.9, 0.7, 0.95, 0.55, 0.8, 0.65], [0, 0, 0, 0, 1, 1, 1, 1])
+
+
+def test_top_takes_the_most_confident_per_class():
+    chosen = select_confident(LOGITS, [2, 1], np.random.default_rng(0), method="top")
+    assert chosen.tolist() == [0, 2, 4]
+
+
+def test_sampling_draws_exact_counts_from_the_predicted_class():
+    for seed in range(20):
+        chosen = select_confident(LOGITS, [3, 2], np.random.default_rng(seed))
+        assert len(chosen) == 5 and len(set(chosen)) == 5
+        assert sum(i < 4 for i in chosen) == 3 and sum(i >= 4 for i in chosen) == 2
+
+
+def test_sampling_prefers_confident_examples():
+    picks = np.zeros(8)
+    for seed in range(400):
+        picks[select_confident(LOGITS, [1, 0], np.random.default_rng(seed))] += 1
+    assert picks[0] > picks[1]  # p=0.99 drawn more often than p=0.6
+
+
+def test_filters_limit_the_candidates():
+    rng = np.random.default_rng(0)
+    assert select_confident(LOGITS, [4, 4], rng, min_confidence=0.85).tolist() == [0, 2, 4]
+    assert select_confident(LOGITS, [4, 4], rng, n_most_likely=1).tolist() == [0, 4]
+    exclude = np.zeros(8, dtype=bool)
+    exclude[[0, 4]] = True
+    assert select_confident(LOGITS, [1, 1], rng, method="top", exclude=exclude).tolist() == [2, 6]
+
+
+def test_a_short_class_gives_what_it_has():
+    chosen = select_confident(LOGITS, [10, 1], np.random.default_rng(0), method="top")
+    assert chosen.tolist() == [0, 1, 2, 3, 4]
