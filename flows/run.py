@@ -11,12 +11,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import pyarrow.parquet as pq
 from mlflow.tracking import MlflowClient
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from data.store import write_json
-from prompt_core import LearnerSpec
+from data.store import atomic_path, write_json
+from prompt_core import LearnerSpec, accuracy
 from tasks.io import read_logits
 from tasks.models import label_set, train_model, untrained_model
 from tasks.pseudo import combine
@@ -69,7 +69,6 @@ class Run:
         self.pool_size = data["rows"]["pool"]
         self.stages: list[Stage] = []
         self.models_trained: list[dict] = []
-        self._names: dict[str, Member] = {}
 
     # --- who is who -------------------------------------------------------------------------
     def name(self, generation: int | str, member: Member | str) -> str:
@@ -154,11 +153,9 @@ class Run:
         return Evaluation(self.combine(stage_name, logits, models, weights, "test")["accuracy"], rows)
 
     def _accuracy(self, logits_path: str, dataset: str) -> float:
-        import pyarrow.parquet as pq
-
-        truth = pq.read_table(self.data[dataset], columns=["label"])["label"].to_pylist()
-        predicted = read_logits(logits_path).argmax(-1)
-        return float(np.mean([self.config.labels[i] == t for i, t in zip(predicted, truth)]))
+        index = {label: i for i, label in enumerate(self.config.labels)}
+        truth = [index[t] for t in pq.read_table(self.data[dataset], columns=["label"])["label"].to_pylist()]
+        return accuracy(read_logits(logits_path), truth)
 
     # --- reporting -----------------------------------------------------------------------------
     def record(self, stage: Stage) -> None:
@@ -193,7 +190,8 @@ class Run:
         }
         summary = stage_table(results["stages"])
         path = write_json(results, Path(self.run_dir) / "results.json")
-        (Path(self.run_dir) / "summary.md").write_text(summary + "\n")
+        with atomic_path(Path(self.run_dir) / "summary.md") as tmp:
+            tmp.write_text(summary + "\n")
         client.log_artifact(parent, str(path))
         client.log_artifact(parent, str(Path(self.run_dir) / "summary.md"))
         for sub in ("sets", "predictions"):
