@@ -20,6 +20,7 @@ from .validate import check_examples
 from .versions import DatasetStore
 
 MANIFEST = "manifest.json"
+STORE_FIELDS = ("store", "dataset", "kind", "version")
 
 
 class DataConfig(BaseModel):
@@ -76,6 +77,15 @@ def pin_versions(config: DataConfig) -> DataConfig:
 def _store_of(config: DataConfig, source: Source) -> DatasetStore:
     store = Path(source.store)
     return DatasetStore(store if store.is_absolute() else Path(config.root) / store, source.dataset)
+
+
+def _settings(config: DataConfig) -> dict:
+    """The data settings a key covers. Unset store fields are left out, so file and hub sources
+    keep the keys they had before stores existed and their finished runs are still reused."""
+    settings = config.model_dump(exclude={"root"})
+    for slot in config.slots():
+        settings[slot] = {k: v for k, v in settings[slot].items() if not (k in STORE_FIELDS and v is None)}
+    return settings
 
 
 def _digest(config: DataConfig, source: Source) -> str:
@@ -142,7 +152,7 @@ def prepare(config: DataConfig, fields: Sequence[str], labels: Sequence[str], ou
     """
     config = pin_versions(config)
     digests = {s.name: _digest(config, s) for s in config.slots().values()}
-    key = content_key("data", config.model_dump(exclude={"root"}), digests, list(fields), list(labels))
+    key = content_key("data", _settings(config), digests, list(fields), list(labels))
     out = Path(out_root) / f"data-{key}"
     if (out / MANIFEST).exists():
         return read_json(out / MANIFEST)

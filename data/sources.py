@@ -64,7 +64,7 @@ class Source(BaseModel):
     @property
     def name(self) -> str:
         if self.store:
-            return f"store:{self.store}/{self.dataset}/{self.kind}@{self.version or 'current'}"
+            return f"store:{self.store}/{self.dataset}/{self.kind or 'unlabeled'}@{self.version or 'current'}"
         return self.path or f"hub:{self.hub}"
 
     def resolved_format(self) -> str:

@@ -308,3 +308,21 @@ def test_ingest_flow_and_cli_announce_new_versions(prefect_harness, tmp_path: Pa
     assert first.payload == {"dataset": "flowdata", "version": 1, "kind": "unlabeled", "added": 3,
                              "duplicates": 0, "manifest": str(Path(store).resolve() / "flowdata/versions/v000001.json")}
     assert (second.payload["version"], second.payload["added"], second.payload["duplicates"]) == (2, 2, 1)
+
+
+def test_validate_reads_the_store_a_config_names(tmp_path: Path, config_file: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    from tiny import save_tiny
+
+    raw = yaml.safe_load(config_file.read_text())
+    raw["model"] = str(save_tiny("bert", tmp_path / "bert"))
+    raw["ipet"] = {"generations": 0}
+    raw["data"]["labeled"] = {"store": "stores", "dataset": "news"}
+    config_file.write_text(yaml.safe_dump(raw))
+    store = str(tmp_path / "stores")
+    assert main(["validate", str(config_file)]) == 2
+    assert "no versions yet; add data with `ipet ingest FILE --dataset news`" in capsys.readouterr().err
+    ingest_file(write(tmp_path / "a.csv", rows(6, "a")), "news", store, schema=Schema(FIELDS, LABELS))
+    ingest_file(write(tmp_path / "g.csv", rows(2, "g")), "news", store, labeled=True)
+    assert main(["validate", str(config_file)]) == 0
+    assert "'labeled': 2, 'pool': 6, 'test': 1" in capsys.readouterr().out
