@@ -58,7 +58,7 @@ def ingest_file(path: str | Path, dataset: str, store: str | Path, labeled: bool
     rows, digest = _read_checked(Path(path), schema, labeled, read or {})
     test = _test_keys(schema)
     with target.lock() as parent:
-        if parent is not None and parent.manifest["schema"] != schema.as_record():
+        if parent is not None:
             _check_same_schema(target, parent, schema)
         keep, duplicates, promoted = _new_rows(rows, schema.fields, kind, parent, test)
         source = {"path": str(Path(path).resolve()), "sha256": digest, "rows": rows.num_rows}

@@ -27,9 +27,9 @@ class Source(BaseModel):
     ``path`` is a local file (csv, tsv, jsonl, parquet); ``hub`` a dataset name for
     ``datasets.load_dataset``; ``store`` a dataset store directory (``ipet ingest`` fills it) with
     ``dataset``, ``kind`` (``unlabeled`` or ``labeled``; by default what the slot it fills needs) and
-    ``version`` (default: the current one, resolved once per run). ``columns`` names the columns of a header-less file,
-    ``rename`` maps source columns to the field names the patterns use, and ``rows`` keeps a
-    ``[start, stop)`` slice of the data rows (0-based), e.g. an agreed train/test split.
+    ``version`` (default: the current one, resolved once per run). ``columns`` names the columns of
+    a header-less file, ``rename`` maps source columns to the field names the patterns use, and
+    ``rows`` keeps a ``[start, stop)`` slice of the data rows (0-based), e.g. an agreed train/test split.
     """
 
     model_config = ConfigDict(extra="forbid")

@@ -131,9 +131,10 @@ class DatasetStore:
         """Write ``rows`` as a new segment and a version that adds it to ``parent``; then move the pointer.
 
         Call under :meth:`lock`, with the version it yielded. ``record`` (schema, source,
-        duplicates) goes into the manifest as it is. Row ids become
-        ``<version>:<id>`` (``3:17``: row 17 of version 3's file), unique across the dataset. The number is one past any version on disk,
-        so a version written by an ingest killed before it moved the pointer is never overwritten.
+        duplicates) goes into the manifest as it is. Row ids become ``<version>:<id>`` (``3:17``:
+        row 17 of version 3's file), unique across the dataset. The number is one past any version
+        on disk, so a version written by an ingest killed before it moved the pointer is never
+        overwritten.
         """
         number = max([parent.number if parent else 0, *self._numbers()]) + 1
         ids = pc.binary_join_element_wise(pa.scalar(str(number)), rows["id"], ":")

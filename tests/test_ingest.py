@@ -275,7 +275,8 @@ def read_events(resource_id: str, expected: int) -> list:
     from prefect.client.orchestration import get_client
     from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
-    query = EventFilter(event=EventNameFilter(name=["ipet.data.arrived"]), resource=EventResourceFilter(id=[resource_id]))
+    query = EventFilter(event=EventNameFilter(name=["ipet.data.arrived"]),
+                        resource=EventResourceFilter(id=[resource_id]))
     with get_client(sync_client=True) as client:
         for _ in range(60):
             events = client.read_events(filter=query, limit=50).events  # the server allows at most 50
