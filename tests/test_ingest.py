@@ -18,6 +18,7 @@ from data.sources import DataError
 from data.store import file_digest
 from data.versions import DatasetStore
 from flows.cli import main
+from flows.ingest import ingest  # imports Prefect here: its console log handler must not bind to a test's capsys
 
 FIELDS = ("title", "body")
 LABELS = ("neg", "pos")
@@ -288,8 +289,6 @@ def read_events(resource_id: str, expected: int) -> list:
 
 def test_ingest_flow_and_cli_announce_new_versions(prefect_harness, tmp_path: Path, config_file: Path,
                                                    capsys: pytest.CaptureFixture) -> None:
-    from flows.ingest import ingest
-
     store = str(tmp_path / "stores")
     result = ingest(file=str(write(tmp_path / "a.csv", rows(3, "a"))), dataset="flowdata", store=store,
                     config=str(config_file))
