@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -109,7 +110,7 @@ def register_final_model(name: str, model_dir: str, test_set: str | None, challe
 
 def champion_version(client: MlflowClient, name: str) -> str | None:
     try:
-        return client.get_model_version_by_alias(name, CHAMPION).version
+        return str(client.get_model_version_by_alias(name, CHAMPION).version)
     except MlflowException as err:
         if err.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
             return None
@@ -123,12 +124,14 @@ def log_model(client: MlflowClient, run_id: str, model_dir: str, name: str, tags
         artifact = staged(Path(model_dir), Path(tmp) / "final-model")
         logged = client.create_logged_model(run.info.experiment_id, name="final-model", source_run_id=run_id,
                                             tags={"model_dir": model_dir})
-        mlflow.pyfunc.save_model(
-            Path(tmp) / "mlflow", python_model=str(MODEL_CODE), artifacts={ARTIFACT: str(artifact)},
-            code_paths=[str(Path(prompt_core.__file__).parent)], pip_requirements=pip_requirements(),
-            signature=signature(*describe(artifact)),
-            mlflow_model=Model(artifact_path=logged.artifact_location, model_uuid=logged.model_id, run_id=run_id,
-                               model_id=logged.model_id))
+        with warnings.catch_warnings():  # "no input example": we give a signature instead
+            warnings.filterwarnings("ignore", message="An input example was not provided")
+            mlflow.pyfunc.save_model(
+                Path(tmp) / "mlflow", python_model=str(MODEL_CODE), artifacts={ARTIFACT: str(artifact)},
+                code_paths=[str(Path(prompt_core.__file__).parent)], pip_requirements=pip_requirements(),
+                signature=signature(*describe(artifact)),
+                mlflow_model=Model(artifact_path=logged.artifact_location, model_uuid=logged.model_id, run_id=run_id,
+                                   model_id=logged.model_id))
         client.log_model_artifacts(logged.model_id, str(Path(tmp) / "mlflow"))
     client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
     client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
@@ -141,7 +144,7 @@ def log_model(client: MlflowClient, run_id: str, model_dir: str, name: str, tags
     # i.e. the process-global tracking URI, which is not ours)
     version = client.create_model_version(name, logged.artifact_location, run_id=run_id, model_id=logged.model_id,
                                           tags={k: str(v) for k, v in tags.items() if v is not None})
-    return version.version
+    return str(version.version)
 
 
 def staged(model_dir: Path, out: Path) -> Path:
@@ -196,8 +199,8 @@ def resolve_version(uri: str, name: str, alias_or_version: str) -> str:
     client = MlflowClient(uri, registry_uri=uri)
     try:
         if alias_or_version.isdigit():
-            return client.get_model_version(name, alias_or_version).version
-        return client.get_model_version_by_alias(name, alias_or_version).version
+            return str(client.get_model_version(name, alias_or_version).version)
+        return str(client.get_model_version_by_alias(name, alias_or_version).version)
     except MlflowException as err:
         if err.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
             raise RegistryError(f"registered model {name!r} has no version or alias {alias_or_version!r} "
