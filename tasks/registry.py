@@ -125,7 +125,7 @@ def log_model(client: MlflowClient, run_id: str, model_dir: str, name: str, tags
         logged = client.create_logged_model(run.info.experiment_id, name="final-model", source_run_id=run_id,
                                             tags={"model_dir": model_dir})
         with warnings.catch_warnings():  # "no input example": we give a signature instead
-            warnings.filterwarnings("ignore", message="An input example was not provided")
+            warnings.filterwarnings("ignore", message=".*An input example was not provided")
             mlflow.pyfunc.save_model(
                 Path(tmp) / "mlflow", python_model=str(MODEL_CODE), artifacts={ARTIFACT: str(artifact)},
                 code_paths=[str(Path(prompt_core.__file__).parent)], pip_requirements=pip_requirements(),
