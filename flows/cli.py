@@ -96,7 +96,7 @@ def _predict_parser(sub) -> None:
 def _predict(args) -> int:
     """As a Prefect flow when a Prefect server is configured (PREFECT_API_URL: the run shows in
     its UI); otherwise the same function directly, without starting a temporary server."""
-    from .predict import PREDICT_ERRORS, describe, predict, predict_file
+    from .predict import PREDICT_ERRORS, predict, predict_file, summary_text
 
     if args.batch_size < 1:
         print("--batch-size: must be at least 1", file=sys.stderr)
@@ -109,7 +109,7 @@ def _predict(args) -> int:
             summary = predict(**kwargs)
         else:
             summary = predict_file(**kwargs)
-            print(describe(summary))
+            print(summary_text(summary))
     except PREDICT_ERRORS as err:
         print(f"ipet predict: {err}", file=sys.stderr)
         return 2

@@ -5,6 +5,8 @@ trains one model per (PVP × seed) on the gold set. Each iPET generation lets ev
 peers label the unlabeled pool, keeps their most confident examples (balanced like the gold
 labels), and trains fresh models on the gold set plus those. The last generation's ensemble
 labels the pool once more, and is either the final model or is distilled into one classifier.
+The final model is registered in MLflow's model registry, and becomes the champion only if it
+beats the current one on this run's test set.
 """
 
 from __future__ import annotations

@@ -44,21 +44,22 @@ def predict_file(model: str, input: str, output: str, registered_model: str | No
                         *((PROB_PREFIX + label, pa.float64()) for label in labels),
                         ("model_version", pa.string()), ("error", pa.string())],
                        metadata={"ipet.labels": json.dumps(labels), "ipet.model_version": version})
-    rows, errors = 0, []
+    rows, errors, shown = 0, 0, []
     with atomic_path(output) as tmp, pq.ParquetWriter(tmp, schema) as writer:
         for batch in read_batches(input, predictor.fields, optional=("id",), batch_size=batch_size):
             records = batch.to_pylist()
             result = predictor.predict(records, device=device)
             numbers = range(rows + 1, rows + len(records) + 1)
             ids = [r.get("id") or str(n) for r, n in zip(records, numbers)]
-            errors += [{"row": n, "id": i, "error": e} for n, i, e in zip(numbers, ids, result.errors) if e]
+            failed = [{"row": n, "id": i, "error": e} for n, i, e in zip(numbers, ids, result.errors) if e]
+            errors, shown = errors + len(failed), (shown + failed)[:SHOWN]
             columns = {"id": ids, "label": result.labels,
                        **{PROB_PREFIX + label: result.probabilities[:, k] for k, label in enumerate(labels)},
                        "model_version": [version] * len(records), "error": result.errors}
             writer.write_table(pa.table(columns, schema=schema))
             rows += len(records)
     return {"output": str(output), "model_version": version, "labels": labels, "rows": rows,
-            "predicted": rows - len(errors), "errors": len(errors), "error_rows": errors[:SHOWN]}
+            "predicted": rows - errors, "errors": errors, "error_rows": shown}
 
 
 @contextlib.contextmanager
@@ -79,7 +80,8 @@ def _resolved(model: str, registered_model: str | None, tracking_uri: str | None
         if not isinstance(final, str):
             raise PredictorError(f"{path}/results.json: the final model is not one directory (a run from before "
                                 "ensembles were saved as one; run the flow again, it reuses every finished task)")
-        path = Path(final)
+        # the run directory may have moved since: then its own models/ folder has the model
+        path = Path(final) if Path(final).is_dir() else path / "models" / Path(final).name
     if not path.is_dir():
         raise PredictorError(f"{model}: no such model directory, run directory or registered model")
     yield path, str(path.resolve())
@@ -116,12 +118,12 @@ def predict(model: str, input: str, output: str, registered_model: str | None = 
         summary = predict_file(model, input, output, registered_model, tracking_uri, batch_size, device)
     except PREDICT_ERRORS as err:
         return Failed(message=str(err), data=err)
-    print(describe(summary))
-    create_markdown_artifact(f"# Predictions\n\n{describe(summary)}", key="predict-summary")
+    print(summary_text(summary))
+    create_markdown_artifact(f"# Predictions\n\n{summary_text(summary)}", key="predict-summary")
     return summary
 
 
-def describe(summary: dict) -> str:
+def summary_text(summary: dict) -> str:
     text = (f"{summary['rows']} rows -> {summary['output']} · model {summary['model_version']} · "
             f"{summary['predicted']} predicted, {summary['errors']} with no text")
     if summary["errors"]:

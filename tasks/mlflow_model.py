@@ -22,7 +22,8 @@ class IpetModel(PythonModel):
         self.predictor = Predictor.load(context.artifacts["model"])
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        rows = pd.DataFrame(model_input).astype(object).where(pd.notna(model_input), None).to_dict("records")
+        frame = pd.DataFrame(model_input)
+        rows = frame.astype(object).where(frame.notna(), None).to_dict("records")
         result = self.predictor.predict(rows)
         out = pd.DataFrame({"label": result.labels})
         for i, label in enumerate(self.predictor.labels):
