@@ -76,6 +76,10 @@ def _run(config, run_dir: Path) -> int:
     print(stage_table(results["stages"]))
     print(f"\nresults: {run_dir / 'results.json'} · MLflow run {results['mlflow_run_id']} · "
           f"trained {results['tasks']['trained']}, reused {results['tasks']['reused']}")
+    registry = results.get("registry")
+    if registry:
+        print(f"model registry: {registry['registered_model']} v{registry['version']} {registry['decision']} "
+              f"({registry['reason']})" if "version" in registry else f"model registry: {registry['error']}")
     return 0
 
 

@@ -55,7 +55,8 @@ class TrackingConfig(Strict):
     experiment: str = "ipet"
     # `register` in YAML; another name in Python, as `register` would shadow BaseModel.register
     register_model: bool = Field(True, alias="register", description="register the final model; champion if it wins")
-    registered_model: str | None = Field(None, description="model registry name (default: ipet-<name>)")
+    registered_model: str | None = Field(None, pattern=r"^[^/:]+$", description="model registry name (default: "
+                                         "ipet-<name>); MLflow forbids '/' and ':'")
 
 
 class LabelingConfig(Strict):

@@ -152,3 +152,7 @@ def test_registered_ensemble_predicts_like_the_run_scored_it(ensemble_runs, tmp_
     assert (out["label"] == truth).mean() == pytest.approx(first["stages"][-1]["test_accuracy"])
     local = Predictor.load(first["stages"][-1]["model"]).predict(pd.read_csv(test_csv).to_dict("records"))
     assert list(out["label"]) == local.labels
+    from_run_dir = predict_file(first["run_dir"], str(test_csv), str(tmp_path / "run-dir.parquet"))
+    assert from_run_dir["model_version"] == str(Path(first["stages"][-1]["model"]).resolve())
+    pd.testing.assert_frame_equal(pq.read_table(tmp_path / "run-dir.parquet").to_pandas().drop(columns="model_version"),
+                                  out.drop(columns="model_version"))
