@@ -5,6 +5,8 @@ trains one model per (PVP × seed) on the gold set. Each iPET generation lets ev
 peers label the unlabeled pool, keeps their most confident examples (balanced like the gold
 labels), and trains fresh models on the gold set plus those. The last generation's ensemble
 labels the pool once more, and is either the final model or is distilled into one classifier.
+The final model is registered in MLflow's model registry, and becomes the champion only if it
+beats the current one on this run's test set.
 """
 
 from __future__ import annotations
@@ -80,5 +82,7 @@ def ipet(config: RunConfig | str, run_dir: str = "runs/ipet") -> dict:
         else:
             last = run.stages[-1]
             run.record(Stage.of("final", last.evaluation, train_size=last.train_size,
-                                pseudo_label_accuracy=soft_pool["accuracy"], model=list(models.values())))
-        return run.finish(client)
+                                pseudo_label_accuracy=soft_pool["accuracy"], model=run.ensemble_model(models, weights)))
+        results = run.finish(client)
+        # Champion/challenger: register the final model; it becomes champion only if it wins.
+        return run.register(client, results) if config.tracking.register_model else results

@@ -1,0 +1,180 @@
+"""``ipet predict`` and the predict flow: a tiny classifier, files in every input format, the
+model named by path, by run directory and through the registry's champion alias."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from mlflow.tracking import MlflowClient
+
+from data.sources import DataError
+from flows.cli import main
+from flows.predict import predict
+from prompt_core import Predictor
+from tasks.registry import CHAMPION, log_model
+from tasks.tracking import experiment_id
+from tiny import save_classifier, save_tiny
+
+TEXTS = ["great film", "a bad, awful plot", "", "wonderful story", "   ", "boring", "fine movie", "terrible",
+         "it was good"]
+BLANK_ROWS = [3, 5]  # 1-based rows whose text is empty or whitespace
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("predict-model")
+    return save_classifier(root / "classifier", save_tiny("bert", root / "backbone"))
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> dict[str, Path]:
+    """The same rows as CSV, TSV, JSONL (one row without the key at all) and parquet."""
+    root = tmp_path_factory.mktemp("predict-inputs")
+    ids = [f"r{i}" for i in range(1, len(TEXTS) + 1)]
+    frame = pd.DataFrame({"id": ids, "text": TEXTS, "other": range(len(TEXTS))})
+    frame.to_csv(root / "rows.csv", index=False)
+    frame.to_csv(root / "rows.tsv", index=False, sep="\t")
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), root / "rows.parquet")
+    lines = [json.dumps({"id": i, "text": t, "other": n}) for i, t, n in zip(ids, TEXTS, range(len(TEXTS)))]
+    lines[4] = json.dumps({"id": ids[4], "other": 4})  # row 5: the text key is missing, not just empty
+    (root / "rows.jsonl").write_text("\n".join(lines) + "\n")
+    return {fmt: root / f"rows.{fmt}" for fmt in ("csv", "tsv", "jsonl", "parquet")}
+
+
+def run(*args: str) -> int:
+    return main(["predict", *args])
+
+
+def test_predicts_every_row_and_reports_blank_ones(model, inputs, tmp_path, capsys):
+    out = tmp_path / "out.parquet"
+    assert run("--model", str(model), "--input", str(inputs["csv"]), "--output", str(out)) == 0
+    table = pq.read_table(out)
+    labels = json.loads(table.schema.metadata[b"ipet.labels"])
+    frame = table.to_pandas()
+    assert list(frame.columns) == ["id", "label", *[f"prob_{l}" for l in labels], "model_version", "error"]
+    assert list(frame["id"]) == [f"r{i}" for i in range(1, len(TEXTS) + 1)], "every row, in order"
+    blank = frame.index.isin([r - 1 for r in BLANK_ROWS])
+    assert frame.loc[blank, "label"].isna().all() and frame.loc[blank, "error"].str.startswith("empty text").all()
+    assert frame.loc[~blank, "error"].isna().all() and frame.loc[~blank, "label"].notna().all()
+    probs = frame[[f"prob_{l}" for l in labels]].to_numpy()
+    assert np.allclose(probs[~blank].sum(axis=1), 1.0) and np.isnan(probs[blank]).all()
+    expected = Predictor.load(model).predict([{"text": t} for t in TEXTS])
+    assert list(frame.loc[~blank, "label"]) == [l for l in expected.labels if l is not None]
+    assert np.allclose(probs[~blank], expected.probabilities[~blank])
+    assert set(frame["model_version"]) == {str(model.resolve())}
+    printed = capsys.readouterr().out
+    assert f"{len(TEXTS)} rows" in printed and "7 predicted, 2 with no text" in printed
+    assert "rows with no text (label left empty): 3, 5" in printed
+
+
+@pytest.mark.parametrize("fmt", ["tsv", "jsonl", "parquet"])
+def test_every_format_and_batch_size_gives_the_same_output(model, inputs, tmp_path, fmt):
+    reference, out = tmp_path / "csv.parquet", tmp_path / f"{fmt}.parquet"
+    assert run("--model", str(model), "--input", str(inputs["csv"]), "--output", str(reference)) == 0
+    assert run("--model", str(model), "--input", str(inputs[fmt]), "--output", str(out), "--batch-size", "2") == 0
+    got, want = pq.read_table(out).to_pandas(), pq.read_table(reference).to_pandas()
+    pd.testing.assert_frame_equal(got, want, check_exact=False, atol=1e-6)
+
+
+def test_rows_without_an_id_are_numbered(model, tmp_path):
+    (tmp_path / "in.jsonl").write_text('{"text": "great"}\n{"text": "bad", "id": "x"}\n{"text": "fine"}\n')
+    assert run("--model", str(model), "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "o.parquet"),
+               "--batch-size", "1") == 0
+    assert pq.read_table(tmp_path / "o.parquet")["id"].to_pylist() == ["1", "x", "3"]
+
+
+def test_run_directory_means_its_final_model(model, inputs, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "results.json").write_text(json.dumps({"stages": [{"stage": "pet", "model": None},
+                                                                 {"stage": "final", "model": str(model)}]}))
+    by_dir, by_path = tmp_path / "by-dir.parquet", tmp_path / "by-path.parquet"
+    assert run("--model", str(run_dir), "--input", str(inputs["csv"]), "--output", str(by_dir)) == 0
+    assert run("--model", str(model), "--input", str(inputs["csv"]), "--output", str(by_path)) == 0
+    pd.testing.assert_frame_equal(pq.read_table(by_dir).to_pandas(), pq.read_table(by_path).to_pandas())
+
+
+def test_champion_comes_from_the_registry(model, inputs, tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    parent = client.create_run(experiment_id(uri, "predict")).info.run_id
+    version = log_model(client, parent, str(model), "ipet-predict", {})
+    client.set_registered_model_alias("ipet-predict", CHAMPION, version)
+    reference = tmp_path / "reference.parquet"
+    assert run("--model", str(model), "--input", str(inputs["csv"]), "--output", str(reference)) == 0
+    for how in (["--model", "champion", "--registered-model", "ipet-predict"],
+                ["--model", "champion"],  # the store's only registered model with a champion
+                ["--model", f"models:/ipet-predict/{version}"]):
+        out = tmp_path / "champion.parquet"
+        assert run(*how, "--tracking-uri", uri, "--input", str(inputs["csv"]), "--output", str(out)) == 0, how
+        got = pq.read_table(out).to_pandas()
+        assert set(got["model_version"]) == {f"ipet-predict/v{version}"}
+        want = pq.read_table(reference).to_pandas()
+        pd.testing.assert_frame_equal(got.drop(columns="model_version"), want.drop(columns="model_version"))
+    assert run("--model", "champion", "--registered-model", "nope", "--tracking-uri", uri,
+               "--input", str(inputs["csv"]), "--output", str(tmp_path / "x.parquet")) == 2
+    assert "registered model 'nope' has no version or alias 'champion'" in capsys.readouterr().err
+
+
+def _bad_inputs(root: Path) -> dict[str, tuple[Path, str]]:
+    good = [f'{i},"text {i} great"' for i in range(1, 8)]
+    (root / "ragged.csv").write_text("id,text\n" + "\n".join(good) + "\n8,great,extra\n9,fine\n")
+    (root / "nocol.csv").write_text("id,body\n1,great\n")
+    (root / "broken.jsonl").write_text('{"text": "great"}\n{"text": "good"}\n{"text": \n')
+    (root / "nocol.jsonl").write_text('{"body": "great"}\n')
+    (root / "latin1.csv").write_bytes("id,text\n1,caf\xe9 great\n".encode("latin-1"))
+    (root / "rows.txt").write_text("great\n")
+    return {
+        "ragged-row": (root / "ragged.csv", "Expected 2 columns, got 3"),
+        "missing-column": (root / "nocol.csv", "missing column(s) ['text'] that the model reads"),
+        "bad-json-line": (root / "broken.jsonl", "broken.jsonl: line 3: not valid JSON"),  # after one batch
+        "missing-json-key-everywhere": (root / "nocol.jsonl", "missing column(s) ['text']"),
+        "not-utf8": (root / "latin1.csv", "latin1.csv: cannot read as csv"),
+        "unknown-format": (root / "rows.txt", "cannot tell the format from the suffix"),
+        "no-such-file": (root / "absent.csv", "absent.csv: file not found"),
+    }
+
+
+@pytest.mark.parametrize("case", ["ragged-row", "missing-column", "bad-json-line",
+                                  "missing-json-key-everywhere", "not-utf8", "unknown-format", "no-such-file"])
+def test_bad_input_exits_2_and_writes_nothing(model, tmp_path, capsys, case):
+    path, message = _bad_inputs(tmp_path)[case]
+    out = tmp_path / "out" / "predictions.parquet"
+    assert run("--model", str(model), "--input", str(path), "--output", str(out), "--batch-size", "2") == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not out.exists()
+    assert not out.parent.exists() or list(out.parent.iterdir()) == [], "no temporary file left behind"
+
+
+def test_failed_prediction_leaves_a_previous_output_alone(model, tmp_path):
+    out = tmp_path / "predictions.parquet"
+    out.write_bytes(b"the previous output")
+    path, _ = _bad_inputs(tmp_path)["bad-json-line"]  # fails at line 3, after a batch of 2 was written
+    assert run("--model", str(model), "--input", str(path), "--output", str(out), "--batch-size", "2") == 2
+    assert out.read_bytes() == b"the previous output" and [p.name for p in tmp_path.glob(".predictions*")] == []
+
+
+def test_unknown_model_exits_2(inputs, tmp_path, capsys):
+    assert run("--model", str(tmp_path / "nothing"), "--input", str(inputs["csv"]),
+               "--output", str(tmp_path / "o.parquet")) == 2
+    assert "no such model directory, run directory or registered model" in capsys.readouterr().err
+
+
+def test_the_flow_does_the_same(prefect_harness, model, inputs, tmp_path):
+    summary = predict(model=str(model), input=str(inputs["jsonl"]), output=str(tmp_path / "flow.parquet"))
+    assert (summary["rows"], summary["errors"]) == (len(TEXTS), 2)
+    assert [e["row"] for e in summary["error_rows"]] == BLANK_ROWS
+    reference = tmp_path / "cli.parquet"
+    assert run("--model", str(model), "--input", str(inputs["jsonl"]), "--output", str(reference)) == 0
+    pd.testing.assert_frame_equal(pq.read_table(tmp_path / "flow.parquet").to_pandas(),
+                                  pq.read_table(reference).to_pandas())
+    with pytest.raises(DataError, match="file not found"):
+        predict(model=str(model), input=str(tmp_path / "absent.csv"), output=str(tmp_path / "never.parquet"))
+    assert not (tmp_path / "never.parquet").exists()
