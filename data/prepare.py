@@ -17,8 +17,10 @@ from .sources import DataError, Source, read_source
 from .splits import draw_per_class, sample_rows
 from .store import atomic_path, content_key, file_digest, read_json, write_json
 from .validate import check_examples
+from .versions import DatasetStore
 
 MANIFEST = "manifest.json"
+STORE_FIELDS = ("store", "dataset", "kind", "version")
 
 
 class DataConfig(BaseModel):
@@ -47,11 +49,58 @@ class DataConfig(BaseModel):
                 raise ValueError("'train' needs 'labeled_per_class' (0 for zero-shot)")
         elif self.unlabeled is None:
             raise ValueError("give 'train' with 'labeled_per_class', or an 'unlabeled' pool source")
+        for slot, source in self.slots().items():  # a store source reads the kind its slot needs
+            if source.store and source.kind is None:
+                source.kind = "unlabeled" if slot == "unlabeled" else "labeled"
         return self
+
+    def slots(self) -> dict[str, Source]:
+        return {slot: source for slot in ("train", "labeled", "unlabeled", "test")
+                if (source := getattr(self, slot)) is not None}
+
+
+def pin_versions(config: DataConfig) -> DataConfig:
+    """The config with every store source pinned to a version, each dataset resolved once, so all
+    of a run's sets come from one consistent version even while an ingest commits the next."""
+    resolved: dict[tuple[Path, str], int] = {}
+    update = {}
+    for slot, source in config.slots().items():
+        if source.store and source.version is None:
+            store = _store_of(config, source)
+            key = (store.directory, source.dataset)
+            if key not in resolved:
+                resolved[key] = store.version().number
+            update[slot] = source.model_copy(update={"version": resolved[key]})
+    return config.model_copy(update=update)
+
+
+def _store_of(config: DataConfig, source: Source) -> DatasetStore:
+    store = Path(source.store)
+    return DatasetStore(store if store.is_absolute() else Path(config.root) / store, source.dataset)
+
+
+def _settings(config: DataConfig) -> dict:
+    """The data settings a key covers. Unset store fields are left out, so file and hub sources
+    keep the keys they had before stores existed and their finished runs are still reused."""
+    settings = config.model_dump(exclude={"root"})
+    for slot in config.slots():
+        settings[slot] = {k: v for k, v in settings[slot].items() if not (k in STORE_FIELDS and v is None)}
+    return settings
+
+
+def _digest(config: DataConfig, source: Source) -> str:
+    """What identifies a source's content: the file's bytes, a store version's segment hashes (of both
+    kinds: labeling a pool text takes it out of the pool), a hub name."""
+    if source.path:
+        return file_digest(Path(config.root) / source.path)
+    if source.store:
+        return content_key(_store_of(config, source).version(source.version).manifest["hashes"])
+    return source.hub
 
 
 def load_sets(config: DataConfig, fields: Sequence[str], labels: Sequence[str]) -> dict[str, pa.Table]:
     """Read, check and split the sources; raises DataError listing every problem found."""
+    config = pin_versions(config)
     root = Path(config.root)
     problems: list[str] = []
 
@@ -98,12 +147,12 @@ def load_sets(config: DataConfig, fields: Sequence[str], labels: Sequence[str]) 
 def prepare(config: DataConfig, fields: Sequence[str], labels: Sequence[str], out_root: str | Path) -> dict:
     """Write the run's sets as parquet under ``out_root/data-<key>/`` (reused when present).
 
-    The key covers the data settings and the bytes of every source file, so changed data is
-    never mistaken for prepared data.
+    The key covers the data settings, the bytes of every source file and the version of every
+    store source (pinned here), so changed data is never mistaken for prepared data.
     """
-    digests = {s.name: file_digest(Path(config.root) / s.path) if s.path else s.hub
-               for s in (config.train, config.labeled, config.unlabeled, config.test) if s is not None}
-    key = content_key("data", config.model_dump(exclude={"root"}), digests, list(fields), list(labels))
+    config = pin_versions(config)
+    digests = {s.name: _digest(config, s) for s in config.slots().values()}
+    key = content_key("data", _settings(config), digests, list(fields), list(labels))
     out = Path(out_root) / f"data-{key}"
     if (out / MANIFEST).exists():
         return read_json(out / MANIFEST)
@@ -114,6 +163,8 @@ def prepare(config: DataConfig, fields: Sequence[str], labels: Sequence[str], ou
         manifest = {
             "key": key,
             "sources": digests,
+            "versions": {slot: {"store": s.store, "dataset": s.dataset, "kind": s.kind, "version": s.version}
+                         for slot, s in config.slots().items() if s.store},
             "rows": {name: t.num_rows for name, t in sets.items()},
             **{name: str(out / f"{name}.parquet") for name in sets},
             "test": str(out / "test.parquet") if "test" in sets else None,

@@ -25,7 +25,9 @@ class Source(BaseModel):
     """Where examples come from and how to read them.
 
     ``path`` is a local file (csv, tsv, jsonl, parquet); ``hub`` a dataset name for
-    ``datasets.load_dataset``. ``columns`` names the columns of a header-less file,
+    ``datasets.load_dataset``; ``store`` a dataset store directory (``ipet ingest`` fills it) with
+    ``dataset``, ``kind`` (``unlabeled`` or ``labeled``; by default what the slot it fills needs) and
+    ``version`` (default: the current one, resolved once per run). ``columns`` names the columns of a header-less file,
     ``rename`` maps source columns to the field names the patterns use, and ``rows`` keeps a
     ``[start, stop)`` slice of the data rows (0-based), e.g. an agreed train/test split.
     """
@@ -43,17 +45,26 @@ class Source(BaseModel):
     label_column: str = "label"
     id_column: str | None = None
     rows: tuple[int, int] | None = None
+    store: str | None = None
+    dataset: str | None = None
+    kind: Literal["unlabeled", "labeled"] | None = None
+    version: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _one_origin(self) -> "Source":
-        if (self.path is None) == (self.hub is None):
-            raise ValueError("give exactly one of 'path' (a local file) or 'hub' (a dataset name)")
+        if sum(x is not None for x in (self.path, self.hub, self.store)) != 1:
+            raise ValueError("give exactly one of 'path' (a local file), 'hub' (a dataset name) or "
+                             "'store' (a dataset store directory, with 'dataset')")
+        if (self.store is None) != (self.dataset is None):
+            raise ValueError("'store' and 'dataset' go together: the store directory and the dataset in it")
         if self.rows and not 0 <= self.rows[0] < self.rows[1]:
             raise ValueError(f"rows must be [start, stop) with 0 <= start < stop, got {list(self.rows)}")
         return self
 
     @property
     def name(self) -> str:
+        if self.store:
+            return f"store:{self.store}/{self.dataset}/{self.kind or 'unlabeled'}@{self.version or 'current'}"
         return self.path or f"hub:{self.hub}"
 
     def resolved_format(self) -> str:
@@ -68,7 +79,10 @@ class Source(BaseModel):
 
 def read_source(source: Source, base_dir: str | Path = ".") -> pa.Table:
     """The source as a table of string columns with a stable ``id`` per row."""
-    table = _read_hub(source) if source.hub else _read_file(source, Path(base_dir))
+    if source.store:
+        table = _read_store(source, Path(base_dir))
+    else:
+        table = _read_hub(source) if source.hub else _read_file(source, Path(base_dir))
     table = table.rename_columns([source.rename.get(c, c) for c in table.column_names])
     offset = 0
     if source.rows:
@@ -78,10 +92,11 @@ def read_source(source: Source, base_dir: str | Path = ".") -> pa.Table:
         offset = start
         table = table.slice(start, stop - start)
     table = pa.table({c: _as_strings(table[c], f"{source.name}: column {c!r}", offset) for c in table.column_names})
-    if source.id_column:
-        if source.id_column not in table.column_names:
-            raise DataError(f"{source.name}: id column {source.id_column!r} not found (columns: {table.column_names})")
-        ids = table[source.id_column]
+    id_column = source.id_column or ("id" if source.store else None)  # a store's ids are unique already
+    if id_column:
+        if id_column not in table.column_names:
+            raise DataError(f"{source.name}: id column {id_column!r} not found (columns: {table.column_names})")
+        ids = table[id_column]
     else:
         ids = pa.array([str(offset + i + 1) for i in range(table.num_rows)], pa.string())
     table = table.drop_columns([c for c in ("id",) if c in table.column_names])
@@ -143,6 +158,14 @@ def _read_csv(path: Path, source: Source, fmt: str) -> pa.Table:
 def _line_of(content: bytes, text: str) -> int:
     """pyarrow does not number rows it rejects; find the row's text in the file instead."""
     return content[: max(content.find(text.encode()), 0)].count(b"\n") + 1
+
+
+def _read_store(source: Source, base_dir: Path) -> pa.Table:
+    from .versions import DatasetStore
+
+    store = Path(source.store)
+    return DatasetStore(store if store.is_absolute() else base_dir / store, source.dataset).version(
+        source.version).read(source.kind or "unlabeled")
 
 
 def _read_hub(source: Source) -> pa.Table:

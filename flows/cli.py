@@ -22,7 +22,10 @@ def main(argv: list[str] | None = None) -> int:
                        help="override a config field, e.g. --set ipet.generations=2 (repeatable)")
         if name != "validate":
             p.add_argument("--run-dir", help="where outputs go (default runs/<name>); re-use it to resume")
+    _ingest_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "ingest":
+        return _ingest(args)
 
     try:
         config = load_config(args.config, args.set)
@@ -43,6 +46,58 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(args.run_dir or Path("runs") / config.name)
     _prefect_defaults()
     return _adapt(config, run_dir) if args.command == "adapt" else _run(config, run_dir)
+
+
+def _ingest_parser(sub) -> None:
+    p = sub.add_parser("ingest", help="add a file to a versioned dataset store; announce it (retraining)")
+    p.add_argument("file", help="csv, tsv, jsonl or parquet with the input fields (and 'label' with --labeled)")
+    p.add_argument("--dataset", required=True, help="dataset name in the store (letters, digits, . _ -)")
+    p.add_argument("--labeled", action="store_true", help="labeled examples: they extend the gold set")
+    p.add_argument("--store", default="stores", help="dataset store directory (default: stores)")
+    p.add_argument("--config", help="run config giving fields, labels and test set (required on a first ingest)")
+    p.add_argument("--read", action="append", default=[], metavar="KEY=VALUE",
+                   help="how to read the file, as a data source's fields, e.g. --read header=false "
+                        "--read columns=[label,title,description] --read rows=[0,3000]")
+
+
+def _ingest(args) -> int:
+    """The store work runs in this process; only the event needs Prefect, and only a configured server."""
+    import yaml
+
+    from data.ingest import ingest_file
+    from data.sources import DataError
+
+    from .ingest import schema_of, summary
+
+    try:
+        read = {}
+        for item in args.read:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise DataError(f"--read {item!r}: expected key=value, e.g. --read header=false")
+            read[key] = yaml.safe_load(value)
+        result = ingest_file(args.file, args.dataset, args.store, args.labeled, schema_of(args.config), read)
+    except (ConfigError, DataError) as err:
+        print(err, file=sys.stderr)
+        return 2
+    print(summary(result))
+    if result["committed"]:
+        print(_announce(result))
+    return 0
+
+
+def _announce(result: dict) -> str:
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        return "no event sent: no Prefect server is configured (set PREFECT_API_URL to trigger retraining)"
+    from prefect.events.worker import EventsWorker
+
+    from .ingest import EVENT, announce
+
+    event = announce(result)
+    EventsWorker.drain_all(timeout=30, at_exit=False)  # send it before this process exits
+    return f"event {EVENT} sent ({event.id})" if event else f"event {EVENT} not sent (Prefect emits no events here)"
 
 
 def _prefect_defaults() -> None:

@@ -1,0 +1,144 @@
+"""New data into a dataset store: validate the file, drop texts already seen, commit one version.
+
+A bad file raises :class:`DataError` before anything is written, so the current version stays
+current. The dataset's schema (input fields, labels, the test set to keep out) is fixed by its
+first ingest, which needs a run config; later ingests take it from the current version.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import ValidationError
+
+from .sources import DataError, Source, read_source
+from .store import file_digest
+from .validate import check_examples
+from .versions import DatasetStore, Kind, Version, text_keys
+
+
+@dataclass(frozen=True)
+class Schema:
+    """What every version of a dataset holds: the patterns' input fields, the labels, and the test
+    set whose texts never enter the store (so training data cannot leak into the score)."""
+
+    fields: tuple[str, ...]
+    labels: tuple[str, ...]
+    test: dict | None = None  # a Source, as data, with an absolute path
+
+    @classmethod
+    def from_config(cls, fields: Sequence[str], labels: Sequence[str], test: Source | None,
+                    root: str | Path = ".") -> "Schema":
+        if test is not None and test.path and not Path(test.path).is_absolute():
+            test = test.model_copy(update={"path": str((Path(root) / test.path).resolve())})
+        return cls(tuple(fields), tuple(labels), test.model_dump(exclude_defaults=True) if test else None)
+
+    def as_record(self) -> dict:
+        return {"fields": list(self.fields), "labels": list(self.labels), "test": self.test}
+
+
+def ingest_file(path: str | Path, dataset: str, store: str | Path, labeled: bool = False,
+                schema: Schema | None = None, read: dict[str, Any] | None = None) -> dict:
+    """Add the new rows of ``path`` to the dataset as one version; returns what happened.
+
+    ``read`` holds Source options for the file (``header``, ``columns``, ``rename``, ``rows``…).
+    Dropped as duplicates (all input fields equal after trimming whitespace): repeats inside the
+    file, texts of the test set, and texts already in the store. A labeled row whose text is in
+    the unlabeled pool is kept: it labels that text, which then leaves the pool. When nothing is
+    left, no version is written (``version`` is the unchanged current one, ``added`` 0).
+    """
+    kind: Kind = "labeled" if labeled else "unlabeled"
+    target = DatasetStore(store, dataset)
+    schema = _schema(target, schema)
+    rows, digest = _read_checked(Path(path), schema, labeled, read or {})
+    test = _test_keys(schema)
+    with target.lock() as parent:
+        if parent is not None and parent.manifest["schema"] != schema.as_record():
+            _check_same_schema(target, parent, schema)
+        keep, duplicates, promoted = _new_rows(rows, schema.fields, kind, parent, test)
+        source = {"path": str(Path(path).resolve()), "sha256": digest, "rows": rows.num_rows}
+        summary = {"dataset": dataset, "kind": kind, "added": len(keep), "duplicates": sum(duplicates.values()),
+                   "duplicates_by_origin": duplicates, "source": source}
+        if not keep:
+            return {**summary, "version": parent.number if parent else None, "manifest": None, "committed": False}
+        columns = ["id", *schema.fields] + (["label"] if "label" in rows.column_names else [])
+        version = target.commit(parent, kind, rows.take(keep).select(columns), {
+            "schema": schema.as_record(),
+            "ingest": {"kind": kind, "source": source, "added": len(keep), "duplicates": duplicates,
+                       "labels_for_pool_texts": promoted},
+        })
+    return {**summary, "version": version.number, "manifest": str(version.path), "committed": True}
+
+
+def _schema(target: DatasetStore, given: Schema | None) -> Schema:
+    if given is not None:
+        return given
+    if target.current() is None:
+        raise DataError(f"dataset {target.name!r} has no versions yet: its first ingest needs --config (a run "
+                        "config naming the input fields, the labels and the test set)")
+    s = target.version().manifest["schema"]
+    return Schema(tuple(s["fields"]), tuple(s["labels"]), s["test"])
+
+
+def _check_same_schema(target: DatasetStore, parent: Version, schema: Schema) -> None:
+    stored = parent.manifest["schema"]
+    if list(schema.fields) != stored["fields"] or set(schema.labels) != set(stored["labels"]):
+        raise DataError(f"--config: fields {list(schema.fields)} and labels {list(schema.labels)} differ from "
+                        f"dataset {target.name!r} (fields {stored['fields']}, labels {stored['labels']}); "
+                        "ingest into a new dataset instead")
+
+
+def _read_checked(path: Path, schema: Schema, labeled: bool, read: dict) -> tuple[pa.Table, str]:
+    try:
+        source = Source.model_validate({**read, "path": str(path)})
+    except ValidationError as err:
+        raise DataError("\n".join(f"{path}: read option {'.'.join(map(str, e['loc'])) or '(all)'}: {e['msg']}"
+                                  for e in err.errors())) from None
+    if source.store or source.hub:
+        raise DataError(f"{path}: ingest reads a local file; drop the 'store'/'hub' read options")
+    table = read_source(source)
+    problems = check_examples(table, schema.fields, schema.labels, str(path), labels_required=labeled)
+    if problems:
+        raise DataError("\n".join(problems))
+    return table, file_digest(path)
+
+
+def _test_keys(schema: Schema) -> pa.Array:
+    if not schema.test:
+        return pa.array([], pa.string())
+    test = read_source(Source.model_validate(schema.test))
+    missing = [f for f in schema.fields if f not in test.column_names]
+    if missing:
+        raise DataError(f"{Source.model_validate(schema.test).name}: the test set lacks field(s) {missing}")
+    return text_keys(test, schema.fields).combine_chunks()
+
+
+def _new_rows(rows: pa.Table, fields: Sequence[str], kind: Kind, parent: Version | None,
+              test: pa.Array) -> tuple[list[int], dict[str, int], int]:
+    """Row indices to keep, duplicates dropped by where the text was seen first, and (labeled
+    ingests) how many kept rows label a text of the unlabeled pool."""
+    seen_in = {"test": test}
+    if parent is not None:
+        seen_in["labeled"] = text_keys(parent.read("labeled"), fields).combine_chunks()
+        seen_in["unlabeled"] = text_keys(parent.read("unlabeled"), fields).combine_chunks()
+    keys = text_keys(rows, fields)
+    hits = {origin: pc.is_in(keys, value_set=known).to_pylist() for origin, known in seen_in.items()}
+    keep, duplicates, promoted, in_file = [], Counter(), 0, set()
+    for i, key in enumerate(keys.to_pylist()):
+        if key in in_file:
+            duplicates["file"] += 1
+            continue
+        in_file.add(key)
+        origin = next((o for o in ("test", "labeled", "unlabeled") if o in hits and hits[o][i]), None)
+        if origin == "unlabeled" and kind == "labeled":
+            promoted += 1
+        elif origin:
+            duplicates[origin] += 1
+            continue
+        keep.append(i)
+    return keep, {o: duplicates[o] for o in ("file", "test", "labeled", "unlabeled")}, promoted

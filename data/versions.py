@@ -1,0 +1,161 @@
+"""A versioned dataset store: every ingest adds one immutable version; a run reads exactly one.
+
+    <store>/<dataset>/
+      CURRENT                    the current version number (replaced atomically)
+      versions/v000003.json      a version's manifest: its segments per kind, row counts, hashes, source
+      segments/v000003.parquet   the rows that one ingest added (never changed, never removed)
+      .lock                      held while an ingest reads the current version and commits the next
+
+A version lists the segments it is made of (its parent's plus one new), so versions share rows
+instead of copying the pool. Segments and manifests are written before the pointer moves and are
+never rewritten, so a reader that resolved a version keeps reading exactly that version while
+later ingests commit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator, Literal, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .sources import DataError
+from .store import content_key, file_digest, read_json, write_json, write_parquet
+
+Kind = Literal["unlabeled", "labeled"]
+KINDS: tuple[Kind, ...] = ("unlabeled", "labeled")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+POINTER = "CURRENT"
+
+
+def dataset_dir(store: str | Path, dataset: str) -> Path:
+    """``store/dataset``; a name that could leave the store (``../x``, ``/abs``, ``a/b``) is refused."""
+    if not NAME.fullmatch(dataset or ""):
+        raise DataError(f"dataset name {dataset!r}: use letters, digits, '.', '_' and '-' only, starting with a "
+                        "letter or digit (it becomes a directory name)")
+    root = Path(store).resolve()
+    path = (root / dataset).resolve()
+    if path.parent != root:  # belt and braces: the pattern already rules out separators and '..'
+        raise DataError(f"dataset name {dataset!r} leaves the store {root}")
+    return path
+
+
+def text_keys(table: pa.Table, fields: Sequence[str]) -> pa.ChunkedArray:
+    """One string per row that is equal exactly when every input field is, ignoring surrounding whitespace."""
+    parts = [pc.utf8_trim_whitespace(pc.fill_null(table[f], "")) for f in fields]
+    return pc.binary_join_element_wise(*parts, "\x1f")
+
+
+@dataclass(frozen=True)
+class Version:
+    """One committed version: its manifest, and its rows read from the segments it lists."""
+
+    directory: Path
+    manifest: dict
+
+    @property
+    def number(self) -> int:
+        return self.manifest["version"]
+
+    @property
+    def path(self) -> Path:
+        """The manifest file."""
+        return self.directory / "versions" / f"v{self.number:06d}.json"
+
+    @property
+    def fields(self) -> list[str]:
+        return self.manifest["schema"]["fields"]
+
+    def read(self, kind: Kind) -> pa.Table:
+        """The rows of ``kind``. The unlabeled rows leave out texts that have since been labeled,
+        so a run never has the same text in its pool and in its gold set."""
+        table = self._segments(kind)
+        if kind == "unlabeled" and self.manifest["segments"]["labeled"]:
+            labeled = text_keys(self._segments("labeled"), self.fields)
+            table = table.filter(pc.invert(pc.is_in(text_keys(table, self.fields), value_set=labeled.combine_chunks())))
+        return table
+
+    def _segments(self, kind: Kind) -> pa.Table:
+        tables = [pq.read_table(self.directory / s["path"]) for s in self.manifest["segments"][kind]]
+        if not tables:
+            columns = ["id", *self.fields] + (["label"] if kind == "labeled" else [])
+            return pa.table({c: pa.array([], pa.string()) for c in columns})
+        return pa.concat_tables(tables, promote_options="default")
+
+
+class DatasetStore:
+    """The versions of one dataset under a store directory."""
+
+    def __init__(self, store: str | Path, dataset: str):
+        self.name = dataset
+        self.directory = dataset_dir(store, dataset)
+
+    def current(self) -> int | None:
+        pointer = self.directory / POINTER
+        return int(pointer.read_text()) if pointer.exists() else None
+
+    def version(self, number: int | None = None) -> Version:
+        """A version (default: the current one), resolved once: read its rows from what this returns."""
+        number = self.current() if number is None else number
+        if number is None:
+            raise DataError(f"dataset store {self.directory}: no versions yet; add data with `ipet ingest FILE "
+                            f"--dataset {self.name}`")
+        path = Version(self.directory, {"version": number}).path
+        if not path.exists():
+            raise DataError(f"dataset store {self.directory}: no version {number} (current: {self.current()})")
+        return Version(self.directory, read_json(path))
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[Version | None]:
+        """Hold the dataset's lock; yields the current version (None for a new dataset).
+
+        Everything from reading the current version to moving the pointer happens under it, so
+        concurrent ingests queue up instead of both building on the same parent.
+        """
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with open(self.directory / ".lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield self.version() if self.current() is not None else None
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def commit(self, parent: Version | None, kind: Kind, rows: pa.Table, record: dict) -> Version:
+        """Write ``rows`` as a new segment and a version that adds it to ``parent``; then move the pointer.
+
+        Call under :meth:`lock`, with the version it yielded. ``record`` (schema, source,
+        duplicates) goes into the manifest as it is. Row ids become
+        ``<version>:<id>`` (``3:17``: row 17 of version 3's file), unique across the dataset. The number is one past any version on disk,
+        so a version written by an ingest killed before it moved the pointer is never overwritten.
+        """
+        number = max([parent.number if parent else 0, *self._numbers()]) + 1
+        ids = pc.binary_join_element_wise(pa.scalar(str(number)), rows["id"], ":")
+        rows = rows.set_column(rows.column_names.index("id"), "id", ids)
+        segment = write_parquet(rows, self.directory / "segments" / f"v{number:06d}.parquet")
+        segments = {k: list(parent.manifest["segments"][k]) if parent else [] for k in KINDS}
+        segments[kind].append({"path": str(segment.relative_to(self.directory)), "rows": rows.num_rows,
+                               "sha256": file_digest(segment)})
+        manifest = {
+            "dataset": self.name,
+            "version": number,
+            "parent": parent.number if parent else None,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **record,
+            "segments": segments,
+            "rows": {k: sum(s["rows"] for s in segments[k]) for k in KINDS},
+            "hashes": {k: content_key([s["sha256"] for s in segments[k]]) for k in KINDS},
+        }
+        version = Version(self.directory, manifest)
+        write_json(manifest, version.path)
+        write_json(number, self.directory / POINTER)  # the commit point: readers see the new version from here
+        return version
+
+    def _numbers(self) -> list[int]:
+        return [int(p.stem[1:]) for p in (self.directory / "versions").glob("v*.json")]

@@ -1,0 +1,328 @@
+"""Ingesting new data: versions and manifests, duplicates, bad files, consistent reads, concurrent
+ingests, prepared-data keys, and the ``ipet.data.arrived`` event on a real Prefect server."""
+
+from __future__ import annotations
+
+import csv
+import threading
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from data.ingest import Schema, ingest_file
+from data.prepare import DataConfig, load_sets, pin_versions, prepare
+from data.sources import DataError
+from data.store import file_digest
+from data.versions import DatasetStore
+from flows.cli import main
+
+FIELDS = ("title", "body")
+LABELS = ("neg", "pos")
+
+
+def write(path: Path, rows: list[tuple], header: tuple = ("title", "body", "label")) -> Path:
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def schema(tmp_path: Path) -> Schema:
+    test = write(tmp_path / "test.csv", [("held", "out", "pos")])
+    return Schema(FIELDS, LABELS, {"path": str(test)})
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, schema: Schema) -> Path:
+    """A run config whose patterns read title and body, with the test set above."""
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({
+        "model": "unused", "verbalizer": {"neg": "bad", "pos": "great"},
+        "pvps": [{"pattern": "{title} {body} it was {mask} ."}],
+        "data": {"root": str(tmp_path), "unlabeled": {"store": "stores", "dataset": "news"},
+                 "test": {"path": "test.csv"}},
+    }))
+    return path
+
+
+def rows(n: int, prefix: str, label: str = "pos") -> list[tuple]:
+    return [(f"{prefix} {i}", "text", label) for i in range(n)]
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    """Every file under the dataset directory with its bytes (the lock file aside)."""
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*"))
+            if p.is_file() and p.name != ".lock"}
+
+
+def test_each_ingest_is_a_version_with_a_manifest(tmp_path: Path, schema: Schema) -> None:
+    store = tmp_path / "stores"
+    first = write(tmp_path / "a.csv", rows(3, "a"))
+    one = ingest_file(first, "news", store, schema=schema)
+    two = ingest_file(write(tmp_path / "g.csv", rows(2, "g", "neg")), "news", store, labeled=True)
+    assert (one["version"], two["version"], one["added"], two["added"]) == (1, 2, 3, 2)
+
+    dataset = DatasetStore(store, "news")
+    assert dataset.current() == 2
+    manifest = dataset.version().manifest
+    assert manifest["parent"] == 1 and manifest["rows"] == {"unlabeled": 3, "labeled": 2}
+    assert manifest["schema"] == {"fields": list(FIELDS), "labels": list(LABELS), "test": schema.test}
+    # version 2 shares version 1's segment instead of copying it, and adds one of its own
+    assert manifest["segments"]["unlabeled"] == dataset.version(1).manifest["segments"]["unlabeled"]
+    for segment in manifest["segments"]["unlabeled"] + manifest["segments"]["labeled"]:
+        assert file_digest(dataset.directory / segment["path"]) == segment["sha256"]
+    assert dataset.version(1).manifest["ingest"]["source"] == {
+        "path": str(first.resolve()), "sha256": file_digest(first), "rows": 3}
+    assert dataset.version().read("labeled").to_pylist() == [
+        {"id": "2:1", "title": "g 0", "body": "text", "label": "neg"},
+        {"id": "2:2", "title": "g 1", "body": "text", "label": "neg"}]
+    assert dataset.version(1).read("labeled").num_rows == 0  # old versions stay as they were
+
+
+def test_duplicates_are_dropped_and_counted_by_origin(tmp_path: Path, schema: Schema) -> None:
+    store = tmp_path / "stores"
+    ingest_file(write(tmp_path / "u.csv", [("pool", "text", "pos")]), "news", store, schema=schema)
+    ingest_file(write(tmp_path / "l.csv", [("gold", "text", "neg")]), "news", store, labeled=True)
+    batch = write(tmp_path / "batch.csv", [
+        ("new", "one", "pos"),
+        ("  new", "one  ", "neg"),   # the same texts up to surrounding whitespace: in-file duplicate
+        ("new", "two", "pos"),       # one field differs: not a duplicate
+        ("held", " out", "pos"),     # the test set
+        ("gold", "text", "pos"),     # the labeled set
+        ("pool", "text", "pos"),     # the pool
+    ])
+    result = ingest_file(batch, "news", store)
+    assert result["added"] == 2 and result["duplicates"] == 4
+    assert result["duplicates_by_origin"] == {"file": 1, "test": 1, "labeled": 1, "unlabeled": 1}
+    assert DatasetStore(store, "news").version().manifest["ingest"]["duplicates"] == result["duplicates_by_origin"]
+    titles = DatasetStore(store, "news").version().read("unlabeled")["body"].to_pylist()
+    assert titles == ["text", "one", "two"]
+
+
+def test_labeling_a_pool_text_moves_it_to_the_gold_set(tmp_path: Path, schema: Schema) -> None:
+    store = tmp_path / "stores"
+    ingest_file(write(tmp_path / "u.csv", rows(3, "u")), "news", store, schema=schema)
+    result = ingest_file(write(tmp_path / "l.csv", [("u 1", "text", "neg")]), "news", store, labeled=True)
+    version = DatasetStore(store, "news").version()
+    assert result["added"] == 1 and version.manifest["ingest"]["labels_for_pool_texts"] == 1
+    assert version.read("labeled")["title"].to_pylist() == ["u 1"]
+    assert version.read("unlabeled")["title"].to_pylist() == ["u 0", "u 2"]
+
+
+def test_all_duplicates_write_no_version_and_send_no_event(tmp_path: Path, config_file: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    store = tmp_path / "stores"
+    batch = write(tmp_path / "a.csv", rows(2, "a"))
+    assert main(["ingest", str(batch), "--dataset", "news", "--store", str(store), "--config", str(config_file)]) == 0
+    before = snapshot(store / "news")
+    capsys.readouterr()
+    assert main(["ingest", str(batch), "--dataset", "news", "--store", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "news: nothing new in" in out and "2 duplicate(s) dropped (2 unlabeled); version 1 stays current" in out
+    assert "event" not in out
+    assert snapshot(store / "news") == before
+
+
+BAD_FILES = {
+    "missing": (None, ["nope.csv: file not found"]),
+    "wrong-columns": ("title,text\nhello,world\n", ["bad.csv: missing column(s) ['body']"]),
+    "empty-text": ("title,body\na,b\n  ,  \n", ["bad.csv: empty text in every input field", "row id(s) ['2']"]),
+    "non-utf8": ("title,body\ncaf\xe9,b\n".encode("latin-1"), ["bad.csv: column 'title', row 1: not UTF-8"]),
+    "ragged": ("title,body\na,b\na,b,c\n", ["bad.csv: 1 malformed row(s)", "line 3 has 3 columns"]),
+    "unknown-label": ("title,body,label\na,b,pos\nc,d,meh\n", ["bad.csv: label(s) ['meh'] not in the verbalizer",
+                                                               "['2']"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_bad_file_changes_nothing_and_names_the_problem(tmp_path: Path, schema: Schema, case: str,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    store = tmp_path / "stores"
+    ingest_file(write(tmp_path / "good.csv", rows(2, "g")), "news", store, schema=schema)
+    before = snapshot(store / "news")
+    content, expected = BAD_FILES[case]
+    bad = tmp_path / ("nope.csv" if content is None else "bad.csv")
+    if content is not None:
+        bad.write_bytes(content.encode() if isinstance(content, str) else content)
+    labeled = ["--labeled"] if case == "unknown-label" else []
+    assert main(["ingest", str(bad), "--dataset", "news", "--store", str(store), *labeled]) == 2
+    err = capsys.readouterr().err
+    for text in expected:
+        assert text in err, err
+    assert "Traceback" not in err
+    assert snapshot(store / "news") == before  # no new version, no segment, no temporary file left behind
+
+
+@pytest.mark.parametrize("name", ["../x", "/abs", "a/b", "..", ".hidden", ""])
+def test_dataset_names_cannot_leave_the_store(tmp_path: Path, config_file: Path, name: str,
+                                              capsys: pytest.CaptureFixture) -> None:
+    batch = write(tmp_path / "a.csv", rows(1, "a"))
+    store = tmp_path / "inner" / "stores"
+    assert main(["ingest", str(batch), "--dataset", name, "--store", str(store), "--config", str(config_file)]) == 2
+    assert f"dataset name {name!r}" in capsys.readouterr().err
+    assert not (tmp_path / "inner").exists() and not Path("/abs").exists() and not (tmp_path / "x").exists()
+
+
+def test_first_ingest_needs_a_config_and_later_ones_must_agree(tmp_path: Path, config_file: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    batch, store = write(tmp_path / "a.csv", rows(1, "a")), str(tmp_path / "stores")
+    assert main(["ingest", str(batch), "--dataset", "news", "--store", store]) == 2
+    assert "its first ingest needs --config" in capsys.readouterr().err
+    assert main(["ingest", str(batch), "--dataset", "news", "--store", store, "--config", str(config_file)]) == 0
+    other = yaml.safe_load(config_file.read_text())
+    other["pvps"] = [{"pattern": "{title} it was {mask} ."}]
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
+    batch2 = write(tmp_path / "b.csv", rows(1, "b"))
+    assert main(["ingest", str(batch2), "--dataset", "news", "--store", store, "--config",
+                 str(tmp_path / "other.yaml")]) == 2
+    assert "differ from dataset 'news'" in capsys.readouterr().err
+    assert DatasetStore(store, "news").current() == 1
+
+
+def test_read_options_select_rows_of_a_headerless_file(tmp_path: Path, config_file: Path) -> None:
+    raw = tmp_path / "raw.csv"
+    raw.write_text("".join(f'"pos","t{i}","b"\n' for i in range(10)))
+    assert main(["ingest", str(raw), "--dataset", "news", "--store", str(tmp_path / "stores"), "--config",
+                 str(config_file), "--read", "header=false", "--read", "columns=[label,title,body]",
+                 "--read", "rows=[2,5]"]) == 0
+    table = DatasetStore(tmp_path / "stores", "news").version().read("unlabeled")
+    assert table["id"].to_pylist() == ["1:3", "1:4", "1:5"] and table["title"].to_pylist() == ["t2", "t3", "t4"]
+
+
+def test_a_reader_keeps_its_version_while_an_ingest_commits(tmp_path: Path, schema: Schema) -> None:
+    store = tmp_path / "stores"
+    ingest_file(write(tmp_path / "a.csv", rows(3, "a")), "news", store, schema=schema)
+    config = DataConfig(root=str(tmp_path), unlabeled={"store": "stores", "dataset": "news"})
+    pinned = pin_versions(config)        # a run resolves the version once…
+    resolved = DatasetStore(store, "news").version()
+    ingest_file(write(tmp_path / "b.csv", rows(2, "b")), "news", store)  # …another ingest commits…
+    assert resolved.read("unlabeled").num_rows == 3  # …and what it resolved is still exactly version 1
+    assert load_sets(pinned, FIELDS, LABELS)["pool"].num_rows == 3
+    assert load_sets(config, FIELDS, LABELS)["pool"].num_rows == 5  # a new run sees version 2
+
+
+def test_concurrent_ingests_each_land_as_a_version(tmp_path: Path, schema: Schema) -> None:
+    store = tmp_path / "stores"
+    ingest_file(write(tmp_path / "seed.csv", rows(1, "seed")), "news", store, schema=schema)
+    files = [write(tmp_path / f"f{i}.csv", rows(50, f"f{i}")) for i in range(4)]
+    start, results, errors = threading.Barrier(len(files)), [], []
+
+    def run(path: Path) -> None:
+        start.wait()
+        try:
+            results.append(ingest_file(path, "news", store))
+        except Exception as err:  # surfaced by the assertion below
+            errors.append(err)
+
+    threads = [threading.Thread(target=run, args=(f,)) for f in files]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sorted(r["version"] for r in results) == [2, 3, 4, 5]
+    final = DatasetStore(store, "news").version()
+    assert final.number == 5 and final.manifest["rows"]["unlabeled"] == 201
+    assert len(final.manifest["segments"]["unlabeled"]) == 5 and final.read("unlabeled").num_rows == 201
+
+
+def test_prepared_data_follows_the_version(tmp_path: Path, schema: Schema) -> None:
+    store = tmp_path / "stores"
+    ingest_file(write(tmp_path / "a.csv", rows(6, "a")), "news", store, schema=schema)
+    ingest_file(write(tmp_path / "g.csv", rows(2, "g")), "news", store, labeled=True)
+    config = DataConfig(root=str(tmp_path), unlabeled={"store": "stores", "dataset": "news"},
+                        labeled={"store": "stores", "dataset": "news"}, test={"path": "test.csv"})
+    first = prepare(config, FIELDS, LABELS, tmp_path / "run")
+    assert prepare(config, FIELDS, LABELS, tmp_path / "run")["key"] == first["key"]  # same version: reused
+    assert first["versions"]["labeled"] == {"store": "stores", "dataset": "news", "kind": "labeled", "version": 2}
+    assert first["rows"] == {"labeled": 2, "pool": 6, "test": 1}
+
+    ingest_file(write(tmp_path / "b.csv", rows(3, "b")), "news", store)
+    second = prepare(config, FIELDS, LABELS, tmp_path / "run")
+    assert second["key"] != first["key"] and second["rows"]["pool"] == 9
+    assert second["versions"]["unlabeled"]["version"] == 3
+    pinned = config.model_copy(update={"unlabeled": config.unlabeled.model_copy(update={"version": 2}),
+                                       "labeled": config.labeled.model_copy(update={"version": 2})})
+    assert prepare(pinned, FIELDS, LABELS, tmp_path / "run")["key"] == first["key"]
+    assert pq.read_table(second["pool"]).num_rows == 9
+
+
+def test_store_sources_take_their_slot_kind_and_check_names() -> None:
+    config = DataConfig(unlabeled={"store": "s", "dataset": "d"}, labeled={"store": "s", "dataset": "d"})
+    assert (config.unlabeled.kind, config.labeled.kind) == ("unlabeled", "labeled")
+    with pytest.raises(DataError, match="dataset name '../d'"):
+        pin_versions(DataConfig(unlabeled={"store": "s", "dataset": "../d"}))
+
+
+def test_without_a_server_the_cli_sends_no_event(tmp_path: Path, config_file: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    batch = write(tmp_path / "a.csv", rows(1, "a"))
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        assert main(["ingest", str(batch), "--dataset", "news", "--store", str(tmp_path / "stores"),
+                     "--config", str(config_file)]) == 0
+    assert "no event sent: no Prefect server is configured" in capsys.readouterr().out
+
+
+def read_events(resource_id: str, expected: int) -> list:
+    """The ``ipet.data.arrived`` events of one dataset on the server (the server stores them shortly after)."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    query = EventFilter(event=EventNameFilter(name=["ipet.data.arrived"]), resource=EventResourceFilter(id=[resource_id]))
+    with get_client(sync_client=True) as client:
+        for _ in range(60):
+            events = client.read_events(filter=query, limit=50).events  # the server allows at most 50
+            if len(events) >= expected:
+                return events
+            time.sleep(0.5)
+    return events
+
+
+def test_ingest_flow_and_cli_announce_new_versions(prefect_harness, tmp_path: Path, config_file: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    from flows.ingest import ingest
+
+    store = str(tmp_path / "stores")
+    result = ingest(file=str(write(tmp_path / "a.csv", rows(3, "a"))), dataset="flowdata", store=store,
+                    config=str(config_file))
+    assert result["version"] == 1 and result["event"]
+    assert main(["ingest", str(write(tmp_path / "b.csv", rows(2, "b") + rows(1, "a"))), "--dataset", "flowdata",
+                 "--store", store]) == 0
+    assert "event ipet.data.arrived sent" in capsys.readouterr().out
+    repeat = ingest(file=str(tmp_path / "a.csv"), dataset="flowdata", store=store)  # nothing new: no event
+    assert not repeat["committed"] and "event" not in repeat
+
+    events = read_events("ipet.dataset.flowdata", expected=2)
+    assert len(events) == 2
+    first, second = sorted(events, key=lambda e: e.payload["version"])
+    assert str(first.id) == result["event"]
+    assert first.resource.root == {"prefect.resource.id": "ipet.dataset.flowdata",
+                                   "prefect.resource.name": "flowdata"}
+    assert first.payload == {"dataset": "flowdata", "version": 1, "kind": "unlabeled", "added": 3,
+                             "duplicates": 0, "manifest": str(Path(store).resolve() / "flowdata/versions/v000001.json")}
+    assert (second.payload["version"], second.payload["added"], second.payload["duplicates"]) == (2, 2, 1)
+
+
+def test_validate_reads_the_store_a_config_names(tmp_path: Path, config_file: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    from tiny import save_tiny
+
+    raw = yaml.safe_load(config_file.read_text())
+    raw["model"] = str(save_tiny("bert", tmp_path / "bert"))
+    raw["ipet"] = {"generations": 0}
+    raw["data"]["labeled"] = {"store": "stores", "dataset": "news"}
+    config_file.write_text(yaml.safe_dump(raw))
+    store = str(tmp_path / "stores")
+    assert main(["validate", str(config_file)]) == 2
+    assert "no versions yet; add data with `ipet ingest FILE --dataset news`" in capsys.readouterr().err
+    ingest_file(write(tmp_path / "a.csv", rows(6, "a")), "news", store, schema=Schema(FIELDS, LABELS))
+    ingest_file(write(tmp_path / "g.csv", rows(2, "g")), "news", store, labeled=True)
+    assert main(["validate", str(config_file)]) == 0
+    assert "'labeled': 2, 'pool': 6, 'test': 1" in capsys.readouterr().out
