@@ -23,9 +23,10 @@ def main(argv: list[str] | None = None) -> int:
         if name != "validate":
             p.add_argument("--run-dir", help="where outputs go (default runs/<name>); re-use it to resume")
     _ingest_parser(sub)
+    _predict_parser(sub)
     args = parser.parse_args(argv)
-    if args.command == "ingest":
-        return _ingest(args)
+    if args.command in ("ingest", "predict"):
+        return {"ingest": _ingest, "predict": _predict}[args.command](args)
 
     try:
         config = load_config(args.config, args.set)
@@ -128,6 +129,43 @@ def _run(config, run_dir: Path) -> int:
     print(stage_table(results["stages"]))
     print(f"\nresults: {run_dir / 'results.json'} · MLflow run {results['mlflow_run_id']} · "
           f"trained {results['tasks']['trained']}, reused {results['tasks']['reused']}")
+    return 0
+
+
+def _predict_parser(sub) -> None:
+    p = sub.add_parser("predict", help="label a CSV/TSV/JSONL/parquet file with a final model, streamed")
+    p.add_argument("--model", required=True, metavar="champion|RUN_DIR|PATH",
+                   help="the registry's champion (or models:/NAME@ALIAS, models:/NAME/VERSION), "
+                        "a run directory (its final model) or a model directory")
+    p.add_argument("--input", required=True, help="rows to label, with the fields the model reads (and `id`)")
+    p.add_argument("--output", required=True, help="parquet file to write (replaced only when complete)")
+    p.add_argument("--registered-model", help="registry name for --model champion (default: the only one "
+                                              "with a champion)")
+    p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    p.add_argument("--batch-size", type=int, default=1024, help="rows read, labeled and written at a time")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+
+
+def _predict(args) -> int:
+    """As a Prefect flow when a Prefect server is configured (PREFECT_API_URL: the run shows in
+    its UI); otherwise the same function directly, without starting a temporary server."""
+    from .predict import PREDICT_ERRORS, describe, predict, predict_file
+
+    if args.batch_size < 1:
+        print("--batch-size: must be at least 1", file=sys.stderr)
+        return 2
+    kwargs = dict(model=args.model, input=args.input, output=args.output, registered_model=args.registered_model,
+                  tracking_uri=args.tracking_uri, batch_size=args.batch_size, device=args.device)
+    try:
+        if os.environ.get("PREFECT_API_URL"):
+            _prefect_defaults()
+            summary = predict(**kwargs)
+        else:
+            summary = predict_file(**kwargs)
+            print(describe(summary))
+    except PREDICT_ERRORS as err:
+        print(f"ipet predict: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -49,8 +49,13 @@ class FinalConfig(Strict):
 
 
 class TrackingConfig(Strict):
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True, validate_by_name=True)
+
     mlflow_uri: str | None = Field(None, description="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db")
     experiment: str = "ipet"
+    # `register` in YAML; another name in Python, as `register` would shadow BaseModel.register
+    register_model: bool = Field(True, alias="register", description="register the final model; champion if it wins")
+    registered_model: str | None = Field(None, description="model registry name (default: ipet-<name>)")
 
 
 class LabelingConfig(Strict):
@@ -107,6 +112,10 @@ class RunConfig(Strict):
         words = Verbalizer(p.verbalizer or self.verbalizer).words
         first = Verbalizer(self.pvps[0].verbalizer or self.verbalizer).labels
         return PVP(Pattern(p.pattern), Verbalizer({label: words[label] for label in first}))
+
+    @property
+    def registered_model(self) -> str:
+        return self.tracking.registered_model or f"ipet-{self.name}"
 
     @property
     def fields(self) -> tuple[str, ...]:

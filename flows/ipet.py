@@ -80,5 +80,7 @@ def ipet(config: RunConfig | str, run_dir: str = "runs/ipet") -> dict:
         else:
             last = run.stages[-1]
             run.record(Stage.of("final", last.evaluation, train_size=last.train_size,
-                                pseudo_label_accuracy=soft_pool["accuracy"], model=list(models.values())))
-        return run.finish(client)
+                                pseudo_label_accuracy=soft_pool["accuracy"], model=run.ensemble_model(models, weights)))
+        results = run.finish(client)
+        # Champion/challenger: register the final model; it becomes champion only if it wins.
+        return run.register(client, results) if config.tracking.register_model else results

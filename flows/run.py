@@ -5,6 +5,7 @@ Kept out of ``flows/ipet.py`` so the flow itself reads like the method.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import statistics
 from dataclasses import asdict, dataclass, field
@@ -15,11 +16,12 @@ import pyarrow.parquet as pq
 from mlflow.tracking import MlflowClient
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from data.store import atomic_path, write_json
-from prompt_core import LearnerSpec, accuracy
-from tasks.io import read_logits
+from data.store import atomic_path, content_key, write_json
+from prompt_core import LearnerSpec, accuracy, save_ensemble
+from tasks.io import read_logits, ref
 from tasks.models import label_set, train_model, untrained_model
 from tasks.pseudo import combine
+from tasks.registry import register_final_model
 
 from .config import RunConfig
 
@@ -129,12 +131,26 @@ class Run:
         logits = self.label_all(prior, dataset)
         return [self._accuracy(logits[(p, None)], dataset) for p in self.pvp_indices]
 
+    def member_weights(self, models: dict[Member, str], weights: list[float] | None) -> list[float] | None:
+        """Each model's weight in an ensemble: its PVP's weight under ``wmean``, else equal (None)."""
+        w = [weights[m[0]] for m in models] if weights and self.config.ipet.reduction == "wmean" else None
+        return None if w is not None and sum(w) <= 0 else w
+
     def combine(self, name: str, logits: dict[Member, str], models: dict[Member, str], weights: list[float] | None,
                 dataset: str) -> dict:
-        w = [weights[m[0]] for m in models] if weights and self.config.ipet.reduction == "wmean" else None
-        if w is not None and sum(w) <= 0:
-            w = None
-        return combine(name, [logits[m] for m in models], w, self.data[dataset], self.config.labels, self.run_dir)
+        return combine(name, [logits[m] for m in models], self.member_weights(models, weights), self.data[dataset],
+                       self.config.labels, self.run_dir)
+
+    def ensemble_model(self, models: dict[Member, str], weights: list[float] | None) -> str:
+        """The ensemble as one model directory (``ensemble.json``: members and weights, combined
+        as ``combine`` does), so it can be registered and predicted with like a single model."""
+        w = self.member_weights(models, weights)
+        key = content_key("ensemble", [ref(d) for d in models.values()], w)
+        out = Path(self.run_dir) / "models" / f"final-ensemble-{key}"
+        if not out.exists():
+            with atomic_path(out, directory=True) as tmp:
+                save_ensemble(tmp, list(models.values()), w)
+        return str(out)
 
     def evaluate(self, models: dict[Member, str], weights: list[float] | None) -> Evaluation:
         if not self.data.get("test"):
@@ -202,6 +218,26 @@ class Run:
             client.log_artifacts(parent, final, "final-model")
         create_markdown_artifact(f"# iPET run `{self.config.name}`\n\n{summary}\n\nMLflow run: `{parent}`",
                                  key=artifact_key(self.config.name, "summary"))
+        return results
+
+    def register(self, client: MlflowClient, results: dict) -> dict:
+        """Champion/challenger (tasks/registry.py); results.json gains ``registry``. A failure is
+        reported there and in MLflow, never raised: the run's results are already written."""
+        parent, final = self.tracking_info["parent_id"], self.stages[-1]
+        try:
+            registry = register_final_model(self.config.registered_model, final.model, self.data.get("test"),
+                                            final.test_accuracy, self.tracking_info, self.config.labeling.batch_size)
+            print(f"[registry] {registry['registered_model']} v{registry['version']} {registry['decision']}: "
+                  f"{registry['reason']}")
+        except Exception as err:  # the store or registry failed; the run itself succeeded
+            registry = {"registered_model": self.config.registered_model, "error": f"{type(err).__name__}: {err}"}
+            print(f"[registry] the final model was not registered: {registry['error']}")
+            with contextlib.suppress(Exception):
+                client.set_tag(parent, "registry.error", registry["error"][:5000])
+        results = {**results, "registry": registry}
+        path = write_json(results, Path(self.run_dir) / "results.json")
+        with contextlib.suppress(Exception):
+            client.log_artifact(parent, str(path))
         return results
 
 

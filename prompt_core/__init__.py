@@ -12,13 +12,15 @@ from .label import predict_all, predict_logits
 from .learners import (ClassifierLearner, ClozeLearner, Learner, LearnerSpec, build_learner, load_learner,
                        save_spec)
 from .pattern import Pattern, PatternError, Template
+from .predictor import Predictor, PredictorError, save_ensemble
 from .pvp import PVP
 from .train import TrainConfig, TrainResult, train
 from .verbalizer import Verbalizer, VerbalizerError
 
 __all__ = [
     "AdaptConfig", "BackboneError", "ClassifierLearner", "ClozeLearner", "Learner", "LearnerSpec", "PVP", "Pattern",
-    "PatternError", "Template", "TrainConfig", "TrainResult", "Verbalizer", "VerbalizerError", "accuracy", "adapt",
+    "PatternError", "Predictor", "PredictorError", "Template", "TrainConfig", "TrainResult", "Verbalizer",
+    "VerbalizerError", "accuracy", "adapt",
     "build_learner", "ensemble", "load_learner", "load_masked_lm", "predict_all", "predict_logits",
-    "save_spec", "select_device", "softmax", "train",
+    "save_ensemble", "save_spec", "select_device", "softmax", "train",
 ]

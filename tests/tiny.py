@@ -132,3 +132,19 @@ def _write_csv(path: Path, rows: list[tuple[str, str]]) -> None:
         writer = csv.writer(f)
         writer.writerow(["text", "label"])
         writer.writerows(rows)
+
+
+def save_classifier(directory: Path, backbone: Path, labels: tuple[str, ...] = ("neg", "pos"),
+                    always: str | None = None, template: str = "{text}") -> Path:
+    """A tiny sequence-classifier learner saved as a model directory; with ``always`` its head
+    predicts that label for every input (a model of known accuracy, no training needed)."""
+    from prompt_core import LearnerSpec, build_learner
+
+    learner = build_learner(LearnerSpec.classifier(str(backbone), template, labels, max_length=32))
+    if always is not None:
+        head = learner.model.classifier
+        with torch.no_grad():
+            head.weight.zero_()
+            head.bias.copy_(torch.tensor([10.0 if label == always else -10.0 for label in labels]))
+    learner.save(directory)
+    return Path(directory)

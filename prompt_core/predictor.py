@@ -1,0 +1,121 @@
+"""A final model as one thing to predict with: a single learner, or a weighted ensemble of learners.
+
+A run's final model is either a distilled classifier (a learner directory) or the last
+generation's ensemble. The ensemble is saved as a small directory holding ``ensemble.json``:
+its members (paths relative to that directory) and their weights, combined over logits exactly
+as the run combined them to score the test set. ``Predictor.load`` takes either kind of directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .ensemble import ensemble, softmax
+from .label import predict_all
+from .learners import SPEC_FILE, Learner, LearnerSpec, load_learner
+from .pattern import Template
+
+ENSEMBLE_FILE = "ensemble.json"
+PROB_PREFIX = "prob_"  # output column of each class's probability: prob_<label>
+
+
+class PredictorError(ValueError):
+    """A directory that is not a saved final model, or members that do not agree on their labels."""
+
+
+def save_ensemble(directory: str | Path, members: Sequence[str | Path], weights: Sequence[float] | None) -> None:
+    """Write ``ensemble.json`` into ``directory``; members are stored relative to it, so the
+    directory and its members can move together (a run directory, a registered model)."""
+    directory = Path(directory)
+    if weights is not None and len(weights) != len(members):
+        raise PredictorError(f"{len(members)} members but {len(weights)} weights")
+    spec = {"members": [os.path.relpath(Path(m).resolve(), directory.resolve()) for m in members],
+            "weights": None if weights is None else [float(w) for w in weights]}
+    (directory / ENSEMBLE_FILE).write_text(json.dumps(spec, indent=2))
+
+
+def read_ensemble(directory: str | Path) -> tuple[list[Path], list[float] | None]:
+    """The member directories an ensemble directory points to, and their weights."""
+    directory = Path(directory)
+    spec = json.loads((directory / ENSEMBLE_FILE).read_text())
+    return [(directory / m).resolve() for m in spec["members"]], spec.get("weights")
+
+
+def member_dirs(directory: str | Path) -> list[Path]:
+    """The learner directories of a saved final model: itself, or an ensemble's members."""
+    directory = Path(directory)
+    if (directory / SPEC_FILE).is_file():
+        return [directory]
+    if (directory / ENSEMBLE_FILE).is_file():
+        return read_ensemble(directory)[0]
+    raise PredictorError(f"{directory}: not a saved model (no {SPEC_FILE} or {ENSEMBLE_FILE})")
+
+
+def describe(directory: str | Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A saved model's input fields and labels, read from its specs without loading weights."""
+    specs = [LearnerSpec.from_json((d / SPEC_FILE).read_text()) for d in member_dirs(directory)]
+    return _fields(Template(s.template) for s in specs), specs[0].labels
+
+
+def _fields(templates) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(f for t in templates for f in t.slots))
+
+
+class Predictor:
+    """Rows in, class probabilities out, in the order of ``labels``."""
+
+    def __init__(self, learners: Sequence[Learner], weights: Sequence[float] | None = None):
+        if not learners:
+            raise PredictorError("a predictor needs at least one learner")
+        labels = learners[0].labels
+        for learner in learners[1:]:
+            if learner.labels != labels:
+                raise PredictorError(f"ensemble members disagree on labels: {list(labels)} vs {list(learner.labels)}")
+        self.learners, self.weights, self.labels = list(learners), weights, tuple(labels)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Predictor":
+        directory = Path(directory)
+        weights = read_ensemble(directory)[1] if (directory / ENSEMBLE_FILE).is_file() else None
+        return cls([load_learner(d) for d in member_dirs(directory)], weights)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The input fields any member reads, in order of first use."""
+        return _fields(learner.template for learner in self.learners)
+
+    def logits(self, rows: Sequence[Mapping[str, Any]], batch_size: int = 64, device: str = "auto") -> np.ndarray:
+        scores = [predict_all(learner, rows, batch_size=batch_size, device=device) for learner in self.learners]
+        return scores[0] if len(scores) == 1 else ensemble(scores, self.weights).astype(np.float32)
+
+    def predict_proba(self, rows: Sequence[Mapping[str, Any]], batch_size: int = 64,
+                      device: str = "auto") -> np.ndarray:
+        """(rows × classes) probabilities; each row sums to 1."""
+        return softmax(self.logits(rows, batch_size, device).astype(np.float64))
+
+    def predict(self, rows: Sequence[Mapping[str, Any]], batch_size: int = 64, device: str = "auto") -> Prediction:
+        """Labels and probabilities per row. A row with no text in any input field gets no label,
+        NaN probabilities and an error (training data with such rows is rejected, so the model
+        never learned what they mean); a field missing from some rows but not all reads as ""."""
+        fields = self.fields
+        errors = [None if any(str(r.get(f) or "").strip() for f in fields)
+                  else f"empty text in every input field {list(fields)}" for r in rows]
+        good = [{f: r.get(f) or "" for f in fields} for r, e in zip(rows, errors) if e is None]
+        probs = np.full((len(rows), len(self.labels)), np.nan)
+        if good:
+            probs[[i for i, e in enumerate(errors) if e is None]] = self.predict_proba(good, batch_size, device)
+        labels = [None if e else self.labels[int(p.argmax())] for p, e in zip(probs, errors)]
+        return Prediction(labels, probs, errors)
+
+
+@dataclass
+class Prediction:
+    labels: list[str | None]
+    probabilities: np.ndarray  # rows × classes; NaN where the row has an error
+    errors: list[str | None]

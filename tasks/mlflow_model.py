@@ -1,0 +1,34 @@
+"""The registered iPET model as an MLflow pyfunc ("models from code": MLflow copies this file into
+the model and runs it on load; ``prompt_core`` travels with it as code, the saved learner
+directory as the ``model`` artifact). So, for anyone with torch and transformers installed::
+
+    mlflow.pyfunc.load_model("models:/ipet-agnews@champion").predict(pandas.DataFrame({"text": [...]}))
+
+returns one row per input row: ``label``, ``prob_<label>`` per class, and ``error`` (set, with no
+label, where every input field is empty). Our own code loads the same model with ``Predictor``.
+"""
+
+from __future__ import annotations
+
+import mlflow
+import pandas as pd
+from mlflow.pyfunc import PythonModel
+
+from prompt_core.predictor import PROB_PREFIX, Predictor
+
+
+class IpetModel(PythonModel):
+    def load_context(self, context) -> None:
+        self.predictor = Predictor.load(context.artifacts["model"])
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        rows = pd.DataFrame(model_input).astype(object).where(pd.notna(model_input), None).to_dict("records")
+        result = self.predictor.predict(rows)
+        out = pd.DataFrame({"label": result.labels})
+        for i, label in enumerate(self.predictor.labels):
+            out[PROB_PREFIX + label] = result.probabilities[:, i]
+        out["error"] = result.errors
+        return out
+
+
+mlflow.models.set_model(IpetModel())

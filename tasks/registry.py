@@ -1,0 +1,231 @@
+"""Champion/challenger: every finished run's final model goes into the MLflow model registry; the
+``champion`` alias moves to it only if it beats the current champion on the same held-out set.
+
+The model is an MLflow pyfunc (``tasks/mlflow_model.py``) whose artifact is the learner directory
+(or a self-contained copy of an ensemble), so ``mlflow.pyfunc.load_model("models:/NAME@champion")``
+works for anyone, and our own code gets the directory back for ``Predictor``. Everything goes
+through ``MlflowClient`` with explicit ids and URIs (MLflow's active run is per thread, its
+tracking URI global to the process), so this runs in any worker thread.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import mlflow.artifacts
+import mlflow.pyfunc
+import numpy as np
+import pyarrow.parquet as pq
+from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model, ModelSignature
+from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode
+from mlflow.tracking import MlflowClient
+from mlflow.types import ColSpec, Schema
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+import prompt_core
+from prompt_core.predictor import (ENSEMBLE_FILE, PROB_PREFIX, Predictor, PredictorError, describe, read_ensemble,
+                                   save_ensemble)
+
+from . import devices
+
+CHAMPION = "champion"
+ARTIFACT = "model"  # the artifact name tasks/mlflow_model.py loads
+MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
+
+
+class RegistryError(LookupError):
+    """A registered model, version or alias that does not exist (a user mistake, not a crash)."""
+
+
+@dataclass
+class Decision:
+    """What registration decided, as logged to MLflow and written into results.json."""
+
+    registered_model: str
+    version: str
+    model_uri: str
+    decision: str  # "promoted" (the alias moved to this version) or "kept" (the champion stayed)
+    reason: str
+    challenger_score: float | None
+    champion_score: float | None
+    previous_champion: str | None
+    champion: str
+
+
+def decide(challenger: float | None, champion: float | None, previous: str | None,
+           problem: str | None = None) -> tuple[bool, str]:
+    """Promote the challenger? A tie keeps the champion: equal accuracy is no evidence the new
+    model is better, and keeping it avoids flipping the alias between equal models."""
+    if previous is None:
+        return True, "no champion yet"
+    if problem:
+        return False, f"champion v{previous} kept: it could not be scored on this run's test set ({problem})"
+    if challenger is None or champion is None:
+        return False, f"champion v{previous} kept: no test set to compare on"
+    scores = f"challenger {challenger:.4f} vs champion v{previous} {champion:.4f} on this run's test set"
+    return (True, f"better: {scores}") if challenger > champion else (False, f"champion kept, not better: {scores}")
+
+
+@task(task_run_name="register {name}", cache_policy=NO_CACHE)
+def register_final_model(name: str, model_dir: str, test_set: str | None, challenger_score: float | None,
+                         tracking_info: dict, batch_size: int = 64) -> dict[str, Any]:
+    """Register ``model_dir`` under ``name``, score the current champion on ``test_set``, move
+    ``champion`` if the challenger's ``challenger_score`` (its accuracy on that set) is higher,
+    and log the decision and both scores to the parent run."""
+    logger = get_run_logger()
+    uri, parent = tracking_info["uri"], tracking_info["parent_id"]
+    client = MlflowClient(uri, registry_uri=uri)
+    previous = champion_version(client, name)
+    version = log_model(client, parent, model_dir, name, {"test_accuracy": challenger_score})
+    champion_score = problem = None
+    if previous is not None and test_set and challenger_score is not None:
+        try:
+            with devices.device() as dev:
+                champion_score = score(uri, name, previous, test_set, batch_size, dev)
+        except Exception as err:  # a champion we cannot use must not fail a finished run; say why
+            problem = f"{type(err).__name__}: {err}"
+    promote, reason = decide(challenger_score, champion_score, previous, problem)
+    if promote:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    decision = Decision(name, version, f"models:/{name}/{version}", "promoted" if promote else "kept", reason,
+                        challenger_score, champion_score, previous, version if promote else previous)
+    for key, value in (("challenger_score", challenger_score), ("champion_score", champion_score)):
+        if value is not None:
+            client.log_metric(parent, key, value)
+    for key in ("registered_model", "version", "decision", "reason", "previous_champion", "champion"):
+        client.set_tag(parent, f"registry.{key}", str(getattr(decision, key)))
+    client.set_model_version_tag(name, version, "decision", decision.decision)
+    logger.info("registered %s v%s: %s (%s)", name, version, decision.decision, reason)
+    return asdict(decision)
+
+
+def champion_version(client: MlflowClient, name: str) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException as err:
+        if err.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            return None
+        raise
+
+
+def log_model(client: MlflowClient, run_id: str, model_dir: str, name: str, tags: dict[str, Any]) -> str:
+    """Log ``model_dir`` as a pyfunc LoggedModel of ``run_id`` and register it; the new version."""
+    run = client.get_run(run_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        artifact = staged(Path(model_dir), Path(tmp) / "final-model")
+        logged = client.create_logged_model(run.info.experiment_id, name="final-model", source_run_id=run_id,
+                                            tags={"model_dir": model_dir})
+        with warnings.catch_warnings():  # "no input example": we give a signature instead
+            warnings.filterwarnings("ignore", message="An input example was not provided")
+            mlflow.pyfunc.save_model(
+                Path(tmp) / "mlflow", python_model=str(MODEL_CODE), artifacts={ARTIFACT: str(artifact)},
+                code_paths=[str(Path(prompt_core.__file__).parent)], pip_requirements=pip_requirements(),
+                signature=signature(*describe(artifact)),
+                mlflow_model=Model(artifact_path=logged.artifact_location, model_uuid=logged.model_id, run_id=run_id,
+                                   model_id=logged.model_id))
+        client.log_model_artifacts(logged.model_id, str(Path(tmp) / "mlflow"))
+    client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+    client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
+    try:
+        client.create_registered_model(name)
+    except MlflowException as err:
+        if err.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+            raise
+    # source: the artifact location, not models:/<id> (MLflow 3.17 resolves that with a default client,
+    # i.e. the process-global tracking URI, which is not ours)
+    version = client.create_model_version(name, logged.artifact_location, run_id=run_id, model_id=logged.model_id,
+                                          tags={k: str(v) for k, v in tags.items() if v is not None})
+    return str(version.version)
+
+
+def staged(model_dir: Path, out: Path) -> Path:
+    """The directory to log: a learner directory as is; an ensemble copied with its members inside,
+    so the registered model does not depend on the run directory."""
+    if not (model_dir / ENSEMBLE_FILE).is_file():
+        return model_dir
+    members, weights = read_ensemble(model_dir)
+    copies = [out / "members" / m.name for m in members]
+    for member, copy in zip(members, copies):
+        shutil.copytree(member, copy, copy_function=_link_or_copy)
+    save_ensemble(out, copies, weights)
+    return out
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)  # weights are written once and never modified in place
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def pip_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{p}=={version(p).split('+')[0]}" for p in ("torch", "transformers", "numpy", "pandas")]
+
+
+def signature(fields: tuple[str, ...], labels: tuple[str, ...]) -> ModelSignature:
+    outputs = [ColSpec("string", "label"), *(ColSpec("double", PROB_PREFIX + l) for l in labels),
+               ColSpec("string", "error", required=False)]
+    return ModelSignature(inputs=Schema([ColSpec("string", f, required=False) for f in fields]),
+                          outputs=Schema(outputs))
+
+
+# --- reading models back --------------------------------------------------------------------------
+
+def download(uri: str, name: str, version: str, dst: Path) -> Path:
+    """A registered version's model directory (the pyfunc's ``model`` artifact): in place for a
+    local artifact store, else downloaded under ``dst``."""
+    location = MlflowClient(uri, registry_uri=uri).get_model_version_download_uri(name, version)
+    # resolved here, not as models:/NAME/V, which MLflow looks up in the process-global registry
+    local = location.removeprefix("file://") if location.startswith("file://") else None
+    if local is None or not Path(local).is_dir():
+        local = mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(dst), tracking_uri=uri)
+    conf = Model.load(local).flavors["python_function"]
+    return Path(local) / conf["artifacts"][ARTIFACT]["path"]
+
+
+def resolve_version(uri: str, name: str, alias_or_version: str) -> str:
+    """``champion`` (or any alias) or a version number → the version number."""
+    client = MlflowClient(uri, registry_uri=uri)
+    try:
+        if alias_or_version.isdigit():
+            return str(client.get_model_version(name, alias_or_version).version)
+        return str(client.get_model_version_by_alias(name, alias_or_version).version)
+    except MlflowException as err:
+        if err.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            raise RegistryError(f"registered model {name!r} has no version or alias {alias_or_version!r} "
+                                f"in {uri}") from None
+        raise
+
+
+def score(uri: str, name: str, version: str, test_set: str, batch_size: int, device: str) -> float:
+    """Accuracy of a registered version on a labeled parquet set."""
+    with tempfile.TemporaryDirectory() as tmp:
+        predictor = Predictor.load(download(uri, name, version, Path(tmp)))
+    table = pq.read_table(test_set)
+    truth = table["label"].to_pylist()
+    unknown = sorted(set(truth) - set(predictor.labels))
+    if unknown:
+        raise PredictorError(f"its labels {list(predictor.labels)} lack {unknown} of the test set")
+    missing = [f for f in predictor.fields if f not in table.column_names]
+    if missing:
+        raise PredictorError(f"it reads field(s) {missing} the test set lacks")
+    predicted = []
+    for batch in _batches(table, 1024):
+        predicted += predictor.predict(batch, batch_size, device).labels
+    return float(np.mean([p == t for p, t in zip(predicted, truth)]))
+
+
+def _batches(table, size: int) -> Iterator[list[dict]]:
+    for start in range(0, table.num_rows, size):
+        yield table.slice(start, size).to_pylist()

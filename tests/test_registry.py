@@ -1,0 +1,154 @@
+"""Champion/challenger: real MLflow registry (SQLite in a temp dir), real Prefect (test harness),
+tiny classifiers whose accuracy is known by construction (a head that always says one label)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow.pyfunc
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from mlflow.tracking import MlflowClient
+
+from flows.config import RunConfig
+from flows.ipet import ipet
+from flows.predict import predict_file
+from prompt_core import Predictor
+from tasks.registry import CHAMPION, decide, register_final_model
+from tasks.tracking import experiment_id
+from tiny import save_classifier, save_tiny, toy_run_config
+
+NAME = "ipet-test"
+
+
+@pytest.mark.parametrize(("challenger", "champion", "previous", "problem", "promote", "says"), [
+    (0.5, None, None, None, True, "no champion yet"),
+    (None, None, None, None, True, "no champion yet"),
+    (0.9, 0.8, "1", None, True, "better: challenger 0.9000 vs champion v1 0.8000"),
+    (0.8, 0.8, "1", None, False, "champion kept, not better"),
+    (0.7, 0.8, "1", None, False, "champion kept, not better"),
+    (None, None, "1", None, False, "no test set to compare on"),
+    (0.9, None, "1", "labels differ", False, "could not be scored on this run's test set (labels differ)"),
+], ids=["first", "first-without-test-set", "better", "tie-keeps-champion", "worse", "no-test-set", "unscorable"])
+def test_decision(challenger, champion, previous, problem, promote, says):
+    decided, reason = decide(challenger, champion, previous, problem)
+    assert decided is promote and says in reason
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> dict:
+    """A registry, a test set of four 'pos' and two 'neg' rows, and classifiers of known accuracy."""
+    root = tmp_path_factory.mktemp("registry")
+    backbone = save_tiny("bert", root / "backbone")
+    test_set = root / "test.parquet"
+    pq.write_table(pa.table({"id": list("123456"), "text": ["great film", "good", "fine movie", "wonderful",
+                                                             "bad", "awful plot"],
+                             "label": ["pos"] * 4 + ["neg"] * 2}), test_set)
+    models = {label: save_classifier(root / f"always-{label}", backbone, always=label) for label in ("neg", "pos")}
+    models["other-labels"] = save_classifier(root / "other-labels", backbone, labels=("sports", "world"),
+                                             always="world")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    return {"uri": uri, "test_set": str(test_set), "models": models, "experiment": experiment_id(uri, "registry")}
+
+
+def register(store: dict, model: str, score: float | None, test_set: bool = True, name: str = NAME) -> tuple[dict, str]:
+    client = MlflowClient(store["uri"])
+    parent = client.create_run(store["experiment"]).info.run_id
+    decision = register_final_model(name, str(store["models"][model]), store["test_set"] if test_set else None,
+                                    score, {"uri": store["uri"], "parent_id": parent})
+    return decision, parent
+
+
+def test_champion_moves_only_when_beaten(prefect_harness, store):
+    client = MlflowClient(store["uri"])
+    first, _ = register(store, "neg", 2 / 6)
+    assert (first["version"], first["decision"], first["champion"]) == ("1", "promoted", "1")
+    assert first["champion_score"] is None and first["reason"] == "no champion yet"
+
+    worse_or_equal, parent = register(store, "neg", 2 / 6)
+    assert (worse_or_equal["decision"], worse_or_equal["champion"]) == ("kept", "1")
+    assert worse_or_equal["champion_score"] == pytest.approx(2 / 6), "the champion was scored on the test set"
+    run = client.get_run(parent)
+    assert run.data.metrics == {"challenger_score": pytest.approx(2 / 6), "champion_score": pytest.approx(2 / 6)}
+    assert run.data.tags["registry.decision"] == "kept" and run.data.tags["registry.version"] == "2"
+    assert "not better" in run.data.tags["registry.reason"]
+
+    better, parent = register(store, "pos", 4 / 6)
+    assert (better["decision"], better["previous_champion"], better["champion"]) == ("promoted", "1", "3")
+    assert str(client.get_model_version_by_alias(NAME, CHAMPION).version) == "3"
+    assert client.get_run(parent).data.metrics["champion_score"] == pytest.approx(2 / 6)
+
+    worse, _ = register(store, "neg", 2 / 6)
+    assert (worse["decision"], worse["champion_score"]) == ("kept", pytest.approx(4 / 6))
+    assert [str(v.version) for v in client.search_model_versions(f"name = '{NAME}'")] == ["4", "3", "2", "1"]
+
+    no_test, _ = register(store, "pos", None, test_set=False)
+    assert no_test["decision"] == "kept" and "no test set" in no_test["reason"]
+
+
+
+def test_a_champion_that_cannot_be_scored_stays(prefect_harness, store):
+    """A champion of another task (other labels) is not replaced by a score it cannot be compared with."""
+    register(store, "other-labels", None, test_set=False, name="ipet-other")
+    challenger, parent = register(store, "pos", 4 / 6, name="ipet-other")
+    assert challenger["decision"] == "kept" and challenger["champion_score"] is None
+    assert "could not be scored" in challenger["reason"] and "lack ['neg', 'pos']" in challenger["reason"]
+    assert MlflowClient(store["uri"]).get_run(parent).data.tags["registry.reason"] == challenger["reason"]
+
+
+def test_registered_champion_loads_with_plain_mlflow(prefect_harness, store):
+    """What a user does: pyfunc.load_model on the alias; same answers as our own Predictor."""
+    if MlflowClient(store["uri"]).search_registered_models() == []:
+        register(store, "pos", 4 / 6)
+    mlflow.set_tracking_uri(store["uri"])
+    try:
+        model = mlflow.pyfunc.load_model(f"models:/{NAME}@{CHAMPION}")
+    finally:
+        mlflow.set_tracking_uri(None)
+    out = model.predict(pd.DataFrame({"text": ["great film", "", None]}))
+    assert list(out.columns) == ["label", "prob_neg", "prob_pos", "error"]
+    assert out["label"].iloc[0] == "pos" and out["label"].iloc[1:].isna().all()
+    assert out["error"].iloc[1].startswith("empty text")
+    assert out[["prob_neg", "prob_pos"]].iloc[0].sum() == pytest.approx(1.0)
+
+
+# --- the flow: an ensemble final model, registered, then predicted through the registry ---------
+
+
+@pytest.fixture(scope="module")
+def ensemble_runs(prefect_harness, tmp_path_factory) -> tuple[dict, dict, dict]:
+    root = tmp_path_factory.mktemp("ensemble-toy")
+    raw = toy_run_config(root, steps=20, generations=0)
+    raw["final"] = {"mode": "ensemble"}
+    config = RunConfig.model_validate(raw)
+    first = ipet(config=config, run_dir=str(root / "run"))
+    again = ipet(config=config, run_dir=str(root / "run-again"))
+    return raw, first, again
+
+
+def test_flow_registers_its_final_model(ensemble_runs):
+    raw, first, again = ensemble_runs
+    final = first["stages"][-1]
+    assert first["registry"]["registered_model"] == "ipet-toy"
+    assert first["registry"]["decision"] == "promoted"
+    assert first["registry"]["challenger_score"] == final["test_accuracy"]
+    # the same run again scores the same: a tie, and the champion stays
+    assert again["registry"]["decision"] == "kept" and again["registry"]["champion"] == first["registry"]["version"]
+    assert again["registry"]["champion_score"] == pytest.approx(final["test_accuracy"])
+    written = pd.read_json(Path(first["run_dir"]) / "results.json", typ="series")
+    assert written["registry"]["version"] == first["registry"]["version"]
+
+
+def test_registered_ensemble_predicts_like_the_run_scored_it(ensemble_runs, tmp_path):
+    raw, first, _ = ensemble_runs
+    test_csv = Path(raw["data"]["root"]) / "test.csv"
+    summary = predict_file("champion", str(test_csv), str(tmp_path / "out.parquet"), registered_model="ipet-toy",
+                           tracking_uri=raw["tracking"]["mlflow_uri"])
+    assert summary["model_version"] == f"ipet-toy/v{first['registry']['champion']}"
+    out = pq.read_table(tmp_path / "out.parquet").to_pandas()
+    truth = pd.read_csv(test_csv)["label"]
+    assert (out["label"] == truth).mean() == pytest.approx(first["stages"][-1]["test_accuracy"])
+    local = Predictor.load(first["stages"][-1]["model"]).predict(pd.read_csv(test_csv).to_dict("records"))
+    assert list(out["label"]) == local.labels
