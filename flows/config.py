@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from data.prepare import DataConfig
+from data.sources import label_text
 from prompt_core import PVP, AdaptConfig, Pattern, PatternError, TrainConfig, Verbalizer, VerbalizerError
 
 
@@ -16,9 +17,16 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
 
 
+def _label_keys(words: Any) -> Any:
+    """YAML reads ``1:``, ``1.0:`` or ``true:`` as numbers and booleans; labels are compared as text,
+    written the way the data's typed values are (``label_text``)."""
+    return {label_text(k): v for k, v in words.items()} if isinstance(words, dict) else words
+
+
 class PVPConfig(Strict):
     pattern: str
     verbalizer: dict[str, list[str] | str] | None = Field(None, description="defaults to the run's verbalizer")
+    _labels_as_text = field_validator("verbalizer", mode="before")(_label_keys)
 
     @field_validator("pattern")
     @classmethod
@@ -51,6 +59,7 @@ class FinalConfig(Strict):
 class TrackingConfig(Strict):
     mlflow_uri: str | None = Field(None, description="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db")
     experiment: str = "ipet"
+    fallback_local: bool = Field(False, description="store unusable: track to <run dir>/mlflow.db instead of failing")
 
 
 class LabelingConfig(Strict):
@@ -74,6 +83,7 @@ class RunConfig(Strict):
     max_parallel: int | None = Field(None, ge=1, description="tasks holding a device at once (default: GPUs, or 1)")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     trust_remote_code: bool = False
+    _labels_as_text = field_validator("verbalizer", mode="before")(_label_keys)
 
     @model_validator(mode="after")
     def _verbalizers_agree(self) -> "RunConfig":
