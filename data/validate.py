@@ -19,7 +19,10 @@ def check_examples(table: pa.Table, fields: Sequence[str], labels: Sequence[str]
     problems = []
     missing = [f for f in fields if f not in table.column_names]
     if missing:
-        return [f"{source}: missing column(s) {missing} that the patterns use (columns: {table.column_names[1:]})"]
+        found = table.column_names[1:]
+        hint = ("; is the delimiter right (format: csv or tsv)?"
+                if len(found) <= 2 and any(d in c for c in found for d in "\t;,|") else "")
+        return [f"{source}: missing column(s) {missing} that the patterns use (columns: {found}){hint}"]
     nested = [c for c in [*fields, "label"] if c in table.column_names and not pa.types.is_string(table[c].type)]
     if nested:
         return [f"{source}: column {c!r} holds {table[c].type} values, not text" for c in nested]

@@ -121,7 +121,10 @@ def check_backbone(name_or_path: str, *, masked_lm: bool = True, trust_remote_co
             config = AutoConfig.from_pretrained(str(path) if path.exists() else name_or_path,
                                                 trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError) as err:
-        raise BackboneError(f"cannot read a model config from {name_or_path!r}: {str(err).splitlines()[0]}") from None
+        hint = ("; it is never run unless the config sets trust_remote_code: true (do that only for code you trust)"
+                if "custom code" in str(err) else "")
+        raise BackboneError(f"cannot read a model config from {name_or_path!r}: {str(err).splitlines()[0]}{hint}"
+                            ) from None
     if masked_lm and config.model_type not in SUPPORTED_FAMILIES:
         raise BackboneError(f"{name_or_path!r} is a {config.model_type!r} model, not a masked LM cloze scoring "
                             f"supports ({', '.join(SUPPORTED_FAMILIES)})")
