@@ -11,7 +11,8 @@ from pathlib import Path
 from .config import ConfigError, load_config
 
 EXIT_BUSY = 75  # EX_TEMPFAIL: another run holds the run directory; try again later
-WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS}
+WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS,
+                errno.ENOTDIR}
 
 
 def main(argv: list[str] | None = None) -> int:
