@@ -13,6 +13,9 @@ from data.sources import label_text
 from prompt_core import PVP, AdaptConfig, Pattern, PatternError, TrainConfig, Verbalizer, VerbalizerError
 
 
+PROBLEM_SEPARATOR = "\n"
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
 
@@ -90,21 +93,22 @@ class RunConfig(Strict):
         problems = []
         labels = None
         for i, p in enumerate(self.pvps):
-            words = p.verbalizer or self.verbalizer
+            words = p.verbalizer if p.verbalizer is not None else self.verbalizer
+            where = f"pvps.{i}.verbalizer" if p.verbalizer is not None else "verbalizer"
             if words is None:
                 problems.append(f"pvps.{i}.verbalizer: missing, and no run-level verbalizer is set")
                 continue
             try:
                 v = Verbalizer(words)
             except VerbalizerError as err:
-                problems.append(f"pvps.{i}.verbalizer: {err}")
+                problems.append(f"{where}: {err}")
                 continue
             if labels is None:
                 labels = v.labels
             elif set(v.labels) != set(labels):
                 problems.append(f"pvps.{i}.verbalizer: labels {list(v.labels)} differ from {list(labels)}")
-        if problems:
-            raise ValueError("; ".join(problems))
+        if problems:  # one error; load_config prints each problem on its own line
+            raise ValueError(PROBLEM_SEPARATOR.join(dict.fromkeys(problems)))
         return self
 
     @property
@@ -167,7 +171,15 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError("\n".join(f"{path}: {_loc(e['loc'])}: {e['msg']}" for e in err.errors())) from None
+        raise ConfigError("\n".join(f"{path}: {line}" for e in err.errors() for line in _lines(e))) from None
+
+
+def _lines(error: dict) -> list[str]:
+    """A pydantic error as problem lines; a cross-field check's problems already name their fields."""
+    message = error["msg"].removeprefix("Value error, ")
+    if not error["loc"]:
+        return message.split(PROBLEM_SEPARATOR)
+    return [f"{_loc(error['loc'])}: {message}"]
 
 
 def _loc(loc: tuple) -> str:

@@ -125,6 +125,17 @@ def test_missing_labels_are_named(toy, rows, tmp_path, capsys):
     assert "not in the verbalizer" not in err
 
 
+def test_verbalizer_label_absent_from_the_data(toy, rows, tmp_path, capsys):
+    extra = {"verbalizer": {"neg": "bad", "pos": "great", "meh": "fine"}}
+    code, _, err = validate({**toy, **extra}, tmp_path, capsys)
+    assert code == 2 and "train.csv: label 'meh' has 0 examples, fewer than labeled_per_class=4" in err
+    (tmp_path / "few.csv").write_text("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in rows[:8]))
+    config = {**toy, **extra, "data": {"labeled": {"path": str(tmp_path / "few.csv")},
+                                       "unlabeled": {"path": str(Path(toy["data"]["root"]) / "train.csv")}}}
+    code, _, err = validate(config, tmp_path, capsys)
+    assert code == 2 and "few.csv: no examples of label(s) ['meh']" in err
+
+
 # --- pool and ids ---------------------------------------------------------------------------------
 
 def test_empty_unlabeled_pool_file(toy, rows, tmp_path, capsys):
