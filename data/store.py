@@ -66,11 +66,14 @@ def atomic_path(final: str | Path, directory: bool = False) -> Iterator[Path]:
 
 
 def remove_stale_temps(root: str | Path) -> list[Path]:
-    """Delete what killed writers left under ``root``: ``atomic_path`` temporaries never renamed.
+    """Delete what killed writers left in ``root`` and its folders (where a run's outputs live):
+    ``atomic_path`` temporaries never renamed. Not recursive further, so a run directory given as
+    some larger tree costs a glob, not a walk of it.
 
     Only safe while no one else writes under ``root``, i.e. with the run directory's lock held.
     """
-    stale = [p for p in Path(root).rglob(f".*{TMP_SUFFIX}") if p.name.startswith(".")]
+    root = Path(root)
+    stale = [*root.glob(f".*{TMP_SUFFIX}"), *root.glob(f"*/.*{TMP_SUFFIX}")]
     for path in stale:
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
     return stale
