@@ -129,9 +129,15 @@ def load_sets(config: DataConfig, fields: Sequence[str], labels: Sequence[str]) 
             raise DataError("\n".join(problems))
         if labeled is None:
             labeled = pool.slice(0, 0)
+        elif labeled.num_rows:
+            absent = [label for label in labels if label not in set(labeled["label"].to_pylist())]
+            if absent:  # balanced selection would never pseudo-label them
+                raise DataError(f"{config.labeled.name}: no examples of label(s) {absent}; give every label at "
+                                "least one, or leave out `labeled` for zero-shot")
+    if pool.num_rows == 0:  # only a `train` source drawn empty gets here; an empty `unlabeled` file has "no rows"
+        raise DataError(f"{config.train.name}: no rows left for the unlabeled pool after drawing "
+                        f"labeled_per_class={config.labeled_per_class} per label; add rows or lower labeled_per_class")
     pool = sample_rows(pool, config.pool_size, config.seed)
-    if pool.num_rows == 0:
-        raise DataError("the unlabeled pool is empty")
     if "label" in pool.column_names:
         pool = pool.rename_columns(["hidden_label" if c == "label" else c for c in pool.column_names])
     keep = ["id", *fields]

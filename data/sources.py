@@ -78,7 +78,7 @@ class Source(BaseModel):
 
 
 def read_source(source: Source, base_dir: str | Path = ".") -> pa.Table:
-    """The source as a table of string columns with a stable ``id`` per row."""
+    """The source as a table of string columns (nested ones kept) with a stable ``id`` per row."""
     if source.store:
         table = _read_store(source, Path(base_dir))
     else:
@@ -178,7 +178,19 @@ def _read_hub(source: Source) -> pa.Table:
     return ds.with_format("arrow")[0 : len(ds)]
 
 
+def label_text(value: object) -> str:
+    """A label as the text every set and verbalizer compares: what ``_as_strings`` makes of a typed
+    value, so a YAML key ``1``, ``1.0`` or ``true`` matches the data's ``1``, ``1.0`` or ``true``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def _as_strings(column: pa.ChunkedArray, where: str, offset: int) -> pa.ChunkedArray:
+    if pa.types.is_nested(column.type):
+        return column  # lists, structs: kept as they are; check_examples objects if a pattern or label uses one
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
         return column.cast(pa.string())
     if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):

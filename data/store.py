@@ -19,6 +19,8 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+TMP_SUFFIX = ".tmp"  # atomic_path's temporaries: ".<final name>.<random>.tmp" beside the final path
+
 
 def content_key(*parts: Any) -> str:
     """A short, stable hash of JSON-serialisable parts (config subsets, upstream keys)."""
@@ -44,9 +46,9 @@ def atomic_path(final: str | Path, directory: bool = False) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     if directory:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=TMP_SUFFIX, dir=final.parent))
     else:
-        fd, name = tempfile.mkstemp(prefix=f".{final.name}.", dir=final.parent)
+        fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=TMP_SUFFIX, dir=final.parent)
         os.close(fd)
         tmp = Path(name)
     try:
@@ -61,6 +63,20 @@ def atomic_path(final: str | Path, directory: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True) if directory else tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temps(root: str | Path) -> list[Path]:
+    """Delete what killed writers left in ``root`` and its folders (where a run's outputs live):
+    ``atomic_path`` temporaries never renamed. Not recursive further, so a run directory given as
+    some larger tree costs a glob, not a walk of it.
+
+    Only safe while no one else writes under ``root``, i.e. with the run directory's lock held.
+    """
+    root = Path(root)
+    stale = [*root.glob(f".*{TMP_SUFFIX}"), *root.glob(f"*/.*{TMP_SUFFIX}")]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    return stale
 
 
 def write_parquet(table: pa.Table, path: str | Path) -> Path:

@@ -19,7 +19,13 @@ def check_examples(table: pa.Table, fields: Sequence[str], labels: Sequence[str]
     problems = []
     missing = [f for f in fields if f not in table.column_names]
     if missing:
-        return [f"{source}: missing column(s) {missing} that the patterns use (columns: {table.column_names[1:]})"]
+        found = table.column_names[1:]
+        hint = ("; is the delimiter right (format: csv or tsv)?"
+                if len(found) <= 2 and any(d in c for c in found for d in "\t;,|") else "")
+        return [f"{source}: missing column(s) {missing} that the patterns use (columns: {found}){hint}"]
+    nested = [c for c in [*fields, "label"] if c in table.column_names and not pa.types.is_string(table[c].type)]
+    if nested:
+        return [f"{source}: column {c!r} holds {table[c].type} values, not text" for c in nested]
     if table.num_rows == 0:
         return [f"{source}: no rows"]
     blank = None
@@ -33,7 +39,9 @@ def check_examples(table: pa.Table, fields: Sequence[str], labels: Sequence[str]
             problems.append(f"{source}: no 'label' column (set label_column: or rename:)")
         else:
             known = pa.array(list(labels or []), pa.string())
-            unknown = pc.invert(pc.is_in(pc.fill_null(table["label"], ""), value_set=known))
+            missing = pc.equal(pc.utf8_trim_whitespace(pc.fill_null(table["label"], "")), "")
+            problems += _rows(table, missing, source, "no label")
+            unknown = pc.and_(pc.invert(missing), pc.invert(pc.is_in(table["label"], value_set=known)))
             if pc.any(unknown).as_py():
                 values = sorted(set(pc.filter(table["label"], unknown).to_pylist()), key=str)[:SHOWN]
                 problems += _rows(table, unknown, source,

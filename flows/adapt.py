@@ -6,11 +6,11 @@ training) on the test set, or the labeled set when there is none, before and aft
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow, runtime
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from data.lock import run_dir_lock
+from data.store import remove_stale_temps
 from tasks import devices, tracking
 from tasks.adapt import adapt_backbone
 from tasks.data import prepare_data
@@ -23,10 +23,16 @@ from .run import Run, fmt
 def adapt(config: RunConfig | str, run_dir: str = "runs/adapt") -> dict:
     """Adapt ``config.model`` on the pool; zero-shot accuracy of every PVP before and after."""
     config = (config if isinstance(config, RunConfig) else load_config(config)).for_adaptation()
-    run_dir = str(Path(run_dir).resolve())
+    with run_dir_lock(run_dir) as locked:
+        return _adapt(config, str(locked))
+
+
+def _adapt(config: RunConfig, run_dir: str) -> dict:
+    remove_stale_temps(run_dir)
+    uri = tracking.store_uri(config.tracking.mlflow_uri, run_dir if config.tracking.fallback_local else None)
+    tracking.experiment_id(uri, config.tracking.experiment)
     devices.configure(config.adapt.device, config.max_parallel)
     data = prepare_data(config.data, config.fields, config.labels, run_dir)
-    uri = tracking.resolve_uri(config.tracking.mlflow_uri)
     tags = {"prefect.flow_run_id": str(runtime.flow_run.id), "run_dir": run_dir}
     with tracking.parent_run(uri, config.tracking.experiment, f"{config.name}-adapt", tags) as (client, parent_id):
         adapted = adapt_backbone(config.model, data["pool"], config.fields, config.adapt.model_dump(), run_dir,

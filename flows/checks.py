@@ -5,15 +5,16 @@ from __future__ import annotations
 from data.prepare import load_sets
 from data.sources import DataError
 from prompt_core import BackboneError, VerbalizerError
-from prompt_core.backbone import load_tokenizer
+from prompt_core.backbone import check_backbone, load_tokenizer
 from prompt_core.selection import new_examples
+from tasks import tracking
 
 from .config import RunConfig
 
 
 def check_run(config: RunConfig) -> tuple[list[str], dict[str, int]]:
     """Problems (one line each, naming the field or file) and, when the data loads, row counts."""
-    problems = _check_model(config)
+    problems = _check_model(config) + _check_tracking(config)
     try:
         sets = load_sets(config.data, config.fields, config.labels)
     except DataError as err:
@@ -34,11 +35,25 @@ def check_run(config: RunConfig) -> tuple[list[str], dict[str, int]]:
     return problems, rows
 
 
+def _check_tracking(config: RunConfig) -> list[str]:
+    """An unusable MLflow store would otherwise fail the run at its first log, or retry for minutes."""
+    try:
+        tracking.check_store(tracking.resolve_uri(config.tracking.mlflow_uri))
+    except tracking.TrackingError as err:
+        return [] if config.tracking.fallback_local else [f"tracking.mlflow_uri: {err}"]
+    return []
+
+
 def _check_model(config: RunConfig) -> list[str]:
     try:
         tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
     except Exception as err:  # missing dir, no tokenizer files, bad hub name: all a user fix
         return [f"model: cannot load a tokenizer from {config.model!r}: {str(err).splitlines()[0]}"]
+    try:
+        check_backbone(config.model, masked_lm=config.learner == "cloze" or bool(config.adapt),
+                       trust_remote_code=config.trust_remote_code)
+    except BackboneError as err:
+        return [f"model: {err}"]
     if tokenizer.mask_token is None and config.adapt:
         return [f"adapt: {config.model!r} has no mask token, so it cannot be trained as a masked LM"]
     if config.learner != "cloze":

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from pathlib import Path
 
 from .config import ConfigError, load_config
+
+EXIT_BUSY = 75  # EX_TEMPFAIL: another run holds the run directory; try again later
+WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS,
+                errno.ENOTDIR}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,8 +50,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "validate":
         return 0
     run_dir = Path(args.run_dir or Path("runs") / config.name)
-    _prefect_defaults()
-    return _adapt(config, run_dir) if args.command == "adapt" else _run(config, run_dir)
+    from data.lock import RunDirBusy, run_dir_lock
+    from tasks.tracking import TrackingError
+
+    try:
+        with run_dir_lock(run_dir):  # refuse a busy run dir before starting Prefect; the flow holds it too
+            _prefect_defaults()
+            return _adapt(config, run_dir) if args.command == "adapt" else _run(config, run_dir)
+    except RunDirBusy as err:
+        print(f"ipet: {err}", file=sys.stderr)
+        return EXIT_BUSY
+    except TrackingError as err:
+        print(f"ipet: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.errno not in WRITE_ERRORS:
+            raise
+        print(f"ipet: cannot write {err.filename or run_dir}: {err.strerror}; finished outputs are kept, "
+              "run again to resume", file=sys.stderr)
+        return 1
 
 
 def _ingest_parser(sub) -> None:

@@ -9,16 +9,27 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from data.prepare import DataConfig
+from data.sources import label_text
 from prompt_core import PVP, AdaptConfig, Pattern, PatternError, TrainConfig, Verbalizer, VerbalizerError
+
+
+PROBLEM_SEPARATOR = "\n"
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
 
 
+def _label_keys(words: Any) -> Any:
+    """YAML reads ``1:``, ``1.0:`` or ``true:`` as numbers and booleans; labels are compared as text,
+    written the way the data's typed values are (``label_text``)."""
+    return {label_text(k): v for k, v in words.items()} if isinstance(words, dict) else words
+
+
 class PVPConfig(Strict):
     pattern: str
     verbalizer: dict[str, list[str] | str] | None = Field(None, description="defaults to the run's verbalizer")
+    _labels_as_text = field_validator("verbalizer", mode="before")(_label_keys)
 
     @field_validator("pattern")
     @classmethod
@@ -57,6 +68,7 @@ class TrackingConfig(Strict):
     register_model: bool = Field(True, alias="register", description="register the final model; champion if it wins")
     registered_model: str | None = Field(None, pattern=r"^[^/:]+$", description="model registry name (default: "
                                          "ipet-<name>); MLflow forbids '/' and ':'")
+    fallback_local: bool = Field(False, description="store unusable: track to <run dir>/mlflow.db instead of failing")
 
 
 class LabelingConfig(Strict):
@@ -80,27 +92,29 @@ class RunConfig(Strict):
     max_parallel: int | None = Field(None, ge=1, description="tasks holding a device at once (default: GPUs, or 1)")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     trust_remote_code: bool = False
+    _labels_as_text = field_validator("verbalizer", mode="before")(_label_keys)
 
     @model_validator(mode="after")
     def _verbalizers_agree(self) -> "RunConfig":
         problems = []
         labels = None
         for i, p in enumerate(self.pvps):
-            words = p.verbalizer or self.verbalizer
+            words = p.verbalizer if p.verbalizer is not None else self.verbalizer
+            where = f"pvps.{i}.verbalizer" if p.verbalizer is not None else "verbalizer"
             if words is None:
                 problems.append(f"pvps.{i}.verbalizer: missing, and no run-level verbalizer is set")
                 continue
             try:
                 v = Verbalizer(words)
             except VerbalizerError as err:
-                problems.append(f"pvps.{i}.verbalizer: {err}")
+                problems.append(f"{where}: {err}")
                 continue
             if labels is None:
                 labels = v.labels
             elif set(v.labels) != set(labels):
                 problems.append(f"pvps.{i}.verbalizer: labels {list(v.labels)} differ from {list(labels)}")
-        if problems:
-            raise ValueError("; ".join(problems))
+        if problems:  # one error; load_config prints each problem on its own line
+            raise ValueError(PROBLEM_SEPARATOR.join(dict.fromkeys(problems)))
         return self
 
     @property
@@ -167,7 +181,15 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError("\n".join(f"{path}: {_loc(e['loc'])}: {e['msg']}" for e in err.errors())) from None
+        raise ConfigError("\n".join(f"{path}: {line}" for e in err.errors() for line in _lines(e))) from None
+
+
+def _lines(error: dict) -> list[str]:
+    """A pydantic error as problem lines; a cross-field check's problems already name their fields."""
+    message = error["msg"].removeprefix("Value error, ")
+    if not error["loc"]:
+        return message.split(PROBLEM_SEPARATOR)
+    return [f"{_loc(error['loc'])}: {message}"]
 
 
 def _loc(loc: tuple) -> str:

@@ -11,11 +11,11 @@ beats the current one on this run's test set.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow, runtime
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from data.lock import run_dir_lock
+from data.store import remove_stale_temps
 from tasks import devices, tracking
 from tasks.adapt import adapt_backbone
 from tasks.data import prepare_data
@@ -30,10 +30,16 @@ from .run import Run, Stage
 def ipet(config: RunConfig | str, run_dir: str = "runs/ipet") -> dict:
     """``config`` is a validated config, or the path of its YAML file (as deployments pass it)."""
     config = config if isinstance(config, RunConfig) else load_config(config)
-    run_dir = str(Path(run_dir).resolve())
+    with run_dir_lock(run_dir) as locked:
+        return _ipet(config, str(locked))
+
+
+def _ipet(config: RunConfig, run_dir: str) -> dict:
+    remove_stale_temps(run_dir)  # a killed run's half-written files; safe, the run dir is ours
+    uri = tracking.store_uri(config.tracking.mlflow_uri, run_dir if config.tracking.fallback_local else None)
+    tracking.experiment_id(uri, config.tracking.experiment)  # a store that fails, fails before any compute
     devices.configure(config.train.device, config.max_parallel)
     data = prepare_data(config.data, config.fields, config.labels, run_dir)
-    uri = tracking.resolve_uri(config.tracking.mlflow_uri)
     tags = {"prefect.flow_run_id": str(runtime.flow_run.id), "run_dir": run_dir}
     with tracking.parent_run(uri, config.tracking.experiment, config.name, tags) as (client, parent_id):
         # Adaptation (optional, TAPT): MLM training on the pool's text; every learner starts from it.

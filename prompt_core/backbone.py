@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoModelForMaskedLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
 from transformers.activations import ACT2FN
 from transformers.utils import logging as hf_logging
 
@@ -103,8 +103,35 @@ def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
         return AutoTokenizer.from_pretrained(resolve(name_or_path), trust_remote_code=trust_remote_code)
 
 
+def check_backbone(name_or_path: str, *, masked_lm: bool = True, trust_remote_code: bool = False) -> None:
+    """Fail in a second, not minutes into a run, on what ``load_masked_lm`` would refuse: a local
+    directory that is not a saved model, weights only in a pickle format (``torch.load`` could run
+    code from them, so only safetensors load), or a family cloze scoring does not know."""
+    path = Path(resolve(name_or_path))
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise BackboneError(f"{name_or_path!r} is not a saved model: no config.json in it")
+        if not any(path.glob("*.safetensors")):
+            pickles = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+            raise BackboneError(f"{name_or_path!r} has no safetensors weights"
+                                + (f", only pickle files {pickles}, which are never loaded (they can run code);"
+                                   " convert them with save_pretrained(..., safe_serialization=True)" if pickles else ""))
+    try:
+        with quiet_transformers():
+            config = AutoConfig.from_pretrained(str(path) if path.exists() else name_or_path,
+                                                trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as err:
+        hint = ("; it is never run unless the config sets trust_remote_code: true (do that only for code you trust)"
+                if "custom code" in str(err) else "")
+        raise BackboneError(f"cannot read a model config from {name_or_path!r}: {str(err).splitlines()[0]}{hint}"
+                            ) from None
+    if masked_lm and config.model_type not in SUPPORTED_FAMILIES:
+        raise BackboneError(f"{name_or_path!r} is a {config.model_type!r} model, not a masked LM cloze scoring "
+                            f"supports ({', '.join(SUPPORTED_FAMILIES)})")
+
+
 def load_masked_lm(name_or_path: str, *, trust_remote_code: bool = False) -> nn.Module:
-    """``AutoModelForMaskedLM`` from a hub name or a local directory.
+    """``AutoModelForMaskedLM`` from a hub name or a local directory, safetensors weights only.
 
     A checkpoint without an MLM head (a sentence encoder, say) gets a fresh head whose
     decoder is tied to the input embeddings; a one-line warning says so.
@@ -113,7 +140,7 @@ def load_masked_lm(name_or_path: str, *, trust_remote_code: bool = False) -> nn.
         with quiet_transformers():
             model, info = AutoModelForMaskedLM.from_pretrained(
                 resolve(name_or_path), output_loading_info=True, trust_remote_code=trust_remote_code,
-                use_safetensors=None,
+                use_safetensors=True,
             )
     except (OSError, ValueError, KeyError) as err:
         raise BackboneError(f"cannot load a masked LM from {name_or_path!r}: {err}") from None

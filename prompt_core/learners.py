@@ -181,7 +181,8 @@ def _build(spec: LearnerSpec, weights: str | Path | None) -> Learner:
     try:
         with quiet_transformers():
             model = AutoModelForSequenceClassification.from_pretrained(
-                resolve(source), num_labels=len(spec.labels), trust_remote_code=spec.trust_remote_code)
+                resolve(source), num_labels=len(spec.labels), trust_remote_code=spec.trust_remote_code,
+                use_safetensors=True)
     except (OSError, ValueError, KeyError) as err:
         raise BackboneError(f"cannot load a sequence classifier from {source!r}: {err}") from None
     if model.config.pad_token_id is None:

@@ -8,14 +8,19 @@ nothing here relies on it: the flow creates the parent run, and every child is c
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
+from urllib.parse import urlparse
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+log = logging.getLogger(__name__)
 
 
 class TrackingError(RuntimeError):
@@ -29,8 +34,83 @@ def resolve_uri(configured: str | None) -> str:
     return uri or f"sqlite:///{Path('mlflow.db').resolve()}"
 
 
+def check_store(uri: str) -> None:
+    """Raise TrackingError within seconds if the store cannot be used.
+
+    MLflow itself retries an unreachable server or an unopenable SQLite file with backoff for
+    minutes; a run should instead stop before any compute with the URI and the cause. Nothing is
+    written: a SQLite store is checked on the file system, a server with one unretried request.
+    """
+    scheme = urlparse(uri).scheme
+    if scheme in ("http", "https"):
+        _check_server(uri)
+    elif scheme == "sqlite":
+        _check_sqlite(uri, Path(uri.removeprefix("sqlite:///")))
+
+
+def _check_sqlite(uri: str, path: Path) -> None:
+    """MLflow creates the file and missing folders; what it needs is a folder it can create files in
+    (probed with a temporary file, since ``os.access`` says yes to root everywhere) and, if the file
+    exists, an SQLite database."""
+    path = path.resolve()
+    if path.exists():
+        try:
+            with open(path, "r+b") as f:
+                head = f.read(16)
+        except OSError as err:
+            raise TrackingError(f"MLflow tracking store {uri!r} is not usable: {err.strerror}: {path}") from None
+        if head and head != b"SQLite format 3\x00":
+            raise TrackingError(f"MLflow tracking store {uri!r} is not usable: {path} is not an SQLite database")
+        return
+    folder = next(p for p in path.parents if p.exists())
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise TrackingError(f"MLflow tracking store {uri!r} is not usable: cannot create files in {folder}: "
+                            f"{err.strerror}") from None
+
+
+@contextlib.contextmanager
+def _no_retries(timeout_s: int = 10) -> Iterator[None]:
+    """MLflow reads its HTTP retry settings from the environment at every request."""
+    keys = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout_s)}
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update(keys)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+def _check_server(uri: str) -> None:
+    try:
+        with _no_retries():
+            MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as err:  # refused, timed out, DNS, HTTP errors: all "not usable", with the cause
+        cause = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TrackingError(f"MLflow tracking server {uri!r} is not reachable: {cause}") from None
+
+
+def store_uri(configured: str | None, fallback_dir: str | Path | None = None) -> str:
+    """The URI a run tracks to, checked: ``resolve_uri``'s, or, when that store is not usable and a
+    ``fallback_dir`` is given (``tracking.fallback_local``), a SQLite store in that folder."""
+    uri = resolve_uri(configured)
+    try:
+        check_store(uri)
+    except TrackingError as err:
+        if fallback_dir is None:
+            raise
+        local = f"sqlite:///{(Path(fallback_dir) / 'mlflow.db').resolve()}"
+        log.warning("%s; tracking to %s instead (tracking.fallback_local)", err, local)
+        return local
+    return uri
+
+
 def experiment_id(uri: str, name: str) -> str:
     """The experiment's id, creating it with an absolute artifact location beside a SQLite store."""
+    check_store(uri)
     client = MlflowClient(uri)
     try:
         found = client.get_experiment_by_name(name)
@@ -48,13 +128,31 @@ def experiment_id(uri: str, name: str) -> str:
 def parent_run(uri: str, experiment: str, name: str, tags: Mapping[str, str]) -> Iterator[tuple[MlflowClient, str]]:
     """One parent run per flow run, ended FINISHED or FAILED however the block exits."""
     client = MlflowClient(uri)
-    run = client.create_run(experiment_id(uri, experiment), run_name=name, tags=dict(tags))
+    exp_id = experiment_id(uri, experiment)
+    if "run_dir" in tags:
+        end_killed_runs(client, exp_id, tags["run_dir"])
+    run = client.create_run(exp_id, run_name=name, tags=dict(tags))
     try:
         yield client, run.info.run_id
     except BaseException:
         client.set_terminated(run.info.run_id, "FAILED")
         raise
     client.set_terminated(run.info.run_id, "FINISHED")
+
+
+def end_killed_runs(client: MlflowClient, exp_id: str, run_dir: str) -> list[str]:
+    """Mark KILLED the runs a killed flow left RUNNING in this run directory (a SIGKILL skips every
+    ``finally``). Called with the run directory's lock held, so none of them is still alive."""
+    if "'" in run_dir:
+        return []
+    stale = [r.info.run_id for r in client.search_runs(
+        [exp_id], filter_string=f"tags.run_dir = '{run_dir}' and attributes.status = 'RUNNING'")]
+    for parent in list(stale):
+        stale += [r.info.run_id for r in client.search_runs(
+            [exp_id], filter_string=f"tags.mlflow.parentRunId = '{parent}' and attributes.status = 'RUNNING'")]
+    for run_id in stale:
+        client.set_terminated(run_id, "KILLED")
+    return stale
 
 
 def log_child(uri: str, parent_id: str, name: str, params: Mapping[str, object],

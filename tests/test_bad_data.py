@@ -1,0 +1,236 @@
+"""Bad data, bad models and untrusted inputs, through ``ipet validate``: one line per problem naming
+the file and row (or the field), exit 2, no traceback, nothing written. Good variants of the same
+inputs are accepted, so each check is shown to tell bad from good."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from flows.cli import main
+from tiny import save_tiny, toy_run_config
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    return toy_run_config(tmp_path_factory.mktemp("bad-data-toy"))
+
+
+@pytest.fixture(scope="module")
+def rows(toy: dict) -> list[tuple[str, str]]:
+    lines = (Path(toy["data"]["root"]) / "train.csv").read_text().splitlines()[1:]
+    return [tuple(line.rsplit(",", 1)) for line in lines]
+
+
+def validate(config: dict, tmp_path: Path, capsys: pytest.CaptureFixture, *overrides: str) -> tuple[int, str, str]:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code = main(["validate", str(path), *[a for o in overrides for a in ("--set", o)]])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before, "validate writes nothing"
+    return code, out, err
+
+
+def with_train(toy: dict, path: Path, test: Path | None = None, **source) -> dict:
+    data = {**toy["data"], "train": {"path": str(path), **source}}
+    if test is not None:
+        data["test"] = {"path": str(test)}
+    return {**toy, "data": data}
+
+
+def jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+# --- files and columns ----------------------------------------------------------------------------
+
+def test_missing_text_column(toy, rows, tmp_path, capsys):
+    path = jsonl(tmp_path / "review.jsonl", [{"review": t, "label": lab} for t, lab in rows])
+    code, _, err = validate(with_train(toy, path), tmp_path, capsys)
+    assert code == 2 and "review.jsonl: missing column(s) ['text'] that the patterns use" in err
+    assert "(columns: ['review', 'label'])" in err
+    code, _, _ = validate(with_train(toy, path, rename={"review": "text"}), tmp_path, capsys)
+    assert code == 0
+
+
+def test_missing_label_column(toy, rows, tmp_path, capsys):
+    path = jsonl(tmp_path / "nolabel.jsonl", [{"text": t, "y": lab} for t, lab in rows])
+    code, _, err = validate(with_train(toy, path), tmp_path, capsys)
+    assert code == 2 and "nolabel.jsonl: no 'label' column (set label_column: or rename:)" in err
+    assert validate(with_train(toy, path, label_column="y"), tmp_path, capsys)[0] == 0
+
+
+def test_wrong_delimiter_names_the_columns_it_found(toy, rows, tmp_path, capsys):
+    path = tmp_path / "tabs.csv"
+    path.write_text("text\tlabel\n" + "".join(f"{t}\t{lab}\n" for t, lab in rows))
+    code, _, err = validate(with_train(toy, path), tmp_path, capsys)
+    assert code == 2 and "tabs.csv: missing column(s) ['text']" in err and "'text\\tlabel'" in err
+    assert "delimiter" in err
+    assert validate(with_train(toy, path, format="tsv"), tmp_path, capsys)[0] == 0
+
+
+def test_list_valued_text_is_refused_not_crashed(toy, rows, tmp_path, capsys):
+    path = jsonl(tmp_path / "lists.jsonl", [{"text": [t], "label": lab} for t, lab in rows])
+    code, _, err = validate(with_train(toy, path), tmp_path, capsys)
+    assert code == 2 and "lists.jsonl: column 'text' holds list<item: string> values, not text" in err
+
+
+def test_mixed_types_in_a_column_name_the_row(toy, rows, tmp_path, capsys):
+    records = [{"text": t, "label": lab} for t, lab in rows]
+    records[3]["text"] = 5
+    path = jsonl(tmp_path / "mixed.jsonl", records)
+    code, _, err = validate(with_train(toy, path), tmp_path, capsys)
+    assert code == 2 and "mixed.jsonl: cannot read as jsonl" in err and "Column(/text)" in err and "row 3" in err
+
+
+# --- labels: what types are accepted --------------------------------------------------------------
+
+@pytest.mark.parametrize(("value", "verbalizer"), [
+    (lambda pos: int(pos), {0: "bad", 1: "great"}),            # ints, YAML int keys
+    (lambda pos: float(pos), {0: "bad", 1: "great"}),          # 1.0 in the data is the label 1
+    (lambda pos: float(pos), {0.0: "bad", 1.0: "great"}),      # and so is a YAML key 1.0
+    (lambda pos: str(int(pos)), {0: "bad", 1: "great"}),       # strings "0"/"1" against int keys
+    (lambda pos: bool(pos), {False: "bad", True: "great"}),    # booleans on both sides
+], ids=["int", "float-data", "float-keys", "string-data", "bool"])
+def test_typed_labels_match_by_their_text(toy, rows, tmp_path, capsys, value, verbalizer):
+    records = [{"text": t, "label": value(lab == "pos")} for t, lab in rows]
+    path = jsonl(tmp_path / "typed.jsonl", records)
+    code, out, err = validate({**with_train(toy, path, test=path), "verbalizer": verbalizer}, tmp_path, capsys)
+    assert code == 0, err
+    assert "'labeled': 8" in out
+
+
+def test_labels_that_match_no_verbalizer_key_are_named(toy, rows, tmp_path, capsys):
+    records = [{"text": t, "label": 1.5 if lab == "pos" else 0} for t, lab in rows]
+    path = jsonl(tmp_path / "half.jsonl", records)
+    config = {**with_train(toy, path), "verbalizer": {0: "bad", 1: "great"}}
+    code, _, err = validate(config, tmp_path, capsys)
+    assert code == 2 and "half.jsonl: label(s) ['1.5'] not in the verbalizer (labels: ['0', '1'])" in err
+    assert "at row id(s) ['2', '4'," in err
+
+
+def test_missing_labels_are_named(toy, rows, tmp_path, capsys):
+    records = [{"text": t, "label": None if i in (3, 9) else lab} for i, (t, lab) in enumerate(rows)]
+    path = jsonl(tmp_path / "nulls.jsonl", records)
+    code, _, err = validate(with_train(toy, path), tmp_path, capsys)
+    assert code == 2 and "nulls.jsonl: no label at row id(s) ['4', '10']" in err
+    assert "not in the verbalizer" not in err
+
+
+def test_verbalizer_label_absent_from_the_data(toy, rows, tmp_path, capsys):
+    extra = {"verbalizer": {"neg": "bad", "pos": "great", "meh": "fine"}}
+    code, _, err = validate({**toy, **extra}, tmp_path, capsys)
+    assert code == 2 and "train.csv: label 'meh' has 0 examples, fewer than labeled_per_class=4" in err
+    (tmp_path / "few.csv").write_text("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in rows[:8]))
+    config = {**toy, **extra, "data": {"labeled": {"path": str(tmp_path / "few.csv")},
+                                       "unlabeled": {"path": str(Path(toy["data"]["root"]) / "train.csv")}}}
+    code, _, err = validate(config, tmp_path, capsys)
+    assert code == 2 and "few.csv: no examples of label(s) ['meh']" in err
+
+
+# --- pool and ids ---------------------------------------------------------------------------------
+
+def test_empty_unlabeled_pool_file(toy, rows, tmp_path, capsys):
+    (tmp_path / "empty.csv").write_text("text\n")
+    (tmp_path / "few.csv").write_text("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in rows[:8]))
+    config = {**toy, "data": {"labeled": {"path": str(tmp_path / "few.csv")},
+                              "unlabeled": {"path": str(tmp_path / "empty.csv")}}}
+    code, _, err = validate(config, tmp_path, capsys)
+    assert code == 2 and "empty.csv: no rows" in err
+
+
+def test_pool_drawn_empty(toy, tmp_path, capsys):
+    code, _, err = validate(toy, tmp_path, capsys, "data.labeled_per_class=120")
+    assert code == 2 and "train.csv: no rows left for the unlabeled pool after drawing labeled_per_class=120" in err
+
+
+def test_duplicate_ids(toy, rows, tmp_path, capsys):
+    records = [{"id": f"r{i}", "text": t, "label": lab} for i, (t, lab) in enumerate(rows)]
+    records[7]["id"] = records[2]["id"] = "dup"
+    path = jsonl(tmp_path / "ids.jsonl", records)
+    code, _, err = validate(with_train(toy, path, id_column="id"), tmp_path, capsys)
+    assert code == 2 and "ids.jsonl: duplicate id(s) ['dup']" in err
+    records[7]["id"] = "r7"
+    assert validate(with_train(toy, jsonl(path, records), id_column="id"), tmp_path, capsys)[0] == 0
+
+
+def test_megabyte_text_is_truncated_not_fatal(toy, rows, tmp_path, capsys):
+    """A 1 MB text reads, validates, and labels as max_length tokens, in seconds."""
+    from prompt_core import LearnerSpec, build_learner, predict_logits
+    from flows.config import RunConfig
+
+    huge = ("a really great film " * 60_000)[:1_000_000]
+    lines = ["text,label", f"{huge},pos"] + [f"{t},{lab}" for t, lab in rows]
+    path = tmp_path / "huge.csv"
+    path.write_text("\n".join(lines) + "\n")
+    code, out, err = validate(with_train(toy, path), tmp_path, capsys)
+    assert code == 0, err
+    config = RunConfig.model_validate(toy)
+    learner = build_learner(LearnerSpec.cloze(config.model, config.pvp(0), max_length=config.max_length))
+    encoded = learner.featurize([{"text": huge}])[0]["input_ids"]
+    assert len(encoded) == config.max_length
+    started = time.perf_counter()
+    logits = next(iter(predict_logits(learner, [{"text": huge}, {"text": "short"}], batch_size=2, device="cpu")))
+    assert logits.shape == (2, 2) and torch.isfinite(torch.as_tensor(logits)).all()
+    assert time.perf_counter() - started < 60
+
+
+# --- models: not a masked LM, pickles, remote code --------------------------------------------------
+
+def test_model_dir_without_config(toy, tmp_path, capsys):
+    code, _, err = validate(toy, tmp_path, capsys, f"model={toy['data']['root']}")
+    assert code == 2 and "model: cannot load a tokenizer from" in err
+
+
+def test_model_that_is_not_a_masked_lm(toy, tmp_path, capsys):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    directory = save_tiny("bert", tmp_path / "gpt2")  # a tokenizer with a mask token, then a causal LM
+    GPT2LMHeadModel(GPT2Config(vocab_size=100, n_positions=64, n_embd=32, n_layer=1, n_head=2)).save_pretrained(directory)
+    code, _, err = validate(toy, tmp_path, capsys, f"model={directory}")
+    assert code == 2 and "is a 'gpt2' model, not a masked LM cloze scoring supports (bert, roberta" in err
+
+
+def test_pickle_weights_are_never_loaded(toy, tmp_path, capsys):
+    from prompt_core import BackboneError
+    from prompt_core.backbone import load_masked_lm
+    from transformers import AutoModelForMaskedLM
+
+    directory = save_tiny("bert", tmp_path / "pickled")
+    state = AutoModelForMaskedLM.from_pretrained(directory).state_dict()
+    (directory / "model.safetensors").unlink()
+    torch.save(state, directory / "pytorch_model.bin")
+    code, _, err = validate(toy, tmp_path, capsys, f"model={directory}")
+    assert code == 2 and "has no safetensors weights, only pickle files ['pytorch_model.bin'], which are never loaded" in err
+    with pytest.raises(BackboneError, match="no file named model.safetensors"):
+        load_masked_lm(str(directory))  # the loader itself refuses, validate or not
+
+
+@pytest.mark.parametrize("model_type", ["bert", "custom-evil"])
+def test_remote_code_stays_inert(toy, tmp_path, capsys, model_type):
+    """A checkpoint that ships code (``auto_map``) never runs it unless trust_remote_code is set."""
+    directory = save_tiny("bert", tmp_path / "remote")
+    marker = tmp_path / "code-ran"
+    config = json.loads((directory / "config.json").read_text())
+    config.update(model_type=model_type, auto_map={"AutoConfig": "evil.EvilConfig",
+                                                   "AutoModelForMaskedLM": "evil.EvilModel",
+                                                   "AutoTokenizer": ["evil.EvilTokenizer", None]})
+    (directory / "config.json").write_text(json.dumps(config))
+    (directory / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    code, _, err = validate(toy, tmp_path, capsys, f"model={directory}")
+    assert not marker.exists()
+    if model_type == "bert":
+        assert code == 0, err  # the built-in class is used; the shipped code is ignored
+    else:
+        assert code == 2 and "model:" in err and "trust_remote_code" in err
+    from flows.config import RunConfig
+
+    assert RunConfig.model_validate(toy).trust_remote_code is False  # off unless the config says so

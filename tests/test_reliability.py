@@ -1,0 +1,301 @@
+"""Faults and concurrency: a busy run directory, an unusable MLflow store, a full disk, SIGKILL while
+labeling, names that look like paths, and determinism. Real Prefect, real MLflow, real processes
+and real OS-level faults (flock, RLIMIT_FSIZE, SIGKILL); nothing of the code under test is mocked."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from data.lock import RunDirBusy, run_dir_lock
+from data.store import TMP_SUFFIX
+from flows.cli import EXIT_BUSY, main
+from flows.config import RunConfig
+from tasks import tracking
+from tiny import toy_run_config
+
+REPO = Path(__file__).parents[1]
+ENV = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}"}
+# Labels that look like paths: they must stay data, never become file names.
+LABELS = {"neg": "../../neg", "pos": "/abs/pos"}
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The toy task, small (one generation, ensemble as the final model), labels spelled like paths."""
+    root = tmp_path_factory.mktemp("reliability")
+    config = toy_run_config(root, labeled_per_class=4, steps=20, generations=1, growth=2)
+    for name in ("train.csv", "test.csv"):
+        lines = (root / name).read_text().splitlines()
+        (root / name).write_text("\n".join([lines[0]] + [f"{t},{LABELS[lab]}" for t, lab in
+                                                         (line.rsplit(",", 1) for line in lines[1:])]) + "\n")
+    config["verbalizer"] = {LABELS["neg"]: "bad", LABELS["pos"]: "great"}
+    config["data"]["pool_size"] = 120
+    config["final"] = {"mode": "ensemble"}
+    config["labeling"] = {"batch_size": 2}  # longer labeling tasks: a wider window to kill one in
+    return config
+
+
+@pytest.fixture(scope="module")
+def config_file(toy: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("config") / "toy.yaml"
+    path.write_text(yaml.safe_dump(toy))
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(prefect_harness, toy: dict, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    from flows.ipet import ipet
+
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    return ipet(config=RunConfig.model_validate(toy), run_dir=str(run_dir)), run_dir
+
+
+def outputs(run_dir: Path) -> dict[str, list[dict]]:
+    """Every selected training set and every prediction table of a run, by file name."""
+    return {p.name: pq.read_table(p).to_pylist() for sub in ("sets", "predictions")
+            for p in sorted((run_dir / sub).glob("*.parquet"))}
+
+
+def metrics(results: dict) -> list[tuple]:
+    return [(s["stage"], s["test_accuracy"], s["train_size"], s["pseudo_label_accuracy"]) for s in results["stages"]]
+
+
+# --- determinism and names ------------------------------------------------------------------------
+
+def test_same_config_and_seeds_give_the_same_selection_and_metrics(prefect_harness, toy, reference, tmp_path):
+    from flows.ipet import ipet
+
+    again = ipet(config=RunConfig.model_validate(toy), run_dir=str(tmp_path / "again"))
+    assert again["tasks"]["reused"] == 0, "computed afresh in another run dir"
+    assert metrics(again) == metrics(reference[0])
+    first, second = outputs(reference[1]), outputs(tmp_path / "again")
+    assert any(name.startswith("g1-") for name in first) and first.keys() == second.keys()
+    assert first == second
+
+
+def test_labels_spelled_like_paths_stay_data(reference):
+    results, run_dir = reference
+    written = [p for p in run_dir.parent.rglob("*") if p.is_file()]
+    assert written and all(run_dir in p.parents for p in written), "nothing outside the run dir"
+    assert not any(part in {"..", "neg", "pos", "abs"} for p in written for part in p.relative_to(run_dir).parts)
+    selected = pq.read_table(next(run_dir.glob("sets/g1-*.parquet")))["label"].to_pylist()
+    assert set(selected) <= set(LABELS.values())
+
+
+def test_run_names_that_escape_are_refused(config_file, tmp_path, capsys):
+    for name in ("../escape", "/abs/name", "a/b"):
+        assert main(["validate", str(config_file), "--set", f"name={name}"]) == 2
+        err = capsys.readouterr().err
+        assert "name: String should match pattern" in err and "Traceback" not in err
+
+
+# --- SIGKILL while labeling the pool (a parquet write in flight), resume ----------------------------
+
+def test_killed_while_labeling_resumes_to_the_same_results(prefect_harness, toy, config_file, reference, tmp_path):
+    from prefect.settings import PREFECT_API_URL
+    from flows.ipet import ipet
+
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", str(config_file), "--run-dir", str(run_dir)],
+                            # one torch thread, as in this process: same summation order, same bits
+                            env={**ENV, "PREFECT_API_URL": PREFECT_API_URL.value(), "OMP_NUM_THREADS": "1"},
+                            cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seen, held, deadline = None, None, time.time() + 300
+    while seen is None and proc.poll() is None and time.time() < deadline:
+        if held is None and list(run_dir.glob("data-*")):
+            held = _is_locked(run_dir)  # the running flow holds its run dir
+        seen = next((p for p in _entries(run_dir / "logits") if "--pool-" in p and p.endswith(TMP_SUFFIX)), None)
+        if seen is None:
+            time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert seen is not None, "killed while the pool's logits were being written, after PET trained"
+    assert held is True
+
+    for path in run_dir.rglob("*.parquet"):  # nothing half-written under a final name
+        if not path.name.startswith("."):
+            pq.read_table(path)
+    for model in (run_dir / "models").iterdir():
+        assert model.name.startswith(".") or (model / "learner.json").exists()
+
+    resumed = ipet(config=RunConfig.model_validate(toy), run_dir=str(run_dir))  # the lock died with the process
+    assert resumed["tasks"]["reused"] >= 2, "the PET models trained before the kill are reused"
+    assert metrics(resumed) == metrics(reference[0])
+    assert outputs(run_dir) == outputs(reference[1])
+    assert not list(run_dir.rglob(f".*{TMP_SUFFIX}")), "the killed writer's temporaries are gone"
+
+    client = MlflowClient(toy["tracking"]["mlflow_uri"])
+    runs = client.search_runs([client.get_experiment_by_name("toy").experiment_id],
+                              filter_string=f"tags.run_dir = '{run_dir}'")
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "KILLED"], "the killed parent run is ended"
+
+
+def _entries(directory: Path) -> list[str]:
+    try:
+        return os.listdir(directory)
+    except FileNotFoundError:
+        return []
+
+
+def _is_locked(run_dir: Path) -> bool:
+    code = "import sys; from data.lock import run_dir_lock, RunDirBusy\n" \
+           "try:\n    with run_dir_lock(sys.argv[1]): pass\nexcept RunDirBusy: sys.exit(3)\n"
+    return subprocess.run([sys.executable, "-c", code, str(run_dir)], env=ENV).returncode == 3
+
+
+# --- two runs on one run directory ----------------------------------------------------------------
+
+@pytest.fixture()
+def holder(tmp_path: Path):
+    """Another process holding ``tmp_path/run`` (the way a running flow does)."""
+    run_dir = tmp_path / "run"
+    code = "import sys, time; from data.lock import run_dir_lock\n" \
+           "with run_dir_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(120)\n"
+    proc = subprocess.Popen([sys.executable, "-c", code, str(run_dir)], env=ENV, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    yield run_dir, proc
+    proc.kill()
+    proc.wait()
+
+
+def test_second_cli_run_on_a_busy_run_dir_refuses(holder, config_file, capsys):
+    run_dir, proc = holder
+    code = main(["run", str(config_file), "--run-dir", str(run_dir)])
+    err = capsys.readouterr().err
+    assert code == EXIT_BUSY
+    assert f"ipet: run directory {run_dir} is in use by another run (pid {proc.pid})" in err
+    assert "Traceback" not in err and os.listdir(run_dir) == [".lock"], "nothing written"
+
+
+def test_second_flow_on_a_busy_run_dir_refuses(prefect_harness, holder, toy):
+    """Deployments call the flow directly: the flow itself takes the lock."""
+    from flows.ipet import ipet
+
+    run_dir, proc = holder
+    with pytest.raises(RunDirBusy, match=f"pid {proc.pid}"):
+        ipet(config=RunConfig.model_validate(toy), run_dir=str(run_dir))
+    assert os.listdir(run_dir) == [".lock"]
+    proc.kill()
+    proc.wait()
+    with run_dir_lock(run_dir):  # a killed holder leaves no stale lock
+        with run_dir_lock(run_dir):  # and the holder may take it again (the CLI, then its flow)
+            pass
+
+
+# --- MLflow store unusable ------------------------------------------------------------------------
+
+def _unusable_stores(tmp_path: Path) -> list[tuple[str, str]]:
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "not.db").write_text("not a database")
+    return [("http://127.0.0.1:9", "is not reachable"),
+            (f"sqlite:///{tmp_path / 'a-file' / 'mlflow.db'}", "cannot create files in"),
+            (f"sqlite:///{tmp_path / 'not.db'}", "is not an SQLite database")]
+
+
+def test_unusable_tracking_store_fails_validate_and_run_at_once(config_file, tmp_path, capsys):
+    for uri, cause in _unusable_stores(tmp_path):
+        for command in (["validate"], ["run", "--run-dir", str(tmp_path / "run")]):
+            started = time.perf_counter()
+            code = main([command[0], str(config_file), *command[1:], "--set", f"tracking.mlflow_uri={uri}"])
+            err = capsys.readouterr().err
+            assert code == 2 and time.perf_counter() - started < 30
+            assert f"tracking.mlflow_uri: MLflow tracking" in err and repr(uri) in err and cause in err, err
+            assert not (tmp_path / "run").exists(), "nothing computed, nothing written"
+    ok = main(["validate", str(config_file), "--set", "tracking.mlflow_uri=http://127.0.0.1:9",
+               "--set", "tracking.fallback_local=true"])
+    assert ok == 0
+
+
+def test_flow_with_unusable_store_fails_before_any_compute(prefect_harness, toy, tmp_path):
+    from flows.ipet import ipet
+
+    uri = "http://127.0.0.1:9"
+    config = RunConfig.model_validate({**toy, "tracking": {"mlflow_uri": uri, "experiment": "toy"}})
+    with pytest.raises(tracking.TrackingError, match="127.0.0.1:9.* is not reachable"):
+        ipet(config=config, run_dir=str(tmp_path / "run"))
+    assert os.listdir(tmp_path / "run") == [".lock"], "no data prepared, no model trained"
+
+
+def test_fallback_local_tracks_into_the_run_dir(tmp_path):
+    local = tracking.store_uri("http://127.0.0.1:9", tmp_path)
+    assert local == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    assert tracking.store_uri(local, tmp_path) == local
+    with pytest.raises(tracking.TrackingError):
+        tracking.store_uri("http://127.0.0.1:9")
+
+
+# --- disk full --------------------------------------------------------------------------------------
+
+WRITER = """
+import json, os, sys
+import pyarrow as pa
+from data.store import atomic_path, write_json, write_parquet
+
+root = sys.argv[1]
+
+
+def directory():
+    with atomic_path(root + "/model", directory=True) as tmp:
+        (tmp / "weights.bin").write_bytes(b"w" * 2_000_000)
+
+
+writers = {"parquet": lambda: write_parquet(pa.table({"x": [os.urandom(500).hex() for _ in range(2000)]}),
+                                            root + "/out.parquet"),
+           "json": lambda: write_json({"x": "y" * 2_000_000}, root + "/out.json"),
+           "directory": directory}
+results = {}
+for name, write in writers.items():
+    try:
+        write()
+        results[name] = "written"
+    except OSError as err:
+        results[name] = err.errno
+print(json.dumps(results))
+"""
+
+
+def _limit_file_size(limit: int):
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_disk_full_while_writing_keeps_the_previous_outputs(tmp_path):
+    from data.store import write_json, write_parquet
+
+    old = pa.table({"x": ["previous"]})
+    write_parquet(old, tmp_path / "out.parquet")
+    write_json({"previous": True}, tmp_path / "out.json")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "weights.bin").write_bytes(b"previous")
+    done = subprocess.run([sys.executable, "-c", WRITER, str(tmp_path)], env=ENV, capture_output=True, text=True,
+                          preexec_fn=_limit_file_size(256 * 1024))  # every write past 256 KiB fails: a full disk
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"parquet": errno.EFBIG, "json": errno.EFBIG, "directory": errno.EFBIG}
+    assert pq.read_table(tmp_path / "out.parquet").equals(old)
+    assert json.loads((tmp_path / "out.json").read_text()) == {"previous": True}
+    assert (tmp_path / "model" / "weights.bin").read_bytes() == b"previous"
+    assert not list(tmp_path.glob(f".*{TMP_SUFFIX}")), "no temporaries left behind"
+
+
+def test_unwritable_run_dir_is_one_line(config_file, tmp_path, capsys):
+    (tmp_path / "a-file").write_text("x")
+    code = main(["run", str(config_file), "--run-dir", str(tmp_path / "a-file" / "run")])
+    err = capsys.readouterr().err
+    assert code == 1 and "ipet: cannot write" in err and "Not a directory" in err and "Traceback" not in err
