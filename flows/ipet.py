@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import flow, runtime
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks import devices, tracking
 from tasks.adapt import adapt_backbone
@@ -22,22 +21,30 @@ from tasks.pseudo import build_train_set
 
 from .config import RunConfig, load_config
 from .run import Run, Stage
+from .runners import one_device, task_runner
 
 
-@flow(name="ipet", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=4))
+@flow(name="ipet", log_prints=True)
 def ipet(config: RunConfig | str, run_dir: str = "runs/ipet") -> dict:
     """``config`` is a validated config, or the path of its YAML file (as deployments pass it)."""
     config = config if isinstance(config, RunConfig) else load_config(config)
-    run_dir = str(Path(run_dir).resolve())
-    devices.configure(config.train.device, config.max_parallel)
+    slots = devices.configure(config.train.device, config.max_parallel)
+    runner = task_runner(config.runner, slots)
+    return ipet_stages.with_options(task_runner=runner)(config=config, run_dir=str(Path(run_dir).resolve()))
+
+
+@flow(name="ipet-stages", log_prints=True)
+def ipet_stages(config: RunConfig, run_dir: str) -> dict:
     data = prepare_data(config.data, config.fields, config.labels, run_dir)
     uri = tracking.resolve_uri(config.tracking.mlflow_uri)
     tags = {"prefect.flow_run_id": str(runtime.flow_run.id), "run_dir": run_dir}
     with tracking.parent_run(uri, config.tracking.experiment, config.name, tags) as (client, parent_id):
         # Adaptation (optional, TAPT): MLM training on the pool's text; every learner starts from it.
         if config.adapt:
-            adapted = adapt_backbone(config.model, data["pool"], config.fields, config.adapt.model_dump(), run_dir,
-                                     {"uri": uri, "parent_id": parent_id}, config.trust_remote_code)
+            with one_device(config.runner, config.adapt.device):
+                adapted = adapt_backbone.submit(config.model, data["pool"], config.fields, config.adapt.model_dump(),
+                                                run_dir, {"uri": uri, "parent_id": parent_id},
+                                                config.trust_remote_code).result()
             config = config.model_copy(update={"model": adapted["model_dir"]})
         run = Run(config, run_dir, data, uri, parent_id)
 
@@ -71,8 +78,9 @@ def ipet(config: RunConfig | str, run_dir: str = "runs/ipet") -> dict:
         # Final: the last ensemble's soft labels on the pool, distilled into one classifier.
         soft_pool = run.combine("final-pool", run.label_all(models, "pool"), models, weights, "pool")
         if config.final.mode == "distill":
-            final = train_model(run.name("final", "distilled"), run.distill_spec(), soft_pool["path"],
-                                config.distill_train.model_dump(), run_dir, run.tracking_info)
+            with one_device(config.runner, config.train.device):
+                final = train_model.submit(run.name("final", "distilled"), run.distill_spec(), soft_pool["path"],
+                                           config.distill_train.model_dump(), run_dir, run.tracking_info).result()
             run.models_trained.append(final)
             evaluation = run.evaluate({("final", None): final["model_dir"]}, weights=None)
             run.record(Stage.of("final", evaluation, train_size=run.pool_size,
