@@ -42,7 +42,7 @@ def train_model(name: str, spec: dict, train_set: str, config: dict, run_dir: st
     logger = get_run_logger()
     cfg = TrainConfig(**config)
     uses_mlm = cfg.mlm_weight > 0 and unlabeled is not None
-    key = content_key("model", spec, ref(train_set), cfg.model_dump(exclude={"device"}),
+    key = content_key("model", spec, ref(train_set), cfg.model_dump(exclude={"device", "compile"}),
                       ref(unlabeled) if uses_mlm else None)
     out = Path(run_dir) / "models" / f"{name}-{key}"
     reused = out.exists()
