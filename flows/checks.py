@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 from data.prepare import load_sets
 from data.sources import DataError
 from prompt_core import BackboneError, VerbalizerError
@@ -13,7 +15,7 @@ from .config import RunConfig
 
 def check_run(config: RunConfig) -> tuple[list[str], dict[str, int]]:
     """Problems (one line each, naming the field or file) and, when the data loads, row counts."""
-    problems = _check_model(config)
+    problems = _check_model(config) + _check_runner(config)
     try:
         sets = load_sets(config.data, config.fields, config.labels)
     except DataError as err:
@@ -32,6 +34,12 @@ def check_run(config: RunConfig) -> tuple[list[str], dict[str, int]]:
                             f"pseudo-labeled examples but the pool has {pool}; lower growth or generations, "
                             "or raise data.pool_size")
     return problems, rows
+
+
+def _check_runner(config: RunConfig) -> list[str]:
+    if config.runner.kind == "ray" and importlib.util.find_spec("prefect_ray") is None:
+        return ["runner.kind: ray needs prefect-ray, which is not installed: pip install -e '.[ray]'"]
+    return []
 
 
 def _check_model(config: RunConfig) -> list[str]:

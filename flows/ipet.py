@@ -19,15 +19,17 @@ from tasks.data import prepare_data
 from tasks.models import train_model
 from tasks.pseudo import build_train_set
 
-from .config import RunConfig, load_config
+from .config import RunConfig, RunnerConfig, load_config
 from .run import Run, Stage
 from .runners import one_device, task_runner
 
 
 @flow(name="ipet", log_prints=True)
-def ipet(config: RunConfig | str, run_dir: str = "runs/ipet") -> dict:
-    """``config`` is a validated config, or the path of its YAML file (as deployments pass it)."""
+def ipet(config: RunConfig | str, run_dir: str = "runs/ipet", runner: RunnerConfig | None = None) -> dict:
+    """``config`` is a validated config, or the path of its YAML file (as deployments pass it);
+    ``runner``, when given, replaces its ``runner`` section (a deployment's choice of engine)."""
     config = config if isinstance(config, RunConfig) else load_config(config)
+    config = config.model_copy(update={"runner": runner}) if runner else config
     slots = devices.configure(config.train.device, config.max_parallel)
     runner = task_runner(config.runner, slots)
     return ipet_stages.with_options(task_runner=runner)(config=config, run_dir=str(Path(run_dir).resolve()))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import re
-from itertools import islice
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -30,10 +29,26 @@ def read_rows(path: str | Path, columns: Sequence[str] | None = None) -> list[di
 
 def iter_rows(path: str | Path, columns: Sequence[str], batch_size: int = 4096, start: int = 0,
               stop: int | None = None) -> Iterator[dict]:
-    """Rows ``start``…``stop`` of a parquet file as dicts, read ``batch_size`` at a time."""
-    rows = (row for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=list(columns))
-            for row in batch.to_pylist())
-    yield from islice(rows, start, stop)
+    """Rows ``start``…``stop`` of a parquet file as dicts, read ``batch_size`` at a time; row groups
+    wholly outside the range are not read, rows outside it are not converted."""
+    file = pq.ParquetFile(path)
+    stop = file.metadata.num_rows if stop is None else stop
+    groups, seen, offset = [], None, 0
+    for i in range(file.metadata.num_row_groups):
+        size = file.metadata.row_group(i).num_rows
+        if offset < stop and offset + size > start:
+            groups.append(i)
+            seen = offset if seen is None else seen
+        offset += size
+    if not groups:
+        return
+    for batch in file.iter_batches(batch_size=batch_size, columns=list(columns), row_groups=groups):
+        lo, hi = max(start - seen, 0), min(stop - seen, batch.num_rows)
+        seen += batch.num_rows
+        if lo < hi:
+            yield from batch.slice(lo, hi - lo).to_pylist()
+        if seen >= stop:
+            return
 
 
 SHARD = "shard-{:05d}-of-{:05d}.parquet"

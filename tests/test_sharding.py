@@ -79,3 +79,16 @@ def test_an_incomplete_shard_directory_is_never_read(prefect_harness, setup):
 def rows(path: str) -> list[tuple]:
     table = pq.read_table(path)
     return list(zip(*(table[c].to_pylist() for c in table.column_names if c != "logits")))
+
+
+def test_row_ranges_and_chunks_read_exactly_the_rows_asked_for(tmp_path):
+    """What a shard task reads (a row range) and what selection zips (equal chunks), across row groups."""
+    from tasks.io import iter_chunks, iter_rows
+
+    path = tmp_path / "rows.parquet"
+    pq.write_table(pa.table({"id": [str(i) for i in range(100)]}), path, row_group_size=7)
+    for start, stop in [(0, 100), (0, 0), (6, 7), (7, 64), (64, 100), (99, 100)]:
+        assert [int(r["id"]) for r in iter_rows(path, ["id"], 4, start, stop)] == list(range(start, stop))
+    chunks = list(iter_chunks(path, ["id"], 30))
+    assert [c.num_rows for c in chunks] == [30, 30, 30, 10]
+    assert [int(i) for c in chunks for i in c["id"].to_pylist()] == list(range(100))
