@@ -5,6 +5,9 @@ trains one model per (PVP × seed) on the gold set. Each iPET generation lets ev
 peers label the unlabeled pool, keeps their most confident examples (balanced like the gold
 labels), and trains fresh models on the gold set plus those. The last generation's ensemble
 labels the pool once more, and is either the final model or is distilled into one classifier.
+
+``ipet`` is the entry point (CLI, deployments, Python): it builds the task runner the config's
+``runner`` section asks for (threads here, or Ray) and runs the stages on it as a subflow.
 """
 
 from __future__ import annotations
@@ -31,12 +34,13 @@ def ipet(config: RunConfig | str, run_dir: str = "runs/ipet", runner: RunnerConf
     config = config if isinstance(config, RunConfig) else load_config(config)
     config = config.model_copy(update={"runner": runner}) if runner else config
     slots = devices.configure(config.train.device, config.max_parallel)
-    runner = task_runner(config.runner, slots)
-    return ipet_stages.with_options(task_runner=runner)(config=config, run_dir=str(Path(run_dir).resolve()))
+    on = task_runner(config.runner, slots)
+    return ipet_stages.with_options(task_runner=on)(config=config, run_dir=str(Path(run_dir).resolve()))
 
 
 @flow(name="ipet-stages", log_prints=True)
 def ipet_stages(config: RunConfig, run_dir: str) -> dict:
+    """The method, on whichever task runner ``ipet`` chose; ``run_dir`` is absolute (Ray workers share it)."""
     data = prepare_data(config.data, config.fields, config.labels, run_dir)
     uri = tracking.resolve_uri(config.tracking.mlflow_uri)
     tags = {"prefect.flow_run_id": str(runtime.flow_run.id), "run_dir": run_dir}

@@ -52,6 +52,7 @@ def iter_rows(path: str | Path, columns: Sequence[str], batch_size: int = 4096, 
 
 
 SHARD = "shard-{:05d}-of-{:05d}.parquet"
+SHARD_NAME = re.compile(r"shard-(\d{5})-of-(\d{5})\.parquet")  # temporaries (".shard-…") do not match
 
 
 def num_rows(path: str | Path) -> int:
@@ -68,8 +69,8 @@ def parquet_files(path: str | Path) -> list[Path]:
     path = Path(path)
     if not path.is_dir():
         return [path]
-    shards = sorted(p for p in path.iterdir() if re.fullmatch(r"shard-\d{5}-of-\d{5}\.parquet", p.name))
-    total = int(shards[0].name[-13:-8]) if shards else 0
+    shards = sorted(p for p in path.iterdir() if SHARD_NAME.fullmatch(p.name))
+    total = int(SHARD_NAME.fullmatch(shards[0].name)[2]) if shards else 0
     if not shards or [p.name for p in shards] != [SHARD.format(i, total) for i in range(total)]:
         raise FileNotFoundError(f"{path}: incomplete shard directory ({len(shards)} of {total or '?'} shards)")
     return shards
