@@ -4,7 +4,8 @@ Writes a synthetic pool to parquet, then labels it with a tiny BERT on the CPU t
 pipeline's own code (``tasks.models.label_set``: parquet streamed in chunks, one task per shard of
 ``--shard-rows`` rows, one parquet per shard) and selects from the shards as iPET does
 (``tasks.pseudo.build_train_set``: two streamed passes over pool and logits). Labeling and
-selection each run in a fresh subprocess per size, so each peak RSS is its own high-water mark.
+selection each run in a fresh subprocess per size; "RSS before" is the process after its imports,
+the peak is its high-water mark (VmHWM).
 The model is tiny on purpose (hidden 32, 2 layers, 16 tokens): what is measured is how time and
 memory grow with the pool, not model quality.
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -35,8 +35,17 @@ MAX_LENGTH = 16
 PATTERN, VERBALIZER = "{text} it was {mask} .", {"neg": "bad", "pos": "great"}
 
 
+def status_mib(field: str) -> float:
+    """VmRSS (now) or VmHWM (peak) of this process, in MiB. Not ``getrusage``'s ru_maxrss: that one
+    keeps the high-water mark of the parent it was forked from across exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
 def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return status_mib("VmHWM")
 
 
 def write_pool(path: Path, rows: int, batch: int = 100_000) -> None:
@@ -77,7 +86,7 @@ def label(args: argparse.Namespace) -> dict:
 
     torch.set_num_threads(1)
     pool, shards = str(args.work / f"pool-{args.size}.parquet"), shard_count(args.size, args.shard_rows)
-    before = peak_rss_mib()
+    before = status_mib("VmRSS")
     started = time.perf_counter()
     with disable_run_logger():
         for shard in range(shards):
@@ -97,7 +106,7 @@ def select(args: argparse.Namespace) -> dict:
     from tasks.pseudo import build_train_set
 
     ipet = IpetConfig(peer_fraction=1.0, growth=500).model_dump()  # 8·500 = 4000 rows drawn
-    before = peak_rss_mib()
+    before = status_mib("VmRSS")
     started = time.perf_counter()
     with disable_run_logger():
         out = build_train_set.fn(f"select{args.size}", 1, str(args.work / "labeled.parquet"),
@@ -136,9 +145,9 @@ def main() -> None:
         args.model = setup(args.work)
         print(f"tiny BERT (hidden 32, 2 layers), max_length {MAX_LENGTH}, batch {args.batch_size}, "
               f"shards of {args.shard_rows} rows, 1 torch thread, CPU\n")
-        print("| texts | shards | label s | rows/s | RSS after imports MiB | label peak RSS MiB | select s | "
-              "select peak RSS MiB |")
-        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("| texts | shards | label s | rows/s | label RSS before MiB | label peak RSS MiB | select s | "
+              "select RSS before MiB | select peak RSS MiB |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for size in args.sizes:
             args.size = size
             pool = args.work / f"pool-{size}.parquet"
@@ -147,7 +156,8 @@ def main() -> None:
             lab = in_subprocess("label", args)
             sel = in_subprocess("select", args, logits=lab["logits"])
             print(f"| {size:,} | {lab['shards']} | {lab['seconds']:.1f} | {size / lab['seconds']:,.0f} | "
-                  f"{lab['rss_before']:.0f} | {lab['peak_rss']:.0f} | {sel['seconds']:.1f} | {sel['peak_rss']:.0f} |", flush=True)
+                  f"{lab['rss_before']:.0f} | {lab['peak_rss']:.0f} | {sel['seconds']:.1f} | {sel['rss_before']:.0f} | "
+                  f"{sel['peak_rss']:.0f} |", flush=True)
 
 
 if __name__ == "__main__":
