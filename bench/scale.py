@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import tempfile
@@ -46,6 +47,12 @@ def status_mib(field: str) -> float:
 
 def peak_rss_mib() -> float:
     return status_mib("VmHWM")
+
+
+def cpu_seconds() -> float:
+    """This process's user + system CPU time: what the work costs, whatever else the machine runs."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def write_pool(path: Path, rows: int, batch: int = 100_000) -> None:
@@ -86,7 +93,7 @@ def label(args: argparse.Namespace) -> dict:
 
     torch.set_num_threads(1)
     pool, shards = str(args.work / f"pool-{args.size}.parquet"), shard_count(args.size, args.shard_rows)
-    before = status_mib("VmRSS")
+    before, cpu = status_mib("VmRSS"), cpu_seconds()
     started = time.perf_counter()
     with disable_run_logger():
         for shard in range(shards):
@@ -94,7 +101,7 @@ def label(args: argparse.Namespace) -> dict:
                                args.batch_size, args.shard_rows, shard)
     seconds = time.perf_counter() - started
     assert num_rows(pool) == args.size
-    return {"shards": shards, "seconds": seconds, "rss_before": before, "peak_rss": peak_rss_mib(),
+    return {"shards": shards, "seconds": seconds, "cpu_seconds": cpu_seconds() - cpu, "rss_before": before, "peak_rss": peak_rss_mib(),
             "logits": out["path"]}
 
 
@@ -145,9 +152,9 @@ def main() -> None:
         args.model = setup(args.work)
         print(f"tiny BERT (hidden 32, 2 layers), max_length {MAX_LENGTH}, batch {args.batch_size}, "
               f"shards of {args.shard_rows} rows, 1 torch thread, CPU\n")
-        print("| texts | shards | label s | rows/s | label RSS before MiB | label peak RSS MiB | select s | "
+        print("| texts | shards | label s | label CPU s | rows/s | label RSS before MiB | label peak RSS MiB | select s | "
               "select RSS before MiB | select peak RSS MiB |")
-        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for size in args.sizes:
             args.size = size
             pool = args.work / f"pool-{size}.parquet"
@@ -155,7 +162,7 @@ def main() -> None:
                 write_pool(pool, size)
             lab = in_subprocess("label", args)
             sel = in_subprocess("select", args, logits=lab["logits"])
-            print(f"| {size:,} | {lab['shards']} | {lab['seconds']:.1f} | {size / lab['seconds']:,.0f} | "
+            print(f"| {size:,} | {lab['shards']} | {lab['seconds']:.1f} | {lab['cpu_seconds']:.1f} | {size / lab['seconds']:,.0f} | "
                   f"{lab['rss_before']:.0f} | {lab['peak_rss']:.0f} | {sel['seconds']:.1f} | {sel['rss_before']:.0f} | "
                   f"{sel['peak_rss']:.0f} |", flush=True)
 
