@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 from data.prepare import load_sets
 from data.sources import DataError
 from prompt_core import BackboneError, VerbalizerError
@@ -14,7 +16,7 @@ from .config import RunConfig
 
 def check_run(config: RunConfig) -> tuple[list[str], dict[str, int]]:
     """Problems (one line each, naming the field or file) and, when the data loads, row counts."""
-    problems = _check_model(config) + _check_tracking(config)
+    problems = _check_model(config) + _check_tracking(config) + _check_runner(config)
     try:
         sets = load_sets(config.data, config.fields, config.labels)
     except DataError as err:
@@ -41,6 +43,12 @@ def _check_tracking(config: RunConfig) -> list[str]:
         tracking.check_store(tracking.resolve_uri(config.tracking.mlflow_uri))
     except tracking.TrackingError as err:
         return [] if config.tracking.fallback_local else [f"tracking.mlflow_uri: {err}"]
+    return []
+
+
+def _check_runner(config: RunConfig) -> list[str]:
+    if config.runner.kind == "ray" and importlib.util.find_spec("prefect_ray") is None:
+        return ["runner.kind: ray needs prefect-ray, which is not installed: pip install -e '.[ray]'"]
     return []
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -72,7 +72,21 @@ class TrackingConfig(Strict):
 
 
 class LabelingConfig(Strict):
-    batch_size: int = Field(64, ge=1)
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        64, description='"auto": as many rows as fit in free GPU memory (64 on CPU)')
+    shard_rows: int | None = Field(100_000, ge=1, description="a set with more rows is labeled as one task per "
+                                                              "shard of this many rows; null: never shard")
+
+
+class RunnerConfig(Strict):
+    """Where training and labeling tasks run (see flows/runners.py)."""
+
+    kind: Literal["local", "ray"] = Field("local", description="local: threads, one task per GPU (1 on CPU); "
+                                                               "ray: prefect-ray's RayTaskRunner")
+    address: str | None = Field(None, description="Ray cluster address (ray://head:10001, auto); null starts a "
+                                                  "local Ray")
+    gpus_per_task: float = Field(1, ge=0, description="GPUs each task asks Ray for (0 on a cluster without GPUs)")
+    cpus_per_task: float = Field(1, gt=0, description="CPUs each task asks Ray for")
 
 
 class RunConfig(Strict):
@@ -90,6 +104,7 @@ class RunConfig(Strict):
     final: FinalConfig = Field(default_factory=FinalConfig)
     labeling: LabelingConfig = Field(default_factory=LabelingConfig)
     max_parallel: int | None = Field(None, ge=1, description="tasks holding a device at once (default: GPUs, or 1)")
+    runner: RunnerConfig = Field(default_factory=RunnerConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     trust_remote_code: bool = False
     _labels_as_text = field_validator("verbalizer", mode="before")(_label_keys)

@@ -7,12 +7,14 @@ labels), and trains fresh models on the gold set plus those. The last generation
 labels the pool once more, and is either the final model or is distilled into one classifier.
 The final model is registered in MLflow's model registry, and becomes the champion only if it
 beats the current one on this run's test set.
+
+``ipet`` is the entry point (CLI, deployments, Python): it builds the task runner the config's
+``runner`` section asks for (threads here, or Ray) and runs the stages on it as a subflow.
 """
 
 from __future__ import annotations
 
-from prefect import flow, runtime
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect import flow
 
 from data.lock import run_dir_lock
 from data.store import remove_stale_temps
@@ -22,30 +24,38 @@ from tasks.data import prepare_data
 from tasks.models import train_model
 from tasks.pseudo import build_train_set
 
-from .config import RunConfig, load_config
-from .run import Run, Stage
+from .config import RunConfig, RunnerConfig, load_config
+from .run import Run, Stage, entry_flow_run_id
+from .runners import one_device, task_runner
 
 
-@flow(name="ipet", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=4))
-def ipet(config: RunConfig | str, run_dir: str = "runs/ipet") -> dict:
-    """``config`` is a validated config, or the path of its YAML file (as deployments pass it)."""
+@flow(name="ipet", log_prints=True)
+def ipet(config: RunConfig | str, run_dir: str = "runs/ipet", runner: RunnerConfig | None = None) -> dict:
+    """``config`` is a validated config, or the path of its YAML file (as deployments pass it);
+    ``runner``, when given, replaces its ``runner`` section (a deployment's choice of engine)."""
     config = config if isinstance(config, RunConfig) else load_config(config)
+    config = config.model_copy(update={"runner": runner}) if runner else config
     with run_dir_lock(run_dir) as locked:
-        return _ipet(config, str(locked))
+        remove_stale_temps(locked)  # a killed run's half-written files; safe, the run dir is ours
+        slots = devices.configure(config.train.device, config.max_parallel)
+        on = task_runner(config.runner, slots)
+        return ipet_stages.with_options(task_runner=on)(config=config, run_dir=str(locked))
 
 
-def _ipet(config: RunConfig, run_dir: str) -> dict:
-    remove_stale_temps(run_dir)  # a killed run's half-written files; safe, the run dir is ours
+@flow(name="ipet-stages", log_prints=True)
+def ipet_stages(config: RunConfig, run_dir: str) -> dict:
+    """The method, on whichever task runner ``ipet`` chose; ``run_dir`` is absolute (Ray workers share it)."""
     uri = tracking.store_uri(config.tracking.mlflow_uri, run_dir if config.tracking.fallback_local else None)
     tracking.experiment_id(uri, config.tracking.experiment)  # a store that fails, fails before any compute
-    devices.configure(config.train.device, config.max_parallel)
     data = prepare_data(config.data, config.fields, config.labels, run_dir)
-    tags = {"prefect.flow_run_id": str(runtime.flow_run.id), "run_dir": run_dir}
+    tags = {"prefect.flow_run_id": entry_flow_run_id(), "run_dir": run_dir}
     with tracking.parent_run(uri, config.tracking.experiment, config.name, tags) as (client, parent_id):
         # Adaptation (optional, TAPT): MLM training on the pool's text; every learner starts from it.
         if config.adapt:
-            adapted = adapt_backbone(config.model, data["pool"], config.fields, config.adapt.model_dump(), run_dir,
-                                     {"uri": uri, "parent_id": parent_id}, config.trust_remote_code)
+            with one_device(config.runner, config.adapt.device):
+                adapted = adapt_backbone.submit(config.model, data["pool"], config.fields, config.adapt.model_dump(),
+                                                run_dir, {"uri": uri, "parent_id": parent_id},
+                                                config.trust_remote_code).result()
             config = config.model_copy(update={"model": adapted["model_dir"]})
         run = Run(config, run_dir, data, uri, parent_id)
 
@@ -79,8 +89,9 @@ def _ipet(config: RunConfig, run_dir: str) -> dict:
         # Final: the last ensemble's soft labels on the pool, distilled into one classifier.
         soft_pool = run.combine("final-pool", run.label_all(models, "pool"), models, weights, "pool")
         if config.final.mode == "distill":
-            final = train_model(run.name("final", "distilled"), run.distill_spec(), soft_pool["path"],
-                                config.distill_train.model_dump(), run_dir, run.tracking_info)
+            with one_device(config.runner, config.train.device):
+                final = train_model.submit(run.name("final", "distilled"), run.distill_spec(), soft_pool["path"],
+                                           config.distill_train.model_dump(), run_dir, run.tracking_info).result()
             run.models_trained.append(final)
             evaluation = run.evaluate({("final", None): final["model_dir"]}, weights=None)
             run.record(Stage.of("final", evaluation, train_size=run.pool_size,

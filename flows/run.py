@@ -14,18 +14,25 @@ from typing import Any
 
 import pyarrow.parquet as pq
 from mlflow.tracking import MlflowClient
+from prefect import runtime
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from data.store import atomic_path, content_key, write_json
 from prompt_core import LearnerSpec, accuracy, save_ensemble
-from tasks.io import read_logits, ref
+from tasks.io import read_logits, ref, shard_count
 from tasks.models import label_set, train_model, untrained_model
 from tasks.pseudo import combine
 from tasks.registry import register_final_model
 
 from .config import RunConfig
+from .runners import one_device
 
 Member = tuple[Any, Any]  # (PVP index, seed); seed None for an untrained PVP
+
+
+def entry_flow_run_id() -> str:
+    """The ``ipet`` flow run a user sees in the UI (a deployment's run), not its stages subflow."""
+    return str(runtime.flow_run.parent_flow_run_id or runtime.flow_run.id)
 
 
 @dataclass
@@ -100,22 +107,27 @@ class Run:
 
     # --- work ----------------------------------------------------------------------------------
     def train_all(self, generation: int, train_sets: dict[Member, str]) -> dict[Member, str]:
-        futures = {
-            m: train_model.submit(self.name(generation, m), self.spec(m[0]), path,
-                                  self.config.train.model_copy(update={"seed": m[1]}).model_dump(), self.run_dir,
-                                  self.tracking_info, unlabeled=self.data["pool"],
-                                  params={"generation": generation, "pvp": m[0], "seed": m[1]})
-            for m, path in train_sets.items()
-        }
+        with one_device(self.config.runner, self.config.train.device):
+            futures = {
+                m: train_model.submit(self.name(generation, m), self.spec(m[0]), path,
+                                      self.config.train.model_copy(update={"seed": m[1]}).model_dump(), self.run_dir,
+                                      self.tracking_info, unlabeled=self.data["pool"],
+                                      params={"generation": generation, "pvp": m[0], "seed": m[1]})
+                for m, path in train_sets.items()
+            }
         results = {m: f.result() for m, f in futures.items()}
         self.models_trained.extend(results.values())
         return {m: r["model_dir"] for m, r in results.items()}
 
     def label_all(self, models: dict[Member, str], dataset: str) -> dict[Member, str]:
-        futures = {m: label_set.submit(model_name(d), d, dataset, self.data[dataset], self.run_dir,
-                                       self.config.labeling.batch_size)
-                   for m, d in models.items()}
-        return {m: f.result()["path"] for m, f in futures.items()}
+        """Every model labels ``dataset``, one task per model and shard; their logits' paths."""
+        labeling = self.config.labeling
+        shards = shard_count(self.data["rows"][dataset], labeling.shard_rows)
+        with one_device(self.config.runner, self.config.train.device):
+            futures = {m: [label_set.submit(model_name(d), d, dataset, self.data[dataset], self.run_dir,
+                                            labeling.batch_size, labeling.shard_rows, shard) for shard in range(shards)]
+                       for m, d in models.items()}
+        return {m: [f.result() for f in shard_futures][0]["path"] for m, shard_futures in futures.items()}
 
     def untrained(self) -> dict[Member, str]:
         """Every PVP on the backbone as is (zero-shot)."""
@@ -191,8 +203,6 @@ class Run:
               f" · pseudo-label accuracy {fmt(stage.pseudo_label_accuracy)}")
 
     def finish(self, client: MlflowClient) -> dict:
-        from prefect import runtime
-
         parent = self.tracking_info["parent_id"]
         trained = [t for t in self.models_trained if not t["reused"]]
         results = {
@@ -200,7 +210,7 @@ class Run:
             "run_dir": self.run_dir,
             "backbone": self.config.model,
             "mlflow_run_id": parent,
-            "prefect_flow_run_id": str(runtime.flow_run.id),
+            "prefect_flow_run_id": entry_flow_run_id(),
             "tasks": {"trained": len(trained), "reused": len(self.models_trained) - len(trained)},
             "stages": [asdict(s) for s in self.stages],
         }

@@ -8,7 +8,7 @@ with the ensemble's probability as weight.
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Iterable, Literal, Sequence
 
 import numpy as np
 
@@ -34,16 +34,25 @@ def per_label_counts(total: int, gold_counts: Sequence[int]) -> list[int]:
     return out.tolist()
 
 
-def combine_peers(peer_logits: Sequence[np.ndarray], peer_weights: Sequence[float], fraction: float,
-                  reduction: Literal["mean", "wmean"], rng: np.random.Generator) -> tuple[np.ndarray, list[int]]:
-    """Ensemble logits of a random ``fraction`` of the peers (at least one) and which were used."""
-    if not peer_logits:
+def pick_peers(peer_weights: Sequence[float], fraction: float, reduction: Literal["mean", "wmean"],
+               rng: np.random.Generator) -> tuple[list[int], list[float] | None]:
+    """A random ``fraction`` of the peers (at least one), and their ensemble weights (None: plain mean)."""
+    if not peer_weights:
         raise ValueError("iPET needs at least two models per generation, so every model has a peer")
-    k = max(1, round(len(peer_logits) * fraction))
-    chosen = sorted(rng.choice(len(peer_logits), size=k, replace=False).tolist())
+    k = max(1, round(len(peer_weights) * fraction))
+    chosen = sorted(rng.choice(len(peer_weights), size=k, replace=False).tolist())
     weights = [peer_weights[i] for i in chosen] if reduction == "wmean" else None
     if weights is not None and sum(weights) <= 0:
         weights = None  # every peer scored 0 before training: fall back to a plain mean
+    return chosen, weights
+
+
+def combine_peers(peer_logits: Sequence[np.ndarray], peer_weights: Sequence[float], fraction: float,
+                  reduction: Literal["mean", "wmean"], rng: np.random.Generator) -> tuple[np.ndarray, list[int]]:
+    """Ensemble logits of a random ``fraction`` of the peers (at least one) and which were used."""
+    if len(peer_logits) != len(peer_weights):
+        raise ValueError(f"{len(peer_logits)} peers but {len(peer_weights)} weights")
+    chosen, weights = pick_peers(peer_weights, fraction, reduction, rng)
     return ensemble([peer_logits[i] for i in chosen], weights), chosen
 
 
@@ -57,23 +66,42 @@ def select_confident(logits: np.ndarray, counts: Sequence[int], rng: np.random.G
     class and to a probability of at least ``min_confidence``. A class with too few
     candidates contributes all it has.
     """
-    probs = softmax(np.asarray(logits, dtype=np.float64))
-    predicted, confidence = probs.argmax(-1), probs.max(-1)
-    allowed = np.ones(len(probs), dtype=bool) if exclude is None else ~exclude
-    if min_confidence is not None:
-        allowed &= confidence >= min_confidence
+    return select_confident_chunks([(logits, exclude)], counts, rng, method, n_most_likely, min_confidence)
+
+
+def select_confident_chunks(chunks: Iterable[tuple[np.ndarray, np.ndarray | None]], counts: Sequence[int],
+                            rng: np.random.Generator, method: Literal["sample", "top"] = "sample",
+                            n_most_likely: int | None = None, min_confidence: float | None = None) -> np.ndarray:
+    """``select_confident`` over (logits, exclude) chunks of consecutive rows, e.g. streamed from disk.
+
+    Only each class's candidates (row index, confidence) are kept, not the logits, so a pool of
+    any size fits; the result equals ``select_confident`` on the concatenated chunks.
+    """
+    rows: list[list[np.ndarray]] = [[] for _ in counts]
+    scores: list[list[np.ndarray]] = [[] for _ in counts]
+    offset = 0
+    for logits, exclude in chunks:
+        probs = softmax(np.asarray(logits, dtype=np.float64))
+        predicted, confidence = probs.argmax(-1), probs.max(-1)
+        allowed = np.ones(len(probs), dtype=bool) if exclude is None else ~np.asarray(exclude, dtype=bool)
+        if min_confidence is not None:
+            allowed &= confidence >= min_confidence
+        for label in range(len(counts)):
+            found = np.flatnonzero(allowed & (predicted == label))
+            rows[label].append(found + offset)
+            scores[label].append(confidence[found])
+        offset += len(probs)
     selected = []
     for label, count in enumerate(counts):
-        rows = np.flatnonzero(allowed & (predicted == label))
-        rows = rows[np.argsort(-confidence[rows], kind="stable")]
-        if n_most_likely:
-            rows = rows[:n_most_likely]
-        take = min(count, len(rows))
+        candidates = np.concatenate(rows[label]) if rows[label] else np.empty(0, dtype=int)
+        confidence = np.concatenate(scores[label]) if scores[label] else np.empty(0)
+        order = np.argsort(-confidence, kind="stable")[:n_most_likely or None]
+        candidates, confidence = candidates[order], confidence[order]
+        take = min(count, len(candidates))
         if take == 0:
             continue
         if method == "top":
-            selected.append(rows[:take])
+            selected.append(candidates[:take])
         else:
-            p = confidence[rows] / confidence[rows].sum()
-            selected.append(rng.choice(rows, size=take, replace=False, p=p))
+            selected.append(rng.choice(candidates, size=take, replace=False, p=confidence / confidence.sum()))
     return np.sort(np.concatenate(selected)) if selected else np.empty(0, dtype=int)

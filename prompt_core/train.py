@@ -36,6 +36,7 @@ class TrainConfig(BaseModel):
     mlm_probability: float = Field(0.15, gt=0, lt=1)
     seed: int = 42
     device: DeviceName = "auto"
+    compile: bool = Field(False, description="torch.compile the encoder when training on CUDA (ignored on CPU)")
 
 
 @dataclass
@@ -85,6 +86,9 @@ def train(
     set_seed(config.seed)
     device = select_device(config.device)
     learner.to(device).train()
+    if config.compile and device.type == "cuda":
+        # the encoder, which both learner kinds call; in place, so saved weights keep their names
+        learner.model.base_model.compile(dynamic=True)  # dynamic: every batch has its own length
     features = learner.featurize(rows)
     use_mlm = config.mlm_weight > 0 and unlabeled
     mlm_features = learner.featurize(unlabeled) if use_mlm else None

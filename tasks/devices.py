@@ -1,9 +1,15 @@
-"""Which device a task may use: one task per GPU at a time, one on CPU."""
+"""Which device a task may use: one task per GPU at a time, one on CPU.
+
+The pool lives in the flow's process (the local runner's threads share it). A task running in a
+Ray worker process finds no pool there: Ray already chose its GPU (or none) and set
+``CUDA_VISIBLE_DEVICES`` accordingly, so the task takes that GPU or the CPU.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import queue
+import sys
 from typing import Iterator
 
 
@@ -33,7 +39,7 @@ class DevicePool:
             self._free.put(device)
 
 
-_pool = DevicePool("cpu", 1)
+_pool: DevicePool | None = None  # set by configure() in the flow's process
 
 
 def configure(preference: str, slots: int | None) -> int:
@@ -44,4 +50,14 @@ def configure(preference: str, slots: int | None) -> int:
 
 
 def device() -> contextlib.AbstractContextManager[str]:
+    if _pool is None:
+        return contextlib.nullcontext(_assigned())
     return _pool.acquire()
+
+
+def _assigned() -> str:
+    """Outside a configured process: the GPU Ray gave this task (first visible, so ``cuda``), else the CPU."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized() and ray.get_gpu_ids():
+        return "cuda"
+    return "cpu"

@@ -1,7 +1,14 @@
-"""Parquet rows in and out of tasks; paths are what tasks pass to each other."""
+"""Parquet rows in and out of tasks; paths are what tasks pass to each other.
+
+A set's logits are one parquet file, or, for a set labeled in shards, a directory of
+``shard-00007-of-00010.parquet`` files (each written atomically by its own task); readers take
+either, in row order, and refuse a shard directory that is not complete.
+"""
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -20,9 +27,75 @@ def read_rows(path: str | Path, columns: Sequence[str] | None = None) -> list[di
     return pq.read_table(path, columns=list(columns) if columns else None).to_pylist()
 
 
-def iter_rows(path: str | Path, columns: Sequence[str], batch_size: int = 4096) -> Iterator[dict]:
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=list(columns)):
-        yield from batch.to_pylist()
+def iter_rows(path: str | Path, columns: Sequence[str], batch_size: int = 4096, start: int = 0,
+              stop: int | None = None) -> Iterator[dict]:
+    """Rows ``start``…``stop`` of a parquet file as dicts, read ``batch_size`` at a time; row groups
+    wholly outside the range are not read, rows outside it are not converted."""
+    file = pq.ParquetFile(path, pre_buffer=False)
+    stop = file.metadata.num_rows if stop is None else stop
+    groups, seen, offset = [], None, 0
+    for i in range(file.metadata.num_row_groups):
+        size = file.metadata.row_group(i).num_rows
+        if offset < stop and offset + size > start:
+            groups.append(i)
+            seen = offset if seen is None else seen
+        offset += size
+    if not groups:
+        return
+    for batch in file.iter_batches(batch_size=batch_size, columns=list(columns), row_groups=groups):
+        lo, hi = max(start - seen, 0), min(stop - seen, batch.num_rows)
+        seen += batch.num_rows
+        if lo < hi:
+            yield from batch.slice(lo, hi - lo).to_pylist()
+        if seen >= stop:
+            return
+
+
+SHARD = "shard-{:05d}-of-{:05d}.parquet"
+SHARD_NAME = re.compile(r"shard-(\d{5})-of-(\d{5})\.parquet")  # temporaries (".shard-…") do not match
+
+
+def num_rows(path: str | Path) -> int:
+    return pq.ParquetFile(path).metadata.num_rows
+
+
+def shard_count(rows: int, shard_rows: int | None) -> int:
+    """How many labeling tasks a set of ``rows`` rows gets: one unless it has more than ``shard_rows``."""
+    return 1 if shard_rows is None or rows <= shard_rows else math.ceil(rows / shard_rows)
+
+
+def parquet_files(path: str | Path) -> list[Path]:
+    """A parquet file as itself; a shard directory as its shards in order, all of them or an error."""
+    path = Path(path)
+    if not path.is_dir():
+        return [path]
+    shards = sorted(p for p in path.iterdir() if SHARD_NAME.fullmatch(p.name))
+    total = int(SHARD_NAME.fullmatch(shards[0].name)[2]) if shards else 0
+    if not shards or [p.name for p in shards] != [SHARD.format(i, total) for i in range(total)]:
+        raise FileNotFoundError(f"{path}: incomplete shard directory ({len(shards)} of {total or '?'} shards)")
+    return shards
+
+
+def iter_chunks(path: str | Path, columns: Sequence[str] | None, rows: int) -> Iterator[pa.Table]:
+    """A parquet file's (or shard directory's) rows in order, ``rows`` at a time (the last may be fewer),
+    so several files of the same rows can be read in step with ``zip``.
+
+    Streaming readers open files with ``pre_buffer=False``: pre-buffering fetches every row group
+    asked for up front, which makes memory grow with the file (35 MiB against 13 MiB for 1M texts).
+    """
+    pending: list[pa.RecordBatch] = []
+    count = 0
+    for file in parquet_files(path):
+        for batch in pq.ParquetFile(file, pre_buffer=False).iter_batches(batch_size=rows, columns=columns):
+            pending.append(batch)
+            count += batch.num_rows
+            while count >= rows:
+                table = pa.Table.from_batches(pending)
+                yield table.slice(0, rows)
+                rest = table.slice(rows)
+                pending, count = rest.to_batches(), rest.num_rows
+    if count:
+        yield pa.Table.from_batches(pending)
 
 
 def logits_column(logits: np.ndarray) -> pa.Array:
@@ -31,5 +104,10 @@ def logits_column(logits: np.ndarray) -> pa.Array:
 
 
 def read_logits(path: str | Path, column: str = "logits") -> np.ndarray:
-    col = pq.read_table(path, columns=[column])[column].combine_chunks()
-    return col.values.to_numpy(zero_copy_only=False).reshape(len(col), -1)
+    """All logits of a file or shard directory at once: for sets small enough to hold."""
+    return np.concatenate([table_logits(pq.read_table(f, columns=[column]), column) for f in parquet_files(path)])
+
+
+def table_logits(table: pa.Table, column: str = "logits") -> np.ndarray:
+    col = table[column].combine_chunks()  # flatten(), not .values: a sliced chunk keeps its offset
+    return col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), col.type.list_size)

@@ -7,20 +7,21 @@ returns it at once (``reused``), which is how a killed run resumes without redoi
 from __future__ import annotations
 
 import time
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from prefect import get_run_logger, task
+from prefect import get_run_logger, runtime, task
 from prefect.cache_policies import NO_CACHE
 
 from data.store import atomic_path, content_key, read_json, write_json
 from prompt_core import LearnerSpec, TrainConfig, build_learner, load_learner, predict_logits, save_spec, train
 
 from . import devices, tracking
-from .io import iter_rows, logits_column, read_logits, read_rows, ref
+from .io import SHARD, iter_rows, logits_column, num_rows, read_logits, read_rows, ref, shard_count
 
 METRICS = "metrics.json"
 
@@ -41,7 +42,7 @@ def train_model(name: str, spec: dict, train_set: str, config: dict, run_dir: st
     logger = get_run_logger()
     cfg = TrainConfig(**config)
     uses_mlm = cfg.mlm_weight > 0 and unlabeled is not None
-    key = content_key("model", spec, ref(train_set), cfg.model_dump(exclude={"device"}),
+    key = content_key("model", spec, ref(train_set), cfg.model_dump(exclude={"device", "compile"}),
                       ref(unlabeled) if uses_mlm else None)
     out = Path(run_dir) / "models" / f"{name}-{key}"
     reused = out.exists()
@@ -80,24 +81,38 @@ def train_model(name: str, spec: dict, train_set: str, config: dict, run_dir: st
             "mlflow_run_id": run_id}
 
 
-@task(task_run_name="label {dataset_name} with {model_name}", cache_policy=NO_CACHE)
+def _label_run_name() -> str:
+    p = runtime.task_run.parameters
+    shards = shard_count(num_rows(p["dataset"]), p.get("shard_rows"))
+    return f"label {p['dataset_name']} with {p['model_name']}" + (f" ({p['shard'] + 1}/{shards})" if shards > 1 else "")
+
+
+@task(task_run_name=_label_run_name, cache_policy=NO_CACHE)
 def label_set(model_name: str, model_dir: str, dataset_name: str, dataset: str, run_dir: str,
-              batch_size: int = 64) -> dict[str, Any]:
-    """Class logits of every row of ``dataset``, streamed to parquet (``id``, ``logits``)."""
-    key = content_key("logits", ref(model_dir), ref(dataset))
-    out = Path(run_dir) / "logits" / f"{model_name}--{dataset_name}-{key}.parquet"
-    if out.exists():
-        return {"path": str(out), "reused": True}
+              batch_size: int | str = 64, shard_rows: int | None = None, shard: int = 0) -> dict[str, Any]:
+    """Class logits of every row of ``dataset``, streamed to parquet (``id``, ``logits``).
+
+    A dataset of more than ``shard_rows`` rows is labeled by one task per shard: this one writes
+    rows ``shard·shard_rows`` up to the next shard's into its own file of the set's shard
+    directory. ``path`` in the result is the set's logits (file or directory) either way.
+    """
+    rows = num_rows(dataset)
+    shards = shard_count(rows, shard_rows)
+    key = content_key("logits", ref(model_dir), ref(dataset), *([shard_rows] if shards > 1 else []))
+    target = Path(run_dir) / "logits" / f"{model_name}--{dataset_name}-{key}"
+    out = target.parent / f"{target.name}.parquet" if shards == 1 else target / SHARD.format(shard, shards)
+    result = {"path": str(out if shards == 1 else target), "reused": out.exists()}
+    if result["reused"]:
+        return result
+    start, stop = (0, rows) if shards == 1 else (shard * shard_rows, min(rows, (shard + 1) * shard_rows))
     learner = load_learner(model_dir)
-    fields = learner.template.slots
-    ids = pq.read_table(dataset, columns=["id"])["id"]
+    ids = (row["id"] for row in iter_rows(dataset, ["id"], start=start, stop=stop))
     with devices.device() as dev, atomic_path(out) as tmp:
-        chunks = predict_logits(learner, iter_rows(dataset, fields), batch_size=batch_size, device=dev)
+        chunks = predict_logits(learner, iter_rows(dataset, learner.template.slots, start=start, stop=stop),
+                                batch_size=batch_size, device=dev)
         schema = pa.schema([("id", pa.string()), ("logits", pa.list_(pa.float32(), len(learner.labels)))])
         with pq.ParquetWriter(tmp, schema) as writer:
-            start = 0
             for chunk in chunks:
-                writer.write_table(pa.table({"id": ids.slice(start, len(chunk)), "logits": logits_column(chunk)},
-                                            schema=schema))
-                start += len(chunk)
-    return {"path": str(out), "reused": False}
+                writer.write_table(pa.table({"id": pa.array(list(islice(ids, len(chunk))), pa.string()),
+                                             "logits": logits_column(chunk)}, schema=schema))
+    return result

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -12,13 +12,14 @@ import pyarrow.parquet as pq
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from data.store import content_key, write_parquet
+from data.store import atomic_path, content_key, write_parquet
 from prompt_core import ensemble
-from prompt_core.selection import combine_peers, new_examples, per_label_counts, select_confident
+from prompt_core.selection import new_examples, per_label_counts, pick_peers, select_confident_chunks
 
-from .io import logits_column, read_logits, ref
+from .io import iter_chunks, logits_column, ref, table_logits
 
 GOLD_LOGIT = 100.0  # a gold label as soft target: one-hot after any temperature
+CHUNK_ROWS = 65_536  # pool rows held at once while combining and selecting
 
 
 @task(task_run_name="combine {name}", cache_policy=NO_CACHE)
@@ -27,23 +28,41 @@ def combine(name: str, logit_paths: Sequence[str], weights: Sequence[float] | No
     """Ensemble several models' logits on ``dataset`` and score them against its labels.
 
     The output keeps the dataset's rows with ``logits`` and the predicted ``label``, so a
-    combined pool is directly a soft-labeled training set (distillation).
+    combined pool is directly a soft-labeled training set (distillation). Rows are streamed
+    ``CHUNK_ROWS`` at a time, so a pool of any size fits.
     """
     key = content_key("combine", [ref(p) for p in logit_paths], weights, ref(dataset))
     out = Path(run_dir) / "predictions" / f"{name}-{key}.parquet"
-    table = pq.read_table(dataset)
-    truth_col = "label" if "label" in table.column_names else "hidden_label"
-    truth = table[truth_col].to_pylist() if truth_col in table.column_names else None
     if not out.exists():
-        logits = ensemble([read_logits(p) for p in logit_paths], weights).astype(np.float32)
-        predicted = pa.array([labels[i] for i in logits.argmax(-1)], pa.string())
-        table = table.drop_columns([c for c in ("label",) if c in table.column_names])
-        write_parquet(table.append_column("label", predicted).append_column("logits", logits_column(logits)), out)
-    predicted = pq.read_table(out, columns=["label"])["label"].to_pylist()
-    acc = None
-    if truth is not None and all(t is not None for t in truth):
-        acc = float(np.mean([p == t for p, t in zip(predicted, truth)]))
-    return {"path": str(out), "accuracy": acc}
+        schema = pq.read_schema(dataset)
+        schema = schema.remove(schema.get_field_index("label")) if "label" in schema.names else schema
+        schema = schema.append(pa.field("label", pa.string())).append(
+            pa.field("logits", pa.list_(pa.float32(), len(labels))))
+        with atomic_path(out) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+            for chunk, *model_chunks in zip(iter_chunks(dataset, None, CHUNK_ROWS),
+                                            *(iter_chunks(p, ["logits"], CHUNK_ROWS) for p in logit_paths), strict=True):
+                logits = ensemble([table_logits(c) for c in model_chunks], weights).astype(np.float32)
+                predicted = pa.array([labels[i] for i in logits.argmax(-1)], pa.string())
+                chunk = chunk.drop_columns([c for c in ("label",) if c in chunk.column_names])
+                writer.write_table(chunk.append_column("label", predicted).append_column("logits",
+                                                                                          logits_column(logits)))
+    return {"path": str(out), "accuracy": _accuracy(out, dataset)}
+
+
+def _accuracy(predictions: str | Path, dataset: str) -> float | None:
+    """Share of predicted labels equal to the dataset's ``label`` (or ``hidden_label``); None if any is unknown."""
+    names = pq.read_schema(dataset).names
+    truth_col = "label" if "label" in names else "hidden_label" if "hidden_label" in names else None
+    if truth_col is None:
+        return None
+    right = total = 0
+    for predicted, truth in zip(iter_chunks(predictions, ["label"], CHUNK_ROWS),
+                                iter_chunks(dataset, [truth_col], CHUNK_ROWS), strict=True):
+        if truth[truth_col].null_count:
+            return None
+        right += pc.sum(pc.equal(predicted["label"], truth[truth_col])).as_py() or 0
+        total += truth.num_rows
+    return right / total if total else None
 
 
 @task(task_run_name="select {name}", cache_policy=NO_CACHE)
@@ -77,22 +96,41 @@ def _new_examples(labeled: str, generation: int, ipet: dict, num_labels: int) ->
 
 def _train_set(generation: int, labeled: str, pool: str, peer_logits: Sequence[str], peer_weights: Sequence[float],
                labels: Sequence[str], ipet: dict, rng: np.random.Generator) -> pa.Table:
+    """Two passes over the pool and the chosen peers' logits, ``CHUNK_ROWS`` rows at a time: the first
+    keeps each class's candidates only, the second fetches the rows drawn; memory does not grow with the pool."""
     gold = pq.read_table(labeled)
-    pool_table = pq.read_table(pool)
     gold_counts = [gold["label"].to_pylist().count(label) for label in labels]
     counts = per_label_counts(_new_examples(labeled, generation, ipet, len(labels)), gold_counts)
-    logits, _ = combine_peers([read_logits(p) for p in peer_logits], peer_weights, ipet["peer_fraction"],
-                              ipet["reduction"], rng)
+    peers, weights = pick_peers(peer_weights, ipet["peer_fraction"], ipet["reduction"], rng)
     fields = [c for c in gold.column_names if c not in ("id", "label")]
     gold_texts = set(zip(*(gold[f].to_pylist() for f in fields))) if gold.num_rows else set()
-    duplicate = np.array([t in gold_texts for t in zip(*(pool_table[f].to_pylist() for f in fields))], dtype=bool)
-    chosen = select_confident(logits, counts, rng, ipet["selection"], ipet["n_most_likely"], ipet["min_confidence"],
-                              exclude=duplicate)
-    picked = pool_table.take(chosen)
+
+    def pool_chunks(columns: list[str]) -> Iterator[tuple[pa.Table, np.ndarray]]:
+        """The pool's rows with the chosen peers' combined logits."""
+        for chunk, *peer_chunks in zip(iter_chunks(pool, columns, CHUNK_ROWS),
+                                       *(iter_chunks(peer_logits[i], ["logits"], CHUNK_ROWS) for i in peers), strict=True):
+            yield chunk, ensemble([table_logits(c) for c in peer_chunks], weights)
+
+    def candidates() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for chunk, logits in pool_chunks(fields):
+            texts = zip(*(chunk[f].to_pylist() for f in fields))
+            yield logits, np.fromiter((t in gold_texts for t in texts), dtype=bool, count=chunk.num_rows)
+
+    chosen = select_confident_chunks(candidates(), counts, rng, ipet["selection"], ipet["n_most_likely"],
+                                     ipet["min_confidence"])
+    columns = pq.read_schema(pool).names
+    picked_rows, picked_logits, offset = [], [], 0
+    for chunk, logits in pool_chunks(columns):
+        local = chosen[(chosen >= offset) & (chosen < offset + chunk.num_rows)] - offset
+        picked_rows.append(chunk.take(local))
+        picked_logits.append(logits[local])
+        offset += chunk.num_rows
+    picked = pa.concat_tables(picked_rows) if picked_rows else pq.read_schema(pool).empty_table()
+    logits = np.concatenate(picked_logits) if picked_logits else np.empty((0, len(labels)))
     hidden = picked["hidden_label"] if "hidden_label" in picked.column_names else pa.nulls(len(chosen), pa.string())
     pseudo = {
         "id": picked["id"], **{f: picked[f] for f in fields},
-        "label": pa.array([labels[i] for i in logits[chosen].argmax(-1)], pa.string()),
+        "label": pa.array([labels[i] for i in logits.argmax(-1)], pa.string()),
         "source": pa.array(["pseudo"] * len(chosen), pa.string()), "hidden_label": hidden,
     }
     gold_part = {
@@ -102,5 +140,5 @@ def _train_set(generation: int, labeled: str, pool: str, peer_logits: Sequence[s
     if ipet["soft_labels"]:
         one_hot = np.eye(len(labels), dtype=np.float32)[[labels.index(l) for l in gold["label"].to_pylist()]]
         gold_part["logits"] = logits_column((one_hot * GOLD_LOGIT).reshape(-1, len(labels)))
-        pseudo["logits"] = logits_column(logits[chosen].reshape(-1, len(labels)))
+        pseudo["logits"] = logits_column(logits.reshape(-1, len(labels)))
     return pa.concat_tables([pa.table(gold_part), pa.table(pseudo)]).cast(pa.table(gold_part).schema)

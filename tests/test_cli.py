@@ -45,9 +45,11 @@ def test_good_config_is_ok(toy: dict, tmp_path: Path, capsys: pytest.CaptureFixt
     (["data.test.path=missing.csv"], ["missing.csv: file not found"]),
     (["ipet.generations=1", "seeds=[1]", "pvps=[{pattern: '{text} it was {mask} .'}]"],
      ["iPET needs at least two models"]),
+    (["runner.kind=cloud"], ["runner.kind: Input should be 'local' or 'ray'"]),
+    (["labeling.batch_size=big"], ["labeling.batch_size", "'auto'"]),
 ], ids=["unknown-key", "two-masks", "no-mask", "slot-not-in-data", "label-not-in-verbalizer", "empty-verbalizer",
         "multi-token-word", "k-too-large", "growth-exceeds-pool", "model-missing", "unknown-device", "missing-file",
-        "no-peers"])
+        "no-peers", "unknown-runner", "bad-batch-size"])
 def test_bad_config_names_the_problem(toy: dict, tmp_path: Path, capsys: pytest.CaptureFixture,
                                       overrides: list[str], expected: list[str]) -> None:
     assert validate(toy, tmp_path, *overrides) == 2

@@ -214,7 +214,7 @@ def test_unusable_tracking_store_fails_validate_and_run_at_once(config_file, tmp
             code = main([command[0], str(config_file), *command[1:], "--set", f"tracking.mlflow_uri={uri}"])
             err = capsys.readouterr().err
             assert code == 2 and time.perf_counter() - started < 30
-            assert f"tracking.mlflow_uri: MLflow tracking" in err and repr(uri) in err and cause in err, err
+            assert "tracking.mlflow_uri: MLflow tracking" in err and repr(uri) in err and cause in err, err
             assert not (tmp_path / "run").exists(), "nothing computed, nothing written"
     ok = main(["validate", str(config_file), "--set", "tracking.mlflow_uri=http://127.0.0.1:9",
                "--set", "tracking.fallback_local=true"])

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from prompt_core import ensemble
-from prompt_core.selection import combine_peers, new_examples, per_label_counts, select_confident
+from prompt_core.selection import (combine_peers, new_examples, per_label_counts, select_confident,
+                                    select_confident_chunks)
 
 
 @pytest.mark.parametrize(("gold", "generation", "growth", "zero_shot_base", "expected"), [
@@ -88,3 +89,20 @@ def test_filters_limit_the_candidates():
 def test_a_short_class_gives_what_it_has():
     chosen = select_confident(LOGITS, [10, 1], np.random.default_rng(0), method="top")
     assert chosen.tolist() == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("method", ["sample", "top"])
+@pytest.mark.parametrize(("n_most_likely", "min_confidence"), [(None, None), (7, None), (None, 0.4)])
+def test_selection_over_chunks_equals_selection_over_the_whole(method, n_most_likely, min_confidence):
+    """What the sharded pool streams through: same rows, in the same order of draws, however it is cut."""
+    data = np.random.default_rng(5)
+    logits = data.normal(size=(500, 3))
+    logits[::50] = logits[1]  # exact ties in confidence
+    exclude = data.random(500) < 0.1
+    whole = select_confident(logits, [20, 10, 5], np.random.default_rng(9), method, n_most_likely, min_confidence,
+                             exclude)
+    cuts = [0, 1, 64, 300, 301, 500]
+    chunks = [(logits[a:b], exclude[a:b]) for a, b in zip(cuts, cuts[1:])]
+    streamed = select_confident_chunks(chunks, [20, 10, 5], np.random.default_rng(9), method, n_most_likely,
+                                       min_confidence)
+    assert streamed.tolist() == whole.tolist() and len(whole) > 0

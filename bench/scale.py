@@ -1,0 +1,171 @@
+"""Does labeling a big pool stay flat in memory? 10k, 100k and 1M synthetic texts, measured.
+
+Writes a synthetic pool to parquet, then labels it with a tiny BERT on the CPU through the
+pipeline's own code (``tasks.models.label_set``: parquet streamed in chunks, one task per shard of
+``--shard-rows`` rows, one parquet per shard) and selects from the shards as iPET does
+(``tasks.pseudo.build_train_set``: two streamed passes over pool and logits). Labeling and
+selection each run in a fresh subprocess per size; "RSS before" is the process after its imports,
+the peak is its high-water mark (VmHWM).
+The model is tiny on purpose (hidden 32, 2 layers, 16 tokens): what is measured is how time and
+memory grow with the pool, not model quality.
+
+    python bench/scale.py [--sizes 10000 100000 1000000] [--shard-rows 100000] [--batch-size 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+WORDS_PER_TEXT = 8
+MAX_LENGTH = 16
+PATTERN, VERBALIZER = "{text} it was {mask} .", {"neg": "bad", "pos": "great"}
+
+
+def status_mib(field: str) -> float:
+    """VmRSS (now) or VmHWM (peak) of this process, in MiB. Not ``getrusage``'s ru_maxrss: that one
+    keeps the high-water mark of the parent it was forked from across exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def peak_rss_mib() -> float:
+    return status_mib("VmHWM")
+
+
+def cpu_seconds() -> float:
+    """This process's user + system CPU time: what the work costs, whatever else the machine runs."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def write_pool(path: Path, rows: int, batch: int = 100_000) -> None:
+    """Random sentences over the tiny model's words, ``batch`` rows per row group."""
+    from tiny import WORDS
+
+    rng = np.random.default_rng(0)
+    words = np.array(WORDS)
+    with pq.ParquetWriter(path, pa.schema([("id", pa.string()), ("text", pa.string())])) as writer:
+        for start in range(0, rows, batch):
+            n = min(batch, rows - start)
+            picks = words[rng.integers(0, len(words), size=(n, WORDS_PER_TEXT))]
+            writer.write_table(pa.table({"id": [f"u{i}" for i in range(start, start + n)],
+                                         "text": [" ".join(p) for p in picks]}))
+
+
+def setup(work: Path) -> Path:
+    """A tiny BERT as an untrained cloze learner, and an 8-row gold set."""
+    from tiny import save_tiny
+
+    from prompt_core import PVP, LearnerSpec, Pattern, Verbalizer
+    from tasks.models import untrained_model
+
+    backbone = save_tiny("bert", work / "tiny-bert")
+    spec = LearnerSpec.cloze(str(backbone), PVP(Pattern(PATTERN), Verbalizer(VERBALIZER)), max_length=MAX_LENGTH)
+    pq.write_table(pa.table({"id": [f"g{i}" for i in range(8)], "text": ["the film was great"] * 4 + ["it was bad"] * 4,
+                             "label": ["pos"] * 4 + ["neg"] * 4}), work / "labeled.parquet")
+    return Path(untrained_model("tiny", asdict(spec), str(work / "run")))
+
+
+def label(args: argparse.Namespace) -> dict:
+    """One size: every shard labeled in turn, as one Ray or thread worker would label its own."""
+    import torch
+    from prefect.logging import disable_run_logger
+
+    from tasks.io import num_rows, shard_count
+    from tasks.models import label_set
+
+    torch.set_num_threads(1)
+    pool, shards = str(args.work / f"pool-{args.size}.parquet"), shard_count(args.size, args.shard_rows)
+    before, cpu = status_mib("VmRSS"), cpu_seconds()
+    started = time.perf_counter()
+    with disable_run_logger():
+        for shard in range(shards):
+            out = label_set.fn("tiny", str(args.model), f"pool{args.size}", pool, str(args.work / "run"),
+                               args.batch_size, args.shard_rows, shard)
+    seconds = time.perf_counter() - started
+    assert num_rows(pool) == args.size
+    return {"shards": shards, "seconds": seconds, "cpu_seconds": cpu_seconds() - cpu, "rss_before": before, "peak_rss": peak_rss_mib(),
+            "logits": out["path"]}
+
+
+def select(args: argparse.Namespace) -> dict:
+    """iPET's selection from the shards: two peers (the same logits twice), all of them combined."""
+    from prefect.logging import disable_run_logger
+
+    from flows.config import IpetConfig
+    from tasks.pseudo import build_train_set
+
+    ipet = IpetConfig(peer_fraction=1.0, growth=500).model_dump()  # 8·500 = 4000 rows drawn
+    before = status_mib("VmRSS")
+    started = time.perf_counter()
+    with disable_run_logger():
+        out = build_train_set.fn(f"select{args.size}", 1, str(args.work / "labeled.parquet"),
+                                 str(args.work / f"pool-{args.size}.parquet"), [args.logits, args.logits], [1.0, 1.0],
+                                 list(VERBALIZER), ipet, 0, str(args.work / "run"))
+    return {"seconds": time.perf_counter() - started, "rss_before": before, "peak_rss": peak_rss_mib(),
+            "selected": out["pseudo_size"]}
+
+
+def in_subprocess(step: str, args: argparse.Namespace, **extra) -> dict:
+    cmd = [sys.executable, __file__, "--step", step, "--work", str(args.work), "--size", str(args.size),
+           "--shard-rows", str(args.shard_rows), "--batch-size", str(args.batch_size), "--model", str(args.model)]
+    cmd += [x for k, v in extra.items() for x in (f"--{k}", str(v))]
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--shard-rows", type=int, default=100_000)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--work", type=Path, help="keep data and outputs here (default: a temporary directory)")
+    parser.add_argument("--step", choices=["label", "select"], help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--logits", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.step:
+        print(json.dumps((label if args.step == "label" else select)(args)))
+        return
+
+    with tempfile.TemporaryDirectory() as tmp:
+        args.work = args.work or Path(tmp)
+        args.work.mkdir(parents=True, exist_ok=True)
+        args.model = setup(args.work)
+        print(f"tiny BERT (hidden 32, 2 layers), max_length {MAX_LENGTH}, batch {args.batch_size}, "
+              f"shards of {args.shard_rows} rows, 1 torch thread, CPU\n")
+        print("| texts | shards | label s | label CPU s | rows/s | label RSS before MiB | label peak RSS MiB | select s | "
+              "select RSS before MiB | select peak RSS MiB |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for size in args.sizes:
+            args.size = size
+            pool = args.work / f"pool-{size}.parquet"
+            if not pool.exists():
+                write_pool(pool, size)
+            lab = in_subprocess("label", args)
+            sel = in_subprocess("select", args, logits=lab["logits"])
+            print(f"| {size:,} | {lab['shards']} | {lab['seconds']:.1f} | {lab['cpu_seconds']:.1f} | {size / lab['seconds']:,.0f} | "
+                  f"{lab['rss_before']:.0f} | {lab['peak_rss']:.0f} | {sel['seconds']:.1f} | {sel['rss_before']:.0f} | "
+                  f"{sel['peak_rss']:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""Where the flow's training and labeling tasks run, chosen from the config's ``runner`` section.
+
+``local``: a thread pool in the flow's process; ``tasks/devices.py`` pins each task to one local
+GPU (one task at a time on a CPU). ``ray``: prefect-ray's ``RayTaskRunner`` on the Ray cluster at
+``runner.address`` (or a local one it starts); every training and labeling task asks Ray for
+``gpus_per_task`` GPUs and ``cpus_per_task`` CPUs, and Ray does the bin-packing: it sets the task
+process's ``CUDA_VISIBLE_DEVICES``, which ``devices.device()`` honours. Tasks pass paths only, so a
+file system every Ray node sees (the run directory, the data) is all the cluster needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Iterator
+
+from prefect.context import FlowRunContext
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+
+from .config import RunnerConfig
+
+MIN_THREADS = 4  # CPU-side tasks (selection, combining) run beside those waiting for a device
+
+
+def task_runner(runner: RunnerConfig, device_slots: int) -> TaskRunner:
+    if runner.kind == "local":
+        return ThreadPoolTaskRunner(max_workers=max(MIN_THREADS, device_slots))
+    from prefect_ray import RayTaskRunner
+
+    # a Ray started here lives as long as the flow run: no dashboard for it
+    return RayTaskRunner(address=runner.address, init_kwargs={} if runner.address else {"include_dashboard": False})
+
+
+@contextlib.contextmanager
+def one_device(runner: RunnerConfig, device: str = "auto") -> Iterator[None]:
+    """Around ``task.submit``: what each device-bound task asks Ray for; nothing with the local runner.
+
+    A cluster without GPUs, or ``device`` (``train.device``) ``cpu``, gets CPU-only requests, so
+    the same config runs on either; which GPU is Ray's choice, not ``device``'s.
+    """
+    if not _on_ray():
+        yield
+        return
+    import ray
+    from prefect_ray.context import remote_options
+
+    gpus = runner.gpus_per_task if device != "cpu" and ray.cluster_resources().get("GPU", 0) > 0 else 0
+    with remote_options(num_gpus=gpus, num_cpus=runner.cpus_per_task):
+        yield
+
+
+def _on_ray() -> bool:
+    """Whether the running flow submits to Ray (flows other than iPET's keep their thread pools)."""
+    context = FlowRunContext.get()
+    prefect_ray = sys.modules.get("prefect_ray")
+    return bool(context and prefect_ray and isinstance(context.task_runner, prefect_ray.RayTaskRunner))

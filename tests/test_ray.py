@@ -1,0 +1,55 @@
+"""The same iPET flow on Ray (prefect-ray, a local in-process cluster, CPU only) and on local threads:
+the same seeds must give the same models, the same selected sets and the same accuracies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from flows.config import RunConfig
+from flows.ipet import ipet
+from tiny import toy_run_config
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed")
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory) -> dict:
+    config = toy_run_config(tmp_path_factory.mktemp("toy"), labeled_per_class=4, steps=30, generations=1, growth=2)
+    config["labeling"] = {"shard_rows": 64}  # a pool of 200 rows: 4 labeling tasks per model
+    return config
+
+
+@pytest.fixture(scope="module")
+def local_cluster():
+    """Ray in this process, as ``ray.init()`` on a head node; the Ray runner joins it instead of starting one."""
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def run(config: dict, run_dir: Path, **runner) -> dict:
+    return ipet(config=RunConfig.model_validate({**config, "runner": runner}), run_dir=str(run_dir))
+
+
+@pytest.mark.slow  # starting Ray and its worker processes: about a minute more than the local run
+def test_ray_runner_gives_the_local_runners_results(prefect_harness, local_cluster, toy, tmp_path):
+    on_threads = run(toy, tmp_path / "local", kind="local")
+    on_ray = run(toy, tmp_path / "ray", kind="ray", cpus_per_task=1)
+
+    assert [s["stage"] for s in on_ray["stages"]] == ["zero-shot", "pet", "ipet-1", "final"]
+    for ours, theirs in zip(on_ray["stages"], on_threads["stages"], strict=True):
+        assert ours["test_accuracy"] == theirs["test_accuracy"], ours["stage"]
+        assert ours["pseudo_label_accuracy"] == theirs["pseudo_label_accuracy"], ours["stage"]
+    assert on_ray["tasks"] == on_threads["tasks"] == {"trained": 2 * 2 + 1, "reused": 0}
+    assert selected(tmp_path / "ray") == selected(tmp_path / "local") != {}
+    shards = sorted(p.name for p in (tmp_path / "ray").glob("logits/g0-p0-s1--pool-*/*"))
+    assert shards == [f"shard-{i:05d}-of-00004.parquet" for i in range(4)]
+
+
+def selected(run_dir: Path) -> dict[str, list]:
+    """Each generation's training sets by name: (id, label, source) rows."""
+    return {p.name: sorted(zip(*pq.read_table(p, columns=["id", "label", "source"]).to_pydict().values()))
+            for p in sorted(run_dir.glob("sets/*.parquet"))}

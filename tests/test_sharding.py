@@ -1,0 +1,94 @@
+"""Labeling a pool in shards, then combining and selecting from the shards in chunks, gives what the
+single-file path gives (real Prefect tasks, tiny models)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from flows.config import RunConfig
+from prompt_core import LearnerSpec
+from tasks import pseudo
+from tasks.io import SHARD, read_logits
+from tasks.models import label_set, untrained_model
+from tiny import _texts, toy_run_config
+
+POOL, SHARD_ROWS, CHUNK_ROWS = 300, 64, 50  # 5 shards; chunks that straddle shard boundaries
+
+
+@pytest.fixture
+def setup(tmp_path):
+    config = RunConfig.model_validate(toy_run_config(tmp_path))
+    rows = _texts(random.Random(1), POOL + 8)
+    pool = tmp_path / "pool.parquet"
+    pq.write_table(pa.table({"id": [f"u{i}" for i in range(POOL)], "text": [t for t, _ in rows[:POOL]],
+                             "hidden_label": [l for _, l in rows[:POOL]]}), pool)
+    labeled = tmp_path / "labeled.parquet"
+    pq.write_table(pa.table({"id": [f"g{i}" for i in range(8)], "text": [t for t, _ in rows[POOL:]],
+                             "label": [l for _, l in rows[POOL:]]}), labeled)
+    run_dir = tmp_path / "run"
+    models = [untrained_model(f"zero-shot-p{p}", asdict(LearnerSpec.cloze(config.model, config.pvp(p), max_length=32)),
+                              str(run_dir)) for p in range(2)]
+    return config, str(pool), str(labeled), str(run_dir), models
+
+
+def label(models, pool, run_dir, shard_rows=None, shards=1) -> list[str]:
+    return [[label_set(f"m{i}", m, "pool", pool, run_dir, 16, shard_rows, s) for s in range(shards)][0]["path"]
+            for i, m in enumerate(models)]
+
+
+def test_sharded_labeling_and_selection_equal_the_single_file_path(prefect_harness, setup, monkeypatch):
+    config, pool, labeled, run_dir, models = setup
+    whole = label(models, pool, run_dir)
+    sharded = label(models, pool, run_dir, SHARD_ROWS, shards=5)
+    for one, many in zip(whole, sharded):
+        assert sorted(p.name for p in Path(many).iterdir()) == [SHARD.format(i, 5) for i in range(5)]
+        assert pq.read_table(many, columns=["id"]) == pq.read_table(one, columns=["id"])
+        np.testing.assert_allclose(read_logits(many), read_logits(one), rtol=1e-5, atol=1e-5)
+
+    ipet = config.ipet.model_copy(update={"peer_fraction": 1.0, "selection": "top", "soft_labels": True}).model_dump()
+    labels = list(config.labels)
+    args = ("g1-p0-s1", 1, labeled, pool)
+    expected = pseudo.build_train_set(*args, whole, [0.5, 1.0], labels, ipet, 1, run_dir)
+    combined = pseudo.combine("pool", whole, [0.5, 1.0], pool, labels, run_dir)
+    monkeypatch.setattr(pseudo, "CHUNK_ROWS", CHUNK_ROWS)
+    streamed = pseudo.build_train_set(*args, sharded, [0.5, 1.0], labels, ipet, 1, run_dir)
+    combined_streamed = pseudo.combine("pool", sharded, [0.5, 1.0], pool, labels, run_dir)
+
+    assert expected["pseudo_size"] == streamed["pseudo_size"] > 0
+    assert rows(streamed["path"]) == rows(expected["path"])
+    np.testing.assert_allclose(read_logits(streamed["path"]), read_logits(expected["path"]), rtol=1e-5, atol=1e-5)
+    assert streamed["pseudo_label_accuracy"] == expected["pseudo_label_accuracy"]
+    assert rows(combined_streamed["path"]) == rows(combined["path"])
+    assert combined_streamed["accuracy"] == combined["accuracy"] is not None
+
+
+def test_an_incomplete_shard_directory_is_never_read(prefect_harness, setup):
+    _, pool, _, run_dir, models = setup
+    first_shard_only = [label_set("m0", models[0], "pool", pool, run_dir, 16, SHARD_ROWS, 0)["path"]]
+    with pytest.raises(FileNotFoundError, match="incomplete shard directory"):
+        read_logits(first_shard_only[0])
+
+
+def rows(path: str) -> list[tuple]:
+    table = pq.read_table(path)
+    return list(zip(*(table[c].to_pylist() for c in table.column_names if c != "logits")))
+
+
+def test_row_ranges_and_chunks_read_exactly_the_rows_asked_for(tmp_path):
+    """What a shard task reads (a row range) and what selection zips (equal chunks), across row groups."""
+    from tasks.io import iter_chunks, iter_rows
+
+    path = tmp_path / "rows.parquet"
+    pq.write_table(pa.table({"id": [str(i) for i in range(100)]}), path, row_group_size=7)
+    for start, stop in [(0, 100), (0, 0), (6, 7), (7, 64), (64, 100), (99, 100)]:
+        assert [int(r["id"]) for r in iter_rows(path, ["id"], 4, start, stop)] == list(range(start, stop))
+    chunks = list(iter_chunks(path, ["id"], 30))
+    assert [c.num_rows for c in chunks] == [30, 30, 30, 10]
+    assert [int(i) for c in chunks for i in c["id"].to_pylist()] == list(range(100))
