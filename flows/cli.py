@@ -1,4 +1,4 @@
-"""``ipet``: run the iPET flow, adapt its backbone to the pool, or check a config and its data first."""
+"""``ipet``: run the iPET flow, adapt its backbone, check a config and its data, ingest new data, predict."""
 
 from __future__ import annotations
 
