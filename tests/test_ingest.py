@@ -235,7 +235,7 @@ def test_concurrent_ingests_each_land_as_a_version(tmp_path: Path, schema: Schem
 def test_prepared_data_follows_the_version(tmp_path: Path, schema: Schema) -> None:
     store = tmp_path / "stores"
     ingest_file(write(tmp_path / "a.csv", rows(6, "a")), "news", store, schema=schema)
-    ingest_file(write(tmp_path / "g.csv", rows(2, "g")), "news", store, labeled=True)
+    ingest_file(write(tmp_path / "g.csv", rows(1, "g") + rows(1, "h", "neg")), "news", store, labeled=True)
     config = DataConfig(root=str(tmp_path), unlabeled={"store": "stores", "dataset": "news"},
                         labeled={"store": "stores", "dataset": "news"}, test={"path": "test.csv"})
     first = prepare(config, FIELDS, LABELS, tmp_path / "run")
