@@ -114,7 +114,7 @@ def project(tmp_path_factory) -> dict:
     for d in deployments["deployments"]:
         if d["entrypoint"] == "flows/ipet.py:ipet":
             d["parameters"] = {"config": str(root / "toy.yaml"), "run_dir": str(root / "run")}
-            for trigger in d["triggers"]:
+            for trigger in d.get("triggers", []):
                 trigger["match"]["prefect.resource.id"] = "ipet.dataset.toy"
         else:
             d["parameters"].update(registered_model="ipet-toy", tracking_uri=config["tracking"]["mlflow_uri"])

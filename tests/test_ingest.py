@@ -323,6 +323,6 @@ def test_validate_reads_the_store_a_config_names(tmp_path: Path, config_file: Pa
     assert main(["validate", str(config_file)]) == 2
     assert "no versions yet; add data with `ipet ingest FILE --dataset news`" in capsys.readouterr().err
     ingest_file(write(tmp_path / "a.csv", rows(6, "a")), "news", store, schema=Schema(FIELDS, LABELS))
-    ingest_file(write(tmp_path / "g.csv", rows(2, "g")), "news", store, labeled=True)
+    ingest_file(write(tmp_path / "g.csv", rows(1, "g") + rows(1, "h", "neg")), "news", store, labeled=True)
     assert main(["validate", str(config_file)]) == 0
     assert "'labeled': 2, 'pool': 6, 'test': 1" in capsys.readouterr().out
