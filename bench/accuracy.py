@@ -421,7 +421,13 @@ def main() -> None:
              for d in sorted(args.datasets, key=list(DATASETS).index, reverse=True) for name in names]
     results: dict = {}
     try:
-        for seed in seeds:  # the cloze run's sets, once, before its units share them (no racing writers)
+        # Shared state is created once, before units run side by side: the MLflow store and the
+        # flows' experiment (concurrent first migrations of one SQLite file fail) and the cloze
+        # run's sets, which the supervised and SetFit units read.
+        from tasks.tracking import experiment_id
+
+        experiment_id(f"sqlite:///{(run_root / 'mlflow.db').resolve()}", "bench-accuracy-flows")
+        for seed in seeds:
             for dataset in args.datasets:
                 gold_sets(dataset, seed, s, run_root)
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
