@@ -16,11 +16,13 @@ The gold examples, pool and test set of the supervised and SetFit rows are the c
 content-addressed directory), so they are identical by construction.
 
 Each (dataset, seed, method) runs in its own subprocess, so its peak RSS (``ru_maxrss``) is its
-own; all flows talk to one Prefect server started here. Finished units are cached as JSON
-under ``<run-dir>/results/`` and the flows' outputs are content-addressed, so a re-run (or the
-full run after ``--quick``, which is its seed 0) reuses what is done.
+own; ``--jobs`` of them run at once (default 2 with 1 torch thread each: on the shared 2-core
+machine that beat 1 job with 2 threads, see bench/RESULTS.md). All flows talk to one Prefect
+server started here. Finished units are cached as JSON under ``<run-dir>/results/`` and the
+flows' outputs are content-addressed, so a re-run (or the full run after ``--quick``, which is
+its seed 0) reuses what is done.
 
-    python bench/accuracy.py --quick          # 1 seed, k=10: < 30 min on 2 CPU cores
+    python bench/accuracy.py --quick          # 1 seed, k=10 (bench/RESULTS.md: time and load)
     python bench/accuracy.py                  # 3 seeds, k=10: the committed table
 """
 
@@ -415,10 +417,10 @@ def main() -> None:
     per_seed: dict = {}
     md_path = Path(args.results) if args.results else run_root / f"accuracy-{mode}.md"
     png_path = md_path.with_suffix(".png")
-    # Seed-major, long flows first within a seed: with --jobs N the short units fill the gaps at
-    # the end, and a run stopped early still has whole seeds.
-    order = [(seed, d, name) for seed in seeds for names in (("cloze", "classifier"), ("supervised", "setfit"))
-             for d in sorted(args.datasets, key=list(DATASETS).index, reverse=True) for name in names]
+    # Seed-major, then dataset (AG News, the longest, first), flows before the short units: a run
+    # stopped early has whole (dataset, seed) rows, and with --jobs N the short units fill gaps.
+    order = [(seed, d, name) for seed in seeds for d in sorted(args.datasets, key=list(DATASETS).index, reverse=True)
+             for name in ("cloze", "classifier", "supervised", "setfit")]
     results: dict = {}
     try:
         # Shared state is created once, before units run side by side: the MLflow store and the
