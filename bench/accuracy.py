@@ -16,11 +16,13 @@ The gold examples, pool and test set of the supervised and SetFit rows are the c
 content-addressed directory), so they are identical by construction.
 
 Each (dataset, seed, method) runs in its own subprocess, so its peak RSS (``ru_maxrss``) is its
-own; all flows talk to one Prefect server started here. Finished units are cached as JSON
-under ``<run-dir>/results/`` and the flows' outputs are content-addressed, so a re-run (or the
-full run after ``--quick``, which is its seed 0) reuses what is done.
+own; ``--jobs`` of them run at once (default 2 with 1 torch thread each: on the shared 2-core
+machine that beat 1 job with 2 threads, see bench/RESULTS.md). All flows talk to one Prefect
+server started here. Finished units are cached as JSON under ``<run-dir>/results/`` and the
+flows' outputs are content-addressed, so a re-run (or the full run after ``--quick``, which is
+its seed 0) reuses what is done.
 
-    python bench/accuracy.py --quick          # 1 seed, k=10: < 30 min on 2 CPU cores
+    python bench/accuracy.py --quick          # 1 seed, k=10 (bench/RESULTS.md: time and load)
     python bench/accuracy.py                  # 3 seeds, k=10: the committed table
 """
 
@@ -37,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,21 +56,24 @@ METHODS = {  # row key -> label, in table order
 }
 UNITS = ("cloze", "supervised", "setfit", "classifier")  # subprocesses per (dataset, seed)
 RESULT_TAG = "BENCH_RESULT "
+DATA_ROOT = ROOT.parent / "shared" / "data"  # set from --data-root in main()
 
 
 # --- settings --------------------------------------------------------------------------------------
 def settings(args: argparse.Namespace) -> dict:
     """Everything that changes a number; part of every cache key and of RESULTS.md."""
-    return {"k": args.k, "steps": args.steps, "pool_size": args.pool_size, "test_size": args.test_size,
+    return {"k": args.k, "steps": args.steps, "batch_size": args.batch_size, "pool_size": args.pool_size,
+            "test_size": args.test_size,
             "generations": args.generations, "growth": args.growth, "final": args.final,
             "max_length": args.max_length, "setfit_steps": args.setfit_steps, "threads": args.threads,
             **({"set": args.set} if args.set else {})}  # only when given: keeps earlier cache keys valid
 
 
 def overrides(dataset: str, seed: int, s: dict, learner: str, mlflow_uri: str) -> list[str]:
-    out = [f"data.root={ROOT.parent / 'shared' / 'data'}", f"data.seed={seed}", f"data.labeled_per_class={s['k']}",
+    out = [f"data.root={DATA_ROOT}", f"data.seed={seed}", f"data.labeled_per_class={s['k']}",
            f"data.pool_size={s['pool_size']}", f"data.test_size={s['test_size']}", f"learner={learner}",
-           f"train.max_steps={s['steps']}", f"final.train.max_steps={s['steps']}",
+           f"train.max_steps={s['steps']}", f"train.batch_size={s['batch_size']}",
+           f"final.train.max_steps={s['steps']}",
            f"ipet.generations={s['generations']}", f"ipet.growth={s['growth']}", f"final.mode={s['final']}",
            f"tracking.mlflow_uri={mlflow_uri}", "tracking.experiment=bench-accuracy-flows",
            f"name={dataset}-{learner}-s{seed}"]
@@ -193,6 +199,8 @@ def code_digest() -> str:
 # --- the driver --------------------------------------------------------------------------------------
 def unit(args, dataset: str, seed: int, name: str, s: dict, run_root: Path, env: dict) -> dict:
     """Run one unit in a subprocess, or reuse its cached JSON from an earlier run."""
+    from data.store import write_json
+
     key = hashlib.sha256(json.dumps([dataset, seed, name, s], sort_keys=True).encode()).hexdigest()[:12]
     cache = run_root / "results" / f"{dataset}-s{seed}-{name}-{key}.json"
     if cache.exists():
@@ -201,8 +209,10 @@ def unit(args, dataset: str, seed: int, name: str, s: dict, run_root: Path, env:
     log = run_root / "logs" / f"{dataset}-s{seed}-{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     print(f"  {dataset} seed {seed} {name}: running (log {log})", flush=True)
+    started = time.time()
     cmd = [sys.executable, __file__, "--one", name, "--dataset", dataset, "--seed", str(seed),
-           "--settings", json.dumps(s), "--run-dir", str(run_root), "--threads", str(args.threads)]
+           "--settings", json.dumps(s), "--run-dir", str(run_root), "--threads", str(args.threads),
+           "--data-root", str(DATA_ROOT)]
     with log.open("w") as f:
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=f, text=True, env=env, cwd=ROOT)
         f.write(proc.stdout)
@@ -212,10 +222,15 @@ def unit(args, dataset: str, seed: int, name: str, s: dict, run_root: Path, env:
         error = f"exit {proc.returncode}: " + " | ".join(t.strip() for t in tail)[-600:]
         print(f"  {dataset} seed {seed} {name}: FAILED ({error})", flush=True)
         return {"error": error}
-    result = json.loads(lines[-1][len(RESULT_TAG):])
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(result, indent=1))
+    result = {**json.loads(lines[-1][len(RESULT_TAG):]), "process_seconds": time.time() - started,
+              "started_utc": utc(started), "ended_utc": utc(time.time())}  # process: with imports and start-up
+    write_json(result, cache)
+    print(f"  {dataset} seed {seed} {name}: done in {result['process_seconds']:.0f} s", flush=True)
     return result
+
+
+def utc(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%H:%M:%S")
 
 
 def rows_of(unit_results: dict) -> dict:
@@ -351,23 +366,27 @@ def machine() -> str:
 
 
 def main() -> None:
+    global DATA_ROOT
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="1 seed (seed 0 of the full run, which then reuses it)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the labeled draw")
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     p.add_argument("--k", type=int, default=10, help="labeled examples per class")
-    p.add_argument("--steps", type=int, default=20, help="optimizer steps per model (batch 8)")
-    p.add_argument("--pool-size", type=int, default=200, help="unlabeled pool, the same for every method")
+    p.add_argument("--steps", type=int, default=40, help="optimizer steps per model")
+    p.add_argument("--batch-size", type=int, default=4, help="training batch per step (examples: 8)")
+    p.add_argument("--pool-size", type=int, default=160, help="unlabeled pool, the same for every method")
     p.add_argument("--test-size", type=int, default=200, help="test rows subsampled by seed (SST-2 dev 872, AG 1600)")
-    p.add_argument("--generations", type=int, default=2, help="iPET generations")
-    p.add_argument("--growth", type=float, default=2.0, help="iPET growth factor d")
+    p.add_argument("--generations", type=int, default=1, help="iPET generations")
+    p.add_argument("--growth", type=float, default=3.0, help="iPET growth factor d")
     p.add_argument("--final", choices=["ensemble", "distill"], default="ensemble", help="iPET final stage")
-    p.add_argument("--setfit-steps", type=int, default=None, help="SetFit contrastive steps (default: --steps)")
+    p.add_argument("--setfit-steps", type=int, default=20, help="SetFit contrastive steps of 16 pairs")
     p.add_argument("--max-length-agnews", type=int, default=96)
-    p.add_argument("--threads", type=int, default=2, help="torch threads per unit")
+    p.add_argument("--jobs", type=int, default=2, help="units run at the same time (each its own process)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per unit")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra override of both flows' config, e.g. --set adapt.steps=200 (part of the cache key)")
     p.add_argument("--run-dir", default=str(ROOT / "bench" / "runs"))
+    p.add_argument("--data-root", default=str(DATA_ROOT), help="the shared data directory (not copied)")
     p.add_argument("--results", default=None, help="markdown out (default: <run-dir>/accuracy[-quick].md)")
     # one unit (internal)
     p.add_argument("--one", choices=UNITS, help=argparse.SUPPRESS)
@@ -376,7 +395,7 @@ def main() -> None:
     p.add_argument("--settings", help=argparse.SUPPRESS)
     args = p.parse_args()
     args.max_length = {"agnews": args.max_length_agnews}
-    args.setfit_steps = args.setfit_steps or args.steps
+    DATA_ROOT = Path(args.data_root).resolve()
     run_root = Path(args.run_dir).resolve()
     if args.one:
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -389,6 +408,7 @@ def main() -> None:
     mode = "quick" if args.quick else "full"
     command = "python " + " ".join([str(Path(sys.argv[0]))] + sys.argv[1:])
     started, date = time.time(), dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    load_start = os.getloadavg()
     server, api_url = start_prefect(run_root)
     env = {**os.environ, "PREFECT_API_URL": api_url, "TOKENIZERS_PARALLELISM": "false"}
     print(f"bench/accuracy.py {mode}: datasets {args.datasets}, seeds {seeds}, settings {json.dumps(s)}\n"
@@ -397,27 +417,46 @@ def main() -> None:
     per_seed: dict = {}
     md_path = Path(args.results) if args.results else run_root / f"accuracy-{mode}.md"
     png_path = md_path.with_suffix(".png")
+    # Seed-major, then dataset (AG News, the longest, first), flows before the short units: a run
+    # stopped early has whole (dataset, seed) rows, and with --jobs N the short units fill gaps.
+    order = [(seed, d, name) for seed in seeds for d in sorted(args.datasets, key=list(DATASETS).index, reverse=True)
+             for name in ("cloze", "classifier", "supervised", "setfit")]
+    results: dict = {}
     try:
-        for seed in seeds:  # seed-major: a run stopped early still has whole seeds
+        # Shared state is created once, before units run side by side: the MLflow store and the
+        # flows' experiment (concurrent first migrations of one SQLite file fail) and the cloze
+        # run's sets, which the supervised and SetFit units read.
+        from tasks.tracking import experiment_id
+
+        experiment_id(f"sqlite:///{(run_root / 'mlflow.db').resolve()}", "bench-accuracy-flows")
+        for seed in seeds:
             for dataset in args.datasets:
-                units = {name: unit(args, dataset, seed, name, s, run_root, env) for name in UNITS}
-                per_seed[(dataset, seed)] = rows_of(units)
-                table = aggregate(per_seed)
-                print("\n" + markdown_table(table, args.datasets) + "\n", flush=True)
+                gold_sets(dataset, seed, s, run_root)
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            futures = {pool.submit(unit, args, d, seed, name, s, run_root, env): (seed, d, name)
+                       for seed, d, name in order}
+            for future in as_completed(futures):
+                seed, dataset, name = futures[future]
+                results[(seed, dataset, name)] = future.result()
+                if all((seed, dataset, n) in results for n in UNITS):
+                    per_seed[(dataset, seed)] = rows_of({n: results[(seed, dataset, n)] for n in UNITS})
+                    print("\n" + markdown_table(aggregate(per_seed), args.datasets) + "\n", flush=True)
                 (run_root / f"units-{mode}.json").write_text(json.dumps(
-                    {f"{d}-s{sd}": rows for (d, sd), rows in per_seed.items()}, indent=1))
+                    {f"{d}-s{sd}-{n}": r for (sd, d, n), r in sorted(results.items())}, indent=1))
     finally:
         if server is not None:
             server.stop()
 
     table = aggregate(per_seed)
     elapsed = time.time() - started
+    load = " → ".join("/".join(f"{x:.2f}" for x in l) for l in (load_start, os.getloadavg()))
     text = markdown_table(table, args.datasets)
-    title = (f"k={args.k}/class, {len(seeds)} seed(s), MiniLM-L6, {args.steps} steps, pool {args.pool_size}, "
+    title = (f"k={args.k}/class, {len(seeds)} seed(s), MiniLM-L6, {args.steps} steps × batch {args.batch_size}, pool {args.pool_size}, "
              f"test {args.test_size}, {args.generations} gen ×{args.growth:g}")
     plot(table, args.datasets, png_path, title)
     doc = (f"## {mode} run: {title}\n\n{text}\n\n"
-           f"command: `{command}` · date {date} · elapsed {elapsed / 60:.1f} min (cached units not re-run)\n\n"
+           f"command: `{command}` · date {date} · elapsed {elapsed / 60:.1f} min (cached units not re-run) · "
+           f"`--jobs {args.jobs}` × `--threads {args.threads}` · load average (1/5/15 min) at start → end: {load}\n\n"
            f"machine: {machine()}\n\nsettings: `{json.dumps(s)}`\n")
     md_path.write_text(doc)
     run_id = log_mlflow(run_root, table, args.datasets, s, [md_path, png_path, run_root / f"units-{mode}.json"],
