@@ -13,7 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .sources import DataError, Source, read_source
+from .location import checksum, exists, is_url, location
+from .sources import DataError, Source, read_source, source_path
 from .splits import draw_per_class, sample_rows
 from .store import atomic_path, content_key, file_digest, read_json, write_json
 from .validate import check_examples
@@ -92,7 +93,8 @@ def _digest(config: DataConfig, source: Source) -> str:
     """What identifies a source's content: the file's bytes, a store version's segment hashes (of both
     kinds: labeling a pool text takes it out of the pool), a hub name."""
     if source.path:
-        return file_digest(Path(config.root) / source.path)
+        path = source_path(source, config.root)
+        return checksum(path) if is_url(path) else file_digest(path)
     if source.store:
         return content_key(_store_of(config, source).version(source.version).manifest["hashes"])
     return source.hub
@@ -101,7 +103,7 @@ def _digest(config: DataConfig, source: Source) -> str:
 def load_sets(config: DataConfig, fields: Sequence[str], labels: Sequence[str]) -> dict[str, pa.Table]:
     """Read, check and split the sources; raises DataError listing every problem found."""
     config = pin_versions(config)
-    root = Path(config.root)
+    root = config.root  # a folder or a URL
     problems: list[str] = []
 
     def read(source: Source | None, labels_required: bool) -> pa.Table | None:
@@ -159,8 +161,8 @@ def prepare(config: DataConfig, fields: Sequence[str], labels: Sequence[str], ou
     config = pin_versions(config)
     digests = {s.name: _digest(config, s) for s in config.slots().values()}
     key = content_key("data", _settings(config), digests, list(fields), list(labels))
-    out = Path(out_root) / f"data-{key}"
-    if (out / MANIFEST).exists():
+    out = location(out_root) / f"data-{key}"
+    if exists(out):
         return read_json(out / MANIFEST)
     sets = load_sets(config, fields, labels)
     with atomic_path(out, directory=True) as tmp:

@@ -14,6 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .location import exists, is_url, local, location
+
 FORMATS = ("csv", "tsv", "jsonl", "parquet")
 
 
@@ -24,7 +26,7 @@ class DataError(ValueError):
 class Source(BaseModel):
     """Where examples come from and how to read them.
 
-    ``path`` is a local file (csv, tsv, jsonl, parquet); ``hub`` a dataset name for
+    ``path`` is a file (csv, tsv, jsonl, parquet), local or at an fsspec URL (``s3://…``); ``hub`` a dataset name for
     ``datasets.load_dataset``; ``store`` a dataset store directory (``ipet ingest`` fills it) with
     ``dataset``, ``kind`` (``unlabeled`` or ``labeled``; by default what the slot it fills needs) and
     ``version`` (default: the current one, resolved once per run). ``columns`` names the columns of
@@ -82,7 +84,7 @@ def read_source(source: Source, base_dir: str | Path = ".") -> pa.Table:
     if source.store:
         table = _read_store(source, Path(base_dir))
     else:
-        table = _read_hub(source) if source.hub else _read_file(source, Path(base_dir))
+        table = _read_hub(source) if source.hub else _read_file(source, base_dir)
     table = table.rename_columns([source.rename.get(c, c) for c in table.column_names])
     offset = 0
     if source.rows:
@@ -106,14 +108,20 @@ def read_source(source: Source, base_dir: str | Path = ".") -> pa.Table:
     return table
 
 
-def _read_file(source: Source, base_dir: Path) -> pa.Table:
+def source_path(source: Source, base_dir: str | Path) -> Path:
+    """A file source's location: absolute, a URL, or relative to the data root (itself maybe a URL)."""
+    path = location(source.path)
+    return path if is_url(source.path) or path.is_absolute() else location(base_dir) / source.path
+
+
+def _read_file(source: Source, base_dir: str | Path) -> pa.Table:
     import pyarrow.json as pajson
     import pyarrow.parquet as pq
 
-    path = Path(source.path)
-    path = path if path.is_absolute() else base_dir / path
-    if not path.is_file():
-        raise DataError(f"{source.path}: file not found (looked at {path.resolve()})")
+    path = source_path(source, base_dir)
+    if not (exists(path) if is_url(path) else path.is_file()):
+        raise DataError(f"{source.path}: file not found (looked at {path if is_url(path) else path.resolve()})")
+    path = local(path, fresh=True)  # a file at a URL may have changed since the last copy
     fmt = source.resolved_format()
     try:
         if fmt in ("csv", "tsv"):

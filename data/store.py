@@ -3,6 +3,7 @@
 Every output is written to a temporary sibling and renamed into place, so a reader sees either
 nothing or the complete file or directory, never a half-written one. Names carry a hash of
 everything the output depends on, so a re-run finds finished work by name and reuses it.
+Outputs may live at a URL (``data/location.py``): written into its local mirror, uploaded, renamed.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from .location import is_url, local, mirror, upload
 
 TMP_SUFFIX = ".tmp"  # atomic_path's temporaries: ".<final name>.<random>.tmp" beside the final path
 
@@ -41,9 +44,11 @@ def atomic_path(final: str | Path, directory: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; on success rename it into place.
 
     On any error the temporary is removed and ``final`` is untouched (a previous version, if
-    any, survives). If another writer finished ``final`` first, ours is discarded.
+    any, survives). If another writer finished ``final`` first, ours is discarded. A URL's
+    temporary is beside its local mirror, and is uploaded before the rename.
     """
-    final = Path(final)
+    url = final if is_url(final) else None
+    final = mirror(url) if url else Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     if directory:
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=TMP_SUFFIX, dir=final.parent))
@@ -53,6 +58,8 @@ def atomic_path(final: str | Path, directory: bool = False) -> Iterator[Path]:
         tmp = Path(name)
     try:
         yield tmp
+        if url:
+            upload(tmp, url)
         if directory and final.exists():
             shutil.rmtree(tmp)
         else:
@@ -72,24 +79,24 @@ def remove_stale_temps(root: str | Path) -> list[Path]:
 
     Only safe while no one else writes under ``root``, i.e. with the run directory's lock held.
     """
-    root = Path(root)
+    root = mirror(root) if is_url(root) else Path(root)  # a URL's temporaries are only in its mirror
     stale = [*root.glob(f".*{TMP_SUFFIX}"), *root.glob(f"*/.*{TMP_SUFFIX}")]
     for path in stale:
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
     return stale
 
 
-def write_parquet(table: pa.Table, path: str | Path) -> Path:
+def write_parquet(table: pa.Table, path: str | Path) -> str | Path:
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
-    return Path(path)
+    return path
 
 
-def write_json(obj: Any, path: str | Path) -> Path:
+def write_json(obj: Any, path: str | Path) -> str | Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str))
-    return Path(path)
+    return path
 
 
-def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+def read_json(path: str | Path, fresh: bool = False) -> Any:
+    return json.loads(local(path, fresh).read_text())

@@ -49,8 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.config}: ok · labels {list(config.labels)} · rows {rows}")
     if args.command == "validate":
         return 0
-    run_dir = Path(args.run_dir or Path("runs") / config.name)
+    from data.location import location
     from data.lock import RunDirBusy, run_dir_lock
+
+    run_dir = location(args.run_dir or Path("runs") / config.name)
     from tasks.tracking import TrackingError
 
     try:

@@ -23,10 +23,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import flow
 
+from data.location import exists, is_url, local, location
 from data.sources import DataError
 from data.store import atomic_path, read_json
 from data.stream import read_batches
-from prompt_core.predictor import PROB_PREFIX, Predictor, PredictorError
+from prompt_core.predictor import ENSEMBLE_FILE, PROB_PREFIX, Predictor, PredictorError, read_ensemble
 from tasks.registry import CHAMPION, RegistryError, download, resolve_version
 from tasks.tracking import resolve_uri
 
@@ -74,16 +75,22 @@ def _resolved(model: str, registered_model: str | None, tracking_uri: str | None
         with tempfile.TemporaryDirectory(prefix="ipet-model-") as tmp:
             yield download(uri, name, version, Path(tmp)), f"{name}/v{version}"
         return
-    path = Path(model)
-    if (path / "results.json").is_file():
-        final = read_json(path / "results.json")["stages"][-1].get("model")
+    path = location(model)
+    if exists(path / "results.json"):
+        final = read_json(path / "results.json", fresh=True)["stages"][-1].get("model")
         if not isinstance(final, str):
             raise PredictorError(f"{path}/results.json: the final model is not one directory (a run from before "
                                 "ensembles were saved as one; run the flow again, it reuses every finished task)")
         # the run directory may have moved since: then its own models/ folder has the model
-        path = Path(final) if Path(final).is_dir() else path / "models" / Path(final).name
-    if not path.is_dir():
+        path = location(final) if exists(final) else path / "models" / location(final).name
+    if not exists(path):
         raise PredictorError(f"{model}: no such model directory, run directory or registered model")
+    if is_url(path):  # a run dir at a URL: its model, and an ensemble's members beside it, copied
+        copy = local(path)
+        for member in read_ensemble(copy)[0] if (copy / ENSEMBLE_FILE).is_file() else []:
+            local(path.parent / member.name)
+        yield copy, str(path)
+        return
     yield path, str(path.resolve())
 
 

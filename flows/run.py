@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from prefect import runtime
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from data.location import exists, local, location, names
 from data.store import atomic_path, content_key, write_json
 from prompt_core import LearnerSpec, accuracy, save_ensemble
 from tasks.io import read_logits, ref, shard_count
@@ -158,10 +159,10 @@ class Run:
         as ``combine`` does), so it can be registered and predicted with like a single model."""
         w = self.member_weights(models, weights)
         key = content_key("ensemble", [ref(d) for d in models.values()], w)
-        out = Path(self.run_dir) / "models" / f"final-ensemble-{key}"
-        if not out.exists():
+        out = location(self.run_dir) / "models" / f"final-ensemble-{key}"
+        if not exists(out):  # members are named relative to it: copies beside its own (a URL's mirror)
             with atomic_path(out, directory=True) as tmp:
-                save_ensemble(tmp, list(models.values()), w)
+                save_ensemble(tmp, [local(d) for d in models.values()], w)
         return str(out)
 
     def evaluate(self, models: dict[Member, str], weights: list[float] | None) -> Evaluation:
@@ -182,7 +183,7 @@ class Run:
 
     def _accuracy(self, logits_path: str, dataset: str) -> float:
         index = {label: i for i, label in enumerate(self.config.labels)}
-        truth = [index[t] for t in pq.read_table(self.data[dataset], columns=["label"])["label"].to_pylist()]
+        truth = [index[t] for t in pq.read_table(local(self.data[dataset]), columns=["label"])["label"].to_pylist()]
         return accuracy(read_logits(logits_path), truth)
 
     # --- reporting -----------------------------------------------------------------------------
@@ -215,17 +216,18 @@ class Run:
             "stages": [asdict(s) for s in self.stages],
         }
         summary = stage_table(results["stages"])
-        path = write_json(results, Path(self.run_dir) / "results.json")
-        with atomic_path(Path(self.run_dir) / "summary.md") as tmp:
+        run_dir = location(self.run_dir)
+        write_json(results, run_dir / "results.json")
+        with atomic_path(run_dir / "summary.md") as tmp:
             tmp.write_text(summary + "\n")
-        client.log_artifact(parent, str(path))
-        client.log_artifact(parent, str(Path(self.run_dir) / "summary.md"))
+        client.log_artifact(parent, str(local(run_dir / "results.json")))
+        client.log_artifact(parent, str(local(run_dir / "summary.md")))
         for sub in ("sets", "predictions"):
-            if (Path(self.run_dir) / sub).is_dir():
-                client.log_artifacts(parent, str(Path(self.run_dir) / sub), sub)
+            if names(run_dir / sub) is not None:
+                client.log_artifacts(parent, str(local(run_dir / sub, fresh=True)), sub)
         final = self.stages[-1].model
         if isinstance(final, str):
-            client.log_artifacts(parent, final, "final-model")
+            client.log_artifacts(parent, str(local(final)), "final-model")
         create_markdown_artifact(f"# iPET run `{self.config.name}`\n\n{summary}\n\nMLflow run: `{parent}`",
                                  key=artifact_key(self.config.name, "summary"))
         return results
@@ -245,9 +247,9 @@ class Run:
             with contextlib.suppress(Exception):
                 client.set_tag(parent, "registry.error", registry["error"][:5000])
         results = {**results, "registry": registry}
-        path = write_json(results, Path(self.run_dir) / "results.json")
+        path = write_json(results, location(self.run_dir) / "results.json")
         with contextlib.suppress(Exception):
-            client.log_artifact(parent, str(path))
+            client.log_artifact(parent, str(local(path)))
         return results
 
 

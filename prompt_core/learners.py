@@ -13,7 +13,7 @@ import json
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal, Mapping, Sequence
+from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -195,8 +195,10 @@ def save_spec(spec: LearnerSpec, directory: str | Path) -> None:
     Path(directory, SPEC_FILE).write_text(spec.to_json())
 
 
-def load_learner(directory: str | Path) -> Learner:
+def load_learner(directory: str | Path, fetch: Callable[[str], str] = str) -> Learner:
+    """``fetch`` turns an untrained learner's backbone into something loadable: the caller's local
+    copy of a backbone only it knows how to reach (one at a URL), else the name as is."""
     directory = Path(directory)
     spec = LearnerSpec.from_json((directory / SPEC_FILE).read_text())
     has_weights = any(directory.glob("*.safetensors"))
-    return build_learner(spec, directory if has_weights else None)
+    return build_learner(spec, directory if has_weights else fetch(spec.backbone))

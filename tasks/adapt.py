@@ -7,12 +7,12 @@ second run (or ``ipet run`` after ``ipet adapt`` with the same run dir) finds it
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any, Sequence
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from data.location import exists, local, location
 from data.store import atomic_path, content_key, file_digest, read_json, write_json
 from prompt_core import AdaptConfig, adapt
 
@@ -29,9 +29,9 @@ def adapt_backbone(backbone: str, pool: str, fields: Sequence[str], config: dict
     logger = get_run_logger()
     cfg = AdaptConfig(**config)
     settings = cfg.model_dump(exclude={"device"})
-    key = content_key("adapted", backbone, file_digest(pool), list(fields), settings)
-    out = Path(run_dir) / "backbones" / f"adapted-{key}"
-    reused = out.exists()
+    key = content_key("adapted", backbone, file_digest(local(pool)), list(fields), settings)
+    out = location(run_dir) / "backbones" / f"adapted-{key}"
+    reused = exists(out)
     if reused:
         logger.info("reusing %s", out.name)
     else:
@@ -43,7 +43,7 @@ def adapt_backbone(backbone: str, pool: str, fields: Sequence[str], config: dict
                 logger.info("adapt step %d/%d: MLM loss %.4f", step, cfg.steps, loss)
 
         with devices.device() as dev, atomic_path(out, directory=True) as tmp:
-            result = adapt(backbone, texts, cfg.model_copy(update={"device": dev}), tmp,
+            result = adapt(str(local(backbone)), texts, cfg.model_copy(update={"device": dev}), tmp,
                            trust_remote_code=trust_remote_code, on_log=every_tenth, progress=False)
             write_json({"losses": result.losses, "steps": result.steps, "texts": len(texts),
                         "seconds": time.perf_counter() - started}, tmp / METRICS)

@@ -2,7 +2,8 @@
 
 A set's logits are one parquet file, or, for a set labeled in shards, a directory of
 ``shard-00007-of-00010.parquet`` files (each written atomically by its own task); readers take
-either, in row order, and refuse a shard directory that is not complete.
+either, in row order, and refuse a shard directory that is not complete. Paths may be URLs
+(``data/location.py``): readers work on local copies.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from data.location import local, location, names
+
 
 def ref(path: str | Path) -> str:
     """A path's identity for content keys: its keyed folder and name, not where the run dir lives."""
@@ -24,14 +27,14 @@ def ref(path: str | Path) -> str:
 
 
 def read_rows(path: str | Path, columns: Sequence[str] | None = None) -> list[dict]:
-    return pq.read_table(path, columns=list(columns) if columns else None).to_pylist()
+    return pq.read_table(local(path), columns=list(columns) if columns else None).to_pylist()
 
 
 def iter_rows(path: str | Path, columns: Sequence[str], batch_size: int = 4096, start: int = 0,
               stop: int | None = None) -> Iterator[dict]:
     """Rows ``start``…``stop`` of a parquet file as dicts, read ``batch_size`` at a time; row groups
     wholly outside the range are not read, rows outside it are not converted."""
-    file = pq.ParquetFile(path, pre_buffer=False)
+    file = pq.ParquetFile(local(path), pre_buffer=False)
     stop = file.metadata.num_rows if stop is None else stop
     groups, seen, offset = [], None, 0
     for i in range(file.metadata.num_row_groups):
@@ -56,7 +59,7 @@ SHARD_NAME = re.compile(r"shard-(\d{5})-of-(\d{5})\.parquet")  # temporaries (".
 
 
 def num_rows(path: str | Path) -> int:
-    return pq.ParquetFile(path).metadata.num_rows
+    return pq.ParquetFile(local(path)).metadata.num_rows
 
 
 def shard_count(rows: int, shard_rows: int | None) -> int:
@@ -65,15 +68,17 @@ def shard_count(rows: int, shard_rows: int | None) -> int:
 
 
 def parquet_files(path: str | Path) -> list[Path]:
-    """A parquet file as itself; a shard directory as its shards in order, all of them or an error."""
-    path = Path(path)
-    if not path.is_dir():
-        return [path]
-    shards = sorted(p for p in path.iterdir() if SHARD_NAME.fullmatch(p.name))
-    total = int(SHARD_NAME.fullmatch(shards[0].name)[2]) if shards else 0
-    if not shards or [p.name for p in shards] != [SHARD.format(i, total) for i in range(total)]:
-        raise FileNotFoundError(f"{path}: incomplete shard directory ({len(shards)} of {total or '?'} shards)")
-    return shards
+    """A parquet file as itself; a shard directory as its shards in order, all of them or an error
+    (local paths either way: shards at a URL are copied)."""
+    path = location(path)
+    listing = names(path)
+    if listing is not None:
+        shards = sorted(name for name in listing if SHARD_NAME.fullmatch(name))
+        total = int(SHARD_NAME.fullmatch(shards[0])[2]) if shards else 0
+        if not shards or shards != [SHARD.format(i, total) for i in range(total)]:
+            raise FileNotFoundError(f"{path}: incomplete shard directory ({len(shards)} of {total or '?'} shards)")
+        return [local(path / name) for name in shards]
+    return [local(path)]
 
 
 def iter_chunks(path: str | Path, columns: Sequence[str] | None, rows: int) -> Iterator[pa.Table]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from itertools import islice
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +16,7 @@ import pyarrow.parquet as pq
 from prefect import get_run_logger, runtime, task
 from prefect.cache_policies import NO_CACHE
 
+from data.location import exists, local, location
 from data.store import atomic_path, content_key, read_json, write_json
 from prompt_core import LearnerSpec, TrainConfig, build_learner, load_learner, predict_logits, save_spec, train
 
@@ -28,8 +28,8 @@ METRICS = "metrics.json"
 
 def untrained_model(name: str, spec: dict, run_dir: str) -> str:
     """A model directory holding only the learner spec: the backbone as is (zero-shot)."""
-    out = Path(run_dir) / "models" / f"{name}-{content_key('untrained', spec)}"
-    if not out.exists():
+    out = location(run_dir) / "models" / f"{name}-{content_key('untrained', spec)}"
+    if not exists(out):
         with atomic_path(out, directory=True) as tmp:
             save_spec(LearnerSpec(**{**spec, "labels": tuple(spec["labels"])}), tmp)
     return str(out)
@@ -44,13 +44,13 @@ def train_model(name: str, spec: dict, train_set: str, config: dict, run_dir: st
     uses_mlm = cfg.mlm_weight > 0 and unlabeled is not None
     key = content_key("model", spec, ref(train_set), cfg.model_dump(exclude={"device", "compile"}),
                       ref(unlabeled) if uses_mlm else None)
-    out = Path(run_dir) / "models" / f"{name}-{key}"
-    reused = out.exists()
+    out = location(run_dir) / "models" / f"{name}-{key}"
+    reused = exists(out)
     if reused:
         logger.info("reusing %s", out.name)
     else:
         learner_spec = LearnerSpec(**{**spec, "labels": tuple(spec["labels"])})
-        table = pq.read_table(train_set)
+        table = pq.read_table(local(train_set))
         rows = table.to_pylist()
         if "logits" in table.column_names:
             targets = read_logits(train_set)
@@ -60,7 +60,7 @@ def train_model(name: str, spec: dict, train_set: str, config: dict, run_dir: st
         extra = read_rows(unlabeled) if uses_mlm else None
         started = time.perf_counter()
         with devices.device() as dev:
-            learner = build_learner(learner_spec)
+            learner = build_learner(learner_spec, fetched(learner_spec.backbone))
             result = train(learner, rows, targets, cfg.model_copy(update={"device": dev}), unlabeled=extra,
                            progress=False)
         with atomic_path(out, directory=True) as tmp:
@@ -81,6 +81,11 @@ def train_model(name: str, spec: dict, train_set: str, config: dict, run_dir: st
             "mlflow_run_id": run_id}
 
 
+def fetched(backbone: str) -> str:
+    """A backbone at a URL (one adapted into a shared run dir) as its local copy; a name or path as is."""
+    return str(local(backbone))
+
+
 def _label_run_name() -> str:
     p = runtime.task_run.parameters
     shards = shard_count(num_rows(p["dataset"]), p.get("shard_rows"))
@@ -99,13 +104,13 @@ def label_set(model_name: str, model_dir: str, dataset_name: str, dataset: str, 
     rows = num_rows(dataset)
     shards = shard_count(rows, shard_rows)
     key = content_key("logits", ref(model_dir), ref(dataset), *([shard_rows] if shards > 1 else []))
-    target = Path(run_dir) / "logits" / f"{model_name}--{dataset_name}-{key}"
+    target = location(run_dir) / "logits" / f"{model_name}--{dataset_name}-{key}"
     out = target.parent / f"{target.name}.parquet" if shards == 1 else target / SHARD.format(shard, shards)
-    result = {"path": str(out if shards == 1 else target), "reused": out.exists()}
+    result = {"path": str(out if shards == 1 else target), "reused": exists(out)}
     if result["reused"]:
         return result
     start, stop = (0, rows) if shards == 1 else (shard * shard_rows, min(rows, (shard + 1) * shard_rows))
-    learner = load_learner(model_dir)
+    learner = load_learner(local(model_dir), fetched)
     ids = (row["id"] for row in iter_rows(dataset, ["id"], start=start, stop=stop))
     with devices.device() as dev, atomic_path(out) as tmp:
         chunks = predict_logits(learner, iter_rows(dataset, learner.template.slots, start=start, stop=stop),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -12,6 +11,7 @@ import pyarrow.parquet as pq
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from data.location import exists, local, location
 from data.store import atomic_path, content_key, write_parquet
 from prompt_core import ensemble
 from prompt_core.selection import new_examples, per_label_counts, pick_peers, select_confident_chunks
@@ -32,9 +32,9 @@ def combine(name: str, logit_paths: Sequence[str], weights: Sequence[float] | No
     ``CHUNK_ROWS`` at a time, so a pool of any size fits.
     """
     key = content_key("combine", [ref(p) for p in logit_paths], weights, ref(dataset))
-    out = Path(run_dir) / "predictions" / f"{name}-{key}.parquet"
-    if not out.exists():
-        schema = pq.read_schema(dataset)
+    out = location(run_dir) / "predictions" / f"{name}-{key}.parquet"
+    if not exists(out):
+        schema = pq.read_schema(local(dataset))
         schema = schema.remove(schema.get_field_index("label")) if "label" in schema.names else schema
         schema = schema.append(pa.field("label", pa.string())).append(
             pa.field("logits", pa.list_(pa.float32(), len(labels))))
@@ -49,9 +49,9 @@ def combine(name: str, logit_paths: Sequence[str], weights: Sequence[float] | No
     return {"path": str(out), "accuracy": _accuracy(out, dataset)}
 
 
-def _accuracy(predictions: str | Path, dataset: str) -> float | None:
+def _accuracy(predictions: str, dataset: str) -> float | None:
     """Share of predicted labels equal to the dataset's ``label`` (or ``hidden_label``); None if any is unknown."""
-    names = pq.read_schema(dataset).names
+    names = pq.read_schema(local(dataset)).names
     truth_col = "label" if "label" in names else "hidden_label" if "hidden_label" in names else None
     if truth_col is None:
         return None
@@ -72,11 +72,11 @@ def build_train_set(name: str, generation: int, labeled: str, pool: str, peer_lo
     """Gold set plus confident pseudo-labeled pool examples, sized base·d^generation."""
     key = content_key("trainset", name, generation, ref(labeled), ref(pool), [ref(p) for p in peer_logits],
                       list(peer_weights), ipet, seed)
-    out = Path(run_dir) / "sets" / f"{name}-{key}.parquet"
-    if not out.exists():
+    out = location(run_dir) / "sets" / f"{name}-{key}.parquet"
+    if not exists(out):
         write_parquet(_train_set(generation, labeled, pool, peer_logits, peer_weights, labels, ipet,
                                  np.random.default_rng([seed, generation, int(key, 16) % 2**32])), out)
-    table = pq.read_table(out, columns=["source", "label", "hidden_label"])
+    table = pq.read_table(local(out), columns=["source", "label", "hidden_label"])
     pseudo = table.filter(pc.equal(table["source"], "pseudo"))
     wanted = _new_examples(labeled, generation, ipet, len(labels))
     if pseudo.num_rows < wanted:
@@ -90,7 +90,7 @@ def build_train_set(name: str, generation: int, labeled: str, pool: str, peer_lo
 
 
 def _new_examples(labeled: str, generation: int, ipet: dict, num_labels: int) -> int:
-    return new_examples(pq.ParquetFile(labeled).metadata.num_rows, generation, ipet["growth"],
+    return new_examples(pq.ParquetFile(local(labeled)).metadata.num_rows, generation, ipet["growth"],
                         ipet["zero_shot_per_class"] * num_labels)
 
 
@@ -98,7 +98,7 @@ def _train_set(generation: int, labeled: str, pool: str, peer_logits: Sequence[s
                labels: Sequence[str], ipet: dict, rng: np.random.Generator) -> pa.Table:
     """Two passes over the pool and the chosen peers' logits, ``CHUNK_ROWS`` rows at a time: the first
     keeps each class's candidates only, the second fetches the rows drawn; memory does not grow with the pool."""
-    gold = pq.read_table(labeled)
+    gold = pq.read_table(local(labeled))
     gold_counts = [gold["label"].to_pylist().count(label) for label in labels]
     counts = per_label_counts(_new_examples(labeled, generation, ipet, len(labels)), gold_counts)
     peers, weights = pick_peers(peer_weights, ipet["peer_fraction"], ipet["reduction"], rng)
@@ -118,14 +118,14 @@ def _train_set(generation: int, labeled: str, pool: str, peer_logits: Sequence[s
 
     chosen = select_confident_chunks(candidates(), counts, rng, ipet["selection"], ipet["n_most_likely"],
                                      ipet["min_confidence"])
-    columns = pq.read_schema(pool).names
+    columns = pq.read_schema(local(pool)).names
     picked_rows, picked_logits, offset = [], [], 0
     for chunk, logits in pool_chunks(columns):
-        local = chosen[(chosen >= offset) & (chosen < offset + chunk.num_rows)] - offset
-        picked_rows.append(chunk.take(local))
-        picked_logits.append(logits[local])
+        in_chunk = chosen[(chosen >= offset) & (chosen < offset + chunk.num_rows)] - offset
+        picked_rows.append(chunk.take(in_chunk))
+        picked_logits.append(logits[in_chunk])
         offset += chunk.num_rows
-    picked = pa.concat_tables(picked_rows) if picked_rows else pq.read_schema(pool).empty_table()
+    picked = pa.concat_tables(picked_rows) if picked_rows else pq.read_schema(local(pool)).empty_table()
     logits = np.concatenate(picked_logits) if picked_logits else np.empty((0, len(labels)))
     hidden = picked["hidden_label"] if "hidden_label" in picked.column_names else pa.nulls(len(chosen), pa.string())
     pseudo = {

@@ -32,6 +32,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 import prompt_core
+from data.location import local
 from prompt_core.predictor import (ENSEMBLE_FILE, PROB_PREFIX, Predictor, PredictorError, describe, read_ensemble,
                                    save_ensemble)
 
@@ -90,7 +91,7 @@ def register_final_model(name: str, model_dir: str, test_set: str | None, challe
     if previous is not None and test_set and challenger_score is not None:
         try:
             with devices.device() as dev:
-                champion_score = score(uri, name, previous, test_set, batch_size, dev)
+                champion_score = score(uri, name, previous, str(local(test_set)), batch_size, dev)
         except Exception as err:  # a champion we cannot use must not fail a finished run; say why
             problem = f"{type(err).__name__}: {err}"
     promote, reason = decide(challenger_score, champion_score, previous, problem)
@@ -121,7 +122,7 @@ def log_model(client: MlflowClient, run_id: str, model_dir: str, name: str, tags
     """Log ``model_dir`` as a pyfunc LoggedModel of ``run_id`` and register it; the new version."""
     run = client.get_run(run_id)
     with tempfile.TemporaryDirectory() as tmp:
-        artifact = staged(Path(model_dir), Path(tmp) / "final-model")
+        artifact = staged(local(model_dir), Path(tmp) / "final-model")
         logged = client.create_logged_model(run.info.experiment_id, name="final-model", source_run_id=run_id,
                                             tags={"model_dir": model_dir})
         with warnings.catch_warnings():  # "no input example": we give a signature instead
@@ -187,11 +188,11 @@ def download(uri: str, name: str, version: str, dst: Path) -> Path:
     local artifact store, else downloaded under ``dst``."""
     location = MlflowClient(uri, registry_uri=uri).get_model_version_download_uri(name, version)
     # resolved here, not as models:/NAME/V, which MLflow looks up in the process-global registry
-    local = location.removeprefix("file://") if location.startswith("file://") else None
-    if local is None or not Path(local).is_dir():
-        local = mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(dst), tracking_uri=uri)
-    conf = Model.load(local).flavors["python_function"]
-    return Path(local) / conf["artifacts"][ARTIFACT]["path"]
+    folder = location.removeprefix("file://") if location.startswith("file://") else None
+    if folder is None or not Path(folder).is_dir():
+        folder = mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(dst), tracking_uri=uri)
+    conf = Model.load(folder).flavors["python_function"]
+    return Path(folder) / conf["artifacts"][ARTIFACT]["path"]
 
 
 def resolve_version(uri: str, name: str, alias_or_version: str) -> str:

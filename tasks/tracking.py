@@ -20,6 +20,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
+from data.location import is_url, mirror
+
 log = logging.getLogger(__name__)
 
 
@@ -102,7 +104,8 @@ def store_uri(configured: str | None, fallback_dir: str | Path | None = None) ->
     except TrackingError as err:
         if fallback_dir is None:
             raise
-        local = f"sqlite:///{(Path(fallback_dir) / 'mlflow.db').resolve()}"
+        folder = mirror(fallback_dir) if is_url(fallback_dir) else Path(fallback_dir)  # local, as it says
+        local = f"sqlite:///{(folder / 'mlflow.db').resolve()}"
         log.warning("%s; tracking to %s instead (tracking.fallback_local)", err, local)
         return local
     return uri

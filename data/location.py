@@ -1,0 +1,117 @@
+"""Where a run's outputs live: a local directory, or any fsspec URL (``s3://``, ``gs://``, ...) that
+Ray workers on other machines share.
+
+Object stores have no rename, so an output at a URL is written atomically into a local mirror of
+the URL first (``IPET_CACHE``, default ``~/.cache/ipet``) and uploaded before it is renamed into
+place there: a file as one object (an object store's PUT is all or nothing), a directory file by
+file and then its ``.complete`` marker, without which readers take it for absent. Readers work
+on the mirror and download what it lacks. Outputs are content-addressed and never change, so a
+mirrored copy stays valid; ``fresh=True`` re-reads the few that do (``results.json``).
+
+Credentials and endpoints come from the backend's own settings (``AWS_*`` variables, fsspec's
+configuration), as for any fsspec user.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from upath import UPath
+
+COMPLETE = ".complete"  # written last into an uploaded directory
+
+
+def is_url(location: str | os.PathLike) -> bool:
+    return "://" in str(location) and not str(location).startswith("file://")
+
+
+def location(path: str | os.PathLike) -> Path:
+    """A local path as a ``Path``, a URL as a ``UPath`` (joins with ``/`` and has ``.name`` alike)."""
+    path = str(path).removeprefix("file://")
+    return UPath(path) if is_url(path) else Path(path)
+
+
+def mirror(url: str | os.PathLike) -> Path:
+    """The local copy's place: ``<cache>/<protocol>/<bucket>/<key>``, the same for every process."""
+    url = UPath(str(url))
+    root = Path(os.environ.get("IPET_CACHE") or Path.home() / ".cache" / "ipet")
+    return root / url.protocol / url.path.strip("/")
+
+
+def exists(path: str | os.PathLike) -> bool:
+    """A local path exists; a URL exists as a file, or as a directory with its ``.complete`` marker."""
+    if not is_url(path):
+        return Path(path).exists()
+    url = UPath(str(path))
+    if _mirrored(mirror(url)):
+        return True
+    url.fs.invalidate_cache(url.path)  # another process may have written it since this one listed
+    return url.fs.isfile(url.path) or url.fs.isfile(f"{url.path}/{COMPLETE}")
+
+
+def _mirrored(copy: Path) -> bool:
+    """A whole local copy: a file, or a directory with its marker (a directory holding only files
+    read one by one, such as a model's metrics, is not one)."""
+    return copy.is_file() or (copy / COMPLETE).is_file()
+
+
+def local(path: str | os.PathLike, fresh: bool = False) -> Path:
+    """A local path as is; a URL's mirrored copy, downloaded (file or whole directory) if missing or
+    if ``fresh``. The download lands under a temporary name and is renamed, so a copy is whole."""
+    if not is_url(path):
+        return Path(path)
+    url, target = UPath(str(path)), mirror(path)
+    if _mirrored(target) and not fresh:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".download", dir=target.parent))
+    try:
+        if url.fs.isfile(url.path):
+            url.fs.get_file(url.path, str(tmp / "file"))
+            os.replace(tmp / "file", target)
+        else:
+            files = url.fs.find(url.path)
+            if not files:
+                raise FileNotFoundError(f"{path}: no such file or directory")
+            for name in files:
+                dest = tmp / Path(name).relative_to(url.path)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                url.fs.get_file(name, str(dest))
+            if target.is_dir():  # a fresh copy of a folder: the old one goes
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def checksum(path: str | os.PathLike) -> str:
+    """What identifies the current content of a file at a URL without reading it (an S3 ETag)."""
+    url = UPath(str(path))
+    return f"{url.protocol}:{url.fs.checksum(url.path)}"
+
+
+def upload(source: Path, path: str | os.PathLike) -> None:
+    """Put a finished local file or directory at a URL; a directory's marker goes last."""
+    url = UPath(str(path))
+    if source.is_dir():
+        for file in sorted(p for p in source.rglob("*") if p.is_file()):
+            url.fs.put_file(str(file), f"{url.path}/{file.relative_to(source).as_posix()}")
+        url.fs.pipe_file(f"{url.path}/{COMPLETE}", b"")
+        (source / COMPLETE).touch()  # the local copy is whole too
+    else:
+        url.fs.put_file(str(source), url.path)
+
+
+def names(folder: str | os.PathLike) -> list[str] | None:
+    """The names in a folder (local or at a URL); None if it is not one."""
+    if not is_url(folder):
+        return [p.name for p in Path(folder).iterdir()] if Path(folder).is_dir() else None
+    url = UPath(str(folder))
+    url.fs.invalidate_cache(url.path)
+    if not url.fs.isdir(url.path):
+        return None
+    return [Path(p).name for p in url.fs.ls(url.path, detail=False)]

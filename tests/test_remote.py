@@ -1,0 +1,173 @@
+"""Run directories and pools at an fsspec URL: an S3 bucket served by moto's S3 server over HTTP
+(no AWS), read and written through s3fs exactly as a real bucket would be.
+
+What must hold on an object store (no rename, no flock): outputs appear whole or not at all, a
+second machine (an empty local mirror) resumes from the bucket alone, and one run holds the
+run directory at a time."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from data.location import COMPLETE, exists, local, mirror, names
+from data.lock import LOCK_FILE, RunDirBusy, run_dir_lock
+from data.store import atomic_path, read_json, write_json, write_parquet
+from flows.config import RunConfig
+from flows.ipet import ipet
+from tiny import toy_run_config
+
+s3fs = pytest.importorskip("s3fs", reason="the s3 test extra is not installed")
+moto_server = pytest.importorskip("moto.server", reason="the s3 test extra is not installed")
+
+BUCKET = "ipet-test"
+
+
+@pytest.fixture(scope="module")
+def bucket() -> str:
+    """A real S3 endpoint on loopback with one empty bucket; AWS_* point s3fs at it."""
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
+                                            "AWS_ENDPOINT_URL")}
+    os.environ.update(AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_DEFAULT_REGION="us-east-1",
+                      AWS_ENDPOINT_URL=f"http://{host}:{port}")
+    s3fs.S3FileSystem.clear_instance_cache()
+    s3fs.S3FileSystem().mkdir(BUCKET)
+    yield f"s3://{BUCKET}"
+    s3fs.S3FileSystem.clear_instance_cache()
+    server.stop()
+    for key, value in saved.items():
+        os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    """This test's machine: its own empty local mirror."""
+    monkeypatch.setenv("IPET_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def fs() -> "s3fs.S3FileSystem":
+    return s3fs.S3FileSystem()
+
+
+def test_outputs_at_a_url_appear_whole_and_are_read_from_a_local_copy(bucket, cache, tmp_path, monkeypatch):
+    run = f"{bucket}/whole"
+    table = pa.table({"id": ["1", "2"], "text": ["a", "b"]})
+    write_parquet(table, f"{run}/sets/a.parquet")
+    assert fs().isfile(f"{BUCKET}/whole/sets/a.parquet")
+    assert pq.read_table(local(f"{run}/sets/a.parquet")).equals(table)
+
+    with atomic_path(f"{run}/models/m", directory=True) as tmp:
+        (tmp / "weights.bin").write_bytes(b"w" * 10)
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "spec.json").write_text("{}")
+    assert sorted(fs().find(f"{BUCKET}/whole/models/m")) == [
+        f"{BUCKET}/whole/models/m/{COMPLETE}", f"{BUCKET}/whole/models/m/sub/spec.json",
+        f"{BUCKET}/whole/models/m/weights.bin"]
+
+    # another machine: nothing mirrored yet, everything comes from the bucket
+    monkeypatch.setenv("IPET_CACHE", str(tmp_path / "other"))
+    assert exists(f"{run}/models/m") and not (tmp_path / "other").exists()
+    copy = local(f"{run}/models/m")
+    assert copy == mirror(f"{run}/models/m") and (copy / "weights.bin").read_bytes() == b"w" * 10
+    assert (copy / "sub" / "spec.json").read_text() == "{}"
+
+
+def test_a_directory_killed_mid_upload_does_not_exist_and_is_redone(bucket, cache):
+    run = f"{bucket}/killed"
+    fs().pipe_file(f"{BUCKET}/killed/models/m/weights.bin", b"half")  # uploaded before the kill, no marker
+    assert not exists(f"{run}/models/m")
+    with atomic_path(f"{run}/models/m", directory=True) as tmp:
+        (tmp / "weights.bin").write_bytes(b"whole")
+    assert exists(f"{run}/models/m")
+    assert fs().cat_file(f"{BUCKET}/killed/models/m/weights.bin") == b"whole"
+
+
+def test_a_failed_write_leaves_nothing_at_the_url(bucket, cache):
+    with pytest.raises(RuntimeError):
+        with atomic_path(f"{bucket}/failed/results.json") as tmp:
+            tmp.write_text("{half")
+            raise RuntimeError("disk gone")
+    assert not fs().exists(f"{BUCKET}/failed/results.json")
+    assert names(f"{bucket}/failed") is None
+
+
+def test_results_that_change_are_read_fresh(bucket, cache):
+    path = f"{bucket}/fresh/results.json"
+    write_json({"n": 1}, path)
+    fs().pipe_file(f"{BUCKET}/fresh/results.json", json.dumps({"n": 2}).encode())  # another machine's run
+    assert read_json(path)["n"] == 1  # content-addressed readers trust the mirror
+    assert read_json(path, fresh=True)["n"] == 2
+
+
+def test_the_run_dir_lease_admits_one_holder_and_outlives_a_killed_one(bucket, cache):
+    run = f"{bucket}/leased"
+    with run_dir_lock(run):
+        holder = json.loads(fs().cat_file(f"{BUCKET}/leased/{LOCK_FILE}"))
+        assert holder["holder"].startswith(f"pid {os.getpid()} ")
+        with run_dir_lock(run):  # re-entrant in one process (the CLI, then its flow)
+            pass
+        assert fs().isfile(f"{BUCKET}/leased/{LOCK_FILE}")
+    assert not fs().exists(f"{BUCKET}/leased/{LOCK_FILE}")
+
+    # another process holds it (a live lease): refused, naming the holder
+    fs().pipe_file(f"{BUCKET}/leased/{LOCK_FILE}", json.dumps({"holder": "pid 7 on gpu-3",
+                                                               "renewed": time.time()}).encode())
+    with pytest.raises(RunDirBusy, match="pid 7 on gpu-3"):
+        with run_dir_lock(run):
+            pass
+    # that process was killed: its lease is not renewed, and goes stale
+    fs().pipe_file(f"{BUCKET}/leased/{LOCK_FILE}", json.dumps({"holder": "pid 7 on gpu-3",
+                                                               "renewed": time.time() - 3600}).encode())
+    with run_dir_lock(run):
+        assert json.loads(fs().cat_file(f"{BUCKET}/leased/{LOCK_FILE}"))["holder"] != "pid 7 on gpu-3"
+
+
+def test_the_flow_on_a_bucket_gives_the_local_results_and_resumes_on_another_machine(
+        prefect_harness, bucket, cache, tmp_path, monkeypatch):
+    (tmp_path / "toy").mkdir()
+    config = toy_run_config(tmp_path / "toy", labeled_per_class=4, steps=20, generations=1, growth=2)
+    config["final"] = {"mode": "distill", "train": {"max_steps": 10}}
+    for name in ("train.csv", "test.csv"):  # the data root (its train and test files) in the bucket
+        fs().put_file(str(tmp_path / "toy" / name), f"{BUCKET}/data/{name}")
+    remote = RunConfig.model_validate({**config, "data": {**config["data"], "root": f"{bucket}/data"}})
+
+    on_disk = ipet(config=remote, run_dir=str(tmp_path / "local"))
+    run = f"{bucket}/run"
+    on_bucket = ipet(config=remote, run_dir=run)
+
+    for ours, theirs in zip(on_bucket["stages"], on_disk["stages"], strict=True):
+        assert ours["test_accuracy"] == theirs["test_accuracy"], ours["stage"]
+        assert ours["pseudo_label_accuracy"] == theirs["pseudo_label_accuracy"], ours["stage"]
+    assert on_bucket["tasks"] == {"trained": 2 + 2 + 1, "reused": 0}
+    assert on_bucket["run_dir"] == run
+    stored = read_json(f"{run}/results.json", fresh=True)
+    assert stored["mlflow_run_id"] == on_bucket["mlflow_run_id"]
+    final = on_bucket["stages"][-1]["model"]
+    assert final.startswith(f"{run}/models/final-distilled-") and fs().isfile(f"{final}/{COMPLETE}")
+    assert not fs().exists(f"{BUCKET}/run/{LOCK_FILE}")  # released
+
+    # a second machine (an empty mirror) resumes from the bucket alone: nothing is trained again
+    monkeypatch.setenv("IPET_CACHE", str(tmp_path / "second-machine"))
+    again = ipet(config=remote, run_dir=run)
+    assert again["tasks"] == {"trained": 0, "reused": 5}
+    assert [s["test_accuracy"] for s in again["stages"]] == [s["test_accuracy"] for s in on_bucket["stages"]]
+
+
+def test_a_missing_file_at_a_url_is_named(bucket, cache):
+    from data.sources import DataError, Source, read_source
+
+    with pytest.raises(DataError, match=f"nope.csv: file not found .*{BUCKET}/data/nope.csv"):
+        read_source(Source(path="nope.csv"), f"{bucket}/data")
+
