@@ -171,3 +171,36 @@ def test_a_missing_file_at_a_url_is_named(bucket, cache):
     with pytest.raises(DataError, match=f"nope.csv: file not found .*{BUCKET}/data/nope.csv"):
         read_source(Source(path="nope.csv"), f"{bucket}/data")
 
+
+
+@pytest.mark.slow  # starting Ray and its worker processes
+def test_ray_workers_on_other_mirrors_share_the_run_through_the_bucket(prefect_harness, bucket, cache, tmp_path):
+    """Workers with a mirror of their own (another machine's disk) write to the bucket; the flow
+    reads what they wrote from there; the results equal the local runner's on a local run dir."""
+    ray = pytest.importorskip("ray", reason="the ray extra is not installed")
+    (tmp_path / "toy").mkdir()
+    config = toy_run_config(tmp_path / "toy", labeled_per_class=4, steps=20, generations=1, growth=2)
+    for name in ("train.csv", "test.csv"):
+        fs().put_file(str(tmp_path / "toy" / name), f"{BUCKET}/ray-data/{name}")
+    config = {**config, "data": {**config["data"], "root": f"{bucket}/ray-data"}, "labeling": {"shard_rows": 64}}
+
+    on_threads = ipet(config=RunConfig.model_validate({**config, "runner": {"kind": "local"}}),
+                      run_dir=str(tmp_path / "local"))
+    workers = tmp_path / "workers-mirror"
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20, log_to_driver=False,
+             runtime_env={"env_vars": {"IPET_CACHE": str(workers)}})
+    try:
+        on_ray = ipet(config=RunConfig.model_validate({**config, "runner": {"kind": "ray", "cpus_per_task": 1}}),
+                      run_dir=f"{bucket}/ray-run")
+    finally:
+        ray.shutdown()
+
+    for ours, theirs in zip(on_ray["stages"], on_threads["stages"], strict=True):
+        assert ours["test_accuracy"] == theirs["test_accuracy"], ours["stage"]
+        assert ours["pseudo_label_accuracy"] == theirs["pseudo_label_accuracy"], ours["stage"]
+    assert on_ray["tasks"] == on_threads["tasks"] == {"trained": 2 + 2 + 1, "reused": 0}
+    shards = fs().glob(f"{BUCKET}/ray-run/logits/g0-p0-s1--pool-*/*")
+    assert [Path(s).name for s in sorted(shards)] == [f"shard-{i:05d}-of-00004.parquet" for i in range(4)]
+    trained_here = list((cache / "s3" / BUCKET / "ray-run" / "models").glob("g0-*/*.safetensors"))
+    trained_there = list((workers / "s3" / BUCKET / "ray-run" / "models").glob("g0-*/*.safetensors"))
+    assert not trained_here and len(trained_there) == 2  # the flow's machine never held those weights
