@@ -43,7 +43,7 @@ def test_results_have_every_stage(finished):
 
 def test_training_sets_grow_as_configured_and_keep_gold(finished):
     results, run_dir = finished
-    gold = pq.read_table(next(run_dir.glob("data-*/labeled.parquet"))).to_pylist()
+    gold = pq.read_table(next(run_dir.glob("data/labeled-*.parquet"))).to_pylist()
     gold_labels = {r["id"]: r["label"] for r in gold}
     assert len(gold) == 2 * GOLD_PER_CLASS
     for generation in range(1, GENERATIONS + 1):
