@@ -12,8 +12,8 @@ pool and the same test set:
 - SetFit (``setfit`` package) on the same MiniLM directory and the same gold examples.
 
 The gold examples, pool and test set of the supervised and SetFit rows are the cloze run's own
-``data-<key>/`` parquet files (``data.prepare.prepare`` on the cloze run dir returns the same,
-content-addressed directory), so they are identical by construction.
+prepared parquet files (``data.prepare.prepare`` on the cloze run dir returns the same
+content-addressed files), so they are identical by construction.
 
 Each (dataset, seed, method) runs in its own subprocess, so its peak RSS (``ru_maxrss``) is its
 own; ``--jobs`` of them run at once (default 2 with 1 torch thread each: on the shared 2-core

@@ -6,6 +6,7 @@ trains on them, they only score pseudo-label accuracy.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Sequence
 
@@ -21,6 +22,7 @@ from .validate import check_examples
 from .versions import DatasetStore
 
 MANIFEST = "manifest.json"
+SETS_DIR = "data"  # the prepared sets of every data key, each named by its content
 STORE_FIELDS = ("store", "dataset", "kind", "version")
 
 
@@ -153,29 +155,47 @@ def load_sets(config: DataConfig, fields: Sequence[str], labels: Sequence[str]) 
 
 
 def prepare(config: DataConfig, fields: Sequence[str], labels: Sequence[str], out_root: str | Path) -> dict:
-    """Write the run's sets as parquet under ``out_root/data-<key>/`` (reused when present).
+    """Write the run's sets as parquet under ``out_root/data/`` and their manifest as
+    ``out_root/data-<key>/manifest.json`` (reused when present).
 
     The key covers the data settings, the bytes of every source file and the version of every
-    store source (pinned here), so changed data is never mistaken for prepared data.
+    store source (pinned here), so changed data is never mistaken for prepared data. Each set's
+    file is named by its own bytes, not by the key: a change that leaves a set as it was (new
+    unlabeled rows leave the gold set alone) gives it the same path, so what was computed from it
+    (models, logits) is reused. The manifest is written last: present means every set is.
     """
     config = pin_versions(config)
     digests = {s.name: _digest(config, s) for s in config.slots().values()}
     key = content_key("data", _settings(config), digests, list(fields), list(labels))
-    out = location(out_root) / f"data-{key}"
-    if exists(out):
-        return read_json(out / MANIFEST)
+    manifest_path = location(out_root) / f"data-{key}" / MANIFEST
+    if exists(manifest_path):
+        return read_json(manifest_path)
     sets = load_sets(config, fields, labels)
-    with atomic_path(out, directory=True) as tmp:
-        for name, table in sets.items():
-            pq.write_table(table, tmp / f"{name}.parquet")
-        manifest = {
-            "key": key,
-            "sources": digests,
-            "versions": {slot: {"store": s.store, "dataset": s.dataset, "kind": s.kind, "version": s.version}
-                         for slot, s in config.slots().items() if s.store},
-            "rows": {name: t.num_rows for name, t in sets.items()},
-            **{name: str(out / f"{name}.parquet") for name in sets},
-            "test": str(out / "test.parquet") if "test" in sets else None,
-        }
-        write_json(manifest, tmp / MANIFEST)
-    return read_json(out / MANIFEST)
+    paths = {name: str(write_set(table, location(out_root) / SETS_DIR, name)) for name, table in sets.items()}
+    write_json({
+        "key": key,
+        "sources": digests,
+        "versions": {slot: {"store": s.store, "dataset": s.dataset, "kind": s.kind, "version": s.version}
+                     for slot, s in config.slots().items() if s.store},
+        "rows": {name: t.num_rows for name, t in sets.items()},
+        **paths,
+        "test": paths.get("test"),
+    }, manifest_path)
+    return read_json(manifest_path)
+
+
+def write_set(table: pa.Table, directory: Path, name: str) -> Path:
+    """``directory/<name>-<sha256 of its parquet bytes, 16 hex>.parquet``, written atomically unless present.
+
+    Chunks are combined first: parquet's page boundaries follow the table's chunks, so the same
+    rows in other chunks would give other bytes, hence another name. The bytes are hashed in
+    memory (a set is in memory here anyway) so the file is written once, under its final name.
+    """
+    sink = pa.BufferOutputStream()
+    pq.write_table(table.combine_chunks(), sink)
+    data = sink.getvalue()
+    path = directory / f"{name}-{hashlib.sha256(data).hexdigest()[:16]}.parquet"
+    if not exists(path):
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+    return path

@@ -16,7 +16,7 @@ import tempfile
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import mlflow.artifacts
 import mlflow.pyfunc
@@ -33,6 +33,7 @@ from prefect.cache_policies import NO_CACHE
 
 import prompt_core
 from data.location import local
+from data.stream import read_batches
 from prompt_core.predictor import (ENSEMBLE_FILE, PROB_PREFIX, Predictor, PredictorError, describe, read_ensemble,
                                    save_ensemble)
 
@@ -210,23 +211,20 @@ def resolve_version(uri: str, name: str, alias_or_version: str) -> str:
 
 
 def score(uri: str, name: str, version: str, test_set: str, batch_size: int, device: str) -> float:
-    """Accuracy of a registered version on a labeled parquet set."""
+    """Accuracy of a registered version on a labeled parquet set, whose rows are streamed.
+
+    Compared as labels, not with ``prompt_core.accuracy`` on the probabilities: a row the model
+    cannot predict (no text in any field it reads) has no label and counts as wrong, where the
+    argmax of its NaN probabilities would read as the first label."""
     with tempfile.TemporaryDirectory() as tmp:
         predictor = Predictor.load(download(uri, name, version, Path(tmp)))
-    table = pq.read_table(test_set)
-    truth = table["label"].to_pylist()
+    truth = pq.read_table(test_set, columns=["label"])["label"].to_pylist()
     unknown = sorted(set(truth) - set(predictor.labels))
     if unknown:
         raise PredictorError(f"its labels {list(predictor.labels)} lack {unknown} of the test set")
-    missing = [f for f in predictor.fields if f not in table.column_names]
+    missing = [f for f in predictor.fields if f not in pq.read_schema(test_set).names]
     if missing:
         raise PredictorError(f"it reads field(s) {missing} the test set lacks")
-    predicted = []
-    for batch in _batches(table, 1024):
-        predicted += predictor.predict(batch, batch_size, device).labels
+    predicted = [label for batch in read_batches(test_set, predictor.fields)
+                 for label in predictor.predict(batch.to_pylist(), batch_size, device).labels]
     return float(np.mean([p == t for p, t in zip(predicted, truth)]))
-
-
-def _batches(table, size: int) -> Iterator[list[dict]]:
-    for start in range(0, table.num_rows, size):
-        yield table.slice(start, size).to_pylist()

@@ -49,14 +49,17 @@ def tiny_tokenizers(tiny_models: dict[str, Path]) -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def prefect_harness(tmp_path_factory: pytest.TempPathFactory):
-    """A real, temporary Prefect API (SQLite in a temp dir) for the flows under test."""
+    """A real, temporary Prefect API (SQLite in a temp dir) for the flows under test. A task called
+    outside any flow logs to the console only, without a warning that its logs have no flow run for the API."""
     import os
 
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_HOME", str(tmp_path_factory.mktemp("prefect-home")))
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.settings import (PREFECT_FLOWS_HEARTBEAT_FREQUENCY, PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW,
+                                  temporary_settings)
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120), \
-            temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None,
+                                        PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW: "ignore"}):
         yield

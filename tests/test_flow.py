@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,7 +44,7 @@ def test_results_have_every_stage(finished):
 
 def test_training_sets_grow_as_configured_and_keep_gold(finished):
     results, run_dir = finished
-    gold = pq.read_table(next(run_dir.glob("data-*/labeled.parquet"))).to_pylist()
+    gold = pq.read_table(next(run_dir.glob("data/labeled-*.parquet"))).to_pylist()
     gold_labels = {r["id"]: r["label"] for r in gold}
     assert len(gold) == 2 * GOLD_PER_CLASS
     for generation in range(1, GENERATIONS + 1):
@@ -86,7 +87,9 @@ def test_killed_run_resumes_without_redoing_finished_tasks(prefect_harness, toy_
     config_path = tmp_path / "toy.yaml"
     config_path.write_text(yaml.safe_dump(toy_config))
     run_dir = tmp_path / "run"
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(Path(__file__).parents[1])}
+    # one torch thread, as in this process: the models trained before the kill are then the same bits
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(Path(__file__).parents[1]),
+           "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", str(config_path), "--run-dir", str(run_dir)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
@@ -106,6 +109,28 @@ def test_killed_run_resumes_without_redoing_finished_tasks(prefect_harness, toy_
 
     again = ipet(config=RunConfig.model_validate(toy_config), run_dir=str(run_dir))
     assert again["tasks"] == {"trained": 0, "reused": _total(finished)}
+
+
+def test_a_pool_only_change_reuses_the_pet_models_and_retrains_ipet(prefect_harness, toy_config, finished, tmp_path):
+    """A smaller pool (as after a new unlabeled version): the gold set keeps its file, so generation 0
+    is reused; the iPET generations, which the pool feeds, train afresh."""
+    results, run_dir = finished
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)  # the finished run's outputs, in a run dir of this test's own
+    config = {**toy_config, "data": {**toy_config["data"], "pool_size": 180}}
+    changed = ipet(config=RunConfig.model_validate(config), run_dir=str(copy))
+    assert changed["tasks"] == {"trained": 2 * GENERATIONS + 1, "reused": 2}
+    reused = {m["name"] for s in changed["stages"] for m in s["models"] if m.get("reused")}
+    assert reused == {"g0-p0-s1", "g0-p1-s1"}
+    pet, before = changed["stages"][1], results["stages"][1]  # the same models on the same test set
+    assert pet["stage"] == "pet" and pet["test_accuracy"] == before["test_accuracy"]
+    assert [m["test_accuracy"] for m in pet["models"]] == [m["test_accuracy"] for m in before["models"]]
+    client = MlflowClient(toy_config["tracking"]["mlflow_uri"])
+    children = client.search_runs([client.get_run(changed["mlflow_run_id"]).info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{changed['mlflow_run_id']}'")
+    assert {c.info.run_name: c.data.tags["reused"] for c in children} == {
+        "g0-p0-s1": "true", "g0-p1-s1": "true", **{f"g{g}-p{p}-s1": "false" for g in range(1, GENERATIONS + 1)
+                                                  for p in (0, 1)}, "final-distilled": "false"}
 
 
 def _total(finished) -> int:

@@ -246,6 +246,8 @@ def test_prepared_data_follows_the_version(tmp_path: Path, schema: Schema) -> No
     ingest_file(write(tmp_path / "b.csv", rows(3, "b")), "news", store)
     second = prepare(config, FIELDS, LABELS, tmp_path / "run")
     assert second["key"] != first["key"] and second["rows"]["pool"] == 9
+    # only the pool changed: the gold and test sets keep their files, so what was computed from them is reused
+    assert (second["labeled"], second["test"]) == (first["labeled"], first["test"]) and second["pool"] != first["pool"]
     assert second["versions"]["unlabeled"]["version"] == 3
     pinned = config.model_copy(update={"unlabeled": config.unlabeled.model_copy(update={"version": 2}),
                                        "labeled": config.labeled.model_copy(update={"version": 2})})

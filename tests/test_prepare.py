@@ -1,0 +1,41 @@
+"""Prepared sets are named by their content: a data change that leaves a set as it was leaves its
+path as it was, so the models and logits keyed by that path are reused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from data.prepare import DataConfig, prepare, write_set
+from data.store import TMP_SUFFIX, file_digest
+from tiny import toy_run_config
+
+FIELDS, LABELS = ("text",), ("neg", "pos")
+
+
+def test_a_pool_only_change_keeps_the_gold_and_test_paths(tmp_path: Path) -> None:
+    data, run = toy_run_config(tmp_path)["data"], tmp_path / "run"
+    first = prepare(DataConfig.model_validate(data), FIELDS, LABELS, run)
+    second = prepare(DataConfig.model_validate({**data, "pool_size": 150}), FIELDS, LABELS, run)
+    assert second["key"] != first["key"] and (first["rows"]["pool"], second["rows"]["pool"]) == (200, 150)
+    assert (second["labeled"], second["test"]) == (first["labeled"], first["test"])
+    assert second["pool"] != first["pool"]
+    written = {first["labeled"], first["pool"], first["test"], second["pool"]}
+    assert sorted((run / "data").iterdir()) == sorted(map(Path, written))  # nothing else there, no copies
+    for manifest in (first, second):  # a set's name is the hash of its bytes
+        for name in ("labeled", "pool", "test"):
+            path = Path(manifest[name])
+            assert path.parent == run / "data" and path.name == f"{name}-{file_digest(path)[:16]}.parquet"
+        assert (run / f"data-{manifest['key']}" / "manifest.json").is_file()
+    assert not list(run.rglob(f".*{TMP_SUFFIX}"))
+
+
+def test_a_set_is_named_by_its_rows_not_by_how_they_are_chunked(tmp_path: Path) -> None:
+    table = pa.table({"id": [str(i) for i in range(20000)], "text": [f"text {i} " * (i % 17) for i in range(20000)]})
+    chunked = pa.concat_tables([table.slice(0, 777), table.slice(777, 9000), table.slice(9777)])
+    assert chunked["text"].num_chunks == 3
+    path = write_set(table, tmp_path, "pool")
+    assert write_set(chunked, tmp_path, "pool") == path and pq.read_table(path).equals(table)
+    assert write_set(table.slice(1), tmp_path, "pool") != path
