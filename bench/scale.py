@@ -4,7 +4,8 @@ Writes a synthetic pool to parquet, then labels it with a tiny BERT on the CPU t
 pipeline's own code (``tasks.models.label_set``: parquet streamed in chunks, one task per shard of
 ``--shard-rows`` rows, one parquet per shard) and selects from the shards as iPET does
 (``tasks.pseudo.build_train_set``: two streamed passes over pool and logits). Labeling and
-selection each run in a fresh subprocess per size; "RSS before" is the process after its imports,
+selection each run in a fresh subprocess per size, and so does the final distillation (the pool
+soft-labeled by ``combine``, a classifier trained on it); "RSS before" is the process after its imports,
 the peak is its high-water mark (VmHWM).
 The model is tiny on purpose (hidden 32, 2 layers, 16 tokens): what is measured is how time and
 memory grow with the pool, not model quality.
@@ -34,6 +35,7 @@ import pyarrow.parquet as pq  # noqa: E402
 WORDS_PER_TEXT = 8
 MAX_LENGTH = 16
 PATTERN, VERBALIZER = "{text} it was {mask} .", {"neg": "bad", "pos": "great"}
+DISTILL_STEPS = 20
 
 
 def status_mib(field: str) -> float:
@@ -123,6 +125,34 @@ def select(args: argparse.Namespace) -> dict:
             "selected": out["pseudo_size"]}
 
 
+def distill(args: argparse.Namespace) -> dict:
+    """The final distillation: the pool with soft labels (``combine``, streamed), then a sequence
+    classifier trained on all of it (``train_model``) for ``DISTILL_STEPS`` steps."""
+    import torch
+    from mlflow.tracking import MlflowClient
+    from prefect.logging import disable_run_logger
+
+    from prompt_core import LearnerSpec, TrainConfig
+    from tasks.models import train_model
+    from tasks.pseudo import combine
+
+    torch.set_num_threads(1)
+    run, uri = str(args.work / "run"), f"sqlite:///{args.work / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("scale") or client.get_experiment(client.create_experiment("scale"))
+    parent = client.create_run(experiment.experiment_id).info.run_id
+    spec = asdict(LearnerSpec.classifier(str(args.work / "tiny-bert"), "{text}", list(VERBALIZER), max_length=MAX_LENGTH))
+    config = TrainConfig(max_steps=DISTILL_STEPS, batch_size=32, device="cpu").model_dump()
+    before = status_mib("VmRSS")
+    started = time.perf_counter()
+    with disable_run_logger():
+        soft = combine.fn(f"soft{args.size}", [args.logits], None, str(args.work / f"pool-{args.size}.parquet"),
+                          list(VERBALIZER), run)
+        out = train_model.fn(f"distill{args.size}", spec, soft["path"], config, run, {"uri": uri, "parent_id": parent})
+    assert out["train_size"] == args.size and not out["reused"]
+    return {"seconds": time.perf_counter() - started, "rss_before": before, "peak_rss": peak_rss_mib()}
+
+
 def in_subprocess(step: str, args: argparse.Namespace, **extra) -> dict:
     cmd = [sys.executable, __file__, "--step", step, "--work", str(args.work), "--size", str(args.size),
            "--shard-rows", str(args.shard_rows), "--batch-size", str(args.batch_size), "--model", str(args.model)]
@@ -137,13 +167,13 @@ def main() -> None:
     parser.add_argument("--shard-rows", type=int, default=100_000)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--work", type=Path, help="keep data and outputs here (default: a temporary directory)")
-    parser.add_argument("--step", choices=["label", "select"], help=argparse.SUPPRESS)
+    parser.add_argument("--step", choices=["label", "select", "distill"], help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--logits", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.step:
-        print(json.dumps((label if args.step == "label" else select)(args)))
+        print(json.dumps({"label": label, "select": select, "distill": distill}[args.step](args)))
         return
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -153,8 +183,9 @@ def main() -> None:
         print(f"tiny BERT (hidden 32, 2 layers), max_length {MAX_LENGTH}, batch {args.batch_size}, "
               f"shards of {args.shard_rows} rows, 1 torch thread, CPU\n")
         print("| texts | shards | label s | label CPU s | rows/s | label RSS before MiB | label peak RSS MiB | select s | "
-              "select RSS before MiB | select peak RSS MiB |")
-        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+              f"select RSS before MiB | select peak RSS MiB | distill ({DISTILL_STEPS} steps) s | "
+              "distill RSS before MiB | distill peak RSS MiB |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for size in args.sizes:
             args.size = size
             pool = args.work / f"pool-{size}.parquet"
@@ -162,9 +193,10 @@ def main() -> None:
                 write_pool(pool, size)
             lab = in_subprocess("label", args)
             sel = in_subprocess("select", args, logits=lab["logits"])
+            dis = in_subprocess("distill", args, logits=lab["logits"])
             print(f"| {size:,} | {lab['shards']} | {lab['seconds']:.1f} | {lab['cpu_seconds']:.1f} | {size / lab['seconds']:,.0f} | "
                   f"{lab['rss_before']:.0f} | {lab['peak_rss']:.0f} | {sel['seconds']:.1f} | {sel['rss_before']:.0f} | "
-                  f"{sel['peak_rss']:.0f} |", flush=True)
+                  f"{sel['peak_rss']:.0f} | {dis['seconds']:.1f} | {dis['rss_before']:.0f} | {dis['peak_rss']:.0f} |", flush=True)
 
 
 if __name__ == "__main__":
