@@ -17,11 +17,13 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 from upath import UPath
 
 COMPLETE = ".complete"  # written last into an uploaded directory
+_swapping = threading.Lock()  # one thread at a time puts a copy in place
 
 
 def is_url(location: str | os.PathLike) -> bool:
@@ -44,7 +46,7 @@ def mirror(url: str | os.PathLike) -> Path:
 def exists(path: str | os.PathLike) -> bool:
     """A local path exists; a URL exists as a file, or as a directory with its ``.complete`` marker."""
     if not is_url(path):
-        return Path(path).exists()
+        return location(path).exists()
     url = UPath(str(path))
     if _mirrored(mirror(url)):
         return True
@@ -62,27 +64,29 @@ def local(path: str | os.PathLike, fresh: bool = False) -> Path:
     """A local path as is; a URL's mirrored copy, downloaded (file or whole directory) if missing or
     if ``fresh``. The download lands under a temporary name and is renamed, so a copy is whole."""
     if not is_url(path):
-        return Path(path)
+        return location(path)
     url, target = UPath(str(path)), mirror(path)
     if _mirrored(target) and not fresh:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".download", dir=target.parent))
+    copy = tmp / "copy"
     try:
         if url.fs.isfile(url.path):
-            url.fs.get_file(url.path, str(tmp / "file"))
-            os.replace(tmp / "file", target)
+            url.fs.get_file(url.path, str(copy))
         else:
             files = url.fs.find(url.path)
             if not files:
                 raise FileNotFoundError(f"{path}: no such file or directory")
             for name in files:
-                dest = tmp / Path(name).relative_to(url.path)
+                dest = copy / Path(name).relative_to(url.path)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 url.fs.get_file(name, str(dest))
-            if target.is_dir():  # a fresh copy of a folder: the old one goes
-                shutil.rmtree(target)
-            os.replace(tmp, target)
+        with _swapping:
+            if fresh or not _mirrored(target):  # else another thread copied it meanwhile
+                if target.is_dir():  # a stale folder, or one holding single files: set aside, removed below
+                    os.replace(target, tmp / "old")
+                os.replace(copy, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
@@ -109,7 +113,8 @@ def upload(source: Path, path: str | os.PathLike) -> None:
 def names(folder: str | os.PathLike) -> list[str] | None:
     """The names in a folder (local or at a URL); None if it is not one."""
     if not is_url(folder):
-        return [p.name for p in Path(folder).iterdir()] if Path(folder).is_dir() else None
+        folder = location(folder)
+        return [p.name for p in folder.iterdir()] if folder.is_dir() else None
     url = UPath(str(folder))
     url.fs.invalidate_cache(url.path)
     if not url.fs.isdir(url.path):

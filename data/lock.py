@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 
 from upath import UPath
 
-from .location import is_url
+from .location import is_url, location
 
 LOCK_FILE = ".lock"
 LEASE_RENEW = 30.0
@@ -48,7 +48,7 @@ def busy(run_dir: str, holder: str) -> RunDirBusy:
 def run_dir_lock(run_dir: str | Path) -> Iterator[str | Path]:
     """Hold the run directory (created if needed) for the block, or raise RunDirBusy at once.
     Yields it absolute: a ``Path``, or the URL as given."""
-    run_dir = str(run_dir) if is_url(run_dir) else Path(run_dir).resolve()
+    run_dir = str(run_dir) if is_url(run_dir) else location(run_dir).resolve()
     key = str(run_dir)
     with _guard:
         if key in _held:

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .location import is_url, local, mirror, upload
+from .location import is_url, local, location, mirror, upload
 
 TMP_SUFFIX = ".tmp"  # atomic_path's temporaries: ".<final name>.<random>.tmp" beside the final path
 
@@ -48,7 +48,7 @@ def atomic_path(final: str | Path, directory: bool = False) -> Iterator[Path]:
     temporary is beside its local mirror, and is uploaded before the rename.
     """
     url = final if is_url(final) else None
-    final = mirror(url) if url else Path(final)
+    final = mirror(url) if url else location(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     if directory:
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=TMP_SUFFIX, dir=final.parent))

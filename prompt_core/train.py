@@ -89,29 +89,30 @@ def train(
     if config.compile and device.type == "cuda":
         # the encoder, which both learner kinds call; in place, so saved weights keep their names
         learner.model.base_model.compile(dynamic=True)  # dynamic: every batch has its own length
-    features = learner.featurize(rows)
     use_mlm = config.mlm_weight > 0 and unlabeled
-    mlm_features = learner.featurize(unlabeled) if use_mlm else None
 
-    steps_per_epoch = math.ceil(len(features) / (config.batch_size * config.grad_accumulation))
+    steps_per_epoch = math.ceil(len(rows) / (config.batch_size * config.grad_accumulation))
     total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
     generator = torch.Generator().manual_seed(config.seed)
-    batches = index_batches(len(features), config.batch_size, generator)
-    mlm_batches = index_batches(len(mlm_features), config.batch_size, generator) if use_mlm else None
+    batches = index_batches(len(rows), config.batch_size, generator)
+    mlm_batches = index_batches(len(unlabeled), config.batch_size, generator) if use_mlm else None
+
+    def tensors(source: Sequence[Mapping[str, Any]], idx: list[int]) -> dict[str, torch.Tensor]:
+        """A batch tokenized when drawn: a distillation set of a million rows is never tokenized whole."""
+        return {k: v.to(device) for k, v in learner.collate(learner.featurize([source[i] for i in idx])).items()}
 
     def step_loss() -> float:
         total = 0.0
         for _ in range(config.grad_accumulation):
             idx = next(batches)
-            batch = {k: v.to(device) for k, v in learner.collate([features[i] for i in idx]).items()}
+            batch = tensors(rows, idx)
             with autocast(device):
                 logits = learner(batch)
                 y = targets_t[idx].to(device)
                 loss = (soft_target_loss(logits, y.float(), config.temperature) if soft
                         else nn.functional.cross_entropy(logits, y.long()))
                 if use_mlm:
-                    mlm_idx = next(mlm_batches)
-                    mlm_batch = {k: v.to(device) for k, v in learner.collate([mlm_features[i] for i in mlm_idx]).items()}
+                    mlm_batch = tensors(unlabeled, next(mlm_batches))
                     loss = loss + config.mlm_weight * learner.mlm_loss(mlm_batch, generator, config.mlm_probability)
             (loss / config.grad_accumulation).backward()
             total += loss.item() / config.grad_accumulation

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import abc
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -24,6 +25,22 @@ def ref(path: str | Path) -> str:
     """A path's identity for content keys: its keyed folder and name, not where the run dir lives."""
     path = Path(path)
     return f"{path.parent.name}/{path.name}"
+
+
+class TableRows(abc.Sequence):
+    """A table's rows as dicts, each made when asked for: a training set of a million pool rows
+    stays in columns (about its text's bytes) rather than a million dicts of Python strings."""
+
+    def __init__(self, table: pa.Table):
+        self.table = table
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def __getitem__(self, i: int) -> dict:
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        return {name: column[i].as_py() for name, column in zip(self.table.column_names, self.table.columns)}
 
 
 def read_rows(path: str | Path, columns: Sequence[str] | None = None) -> list[dict]:

@@ -21,7 +21,7 @@ from data.store import atomic_path, content_key, read_json, write_json
 from prompt_core import LearnerSpec, TrainConfig, build_learner, load_learner, predict_logits, save_spec, train
 
 from . import devices, tracking
-from .io import SHARD, iter_rows, logits_column, num_rows, read_logits, read_rows, ref, shard_count
+from .io import SHARD, TableRows, iter_rows, logits_column, num_rows, read_logits, ref, shard_count
 
 METRICS = "metrics.json"
 
@@ -51,13 +51,13 @@ def train_model(name: str, spec: dict, train_set: str, config: dict, run_dir: st
     else:
         learner_spec = LearnerSpec(**{**spec, "labels": tuple(spec["labels"])})
         table = pq.read_table(local(train_set))
-        rows = table.to_pylist()
         if "logits" in table.column_names:
             targets = read_logits(train_set)
         else:
             index = {label: i for i, label in enumerate(learner_spec.labels)}
-            targets = np.array([index[r["label"]] for r in rows])
-        extra = read_rows(unlabeled) if uses_mlm else None
+            targets = np.array([index[label] for label in table["label"].to_pylist()])
+        rows = TableRows(table.drop_columns([c for c in ("logits",) if c in table.column_names]))
+        extra = TableRows(pq.read_table(local(unlabeled))) if uses_mlm else None
         started = time.perf_counter()
         with devices.device() as dev:
             learner = build_learner(learner_spec, fetched(learner_spec.backbone))

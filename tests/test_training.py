@@ -141,6 +141,24 @@ def test_soft_targets_pull_predictions_toward_them(tiny_models: dict[str, Path])
 # ------------------------------------------------------------------------- auxiliary MLM
 
 
+def test_rows_read_lazily_from_a_table_train_as_the_same_rows_in_a_list(tiny_models: dict[str, Path]) -> None:
+    """The tasks train on ``TableRows`` (a big distillation set stays columnar, each batch is
+    tokenized when drawn): it must be the very same training as on a list of dicts."""
+    import pyarrow as pa
+
+    from tasks.io import TableRows
+
+    rows, labels = TRAIN_ROWS[:40], TRAIN_LABELS[:40]
+    table = pa.concat_tables([pa.Table.from_pylist(rows[:25]), pa.Table.from_pylist(rows[25:])])  # two chunks
+    config = TrainConfig(max_steps=10, mlm_weight=0.5, **FAST)
+
+    def run(train_rows, unlabeled) -> list[float]:
+        return train(fresh("cloze", tiny_models["bert"]), train_rows, labels, config, unlabeled=unlabeled,
+                     progress=False).losses
+
+    assert run(TableRows(table), TableRows(pa.Table.from_pylist(TEST_ROWS[:16]))) == run(rows, TEST_ROWS[:16])
+
+
 def test_auxiliary_mlm_loss_changes_training(tiny_models: dict[str, Path]) -> None:
     rows, labels = TRAIN_ROWS[:32], TRAIN_LABELS[:32]
     unlabeled = TEST_ROWS[:32]
