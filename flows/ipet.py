@@ -44,7 +44,7 @@ def ipet(config: RunConfig | str, run_dir: str = "runs/ipet", runner: RunnerConf
 
 @flow(name="ipet-stages", log_prints=True)
 def ipet_stages(config: RunConfig, run_dir: str) -> dict:
-    """The method, on whichever task runner ``ipet`` chose; ``run_dir`` is absolute (Ray workers share it)."""
+    """The method, on whichever task runner ``ipet`` chose; ``run_dir`` is absolute or a URL (Ray workers share it)."""
     uri = tracking.store_uri(config.tracking.mlflow_uri, run_dir if config.tracking.fallback_local else None)
     tracking.experiment_id(uri, config.tracking.experiment)  # a store that fails, fails before any compute
     data = prepare_data(config.data, config.fields, config.labels, run_dir)
