@@ -87,15 +87,19 @@ def register_final_model(name: str, model_dir: str, test_set: str | None, challe
     uri, parent = tracking_info["uri"], tracking_info["parent_id"]
     client = MlflowClient(uri, registry_uri=uri)
     previous = champion_version(client, name)
-    version = log_model(client, parent, model_dir, name, {"test_accuracy": challenger_score})
+    version = registered_version(client, name, model_dir) or log_model(
+        client, parent, model_dir, name, {"test_accuracy": challenger_score, "model_dir": model_dir})
     champion_score = problem = None
-    if previous is not None and test_set and challenger_score is not None:
-        try:
-            with devices.device() as dev:
-                champion_score = score(uri, name, previous, str(local(test_set)), batch_size, dev)
-        except Exception as err:  # a champion we cannot use must not fail a finished run; say why
-            problem = f"{type(err).__name__}: {err}"
-    promote, reason = decide(challenger_score, champion_score, previous, problem)
+    if version == previous:
+        promote, reason = False, f"v{version} is already the champion: this final model was registered before"
+    else:
+        if previous is not None and test_set and challenger_score is not None:
+            try:
+                with devices.device() as dev:
+                    champion_score = score(uri, name, previous, str(local(test_set)), batch_size, dev)
+            except Exception as err:  # a champion we cannot use must not fail a finished run; say why
+                problem = f"{type(err).__name__}: {err}"
+        promote, reason = decide(challenger_score, champion_score, previous, problem)
     if promote:
         client.set_registered_model_alias(name, CHAMPION, version)
     decision = Decision(name, version, f"models:/{name}/{version}", "promoted" if promote else "kept", reason,
@@ -117,6 +121,18 @@ def champion_version(client: MlflowClient, name: str) -> str | None:
         if err.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
             return None
         raise
+
+
+def registered_version(client: MlflowClient, name: str, model_dir: str) -> str | None:
+    """The version already registered from ``model_dir`` (a resumed run's final model, reused
+    whole), so finishing a run again adds no copy of the same model to the registry."""
+    if "'" in model_dir:  # cannot be quoted in a filter; such a model is registered again
+        return None
+    try:
+        found = client.search_model_versions(f"name='{name}' and tags.model_dir='{model_dir}'")
+    except MlflowException:
+        return None
+    return str(max(int(v.version) for v in found)) if found else None
 
 
 def log_model(client: MlflowClient, run_id: str, model_dir: str, name: str, tags: dict[str, Any]) -> str:

@@ -3,6 +3,8 @@ tiny classifiers whose accuracy is known by construction (a head that always say
 
 from __future__ import annotations
 
+import shutil
+import uuid
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -53,10 +55,15 @@ def store(tmp_path_factory) -> dict:
     return {"uri": uri, "test_set": str(test_set), "models": models, "experiment": experiment_id(uri, "registry")}
 
 
-def register(store: dict, model: str, score: float | None, test_set: bool = True, name: str = NAME) -> tuple[dict, str]:
+def register(store: dict, model: str, score: float | None, test_set: bool = True, name: str = NAME,
+             model_dir: Path | None = None) -> tuple[dict, str]:
+    """One run's final model registered: by default a copy of ``model`` of its own, as each run has."""
+    if model_dir is None:
+        model_dir = store["models"][model].parent / f"run-{uuid.uuid4().hex[:8]}-{model}"
+        shutil.copytree(store["models"][model], model_dir)
     client = MlflowClient(store["uri"])
     parent = client.create_run(store["experiment"]).info.run_id
-    decision = register_final_model(name, str(store["models"][model]), store["test_set"] if test_set else None,
+    decision = register_final_model(name, str(model_dir), store["test_set"] if test_set else None,
                                     score, {"uri": store["uri"], "parent_id": parent})
     return decision, parent
 
@@ -87,6 +94,23 @@ def test_champion_moves_only_when_beaten(prefect_harness, store):
     no_test, _ = register(store, "pos", None, test_set=False)
     assert no_test["decision"] == "kept" and "no test set" in no_test["reason"]
 
+
+
+def test_a_resumed_run_adds_no_version(prefect_harness, store):
+    """Finishing a run again (every task reused) gives the same final model directory: it keeps its
+    version instead of registering a copy, and the decision says so."""
+    client = MlflowClient(store["uri"])
+    name = "ipet-resumed"
+    final = store["models"]["pos"].parent / "resumed-run-final"
+    shutil.copytree(store["models"]["pos"], final)
+    first, _ = register(store, "pos", 4 / 6, name=name, model_dir=final)
+    again, parent = register(store, "pos", 4 / 6, name=name, model_dir=final)
+    assert (again["version"], again["decision"], again["champion"]) == (first["version"], "kept", first["version"])
+    assert "already the champion" in again["reason"]
+    assert [str(v.version) for v in client.search_model_versions(f"name = '{name}'")] == ["1"]
+    assert client.get_run(parent).data.tags["registry.version"] == "1"
+    other, _ = register(store, "pos", 4 / 6, name=name)  # another run's equal model: a version of its own
+    assert (other["version"], other["decision"]) == ("2", "kept")
 
 
 def test_a_champion_that_cannot_be_scored_stays(prefect_harness, store):
