@@ -21,7 +21,7 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from upath import UPath
 
@@ -37,6 +37,10 @@ _guard = threading.Lock()
 
 class RunDirBusy(RuntimeError):
     """Another process is writing this run directory."""
+
+
+class RunDirUnusable(RuntimeError):
+    """The run directory's storage refused us: no such bucket, no credentials, no permission."""
 
 
 def busy(run_dir: str, holder: str) -> RunDirBusy:
@@ -78,27 +82,39 @@ def _flock(run_dir: Path) -> Callable[[], None]:
     return lambda: os.close(fd)  # closing the only descriptor releases the flock
 
 
-def _lease(run_dir: str) -> Callable[[], None]:
-    lock = UPath(run_dir) / LOCK_FILE
+def _take(run_dir: str, stamp: Callable[[], bytes]) -> tuple[Any, str]:
+    """Create the lease object (the filesystem and its path), or raise RunDirBusy."""
+    lock = UPath(run_dir) / LOCK_FILE  # an unknown protocol fails here: its package is missing
     fs, path = lock.fs, lock.path
-    holder = f"pid {os.getpid()} on {socket.gethostname()}"
-
-    def stamp() -> bytes:
-        return json.dumps({"holder": holder, "renewed": time.time()}).encode()
-
-    for attempt in range(2):
+    took_over = False
+    while True:
         try:
             with fs.open(path, "xb") as f:  # created only if absent: one winner
                 f.write(stamp())
-            break
+            return fs, path
         except FileExistsError:
             try:
                 lease = json.loads(fs.cat_file(path))
             except (FileNotFoundError, ValueError):
                 lease = {"holder": "?", "renewed": 0}
-            if attempt or time.time() - lease["renewed"] < LEASE_STALE:
+            if took_over or time.time() - lease["renewed"] < LEASE_STALE:
                 raise busy(run_dir, lease["holder"]) from None
-            fs.rm_file(path)  # a killed run's lease: take it over
+            fs.rm_file(path)  # a killed run's lease: take it over (once; a racer that wins it keeps it)
+            took_over = True
+
+
+def _lease(run_dir: str) -> Callable[[], None]:
+    holder = f"pid {os.getpid()} on {socket.gethostname()}"
+
+    def stamp() -> bytes:
+        return json.dumps({"holder": holder, "renewed": time.time()}).encode()
+
+    try:
+        fs, path = _take(run_dir, stamp)
+    except RunDirBusy:
+        raise
+    except Exception as err:  # the first touch of the storage: no bucket, no credentials, no permission
+        raise RunDirUnusable(f"run directory {run_dir} is not usable: {type(err).__name__}: {err}") from None
     stop = threading.Event()
 
     def renew() -> None:

@@ -114,14 +114,29 @@ def source_path(source: Source, base_dir: str | Path) -> Path:
     return path if is_url(source.path) or path.is_absolute() else location(base_dir) / source.path
 
 
+def _local_file(source: Source, base_dir: str | Path) -> Path:
+    """The source file on this machine: a local one as is, one at a URL copied afresh (it may have
+    changed since the last copy)."""
+    try:
+        path = source_path(source, base_dir)
+        if not is_url(path):
+            if not path.is_file():
+                raise DataError(f"{source.path}: file not found (looked at {path.resolve()})")
+            return path
+        if not exists(path):
+            raise DataError(f"{source.path}: file not found (looked at {path})")
+        return local(path, fresh=True)
+    except DataError:
+        raise
+    except Exception as err:  # the storage behind a URL: no package for it, no credentials, no permission
+        raise DataError(f"{source.path}: cannot read from {base_dir}: {type(err).__name__}: {err}") from None
+
+
 def _read_file(source: Source, base_dir: str | Path) -> pa.Table:
     import pyarrow.json as pajson
     import pyarrow.parquet as pq
 
-    path = source_path(source, base_dir)
-    if not (exists(path) if is_url(path) else path.is_file()):
-        raise DataError(f"{source.path}: file not found (looked at {path if is_url(path) else path.resolve()})")
-    path = local(path, fresh=True)  # a file at a URL may have changed since the last copy
+    path = _local_file(source, base_dir)
     fmt = source.resolved_format()
     try:
         if fmt in ("csv", "tsv"):

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "validate":
         return 0
     from data.location import location
-    from data.lock import RunDirBusy, run_dir_lock
+    from data.lock import RunDirBusy, RunDirUnusable, run_dir_lock
 
     run_dir = location(args.run_dir or Path("runs") / config.name)
     from tasks.tracking import TrackingError
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     except RunDirBusy as err:
         print(f"ipet: {err}", file=sys.stderr)
         return EXIT_BUSY
-    except TrackingError as err:
+    except (TrackingError, RunDirUnusable) as err:
         print(f"ipet: {err}", file=sys.stderr)
         return 2
     except OSError as err:

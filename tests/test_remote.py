@@ -16,6 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from data.location import COMPLETE, exists, local, mirror, names
 from data.lock import LOCK_FILE, RunDirBusy, run_dir_lock
@@ -204,3 +205,21 @@ def test_ray_workers_on_other_mirrors_share_the_run_through_the_bucket(prefect_h
     trained_here = list((cache / "s3" / BUCKET / "ray-run" / "models").glob("g0-*/*.safetensors"))
     trained_there = list((workers / "s3" / BUCKET / "ray-run" / "models").glob("g0-*/*.safetensors"))
     assert not trained_here and len(trained_there) == 2  # the flow's machine never held those weights
+
+
+def test_unusable_storage_is_one_line_and_exit_2(bucket, cache, tmp_path, capsys):
+    """No such bucket (run dir) and no fsspec backend for a protocol (data root): a message naming
+    it, exit 2, nothing started."""
+    from flows.cli import main
+
+    (tmp_path / "toy").mkdir()
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(toy_run_config(tmp_path / "toy")))
+    assert main(["run", str(config), "--run-dir", "s3://no-such-bucket/run"]) == 2
+    err = capsys.readouterr().err
+    assert "run directory s3://no-such-bucket/run is not usable: FileNotFoundError" in err
+    assert "Traceback" not in err
+
+    assert main(["validate", str(config), "--set", "data.root=nosuch://bucket/data"]) == 2
+    err = capsys.readouterr().err
+    assert "train.csv: cannot read from nosuch://bucket/data: ValueError: Unsupported filesystem: 'nosuch'" in err
