@@ -57,6 +57,9 @@ class Source(BaseModel):
         if sum(x is not None for x in (self.path, self.hub, self.store)) != 1:
             raise ValueError("give exactly one of 'path' (a local file), 'hub' (a dataset name) or "
                              "'store' (a dataset store directory, with 'dataset')")
+        if self.store and is_url(self.store):
+            raise ValueError(f"store {self.store!r}: a dataset store is a local (or shared POSIX) directory, not a "
+                             "URL; a file source's path may be a URL")
         if (self.store is None) != (self.dataset is None):
             raise ValueError("'store' and 'dataset' go together: the store directory and the dataset in it")
         if self.rows and not 0 <= self.rows[0] < self.rows[1]:

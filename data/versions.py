@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .location import is_url
 from .sources import DataError
 from .store import content_key, file_digest, read_json, write_json, write_parquet
 
@@ -40,6 +41,9 @@ def dataset_dir(store: str | Path, dataset: str) -> Path:
     if not NAME.fullmatch(dataset or ""):
         raise DataError(f"dataset name {dataset!r}: use letters, digits, '.', '_' and '-' only, starting with a "
                         "letter or digit (it becomes a directory name)")
+    if is_url(store):  # it moves CURRENT under a flock and by rename, which object stores lack
+        raise DataError(f"dataset store {store}: a store is a local (or shared POSIX) directory, not a URL; "
+                        "runs may still read their pool from a URL (data.root, a source's path)")
     root = Path(store).resolve()
     path = (root / dataset).resolve()
     if path.parent != root:  # belt and braces: the pattern already rules out separators and '..'

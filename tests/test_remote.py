@@ -223,3 +223,16 @@ def test_unusable_storage_is_one_line_and_exit_2(bucket, cache, tmp_path, capsys
     assert main(["validate", str(config), "--set", "data.root=nosuch://bucket/data"]) == 2
     err = capsys.readouterr().err
     assert "train.csv: cannot read from nosuch://bucket/data: ValueError: Unsupported filesystem: 'nosuch'" in err
+
+
+def test_a_dataset_store_at_a_url_is_refused():
+    """The store moves its CURRENT pointer by rename under a flock: it stays a local directory."""
+    from pydantic import ValidationError
+
+    from data.sources import DataError, Source
+    from data.versions import dataset_dir
+
+    with pytest.raises(ValidationError, match="a dataset store is a local .* not a URL"):
+        Source(store="s3://bucket/stores", dataset="agnews")
+    with pytest.raises(DataError, match="a store is a local .* not a URL"):
+        dataset_dir("s3://bucket/stores", "agnews")
