@@ -15,6 +15,7 @@ from typing import Iterator, Sequence
 
 import pyarrow as pa
 
+from .location import exists, is_url, local
 from .sources import DataError, Source, _arrow_message, _as_strings
 
 
@@ -22,6 +23,10 @@ def read_batches(path: str | Path, columns: Sequence[str], optional: Sequence[st
                  batch_size: int = 1024) -> Iterator[pa.Table]:
     """Batches of at most ``batch_size`` rows with ``columns`` (all required) and whichever of
     ``optional`` the file has, in that order, as strings."""
+    if is_url(path):  # copied first (to the local mirror), then streamed from disk like any file
+        if not exists(path):
+            raise DataError(f"{path}: file not found")
+        path = local(path, fresh=True)
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")

@@ -7,6 +7,7 @@ run directory at a time."""
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ from data.lock import LOCK_FILE, RunDirBusy, run_dir_lock
 from data.store import atomic_path, read_json, write_json, write_parquet
 from flows.config import RunConfig
 from flows.ipet import ipet
+from flows.predict import predict_file
 from tiny import toy_run_config
 
 s3fs = pytest.importorskip("s3fs", reason="the s3 test extra is not installed")
@@ -164,6 +166,16 @@ def test_the_flow_on_a_bucket_gives_the_local_results_and_resumes_on_another_mac
     again = ipet(config=remote, run_dir=run)
     assert again["tasks"] == {"trained": 0, "reused": 5}
     assert [s["test_accuracy"] for s in again["stages"]] == [s["test_accuracy"] for s in on_bucket["stages"]]
+
+    # and a third predicts with the run's final model, input and output in the bucket too
+    monkeypatch.setenv("IPET_CACHE", str(tmp_path / "third-machine"))
+    summary = predict_file(run, f"{bucket}/data/test.csv", f"{bucket}/predicted.parquet")
+    assert (summary["rows"], summary["model_version"]) == (40, final)
+    predicted = pq.read_table(local(f"{bucket}/predicted.parquet"))["label"].to_pylist()
+    with open(tmp_path / "toy" / "test.csv", newline="") as f:
+        truth = [row["label"] for row in csv.DictReader(f)]
+    accuracy = sum(p == t for p, t in zip(predicted, truth, strict=True)) / len(truth)
+    assert accuracy == pytest.approx(on_bucket["stages"][-1]["test_accuracy"])
 
 
 def test_a_missing_file_at_a_url_is_named(bucket, cache):
