@@ -132,6 +132,17 @@ class RunConfig(Strict):
             raise ValueError(PROBLEM_SEPARATOR.join(dict.fromkeys(problems)))
         return self
 
+    @model_validator(mode="after")
+    def _classifiers_need_labels(self) -> "RunConfig":
+        """Zero-shot iPET starts from the PVPs' cloze scores; a classifier's head starts random, so
+        without gold labels its generation 1 would train on noise."""
+        d = self.data
+        zero_shot = d.labeled_per_class == 0 if d.train is not None else d.labeled is None
+        if self.learner == "classifier" and zero_shot:
+            raise ValueError("learner: classifier needs labeled examples (its head starts random, so it has no "
+                             "zero-shot prior); give labeled data or use learner: cloze")
+        return self
+
     @property
     def labels(self) -> tuple[str, ...]:
         return self.pvp(0).labels

@@ -37,6 +37,7 @@ def test_good_config_is_ok(toy: dict, tmp_path: Path, capsys: pytest.CaptureFixt
      ["train.csv", "missing column(s) ['review']"]),
     (["verbalizer={neg: bad}"], ["train.csv", "label(s) ['pos'] not in the verbalizer"]),
     (["verbalizer={}"], ["verbalizer is empty"]),
+    (["learner=classifier", "data.labeled_per_class=0"], ["learner: classifier needs labeled examples"]),
     (["verbalizer={neg: bad, pos: goods}"], ["verbalizer: label word 'goods'", "2 tokens"]),
     (["data.labeled_per_class=500"], ["label 'neg' has", "fewer than labeled_per_class=500"]),
     (["ipet.growth=10"], ["ipet.growth/ipet.generations", "but the pool has 200"]),
@@ -48,6 +49,7 @@ def test_good_config_is_ok(toy: dict, tmp_path: Path, capsys: pytest.CaptureFixt
     (["runner.kind=cloud"], ["runner.kind: Input should be 'local' or 'ray'"]),
     (["labeling.batch_size=big"], ["labeling.batch_size", "'auto'"]),
 ], ids=["unknown-key", "two-masks", "no-mask", "slot-not-in-data", "label-not-in-verbalizer", "empty-verbalizer",
+        "classifier-without-labels",
         "multi-token-word", "k-too-large", "growth-exceeds-pool", "model-missing", "unknown-device", "missing-file",
         "no-peers", "unknown-runner", "bad-batch-size"])
 def test_bad_config_names_the_problem(toy: dict, tmp_path: Path, capsys: pytest.CaptureFixture,
