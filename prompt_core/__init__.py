@@ -1,26 +1,39 @@
 """The PET method as plain Python: patterns, verbalizers, learners, training, backbone adaptation,
 labeling, ensembling.
 
-Nothing here imports Prefect or MLflow, so the method can be used and tested on its own.
+Nothing here imports Prefect or MLflow, so the method can be used and tested on its own. Names are
+imported when first used (PEP 562): reading a config (patterns, verbalizers, settings) does not
+import torch and transformers, which take seconds.
 """
 
-from .adapt import AdaptConfig, adapt
-from .backbone import BackboneError, load_masked_lm
-from .device import select_device
-from .ensemble import accuracy, ensemble, softmax
-from .label import predict_all, predict_logits
-from .learners import (ClassifierLearner, ClozeLearner, Learner, LearnerSpec, build_learner, load_learner,
-                       save_spec)
-from .pattern import Pattern, PatternError, Template
-from .predictor import Predictor, PredictorError, save_ensemble
-from .pvp import PVP
-from .train import TrainConfig, TrainResult, train
-from .verbalizer import Verbalizer, VerbalizerError
+from importlib import import_module
 
-__all__ = [
-    "AdaptConfig", "BackboneError", "ClassifierLearner", "ClozeLearner", "Learner", "LearnerSpec", "PVP", "Pattern",
-    "PatternError", "Predictor", "PredictorError", "Template", "TrainConfig", "TrainResult", "Verbalizer",
-    "VerbalizerError", "accuracy", "adapt",
-    "build_learner", "ensemble", "load_learner", "load_masked_lm", "predict_all", "predict_logits",
-    "save_ensemble", "save_spec", "select_device", "softmax", "train",
-]
+_WHERE = {
+    ".adaptation": ["adapt"],
+    ".backbone": ["BackboneError", "load_masked_lm"],
+    ".device": ["select_device"],
+    ".ensembling": ["accuracy", "ensemble", "softmax"],
+    ".label": ["predict_all", "predict_logits"],
+    ".learners": ["ClassifierLearner", "ClozeLearner", "Learner", "LearnerSpec", "build_learner", "load_learner",
+                  "save_spec"],
+    ".pattern": ["Pattern", "PatternError", "Template"],
+    ".predictor": ["Predictor", "PredictorError", "save_ensemble"],
+    ".pvp": ["PVP"],
+    ".settings": ["AdaptConfig", "TrainConfig"],
+    ".training": ["TrainResult", "train"],
+    ".verbalizer": ["Verbalizer", "VerbalizerError"],
+}
+_MODULE = {name: module for module, names in _WHERE.items() for name in names}
+__all__ = sorted(_MODULE)
+
+
+def __getattr__(name: str):
+    if name not in _MODULE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(_MODULE[name], __name__), name)
+    globals()[name] = value  # once found, an ordinary attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

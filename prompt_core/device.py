@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import re
-from typing import Annotated
 
 import torch
-from pydantic import AfterValidator
 
 
 def select_device(preference: str = "auto") -> torch.device:
@@ -25,15 +22,6 @@ def select_device(preference: str = "auto") -> torch.device:
     return device
 
 
-def _known_device(name: str) -> str:
-    """Config-time check, so a typo fails validation instead of a task minutes into a run."""
-    if name != "auto" and not re.fullmatch(r"cpu|cuda(:\d+)?", name):
-        raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N")
-    return name
-
-
-DeviceName = Annotated[str, AfterValidator(_known_device)]
-"""A config field naming a device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
 
 
 def autocast(device: torch.device):

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .ensemble import ensemble, softmax
+from .ensembling import ensemble, softmax
 from .label import predict_all
 from .learners import SPEC_FILE, Learner, LearnerSpec, load_learner
 from .pattern import Template

@@ -12,7 +12,7 @@ from typing import Iterable, Literal, Sequence
 
 import numpy as np
 
-from .ensemble import ensemble, softmax
+from .ensembling import ensemble, softmax
 
 
 def new_examples(gold_size: int, generation: int, growth: float, zero_shot_base: int) -> int:

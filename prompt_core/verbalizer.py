@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
-import torch
+if TYPE_CHECKING:  # torch is imported where scores are made, so a config reads without it
+    import torch
 
 
 class VerbalizerError(ValueError):
@@ -72,6 +73,8 @@ class Verbalizer:
 
         Averaging the logits of a label's words is PET's verbalizer ensembling.
         """
+        import torch
+
         per_label = self.token_ids(tokenizer)
         flat = [i for ids in per_label for i in ids]
         matrix = torch.zeros(len(per_label), len(flat))

@@ -29,7 +29,7 @@ from prompt_core.learners import pad_batch, seeded_loading
 from tasks.adapt import adapt_backbone
 from tiny import WORDS, save_tiny, toy_run_config
 
-adapt_module = importlib.import_module("prompt_core.adapt")  # `prompt_core.adapt` is the function
+adapt_module = importlib.import_module("prompt_core.adaptation")
 TEXTS = [" ".join(random.Random(i).sample(WORDS[:24], 6)) for i in range(96)]
 SETTINGS = dict(learning_rate=2e-3, batch_size=16, max_length=32, device="cpu")
 CLI_ADAPT = ["--set", "adapt.steps=30", "--set", "adapt.learning_rate=2e-3", "--set", "adapt.device=cpu"]

@@ -89,3 +89,31 @@ def test_ragged_row_is_reported_with_its_line(toy: dict, tmp_path: Path, capsys:
     assert validate(bad, tmp_path) == 2
     err = capsys.readouterr().err
     assert "ragged.csv: 1 malformed row(s)" in err and "line 8 has 3 columns, expected 2" in err
+
+
+def test_reading_a_config_imports_no_torch() -> None:
+    """``ipet ingest`` and ``ipet --help`` read configs only: they must not pay torch's and
+    transformers' import (seconds) through ``prompt_core``."""
+    import subprocess
+    import sys
+
+    code = ("import sys, flows.cli, flows.config; "
+            "sys.exit(sorted(m for m in ('torch', 'transformers') if m in sys.modules) or 0)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr
+
+
+def test_prompt_core_exports_are_its_functions_not_its_modules() -> None:
+    """The package's names load on first use; importing a submodule named like an export (``train``
+    in ``train.py``) would put the module in the function's place. Checked in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    code = ("import importlib, types, prompt_core as p\n"
+            "for m in set(p._MODULE.values()): importlib.import_module('prompt_core' + m)\n"
+            "bad = [n for n in p.__all__ if isinstance(getattr(p, n), types.ModuleType)]\n"
+            "raise SystemExit(bad or 0)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from prompt_core import (PVP, BackboneError, ClassifierLearner, ClozeLearner, Learner, LearnerSpec, TrainConfig,
                          TrainResult, accuracy, build_learner, load_learner, predict_all, save_spec, softmax, train)
-from prompt_core.train import soft_target_loss
+from prompt_core.training import soft_target_loss
 from tiny import WORDS
 
 POSITIVE = ("great", "wonderful", "good")

@@ -9,34 +9,13 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from .device import DeviceName, autocast, select_device
+from .device import autocast, select_device
 from .learners import Learner
-
-
-class TrainConfig(BaseModel):
-    """Optimisation settings for one model. Defaults follow PET where PET fixed them."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    learning_rate: float = Field(1e-5, gt=0)
-    batch_size: int = Field(4, ge=1)
-    grad_accumulation: int = Field(1, ge=1)
-    max_steps: int | None = Field(250, ge=1, description="optimizer steps; wins over epochs when set")
-    epochs: float = Field(3.0, gt=0)
-    warmup_steps: int = Field(0, ge=0)
-    weight_decay: float = Field(0.01, ge=0)
-    max_grad_norm: float = Field(1.0, gt=0)
-    temperature: float = Field(2.0, gt=0, description="softens soft targets (distillation)")
-    mlm_weight: float = Field(0.0, ge=0, description="auxiliary MLM loss weight; PET uses 1e-4")
-    mlm_probability: float = Field(0.15, gt=0, lt=1)
-    seed: int = 42
-    device: DeviceName = "auto"
-    compile: bool = Field(False, description="torch.compile the encoder when training on CUDA (ignored on CPU)")
+from .settings import TrainConfig
 
 
 @dataclass

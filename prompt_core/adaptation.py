@@ -13,29 +13,12 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from .backbone import BackboneError, load_masked_lm, load_tokenizer, mask_for_mlm, mlm_loss, quiet_transformers
-from .device import DeviceName, autocast, select_device
+from .device import autocast, select_device
 from .learners import pad_batch, seeded_loading
-from .train import TrainResult, index_batches, optimize, set_seed
-
-
-class AdaptConfig(BaseModel):
-    """MLM settings; defaults are TAPT's (15 % masking, 6 % warmup) scaled down to a CPU budget."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    steps: int = Field(200, ge=1, description="optimizer steps")
-    learning_rate: float = Field(1e-4, gt=0)
-    batch_size: int = Field(16, ge=1)
-    max_length: int = Field(128, ge=8, description="texts are truncated to this many tokens")
-    mlm_probability: float = Field(0.15, gt=0, lt=1)
-    warmup: float = Field(0.06, ge=0, lt=1, description="share of the steps the learning rate warms up over")
-    weight_decay: float = Field(0.01, ge=0)
-    max_grad_norm: float = Field(1.0, gt=0)
-    seed: int = 42
-    device: DeviceName = "auto"
+from .settings import AdaptConfig
+from .training import TrainResult, index_batches, optimize, set_seed
 
 
 def adapt(backbone: str, texts: Iterable[str], config: AdaptConfig, out_dir: str | Path, *,
