@@ -4,7 +4,7 @@ Optionally the backbone first gets more masked-LM training on the pool's text (T
 trains one model per (PVP × seed) on the gold set. Each iPET generation lets every model's
 peers label the unlabeled pool, keeps their most confident examples (balanced like the gold
 labels), and trains fresh models on the gold set plus those. The last generation's ensemble
-labels the pool once more, and is either the final model or is distilled into one classifier.
+labels the pool once more and is distilled into one classifier, or is itself the final model.
 The final model is registered in MLflow's model registry, and becomes the champion only if it
 beats the current one on this run's test set.
 
@@ -87,8 +87,8 @@ def ipet_stages(config: RunConfig, run_dir: str) -> dict:
             run.record(Stage.of(f"ipet-{generation}", run.evaluate(models, weights), sets=sets))
 
         # Final: the last ensemble's soft labels on the pool, distilled into one classifier.
-        soft_pool = run.combine("final-pool", run.label_all(models, "pool"), models, weights, "pool")
         if config.final.mode == "distill":
+            soft_pool = run.combine("final-pool", run.label_all(models, "pool"), models, weights, "pool")
             with one_device(config.runner, config.train.device):
                 final = train_model.submit(run.name("final", "distilled"), run.distill_spec(), soft_pool["path"],
                                            config.distill_train.model_dump(), run_dir, run.tracking_info).result()
@@ -96,10 +96,11 @@ def ipet_stages(config: RunConfig, run_dir: str) -> dict:
             evaluation = run.evaluate({("final", None): final["model_dir"]}, weights=None)
             run.record(Stage.of("final", evaluation, train_size=run.pool_size,
                                 pseudo_label_accuracy=soft_pool["accuracy"], model=final["model_dir"]))
-        else:
+        else:  # or the last ensemble itself
             last = run.stages[-1]
             run.record(Stage.of("final", last.evaluation, train_size=last.train_size,
-                                pseudo_label_accuracy=soft_pool["accuracy"], model=run.ensemble_model(models, weights)))
+                                pseudo_label_accuracy=run.pool_accuracy(models, weights),
+                                model=run.ensemble_model(models, weights)))
         results = run.finish(client)
         # Champion/challenger: register the final model; it becomes champion only if it wins.
         return run.register(client, results) if config.tracking.register_model else results

@@ -135,3 +135,27 @@ def test_a_pool_only_change_reuses_the_pet_models_and_retrains_ipet(prefect_harn
 
 def _total(finished) -> int:
     return finished[0]["tasks"]["trained"] + finished[0]["tasks"]["reused"]
+
+
+def test_an_ensemble_over_a_truly_unlabeled_pool_does_not_label_it_again(prefect_harness, tmp_path):
+    """With ``final.mode: ensemble`` the last generation's pool labels would serve only to score
+    pseudo-labels; a pool without hidden labels cannot be scored, so it is not labeled again."""
+    import csv
+
+    config = toy_run_config(tmp_path, labeled_per_class=4, steps=10, generations=1, growth=2)
+    with open(tmp_path / "train.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    with open(tmp_path / "gold.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["text", "label"]] + [[r["text"], r["label"]] for r in rows[:8]])
+    with open(tmp_path / "pool.csv", "w", newline="") as f:  # no label column at all
+        csv.writer(f).writerows([["text"]] + [[r["text"]] for r in rows[8:]])
+    config["data"] = {"root": str(tmp_path), "labeled": {"path": "gold.csv"}, "unlabeled": {"path": "pool.csv"},
+                      "test": {"path": "test.csv"}}
+    config["final"] = {"mode": "ensemble"}
+    results = ipet(config=RunConfig.model_validate(config), run_dir=str(tmp_path / "run"))
+
+    final = results["stages"][-1]
+    assert final["stage"] == "final" and final["pseudo_label_accuracy"] is None
+    assert final["test_accuracy"] == results["stages"][-2]["test_accuracy"]
+    pool_logits = sorted(p.name.split("--")[0] for p in (tmp_path / "run" / "logits").glob("*--pool-*"))
+    assert pool_logits == ["g0-p0-s1", "g0-p1-s1"]  # PET's models label it for generation 1; nothing after
