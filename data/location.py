@@ -14,6 +14,7 @@ configuration), as for any fsspec user.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
@@ -23,7 +24,8 @@ from pathlib import Path
 from upath import UPath
 
 COMPLETE = ".complete"  # written last into an uploaded directory
-_swapping = threading.Lock()  # one thread at a time puts a copy in place
+_swapping = threading.Lock()  # one thread at a time puts a copy in place...
+SWAP_LOCK = ".swap.lock"
 
 
 def is_url(location: str | os.PathLike) -> bool:
@@ -82,8 +84,9 @@ def local(path: str | os.PathLike, fresh: bool = False) -> Path:
                 dest = copy / Path(name).relative_to(url.path)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 url.fs.get_file(name, str(dest))
-        with _swapping:
-            if fresh or not _mirrored(target):  # else another thread copied it meanwhile
+        with _swapping, open(target.parent / SWAP_LOCK, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # and one process: Ray workers of a node share the mirror
+            if fresh or not _mirrored(target):  # else another thread or process copied it meanwhile
                 if target.is_dir():  # a stale folder, or one holding single files: set aside, removed below
                     os.replace(target, tmp / "old")
                 os.replace(copy, target)
