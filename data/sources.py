@@ -117,7 +117,7 @@ def source_path(source: Source, base_dir: str | Path) -> Path:
     return path if is_url(source.path) or path.is_absolute() else location(base_dir) / source.path
 
 
-def _local_file(source: Source, base_dir: str | Path) -> Path:
+def local_file(source: Source, base_dir: str | Path = ".") -> Path:
     """The source file on this machine: a local one as is, one at a URL copied afresh (it may have
     changed since the last copy)."""
     try:
@@ -139,7 +139,7 @@ def _read_file(source: Source, base_dir: str | Path) -> pa.Table:
     import pyarrow.json as pajson
     import pyarrow.parquet as pq
 
-    path = _local_file(source, base_dir)
+    path = local_file(source, base_dir)
     fmt = source.resolved_format()
     try:
         if fmt in ("csv", "tsv"):
@@ -189,9 +189,7 @@ def _line_of(content: bytes, text: str) -> int:
 def _read_store(source: Source, base_dir: Path) -> pa.Table:
     from .versions import DatasetStore
 
-    store = Path(source.store)
-    return DatasetStore(store if store.is_absolute() else base_dir / store, source.dataset).version(
-        source.version).read(source.kind or "unlabeled")
+    return DatasetStore.of(source, base_dir).version(source.version).read(source.kind or "unlabeled")
 
 
 def _read_hub(source: Source) -> pa.Table:

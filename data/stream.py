@@ -15,22 +15,16 @@ from typing import Iterator, Sequence
 
 import pyarrow as pa
 
-from .location import exists, is_url, local
-from .sources import DataError, Source, _arrow_message, _as_strings
+from .sources import DataError, Source, _arrow_message, _as_strings, local_file
 
 
 def read_batches(path: str | Path, columns: Sequence[str], optional: Sequence[str] = (),
                  batch_size: int = 1024) -> Iterator[pa.Table]:
     """Batches of at most ``batch_size`` rows with ``columns`` (all required) and whichever of
     ``optional`` the file has, in that order, as strings."""
-    if is_url(path):  # copied first (to the local mirror), then streamed from disk like any file
-        if not exists(path):
-            raise DataError(f"{path}: file not found")
-        path = local(path, fresh=True)
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    fmt = Source(path=str(path)).resolved_format()
+    source = Source(path=str(path))
+    path = local_file(source)  # a file at a URL is copied first, then streamed from disk like any file
+    fmt = source.resolved_format()
     try:
         if fmt == "parquet":
             batches = _parquet(path, columns, optional, batch_size)
