@@ -69,17 +69,12 @@ def pin_versions(config: DataConfig) -> DataConfig:
     update = {}
     for slot, source in config.slots().items():
         if source.store and source.version is None:
-            store = _store_of(config, source)
+            store = DatasetStore.of(source, config.root)
             key = (store.directory, source.dataset)
             if key not in resolved:
                 resolved[key] = store.version().number
             update[slot] = source.model_copy(update={"version": resolved[key]})
     return config.model_copy(update=update)
-
-
-def _store_of(config: DataConfig, source: Source) -> DatasetStore:
-    store = Path(source.store)
-    return DatasetStore(store if store.is_absolute() else Path(config.root) / store, source.dataset)
 
 
 def _settings(config: DataConfig) -> dict:
@@ -98,7 +93,7 @@ def _digest(config: DataConfig, source: Source) -> str:
         path = source_path(source, config.root)
         return checksum(path) if is_url(path) else file_digest(path)
     if source.store:
-        return content_key(_store_of(config, source).version(source.version).manifest["hashes"])
+        return content_key(DatasetStore.of(source, config.root).version(source.version).manifest["hashes"])
     return source.hub
 
 
