@@ -88,7 +88,7 @@ def ipet_stages(config: RunConfig, run_dir: str) -> dict:
 
         # Final: the last ensemble's soft labels on the pool, distilled into one classifier.
         if config.final.mode == "distill":
-            soft_pool = run.combine("final-pool", run.label_all(models, "pool"), models, weights, "pool")
+            soft_pool = run.soft_pool(models, weights)
             with one_device(config.runner, config.train.device):
                 final = train_model.submit(run.name("final", "distilled"), run.distill_spec(), soft_pool["path"],
                                            config.distill_train.model_dump(), run_dir, run.tracking_info).result()

@@ -154,12 +154,16 @@ class Run:
         return combine(name, [logits[m] for m in models], self.member_weights(models, weights), self.data[dataset],
                        self.config.labels, self.run_dir)
 
+    def soft_pool(self, models: dict[Member, str], weights: list[float] | None) -> dict:
+        """The pool labeled by the ensemble: its soft labels (``path``) and pseudo-label ``accuracy``."""
+        return self.combine("final-pool", self.label_all(models, "pool"), models, weights, "pool")
+
     def pool_accuracy(self, models: dict[Member, str], weights: list[float] | None) -> float | None:
         """The ensemble's accuracy on the pool's hidden labels. A real unlabeled pool has none: then
         it is None, and the pool is not labeled again just to find that out."""
         if "hidden_label" not in pq.read_schema(local(self.data["pool"])).names:
             return None
-        return self.combine("final-pool", self.label_all(models, "pool"), models, weights, "pool")["accuracy"]
+        return self.soft_pool(models, weights)["accuracy"]
 
     def ensemble_model(self, models: dict[Member, str], weights: list[float] | None) -> str:
         """The ensemble as one model directory (``ensemble.json``: members and weights, combined
