@@ -16,7 +16,7 @@ from data.store import atomic_path, content_key, write_parquet
 from prompt_core import ensemble
 from prompt_core.selection import new_examples, per_label_counts, pick_peers, select_confident_chunks
 
-from .io import iter_chunks, logits_column, ref, table_logits
+from .io import iter_chunks, logits_column, num_rows, ref, table_logits
 
 GOLD_LOGIT = 100.0  # a gold label as soft target: one-hot after any temperature
 CHUNK_ROWS = 65_536  # pool rows held at once while combining and selecting
@@ -90,7 +90,7 @@ def build_train_set(name: str, generation: int, labeled: str, pool: str, peer_lo
 
 
 def _new_examples(labeled: str, generation: int, ipet: dict, num_labels: int) -> int:
-    return new_examples(pq.ParquetFile(local(labeled)).metadata.num_rows, generation, ipet["growth"],
+    return new_examples(num_rows(labeled), generation, ipet["growth"],
                         ipet["zero_shot_per_class"] * num_labels)
 
 
@@ -118,14 +118,14 @@ def _train_set(generation: int, labeled: str, pool: str, peer_logits: Sequence[s
 
     chosen = select_confident_chunks(candidates(), counts, rng, ipet["selection"], ipet["n_most_likely"],
                                      ipet["min_confidence"])
-    columns = pq.read_schema(local(pool)).names
+    schema = pq.read_schema(local(pool))
     picked_rows, picked_logits, offset = [], [], 0
-    for chunk, logits in pool_chunks(columns):
+    for chunk, logits in pool_chunks(schema.names):
         in_chunk = chosen[(chosen >= offset) & (chosen < offset + chunk.num_rows)] - offset
         picked_rows.append(chunk.take(in_chunk))
         picked_logits.append(logits[in_chunk])
         offset += chunk.num_rows
-    picked = pa.concat_tables(picked_rows) if picked_rows else pq.read_schema(local(pool)).empty_table()
+    picked = pa.concat_tables(picked_rows) if picked_rows else schema.empty_table()
     logits = np.concatenate(picked_logits) if picked_logits else np.empty((0, len(labels)))
     hidden = picked["hidden_label"] if "hidden_label" in picked.column_names else pa.nulls(len(chosen), pa.string())
     pseudo = {

@@ -96,7 +96,7 @@ def register_final_model(name: str, model_dir: str, test_set: str | None, challe
         if previous is not None and test_set and challenger_score is not None:
             try:
                 with devices.device() as dev:
-                    champion_score = score(uri, name, previous, str(local(test_set)), batch_size, dev)
+                    champion_score = score(uri, name, previous, test_set, batch_size, dev)
             except Exception as err:  # a champion we cannot use must not fail a finished run; say why
                 problem = f"{type(err).__name__}: {err}"
         promote, reason = decide(challenger_score, champion_score, previous, problem)
@@ -234,6 +234,7 @@ def score(uri: str, name: str, version: str, test_set: str, batch_size: int, dev
     argmax of its NaN probabilities would read as the first label."""
     with tempfile.TemporaryDirectory() as tmp:
         predictor = Predictor.load(download(uri, name, version, Path(tmp)))
+    test_set = str(local(test_set))
     truth = pq.read_table(test_set, columns=["label"])["label"].to_pylist()
     unknown = sorted(set(truth) - set(predictor.labels))
     if unknown:
