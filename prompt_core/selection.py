@@ -12,7 +12,7 @@ from typing import Iterable, Literal, Sequence
 
 import numpy as np
 
-from .ensembling import ensemble, softmax
+from .ensembling import softmax
 
 
 def new_examples(gold_size: int, generation: int, growth: float, zero_shot_base: int) -> int:
@@ -45,15 +45,6 @@ def pick_peers(peer_weights: Sequence[float], fraction: float, reduction: Litera
     if weights is not None and sum(weights) <= 0:
         weights = None  # every peer scored 0 before training: fall back to a plain mean
     return chosen, weights
-
-
-def combine_peers(peer_logits: Sequence[np.ndarray], peer_weights: Sequence[float], fraction: float,
-                  reduction: Literal["mean", "wmean"], rng: np.random.Generator) -> tuple[np.ndarray, list[int]]:
-    """Ensemble logits of a random ``fraction`` of the peers (at least one) and which were used."""
-    if len(peer_logits) != len(peer_weights):
-        raise ValueError(f"{len(peer_logits)} peers but {len(peer_weights)} weights")
-    chosen, weights = pick_peers(peer_weights, fraction, reduction, rng)
-    return ensemble([peer_logits[i] for i in chosen], weights), chosen
 
 
 def select_confident(logits: np.ndarray, counts: Sequence[int], rng: np.random.Generator,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from prompt_core import ensemble
-from prompt_core.selection import (combine_peers, new_examples, per_label_counts, select_confident,
+from prompt_core.selection import (new_examples, per_label_counts, pick_peers, select_confident,
                                     select_confident_chunks)
 
 
@@ -32,19 +32,24 @@ def test_per_label_counts_follow_the_gold_distribution(total, gold_counts, expec
     assert counts == expected and sum(counts) == total
 
 
-def test_combine_peers_uses_a_fraction_with_accuracy_weights():
+def test_pick_peers_uses_a_fraction_with_accuracy_weights():
+    """The peers iPET's selection ensembles (``tasks.pseudo``: ``ensemble`` of the picked peers' logits)."""
     rng = np.random.default_rng(0)
     peers = [np.full((3, 2), float(i)) for i in range(8)]
-    combined, chosen = combine_peers(peers, [1.0] * 8, 0.25, "wmean", rng)
+
+    def combine(peer_logits, weights, fraction):
+        chosen, w = pick_peers(weights, fraction, "wmean", rng)
+        return ensemble([peer_logits[i] for i in chosen], w), chosen
+
+    combined, chosen = combine(peers, [1.0] * 8, 0.25)
     assert len(chosen) == 2 and len(set(chosen)) == 2
     np.testing.assert_allclose(combined, ensemble([peers[i] for i in chosen]))
-    weights = [0.0, 3.0]
-    combined, _ = combine_peers(peers[:2], weights, 1.0, "wmean", rng)
+    combined, _ = combine(peers[:2], [0.0, 3.0], 1.0)
     np.testing.assert_allclose(combined, peers[1])  # the zero-weight peer does not count
-    combined, _ = combine_peers(peers[:2], [0.0, 0.0], 1.0, "wmean", rng)
+    combined, _ = combine(peers[:2], [0.0, 0.0], 1.0)
     np.testing.assert_allclose(combined, 0.5)  # all weights zero: a plain mean
     with pytest.raises(ValueError, match="two models"):
-        combine_peers([], [], 0.25, "mean", rng)
+        pick_peers([], 0.25, "mean", rng)
 
 
 def _logits(confidences: list[float], labels: list[int]) -> np.ndarray:
