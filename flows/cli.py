@@ -51,10 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from data.location import location
     from data.lock import RunDirBusy, RunDirUnusable, run_dir_lock
-
-    run_dir = location(args.run_dir or Path("runs") / config.name)
     from tasks.tracking import TrackingError
 
+    run_dir = location(args.run_dir or Path("runs") / config.name)
     try:
         with run_dir_lock(run_dir):  # refuse a busy run dir before starting Prefect; the flow holds it too
             _prefect_defaults()

@@ -4,8 +4,9 @@
 GPU (one task at a time on a CPU). ``ray``: prefect-ray's ``RayTaskRunner`` on the Ray cluster at
 ``runner.address`` (or a local one it starts); every training and labeling task asks Ray for
 ``gpus_per_task`` GPUs and ``cpus_per_task`` CPUs, and Ray does the bin-packing: it sets the task
-process's ``CUDA_VISIBLE_DEVICES``, which ``devices.device()`` honours. Tasks pass paths only, so a
-file system every Ray node sees (the run directory, the data) is all the cluster needs.
+process's ``CUDA_VISIBLE_DEVICES``, which ``devices.device()`` honours. Tasks pass paths only, so
+storage every Ray node reaches (a shared file system, or a bucket URL: ``data/location.py``) for the
+run directory and the data is all the cluster needs.
 """
 
 from __future__ import annotations
