@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from data.prepare import DataConfig
 from data.sources import label_text
-from prompt_core import PVP, AdaptConfig, Pattern, PatternError, TrainConfig, Verbalizer, VerbalizerError
+from prompt_core import PVP, AdaptConfig, Pattern, PatternError, Template, TrainConfig, Verbalizer, VerbalizerError
+from prompt_core.settings import IpetConfig, LearnerKind
 
 
 PROBLEM_SEPARATOR = "\n"
@@ -27,36 +28,39 @@ def _label_keys(words: Any) -> Any:
 
 
 class PVPConfig(Strict):
-    pattern: str
-    verbalizer: dict[str, list[str] | str] | None = Field(None, description="defaults to the run's verbalizer")
+    pattern: str = Field(description="cloze: one {mask}; similarity: the input as it is embedded, no {mask}")
+    verbalizer: dict[str, list[str] | str] | None = Field(None, description="this PVP's label words or phrases; "
+                                                                            "defaults to the run's verbalizer")
     _labels_as_text = field_validator("verbalizer", mode="before")(_label_keys)
 
     @field_validator("pattern")
     @classmethod
     def _valid_pattern(cls, value: str) -> str:
         try:
-            Pattern(value)
+            Template(value)
         except PatternError as err:
             raise ValueError(str(err)) from None
         return value
-
-
-class IpetConfig(Strict):
-    generations: int = Field(3, ge=0, description="iPET generations after PET (PET: 3)")
-    growth: float = Field(5.0, gt=1, description="d: generation g trains on base·d^g examples")
-    peer_fraction: float = Field(0.25, gt=0, le=1, description="share of the other models that label")
-    reduction: Literal["wmean", "mean"] = "wmean"
-    selection: Literal["sample", "top"] = "sample"
-    n_most_likely: int | None = Field(None, ge=1)
-    min_confidence: float | None = Field(None, ge=0, le=1)
-    soft_labels: bool = Field(False, description="train on the peers' logits instead of hard labels")
-    zero_shot_per_class: int = Field(10, ge=1, description="base size per class when there are no labels")
 
 
 class FinalConfig(Strict):
     mode: Literal["distill", "ensemble"] = "distill"
     temperature: float = Field(2.0, gt=0)
     train: dict[str, Any] = Field(default_factory=dict, description="overrides of `train` for distillation")
+
+    @field_validator("train")
+    @classmethod
+    def _whole_pool(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """The distilled model learns the ensemble's soft labels on the whole pool, at least once."""
+        if "max_steps" in value:
+            raise ValueError("max_steps would cut the distillation short of one pass over the pool; "
+                             "set epochs (at least 1) instead")
+        if "epochs" in value and not (isinstance(value["epochs"], (int, float)) and value["epochs"] >= 1):
+            raise ValueError(f"epochs must be at least 1 (one full pass over the pool), not {value['epochs']!r}")
+        unknown = sorted(set(value) - set(TrainConfig.model_fields))
+        if unknown:
+            raise ValueError(f"unknown setting(s) {unknown}; use those of `train`")
+        return value
 
 
 class TrackingConfig(Strict):
@@ -91,8 +95,10 @@ class RunnerConfig(Strict):
 
 class RunConfig(Strict):
     name: str = Field("ipet", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    model: str = Field(description="hub name or local path of a masked LM (or a plain encoder)")
-    learner: Literal["cloze", "classifier"] = "cloze"
+    model: str = Field(description="hub name or local path of a masked LM (cloze) or a sentence encoder (similarity)")
+    learner: LearnerKind = Field("cloze", description="cloze: masked LMs (RoBERTa, DeBERTa, BERT); similarity: "
+                                                       "sentence encoders (MiniLM); classifier: a fresh head, no prior")
+    similarity_temperature: float = Field(0.05, gt=0, description="similarity: logits are cosines divided by it")
     max_length: int = Field(256, ge=8)
     verbalizer: dict[str, list[str] | str] | None = None
     pvps: list[PVPConfig] = Field(min_length=1)
@@ -133,6 +139,24 @@ class RunConfig(Strict):
         return self
 
     @model_validator(mode="after")
+    def _patterns_fit_learner(self) -> "RunConfig":
+        """A cloze pattern needs its one {mask}; a similarity pattern is embedded as it is, so a {mask}
+        there would be the literal [MASK] token in the text."""
+        problems = []
+        for i, p in enumerate(self.pvps):
+            if self.learner == "cloze":
+                try:
+                    Pattern(p.pattern)
+                except PatternError as err:
+                    problems.append(f"pvps.{i}.pattern: {err} (learner: cloze)")
+            elif self.learner == "similarity" and Template(p.pattern).has_mask:
+                problems.append(f"pvps.{i}.pattern: {p.pattern!r} has a {{mask}}, which the similarity learner "
+                                "does not fill; write the input as it should be embedded, e.g. \"{title} {text}\"")
+        if problems:
+            raise ValueError(PROBLEM_SEPARATOR.join(problems))
+        return self
+
+    @model_validator(mode="after")
     def _classifiers_need_labels(self) -> "RunConfig":
         """Zero-shot iPET starts from the PVPs' cloze scores; a classifier's head starts random, so
         without gold labels its generation 1 would train on noise."""
@@ -140,7 +164,7 @@ class RunConfig(Strict):
         zero_shot = d.labeled_per_class == 0 if d.train is not None else d.labeled is None
         if self.learner == "classifier" and zero_shot:
             raise ValueError("learner: classifier needs labeled examples (its head starts random, so it has no "
-                             "zero-shot prior); give labeled data or use learner: cloze")
+                             "zero-shot prior); give labeled data or use learner: similarity or cloze")
         return self
 
     @property
@@ -152,7 +176,8 @@ class RunConfig(Strict):
         p = self.pvps[index]
         words = Verbalizer(p.verbalizer or self.verbalizer).words
         first = Verbalizer(self.pvps[0].verbalizer or self.verbalizer).labels
-        return PVP(Pattern(p.pattern), Verbalizer({label: words[label] for label in first}))
+        template = Pattern if self.learner == "cloze" else Template
+        return PVP(template(p.pattern), Verbalizer({label: words[label] for label in first}))
 
     @property
     def registered_model(self) -> str:
@@ -165,7 +190,9 @@ class RunConfig(Strict):
 
     @property
     def distill_train(self) -> TrainConfig:
-        return self.train.model_copy(update={**self.final.train, "temperature": self.final.temperature})
+        """``train`` with ``final.train`` over it, for at least one full pass over the pool."""
+        merged = {**self.train.model_dump(), **self.final.train, "temperature": self.final.temperature}
+        return TrainConfig(**{**merged, "epochs": max(1.0, merged["epochs"]), "max_steps": None})
 
     def for_adaptation(self) -> "RunConfig":
         """The config as ``ipet adapt`` reads it: PVPs as cloze models (that is what adaptation

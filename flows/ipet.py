@@ -60,10 +60,12 @@ def ipet_stages(config: RunConfig, run_dir: str) -> dict:
         run = Run(config, run_dir, data, uri, parent_id)
 
         # Zero-shot: every PVP on the backbone, untrained. Its accuracy on the gold set is the
-        # weight PET gives each model ("accuracy on the training set before training").
+        # weight PET gives each model ("accuracy on the training set before training"). A learner
+        # without a prior (a classifier's random head) has no zero-shot stage, and equal weights.
         prior = run.untrained()
         weights = run.pvp_weights(prior)
-        run.record(Stage.of("zero-shot", run.evaluate(prior, weights=None), train_size=0))
+        run.record(Stage.of("zero-shot", run.evaluate(prior, weights=None), train_size=0) if run.has_prior
+                   else Stage.not_applicable("zero-shot", f"learner: {config.learner} has no prior"))
 
         # PET: one model per PVP and seed on the gold set (zero-shot iPET starts from the prior).
         models = prior
@@ -79,7 +81,7 @@ def ipet_stages(config: RunConfig, run_dir: str) -> dict:
                     run.name(generation, member), generation, data["labeled"], data["pool"],
                     [pool_logits[m] for m in run.peers(member, models)],
                     [weights[m[0]] for m in run.peers(member, models)],
-                    config.labels, config.ipet.model_dump(), member[1], run_dir)
+                    config.labels, config.ipet, member[1], run_dir)
                 for member in run.members
             }
             sets = {member: future.result() for member, future in sets.items()}

@@ -19,7 +19,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from data.location import exists, local, location, names
 from data.store import atomic_path, content_key, write_json
-from prompt_core import LearnerSpec, accuracy, save_ensemble
+from prompt_core import PVP, Template, accuracy, learner_class, save_ensemble
 from tasks.io import read_logits, ref, shard_count
 from tasks.models import label_set, train_model, untrained_model
 from tasks.pseudo import combine
@@ -50,6 +50,11 @@ class Stage:
     pseudo_label_accuracy: float | None = None
     models: list[dict] = field(default_factory=list)
     model: Any = None
+    note: str | None = None  # why a stage has no scores
+
+    @classmethod
+    def not_applicable(cls, stage: str, reason: str) -> "Stage":
+        return cls(stage, None, None, note=f"not applicable: {reason}")
 
     @classmethod
     def of(cls, stage: str, evaluation: Evaluation, train_size: int | None = None, sets: dict | None = None,
@@ -88,19 +93,22 @@ class Run:
 
     def spec(self, p: int) -> dict:
         c = self.config
-        pvp = c.pvp(p)
-        if c.learner == "cloze":
-            spec = LearnerSpec.cloze(c.model, pvp, max_length=c.max_length, trust_remote_code=c.trust_remote_code)
-        else:
-            spec = LearnerSpec.classifier(c.model, pvp.pattern.template, pvp.labels, max_length=c.max_length,
-                                          trust_remote_code=c.trust_remote_code)
-        return asdict(spec)
+        return asdict(learner_class(c.learner).spec_for(c.model, c.pvp(p), **self.spec_options))
+
+    @property
+    def spec_options(self) -> dict:
+        c = self.config
+        return {"max_length": c.max_length, "trust_remote_code": c.trust_remote_code,
+                "temperature": c.similarity_temperature}
 
     def distill_spec(self) -> dict:
+        """The final model: a similarity learner keeps its prior's form (the text fields matched to the
+        first PVP's phrases); otherwise a sequence classifier on the text fields."""
         c = self.config
         template = " ".join(f"{{{f}}}" for f in c.fields)
-        return asdict(LearnerSpec.classifier(c.model, template, c.labels, max_length=c.max_length,
-                                             trust_remote_code=c.trust_remote_code))
+        kind = "similarity" if c.learner == "similarity" else "classifier"
+        pvp = PVP(Template(template), c.pvp(0).verbalizer)
+        return asdict(learner_class(kind).spec_for(c.model, pvp, **self.spec_options))
 
     def peers(self, member: Member, models: dict[Member, str]) -> list[Member]:
         """The previous generation's models other than ``member``'s own predecessor."""
@@ -134,8 +142,13 @@ class Run:
         """Every PVP on the backbone as is (zero-shot)."""
         return {(p, None): untrained_model(f"zero-shot-p{p}", self.spec(p), self.run_dir) for p in self.pvp_indices}
 
+    @property
+    def has_prior(self) -> bool:
+        """Whether an untrained learner of this run already scores (not a random head)."""
+        return learner_class(self.config.learner).has_prior
+
     def pvp_weights(self, prior: dict[Member, str]) -> list[float]:
-        if not self.gold_size:
+        if not self.gold_size or not self.has_prior:
             return [1.0] * len(self.pvp_indices)
         return self.pvp_accuracies(prior, "labeled")
 
@@ -211,8 +224,8 @@ class Run:
                               description=f"{stage.stage}: test accuracy {fmt(stage.test_accuracy)}, "
                                           f"train size {fmt(stage.train_size)}, "
                                           f"pseudo-label accuracy {fmt(stage.pseudo_label_accuracy)}")
-        print(f"[{stage.stage}] test accuracy {fmt(stage.test_accuracy)} · train size {fmt(stage.train_size)}"
-              f" · pseudo-label accuracy {fmt(stage.pseudo_label_accuracy)}")
+        print(f"[{stage.stage}] " + (stage.note or f"test accuracy {fmt(stage.test_accuracy)} · train size "
+                                     f"{fmt(stage.train_size)} · pseudo-label accuracy {fmt(stage.pseudo_label_accuracy)}"))
 
     def finish(self, client: MlflowClient) -> dict:
         parent = self.tracking_info["parent_id"]
@@ -276,7 +289,8 @@ def artifact_key(*parts: str) -> str:
 
 def stage_table(stages: list[dict]) -> str:
     lines = ["| stage | test accuracy | train size | pseudo-label accuracy |", "|---|---|---|---|"]
-    lines += [f"| {s['stage']} | {fmt(s['test_accuracy'])} | {fmt(s['train_size'])} | "
+    lines += [f"| {s['stage']} | {s['note']} | | |" if s.get("note") else
+              f"| {s['stage']} | {fmt(s['test_accuracy'])} | {fmt(s['train_size'])} | "
               f"{fmt(s['pseudo_label_accuracy'])} |" for s in stages]
     return "\n".join(lines)
 

@@ -35,16 +35,17 @@ def predict_logits(
     if batch_size == "auto":
         batch_size = auto_batch_size(learner, dev)
     rows = iter(rows)
-    while chunk := list(islice(rows, chunk_size)):
-        features = learner.featurize(chunk)
-        order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
-        out = np.empty((len(features), len(learner.labels)), dtype=np.float32)
-        with torch.inference_mode(), autocast(dev):
-            for start in range(0, len(order), batch_size):
-                idx = order[start : start + batch_size]
-                batch = {k: v.to(dev) for k, v in learner.collate([features[i] for i in idx]).items()}
-                out[idx] = learner(batch).float().cpu().numpy()
-        yield out
+    with learner.scoring():
+        while chunk := list(islice(rows, chunk_size)):
+            features = learner.featurize(chunk)
+            order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
+            out = np.empty((len(features), len(learner.labels)), dtype=np.float32)
+            with torch.inference_mode(), autocast(dev):  # not across the yield: the caller's code is not ours
+                for start in range(0, len(order), batch_size):
+                    idx = order[start : start + batch_size]
+                    batch = {k: v.to(dev) for k, v in learner.collate([features[i] for i in idx]).items()}
+                    out[idx] = learner(batch).float().cpu().numpy()
+            yield out
 
 
 def predict_all(learner: Learner, rows: Iterable[Mapping[str, Any]], **kw) -> np.ndarray:

@@ -1,9 +1,11 @@
 """Learners: a backbone plus the way it turns a row into class logits.
 
-``ClozeLearner`` is PET's PVP model (masked LM + pattern + verbalizer). ``ClassifierLearner``
-is an ordinary sequence classifier fed template-rendered text: the distillation target, and
-an iPET learner for backbones whose MLM prior is weak. Both share one training and one
-labeling loop, and both are saved as a ``save_pretrained`` directory plus ``learner.json``.
+``ClozeLearner`` is PET's PVP model (masked LM + pattern + verbalizer). ``SimilarityLearner`` is
+the same idea for a sentence encoder: the rendered input is matched to label phrases by cosine
+similarity, so it has a prior before any training. ``ClassifierLearner`` is an ordinary sequence
+classifier fed template-rendered text: it has no prior (its head starts random). All share one
+training and one labeling loop, and all are saved as a ``save_pretrained`` directory plus
+``learner.json``. ``KINDS`` is the table of kinds: a new kind is one class and one entry there.
 """
 
 from __future__ import annotations
@@ -11,16 +13,17 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoModel, AutoModelForSequenceClassification
 
 from .backbone import (BackboneError, quiet_transformers, gather_hidden, load_masked_lm, load_tokenizer,
                        mask_for_mlm, mlm_loss, resolve, vocab_scores)
+from .device import autocast
 from .pattern import Pattern, Template
 from .pvp import PVP
 from .verbalizer import Verbalizer
@@ -32,24 +35,38 @@ _LOADING = threading.Lock()
 
 @dataclass(frozen=True)
 class LearnerSpec:
-    """Everything needed to rebuild a learner; ``backbone`` is a hub name or a local path."""
+    """Everything needed to rebuild a learner.
 
-    kind: Literal["cloze", "classifier"]
+    Args:
+        kind: a key of ``KINDS`` (``cloze``, ``classifier``, ``similarity``).
+        backbone: a hub name or a local path.
+        template: the pattern the input is rendered with.
+        labels: class names, in the order of every logit array.
+        verbalizer: label → label words (cloze: one token each) or label phrases (similarity).
+        max_length: tokens an input is shortened to (its slots, never the pattern's own words).
+        trust_remote_code: let transformers run a checkpoint's own code.
+        temperature: similarity only: logits are cosine similarities divided by it.
+        pooling: similarity only: ``mean``, ``cls`` or ``max``; None reads the checkpoint's own.
+    """
+
+    kind: str
     backbone: str
     template: str
     labels: tuple[str, ...]
     verbalizer: dict[str, list[str]] | None = None
     max_length: int = 256
     trust_remote_code: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    temperature: float | None = None
+    pooling: str | None = None
 
     @classmethod
     def cloze(cls, backbone: str, pvp: PVP, **kw) -> "LearnerSpec":
-        d = pvp.to_dict()
-        return cls("cloze", backbone, d["pattern"], pvp.labels, d["verbalizer"], **kw)
+        """PET's PVP model: the masked LM scores the verbalizer's one-token words at ``{mask}``."""
+        return cls("cloze", backbone, pvp.pattern.template, pvp.labels, pvp.words(), **kw)
 
     @classmethod
     def classifier(cls, backbone: str, template: str, labels: Sequence[str], **kw) -> "LearnerSpec":
+        """A sequence classifier (fresh head) on the rendered template."""
         return cls("classifier", backbone, template, tuple(str(l) for l in labels), **kw)
 
     def to_json(self) -> str:
@@ -59,7 +76,13 @@ class LearnerSpec:
     def from_json(cls, text: str) -> "LearnerSpec":
         d = json.loads(text)
         d["labels"] = tuple(d["labels"])
+        d.pop("extra", None)  # written by earlier versions, never read
         return cls(**d)
+
+    @classmethod
+    def of(cls, data: Mapping[str, Any]) -> "LearnerSpec":
+        """A spec from its ``asdict`` form (as tasks receive it)."""
+        return cls(**{**data, "labels": tuple(data["labels"])})
 
 
 def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,11 +97,33 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Te
 
 
 class Learner(nn.Module):
-    """Rows in, class logits out. Subclasses say how a row becomes token ids and logits."""
+    """Rows in, class logits out. Subclasses say how a row becomes token ids and logits, and how
+    they are loaded (``load``); ``has_prior`` says whether the untrained learner already scores
+    (zero-shot) or starts from a random head."""
+
+    has_prior: ClassVar[bool] = True
+    template_class: ClassVar[type[Template]] = Template
 
     def __init__(self, spec: LearnerSpec, model: nn.Module, tokenizer):
         super().__init__()
         self.spec, self.model, self.tokenizer = spec, model, tokenizer
+
+    @classmethod
+    def spec_for(cls, backbone: str, pvp: PVP, *, temperature: float, **kw) -> LearnerSpec:
+        """The spec of this kind of learner asking ``pvp``'s question of ``backbone``.
+
+        Args:
+            backbone: hub name or local path.
+            pvp: the pattern and verbalizer.
+            temperature: the similarity learner's; other kinds ignore it.
+            **kw: ``max_length``, ``trust_remote_code``.
+        """
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, spec: LearnerSpec, source: str, tokenizer) -> "Learner":
+        """The learner of ``spec`` with weights from ``source`` (a saved learner or the backbone)."""
+        raise NotImplementedError
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -86,7 +131,7 @@ class Learner(nn.Module):
 
     @property
     def template(self) -> Template:
-        return Template(self.spec.template)
+        return self.template_class(self.spec.template)
 
     def featurize(self, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         return [{"input_ids": ids} for ids in self.template.encode(self.tokenizer, rows, self.spec.max_length)]
@@ -97,6 +142,12 @@ class Learner(nn.Module):
         for key in features[0].keys() - {"input_ids"}:
             batch[key] = torch.tensor([f[key] for f in features])
         return batch
+
+    @contextlib.contextmanager
+    def scoring(self) -> Iterator[None]:
+        """Around a labeling pass with fixed weights: a learner may compute once what every batch
+        shares (the similarity learner's label embeddings)."""
+        yield
 
     def mlm_loss(self, batch: Mapping[str, torch.Tensor], generator: torch.Generator, probability: float = 0.15):
         raise BackboneError(f"an auxiliary MLM loss needs a cloze learner, not {self.spec.kind!r}")
@@ -110,22 +161,27 @@ class Learner(nn.Module):
 
 
 class ClozeLearner(Learner):
+    template_class = Pattern
+
     def __init__(self, spec: LearnerSpec, model: nn.Module, tokenizer):
         super().__init__(spec, model, tokenizer)
         word_ids, averaging = self.pvp.verbalizer.averaging_matrix(tokenizer)
         self.register_buffer("word_ids", word_ids, persistent=False)
         self.register_buffer("averaging", averaging, persistent=False)
 
-    @property
-    def pvp(self) -> PVP:
-        # class index order is spec.labels; the verbalizer mapping may list labels in another
-        # order (learner.json is written with sorted keys), so it is reordered to match
-        words = self.spec.verbalizer
-        return PVP(Pattern(self.spec.template), Verbalizer({label: words[label] for label in self.spec.labels}))
+    @classmethod
+    def spec_for(cls, backbone, pvp, *, temperature, **kw):
+        return LearnerSpec.cloze(backbone, pvp, **kw)
+
+    @classmethod
+    def load(cls, spec, source, tokenizer):
+        if tokenizer.mask_token is None:
+            raise BackboneError(f"{spec.backbone!r} has no mask token, so it cannot fill a cloze pattern")
+        return cls(spec, load_masked_lm(source, trust_remote_code=spec.trust_remote_code), tokenizer)
 
     @property
-    def template(self) -> Pattern:
-        return Pattern(self.spec.template)
+    def pvp(self) -> PVP:
+        return PVP(Pattern(self.spec.template), ordered_verbalizer(self.spec))
 
     def featurize(self, rows):
         features = super().featurize(rows)
@@ -147,9 +203,131 @@ class ClozeLearner(Learner):
         return mlm_loss(self.model, inputs.to(device), batch["attention_mask"], labels.to(device))
 
 
+class SimilarityLearner(Learner):
+    """A sentence encoder as a PVP: a class's logit is the mean cosine similarity between the
+    rendered input's embedding and the label's phrase embeddings, divided by the temperature.
+
+    One encoder embeds both sides and is trained end to end, so training moves texts towards their
+    label's phrases; untrained, it is the encoder's own zero-shot prior.
+    """
+
+    def __init__(self, spec: LearnerSpec, model: nn.Module, tokenizer):
+        super().__init__(spec, model, tokenizer)
+        verbalizer = ordered_verbalizer(spec)
+        ids, attention = pad_batch(tokenizer([p for ps in verbalizer.words.values() for p in ps])["input_ids"],
+                                   tokenizer.pad_token_id)
+        self.register_buffer("phrase_ids", ids, persistent=False)
+        self.register_buffer("phrase_attention", attention, persistent=False)
+        self.register_buffer("averaging", verbalizer.averaging([len(ps) for ps in verbalizer.words.values()]),
+                             persistent=False)
+        self._fixed: torch.Tensor | None = None
+
+    @classmethod
+    def spec_for(cls, backbone, pvp, *, temperature, **kw):
+        return LearnerSpec("similarity", backbone, pvp.pattern.template, pvp.labels, pvp.words(),
+                           temperature=temperature, **kw)
+
+    @classmethod
+    def load(cls, spec, source, tokenizer):
+        try:
+            with quiet_transformers():
+                model = AutoModel.from_pretrained(resolve(source), trust_remote_code=spec.trust_remote_code,
+                                                  use_safetensors=True)
+        except (OSError, ValueError, KeyError) as err:
+            raise BackboneError(f"cannot load a sentence encoder from {source!r}: {err}") from None
+        return cls(replace(spec, pooling=spec.pooling or checkpoint_pooling(source)), model, tokenizer)
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Unit-length pooled embeddings."""
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return nn.functional.normalize(pool(hidden.float(), attention_mask, self.spec.pooling), dim=-1)
+
+    def label_embeddings(self) -> torch.Tensor:
+        """(labels × hidden): each label's mean phrase embedding; its dot product with a unit input
+        embedding is the mean of the input's cosine similarities to the label's phrases."""
+        if self._fixed is not None:
+            return self._fixed
+        return self.averaging @ self.embed(self.phrase_ids, self.phrase_attention)
+
+    @contextlib.contextmanager
+    def scoring(self):
+        with torch.inference_mode(), autocast(self.phrase_ids.device):
+            self._fixed = self.label_embeddings()  # once per labeling pass, not once per batch
+        try:
+            yield
+        finally:
+            self._fixed = None
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        texts = self.embed(batch["input_ids"], batch["attention_mask"])
+        return texts @ self.label_embeddings().T / self.spec.temperature
+
+
 class ClassifierLearner(Learner):
+    has_prior = False
+
+    @classmethod
+    def spec_for(cls, backbone, pvp, *, temperature, **kw):
+        return LearnerSpec.classifier(backbone, pvp.pattern.template, pvp.labels, **kw)
+
+    @classmethod
+    def load(cls, spec, source, tokenizer):
+        try:
+            with quiet_transformers():
+                model = AutoModelForSequenceClassification.from_pretrained(
+                    resolve(source), num_labels=len(spec.labels), trust_remote_code=spec.trust_remote_code,
+                    use_safetensors=True)
+        except (OSError, ValueError, KeyError) as err:
+            raise BackboneError(f"cannot load a sequence classifier from {source!r}: {err}") from None
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = tokenizer.pad_token_id
+        return cls(spec, model, tokenizer)
+
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+
+
+KINDS: dict[str, type[Learner]] = {"cloze": ClozeLearner, "similarity": SimilarityLearner,
+                                   "classifier": ClassifierLearner}
+"""Every learner kind: a config's ``learner`` and a spec's ``kind`` name one of them."""
+
+
+def ordered_verbalizer(spec: LearnerSpec) -> Verbalizer:
+    """The spec's verbalizer with its labels in class order (``learner.json`` sorts its keys)."""
+    return Verbalizer({label: spec.verbalizer[label] for label in spec.labels})
+
+
+POOLING_MODES = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls",
+                 "pooling_mode_max_tokens": "max"}
+
+
+def checkpoint_pooling(source: str) -> str:
+    """The pooling a sentence-transformers checkpoint was trained with (its ``modules.json`` and
+    pooling config); ``mean`` for any other checkpoint, the usual choice for an encoder."""
+    path = Path(resolve(source))
+    try:
+        modules = json.loads((path / "modules.json").read_text())
+        folder = next(m["path"] for m in modules if m["type"].endswith("Pooling"))
+        config = json.loads((path / folder / "config.json").read_text())
+    except (OSError, ValueError, StopIteration, KeyError):
+        return "mean"
+    return next((mode for key, mode in POOLING_MODES.items() if config.get(key)), "mean")
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str) -> torch.Tensor:
+    """(batch × length × hidden) → (batch × hidden), over the tokens the attention mask keeps."""
+    if mode == "cls":
+        return hidden[:, 0]
+    keep = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    if mode == "max":
+        return hidden.masked_fill(keep == 0, torch.finfo(hidden.dtype).min).max(dim=1).values
+    return (hidden * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1e-9)
+
+
+def learner_class(kind: str) -> type[Learner]:
+    if kind not in KINDS:
+        raise BackboneError(f"unknown learner {kind!r}; use one of {', '.join(KINDS)}")
+    return KINDS[kind]
 
 
 def build_learner(spec: LearnerSpec, weights: str | Path | None = None) -> Learner:
@@ -159,7 +337,9 @@ def build_learner(spec: LearnerSpec, weights: str | Path | None = None) -> Learn
     seed, so an untrained learner scores the same in every process and every run.
     """
     with seeded_loading(0):
-        return _build(spec, weights)
+        source = str(weights) if weights is not None else spec.backbone
+        tokenizer = load_tokenizer(source, trust_remote_code=spec.trust_remote_code)
+        return learner_class(spec.kind).load(spec, source, tokenizer)
 
 
 @contextlib.contextmanager
@@ -169,25 +349,6 @@ def seeded_loading(seed: int) -> Iterator[None]:
     with _LOADING, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
-
-
-def _build(spec: LearnerSpec, weights: str | Path | None) -> Learner:
-    source = str(weights) if weights is not None else spec.backbone
-    tokenizer = load_tokenizer(source, trust_remote_code=spec.trust_remote_code)
-    if spec.kind == "cloze":
-        if tokenizer.mask_token is None:
-            raise BackboneError(f"{spec.backbone!r} has no mask token, so it cannot fill a cloze pattern")
-        return ClozeLearner(spec, load_masked_lm(source, trust_remote_code=spec.trust_remote_code), tokenizer)
-    try:
-        with quiet_transformers():
-            model = AutoModelForSequenceClassification.from_pretrained(
-                resolve(source), num_labels=len(spec.labels), trust_remote_code=spec.trust_remote_code,
-                use_safetensors=True)
-    except (OSError, ValueError, KeyError) as err:
-        raise BackboneError(f"cannot load a sequence classifier from {source!r}: {err}") from None
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
-    return ClassifierLearner(spec, model, tokenizer)
 
 
 def save_spec(spec: LearnerSpec, directory: str | Path) -> None:

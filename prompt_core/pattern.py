@@ -42,6 +42,10 @@ class Template:
     needs_mask = False
 
     @property
+    def has_mask(self) -> bool:
+        return any(name == MASK for _, name, _, _ in string.Formatter().parse(self.template))
+
+    @property
     def slots(self) -> tuple[str, ...]:
         """The input fields the pattern reads, in order of first appearance (``mask`` excluded)."""
         names = [n for _, n, _, _ in string.Formatter().parse(self.template) if n and n != MASK]

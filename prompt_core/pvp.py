@@ -1,17 +1,21 @@
-"""A pattern-verbalizer pair: one way of asking the masked LM the classification question."""
+"""A pattern-verbalizer pair: one way of asking the pretrained model the classification question."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .pattern import Pattern
+from .pattern import Pattern, Template
 from .verbalizer import Verbalizer
 
 
 @dataclass(frozen=True)
 class PVP:
-    pattern: Pattern
+    """A pattern and its verbalizer. ``pattern`` is a cloze ``Pattern`` (one ``{mask}``) for a masked
+    LM, a plain ``Template`` for a sentence encoder; the verbalizer's words are one-token label words
+    (cloze) or label phrases of any length (similarity)."""
+
+    pattern: Template
     verbalizer: Verbalizer
 
     @classmethod
@@ -19,7 +23,10 @@ class PVP:
         return cls(Pattern(spec["pattern"]), Verbalizer(spec["verbalizer"]))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"pattern": self.pattern.template, "verbalizer": {k: list(v) for k, v in self.verbalizer.words.items()}}
+        return {"pattern": self.pattern.template, "verbalizer": self.words()}
+
+    def words(self) -> dict[str, list[str]]:
+        return {label: list(words) for label, words in self.verbalizer.words.items()}
 
     @property
     def labels(self) -> tuple[str, ...]:

@@ -1,13 +1,16 @@
 """iPET's step between generations: peers label the pool, confident examples are kept.
 
 Follows PET's ``generate_ipet_train_set``: a random fraction of the *other* models is
-combined (weighted by each model's accuracy on the training set before training), and each
-class gets a share of the new examples in proportion to the gold label distribution, drawn
-with the ensemble's probability as weight.
+combined (weighted by each model's accuracy on the training set before training), and the new
+examples are drawn per class with the ensemble's probability as weight. PET splits them over the
+classes like the gold labels; a few-shot gold set is balanced by construction while a pool rarely
+is, so by default the split follows the ensemble's estimate of the pool's own class distribution
+(its mean predicted probability), and no class gives more than its candidates.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterable, Literal, Sequence
 
 import numpy as np
@@ -23,9 +26,10 @@ def new_examples(gold_size: int, generation: int, growth: float, zero_shot_base:
     return max(0, int((gold_size or zero_shot_base) * growth**generation) - gold_size)
 
 
-def per_label_counts(total: int, gold_counts: Sequence[int]) -> list[int]:
-    """Split ``total`` over labels like the gold distribution (equally when there is no gold)."""
-    counts = np.asarray(gold_counts, dtype=float)
+def per_label_counts(total: int, shares: Sequence[float]) -> list[int]:
+    """Split ``total`` over labels in proportion to ``shares`` (gold counts, or the pool's estimated
+    class mass); equally when they are all zero."""
+    counts = np.asarray(shares, dtype=float)
     share = counts / counts.sum() if counts.sum() > 0 else np.full(len(counts), 1 / len(counts))
     raw = share * total
     out = np.floor(raw).astype(int)
@@ -57,42 +61,64 @@ def select_confident(logits: np.ndarray, counts: Sequence[int], rng: np.random.G
     class and to a probability of at least ``min_confidence``. A class with too few
     candidates contributes all it has.
     """
-    return select_confident_chunks([(logits, exclude)], counts, rng, method, n_most_likely, min_confidence)
+    found = collect_candidates([(logits, exclude)], len(counts), min_confidence)
+    return draw(found, counts, rng, method, n_most_likely)
 
 
-def select_confident_chunks(chunks: Iterable[tuple[np.ndarray, np.ndarray | None]], counts: Sequence[int],
-                            rng: np.random.Generator, method: Literal["sample", "top"] = "sample",
-                            n_most_likely: int | None = None, min_confidence: float | None = None) -> np.ndarray:
-    """``select_confident`` over (logits, exclude) chunks of consecutive rows, e.g. streamed from disk.
+@dataclass
+class Candidates:
+    """Each class's candidate rows (predicted as it, not excluded, confident enough) with their
+    confidence, and the ensemble's probability mass per class over every row it saw."""
+
+    rows: list[np.ndarray]
+    confidence: list[np.ndarray]
+    mass: np.ndarray
+
+    @property
+    def marginals(self) -> np.ndarray:
+        """The pool's estimated class distribution: the mean predicted probability of each class."""
+        return self.mass / self.mass.sum() if self.mass.sum() > 0 else np.full(len(self.mass), 1 / len(self.mass))
+
+
+def collect_candidates(chunks: Iterable[tuple[np.ndarray, np.ndarray | None]], num_labels: int,
+                       min_confidence: float | None = None) -> Candidates:
+    """The candidates of (logits, exclude) chunks of consecutive rows, e.g. streamed from disk.
 
     Only each class's candidates (row index, confidence) are kept, not the logits, so a pool of
-    any size fits; the result equals ``select_confident`` on the concatenated chunks.
+    any size fits.
     """
-    rows: list[list[np.ndarray]] = [[] for _ in counts]
-    scores: list[list[np.ndarray]] = [[] for _ in counts]
+    rows: list[list[np.ndarray]] = [[] for _ in range(num_labels)]
+    scores: list[list[np.ndarray]] = [[] for _ in range(num_labels)]
+    mass = np.zeros(num_labels)
     offset = 0
     for logits, exclude in chunks:
         probs = softmax(np.asarray(logits, dtype=np.float64))
         predicted, confidence = probs.argmax(-1), probs.max(-1)
         allowed = np.ones(len(probs), dtype=bool) if exclude is None else ~np.asarray(exclude, dtype=bool)
+        mass += probs[allowed].sum(axis=0)
         if min_confidence is not None:
             allowed &= confidence >= min_confidence
-        for label in range(len(counts)):
+        for label in range(num_labels):
             found = np.flatnonzero(allowed & (predicted == label))
             rows[label].append(found + offset)
             scores[label].append(confidence[found])
         offset += len(probs)
+    join = lambda parts, dtype: np.concatenate(parts) if parts else np.empty(0, dtype=dtype)  # noqa: E731
+    return Candidates([join(r, int) for r in rows], [join(c, float) for c in scores], mass)
+
+
+def draw(candidates: Candidates, counts: Sequence[int], rng: np.random.Generator,
+         method: Literal["sample", "top"] = "sample", n_most_likely: int | None = None) -> np.ndarray:
+    """``counts[c]`` of class ``c``'s candidates (all it has when fewer), sorted row indices."""
     selected = []
     for label, count in enumerate(counts):
-        candidates = np.concatenate(rows[label]) if rows[label] else np.empty(0, dtype=int)
-        confidence = np.concatenate(scores[label]) if scores[label] else np.empty(0)
-        order = np.argsort(-confidence, kind="stable")[:n_most_likely or None]
-        candidates, confidence = candidates[order], confidence[order]
-        take = min(count, len(candidates))
+        order = np.argsort(-candidates.confidence[label], kind="stable")[:n_most_likely or None]
+        rows, confidence = candidates.rows[label][order], candidates.confidence[label][order]
+        take = min(count, len(rows))
         if take == 0:
             continue
         if method == "top":
-            selected.append(candidates[:take])
+            selected.append(rows[:take])
         else:
-            selected.append(rng.choice(candidates, size=take, replace=False, p=confidence / confidence.sum()))
+            selected.append(rng.choice(rows, size=take, replace=False, p=confidence / confidence.sum()))
     return np.sort(np.concatenate(selected)) if selected else np.empty(0, dtype=int)

@@ -3,10 +3,15 @@
 
 from __future__ import annotations
 
+import math
 import re
-from typing import Annotated
+from typing import Annotated, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+LearnerKind = Literal["cloze", "similarity", "classifier"]
+"""The learner kinds (``prompt_core.learners.KINDS`` has their classes), named here without torch."""
+LEARNER_KINDS: tuple[str, ...] = get_args(LearnerKind)
 
 
 def _known_device(name: str) -> str:
@@ -21,15 +26,22 @@ DeviceName = Annotated[str, AfterValidator(_known_device)]
 
 
 class TrainConfig(BaseModel):
-    """Optimisation settings for one model. Defaults follow PET where PET fixed them."""
+    """Optimisation settings for one model.
+
+    The defaults are the settings bench/accuracy.py measures, so a config without a ``train:``
+    section gets numbers that were benchmarked. A model trains for ``epochs`` passes over its
+    training set, but at least ``min_steps`` optimizer steps (a gold set of 40 is 5 batches) and at
+    most ``max_steps`` when set: steps grow with iPET's training sets instead of staying fixed.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    learning_rate: float = Field(1e-5, gt=0)
-    batch_size: int = Field(4, ge=1)
+    learning_rate: float = Field(2e-5, gt=0)
+    batch_size: int = Field(8, ge=1)
     grad_accumulation: int = Field(1, ge=1)
-    max_steps: int | None = Field(250, ge=1, description="optimizer steps; wins over epochs when set")
-    epochs: float = Field(3.0, gt=0)
+    epochs: float = Field(1.0, gt=0, description="passes over the training set")
+    min_steps: int = Field(60, ge=1, description="optimizer steps at least, however small the set")
+    max_steps: int | None = Field(None, ge=1, description="optimizer steps at most (wins over min_steps)")
     warmup_steps: int = Field(0, ge=0)
     weight_decay: float = Field(0.01, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
@@ -39,6 +51,11 @@ class TrainConfig(BaseModel):
     seed: int = 42
     device: DeviceName = "auto"
     compile: bool = Field(False, description="torch.compile the encoder when training on CUDA (ignored on CPU)")
+
+    def steps(self, rows: int) -> int:
+        """Optimizer steps for a training set of ``rows`` rows."""
+        passes = math.ceil(self.epochs * rows / (self.batch_size * self.grad_accumulation))
+        return min(max(self.min_steps, passes), self.max_steps or math.inf)
 
 
 class AdaptConfig(BaseModel):
@@ -56,3 +73,24 @@ class AdaptConfig(BaseModel):
     max_grad_norm: float = Field(1.0, gt=0)
     seed: int = 42
     device: DeviceName = "auto"
+
+
+class IpetConfig(BaseModel):
+    """How iPET grows its training sets (PET's ``generate_ipet_train_set``), with two departures
+    measured in bench/RESULTS.md: the new examples follow the pool's estimated class distribution
+    (``balance: pool``), and every other model labels (``peer_fraction`` 1; PET's 0.25 was for 15
+    models, with 3 it leaves one peer)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    generations: int = Field(2, ge=0, description="iPET generations after PET")
+    growth: float = Field(3.0, gt=1, description="d: generation g trains on base·d^g examples")
+    peer_fraction: float = Field(1.0, gt=0, le=1, description="share of the other models that label")
+    reduction: Literal["wmean", "mean"] = "wmean"
+    selection: Literal["sample", "top"] = "sample"
+    balance: Literal["pool", "gold"] = Field("pool", description="split new examples over classes like the "
+                                                                 "pool's estimated distribution, or like the gold set")
+    n_most_likely: int | None = Field(None, ge=1)
+    min_confidence: float | None = Field(None, ge=0, le=1)
+    soft_labels: bool = Field(False, description="train on the peers' logits instead of hard labels")
+    zero_shot_per_class: int = Field(10, ge=1, description="base size per class when there are no labels")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -70,8 +69,7 @@ def train(
         learner.model.base_model.compile(dynamic=True)  # dynamic: every batch has its own length
     use_mlm = config.mlm_weight > 0 and unlabeled
 
-    steps_per_epoch = math.ceil(len(rows) / (config.batch_size * config.grad_accumulation))
-    total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
+    total_steps = config.steps(len(rows))
     generator = torch.Generator().manual_seed(config.seed)
     batches = index_batches(len(rows), config.batch_size, generator)
     mlm_batches = index_batches(len(unlabeled), config.batch_size, generator) if use_mlm else None

@@ -1,4 +1,4 @@
-"""Verbalizers: which vocabulary words stand for which label."""
+"""Verbalizers: which words or phrases stand for which label."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ class VerbalizerError(ValueError):
 
 @dataclass(frozen=True)
 class Verbalizer:
-    """Maps each label to one or more label words (``positive: [great, good]``).
+    """Maps each label to one or more label words (``positive: [great, good]``) or, for the
+    similarity learner, label phrases (``positive: ["It was great."]``).
 
     Labels are kept as strings, in the order given; that order is the class index order of
     every logit array the project writes.
@@ -76,10 +77,17 @@ class Verbalizer:
         import torch
 
         per_label = self.token_ids(tokenizer)
-        flat = [i for ids in per_label for i in ids]
-        matrix = torch.zeros(len(per_label), len(flat))
+        return torch.tensor([i for ids in per_label for i in ids], dtype=torch.long), \
+            self.averaging([len(ids) for ids in per_label])
+
+    @staticmethod
+    def averaging(counts: Sequence[int]) -> torch.Tensor:
+        """A (labels × items) matrix whose row ``l`` averages label ``l``'s ``counts[l]`` consecutive items."""
+        import torch
+
+        matrix = torch.zeros(len(counts), sum(counts))
         col = 0
-        for row, ids in enumerate(per_label):
-            matrix[row, col : col + len(ids)] = 1.0 / len(ids)
-            col += len(ids)
-        return torch.tensor(flat, dtype=torch.long), matrix
+        for row, count in enumerate(counts):
+            matrix[row, col : col + count] = 1.0 / count
+            col += count
+        return matrix

@@ -14,7 +14,8 @@ from prefect.cache_policies import NO_CACHE
 from data.location import exists, local, location
 from data.store import atomic_path, content_key, write_parquet
 from prompt_core import ensemble
-from prompt_core.selection import new_examples, per_label_counts, pick_peers, select_confident_chunks
+from prompt_core.selection import collect_candidates, draw, new_examples, per_label_counts, pick_peers
+from prompt_core.settings import IpetConfig
 
 from .io import iter_chunks, logits_column, num_rows, ref, table_logits
 
@@ -67,11 +68,11 @@ def _accuracy(predictions: str, dataset: str) -> float | None:
 
 @task(task_run_name="select {name}", cache_policy=NO_CACHE)
 def build_train_set(name: str, generation: int, labeled: str, pool: str, peer_logits: Sequence[str],
-                    peer_weights: Sequence[float], labels: Sequence[str], ipet: dict, seed: int,
+                    peer_weights: Sequence[float], labels: Sequence[str], ipet: IpetConfig, seed: int,
                     run_dir: str) -> dict[str, Any]:
     """Gold set plus confident pseudo-labeled pool examples, sized base·d^generation."""
     key = content_key("trainset", name, generation, ref(labeled), ref(pool), [ref(p) for p in peer_logits],
-                      list(peer_weights), ipet, seed)
+                      list(peer_weights), ipet.model_dump(), seed)
     out = location(run_dir) / "sets" / f"{name}-{key}.parquet"
     if not exists(out):
         write_parquet(_train_set(generation, labeled, pool, peer_logits, peer_weights, labels, ipet,
@@ -89,19 +90,16 @@ def build_train_set(name: str, generation: int, labeled: str, pool: str, peer_lo
             "pseudo_label_accuracy": pl_acc}
 
 
-def _new_examples(labeled: str, generation: int, ipet: dict, num_labels: int) -> int:
-    return new_examples(num_rows(labeled), generation, ipet["growth"],
-                        ipet["zero_shot_per_class"] * num_labels)
+def _new_examples(labeled: str, generation: int, ipet: IpetConfig, num_labels: int) -> int:
+    return new_examples(num_rows(labeled), generation, ipet.growth, ipet.zero_shot_per_class * num_labels)
 
 
 def _train_set(generation: int, labeled: str, pool: str, peer_logits: Sequence[str], peer_weights: Sequence[float],
-               labels: Sequence[str], ipet: dict, rng: np.random.Generator) -> pa.Table:
+               labels: Sequence[str], ipet: IpetConfig, rng: np.random.Generator) -> pa.Table:
     """Two passes over the pool and the chosen peers' logits, ``CHUNK_ROWS`` rows at a time: the first
     keeps each class's candidates only, the second fetches the rows drawn; memory does not grow with the pool."""
     gold = pq.read_table(local(labeled))
-    gold_counts = [gold["label"].to_pylist().count(label) for label in labels]
-    counts = per_label_counts(_new_examples(labeled, generation, ipet, len(labels)), gold_counts)
-    peers, weights = pick_peers(peer_weights, ipet["peer_fraction"], ipet["reduction"], rng)
+    peers, weights = pick_peers(peer_weights, ipet.peer_fraction, ipet.reduction, rng)
     fields = [c for c in gold.column_names if c not in ("id", "label")]
     gold_texts = set(zip(*(gold[f].to_pylist() for f in fields))) if gold.num_rows else set()
 
@@ -116,8 +114,10 @@ def _train_set(generation: int, labeled: str, pool: str, peer_logits: Sequence[s
             texts = zip(*(chunk[f].to_pylist() for f in fields))
             yield logits, np.fromiter((t in gold_texts for t in texts), dtype=bool, count=chunk.num_rows)
 
-    chosen = select_confident_chunks(candidates(), counts, rng, ipet["selection"], ipet["n_most_likely"],
-                                     ipet["min_confidence"])
+    found = collect_candidates(candidates(), len(labels), ipet.min_confidence)
+    shares = found.mass if ipet.balance == "pool" else [gold["label"].to_pylist().count(label) for label in labels]
+    counts = per_label_counts(_new_examples(labeled, generation, ipet, len(labels)), shares)
+    chosen = draw(found, counts, rng, ipet.selection, ipet.n_most_likely)
     schema = pq.read_schema(local(pool))
     picked_rows, picked_logits, offset = [], [], 0
     for chunk, logits in pool_chunks(schema.names):
@@ -137,7 +137,7 @@ def _train_set(generation: int, labeled: str, pool: str, peer_logits: Sequence[s
         "id": gold["id"], **{f: gold[f] for f in fields}, "label": gold["label"],
         "source": pa.array(["gold"] * gold.num_rows, pa.string()), "hidden_label": gold["label"],
     }
-    if ipet["soft_labels"]:
+    if ipet.soft_labels:
         one_hot = np.eye(len(labels), dtype=np.float32)[[labels.index(l) for l in gold["label"].to_pylist()]]
         gold_part["logits"] = logits_column((one_hot * GOLD_LOGIT).reshape(-1, len(labels)))
         pseudo["logits"] = logits_column(logits.reshape(-1, len(labels)))

@@ -141,7 +141,7 @@ def test_the_flow_on_a_bucket_gives_the_local_results_and_resumes_on_another_mac
         prefect_harness, bucket, cache, tmp_path, monkeypatch):
     (tmp_path / "toy").mkdir()
     config = toy_run_config(tmp_path / "toy", labeled_per_class=4, steps=20, generations=1, growth=2)
-    config["final"] = {"mode": "distill", "train": {"max_steps": 10}}
+    config["final"] = {"mode": "distill", "train": {"min_steps": 1}}
     for name in ("train.csv", "test.csv"):  # the data root (its train and test files) in the bucket
         fs().put_file(str(tmp_path / "toy" / name), f"{BUCKET}/data/{name}")
     remote = RunConfig.model_validate({**config, "data": {**config["data"], "root": f"{bucket}/data"}})

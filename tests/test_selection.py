@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from prompt_core import ensemble
-from prompt_core.selection import (new_examples, per_label_counts, pick_peers, select_confident,
-                                    select_confident_chunks)
+from prompt_core.selection import (collect_candidates, draw, new_examples, per_label_counts, pick_peers,
+                                    select_confident)
 
 
 @pytest.mark.parametrize(("gold", "generation", "growth", "zero_shot_base", "expected"), [
@@ -108,6 +108,23 @@ def test_selection_over_chunks_equals_selection_over_the_whole(method, n_most_li
                              exclude)
     cuts = [0, 1, 64, 300, 301, 500]
     chunks = [(logits[a:b], exclude[a:b]) for a, b in zip(cuts, cuts[1:])]
-    streamed = select_confident_chunks(chunks, [20, 10, 5], np.random.default_rng(9), method, n_most_likely,
-                                       min_confidence)
+    found = collect_candidates(chunks, 3, min_confidence)
+    streamed = draw(found, [20, 10, 5], np.random.default_rng(9), method, n_most_likely)
     assert streamed.tolist() == whole.tolist() and len(whole) > 0
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    assert np.allclose(found.mass, probs[~exclude].sum(0))  # the pool's class mass: every row not excluded
+
+
+def test_pool_balance_follows_the_estimated_marginals_and_stops_at_the_candidates():
+    """A pool that is 80 % class 0 gets pseudo-labels split like that, not like a balanced gold set; and a
+    class with few confident candidates gives only those (a rare class is never filled with noise)."""
+    data = np.random.default_rng(3)
+    truth = np.where(data.random(1000) < 0.8, 0, 1)
+    logits = np.eye(2)[truth] * 4 + data.normal(scale=0.5, size=(1000, 2))
+    found = collect_candidates([(logits, None)], 2)
+    counts = per_label_counts(100, found.mass)
+    assert abs(counts[0] - 80) <= 3 and sum(counts) == 100
+    assert per_label_counts(100, [10, 10]) == [50, 50]  # balance: gold keeps PET's split
+    few = collect_candidates([(logits[:30], None)], 2, min_confidence=0.99)
+    chosen = draw(few, [5, 500], np.random.default_rng(0))
+    assert (np.argmax(logits[chosen], -1) == 1).sum() == len(few.rows[1]) < 500

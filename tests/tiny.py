@@ -112,7 +112,7 @@ def toy_run_config(root: Path, labeled_per_class: int = 4, steps: int = 60, gene
                  "labeled_per_class": labeled_per_class, "pool_size": 200},
         "train": {"learning_rate": 3e-3, "batch_size": 8, "max_steps": steps, "device": "cpu"},
         "ipet": {"generations": generations, "growth": growth},
-        "final": {"train": {"max_steps": 20}},
+        "final": {"train": {"min_steps": 1}},  # one pass over the 200-row pool: 25 steps
         "tracking": {"mlflow_uri": f"sqlite:///{root / 'mlflow.db'}", "experiment": "toy"},
     }
 
