@@ -1,7 +1,7 @@
 """``ipet adapt``: adapt the backbone to the pool's text, and show whether it helped.
 
-Adaptation is judged the way PET uses a backbone: each PVP's zero-shot accuracy (cloze, no
-training) on the test set, or the labeled set when there is none, before and after.
+Adaptation is judged the way PET uses a backbone: each PVP's zero-shot accuracy (its cloze or
+similarity prior, no training) on the test set, or the labeled set when there is none, before and after.
 """
 
 from __future__ import annotations

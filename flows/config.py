@@ -195,9 +195,11 @@ class RunConfig(Strict):
         return TrainConfig(**{**merged, "epochs": max(1.0, merged["epochs"]), "max_steps": None})
 
     def for_adaptation(self) -> "RunConfig":
-        """The config as ``ipet adapt`` reads it: PVPs as cloze models (that is what adaptation
-        should help), an ``adapt`` section (defaults if none), and no iPET generations to check."""
-        return self.model_copy(update={"learner": "cloze", "adapt": self.adapt or AdaptConfig(),
+        """The config as ``ipet adapt`` reads it: PVPs scored by their zero-shot prior (a classifier has
+        none, so its PVPs are read as cloze models), an ``adapt`` section (defaults if none), and no
+        iPET generations to check."""
+        learner = "cloze" if self.learner == "classifier" else self.learner
+        return self.model_copy(update={"learner": learner, "adapt": self.adapt or AdaptConfig(),
                                        "ipet": self.ipet.model_copy(update={"generations": 0})})
 
 

@@ -29,6 +29,7 @@ from .config import RunConfig
 from .runners import one_device
 
 Member = tuple[Any, Any]  # (PVP index, seed); seed None for an untrained PVP
+STAGE_SLACK = 0.01  # how far below an earlier stage of its run a final model may score and still be champion
 
 
 def entry_flow_run_id() -> str:
@@ -256,13 +257,26 @@ class Run:
                                  key=artifact_key(self.config.name, "summary"))
         return results
 
+    def floor(self) -> tuple[str, float] | None:
+        """What the final model must score on the test set: always guessing the commonest test label,
+        and this run's earlier stages less ``STAGE_SLACK`` (a distilled model may land a little below the
+        ensemble it learned from; a fall is a failure)."""
+        if not self.data.get("test"):
+            return None
+        labels = pq.read_table(local(self.data["test"]), columns=["label"])["label"].to_pylist()
+        candidates = [("always guessing the commonest class", max(map(labels.count, set(labels))) / len(labels))]
+        candidates += [(f"its own {s.stage} stage ({s.test_accuracy:.4f}) less {STAGE_SLACK:g}",
+                        s.test_accuracy - STAGE_SLACK) for s in self.stages[:-1] if s.test_accuracy is not None]
+        return max(candidates, key=lambda c: c[1])
+
     def register(self, client: MlflowClient, results: dict) -> dict:
         """Champion/challenger (tasks/registry.py); results.json gains ``registry``. A failure is
         reported there and in MLflow, never raised: the run's results are already written."""
         parent, final = self.tracking_info["parent_id"], self.stages[-1]
         try:
             registry = register_final_model(self.config.registered_model, final.model, self.data.get("test"),
-                                            final.test_accuracy, self.tracking_info, self.config.labeling.batch_size)
+                                            final.test_accuracy, self.tracking_info, self.config.labeling.batch_size,
+                                            self.floor())
             print(f"[registry] {registry['registered_model']} v{registry['version']} {registry['decision']}: "
                   f"{registry['reason']}")
         except Exception as err:  # the store or registry failed; the run itself succeeded

@@ -64,9 +64,16 @@ class Decision:
 
 
 def decide(challenger: float | None, champion: float | None, previous: str | None,
-           problem: str | None = None) -> tuple[bool, str]:
+           problem: str | None = None, floor: tuple[str, float] | None = None) -> tuple[bool, str]:
     """Promote the challenger? A tie keeps the champion: equal accuracy is no evidence the new
-    model is better, and keeping it avoids flipping the alias between equal models."""
+    model is better, and keeping it avoids flipping the alias between equal models.
+
+    ``floor`` (what, accuracy) is the least a final model must score on this run's test set: a run
+    whose final model is worse than its own earlier stages, or than always guessing the commonest
+    class, has failed, and its model is registered but never made champion, first or not."""
+    if floor is not None and challenger is not None and challenger < floor[1]:
+        return False, (f"not promoted: the final model's {challenger:.4f} is below {floor[0]} {floor[1]:.4f} "
+                       "on this run's test set" + (f"; champion v{previous} kept" if previous else ""))
     if previous is None:
         return True, "no champion yet"
     if problem:
@@ -79,10 +86,11 @@ def decide(challenger: float | None, champion: float | None, previous: str | Non
 
 @task(task_run_name="register {name}", cache_policy=NO_CACHE)
 def register_final_model(name: str, model_dir: str, test_set: str | None, challenger_score: float | None,
-                         tracking_info: dict, batch_size: int = 64) -> dict[str, Any]:
+                         tracking_info: dict, batch_size: int = 64,
+                         floor: tuple[str, float] | None = None) -> dict[str, Any]:
     """Register ``model_dir`` under ``name``, score the current champion on ``test_set``, move
-    ``champion`` if the challenger's ``challenger_score`` (its accuracy on that set) is higher,
-    and log the decision and both scores to the parent run."""
+    ``champion`` if the challenger's ``challenger_score`` (its accuracy on that set) is higher and
+    at least ``floor`` (``decide``), and log the decision and both scores to the parent run."""
     logger = get_run_logger()
     uri, parent = tracking_info["uri"], tracking_info["parent_id"]
     client = MlflowClient(uri, registry_uri=uri)
@@ -99,7 +107,7 @@ def register_final_model(name: str, model_dir: str, test_set: str | None, challe
                     champion_score = score(uri, name, previous, test_set, batch_size, dev)
             except Exception as err:  # a champion we cannot use must not fail a finished run; say why
                 problem = f"{type(err).__name__}: {err}"
-        promote, reason = decide(challenger_score, champion_score, previous, problem)
+        promote, reason = decide(challenger_score, champion_score, previous, problem, floor)
     if promote:
         client.set_registered_model_alias(name, CHAMPION, version)
     decision = Decision(name, version, f"models:/{name}/{version}", "promoted" if promote else "kept", reason,

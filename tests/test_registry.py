@@ -39,6 +39,16 @@ def test_decision(challenger, champion, previous, problem, promote, says):
     assert decided is promote and says in reason
 
 
+@pytest.mark.parametrize(("challenger", "champion", "previous", "promote", "says"), [
+    (0.244, None, None, False, "not promoted: the final model's 0.2440 is below its own pet stage 0.4900"),
+    (0.244, 0.2, "1", False, "below its own pet stage 0.4900 on this run's test set; champion v1 kept"),
+    (0.49, None, None, True, "no champion yet"),  # level with the floor is no failure
+], ids=["first-below-floor", "better-than-champion-but-below-floor", "at-floor"])
+def test_a_final_model_worse_than_its_own_run_is_never_champion(challenger, champion, previous, promote, says):
+    decided, reason = decide(challenger, champion, previous, floor=("its own pet stage", 0.49))
+    assert decided is promote and says in reason
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> dict:
     """A registry, a test set of four 'pos' and two 'neg' rows, and classifiers of known accuracy."""

@@ -52,7 +52,7 @@ def test_sharded_labeling_and_selection_equal_the_single_file_path(prefect_harne
         assert pq.read_table(many, columns=["id"]) == pq.read_table(one, columns=["id"])
         np.testing.assert_allclose(read_logits(many), read_logits(one), rtol=1e-5, atol=1e-5)
 
-    ipet = config.ipet.model_copy(update={"peer_fraction": 1.0, "selection": "top", "soft_labels": True}).model_dump()
+    ipet = config.ipet.model_copy(update={"peer_fraction": 1.0, "selection": "top", "soft_labels": True})
     labels = list(config.labels)
     args = ("g1-p0-s1", 1, labeled, pool)
     expected = pseudo.build_train_set(*args, whole, [0.5, 1.0], labels, ipet, 1, run_dir)

@@ -69,7 +69,7 @@ class Trained:
 def trained(request: pytest.FixtureRequest, tiny_models: dict[str, Path]) -> Trained:
     learner = fresh(request.param, tiny_models["bert"])
     before = held_out_accuracy(learner)
-    result = train(learner, TRAIN_ROWS, TRAIN_LABELS, TrainConfig(max_steps=250, **FAST), progress=False)
+    result = train(learner, TRAIN_ROWS, TRAIN_LABELS, TrainConfig(min_steps=250, max_steps=250, **FAST), progress=False)
     return Trained(learner, before, result)
 
 
@@ -91,7 +91,7 @@ def test_same_seed_gives_identical_losses(tiny_models: dict[str, Path]) -> None:
     def losses(seed: int, global_seed: int) -> list[float]:
         learner = fresh("cloze", tiny_models["bert"])
         torch.manual_seed(global_seed)  # whatever state the caller leaves, train seeds dropout itself
-        config = TrainConfig(max_steps=12, **{**FAST, "seed": seed})
+        config = TrainConfig(min_steps=12, max_steps=12, **{**FAST, "seed": seed})
         return train(learner, TRAIN_ROWS[:48], TRAIN_LABELS[:48], config, progress=False).losses
 
     first = losses(seed=3, global_seed=1)
@@ -132,7 +132,7 @@ def test_soft_targets_pull_predictions_toward_them(tiny_models: dict[str, Path])
     learner = fresh("cloze", tiny_models["bert"])
     before = kl_to_targets(targets, predict_all(learner, rows, device="cpu"))
 
-    train(learner, rows, targets, TrainConfig(max_steps=150, temperature=1.0, **FAST), progress=False)
+    train(learner, rows, targets, TrainConfig(min_steps=150, max_steps=150, temperature=1.0, **FAST), progress=False)
 
     after = kl_to_targets(targets, predict_all(learner, rows, device="cpu"))
     assert after < 0.25 * before
@@ -150,7 +150,7 @@ def test_rows_read_lazily_from_a_table_train_as_the_same_rows_in_a_list(tiny_mod
 
     rows, labels = TRAIN_ROWS[:40], TRAIN_LABELS[:40]
     table = pa.concat_tables([pa.Table.from_pylist(rows[:25]), pa.Table.from_pylist(rows[25:])])  # two chunks
-    config = TrainConfig(max_steps=10, mlm_weight=0.5, **FAST)
+    config = TrainConfig(min_steps=10, max_steps=10, mlm_weight=0.5, **FAST)
 
     def run(train_rows, unlabeled) -> list[float]:
         return train(fresh("cloze", tiny_models["bert"]), train_rows, labels, config, unlabeled=unlabeled,
@@ -165,7 +165,7 @@ def test_auxiliary_mlm_loss_changes_training(tiny_models: dict[str, Path]) -> No
 
     def run(mlm_weight: float, with_unlabeled: bool) -> tuple[list[float], np.ndarray]:
         learner = fresh("cloze", tiny_models["bert"])
-        config = TrainConfig(max_steps=8, mlm_weight=mlm_weight, **FAST)
+        config = TrainConfig(min_steps=8, max_steps=8, mlm_weight=mlm_weight, **FAST)
         result = train(learner, rows, labels, config, unlabeled=unlabeled if with_unlabeled else None, progress=False)
         return result.losses, predict_all(learner, rows, device="cpu")
 
@@ -178,7 +178,7 @@ def test_auxiliary_mlm_loss_changes_training(tiny_models: dict[str, Path]) -> No
 
 
 def test_auxiliary_mlm_loss_needs_a_cloze_learner(tiny_models: dict[str, Path]) -> None:
-    config = TrainConfig(max_steps=1, mlm_weight=1.0, **FAST)
+    config = TrainConfig(min_steps=1, max_steps=1, mlm_weight=1.0, **FAST)
     with pytest.raises(BackboneError, match="cloze"):
         train(fresh("classifier", tiny_models["bert"]), TRAIN_ROWS[:8], TRAIN_LABELS[:8], config,
               unlabeled=TEST_ROWS[:8], progress=False)
