@@ -1,29 +1,43 @@
-"""Few-shot accuracy: zero-shot, supervised, PET, iPET, iPET with classifier learners and SetFit.
+"""Few-shot accuracy: zero-shot, supervised, PET and iPET with cloze, classifier and similarity learners, SetFit.
 
-For every dataset (SST-2, AG News; the agreed splits of ``../shared/data``) and every seed of
-the labeled draw, all methods see the same k labeled examples per class, the same unlabeled
-pool and the same test set:
+For every dataset (SST-2, AG News; the agreed splits of ``../shared/data``) and every seed of the
+labeled draw (``data.seed``; the models' own ``seeds`` stay the configs'), these units run:
 
-- ``ipet`` flow, ``learner: cloze``: gives the zero-shot PVP ensemble, PET (ensemble) and
-  iPET (final) rows, from one flow run (its ``results.json`` stages);
-- ``ipet`` flow, ``learner: classifier``: the iPET-with-classifier-learners row (final stage);
-- supervised: a ``prompt_core`` ClassifierLearner fine-tuned on the k·C gold examples with the
-  flow's TrainConfig;
-- SetFit (``setfit`` package) on the same MiniLM directory and the same gold examples.
+- flow ``similarity``: ``examples/{dataset}.yaml`` as it is (the product: full pools, full test
+  sets, the built-in train/ipet/final defaults) gives the rows zero-shot (similarity) [its
+  zero-shot stage], PET (similarity) [pet] and iPET (similarity) [final];
+- flow ``similarity-zero``: the same config with ``data.labeled_per_class=0``: zero-shot iPET
+  (similarity) [final];
+- flow ``cloze``: ``examples/{dataset}-cloze.yaml``: zero-shot (cloze), PET (cloze), iPET (cloze);
+- flow ``classifier``: the cloze config with ``learner=classifier``: PET (classifier), iPET
+  (classifier) (a fresh head has no zero-shot stage);
+- ``supervised``: a ``prompt_core`` classifier on the text fields, trained with the similarity
+  config's ``train`` settings on its k·C gold examples: supervised (k per class);
+- ``supervised-all``: the same classifier trained once (``epochs`` 1) on every training-side label,
+  the gold rows plus the similarity pool with its hidden labels: supervised (all labels), the ceiling;
+- ``setfit``: SetFit (``setfit`` package) on the same MiniLM directory and the same gold rows.
 
-The gold examples, pool and test set of the supervised and SetFit rows are the cloze run's own
-prepared parquet files (``data.prepare.prepare`` on the cloze run dir returns the same
-content-addressed files), so they are identical by construction.
+The gold rows, pool and test set of the supervised and SetFit units are the similarity run's own
+prepared parquet files (``data.prepare.prepare`` on its run dir returns the same content-addressed
+files), so they are identical by construction. Every flow's intermediate stages (ipet-1, ipet-2, ...)
+are kept per seed in ``results.json``, so "iPET never makes it worse" can be checked per generation.
 
-Each (dataset, seed, method) runs in its own subprocess, so its peak RSS (``ru_maxrss``) is its
-own; ``--jobs`` of them run at once (default 2 with 1 torch thread each: on the shared 2-core
-machine that beat 1 job with 2 threads, see bench/RESULTS.md). All flows talk to one Prefect
-server started here. Finished units are cached as JSON under ``<run-dir>/results/`` and the
-flows' outputs are content-addressed, so a re-run (or the full run after ``--quick``, which is
-its seed 0) reuses what is done.
+Each (dataset, seed, unit) runs in its own subprocess, so its peak RSS (``ru_maxrss``) is its own;
+``--jobs`` of them run at once (default 2 with 1 torch thread each: on the shared 2-core machine
+that beat 1 job with 2 threads, see bench/RESULTS.md). Similarity units of every seed run first
+(the product's rows), then supervised and SetFit, then cloze and classifier. All flows talk to one
+Prefect server started here. Finished units are cached as JSON under ``<run-dir>/results/`` (the
+key holds the unit's resolved config), and the flows' outputs are content-addressed, so a re-run
+(or the full run after ``--quick``, which is its seed 0) reuses what is done.
 
-    python bench/accuracy.py --quick          # 1 seed, k=10 (bench/RESULTS.md: time and load)
-    python bench/accuracy.py                  # 3 seeds, k=10: the committed table
+Settings are the examples' and the built-in defaults; ``--pool-size-cloze``, ``--set-similarity``
+and ``--set-cloze`` change them explicitly (recorded, and part of the cache key). Outputs: a
+markdown table with the gap to the supervised ceiling and the checks (met or missed, with numbers),
+a plot, ``results.json`` (``--json``) and an MLflow run (experiment ``bench-accuracy``).
+
+    python bench/accuracy.py --quick          # 1 seed
+    python bench/accuracy.py                  # 3 seeds: the committed table and bench/results.json
+    python bench/accuracy.py --methods similarity supervised setfit   # only those units
 """
 
 from __future__ import annotations
@@ -46,62 +60,109 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 DATASETS = {"sst2": "SST-2", "agnews": "AG News"}
-METHODS = {  # row key -> label, in table order
-    "zero-shot": "zero-shot PVP ensemble",
-    "supervised": "supervised (classifier on k/class)",
-    "pet": "PET (ensemble)",
-    "ipet": "iPET (final)",
-    "ipet-classifier": "iPET, classifier learners (final)",
-    "setfit": "SetFit",
+METHODS = {  # row key -> (label, unit, the flow's stage or None), in table order
+    "zero-shot-cloze": ("zero-shot (cloze)", "cloze", "zero-shot"),
+    "zero-shot-similarity": ("zero-shot (similarity)", "similarity", "zero-shot"),
+    "supervised-k": ("supervised (k per class)", "supervised", None),
+    "supervised-all": ("supervised (all labels)", "supervised-all", None),
+    "pet-cloze": ("PET (cloze)", "cloze", "pet"),
+    "ipet-cloze": ("iPET (cloze)", "cloze", "final"),
+    "pet-classifier": ("PET (classifier)", "classifier", "pet"),
+    "ipet-classifier": ("iPET (classifier)", "classifier", "final"),
+    "pet-similarity": ("PET (similarity)", "similarity", "pet"),
+    "ipet-similarity": ("iPET (similarity)", "similarity", "final"),
+    "zero-shot-ipet-similarity": ("zero-shot iPET (similarity)", "similarity-zero", "final"),
+    "setfit": ("SetFit", "setfit", None),
 }
-UNITS = ("cloze", "supervised", "setfit", "classifier")  # subprocesses per (dataset, seed)
+FLOWS = {  # flow unit -> (example config, overrides applied after the operator's)
+    "similarity": ("{dataset}.yaml", []),
+    "similarity-zero": ("{dataset}.yaml", ["data.labeled_per_class=0"]),
+    "cloze": ("{dataset}-cloze.yaml", []),
+    "classifier": ("{dataset}-cloze.yaml", ["learner=classifier"]),
+}
+GROUPS = (("similarity", "similarity-zero"), ("supervised", "supervised-all", "setfit"), ("cloze", "classifier"))
+UNITS = tuple(u for group in GROUPS for u in group)  # in run order
+GOLD_UNITS = ("supervised", "supervised-all", "setfit")  # read the similarity run's prepared sets
+KEY_FIELDS = {"model", "learner", "similarity_temperature", "max_length", "verbalizer", "pvps", "seeds", "data",
+              "adapt", "train", "ipet", "final"}  # the parts of a resolved config that change a number
 RESULT_TAG = "BENCH_RESULT "
 DATA_ROOT = ROOT.parent / "shared" / "data"  # set from --data-root in main()
 
 
 # --- settings --------------------------------------------------------------------------------------
 def settings(args: argparse.Namespace) -> dict:
-    """Everything that changes a number; part of every cache key and of RESULTS.md."""
-    return {"k": args.k, "steps": args.steps, "batch_size": args.batch_size, "pool_size": args.pool_size,
-            "test_size": args.test_size,
-            "generations": args.generations, "growth": args.growth, "final": args.final,
-            "max_length": args.max_length, "setfit_steps": args.setfit_steps, "threads": args.threads,
-            **({"set": args.set} if args.set else {})}  # only when given: keeps earlier cache keys valid
+    """The operator's changes to the examples and defaults; every unit process gets them."""
+    return {"pool_size_cloze": args.pool_size_cloze, "set_similarity": args.set_similarity,
+            "set_cloze": args.set_cloze, "setfit_steps": args.setfit_steps, "threads": args.threads}
 
 
-def overrides(dataset: str, seed: int, s: dict, learner: str, mlflow_uri: str) -> list[str]:
-    out = [f"data.root={DATA_ROOT}", f"data.seed={seed}", f"data.labeled_per_class={s['k']}",
-           f"data.pool_size={s['pool_size']}", f"data.test_size={s['test_size']}", f"learner={learner}",
-           f"train.max_steps={s['steps']}", f"train.batch_size={s['batch_size']}",
-           f"final.train.max_steps={s['steps']}",
-           f"ipet.generations={s['generations']}", f"ipet.growth={s['growth']}", f"final.mode={s['final']}",
-           f"tracking.mlflow_uri={mlflow_uri}", "tracking.experiment=bench-accuracy-flows",
-           f"name={dataset}-{learner}-s{seed}"]
-    if s["max_length"].get(dataset):
-        out.append(f"max_length={s['max_length'][dataset]}")
-    return out + list(s.get("set", []))  # extra flow overrides (--set), applied to both learners
+def mlflow_uri(run_root: Path) -> str:
+    return f"sqlite:///{(run_root / 'mlflow.db').resolve()}"
 
 
-def load(dataset: str, seed: int, s: dict, learner: str, run_root: Path):
+def overrides(flow: str, dataset: str, seed: int, s: dict, run_root: Path) -> list[str]:
+    similarity = flow.startswith("similarity")
+    out = [f"data.root={DATA_ROOT}", f"data.seed={seed}"]
+    if not similarity and s["pool_size_cloze"] is not None:
+        out.append(f"data.pool_size={s['pool_size_cloze']}")
+    out += s["set_similarity" if similarity else "set_cloze"] + FLOWS[flow][1]
+    return out + [f"tracking.mlflow_uri={mlflow_uri(run_root)}", "tracking.experiment=bench-accuracy-flows",
+                  f"name={dataset}-{flow}-s{seed}"]
+
+
+def load(flow: str, dataset: str, seed: int, s: dict, run_root: Path):
     from flows.config import load_config
 
-    uri = f"sqlite:///{(run_root / 'mlflow.db').resolve()}"
-    return load_config(ROOT / "examples" / f"{dataset}.yaml", overrides(dataset, seed, s, learner, uri))
+    path = ROOT / "examples" / FLOWS[flow][0].format(dataset=dataset)
+    return load_config(path, overrides(flow, dataset, seed, s, run_root))
 
 
-def flow_dir(run_root: Path, dataset: str, learner: str, seed: int) -> Path:
-    return run_root / f"{dataset}-{learner}-s{seed}"
+def resolved(config) -> dict:
+    """The config's number-changing sections as plain data (not where the data lives)."""
+    out = config.model_dump(mode="json", include=KEY_FIELDS)
+    out["data"].pop("root", None)
+    return out
 
 
-def gold_sets(dataset: str, seed: int, s: dict, run_root: Path):
-    """The cloze run's labeled and test sets (same content key, so the same files)."""
-    import pyarrow.parquet as pq
+def unit_settings(name: str, dataset: str, seed: int, s: dict, run_root: Path) -> dict:
+    """What one unit's numbers depend on: its cache key."""
+    out = {"config": resolved(load(name if name in FLOWS else "similarity", dataset, seed, s, run_root)),
+           "threads": s["threads"]}
+    if name == "setfit":
+        out["setfit_steps"] = s["setfit_steps"]
+    return out
 
+
+def recorded_settings(s: dict, datasets: list[str], run_root: Path) -> dict:
+    """Everything that changes a number, for the markdown, results.json and MLflow (data.seed: per seed)."""
+    configs = {d: {flow: resolved(load(flow, d, 0, s, run_root)) for flow in FLOWS} for d in datasets}
+    for flows in configs.values():
+        for c in flows.values():
+            c["data"]["seed"] = "the seed of the labeled draw"
+    return {**s, "configs": configs}
+
+
+def flow_dir(run_root: Path, dataset: str, flow: str, seed: int) -> Path:
+    return run_root / f"{dataset}-{flow}-s{seed}"
+
+
+def prepared(config, run_dir: Path) -> dict:
+    """The run's prepared sets' manifest (written once; the flow and every reader get the same files)."""
     from data.prepare import prepare
 
-    config = load(dataset, seed, s, "cloze", run_root)
-    manifest = prepare(config.data, config.fields, config.labels, flow_dir(run_root, dataset, "cloze", seed))
-    return config, pq.read_table(manifest["labeled"]).to_pylist(), pq.read_table(manifest["test"]).to_pylist()
+    return prepare(config.data, config.fields, config.labels, run_dir)
+
+
+def gold_sets(dataset: str, seed: int, s: dict, run_root: Path) -> tuple:
+    """The similarity run's config and its labeled, pool and test sets (parquet paths)."""
+    config = load("similarity", dataset, seed, s, run_root)
+    return config, prepared(config, flow_dir(run_root, dataset, "similarity", seed))
+
+
+def rows(path: str) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).to_pylist()
 
 
 def peak_rss_mib() -> float:
@@ -109,41 +170,48 @@ def peak_rss_mib() -> float:
 
 
 # --- one unit, in its own process ----------------------------------------------------------------
-def run_flow(dataset: str, seed: int, s: dict, learner: str, run_root: Path) -> dict:
+def run_flow(dataset: str, seed: int, s: dict, flow: str, run_root: Path) -> dict:
     from mlflow.tracking import MlflowClient
 
     from flows.ipet import ipet
 
-    config = load(dataset, seed, s, learner, run_root)
+    config = load(flow, dataset, seed, s, run_root)
+    run_dir = flow_dir(run_root, dataset, flow, seed)
     started = time.time()
-    results = ipet(config=config, run_dir=str(flow_dir(run_root, dataset, learner, seed)))
+    results = ipet(config=config, run_dir=str(run_dir))
     wall = time.time() - started
-    # Each stage's test accuracy is logged to the flow's MLflow run when the stage ends: its
-    # timestamp gives the wall-clock from flow start to that stage (zero-shot, PET, iPET rows).
+    # Each stage's test accuracy is logged to the flow's MLflow run (step = the stage's index) when the
+    # stage ends: its timestamp gives the wall-clock from flow start to that stage.
     history = MlflowClient(config.tracking.mlflow_uri).get_metric_history(results["mlflow_run_id"], "test_accuracy")
     at = {m.step: m.timestamp / 1000 - started for m in history}
     stages = {st["stage"]: {"test_accuracy": st["test_accuracy"], "train_size": st["train_size"],
-                            "pseudo_label_accuracy": st["pseudo_label_accuracy"], "seconds": at.get(i)}
+                            "pseudo_label_accuracy": st["pseudo_label_accuracy"], "note": st.get("note"),
+                            "seconds": at.get(i)}
               for i, st in enumerate(results["stages"])}
     return {"stages": stages, "seconds": wall, "peak_rss_mib": peak_rss_mib(), "tasks": results["tasks"],
-            "mlflow_run_id": results["mlflow_run_id"], "test_size": None}
+            "mlflow_run_id": results["mlflow_run_id"], "test_size": prepared(config, run_dir)["rows"]["test"]}
 
 
-def run_supervised(dataset: str, seed: int, s: dict, run_root: Path) -> dict:
+def run_supervised(dataset: str, seed: int, s: dict, run_root: Path, all_labels: bool) -> dict:
+    """A classifier on the text fields: on the gold rows, or (``all_labels``) on the gold rows plus the
+    pool with its hidden labels, one pass with the similarity config's ``train`` (the defaults)."""
     from prompt_core import LearnerSpec, accuracy, build_learner, predict_all, train
 
-    config, labeled, test = gold_sets(dataset, seed, s, run_root)
+    config, manifest = gold_sets(dataset, seed, s, run_root)
+    labeled, test = rows(manifest["labeled"]), rows(manifest["test"])
+    if all_labels:
+        labeled += [{**r, "label": r["hidden_label"]} for r in rows(manifest["pool"])]
     started = time.time()
     labels = list(config.labels)
     template = " ".join(f"{{{f}}}" for f in config.fields)  # the distillation target's input: the text fields
     spec = LearnerSpec.classifier(config.model, template, labels, max_length=config.max_length)
     learner = build_learner(spec)
-    train(learner, labeled, [labels.index(r["label"]) for r in labeled],
-          config.train.model_copy(update={"seed": config.seeds[0]}), progress=False)
+    settings_ = config.train.model_copy(update={"seed": config.seeds[0], **({"epochs": 1.0} if all_labels else {})})
+    train(learner, labeled, [labels.index(r["label"]) for r in labeled], settings_, progress=False)
     logits = predict_all(learner, test, batch_size=config.labeling.batch_size, device=config.train.device)
     acc = accuracy(logits, [labels.index(r["label"]) for r in test])
     return {"test_accuracy": acc, "seconds": time.time() - started, "peak_rss_mib": peak_rss_mib(),
-            "train_size": len(labeled), "test_size": len(test)}
+            "train_size": len(labeled), "test_size": len(test), "steps": settings_.steps(len(labeled))}
 
 
 def run_setfit(dataset: str, seed: int, s: dict, run_root: Path) -> dict:
@@ -154,7 +222,8 @@ def run_setfit(dataset: str, seed: int, s: dict, run_root: Path) -> dict:
     from datasets import Dataset
     from setfit import SetFitModel, Trainer, TrainingArguments
 
-    config, labeled, test = gold_sets(dataset, seed, s, run_root)
+    config, manifest = gold_sets(dataset, seed, s, run_root)
+    labeled, test = rows(manifest["labeled"]), rows(manifest["test"])
     started = time.time()
     labels = list(config.labels)
 
@@ -179,10 +248,10 @@ def one(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     s, run_root = json.loads(args.settings), Path(args.run_dir)
-    if args.one in ("cloze", "classifier"):
+    if args.one in FLOWS:
         out = run_flow(args.dataset, args.seed, s, args.one, run_root)
-    elif args.one == "supervised":
-        out = run_supervised(args.dataset, args.seed, s, run_root)
+    elif args.one in ("supervised", "supervised-all"):
+        out = run_supervised(args.dataset, args.seed, s, run_root, all_labels=args.one == "supervised-all")
     else:
         out = run_setfit(args.dataset, args.seed, s, run_root)
     print(RESULT_TAG + json.dumps({**out, "code": code_digest()}), flush=True)
@@ -201,11 +270,13 @@ def unit(args, dataset: str, seed: int, name: str, s: dict, run_root: Path, env:
     """Run one unit in a subprocess, or reuse its cached JSON from an earlier run."""
     from data.store import write_json
 
-    key = hashlib.sha256(json.dumps([dataset, seed, name, s], sort_keys=True).encode()).hexdigest()[:12]
+    key_parts = [dataset, seed, name, unit_settings(name, dataset, seed, s, run_root)]
+    key = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:12]
     cache = run_root / "results" / f"{dataset}-s{seed}-{name}-{key}.json"
     if cache.exists():
-        print(f"  {dataset} seed {seed} {name}: cached ({cache.name})", flush=True)
-        return {**json.loads(cache.read_text()), "cached": True}
+        result = json.loads(cache.read_text())
+        print(f"  {dataset} seed {seed} {name}: cached ({cache.name}) {summary(result)}", flush=True)
+        return {**result, "cached": True}
     log = run_root / "logs" / f"{dataset}-s{seed}-{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     print(f"  {dataset} seed {seed} {name}: running (log {log})", flush=True)
@@ -225,8 +296,19 @@ def unit(args, dataset: str, seed: int, name: str, s: dict, run_root: Path, env:
     result = {**json.loads(lines[-1][len(RESULT_TAG):]), "process_seconds": time.time() - started,
               "started_utc": utc(started), "ended_utc": utc(time.time())}  # process: with imports and start-up
     write_json(result, cache)
-    print(f"  {dataset} seed {seed} {name}: done in {result['process_seconds']:.0f} s", flush=True)
+    print(f"  {dataset} seed {seed} {name}: done in {result['process_seconds']:.0f} s {summary(result)}", flush=True)
     return result
+
+
+def summary(result: dict) -> str:
+    """A unit's accuracies in one line: every stage of a flow, or the one test accuracy."""
+    if "stages" in result:
+        return " · ".join(f"{k} {fmt(v['test_accuracy'])}" for k, v in result["stages"].items())
+    return f"test accuracy {fmt(result['test_accuracy'])} on {result['test_size']} rows"
+
+
+def fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def utc(t: float) -> str:
@@ -234,62 +316,141 @@ def utc(t: float) -> str:
 
 
 def rows_of(unit_results: dict) -> dict:
-    """Method rows from the four units of one (dataset, seed)."""
+    """Method rows from the units of one (dataset, seed) that ran; a row whose unit did not run is absent."""
     out = {}
-    cloze, classifier = unit_results["cloze"], unit_results["classifier"]
-    for method, stage in (("zero-shot", "zero-shot"), ("pet", "pet"), ("ipet", "final")):
-        if "error" in cloze:
-            out[method] = {"error": cloze["error"]}
-        else:
-            st = cloze["stages"][stage]
-            out[method] = {"test_accuracy": st["test_accuracy"], "seconds": st["seconds"] or cloze["seconds"],
-                           "peak_rss_mib": cloze["peak_rss_mib"]}
-    out["ipet-classifier"] = ({"error": classifier["error"]} if "error" in classifier else
-                              {"test_accuracy": classifier["stages"]["final"]["test_accuracy"],
-                               "seconds": classifier["seconds"], "peak_rss_mib": classifier["peak_rss_mib"]})
-    for method in ("supervised", "setfit"):
-        out[method] = unit_results[method]
+    for method, (_, name, stage) in METHODS.items():
+        r = unit_results.get(name)
+        if r is None:
+            continue
+        if "error" in r or stage is None:
+            out[method] = r
+            continue
+        st = r["stages"].get(stage)
+        if st is None or st["test_accuracy"] is None:
+            out[method] = {"error": f"{name}: stage {stage}: {st['note'] if st else 'not in the results'}"}
+            continue
+        out[method] = {"test_accuracy": st["test_accuracy"], "seconds": st["seconds"] or r["seconds"],
+                       "peak_rss_mib": r["peak_rss_mib"], "test_size": r["test_size"],
+                       "stages": {k: v["test_accuracy"] for k, v in r["stages"].items()}}
     return out
 
 
 def aggregate(per_seed: dict) -> dict:
-    """{dataset: {method: {mean, std, n, seconds, peak, error}}} from {(dataset, seed): rows}."""
+    """{dataset: {method: {mean, std, n, per_seed, stages, test_size, seconds, peak_rss_mib, errors}}}
+    from {(dataset, seed): rows}."""
     table: dict = {}
-    for (dataset, _), rows in per_seed.items():
-        for method, r in rows.items():
-            cell = table.setdefault(dataset, {}).setdefault(method, {"acc": [], "sec": [], "rss": [], "errors": []})
+    for (dataset, seed), rows_ in sorted(per_seed.items()):
+        for method, r in rows_.items():
+            c = table.setdefault(dataset, {}).setdefault(
+                method, {"per_seed": {}, "stages": {}, "sec": [], "rss": [], "sizes": [], "errors": []})
             if "error" in r:
-                cell["errors"].append(r["error"])
-            else:
-                cell["acc"].append(r["test_accuracy"])
-                cell["sec"].append(r["seconds"])
-                cell["rss"].append(r["peak_rss_mib"])
+                c["errors"].append(f"seed {seed}: {r['error']}")
+                continue
+            c["per_seed"][seed] = r["test_accuracy"]
+            c["sec"].append(r["seconds"])
+            c["rss"].append(r["peak_rss_mib"])
+            c["sizes"].append(r["test_size"])
+            if "stages" in r:
+                c["stages"][seed] = r["stages"]
     for dataset in table:
-        for method, c in table[dataset].items():
-            c["n"] = len(c["acc"])
-            c["mean"] = statistics.fmean(c["acc"]) if c["acc"] else None
-            c["std"] = statistics.stdev(c["acc"]) if len(c["acc"]) > 1 else (0.0 if c["acc"] else None)
-            c["seconds"] = statistics.fmean(c["sec"]) if c["sec"] else None
-            c["peak_rss_mib"] = max(c["rss"]) if c["rss"] else None
+        for c in table[dataset].values():
+            acc, sec, rss, sizes = list(c["per_seed"].values()), c.pop("sec"), c.pop("rss"), sorted(set(c.pop("sizes")))
+            c.update(n=len(acc), mean=statistics.fmean(acc) if acc else None,
+                     std=statistics.stdev(acc) if len(acc) > 1 else (0.0 if acc else None),
+                     seconds=statistics.fmean(sec) if sec else None, peak_rss_mib=max(rss) if rss else None,
+                     test_size=sizes[0] if len(sizes) == 1 else (sizes or None))
     return table
 
 
+def cell(table: dict, dataset: str, method: str) -> dict | None:
+    return table.get(dataset, {}).get(method)
+
+
 def markdown_table(table: dict, datasets: list[str]) -> str:
-    head = "| method | " + " | ".join(f"{DATASETS[d]} accuracy | {DATASETS[d]} time s | {DATASETS[d]} peak RSS MiB"
-                                        for d in datasets) + " |"
-    lines = [head, "|---|" + "---:|" * (3 * len(datasets))]
-    for method, label in METHODS.items():
+    head = "| method | " + " | ".join(f"{DATASETS[d]} accuracy | {DATASETS[d]} test rows | {DATASETS[d]} time s | "
+                                        f"{DATASETS[d]} peak RSS MiB" for d in datasets) + " |"
+    lines = [head, "|---|" + "---:|" * (4 * len(datasets))]
+    for method, (label, _, _) in METHODS.items():
         cells = []
         for d in datasets:
-            c = table.get(d, {}).get(method)
+            c = cell(table, d, method)
             if c is None or c["mean"] is None:
-                reason = (c["errors"][0][:80] if c and c["errors"] else "not run")
-                cells += [f"n/a ({reason})", "–", "–"]
+                reason = c["errors"][0][:80] if c and c["errors"] else "not run"
+                cells += [f"n/a ({reason})", "–", "–", "–"]
             else:
-                seeds = f" (n={c['n']})" if c["n"] != max(table[d][m]["n"] for m in table[d]) or c["errors"] else ""
-                cells += [f"{c['mean']:.3f} ± {c['std']:.3f}{seeds}", f"{c['seconds']:.0f}", f"{c['peak_rss_mib']:.0f}"]
+                most = max(x["n"] for x in table[d].values())
+                seeds = f" (n={c['n']})" if c["n"] != most or c["errors"] else ""
+                cells += [f"{c['mean']:.3f} ± {c['std']:.3f}{seeds}", str(c["test_size"]), f"{c['seconds']:.0f}",
+                          f"{c['peak_rss_mib']:.0f}"]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def checks(table: dict, dataset: str) -> list[str]:
+    """The gap to the supervised ceiling and the agreed checks, met or missed, with their numbers;
+    then every flow's stages (mean over seeds) and the generations that lowered a seed's accuracy."""
+    def mean(method: str) -> float | None:
+        c = cell(table, dataset, method)
+        return c["mean"] if c else None
+
+    def label(method: str) -> str:
+        return METHODS[method][0]
+
+    def check(pairs: list[tuple[str, str, float]]) -> str:
+        """``left ≥ right + margin`` for every pair."""
+        text = " ≥ ".join([label(pairs[0][0])] + [label(r) + (f" + {m:.2f}" if m else "") for _, r, m in pairs])
+        absent = [label(m) for l, r, _ in pairs for m in (l, r) if mean(m) is None]
+        if absent:
+            return f"- {text}: not checked ({', '.join(dict.fromkeys(absent))}: no result)"
+        met = all(mean(l) >= mean(r) + m for l, r, m in pairs)
+        numbers = "; ".join(f"{mean(l):.3f} vs {mean(r):.3f}" + (f" + {m:.2f}" if m else "") for l, r, m in pairs)
+        return f"- {text}: {'met' if met else 'missed'} ({numbers})"
+
+    ipet, ceiling = mean("ipet-similarity"), mean("supervised-all")
+    gap = (f"{ipet:.3f} − {ceiling:.3f} = {ipet - ceiling:+.3f}" if ipet is not None and ceiling is not None
+           else "n/a (" + ", ".join(label(m) for m in ("ipet-similarity", "supervised-all") if mean(m) is None)
+           + ": no result)")
+    lines = [f"- gap iPET (similarity) − supervised (all labels): {gap}",
+             check([("ipet-similarity", "setfit", 0.03)]),
+             check([("ipet-similarity", "supervised-k", 0.03)]),
+             check([("ipet-similarity", "pet-similarity", 0.0), ("pet-similarity", "zero-shot-similarity", 0.0)]),
+             check([("zero-shot-ipet-similarity", "zero-shot-similarity", 0.05)])]
+    for method, (_, unit_name, stage) in METHODS.items():
+        c = cell(table, dataset, method)
+        if stage != "final" or not c or not c["stages"]:
+            continue
+        names = list(next(iter(c["stages"].values())))
+        means = [(n, [s[n] for s in c["stages"].values() if s.get(n) is not None]) for n in names]
+        chain = " → ".join(f"{n} {statistics.fmean(v):.3f}" if v else f"{n} n/a" for n, v in means)
+        drops = [f"seed {seed}: {a} {sa[a]:.3f} → {b} {sa[b]:.3f}" for seed, sa in c["stages"].items()
+                 for a, b in consecutive([n for n in sa if sa[n] is not None]) if sa[b] < sa[a]]
+        lines.append(f"- stages of flow `{unit_name}` (mean over seeds): {chain}; a stage below the one before: "
+                     + ("; ".join(drops) if drops else "none"))
+    return lines
+
+
+def consecutive(items: list) -> list[tuple]:
+    return list(zip(items, items[1:]))
+
+
+def results_json(table: dict, datasets: list[str], meta: dict) -> dict:
+    out: dict = {}
+    for d in datasets:
+        for method, (label, unit_name, stage) in METHODS.items():
+            c = cell(table, d, method)
+            if c is None:
+                out.setdefault(d, {})[label] = {"mean": None, "std": None, "per_seed": {}, "status": "not run"}
+                continue
+            entry = {"mean": c["mean"], "std": c["std"], "per_seed": {str(k): v for k, v in c["per_seed"].items()},
+                     "test_size": c["test_size"], "seconds": c["seconds"], "peak_rss_mib": c["peak_rss_mib"],
+                     "unit": unit_name}
+            if stage is not None:
+                entry["stage"] = stage
+                entry["stages"] = {str(k): v for k, v in c["stages"].items()}
+            if c["errors"]:
+                entry["errors"] = c["errors"]
+            out.setdefault(d, {})[label] = entry
+    return {**out, "meta": meta}
 
 
 def plot(table: dict, datasets: list[str], path: Path, title: str) -> None:
@@ -301,16 +462,17 @@ def plot(table: dict, datasets: list[str], path: Path, title: str) -> None:
 
     methods = list(METHODS)
     width = 0.8 / len(datasets)
-    fig, ax = plt.subplots(figsize=(10, 4.5))
+    fig, ax = plt.subplots(figsize=(13, 4.8))
     x = np.arange(len(methods))
     for i, d in enumerate(datasets):
-        means = [table[d][m]["mean"] if table.get(d, {}).get(m, {}).get("mean") is not None else 0 for m in methods]
-        stds = [table[d][m]["std"] if table.get(d, {}).get(m, {}).get("std") is not None else 0 for m in methods]
+        cells = [cell(table, d, m) or {} for m in methods]
+        means = [c.get("mean") or 0 for c in cells]
+        stds = [c.get("std") or 0 for c in cells]
         ax.bar(x + (i - (len(datasets) - 1) / 2) * width, means, width, yerr=stds, capsize=3, label=DATASETS[d])
-    ax.set_xticks(x, [METHODS[m].replace(" (", "\n(").replace(", ", ",\n") for m in methods], fontsize=8)
+    ax.set_xticks(x, [METHODS[m][0].replace(" (", "\n(") for m in methods], fontsize=7)
     ax.set_ylabel("test accuracy (mean ± std over seeds)")
     ax.set_ylim(0, 1)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title, fontsize=9)
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -339,7 +501,7 @@ def log_mlflow(run_root: Path, table: dict, datasets: list[str], s: dict, files:
 
     from tasks.tracking import experiment_id, log_batch
 
-    uri = f"sqlite:///{(run_root / 'mlflow.db').resolve()}"
+    uri = mlflow_uri(run_root)
     client = MlflowClient(uri)
     run = client.create_run(experiment_id(uri, "bench-accuracy"), run_name=tags["mode"], tags=tags)
     now = int(time.time() * 1000)
@@ -350,7 +512,8 @@ def log_mlflow(run_root: Path, table: dict, datasets: list[str], s: dict, files:
                                 ("peak_rss_mib", c["peak_rss_mib"]), ("n_seeds", c["n"])):
                 if value is not None:
                     metrics.append(Metric(f"{d}.{method}.{name}", float(value), now, 0))
-    params = [Param(k, json.dumps(v) if isinstance(v, dict) else str(v)) for k, v in s.items()]
+    # the operator's settings; the resolved configs are in results.json (an artifact)
+    params = [Param(k, json.dumps(v)) for k, v in s.items()]
     log_batch(client, run.info.run_id, metrics, params)
     for f in files:
         client.log_artifact(run.info.run_id, str(f))
@@ -358,43 +521,53 @@ def log_mlflow(run_root: Path, table: dict, datasets: list[str], s: dict, files:
     return run.info.run_id
 
 
-def machine() -> str:
-    def sh(cmd: str) -> str:
-        return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
+def sh(cmd: str) -> str:
+    return subprocess.run(cmd, shell=True, capture_output=True, text=True, cwd=ROOT).stdout.strip()
 
+
+def machine() -> str:
     return f"`{sh('uname -a')}` · nproc {sh('nproc')} · {sh('free -g | sed -n 2p')}".replace("  ", " ")
+
+
+def title_of(recorded: dict, datasets: list[str], seeds: list[int]) -> str:
+    sim, cloze = recorded["configs"][datasets[0]]["similarity"], recorded["configs"][datasets[0]]["cloze"]
+    t, i = sim["train"], sim["ipet"]
+    return (f"k={sim['data']['labeled_per_class']}/class, {len(seeds)} seed(s), {Path(sim['model']).name}; "
+            f"similarity: examples' pools and test sets, lr {t['learning_rate']:g} × batch {t['batch_size']}, "
+            f"{t['epochs']:g} epoch ≥ {t['min_steps']} steps, {i['generations']} gen ×{i['growth']:g}, final "
+            f"{sim['final']['mode']}; cloze/classifier: pool {cloze['data']['pool_size']}, "
+            f"lr {cloze['train']['learning_rate']:g}")
 
 
 def main() -> None:
     global DATA_ROOT
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="1 seed (seed 0 of the full run, which then reuses it)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the labeled draw")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the labeled draw (data.seed)")
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
-    p.add_argument("--k", type=int, default=10, help="labeled examples per class")
-    p.add_argument("--steps", type=int, default=40, help="optimizer steps per model")
-    p.add_argument("--batch-size", type=int, default=4, help="training batch per step (examples: 8)")
-    p.add_argument("--pool-size", type=int, default=160, help="unlabeled pool, the same for every method")
-    p.add_argument("--test-size", type=int, default=200, help="test rows subsampled by seed (SST-2 dev 872, AG 1600)")
-    p.add_argument("--generations", type=int, default=1, help="iPET generations")
-    p.add_argument("--growth", type=float, default=3.0, help="iPET growth factor d")
-    p.add_argument("--final", choices=["ensemble", "distill"], default="ensemble", help="iPET final stage")
+    p.add_argument("--methods", nargs="+", default=list(UNITS), choices=list(UNITS), metavar="UNIT",
+                   help=f"units to run (rows of the others show 'not run'): {', '.join(UNITS)}")
+    p.add_argument("--pool-size-cloze", type=int, default=None,
+                   help="data.pool_size of the cloze and classifier flows (default: the cloze example's own)")
+    p.add_argument("--set-similarity", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra override of the similarity flows' config (and so of the supervised and SetFit "
+                        "units' sets), e.g. data.pool_size=2000; part of the cache key")
+    p.add_argument("--set-cloze", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra override of the cloze and classifier flows' config; part of the cache key")
     p.add_argument("--setfit-steps", type=int, default=20, help="SetFit contrastive steps of 16 pairs")
-    p.add_argument("--max-length-agnews", type=int, default=96)
     p.add_argument("--jobs", type=int, default=2, help="units run at the same time (each its own process)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per unit")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra override of both flows' config, e.g. --set adapt.steps=200 (part of the cache key)")
     p.add_argument("--run-dir", default=str(ROOT / "bench" / "runs"))
     p.add_argument("--data-root", default=str(DATA_ROOT), help="the shared data directory (not copied)")
-    p.add_argument("--results", default=None, help="markdown out (default: <run-dir>/accuracy[-quick].md)")
+    p.add_argument("--results", default=None, help="markdown out (default: <run-dir>/accuracy-<quick|full>.md)")
+    p.add_argument("--json", default=None, help="results.json out (default: bench/results.json for the full run, "
+                                                 "<run-dir>/results-quick.json for --quick)")
     # one unit (internal)
     p.add_argument("--one", choices=UNITS, help=argparse.SUPPRESS)
     p.add_argument("--dataset", help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, help=argparse.SUPPRESS)
     p.add_argument("--settings", help=argparse.SUPPRESS)
     args = p.parse_args()
-    args.max_length = {"agnews": args.max_length_agnews}
     DATA_ROOT = Path(args.data_root).resolve()
     run_root = Path(args.run_dir).resolve()
     if args.one:
@@ -405,64 +578,76 @@ def main() -> None:
     seeds = args.seeds[:1] if args.quick else args.seeds
     s = settings(args)
     run_root.mkdir(parents=True, exist_ok=True)
+    recorded = recorded_settings(s, args.datasets, run_root)  # also validates every config before anything runs
     mode = "quick" if args.quick else "full"
     command = "python " + " ".join([str(Path(sys.argv[0]))] + sys.argv[1:])
     started, date = time.time(), dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     load_start = os.getloadavg()
     server, api_url = start_prefect(run_root)
     env = {**os.environ, "PREFECT_API_URL": api_url, "TOKENIZERS_PARALLELISM": "false"}
-    print(f"bench/accuracy.py {mode}: datasets {args.datasets}, seeds {seeds}, settings {json.dumps(s)}\n"
-          f"Prefect API {api_url} · run dir {run_root}", flush=True)
+    print(f"bench/accuracy.py {mode}: datasets {args.datasets}, seeds {seeds}, units {args.methods}, "
+          f"settings {json.dumps(s)}\nPrefect API {api_url} · run dir {run_root}", flush=True)
 
-    per_seed: dict = {}
     md_path = Path(args.results) if args.results else run_root / f"accuracy-{mode}.md"
     png_path = md_path.with_suffix(".png")
-    # Seed-major, then dataset (AG News, the longest, first), flows before the short units: a run
-    # stopped early has whole (dataset, seed) rows, and with --jobs N the short units fill gaps.
-    order = [(seed, d, name) for seed in seeds for d in sorted(args.datasets, key=list(DATASETS).index, reverse=True)
-             for name in ("cloze", "classifier", "supervised", "setfit")]
+    json_path = Path(args.json) if args.json else (run_root / "results-quick.json" if args.quick
+                                                   else ROOT / "bench" / "results.json")
+    # Similarity units of every seed first (the product's rows), then supervised and SetFit, then cloze
+    # and classifier; within a group seed-major, AG News (the longest) first: a run stopped early has
+    # whole groups, and with --jobs N the short units fill gaps.
+    datasets_first = sorted(args.datasets, key=list(DATASETS).index, reverse=True)
+    order = [(seed, d, name) for group in GROUPS for seed in seeds for d in datasets_first for name in group
+             if name in args.methods]
     results: dict = {}
     try:
         # Shared state is created once, before units run side by side: the MLflow store and the
-        # flows' experiment (concurrent first migrations of one SQLite file fail) and the cloze
+        # flows' experiment (concurrent first migrations of one SQLite file fail) and the similarity
         # run's sets, which the supervised and SetFit units read.
         from tasks.tracking import experiment_id
 
-        experiment_id(f"sqlite:///{(run_root / 'mlflow.db').resolve()}", "bench-accuracy-flows")
-        for seed in seeds:
-            for dataset in args.datasets:
-                gold_sets(dataset, seed, s, run_root)
+        experiment_id(mlflow_uri(run_root), "bench-accuracy-flows")
+        if set(args.methods) & {"similarity", *GOLD_UNITS}:
+            for seed in seeds:
+                for dataset in args.datasets:
+                    gold_sets(dataset, seed, s, run_root)
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             futures = {pool.submit(unit, args, d, seed, name, s, run_root, env): (seed, d, name)
                        for seed, d, name in order}
             for future in as_completed(futures):
-                seed, dataset, name = futures[future]
-                results[(seed, dataset, name)] = future.result()
-                if all((seed, dataset, n) in results for n in UNITS):
-                    per_seed[(dataset, seed)] = rows_of({n: results[(seed, dataset, n)] for n in UNITS})
-                    print("\n" + markdown_table(aggregate(per_seed), args.datasets) + "\n", flush=True)
+                results[futures[future]] = future.result()
                 (run_root / f"units-{mode}.json").write_text(json.dumps(
                     {f"{d}-s{sd}-{n}": r for (sd, d, n), r in sorted(results.items())}, indent=1))
     finally:
         if server is not None:
             server.stop()
 
+    per_seed = {(d, seed): rows_of({n: r for (sd, dd, n), r in results.items() if (dd, sd) == (d, seed)})
+                for seed in seeds for d in args.datasets}
     table = aggregate(per_seed)
     elapsed = time.time() - started
-    load = " → ".join("/".join(f"{x:.2f}" for x in l) for l in (load_start, os.getloadavg()))
+    load_end = os.getloadavg()
+    load = " → ".join("/".join(f"{x:.2f}" for x in l) for l in (load_start, load_end))
     text = markdown_table(table, args.datasets)
-    title = (f"k={args.k}/class, {len(seeds)} seed(s), MiniLM-L6, {args.steps} steps × batch {args.batch_size}, pool {args.pool_size}, "
-             f"test {args.test_size}, {args.generations} gen ×{args.growth:g}")
+    check_text = "\n\n".join(f"### {DATASETS[d]}\n\n" + "\n".join(checks(table, d)) for d in args.datasets)
+    title = title_of(recorded, args.datasets, seeds)
     plot(table, args.datasets, png_path, title)
-    doc = (f"## {mode} run: {title}\n\n{text}\n\n"
-           f"command: `{command}` · date {date} · elapsed {elapsed / 60:.1f} min (cached units not re-run) · "
-           f"`--jobs {args.jobs}` × `--threads {args.threads}` · load average (1/5/15 min) at start → end: {load}\n\n"
-           f"machine: {machine()}\n\nsettings: `{json.dumps(s)}`\n")
+    commit = sh("git rev-parse HEAD")
+    dirty = bool(sh("git status --porcelain --untracked-files=no"))
+    meta = {"command": command, "date": date, "commit": commit, "uncommitted_changes": dirty, "mode": mode,
+            "elapsed_minutes": round(elapsed / 60, 2), "load_average": {"start": load_start, "end": load_end},
+            "machine": machine(), "jobs": args.jobs, "seeds": seeds, "units": args.methods, "settings": recorded}
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(results_json(table, args.datasets, meta), indent=1) + "\n")
+    doc = (f"## {mode} run: {title}\n\n{text}\n\n{check_text}\n\n"
+           f"command: `{command}` · date {date} · commit `{commit[:10]}`{' (with uncommitted changes)' if dirty else ''}"
+           f" · elapsed {elapsed / 60:.1f} min (cached units not re-run) · `--jobs {args.jobs}` × "
+           f"`--threads {args.threads}` · load average (1/5/15 min) at start → end: {load}\n\n"
+           f"machine: {machine()}\n\nsettings: `{json.dumps(s)}`; resolved configs: `{json_path.name}` (meta.settings)\n")
     md_path.write_text(doc)
-    run_id = log_mlflow(run_root, table, args.datasets, s, [md_path, png_path, run_root / f"units-{mode}.json"],
-                        {"mode": mode, "command": command, "host": platform.node()})
-    print(f"\n{text}\n\n{mode} run: {elapsed / 60:.1f} min · wrote {md_path}, {png_path} · MLflow run {run_id} "
-          f"(sqlite:///{run_root / 'mlflow.db'}, experiment bench-accuracy)")
+    run_id = log_mlflow(run_root, table, args.datasets, s, [md_path, png_path, json_path, run_root / f"units-{mode}.json"],
+                        {"mode": mode, "command": command, "host": platform.node(), "commit": commit})
+    print(f"\n{text}\n\n{check_text}\n\n{mode} run: {elapsed / 60:.1f} min · wrote {md_path}, {png_path}, {json_path} · "
+          f"MLflow run {run_id} ({mlflow_uri(run_root)}, experiment bench-accuracy)")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ def draw_per_class(table: pa.Table, k: int, labels: Sequence[str], seed: int, so
         chosen.extend(rng.choice(rows, size=k, replace=False).tolist())
     chosen.sort()
     rest = np.setdiff1d(np.arange(table.num_rows), chosen)
-    return table.take(chosen), table.take(rest)
+    # typed indices: an empty Python list (k=0, zero-shot) is a null array, which take() rejects
+    return table.take(pa.array(chosen, type=pa.int64())), table.take(rest)
 
 
 def sample_rows(table: pa.Table, n: int | None, seed: int) -> pa.Table:

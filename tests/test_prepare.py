@@ -39,3 +39,13 @@ def test_a_set_is_named_by_its_rows_not_by_how_they_are_chunked(tmp_path: Path) 
     path = write_set(table, tmp_path, "pool")
     assert write_set(chunked, tmp_path, "pool") == path and pq.read_table(path).equals(table)
     assert write_set(table.slice(1), tmp_path, "pool") != path
+
+
+def test_zero_labeled_per_class_draws_an_empty_gold_set() -> None:
+    """k=0 (zero-shot iPET on a `train` source): no gold rows, every row in the pool."""
+    from data.splits import draw_per_class
+
+    table = pa.table({"id": ["a", "b", "c"], "text": ["x", "y", "z"], "label": ["0", "1", "0"]})
+    labeled, pool = draw_per_class(table, 0, ["0", "1"], seed=0, source="toy")
+    assert labeled.num_rows == 0 and labeled.schema == table.schema
+    assert pool.num_rows == 3
