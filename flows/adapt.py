@@ -6,49 +6,42 @@ similarity prior, no training) on the test set, or the labeled set when there is
 
 from __future__ import annotations
 
-from prefect import flow, runtime
+from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from data.lock import run_dir_lock
-from data.store import remove_stale_temps
-from tasks import devices, tracking
+from tasks import devices
 from tasks.adapt import adapt_backbone
-from tasks.data import prepare_data
 
 from .config import RunConfig, load_config
-from .run import Run, fmt
+from .executor import Executor
+from .plan import Plan
+from .session import owned_run_dir, tracked_session
+from .stages import fmt
 
 
 @flow(name="adapt", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=4))
 def adapt(config: RunConfig | str, run_dir: str = "runs/adapt") -> dict:
     """Adapt ``config.model`` on the pool; zero-shot accuracy of every PVP before and after."""
     config = (config if isinstance(config, RunConfig) else load_config(config)).for_adaptation()
-    with run_dir_lock(run_dir) as locked:
-        return _adapt(config, str(locked))
-
-
-def _adapt(config: RunConfig, run_dir: str) -> dict:
-    remove_stale_temps(run_dir)
-    uri = tracking.store_uri(config.tracking.mlflow_uri, run_dir if config.tracking.fallback_local else None)
-    tracking.experiment_id(uri, config.tracking.experiment)
-    devices.configure(config.adapt.device, config.max_parallel)
-    data = prepare_data(config.data, config.fields, config.labels, run_dir)
-    tags = {"prefect.flow_run_id": str(runtime.flow_run.id), "run_dir": run_dir}
-    with tracking.parent_run(uri, config.tracking.experiment, f"{config.name}-adapt", tags) as (client, parent_id):
-        adapted = adapt_backbone(config.model, data["pool"], config.fields, config.adapt.model_dump(), run_dir,
-                                 {"uri": uri, "parent_id": parent_id}, config.trust_remote_code)
-        dataset = "test" if data.get("test") else "labeled"
-        scored = data["rows"][dataset] > 0
-        accuracy = {}
-        for when, backbone in (("before", config.model), ("after", adapted["model_dir"])):
-            run = Run(config.model_copy(update={"model": backbone}), run_dir, data, uri, parent_id)
-            accuracy[when] = run.pvp_accuracies(run.untrained(), dataset) if scored else [None] * len(config.pvps)
-            for p, value in enumerate(accuracy[when]):
-                if value is not None:
-                    client.log_metric(parent_id, f"zero_shot_{when}_p{p}", value)
+    with owned_run_dir(run_dir) as run_dir:
+        devices.configure(config.adapt.device, config.max_parallel)
+        with tracked_session(config, run_dir, f"{config.name}-adapt") as session:
+            data = session.data
+            adapted = adapt_backbone(config.model, data["pool"], config.fields, config.adapt.model_dump(), run_dir,
+                                     session.tracking_info, config.trust_remote_code)
+            dataset = "test" if data.get("test") else "labeled"
+            scored = data["rows"][dataset] > 0
+            accuracy = {}
+            for when, backbone in (("before", config.model), ("after", adapted["model_dir"])):
+                plan = Plan(config.model_copy(update={"model": backbone}), data["rows"])
+                run = Executor(plan, run_dir, data, session.tracking_info)
+                accuracy[when] = run.pvp_accuracies(run.untrained(), dataset) if scored else [None] * len(config.pvps)
+                for p, value in enumerate(accuracy[when]):
+                    if value is not None:
+                        session.client.log_metric(session.parent_id, f"zero_shot_{when}_p{p}", value)
     return {
         "model_dir": adapted["model_dir"], "reused": adapted["reused"], "losses": adapted["losses"],
-        "dataset": dataset if scored else None, "mlflow_run_id": parent_id,
+        "dataset": dataset if scored else None, "mlflow_run_id": session.parent_id,
         "pvps": [{"pvp": p.pattern, "before": b, "after": a}
                  for p, b, a in zip(config.pvps, accuracy["before"], accuracy["after"])],
     }

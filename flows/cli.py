@@ -145,7 +145,7 @@ def _adapt(config, run_dir: Path) -> int:
 
 def _run(config, run_dir: Path) -> int:
     from .ipet import ipet
-    from .run import stage_table
+    from .stages import stage_table
 
     results = ipet(config=config, run_dir=str(run_dir))
     print()

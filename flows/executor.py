@@ -1,0 +1,156 @@
+"""Carrying out a run's plan: submit its training, labeling, selection and combining tasks, and
+collect their outputs (paths, which is all tasks pass to each other). Nothing is reported here:
+``flows/reporter.py`` logs and writes what this returns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from data.location import exists, local, location
+from data.store import atomic_path, content_key
+from prompt_core import accuracy, save_ensemble
+from tasks.io import read_logits, ref, shard_count
+from tasks.models import label_set, train_model, untrained_model
+from tasks.pseudo import build_train_set, combine
+
+from .plan import Member, Plan
+from .runners import one_device
+from .stages import Evaluation
+
+
+class Executor:
+    """Runs a plan's tasks on the flow's task runner.
+
+    Args:
+        plan: who trains on what.
+        run_dir: the run directory (absolute, or a URL).
+        data: the prepared sets' manifest (``prepare_data``): each set's path and row count.
+        tracking_info: the MLflow store and parent run the training tasks log to.
+    """
+
+    def __init__(self, plan: Plan, run_dir: str, data: dict, tracking_info: dict):
+        self.plan, self.config, self.run_dir, self.data = plan, plan.config, run_dir, data
+        self.tracking_info = tracking_info
+        self.models_trained: list[dict] = []  # every training task's result, reused or not
+
+    def untrained(self) -> dict[Member, str]:
+        """Every PVP on the backbone as is (zero-shot)."""
+        return {(p, None): untrained_model(self.plan.untrained_name(p), self.plan.spec(p), self.run_dir)
+                for p in self.plan.pvps}
+
+    def train_all(self, generation: int, train_sets: dict[Member, str]) -> dict[Member, str]:
+        """One model per member on its training set; their directories."""
+        with one_device(self.config.runner, self.config.train.device):
+            futures = {
+                m: train_model.submit(self.plan.name(generation, m), self.plan.spec(m[0]), path,
+                                      self.plan.train_config(m).model_dump(), self.run_dir, self.tracking_info,
+                                      unlabeled=self.data["pool"],
+                                      params={"generation": generation, "pvp": m[0], "seed": m[1]})
+                for m, path in train_sets.items()
+            }
+        results = {m: f.result() for m, f in futures.items()}
+        self.models_trained.extend(results.values())
+        return {m: r["model_dir"] for m, r in results.items()}
+
+    def distill(self, soft_pool: str) -> str:
+        """The final classifier trained on the ensemble's soft labels of the pool; its directory."""
+        with one_device(self.config.runner, self.config.train.device):
+            final = train_model.submit(self.plan.name("final", "distilled"), self.plan.distill_spec(), soft_pool,
+                                       self.config.distill_train.model_dump(), self.run_dir,
+                                       self.tracking_info).result()
+        self.models_trained.append(final)
+        return final["model_dir"]
+
+    def label_all(self, models: dict[Member, str], dataset: str) -> dict[Member, str]:
+        """Every model labels ``dataset``, one task per model and shard; their logits' paths."""
+        labeling = self.config.labeling
+        shards = shard_count(self.data["rows"][dataset], labeling.shard_rows)
+        with one_device(self.config.runner, self.config.train.device):
+            futures = {m: [label_set.submit(model_name(d), d, dataset, self.data[dataset], self.run_dir,
+                                            labeling.batch_size, labeling.shard_rows, shard) for shard in range(shards)]
+                       for m, d in models.items()}
+        return {m: [f.result() for f in shard_futures][0]["path"] for m, shard_futures in futures.items()}
+
+    def pseudo_labeled_sets(self, generation: int, models: dict[Member, str], weights: list[float]) -> dict:
+        """iPET's step: ``models`` label the pool, and each member's peers pick its next training set."""
+        pool_logits = self.label_all(models, "pool")
+        futures = {
+            member: build_train_set.submit(
+                self.plan.name(generation, member), generation, self.data["labeled"], self.data["pool"],
+                [pool_logits[m] for m in self.plan.peers(member, models)],
+                [weights[m[0]] for m in self.plan.peers(member, models)],
+                self.config.labels, self.config.ipet, member[1], self.run_dir)
+            for member in self.plan.members
+        }
+        return {member: future.result() for member, future in futures.items()}
+
+    def pvp_weights(self, prior: dict[Member, str]) -> list[float]:
+        """Each PVP's weight in PET's ensembles: its untrained accuracy on the gold set, or all equal."""
+        return self.pvp_accuracies(prior, "labeled") if self.plan.weighs_pvps else self.plan.equal_weights()
+
+    def pvp_accuracies(self, prior: dict[Member, str], dataset: str) -> list[float]:
+        """Each untrained PVP's accuracy on ``dataset``, in PVP order."""
+        logits = self.label_all(prior, dataset)
+        return [self._accuracy(logits[(p, None)], dataset) for p in self.plan.pvps]
+
+    def combine(self, name: str, logits: dict[Member, str], models: dict[Member, str], weights: list[float] | None,
+                dataset: str) -> dict:
+        return combine(name, [logits[m] for m in models], self.plan.member_weights(models, weights),
+                       self.data[dataset], self.config.labels, self.run_dir)
+
+    def soft_pool(self, models: dict[Member, str], weights: list[float] | None) -> dict:
+        """The pool labeled by the ensemble: its soft labels (``path``) and pseudo-label ``accuracy``."""
+        return self.combine("final-pool", self.label_all(models, "pool"), models, weights, "pool")
+
+    def pool_accuracy(self, models: dict[Member, str], weights: list[float] | None) -> float | None:
+        """The ensemble's accuracy on the pool's hidden labels. A real unlabeled pool has none: then
+        it is None, and the pool is not labeled again just to find that out."""
+        if "hidden_label" not in pq.read_schema(local(self.data["pool"])).names:
+            return None
+        return self.soft_pool(models, weights)["accuracy"]
+
+    def ensemble_model(self, models: dict[Member, str], weights: list[float] | None) -> str:
+        """The ensemble as one model directory (``ensemble.json``: members and weights, combined
+        as ``combine`` does), so it can be registered and predicted with like a single model."""
+        w = self.plan.member_weights(models, weights)
+        key = content_key("ensemble", [ref(d) for d in models.values()], w)
+        out = location(self.run_dir) / "models" / f"final-ensemble-{key}"
+        if not exists(out):  # members are named relative to it: copies beside its own (a URL's mirror)
+            with atomic_path(out, directory=True) as tmp:
+                save_ensemble(tmp, [local(d) for d in models.values()], w)
+        return str(out)
+
+    def evaluate(self, models: dict[Member, str], weights: list[float] | None, stage: int) -> Evaluation:
+        """Each model's and the ensemble's accuracy on the test set (none without one); ``stage``
+        numbers the ensemble's predictions file."""
+        if not self.data.get("test"):
+            return Evaluation(None, [{"name": model_name(d)} for d in models.values()])
+        logits = self.label_all(models, "test")
+        rows, tracked = [], {}
+        for m, d in models.items():
+            acc = self._accuracy(logits[m], "test")
+            trained = next((t for t in self.models_trained if t["model_dir"] == d), None)
+            if trained:
+                tracked[trained["mlflow_run_id"]] = acc
+            rows.append({"name": model_name(d), "test_accuracy": acc,
+                         "reused": trained["reused"] if trained else None})
+        ensembled = self.combine(f"stage{stage}", logits, models, weights, "test")["accuracy"]
+        return Evaluation(ensembled, rows, tracked)
+
+    def _accuracy(self, logits_path: str, dataset: str) -> float:
+        index = {label: i for i, label in enumerate(self.config.labels)}
+        truth = [index[t] for t in pq.read_table(local(self.data[dataset]), columns=["label"])["label"].to_pylist()]
+        return accuracy(read_logits(logits_path), truth)
+
+    @property
+    def task_counts(self) -> dict[str, int]:
+        """How many models were trained in this run and how many were reused from an earlier one."""
+        trained = sum(not t["reused"] for t in self.models_trained)
+        return {"trained": trained, "reused": len(self.models_trained) - trained}
+
+
+def model_name(model_dir: str) -> str:
+    """``models/g1-p0-s42-<key>`` → ``g1-p0-s42``."""
+    return Path(model_dir).name.rsplit("-", 1)[0]

@@ -1,0 +1,124 @@
+"""Reporting a run: each stage to MLflow, to a Prefect artifact and to the log; at the end
+``results.json``, ``summary.md`` and the run's artifacts; then the model registry's decision."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+
+import pyarrow.parquet as pq
+from mlflow.tracking import MlflowClient
+from prefect import runtime
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from data.location import local, location, names
+from data.store import atomic_path, write_json
+from tasks.registry import register_final_model
+
+from .config import RunConfig
+from .stages import Stage, floor, fmt, stage_table
+
+
+def entry_flow_run_id() -> str:
+    """The flow run a user sees in the UI (``ipet``, a deployment's run), not its stages subflow."""
+    return str(runtime.flow_run.parent_flow_run_id or runtime.flow_run.id)
+
+
+class Reporter:
+    """Everything a run tells the world, in the order it happens.
+
+    Args:
+        config: the run's config (its name, registry name and labeling batch size).
+        run_dir: where ``results.json`` and ``summary.md`` go.
+        tracking_info: the MLflow store and the flow's parent run.
+        client: a client of that store.
+    """
+
+    def __init__(self, config: RunConfig, run_dir: str, tracking_info: dict, client: MlflowClient):
+        self.config, self.run_dir, self.tracking_info, self.client = config, run_dir, tracking_info, client
+        self.parent = tracking_info["parent_id"]
+        self.stages: list[Stage] = []
+
+    @property
+    def stage_number(self) -> int:
+        """The index the next recorded stage gets (it names that stage's ensembled predictions)."""
+        return len(self.stages)
+
+    def record(self, stage: Stage) -> None:
+        """A finished stage: its scores as parent-run metrics (step = stage index), each trained model's
+        test accuracy on its own run, a table artifact and a line in the log."""
+        step = len(self.stages)
+        self.stages.append(stage)
+        for key in ("test_accuracy", "train_size", "pseudo_label_accuracy"):
+            value = getattr(stage, key)
+            if value is not None:
+                self.client.log_metric(self.parent, key, value, step=step)
+        for run_id, acc in stage.tracked.items():
+            self.client.log_metric(run_id, "test_accuracy", acc)
+        rows = [{"model": m["name"], **{k: fmt(v) for k, v in m.items() if k != "name"}} for m in stage.models]
+        create_table_artifact(rows or [{"model": "-"}], key=artifact_key(self.config.name, stage.stage),
+                              description=f"{stage.stage}: test accuracy {fmt(stage.test_accuracy)}, "
+                                          f"train size {fmt(stage.train_size)}, "
+                                          f"pseudo-label accuracy {fmt(stage.pseudo_label_accuracy)}")
+        print(f"[{stage.stage}] " + (stage.note or f"test accuracy {fmt(stage.test_accuracy)} · train size "
+                                     f"{fmt(stage.train_size)} · pseudo-label accuracy {fmt(stage.pseudo_label_accuracy)}"))
+
+    def finish(self, tasks: dict[str, int]) -> dict:
+        """``results.json`` and ``summary.md`` written and logged with the run's sets, predictions and
+        final model; ``tasks`` counts the models trained and reused. Returns the results."""
+        results = {
+            "name": self.config.name,
+            "run_dir": self.run_dir,
+            "backbone": self.config.model,
+            "mlflow_run_id": self.parent,
+            "prefect_flow_run_id": entry_flow_run_id(),
+            "tasks": tasks,
+            "stages": [s.record() for s in self.stages],
+        }
+        summary = stage_table(results["stages"])
+        run_dir = location(self.run_dir)
+        write_json(results, run_dir / "results.json")
+        with atomic_path(run_dir / "summary.md") as tmp:
+            tmp.write_text(summary + "\n")
+        self.client.log_artifact(self.parent, str(local(run_dir / "results.json")))
+        self.client.log_artifact(self.parent, str(local(run_dir / "summary.md")))
+        for sub in ("sets", "predictions"):
+            if names(run_dir / sub) is not None:
+                self.client.log_artifacts(self.parent, str(local(run_dir / sub, fresh=True)), sub)
+        final = self.stages[-1].model
+        if isinstance(final, str):
+            self.client.log_artifacts(self.parent, str(local(final)), "final-model")
+        create_markdown_artifact(f"# iPET run `{self.config.name}`\n\n{summary}\n\nMLflow run: `{self.parent}`",
+                                 key=artifact_key(self.config.name, "summary"))
+        return results
+
+    def register(self, results: dict, test_set: str | None) -> dict:
+        """Champion/challenger (tasks/registry.py); results.json gains ``registry``. A failure is
+        reported there and in MLflow, never raised: the run's results are already written."""
+        final = self.stages[-1]
+        try:
+            least = floor(self.stages, _labels(test_set)) if test_set else None
+            registry = register_final_model(self.config.registered_model, final.model, test_set,
+                                            final.test_accuracy, self.tracking_info, self.config.labeling.batch_size,
+                                            least)
+            print(f"[registry] {registry['registered_model']} v{registry['version']} {registry['decision']}: "
+                  f"{registry['reason']}")
+        except Exception as err:  # the store or registry failed; the run itself succeeded
+            registry = {"registered_model": self.config.registered_model, "error": f"{type(err).__name__}: {err}"}
+            print(f"[registry] the final model was not registered: {registry['error']}")
+            with contextlib.suppress(Exception):
+                self.client.set_tag(self.parent, "registry.error", registry["error"][:5000])
+        results = {**results, "registry": registry}
+        path = write_json(results, location(self.run_dir) / "results.json")
+        with contextlib.suppress(Exception):
+            self.client.log_artifact(self.parent, str(local(path)))
+        return results
+
+
+def _labels(test_set: str) -> list[str]:
+    return pq.read_table(local(test_set), columns=["label"])["label"].to_pylist()
+
+
+def artifact_key(*parts: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    return re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower())

@@ -1,0 +1,58 @@
+"""What every flow that trains does first: own the run directory, check the tracking store,
+prepare the data, open the flow's parent MLflow run. Shared by ``ipet`` and ``adapt``."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Iterator
+
+from mlflow.tracking import MlflowClient
+
+from data.lock import run_dir_lock
+from data.store import remove_stale_temps
+from tasks import tracking
+from tasks.data import prepare_data
+
+from .config import RunConfig
+from .reporter import entry_flow_run_id
+
+
+@dataclass(frozen=True)
+class Session:
+    """A flow's prepared data and tracking.
+
+    Attributes:
+        data: the prepared sets' manifest (``prepare_data``): each set's path and row count.
+        tracking_info: the MLflow store and parent run tasks log to.
+        client: a client of that store.
+    """
+
+    data: dict
+    tracking_info: dict
+    client: MlflowClient
+
+    @property
+    def parent_id(self) -> str:
+        return self.tracking_info["parent_id"]
+
+
+@contextlib.contextmanager
+def owned_run_dir(run_dir: str) -> Iterator[str]:
+    """Hold the run directory's lock for the block (``RunDirBusy`` if another run has it), with what
+    a killed run left half-written removed; yields it absolute (or the URL)."""
+    with run_dir_lock(run_dir) as locked:
+        remove_stale_temps(locked)  # safe: the run dir is ours
+        yield str(locked)
+
+
+@contextlib.contextmanager
+def tracked_session(config: RunConfig, run_dir: str, run_name: str) -> Iterator[Session]:
+    """The tracking store checked (a store that fails, fails before any compute), the data prepared,
+    and one parent MLflow run ``run_name`` open for the block, ended FINISHED or FAILED."""
+    uri = tracking.store_uri(config.tracking.mlflow_uri, run_dir if config.tracking.fallback_local else None)
+    tracking.experiment_id(uri, config.tracking.experiment)
+    data = prepare_data(config.data, config.fields, config.labels, run_dir)
+    tags = {"prefect.flow_run_id": entry_flow_run_id(), "run_dir": run_dir}
+    with tracking.parent_run(uri, config.tracking.experiment, run_name, tags) as (client, parent_id):
+        yield Session(data, {"uri": uri, "parent_id": parent_id}, client)
