@@ -273,7 +273,7 @@ def code_digest() -> str:
 # --- the driver --------------------------------------------------------------------------------------
 def unit(args, dataset: str, seed: int, name: str, s: dict, run_root: Path, env: dict) -> dict:
     """Run one unit in a subprocess, or reuse its cached JSON from an earlier run."""
-    from data.store import write_json
+    from data.outputs import write_json
 
     key_parts = [dataset, seed, name, unit_settings(name, dataset, seed, s, run_root)]
     key = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:12]

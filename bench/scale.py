@@ -90,7 +90,7 @@ def label(args: argparse.Namespace) -> dict:
     import torch
     from prefect.logging import disable_run_logger
 
-    from tasks.io import num_rows, shard_count
+    from data.parquet import num_rows, shard_count
     from tasks.models import label_set
 
     torch.set_num_threads(1)

@@ -16,10 +16,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import ValidationError
 
-from .sources import DataError, Source, read_source
-from .store import file_digest
+from .errors import DataError
+from .sources import Source, read_source
+from .outputs import file_digest
 from .validate import check_examples
-from .versions import DatasetStore, Kind, Version, text_keys
+from .dataset_store import DatasetStore, Kind, Version, text_keys
 
 
 @dataclass(frozen=True)

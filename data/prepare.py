@@ -15,11 +15,11 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .location import checksum, exists, is_url, location
-from .sources import DataError, Source, read_source, source_path
+from .errors import DataError
+from .sources import Source, dataset_store, read_source, source_path
 from .splits import draw_per_class, sample_rows
-from .store import atomic_path, content_key, file_digest, read_json, write_json
+from .outputs import atomic_path, content_key, file_digest, read_json, write_json
 from .validate import check_examples
-from .versions import DatasetStore
 
 MANIFEST = "manifest.json"
 SETS_DIR = "data"  # the prepared sets of every data key, each named by its content
@@ -69,7 +69,7 @@ def pin_versions(config: DataConfig) -> DataConfig:
     update = {}
     for slot, source in config.slots().items():
         if source.store and source.version is None:
-            store = DatasetStore.of(source, config.root)
+            store = dataset_store(source, config.root)
             key = (store.directory, source.dataset)
             if key not in resolved:
                 resolved[key] = store.version().number
@@ -93,7 +93,7 @@ def _digest(config: DataConfig, source: Source) -> str:
         path = source_path(source, config.root)
         return checksum(path) if is_url(path) else file_digest(path)
     if source.store:
-        return content_key(DatasetStore.of(source, config.root).version(source.version).manifest["hashes"])
+        return content_key(dataset_store(source, config.root).version(source.version).manifest["hashes"])
     return source.hub
 
 

@@ -14,13 +14,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .dataset_store import DatasetStore
+from .errors import DataError
 from .location import exists, is_url, local, location
 
 FORMATS = ("csv", "tsv", "jsonl", "parquet")
-
-
-class DataError(ValueError):
-    """Input data that cannot be used; the message names the file and, where known, the row."""
 
 
 class Source(BaseModel):
@@ -186,10 +184,14 @@ def _line_of(content: bytes, text: str) -> int:
     return content[: max(content.find(text.encode()), 0)].count(b"\n") + 1
 
 
-def _read_store(source: Source, base_dir: Path) -> pa.Table:
-    from .versions import DatasetStore
+def dataset_store(source: Source, root: str | Path) -> DatasetStore:
+    """The store a ``store`` source names: its directory, relative to the data root unless absolute."""
+    store = Path(source.store)
+    return DatasetStore(store if store.is_absolute() else Path(root) / store, source.dataset)
 
-    return DatasetStore.of(source, base_dir).version(source.version).read(source.kind or "unlabeled")
+
+def _read_store(source: Source, base_dir: Path) -> pa.Table:
+    return dataset_store(source, base_dir).version(source.version).read(source.kind or "unlabeled")
 
 
 def _read_hub(source: Source) -> pa.Table:

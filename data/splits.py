@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
-from .sources import DataError
+from .errors import DataError
 
 
 def draw_per_class(table: pa.Table, k: int, labels: Sequence[str], seed: int, source: str) -> tuple[pa.Table, pa.Table]:

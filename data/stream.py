@@ -15,7 +15,8 @@ from typing import Iterator, Sequence
 
 import pyarrow as pa
 
-from .sources import DataError, Source, _arrow_message, _as_strings, local_file
+from .errors import DataError
+from .sources import Source, _arrow_message, _as_strings, local_file
 
 
 def read_batches(path: str | Path, columns: Sequence[str], optional: Sequence[str] = (),

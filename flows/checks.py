@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 
 from data.prepare import load_sets
-from data.sources import DataError
+from data.errors import DataError
 from prompt_core import BackboneError, VerbalizerError
 from prompt_core.backbone import check_backbone, load_tokenizer
 from prompt_core.selection import new_examples

@@ -89,7 +89,7 @@ def _ingest(args) -> int:
     import yaml
 
     from data.ingest import ingest_file
-    from data.sources import DataError
+    from data.errors import DataError
 
     from .ingest import schema_of, summary
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from data.location import exists, local, location
-from data.store import atomic_path, content_key
+from data.outputs import atomic_path, content_key
 from prompt_core import accuracy, save_ensemble
-from tasks.io import read_logits, ref, shard_count
+from data.parquet import read_logits, ref, shard_count
 from tasks.models import label_set, train_model, untrained_model
 from tasks.pseudo import build_train_set, combine
 

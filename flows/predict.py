@@ -24,8 +24,8 @@ import pyarrow.parquet as pq
 from prefect import flow
 
 from data.location import exists, is_url, local, location
-from data.sources import DataError
-from data.store import atomic_path, read_json
+from data.errors import DataError
+from data.outputs import atomic_path, read_json
 from data.stream import read_batches
 from prompt_core.predictor import ENSEMBLE_FILE, PROB_PREFIX, Predictor, PredictorError, read_ensemble
 from tasks.registry import CHAMPION, RegistryError, download, resolve_version

@@ -12,7 +12,7 @@ from prefect import runtime
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from data.location import local, location, names
-from data.store import atomic_path, write_json
+from data.outputs import atomic_path, write_json
 from tasks.registry import register_final_model
 
 from .config import RunConfig

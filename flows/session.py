@@ -10,7 +10,7 @@ from typing import Iterator
 from mlflow.tracking import MlflowClient
 
 from data.lock import run_dir_lock
-from data.store import remove_stale_temps
+from data.outputs import remove_stale_temps
 from tasks import tracking
 from tasks.data import prepare_data
 

@@ -13,11 +13,11 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from data.location import exists, local, location
-from data.store import atomic_path, content_key, file_digest, read_json, write_json
+from data.outputs import atomic_path, content_key, file_digest, read_json, write_json
 from prompt_core import AdaptConfig, adapt
 
 from . import devices, tracking
-from .io import read_rows
+from data.parquet import read_rows
 
 METRICS = "adapt.json"
 

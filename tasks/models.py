@@ -17,11 +17,11 @@ from prefect import get_run_logger, runtime, task
 from prefect.cache_policies import NO_CACHE
 
 from data.location import exists, local, location
-from data.store import atomic_path, content_key, read_json, write_json
+from data.outputs import atomic_path, content_key, read_json, write_json
 from prompt_core import LearnerSpec, TrainConfig, build_learner, load_learner, predict_logits, save_spec, train
 
 from . import devices, tracking
-from .io import SHARD, TableRows, iter_rows, logits_column, num_rows, read_logits, ref, shard_count
+from data.parquet import SHARD, TableRows, iter_rows, logits_column, num_rows, read_logits, ref, shard_count
 
 METRICS = "metrics.json"
 

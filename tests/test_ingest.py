@@ -14,9 +14,9 @@ import yaml
 
 from data.ingest import Schema, ingest_file
 from data.prepare import DataConfig, load_sets, pin_versions, prepare
-from data.sources import DataError
-from data.store import file_digest
-from data.versions import DatasetStore
+from data.errors import DataError
+from data.outputs import file_digest
+from data.dataset_store import DatasetStore
 from flows.cli import main
 from flows.ingest import ingest  # imports Prefect here: its console log handler must not bind to a test's capsys
 

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 
-from data.sources import DataError
+from data.errors import DataError
 from flows.cli import main
 from flows.predict import predict
 from prompt_core import Predictor

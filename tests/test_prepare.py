@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data.prepare import DataConfig, prepare, write_set
-from data.store import TMP_SUFFIX, file_digest
+from data.outputs import TMP_SUFFIX, file_digest
 from tiny import toy_run_config
 
 FIELDS, LABELS = ("text",), ("neg", "pos")

@@ -21,7 +21,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from data.lock import RunDirBusy, run_dir_lock
-from data.store import TMP_SUFFIX
+from data.outputs import TMP_SUFFIX
 from flows.cli import EXIT_BUSY, main
 from flows.config import RunConfig
 from tasks import tracking
@@ -244,7 +244,7 @@ def test_fallback_local_tracks_into_the_run_dir(tmp_path):
 WRITER = """
 import json, os, sys
 import pyarrow as pa
-from data.store import atomic_path, write_json, write_parquet
+from data.outputs import atomic_path, write_json, write_parquet
 
 root = sys.argv[1]
 
@@ -277,7 +277,7 @@ def _limit_file_size(limit: int):
 
 
 def test_disk_full_while_writing_keeps_the_previous_outputs(tmp_path):
-    from data.store import write_json, write_parquet
+    from data.outputs import write_json, write_parquet
 
     old = pa.table({"x": ["previous"]})
     write_parquet(old, tmp_path / "out.parquet")

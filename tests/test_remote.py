@@ -21,7 +21,7 @@ import yaml
 
 from data.location import COMPLETE, exists, local, mirror, names
 from data.lock import LOCK_FILE, RunDirBusy, run_dir_lock
-from data.store import atomic_path, read_json, write_json, write_parquet
+from data.outputs import atomic_path, read_json, write_json, write_parquet
 from flows.config import RunConfig
 from flows.ipet import ipet
 from flows.predict import predict_file
@@ -179,7 +179,8 @@ def test_the_flow_on_a_bucket_gives_the_local_results_and_resumes_on_another_mac
 
 
 def test_a_missing_file_at_a_url_is_named(bucket, cache):
-    from data.sources import DataError, Source, read_source
+    from data.errors import DataError
+    from data.sources import Source, read_source
 
     with pytest.raises(DataError, match=f"nope.csv: file not found .*{BUCKET}/data/nope.csv"):
         read_source(Source(path="nope.csv"), f"{bucket}/data")
@@ -241,8 +242,9 @@ def test_a_dataset_store_at_a_url_is_refused():
     """The store moves its CURRENT pointer by rename under a flock: it stays a local directory."""
     from pydantic import ValidationError
 
-    from data.sources import DataError, Source
-    from data.versions import dataset_dir
+    from data.errors import DataError
+    from data.sources import Source
+    from data.dataset_store import dataset_dir
 
     with pytest.raises(ValidationError, match="a dataset store is a local .* not a URL"):
         Source(store="s3://bucket/stores", dataset="agnews")

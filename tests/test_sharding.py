@@ -15,7 +15,7 @@ import pytest
 from flows.config import RunConfig
 from prompt_core import LearnerSpec
 from tasks import pseudo
-from tasks.io import SHARD, read_logits
+from data.parquet import SHARD, read_logits
 from tasks.models import label_set, untrained_model
 from tiny import _texts, toy_run_config
 
@@ -83,7 +83,7 @@ def rows(path: str) -> list[tuple]:
 
 def test_row_ranges_and_chunks_read_exactly_the_rows_asked_for(tmp_path):
     """What a shard task reads (a row range) and what selection zips (equal chunks), across row groups."""
-    from tasks.io import iter_chunks, iter_rows
+    from data.parquet import iter_chunks, iter_rows
 
     path = tmp_path / "rows.parquet"
     pq.write_table(pa.table({"id": [str(i) for i in range(100)]}), path, row_group_size=7)

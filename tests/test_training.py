@@ -146,7 +146,7 @@ def test_rows_read_lazily_from_a_table_train_as_the_same_rows_in_a_list(tiny_mod
     tokenized when drawn): it must be the very same training as on a list of dicts."""
     import pyarrow as pa
 
-    from tasks.io import TableRows
+    from data.parquet import TableRows
 
     rows, labels = TRAIN_ROWS[:40], TRAIN_LABELS[:40]
     table = pa.concat_tables([pa.Table.from_pylist(rows[:25]), pa.Table.from_pylist(rows[25:])])  # two chunks

@@ -27,8 +27,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .location import is_url
-from .sources import DataError, Source
-from .store import content_key, file_digest, read_json, write_json, write_parquet
+from .errors import DataError
+from .outputs import content_key, file_digest, read_json, write_json, write_parquet
 
 Kind = Literal["unlabeled", "labeled"]
 KINDS: tuple[Kind, ...] = ("unlabeled", "labeled")
@@ -100,12 +100,6 @@ class DatasetStore:
     def __init__(self, store: str | Path, dataset: str):
         self.name = dataset
         self.directory = dataset_dir(store, dataset)
-
-    @classmethod
-    def of(cls, source: Source, root: str | Path) -> "DatasetStore":
-        """The store a ``store`` source names: its directory, relative to the data root unless absolute."""
-        store = Path(source.store)
-        return cls(store if store.is_absolute() else Path(root) / store, source.dataset)
 
     def current(self) -> int | None:
         pointer = self.directory / POINTER
