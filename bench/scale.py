@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,7 +81,7 @@ def setup(work: Path) -> Path:
     spec = LearnerSpec.cloze(str(backbone), PVP(Pattern(PATTERN), Verbalizer(VERBALIZER)), max_length=MAX_LENGTH)
     pq.write_table(pa.table({"id": [f"g{i}" for i in range(8)], "text": ["the film was great"] * 4 + ["it was bad"] * 4,
                              "label": ["pos"] * 4 + ["neg"] * 4}), work / "labeled.parquet")
-    return Path(untrained_model("tiny", asdict(spec), str(work / "run")))
+    return Path(untrained_model("tiny", spec, str(work / "run")))
 
 
 def label(args: argparse.Namespace) -> dict:
@@ -91,6 +90,7 @@ def label(args: argparse.Namespace) -> dict:
     from prefect.logging import disable_run_logger
 
     from data.parquet import num_rows, shard_count
+    from prompt_core import LabelingConfig
     from tasks.models import label_set
 
     torch.set_num_threads(1)
@@ -100,7 +100,7 @@ def label(args: argparse.Namespace) -> dict:
     with disable_run_logger():
         for shard in range(shards):
             out = label_set.fn("tiny", str(args.model), f"pool{args.size}", pool, str(args.work / "run"),
-                               args.batch_size, args.shard_rows, shard)
+                               LabelingConfig(batch_size=args.batch_size, shard_rows=args.shard_rows), shard)
     seconds = time.perf_counter() - started
     assert num_rows(pool) == args.size
     return {"shards": shards, "seconds": seconds, "cpu_seconds": cpu_seconds() - cpu, "rss_before": before, "peak_rss": peak_rss_mib(),
@@ -111,10 +111,10 @@ def select(args: argparse.Namespace) -> dict:
     """iPET's selection from the shards: two peers (the same logits twice), all of them combined."""
     from prefect.logging import disable_run_logger
 
-    from flows.config import IpetConfig
+    from prompt_core import IpetConfig
     from tasks.pseudo import build_train_set
 
-    ipet = IpetConfig(peer_fraction=1.0, growth=500).model_dump()  # 8·500 = 4000 rows drawn
+    ipet = IpetConfig(peer_fraction=1.0, growth=500)  # 8·500 = 4000 rows drawn
     before = status_mib("VmRSS")
     started = time.perf_counter()
     with disable_run_logger():
@@ -135,20 +135,21 @@ def distill(args: argparse.Namespace) -> dict:
     from prompt_core import LearnerSpec, TrainConfig
     from tasks.models import train_model
     from tasks.pseudo import combine
+    from tasks.tracking import TrackedRun
 
     torch.set_num_threads(1)
     run, uri = str(args.work / "run"), f"sqlite:///{args.work / 'mlflow.db'}"
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("scale") or client.get_experiment(client.create_experiment("scale"))
     parent = client.create_run(experiment.experiment_id).info.run_id
-    spec = asdict(LearnerSpec.classifier(str(args.work / "tiny-bert"), "{text}", list(VERBALIZER), max_length=MAX_LENGTH))
-    config = TrainConfig(max_steps=DISTILL_STEPS, batch_size=32, device="cpu").model_dump()
+    spec = LearnerSpec.classifier(str(args.work / "tiny-bert"), "{text}", list(VERBALIZER), max_length=MAX_LENGTH)
+    config = TrainConfig(max_steps=DISTILL_STEPS, batch_size=32, device="cpu")
     before = status_mib("VmRSS")
     started = time.perf_counter()
     with disable_run_logger():
         soft = combine.fn(f"soft{args.size}", [args.logits], None, str(args.work / f"pool-{args.size}.parquet"),
                           list(VERBALIZER), run)
-        out = train_model.fn(f"distill{args.size}", spec, soft["path"], config, run, {"uri": uri, "parent_id": parent})
+        out = train_model.fn(f"distill{args.size}", spec, soft["path"], config, run, TrackedRun(uri, parent))
     assert out["train_size"] == args.size and not out["reused"]
     return {"seconds": time.perf_counter() - started, "rss_before": before, "peak_rss": peak_rss_mib()}
 

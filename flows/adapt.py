@@ -27,21 +27,21 @@ def adapt(config: RunConfig | str, run_dir: str = "runs/adapt") -> dict:
         devices.configure(config.adapt.device, config.max_parallel)
         with tracked_session(config, run_dir, f"{config.name}-adapt") as session:
             data = session.data
-            adapted = adapt_backbone(config.model, data["pool"], config.fields, config.adapt.model_dump(), run_dir,
-                                     session.tracking_info, config.trust_remote_code)
+            adapted = adapt_backbone(config.model, data["pool"], config.fields, config.adapt, run_dir, session.tracked,
+                                     config.trust_remote_code)
             dataset = "test" if data.get("test") else "labeled"
             scored = data["rows"][dataset] > 0
             accuracy = {}
             for when, backbone in (("before", config.model), ("after", adapted["model_dir"])):
                 plan = Plan(config.model_copy(update={"model": backbone}), data["rows"])
-                run = Executor(plan, run_dir, data, session.tracking_info)
+                run = Executor(plan, run_dir, data, session.tracked)
                 accuracy[when] = run.pvp_accuracies(run.untrained(), dataset) if scored else [None] * len(config.pvps)
                 for p, value in enumerate(accuracy[when]):
                     if value is not None:
-                        session.client.log_metric(session.parent_id, f"zero_shot_{when}_p{p}", value)
+                        session.client.log_metric(session.tracked.parent_id, f"zero_shot_{when}_p{p}", value)
     return {
         "model_dir": adapted["model_dir"], "reused": adapted["reused"], "losses": adapted["losses"],
-        "dataset": dataset if scored else None, "mlflow_run_id": session.parent_id,
+        "dataset": dataset if scored else None, "mlflow_run_id": session.tracked.parent_id,
         "pvps": [{"pvp": p.pattern, "before": b, "after": a}
                  for p, b, a in zip(config.pvps, accuracy["before"], accuracy["after"])],
     }

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import ConfigError, load_config
+from .config import ConfigError, assignment, load_config
 
 EXIT_BUSY = 75  # EX_TEMPFAIL: another run holds the run directory; try again later
 WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS,
@@ -86,20 +86,13 @@ def _ingest_parser(sub) -> None:
 
 def _ingest(args) -> int:
     """The store work runs in this process; only the event needs Prefect, and only a configured server."""
-    import yaml
-
-    from data.ingest import ingest_file
     from data.errors import DataError
+    from data.ingest import ingest_file
 
     from .ingest import schema_of, summary
 
     try:
-        read = {}
-        for item in args.read:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise DataError(f"--read {item!r}: expected key=value, e.g. --read header=false")
-            read[key] = yaml.safe_load(value)
+        read = dict(assignment(item, "--read", "header=false") for item in args.read)
         result = ingest_file(args.file, args.dataset, args.store, args.labeled, schema_of(args.config), read)
     except (ConfigError, DataError) as err:
         print(err, file=sys.stderr)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from data.prepare import DataConfig
 from data.sources import label_text
 from prompt_core import PVP, AdaptConfig, Pattern, PatternError, Template, TrainConfig, Verbalizer, VerbalizerError
-from prompt_core.settings import IpetConfig, LearnerKind
+from prompt_core.settings import IpetConfig, LabelingConfig, LearnerKind
 
 
 PROBLEM_SEPARATOR = "\n"
@@ -73,13 +73,6 @@ class TrackingConfig(Strict):
     registered_model: str | None = Field(None, pattern=r"^[^/:]+$", description="model registry name (default: "
                                          "ipet-<name>); MLflow forbids '/' and ':'")
     fallback_local: bool = Field(False, description="store unusable: track to <run dir>/mlflow.db instead of failing")
-
-
-class LabelingConfig(Strict):
-    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
-        64, description='"auto": as many rows as fit in free GPU memory (64 on CPU)')
-    shard_rows: int | None = Field(100_000, ge=1, description="a set with more rows is labeled as one task per "
-                                                              "shard of this many rows; null: never shard")
 
 
 class RunnerConfig(Strict):
@@ -217,6 +210,14 @@ def _set(tree: dict, dotted: str, value: Any) -> None:
     tree[leaf] = value
 
 
+def assignment(item: str, option: str, example: str) -> tuple[str, Any]:
+    """A command line's ``key=value`` (``--set``, ``--read``) as the key and the value parsed as YAML."""
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"{option} {item!r}: expected key=value, e.g. {option} {example}")
+    return key, yaml.safe_load(value)
+
+
 def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     """Read YAML, apply ``key.sub=value`` overrides (values parsed as YAML) and validate."""
     path = Path(path)
@@ -229,10 +230,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of settings")
     for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set ipet.generations=2")
-        _set(raw, key, yaml.safe_load(value))
+        _set(raw, *assignment(item, "--set", "ipet.generations=2"))
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as err:

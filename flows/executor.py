@@ -14,6 +14,7 @@ from prompt_core import accuracy, save_ensemble
 from data.parquet import read_logits, ref, shard_count
 from tasks.models import label_set, train_model, untrained_model
 from tasks.pseudo import build_train_set, combine
+from tasks.tracking import TrackedRun
 
 from .plan import Member, Plan
 from .runners import one_device
@@ -27,12 +28,12 @@ class Executor:
         plan: who trains on what.
         run_dir: the run directory (absolute, or a URL).
         data: the prepared sets' manifest (``prepare_data``): each set's path and row count.
-        tracking_info: the MLflow store and parent run the training tasks log to.
+        tracked: the MLflow store and parent run the training tasks log to.
     """
 
-    def __init__(self, plan: Plan, run_dir: str, data: dict, tracking_info: dict):
+    def __init__(self, plan: Plan, run_dir: str, data: dict, tracked: TrackedRun):
         self.plan, self.config, self.run_dir, self.data = plan, plan.config, run_dir, data
-        self.tracking_info = tracking_info
+        self.tracked = tracked
         self.models_trained: list[dict] = []  # every training task's result, reused or not
 
     def untrained(self) -> dict[Member, str]:
@@ -45,7 +46,7 @@ class Executor:
         with one_device(self.config.runner, self.config.train.device):
             futures = {
                 m: train_model.submit(self.plan.name(generation, m), self.plan.spec(m[0]), path,
-                                      self.plan.train_config(m).model_dump(), self.run_dir, self.tracking_info,
+                                      self.plan.train_config(m), self.run_dir, self.tracked,
                                       unlabeled=self.data["pool"],
                                       params={"generation": generation, "pvp": m[0], "seed": m[1]})
                 for m, path in train_sets.items()
@@ -58,8 +59,7 @@ class Executor:
         """The final classifier trained on the ensemble's soft labels of the pool; its directory."""
         with one_device(self.config.runner, self.config.train.device):
             final = train_model.submit(self.plan.name("final", "distilled"), self.plan.distill_spec(), soft_pool,
-                                       self.config.distill_train.model_dump(), self.run_dir,
-                                       self.tracking_info).result()
+                                       self.config.distill_train, self.run_dir, self.tracked).result()
         self.models_trained.append(final)
         return final["model_dir"]
 
@@ -68,8 +68,8 @@ class Executor:
         labeling = self.config.labeling
         shards = shard_count(self.data["rows"][dataset], labeling.shard_rows)
         with one_device(self.config.runner, self.config.train.device):
-            futures = {m: [label_set.submit(model_name(d), d, dataset, self.data[dataset], self.run_dir,
-                                            labeling.batch_size, labeling.shard_rows, shard) for shard in range(shards)]
+            futures = {m: [label_set.submit(model_name(d), d, dataset, self.data[dataset], self.run_dir, labeling, shard)
+                           for shard in range(shards)]
                        for m, d in models.items()}
         return {m: [f.result() for f in shard_futures][0]["path"] for m, shard_futures in futures.items()}
 

@@ -50,12 +50,12 @@ def ipet_stages(config: RunConfig, run_dir: str) -> dict:
         # Adaptation (optional, TAPT): MLM training on the pool's text; every learner starts from it.
         if config.adapt:
             with one_device(config.runner, config.adapt.device):
-                adapted = adapt_backbone.submit(config.model, data["pool"], config.fields, config.adapt.model_dump(),
-                                                run_dir, session.tracking_info, config.trust_remote_code).result()
+                adapted = adapt_backbone.submit(config.model, data["pool"], config.fields, config.adapt, run_dir,
+                                                session.tracked, config.trust_remote_code).result()
             config = config.model_copy(update={"model": adapted["model_dir"]})
         plan = Plan(config, data["rows"])
-        run = Executor(plan, run_dir, data, session.tracking_info)
-        report = Reporter(config, run_dir, session.tracking_info, session.client)
+        run = Executor(plan, run_dir, data, session.tracked)
+        report = Reporter(config, run_dir, session.tracked, session.client)
 
         # Zero-shot: every PVP on the backbone, untrained. Its accuracy on the gold set is the
         # weight PET gives each model ("accuracy on the training set before training"). A learner

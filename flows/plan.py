@@ -6,10 +6,10 @@ unit-tested without any server (``tests/test_plan.py``). ``flows/executor.py`` c
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Mapping
 
-from prompt_core import PVP, Template, TrainConfig, learner_class
+from prompt_core import PVP, LearnerSpec, Template, TrainConfig, learner_class
 
 from .config import RunConfig
 
@@ -59,19 +59,19 @@ class Plan:
     def untrained_name(self, p: int) -> str:
         return f"zero-shot-p{p}"
 
-    def spec(self, p: int) -> dict:
-        """The learner spec of PVP ``p`` (as tasks take it)."""
+    def spec(self, p: int) -> LearnerSpec:
+        """The learner spec of PVP ``p``."""
         c = self.config
-        return asdict(learner_class(c.learner).spec_for(c.model, c.pvp(p), **self._spec_options))
+        return learner_class(c.learner).spec_for(c.model, c.pvp(p), **self._spec_options)
 
-    def distill_spec(self) -> dict:
+    def distill_spec(self) -> LearnerSpec:
         """The final model: a similarity learner keeps its prior's form (the text fields matched to the
         first PVP's phrases); otherwise a sequence classifier on the text fields."""
         c = self.config
         template = " ".join(f"{{{f}}}" for f in c.fields)
         kind = "similarity" if c.learner == "similarity" else "classifier"
         pvp = PVP(Template(template), c.pvp(0).verbalizer)
-        return asdict(learner_class(kind).spec_for(c.model, pvp, **self._spec_options))
+        return learner_class(kind).spec_for(c.model, pvp, **self._spec_options)
 
     @property
     def _spec_options(self) -> dict:

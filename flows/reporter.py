@@ -14,6 +14,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from data.location import local, location, names
 from data.outputs import atomic_path, write_json
 from tasks.registry import register_final_model
+from tasks.tracking import TrackedRun
 
 from .config import RunConfig
 from .stages import Stage, floor, fmt, stage_table
@@ -30,13 +31,13 @@ class Reporter:
     Args:
         config: the run's config (its name, registry name and labeling batch size).
         run_dir: where ``results.json`` and ``summary.md`` go.
-        tracking_info: the MLflow store and the flow's parent run.
+        tracked: the MLflow store and the flow's parent run.
         client: a client of that store.
     """
 
-    def __init__(self, config: RunConfig, run_dir: str, tracking_info: dict, client: MlflowClient):
-        self.config, self.run_dir, self.tracking_info, self.client = config, run_dir, tracking_info, client
-        self.parent = tracking_info["parent_id"]
+    def __init__(self, config: RunConfig, run_dir: str, tracked: TrackedRun, client: MlflowClient):
+        self.config, self.run_dir, self.tracked, self.client = config, run_dir, tracked, client
+        self.parent = tracked.parent_id
         self.stages: list[Stage] = []
 
     @property
@@ -99,7 +100,7 @@ class Reporter:
         try:
             least = floor(self.stages, _labels(test_set)) if test_set else None
             registry = register_final_model(self.config.registered_model, final.model, test_set,
-                                            final.test_accuracy, self.tracking_info, self.config.labeling.batch_size,
+                                            final.test_accuracy, self.tracked, self.config.labeling.batch_size,
                                             least)
             print(f"[registry] {registry['registered_model']} v{registry['version']} {registry['decision']}: "
                   f"{registry['reason']}")

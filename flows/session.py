@@ -24,17 +24,13 @@ class Session:
 
     Attributes:
         data: the prepared sets' manifest (``prepare_data``): each set's path and row count.
-        tracking_info: the MLflow store and parent run tasks log to.
+        tracked: the MLflow store and parent run tasks log to.
         client: a client of that store.
     """
 
     data: dict
-    tracking_info: dict
+    tracked: tracking.TrackedRun
     client: MlflowClient
-
-    @property
-    def parent_id(self) -> str:
-        return self.tracking_info["parent_id"]
 
 
 @contextlib.contextmanager
@@ -55,4 +51,4 @@ def tracked_session(config: RunConfig, run_dir: str, run_name: str) -> Iterator[
     data = prepare_data(config.data, config.fields, config.labels, run_dir)
     tags = {"prefect.flow_run_id": entry_flow_run_id(), "run_dir": run_dir}
     with tracking.parent_run(uri, config.tracking.experiment, run_name, tags) as (client, parent_id):
-        yield Session(data, {"uri": uri, "parent_id": parent_id}, client)
+        yield Session(data, tracking.TrackedRun(uri, parent_id), client)

@@ -19,7 +19,7 @@ _WHERE = {
     ".pattern": ["Pattern", "PatternError", "Template"],
     ".predictor": ["Predictor", "PredictorError", "save_ensemble"],
     ".pvp": ["PVP"],
-    ".settings": ["AdaptConfig", "TrainConfig"],
+    ".settings": ["AdaptConfig", "IpetConfig", "LabelingConfig", "TrainConfig"],
     ".training": ["TrainResult", "train"],
     ".verbalizer": ["Verbalizer", "VerbalizerError"],
 }

@@ -6,22 +6,24 @@ import contextlib
 
 import torch
 
+from .settings import known_device
+
 
 def select_device(preference: str = "auto") -> torch.device:
-    """``auto`` takes CUDA when present; ``cpu``, ``cuda`` or ``cuda:N`` are taken as asked."""
-    if preference == "auto":
+    """The torch device to compute on.
+
+    Args:
+        preference: ``auto`` (CUDA when present, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Returns:
+        The device; ValueError for an unknown name, or CUDA asked for where there is none.
+    """
+    if known_device(preference) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(preference)
-    except RuntimeError:
-        raise ValueError(f"unknown device {preference!r}: use auto, cpu, cuda or cuda:N") from None
+    device = torch.device(preference)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {preference!r} was asked for, but CUDA is not available here")
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"unknown device {preference!r}: use auto, cpu, cuda or cuda:N")
     return device
-
-
 
 
 def autocast(device: torch.device):

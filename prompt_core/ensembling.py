@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -13,27 +13,23 @@ def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def ensemble(
-    logits: Sequence[np.ndarray],
-    weights: Sequence[float] | None = None,
-    over: Literal["logits", "probs"] = "logits",
-) -> np.ndarray:
-    """Weighted mean of several (N × classes) arrays; returns logits-like scores.
+def ensemble(logits: Sequence[np.ndarray], weights: Sequence[float] | None = None) -> np.ndarray:
+    """The weighted mean of several models' logits, as PET's ``mean``/``wmean`` reductions take it.
 
-    ``over="logits"`` averages logits, as PET's ``mean``/``wmean`` reductions do (weights are
-    each model's accuracy on the training set before training). ``over="probs"`` averages
-    probabilities and returns their log, so ``softmax`` of the result is the mean probability.
+    Args:
+        logits: one (N × classes) array per model, rows in the same order.
+        weights: one non-negative weight per model with a positive sum (PET: each model's accuracy
+            on the training set before training); None weighs them equally.
+
+    Returns:
+        An (N × classes) array of logits.
     """
     if not logits:
         raise ValueError("nothing to ensemble")
-    if over not in ("logits", "probs"):
-        raise ValueError(f"over must be 'logits' or 'probs', not {over!r}")
     stacked = np.stack([np.asarray(l, dtype=np.float64) for l in logits])
     w = np.ones(len(logits)) if weights is None else np.asarray(weights, dtype=np.float64)
     if w.shape != (len(logits),) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
         raise ValueError(f"need one non-negative weight per model with a positive sum, got {list(w)}")
-    if over == "probs":
-        return np.log(np.average(softmax(stacked), axis=0, weights=w) + 1e-12)
     return np.average(stacked, axis=0, weights=w)
 
 

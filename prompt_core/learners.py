@@ -79,11 +79,6 @@ class LearnerSpec:
         d.pop("extra", None)  # written by earlier versions, never read
         return cls(**d)
 
-    @classmethod
-    def of(cls, data: Mapping[str, Any]) -> "LearnerSpec":
-        """A spec from its ``asdict`` form (as tasks receive it)."""
-        return cls(**{**data, "labels": tuple(data["labels"])})
-
 
 def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Token ids padded to the batch's longest sequence (not to max_length), and the attention mask."""

@@ -14,14 +14,17 @@ LearnerKind = Literal["cloze", "similarity", "classifier"]
 LEARNER_KINDS: tuple[str, ...] = get_args(LearnerKind)
 
 
-def _known_device(name: str) -> str:
-    """Config-time check, so a typo fails validation instead of a task minutes into a run."""
+def known_device(name: str) -> str:
+    """``name`` if it names a device (``auto``, ``cpu``, ``cuda`` or ``cuda:N``), else ValueError.
+
+    Checked when a config is read, so a typo fails validation instead of a task minutes into a run,
+    and again by ``select_device`` for a device given in code or on the command line."""
     if name != "auto" and not re.fullmatch(r"cpu|cuda(:\d+)?", name):
         raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N")
     return name
 
 
-DeviceName = Annotated[str, AfterValidator(_known_device)]
+DeviceName = Annotated[str, AfterValidator(known_device)]
 """A config field naming a device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
 
 
@@ -34,7 +37,7 @@ class TrainConfig(BaseModel):
     most ``max_steps`` when set: steps grow with iPET's training sets instead of staying fixed.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     learning_rate: float = Field(2e-5, gt=0)
     batch_size: int = Field(8, ge=1)
@@ -61,7 +64,7 @@ class TrainConfig(BaseModel):
 class AdaptConfig(BaseModel):
     """MLM settings; defaults are TAPT's (15 % masking, 6 % warmup) scaled down to a CPU budget."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     steps: int = Field(200, ge=1, description="optimizer steps")
     learning_rate: float = Field(1e-4, gt=0)
@@ -75,13 +78,24 @@ class AdaptConfig(BaseModel):
     device: DeviceName = "auto"
 
 
+class LabelingConfig(BaseModel):
+    """How models label a set: rows per batch, and rows per labeling task (a big pool is labeled in shards)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        64, description='"auto": as many rows as fit in free GPU memory (64 on CPU)')
+    shard_rows: int | None = Field(100_000, ge=1, description="a set with more rows is labeled as one task per "
+                                                              "shard of this many rows; null: never shard")
+
+
 class IpetConfig(BaseModel):
     """How iPET grows its training sets (PET's ``generate_ipet_train_set``), with two departures
     measured in bench/RESULTS.md: the new examples follow the pool's estimated class distribution
     (``balance: pool``), and every other model labels (``peer_fraction`` 1; PET's 0.25 was for 15
     models, with 3 it leaves one peer)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     generations: int = Field(2, ge=0, description="iPET generations after PET")
     growth: float = Field(3.0, gt=1, description="d: generation g trains on base·d^g examples")

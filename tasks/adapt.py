@@ -14,20 +14,21 @@ from prefect.cache_policies import NO_CACHE
 
 from data.location import exists, local, location
 from data.outputs import atomic_path, content_key, file_digest, read_json, write_json
+from data.parquet import read_rows
 from prompt_core import AdaptConfig, adapt
 
 from . import devices, tracking
-from data.parquet import read_rows
+from .tracking import TrackedRun
 
 METRICS = "adapt.json"
 
 
 @task(task_run_name="adapt {backbone}", cache_policy=NO_CACHE)
-def adapt_backbone(backbone: str, pool: str, fields: Sequence[str], config: dict, run_dir: str,
-                   tracking_info: dict | None = None, trust_remote_code: bool = False) -> dict[str, Any]:
-    """Masked-LM training of ``backbone`` on the pool parquet's ``fields``, joined with spaces."""
+def adapt_backbone(backbone: str, pool: str, fields: Sequence[str], cfg: AdaptConfig, run_dir: str,
+                   tracked: TrackedRun | None = None, trust_remote_code: bool = False) -> dict[str, Any]:
+    """Masked-LM training of ``backbone`` on the pool parquet's ``fields``, joined with spaces; logged
+    as an ``adapt`` child of ``tracked``'s parent run when given."""
     logger = get_run_logger()
-    cfg = AdaptConfig(**config)
     settings = cfg.model_dump(exclude={"device"})
     key = content_key("adapted", backbone, file_digest(local(pool)), list(fields), settings)
     out = location(run_dir) / "backbones" / f"adapted-{key}"
@@ -51,9 +52,9 @@ def adapt_backbone(backbone: str, pool: str, fields: Sequence[str], config: dict
                     result.final_loss)
     metrics = read_json(out / METRICS)
     run_id = None
-    if tracking_info and tracking_info.get("parent_id"):
+    if tracked is not None:
         run_id = tracking.log_child(
-            tracking_info["uri"], tracking_info["parent_id"], "adapt",
+            tracked.uri, tracked.parent_id, "adapt",
             params={"kind": "adapt", "backbone": backbone, "fields": list(fields), **settings},
             curve=metrics["losses"], metrics={"texts": metrics["texts"], "adapt_seconds": metrics["seconds"]},
             tags={"reused": str(reused).lower(), "model_dir": str(out)},

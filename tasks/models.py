@@ -7,6 +7,7 @@ returns it at once (``reused``), which is how a killed run resumes without redoi
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from itertools import islice
 from typing import Any
 
@@ -18,49 +19,49 @@ from prefect.cache_policies import NO_CACHE
 
 from data.location import exists, local, location
 from data.outputs import atomic_path, content_key, read_json, write_json
+from data.parquet import SHARD, TableRows, iter_rows, logits_column, num_rows, read_logits, ref, shard_count
 from prompt_core import LearnerSpec, TrainConfig, build_learner, load_learner, predict_logits, save_spec, train
+from prompt_core.settings import LabelingConfig
 
 from . import devices, tracking
-from data.parquet import SHARD, TableRows, iter_rows, logits_column, num_rows, read_logits, ref, shard_count
+from .tracking import TrackedRun
 
 METRICS = "metrics.json"
 
 
-def untrained_model(name: str, spec: dict, run_dir: str) -> str:
+def untrained_model(name: str, spec: LearnerSpec, run_dir: str) -> str:
     """A model directory holding only the learner spec: the backbone as is (zero-shot)."""
-    out = location(run_dir) / "models" / f"{name}-{content_key('untrained', spec)}"
+    out = location(run_dir) / "models" / f"{name}-{content_key('untrained', asdict(spec))}"
     if not exists(out):
         with atomic_path(out, directory=True) as tmp:
-            save_spec(LearnerSpec(**{**spec, "labels": tuple(spec["labels"])}), tmp)
+            save_spec(spec, tmp)
     return str(out)
 
 
 @task(task_run_name="train {name}", cache_policy=NO_CACHE)
-def train_model(name: str, spec: dict, train_set: str, config: dict, run_dir: str, tracking_info: dict,
+def train_model(name: str, spec: LearnerSpec, train_set: str, cfg: TrainConfig, run_dir: str, tracked: TrackedRun,
                 unlabeled: str | None = None, params: dict | None = None) -> dict[str, Any]:
     """Train one learner on a parquet training set (hard ``label`` or soft ``logits`` targets)."""
     logger = get_run_logger()
-    cfg = TrainConfig(**config)
     uses_mlm = cfg.mlm_weight > 0 and unlabeled is not None
-    key = content_key("model", spec, ref(train_set), cfg.model_dump(exclude={"device", "compile"}),
+    key = content_key("model", asdict(spec), ref(train_set), cfg.model_dump(exclude={"device", "compile"}),
                       ref(unlabeled) if uses_mlm else None)
     out = location(run_dir) / "models" / f"{name}-{key}"
     reused = exists(out)
     if reused:
         logger.info("reusing %s", out.name)
     else:
-        learner_spec = LearnerSpec(**{**spec, "labels": tuple(spec["labels"])})
         table = pq.read_table(local(train_set))
         if "logits" in table.column_names:
             targets = read_logits(train_set)
         else:
-            index = {label: i for i, label in enumerate(learner_spec.labels)}
+            index = {label: i for i, label in enumerate(spec.labels)}
             targets = np.array([index[label] for label in table["label"].to_pylist()])
         rows = TableRows(table.drop_columns([c for c in ("logits",) if c in table.column_names]))
         extra = TableRows(pq.read_table(local(unlabeled))) if uses_mlm else None
         started = time.perf_counter()
         with devices.device() as dev:
-            learner = build_learner(learner_spec, fetched(learner_spec.backbone))
+            learner = build_learner(spec, fetched(spec.backbone))
             result = train(learner, rows, targets, cfg.model_copy(update={"device": dev}), unlabeled=extra,
                            progress=False)
         with atomic_path(out, directory=True) as tmp:
@@ -70,8 +71,8 @@ def train_model(name: str, spec: dict, train_set: str, config: dict, run_dir: st
         logger.info("trained %s on %d examples, final loss %.4f", name, len(rows), result.final_loss)
     metrics = read_json(out / METRICS)
     run_id = tracking.log_child(
-        tracking_info["uri"], tracking_info["parent_id"], name,
-        params={**(params or {}), "kind": spec["kind"], "backbone": spec["backbone"], "template": spec["template"],
+        tracked.uri, tracked.parent_id, name,
+        params={**(params or {}), "kind": spec.kind, "backbone": spec.backbone, "template": spec.template,
                 **cfg.model_dump(exclude={"device"})},
         curve=metrics["losses"],
         metrics={"train_size": metrics["train_size"], "train_seconds": metrics["seconds"]},
@@ -88,19 +89,20 @@ def fetched(backbone: str) -> str:
 
 def _label_run_name() -> str:
     p = runtime.task_run.parameters
-    shards = shard_count(num_rows(p["dataset"]), p.get("shard_rows"))
+    shards = shard_count(num_rows(p["dataset"]), p["labeling"].shard_rows)
     return f"label {p['dataset_name']} with {p['model_name']}" + (f" ({p['shard'] + 1}/{shards})" if shards > 1 else "")
 
 
 @task(task_run_name=_label_run_name, cache_policy=NO_CACHE)
 def label_set(model_name: str, model_dir: str, dataset_name: str, dataset: str, run_dir: str,
-              batch_size: int | str = 64, shard_rows: int | None = None, shard: int = 0) -> dict[str, Any]:
+              labeling: LabelingConfig, shard: int = 0) -> dict[str, Any]:
     """Class logits of every row of ``dataset``, streamed to parquet (``id``, ``logits``).
 
-    A dataset of more than ``shard_rows`` rows is labeled by one task per shard: this one writes
-    rows ``shard·shard_rows`` up to the next shard's into its own file of the set's shard
+    A dataset of more than ``labeling.shard_rows`` rows is labeled by one task per shard: this one
+    writes rows ``shard·shard_rows`` up to the next shard's into its own file of the set's shard
     directory. ``path`` in the result is the set's logits (file or directory) either way.
     """
+    batch_size, shard_rows = labeling.batch_size, labeling.shard_rows
     rows = num_rows(dataset)
     shards = shard_count(rows, shard_rows)
     key = content_key("logits", ref(model_dir), ref(dataset), *([shard_rows] if shards > 1 else []))

@@ -13,11 +13,11 @@ from prefect.cache_policies import NO_CACHE
 
 from data.location import exists, local, location
 from data.outputs import atomic_path, content_key, write_parquet
+from data.parquet import iter_chunks, logits_column, num_rows, ref, table_logits
 from prompt_core import ensemble
 from prompt_core.selection import collect_candidates, draw, new_examples, per_label_counts, pick_peers
 from prompt_core.settings import IpetConfig
 
-from data.parquet import iter_chunks, logits_column, num_rows, ref, table_logits
 
 GOLD_LOGIT = 100.0  # a gold label as soft target: one-hot after any temperature
 CHUNK_ROWS = 65_536  # pool rows held at once while combining and selecting

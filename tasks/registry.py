@@ -38,6 +38,7 @@ from prompt_core.predictor import (ENSEMBLE_FILE, PROB_PREFIX, Predictor, Predic
                                    save_ensemble)
 
 from . import devices
+from .tracking import TrackedRun
 
 CHAMPION = "champion"
 ARTIFACT = "model"  # the artifact name tasks/mlflow_model.py loads
@@ -86,13 +87,13 @@ def decide(challenger: float | None, champion: float | None, previous: str | Non
 
 @task(task_run_name="register {name}", cache_policy=NO_CACHE)
 def register_final_model(name: str, model_dir: str, test_set: str | None, challenger_score: float | None,
-                         tracking_info: dict, batch_size: int = 64,
+                         tracked: TrackedRun, batch_size: int | str = 64,
                          floor: tuple[str, float] | None = None) -> dict[str, Any]:
     """Register ``model_dir`` under ``name``, score the current champion on ``test_set``, move
     ``champion`` if the challenger's ``challenger_score`` (its accuracy on that set) is higher and
     at least ``floor`` (``decide``), and log the decision and both scores to the parent run."""
     logger = get_run_logger()
-    uri, parent = tracking_info["uri"], tracking_info["parent_id"]
+    uri, parent = tracked.uri, tracked.parent_id
     client = MlflowClient(uri, registry_uri=uri)
     previous = champion_version(client, name)
     version = registered_version(client, name, model_dir) or log_model(

@@ -12,6 +12,7 @@ import logging
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 from urllib.parse import urlparse
@@ -23,6 +24,15 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from data.location import is_url, mirror
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrackedRun:
+    """Where a flow's MLflow records go: the store's URI and the flow's parent run, which every
+    task's child run (a trained model, an adapted backbone) and the registry's decision join."""
+
+    uri: str
+    parent_id: str
 
 
 class TrackingError(RuntimeError):

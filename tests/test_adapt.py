@@ -124,7 +124,7 @@ def test_task_reuses_its_output(prefect_harness, tiny_models: dict[str, Path], t
     monkeypatch.setattr(tasks_adapt, "adapt", lambda *a, **kw: calls.append(1) or adapt(*a, **kw))
 
     def run(steps: int) -> dict:
-        config = AdaptConfig(steps=steps, **SETTINGS).model_dump()
+        config = AdaptConfig(steps=steps, **SETTINGS)
         return adapt_backbone(str(tiny_models["bert"]), str(pool), ["text"], config, str(tmp_path / "run"))
 
     @flow(name="adapt-three-times")

@@ -59,13 +59,13 @@ def test_peers_leave_out_a_member_and_its_own_predecessor():
 def test_specs_follow_the_learner_and_the_final_model_reads_the_text_fields():
     p = plan()
     spec = p.spec(1)
-    assert (spec["kind"], spec["backbone"], spec["template"]) == ("cloze", "some/backbone", "{title}? {mask}, {text}")
-    assert tuple(spec["labels"]) == ("pos", "neg")
+    assert (spec.kind, spec.backbone, spec.template) == ("cloze", "some/backbone", "{title}? {mask}, {text}")
+    assert spec.labels == ("pos", "neg")
     distill = p.distill_spec()
-    assert (distill["kind"], distill["template"]) == ("classifier", "{text} {title}")
+    assert (distill.kind, distill.template) == ("classifier", "{text} {title}")
     similar = plan(learner="similarity", pvps=[{"pattern": "{text}"}, {"pattern": "{title}: {text}"}])
-    assert similar.spec(0)["kind"] == "similarity" and similar.spec(0)["temperature"] == 0.05
-    assert similar.distill_spec()["kind"] == "similarity"
+    assert similar.spec(0).kind == "similarity" and similar.spec(0).temperature == 0.05
+    assert similar.distill_spec().kind == "similarity"
 
 
 def test_pvps_are_weighed_by_their_prior_only_with_gold_labels_and_a_prior():

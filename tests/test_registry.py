@@ -19,7 +19,7 @@ from flows.ipet import ipet
 from flows.predict import predict_file
 from prompt_core import Predictor
 from tasks.registry import CHAMPION, decide, register_final_model
-from tasks.tracking import experiment_id
+from tasks.tracking import TrackedRun, experiment_id
 from tiny import save_classifier, save_tiny, toy_run_config
 
 NAME = "ipet-test"
@@ -74,7 +74,7 @@ def register(store: dict, model: str, score: float | None, test_set: bool = True
     client = MlflowClient(store["uri"])
     parent = client.create_run(store["experiment"]).info.run_id
     decision = register_final_model(name, str(model_dir), store["test_set"] if test_set else None,
-                                    score, {"uri": store["uri"], "parent_id": parent})
+                                    score, TrackedRun(store["uri"], parent))
     return decision, parent
 
 

@@ -4,7 +4,6 @@ single-file path gives (real Prefect tasks, tiny models)."""
 from __future__ import annotations
 
 import random
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from flows.config import RunConfig
-from prompt_core import LearnerSpec
-from tasks import pseudo
 from data.parquet import SHARD, read_logits
+from flows.config import RunConfig
+from prompt_core import LabelingConfig, LearnerSpec
+from tasks import pseudo
 from tasks.models import label_set, untrained_model
 from tiny import _texts, toy_run_config
 
@@ -33,13 +32,14 @@ def setup(tmp_path):
     pq.write_table(pa.table({"id": [f"g{i}" for i in range(8)], "text": [t for t, _ in rows[POOL:]],
                              "label": [l for _, l in rows[POOL:]]}), labeled)
     run_dir = tmp_path / "run"
-    models = [untrained_model(f"zero-shot-p{p}", asdict(LearnerSpec.cloze(config.model, config.pvp(p), max_length=32)),
+    models = [untrained_model(f"zero-shot-p{p}", LearnerSpec.cloze(config.model, config.pvp(p), max_length=32),
                               str(run_dir)) for p in range(2)]
     return config, str(pool), str(labeled), str(run_dir), models
 
 
 def label(models, pool, run_dir, shard_rows=None, shards=1) -> list[str]:
-    return [[label_set(f"m{i}", m, "pool", pool, run_dir, 16, shard_rows, s) for s in range(shards)][0]["path"]
+    labeling = LabelingConfig(batch_size=16, shard_rows=shard_rows)
+    return [[label_set(f"m{i}", m, "pool", pool, run_dir, labeling, s) for s in range(shards)][0]["path"]
             for i, m in enumerate(models)]
 
 
@@ -71,7 +71,7 @@ def test_sharded_labeling_and_selection_equal_the_single_file_path(prefect_harne
 
 def test_an_incomplete_shard_directory_is_never_read(prefect_harness, setup):
     _, pool, _, run_dir, models = setup
-    first_shard_only = [label_set("m0", models[0], "pool", pool, run_dir, 16, SHARD_ROWS, 0)["path"]]
+    first_shard_only = [label_set("m0", models[0], "pool", pool, run_dir, LabelingConfig(batch_size=16, shard_rows=SHARD_ROWS), 0)["path"]]
     with pytest.raises(FileNotFoundError, match="incomplete shard directory"):
         read_logits(first_shard_only[0])
 
