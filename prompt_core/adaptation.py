@@ -28,6 +28,18 @@ def adapt(backbone: str, texts: Iterable[str], config: AdaptConfig, out_dir: str
 
     The loss is computed at the masked positions only (``mlm_loss``): projecting every position
     onto the whole vocabulary is what makes MLM training slow.
+
+    Args:
+        backbone: hub name or local path of a checkpoint with a mask token.
+        texts: the text to train on (the pool's input fields joined).
+        config: steps, learning rate, masking and the device.
+        out_dir: where the adapted backbone is saved (``save_pretrained``).
+        trust_remote_code: let transformers run the checkpoint's own code.
+        on_log: called with (step, loss) after every step.
+        progress: show a progress bar.
+
+    Returns:
+        The steps taken and the MLM loss of each.
     """
     tokenizer = load_tokenizer(backbone, trust_remote_code=trust_remote_code)
     if tokenizer.mask_token is None:

@@ -135,6 +135,13 @@ def load_masked_lm(name_or_path: str, *, trust_remote_code: bool = False) -> nn.
 
     A checkpoint without an MLM head (a sentence encoder, say) gets a fresh head whose
     decoder is tied to the input embeddings; a one-line warning says so.
+
+    Args:
+        name_or_path: hub name or local directory.
+        trust_remote_code: let transformers run the checkpoint's own code.
+
+    Returns:
+        The model, in eval mode as transformers loads it; BackboneError if it cannot be loaded.
     """
     try:
         with quiet_transformers():

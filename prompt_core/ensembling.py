@@ -8,6 +8,7 @@ import numpy as np
 
 
 def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Probabilities from ``logits`` along ``axis`` (shifted by the maximum, so large logits do not overflow)."""
     z = logits - logits.max(axis=axis, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=axis, keepdims=True)
@@ -34,5 +35,14 @@ def ensemble(logits: Sequence[np.ndarray], weights: Sequence[float] | None = Non
 
 
 def accuracy(logits: np.ndarray, labels: Sequence[int]) -> float:
+    """Share of rows whose highest logit is the true label.
+
+    Args:
+        logits: (N × classes) scores.
+        labels: N class indices.
+
+    Returns:
+        The accuracy; NaN for no rows.
+    """
     labels = np.asarray(labels)
     return float((np.asarray(logits).argmax(-1) == labels).mean()) if len(labels) else float("nan")

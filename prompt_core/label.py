@@ -27,8 +27,15 @@ def predict_logits(
 
     Rows are consumed ``chunk_size`` at a time, so memory stays flat however long the input
     is; within a chunk they are scored in order of length to cut padding. Zero-shot
-    labeling is this same call on an untrained learner. ``batch_size="auto"`` sizes batches
-    by the free memory of a CUDA device (``DEFAULT_BATCH_SIZE`` elsewhere).
+    labeling is this same call on an untrained learner.
+
+    Args:
+        learner: the model, trained or not.
+        rows: dicts holding (at least) the fields its template reads.
+        batch_size: rows per forward pass; ``"auto"`` sizes it by a CUDA device's free memory
+            (``DEFAULT_BATCH_SIZE`` elsewhere).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        chunk_size: rows read and yielded at a time.
     """
     dev = select_device(device)
     learner.to(dev).eval()
@@ -49,7 +56,14 @@ def predict_logits(
 
 
 def predict_all(learner: Learner, rows: Iterable[Mapping[str, Any]], **kw) -> np.ndarray:
-    """All logits at once, for inputs small enough to hold (test sets, training sets)."""
+    """All logits at once, for inputs small enough to hold (test sets, training sets).
+
+    Args:
+        learner, rows: as for ``predict_logits``; ``**kw`` its other arguments.
+
+    Returns:
+        An (N × classes) float32 array, rows in input order.
+    """
     chunks = list(predict_logits(learner, rows, **kw))
     return np.concatenate(chunks) if chunks else np.empty((0, len(learner.labels)), dtype=np.float32)
 

@@ -156,6 +156,9 @@ class Learner(nn.Module):
 
 
 class ClozeLearner(Learner):
+    """PET's PVP model: a masked LM fills the pattern's ``{mask}``; a class's logit is the mean score
+    of its label words there (scored at the mask only, on those words only)."""
+
     template_class = Pattern
 
     def __init__(self, spec: LearnerSpec, model: nn.Module, tokenizer):
@@ -259,6 +262,9 @@ class SimilarityLearner(Learner):
 
 
 class ClassifierLearner(Learner):
+    """A sequence classifier (a fresh head on the backbone) reading the rendered template: no prior,
+    so it needs labeled examples."""
+
     has_prior = False
 
     @classmethod
@@ -320,6 +326,7 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str) -> torch
 
 
 def learner_class(kind: str) -> type[Learner]:
+    """The class of learner ``kind`` (a key of ``KINDS``); BackboneError for an unknown kind."""
     if kind not in KINDS:
         raise BackboneError(f"unknown learner {kind!r}; use one of {', '.join(KINDS)}")
     return KINDS[kind]
@@ -330,6 +337,13 @@ def build_learner(spec: LearnerSpec, weights: str | Path | None = None) -> Learn
 
     Weights the checkpoint lacks (a fresh MLM or classifier head) are initialised from a fixed
     seed, so an untrained learner scores the same in every process and every run.
+
+    Args:
+        spec: the learner's kind, backbone, template and labels.
+        weights: a saved learner directory; None loads the backbone's own weights.
+
+    Returns:
+        The learner of ``spec.kind``, on the CPU.
     """
     with seeded_loading(0):
         source = str(weights) if weights is not None else spec.backbone
@@ -347,13 +361,22 @@ def seeded_loading(seed: int) -> Iterator[None]:
 
 
 def save_spec(spec: LearnerSpec, directory: str | Path) -> None:
-    """An untrained learner: the spec alone, weights come from the backbone (zero-shot)."""
+    """Save an untrained learner: ``spec`` alone as ``learner.json`` in ``directory`` (an existing
+    folder); its weights come from the backbone when loaded (zero-shot)."""
     Path(directory, SPEC_FILE).write_text(spec.to_json())
 
 
 def load_learner(directory: str | Path, fetch: Callable[[str], str] = str) -> Learner:
-    """``fetch`` turns an untrained learner's backbone into something loadable: the caller's local
-    copy of a backbone only it knows how to reach (one at a URL), else the name as is."""
+    """The learner saved in ``directory`` (``Learner.save``, or ``save_spec`` for an untrained one).
+
+    Args:
+        directory: a learner directory.
+        fetch: turns an untrained learner's backbone into something loadable: the caller's local
+            copy of a backbone only it knows how to reach (one at a URL), else the name as is.
+
+    Returns:
+        The learner, with its saved weights or, untrained, the backbone's.
+    """
     directory = Path(directory)
     spec = LearnerSpec.from_json((directory / SPEC_FILE).read_text())
     has_weights = any(directory.glob("*.safetensors"))

@@ -21,6 +21,9 @@ class PatternError(ValueError):
 
 @dataclass(frozen=True)
 class Template:
+    """An input template such as ``"{title} {text}"``: its slots are the input fields it reads, and
+    ``encode`` renders rows as token ids, shortening the slots' text (never its own words) to fit."""
+
     template: str
 
     def __post_init__(self) -> None:

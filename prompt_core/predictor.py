@@ -31,7 +31,13 @@ class PredictorError(ValueError):
 
 def save_ensemble(directory: str | Path, members: Sequence[str | Path], weights: Sequence[float] | None) -> None:
     """Write ``ensemble.json`` into ``directory``; members are stored relative to it, so the
-    directory and its members can move together (a run directory, a registered model)."""
+    directory and its members can move together (a run directory, a registered model).
+
+    Args:
+        directory: an existing folder, the ensemble's model directory.
+        members: the member learners' directories.
+        weights: one per member (their logits' weighted mean), or None for equal weights.
+    """
     directory = Path(directory)
     if weights is not None and len(weights) != len(members):
         raise PredictorError(f"{len(members)} members but {len(weights)} weights")

@@ -19,6 +19,8 @@ from .settings import TrainConfig
 
 @dataclass
 class TrainResult:
+    """What a training (or adaptation) run did: its optimizer steps and the loss of each."""
+
     steps: int
     losses: list[float] = field(default_factory=list)
 
@@ -28,6 +30,7 @@ class TrainResult:
 
 
 def set_seed(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -40,27 +43,25 @@ def soft_target_loss(logits: torch.Tensor, target_logits: torch.Tensor, temperat
     return nn.functional.kl_div(log_p, q, reduction="batchmean") * temperature**2
 
 
-def train(
-    learner: Learner,
-    rows: Sequence[Mapping[str, Any]],
-    targets: Sequence[int] | np.ndarray,
-    config: TrainConfig,
-    unlabeled: Sequence[Mapping[str, Any]] | None = None,
-    on_log: Callable[[int, float], None] | None = None,
-    progress: bool = True,
-) -> TrainResult:
+def train(learner: Learner, rows: Sequence[Mapping[str, Any]], targets: Sequence[int] | np.ndarray,
+          config: TrainConfig, unlabeled: Sequence[Mapping[str, Any]] | None = None,
+          on_log: Callable[[int, float], None] | None = None, progress: bool = True) -> TrainResult:
     """Fine-tune ``learner`` in place.
 
-    ``targets`` are class indices (hard labels, cross-entropy) or an (N × classes) array of
-    logits (soft targets, tempered KL). ``unlabeled`` rows feed the auxiliary MLM loss when
-    ``config.mlm_weight`` > 0.
+    Args:
+        learner: the model to train; left in eval mode on ``config.device``.
+        rows: the training rows (dicts holding the template's fields).
+        targets: class indices (hard labels, cross-entropy) or an (N × classes) array of logits
+            (soft targets, tempered KL).
+        config: optimisation settings.
+        unlabeled: rows for the auxiliary MLM loss when ``config.mlm_weight`` > 0.
+        on_log, progress: called with (step, loss) after every step; show a progress bar.
+
+    Returns:
+        The steps taken and the loss of each.
     """
-    targets_t = torch.tensor(np.asarray(targets))
+    targets_t = _targets(rows, targets)
     soft = targets_t.ndim == 2
-    if len(rows) == 0:
-        raise ValueError("cannot train on an empty training set")
-    if len(targets_t) != len(rows):
-        raise ValueError(f"{len(rows)} rows but {len(targets_t)} targets")
     set_seed(config.seed)
     device = select_device(config.device)
     learner.to(device).train()
@@ -100,6 +101,16 @@ def train(
                       max_grad_norm=config.max_grad_norm, on_log=on_log, progress=progress)
     learner.eval()
     return result
+
+
+def _targets(rows: Sequence[Mapping[str, Any]], targets: Sequence[int] | np.ndarray) -> torch.Tensor:
+    """The targets as a tensor, one per row of a non-empty training set."""
+    targets_t = torch.tensor(np.asarray(targets))
+    if len(rows) == 0:
+        raise ValueError("cannot train on an empty training set")
+    if len(targets_t) != len(rows):
+        raise ValueError(f"{len(rows)} rows but {len(targets_t)} targets")
+    return targets_t
 
 
 def optimize(module: nn.Module, total_steps: int, step_loss: Callable[[], float], *, learning_rate: float,
