@@ -134,7 +134,7 @@ def distill(args: argparse.Namespace) -> dict:
 
     from prompt_core import LearnerSpec, TrainConfig
     from tasks.models import train_model
-    from tasks.pseudo import combine
+    from tasks.ensembles import combine
     from tasks.tracking import TrackedRun
 
     torch.set_num_threads(1)

@@ -71,6 +71,7 @@ def iter_rows(path: str | Path, columns: Sequence[str], batch_size: int = 4096, 
             return
 
 
+CHUNK_ROWS = 65_536  # rows held at once where a pool is streamed (combining, selecting)
 SHARD = "shard-{:05d}-of-{:05d}.parquet"
 SHARD_NAME = re.compile(r"shard-(\d{5})-of-(\d{5})\.parquet")  # temporaries (".shard-…") do not match
 

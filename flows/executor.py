@@ -13,7 +13,8 @@ from data.outputs import atomic_path, content_key
 from prompt_core import accuracy, save_ensemble
 from data.parquet import read_logits, ref, shard_count
 from tasks.models import label_set, train_model, untrained_model
-from tasks.pseudo import build_train_set, combine
+from tasks.ensembles import combine
+from tasks.pseudo import build_train_set
 from tasks.tracking import TrackedRun
 
 from .plan import Member, Plan

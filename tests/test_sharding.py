@@ -14,7 +14,7 @@ import pytest
 from data.parquet import SHARD, read_logits
 from flows.config import RunConfig
 from prompt_core import LabelingConfig, LearnerSpec
-from tasks import pseudo
+from tasks import ensembles, pseudo
 from tasks.models import label_set, untrained_model
 from tiny import _texts, toy_run_config
 
@@ -56,10 +56,10 @@ def test_sharded_labeling_and_selection_equal_the_single_file_path(prefect_harne
     labels = list(config.labels)
     args = ("g1-p0-s1", 1, labeled, pool)
     expected = pseudo.build_train_set(*args, whole, [0.5, 1.0], labels, ipet, 1, run_dir)
-    combined = pseudo.combine("pool", whole, [0.5, 1.0], pool, labels, run_dir)
+    combined = ensembles.combine("pool", whole, [0.5, 1.0], pool, labels, run_dir)
     monkeypatch.setattr(pseudo, "CHUNK_ROWS", CHUNK_ROWS)
     streamed = pseudo.build_train_set(*args, sharded, [0.5, 1.0], labels, ipet, 1, run_dir)
-    combined_streamed = pseudo.combine("pool", sharded, [0.5, 1.0], pool, labels, run_dir)
+    combined_streamed = ensembles.combine("pool", sharded, [0.5, 1.0], pool, labels, run_dir)
 
     assert expected["pseudo_size"] == streamed["pseudo_size"] > 0
     assert rows(streamed["path"]) == rows(expected["path"])
