@@ -2,11 +2,11 @@
 
 Optionally the backbone first gets more masked-LM training on the pool's text (TAPT). PET then
 trains one model per (PVP × seed) on the gold set. Each iPET generation lets every model's
-peers label the unlabeled pool, keeps their most confident examples (balanced like the gold
-labels), and trains fresh models on the gold set plus those. The last generation's ensemble
-labels the pool once more and is distilled into one classifier, or is itself the final model.
-The final model is registered in MLflow's model registry, and becomes the champion only if it
-beats the current one on this run's test set.
+peers label the unlabeled pool, draws confident examples per class (in proportion to the pool's
+estimated class distribution), and trains fresh models on the gold set plus those. The last
+generation's ensemble labels the pool once more and is distilled into one model, or is itself the
+final model. The final model is registered in MLflow's model registry, and becomes the champion
+only if it beats the current one on this run's test set and is no worse than its own run's stages.
 
 ``ipet`` is the entry point (CLI, deployments, Python): it builds the task runner the config's
 ``runner`` section asks for (threads here, or Ray) and runs the stages on it as a subflow. Who

@@ -124,12 +124,15 @@ def register_final_model(name: str, model_dir: str, test_set: str | None, challe
 
 
 def champion_version(client: MlflowClient, name: str) -> str | None:
+    """The champion's version; None when the model is not registered, or is but has no champion (every
+    version so far fell below its run's floor)."""
     try:
-        return str(client.get_model_version_by_alias(name, CHAMPION).version)
+        champion = client.get_registered_model(name).aliases.get(CHAMPION)
     except MlflowException as err:
         if err.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
             return None
         raise
+    return None if champion is None else str(champion)
 
 
 def registered_version(client: MlflowClient, name: str, model_dir: str) -> str | None:

@@ -66,7 +66,7 @@ def store(tmp_path_factory) -> dict:
 
 
 def register(store: dict, model: str, score: float | None, test_set: bool = True, name: str = NAME,
-             model_dir: Path | None = None) -> tuple[dict, str]:
+             model_dir: Path | None = None, floor: tuple[str, float] | None = None) -> tuple[dict, str]:
     """One run's final model registered: by default a copy of ``model`` of its own, as each run has."""
     if model_dir is None:
         model_dir = store["models"][model].parent / f"run-{uuid.uuid4().hex[:8]}-{model}"
@@ -74,7 +74,7 @@ def register(store: dict, model: str, score: float | None, test_set: bool = True
     client = MlflowClient(store["uri"])
     parent = client.create_run(store["experiment"]).info.run_id
     decision = register_final_model(name, str(model_dir), store["test_set"] if test_set else None,
-                                    score, TrackedRun(store["uri"], parent))
+                                    score, TrackedRun(store["uri"], parent), floor=floor)
     return decision, parent
 
 
@@ -104,6 +104,18 @@ def test_champion_moves_only_when_beaten(prefect_harness, store):
     no_test, _ = register(store, "pos", None, test_set=False)
     assert no_test["decision"] == "kept" and "no test set" in no_test["reason"]
 
+
+
+def test_a_failed_run_is_registered_but_leaves_no_champion(prefect_harness, store):
+    """A first final model below its own run's PET stage: a version to inspect, no champion; the next
+    good run is the first champion (a model without the alias reads as having no champion)."""
+    client = MlflowClient(store["uri"])
+    name = "ipet-fell"
+    fell, _ = register(store, "neg", 2 / 6, name=name, floor=("its own pet stage", 0.5))
+    assert (fell["version"], fell["decision"], fell["champion"]) == ("1", "kept", None)
+    assert "below its own pet stage" in fell["reason"] and not client.get_registered_model(name).aliases
+    good, _ = register(store, "pos", 4 / 6, name=name, floor=("its own pet stage", 0.5))
+    assert (good["version"], good["decision"], good["reason"]) == ("2", "promoted", "no champion yet")
 
 
 def test_a_resumed_run_adds_no_version(prefect_harness, store):
