@@ -257,8 +257,9 @@ class SimilarityLearner(Learner):
             self._fixed = None
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        texts = self.embed(batch["input_ids"], batch["attention_mask"])
-        return texts @ self.label_embeddings().T / self.spec.temperature
+        texts, labels = self.embed(batch["input_ids"], batch["attention_mask"]), self.label_embeddings()
+        with torch.autocast(texts.device.type, enabled=False):  # cosines ÷ 0.05 need more than bf16's 3 digits
+            return texts.float() @ labels.float().T / self.spec.temperature
 
 
 class ClassifierLearner(Learner):

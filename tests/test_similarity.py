@@ -99,6 +99,43 @@ def test_training_moves_texts_to_their_phrases_and_survives_save_and_reload(enco
     assert prediction.labels == ["pos", None] and prediction.errors[1]
 
 
+def test_registered_similarity_model_predicts_through_plain_mlflow(prefect_harness, encoder: Path,
+                                                                   tmp_path: Path) -> None:
+    """A similarity learner in the registry: ``mlflow.pyfunc.load_model`` gives the Predictor's answers."""
+    import mlflow.pyfunc
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from mlflow.tracking import MlflowClient
+
+    from tasks.registry import register_final_model
+    from tasks.tracking import TrackedRun, experiment_id
+
+    rows, labels = toy_rows(160, 0)
+    learner = build_learner(spec(str(encoder)))
+    train(learner, rows, labels, TrainConfig(learning_rate=3e-3, min_steps=40, max_steps=40, device="cpu"),
+          progress=False)
+    learner.save(tmp_path / "model")
+    test_rows, test_labels = toy_rows(20, 1)
+    pq.write_table(pa.table({"id": [str(i) for i in range(20)], "text": [r["text"] for r in test_rows],
+                             "label": [["neg", "pos"][y] for y in test_labels]}), tmp_path / "test.parquet")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    parent = MlflowClient(uri).create_run(experiment_id(uri, "similarity")).info.run_id
+    decision = register_final_model("ipet-similarity", str(tmp_path / "model"), str(tmp_path / "test.parquet"),
+                                    1.0, TrackedRun(uri, parent))
+    assert decision["decision"] == "promoted"
+    mlflow.set_tracking_uri(uri)
+    try:
+        model = mlflow.pyfunc.load_model("models:/ipet-similarity@champion")
+    finally:
+        mlflow.set_tracking_uri(None)
+    texts = ["the movie was wonderful", "the movie was awful"]
+    out = model.predict(pd.DataFrame({"text": texts}))
+    ours = Predictor.load(tmp_path / "model").predict([{"text": t} for t in texts])
+    assert out["label"].tolist() == ours.labels == ["pos", "neg"]
+    np.testing.assert_allclose(out[["prob_neg", "prob_pos"]].to_numpy(), ours.probabilities, atol=1e-5)
+
+
 def test_soft_targets_train_the_similarity_learner(encoder: Path) -> None:
     rows, labels = toy_rows(64, 2)
     targets = np.where(np.array(labels)[:, None] == 1, [[-2.0, 2.0]], [[2.0, -2.0]])
