@@ -12,7 +12,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from data.location import exists, local, location
-from data.outputs import atomic_path, content_key, write_parquet
+from data.outputs import content_key, write_parquet
 from data.parquet import CHUNK_ROWS, iter_chunks, logits_column, num_rows, ref, table_logits
 from prompt_core import ensemble
 from prompt_core.selection import collect_candidates, draw, new_examples, per_label_counts, pick_peers
