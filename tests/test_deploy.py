@@ -97,6 +97,12 @@ def project(tmp_path_factory) -> dict:
     deployments with parameters pointing at them."""
     root = tmp_path_factory.mktemp("deploy-project")
     config = toy_run_config(root, steps=20, generations=1)
+    # The packaged MiniLM with similarity PVPs: a tiny random BERT's iPET often ends below its own PET stage,
+    # and such a final model is rightly never made champion; this toy task must produce one.
+    config.update(model="sentence-transformers/all-MiniLM-L6-v2", learner="similarity",
+                  verbalizer={"neg": "it was terrible", "pos": "it was great"},
+                  pvps=[{"pattern": "{text}"}, {"pattern": "review : {text}"}])
+    config["train"]["learning_rate"] = 2e-5
     header, *rows = list(csv.reader((root / "train.csv").open()))
     for name, part in (("gold", rows[:8]), ("pool", rows[8:120]), ("new", rows[120:])):
         with (root / f"{name}.csv").open("w", newline="") as f:
