@@ -69,9 +69,8 @@ class Plan:
         first PVP's phrases); otherwise a sequence classifier on the text fields."""
         c = self.config
         template = " ".join(f"{{{f}}}" for f in c.fields)
-        kind = "similarity" if c.learner == "similarity" else "classifier"
         pvp = PVP(Template(template), c.pvp(0).verbalizer)
-        return learner_class(kind).spec_for(c.model, pvp, **self._spec_options)
+        return learner_class(learner_class(c.learner).distill_kind).spec_for(c.model, pvp, **self._spec_options)
 
     @property
     def _spec_options(self) -> dict:

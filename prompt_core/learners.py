@@ -98,6 +98,7 @@ class Learner(nn.Module):
 
     has_prior: ClassVar[bool] = True
     template_class: ClassVar[type[Template]] = Template
+    distill_kind: ClassVar[str] = "classifier"  # what a run of this kind distills its last ensemble into
 
     def __init__(self, spec: LearnerSpec, model: nn.Module, tokenizer):
         super().__init__()
@@ -208,6 +209,8 @@ class SimilarityLearner(Learner):
     One encoder embeds both sides and is trained end to end, so training moves texts towards their
     label's phrases; untrained, it is the encoder's own zero-shot prior.
     """
+
+    distill_kind = "similarity"  # keeps the prior's form
 
     def __init__(self, spec: LearnerSpec, model: nn.Module, tokenizer):
         super().__init__(spec, model, tokenizer)

@@ -72,12 +72,7 @@ class Candidates:
 
     rows: list[np.ndarray]
     confidence: list[np.ndarray]
-    mass: np.ndarray
-
-    @property
-    def marginals(self) -> np.ndarray:
-        """The pool's estimated class distribution: the mean predicted probability of each class."""
-        return self.mass / self.mass.sum() if self.mass.sum() > 0 else np.full(len(self.mass), 1 / len(self.mass))
+    mass: np.ndarray  # its share per class is the pool's estimated class distribution
 
 
 def collect_candidates(chunks: Iterable[tuple[np.ndarray, np.ndarray | None]], num_labels: int,

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 LearnerKind = Literal["cloze", "similarity", "classifier"]
 """The learner kinds (``prompt_core.learners.KINDS`` has their classes), named here without torch."""
-LEARNER_KINDS: tuple[str, ...] = get_args(LearnerKind)
 
 
 def known_device(name: str) -> str:

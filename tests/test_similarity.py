@@ -155,6 +155,18 @@ def test_label_embeddings_computed_once_per_pass_equal_per_batch(encoder: Path) 
     assert learner._fixed is None  # released after the pass: training sees fresh phrase embeddings
 
 
+def test_the_config_names_exactly_the_learner_kinds_of_the_table() -> None:
+    """The config lists the kinds without importing torch; the table holds their classes: they must agree."""
+    from typing import get_args
+
+    from prompt_core import KINDS
+    from prompt_core.settings import LearnerKind
+
+    assert set(get_args(LearnerKind)) == set(KINDS)
+    assert {kind: cls.distill_kind for kind, cls in KINDS.items()} == {
+        "cloze": "classifier", "similarity": "similarity", "classifier": "classifier"}
+
+
 def test_pooling_follows_the_checkpoint(tmp_path: Path) -> None:
     (tmp_path / "1_Pooling").mkdir()
     (tmp_path / "modules.json").write_text(json.dumps([{"idx": 1, "name": "1", "path": "1_Pooling",
