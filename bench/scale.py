@@ -99,8 +99,8 @@ def label(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     with disable_run_logger():
         for shard in range(shards):
-            out = label_set.fn("tiny", str(args.model), f"pool{args.size}", pool, str(args.work / "run"),
-                               LabelingConfig(batch_size=args.batch_size, shard_rows=args.shard_rows), shard)
+            out = label_set.fn({"tiny": str(args.model)}, f"pool{args.size}", pool, str(args.work / "run"),
+                               LabelingConfig(batch_size=args.batch_size, shard_rows=args.shard_rows), shard)["tiny"]
     seconds = time.perf_counter() - started
     assert num_rows(pool) == args.size
     return {"shards": shards, "seconds": seconds, "cpu_seconds": cpu_seconds() - cpu, "rss_before": before, "peak_rss": peak_rss_mib(),
