@@ -211,3 +211,30 @@ def test_prefix_tuning_refuses_an_encoder_without_an_attention_cache(tiny_models
     learner = build_learner(LearnerSpec.classifier(str(tiny_models["distilbert"]), "{text}", ("pos", "neg")))
     with pytest.raises(BackboneError, match="train.peft.method: prefix needs an encoder"):
         learner.add_adapter(PeftSettings(method="prefix"))
+
+
+def test_flow_with_lora_keeps_adapters_only_and_states_the_disk(prefect_harness, tmp_path):
+    """The toy run with ``train.peft``: every trained model (PET, iPET and the distilled one) is an
+    adapter on the tiny BERT, the summary states the run directory's size, the registered final
+    model bundles its backbone, and a second run reuses every model."""
+    from flows.config import RunConfig
+    from flows.ipet import ipet
+    from tiny import toy_run_config
+
+    raw = toy_run_config(tmp_path, labeled_per_class=4, steps=10, generations=1)
+    raw["train"]["peft"] = {"method": "lora"}
+    config = RunConfig.model_validate(raw)
+    results = ipet(config=config, run_dir=str(tmp_path / "run"))
+    trained = [d for d in (tmp_path / "run" / "models").iterdir() if not d.name.startswith("zero-shot")]
+    assert len(trained) == 2 * 2 + 1
+    for model in trained:
+        assert sorted(p.name for p in model.iterdir()) == sorted(["metrics.json", *ADAPTER_FILES]), model.name
+    backbone_bytes = (Path(config.model) / "model.safetensors").stat().st_size
+    assert 0 < results["disk"]["models_bytes"] < len(trained) * backbone_bytes / 5
+    summary = (tmp_path / "run" / "summary.md").read_text()
+    assert f"of which models {results['disk']['models_bytes'] / 2**20:.1f} MiB" in summary
+    client = MlflowClient(config.tracking.mlflow_uri)
+    version = client.get_model_version(config.registered_model, results["registry"]["version"])
+    assert version.tags["backbone"] == f"bundled: {config.model}"
+    again = ipet(config=config, run_dir=str(tmp_path / "run"))
+    assert again["tasks"] == {"trained": 0, "reused": len(trained)}
