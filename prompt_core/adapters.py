@@ -23,9 +23,11 @@ from typing import Sequence
 import torch
 from peft import (LoraConfig, PeftConfig, PeftModel, PeftType, PrefixTuningConfig, PromptEncoderConfig,
                   PromptTuningConfig, get_peft_model)
+from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 from torch import nn
+from transformers import AutoConfig, AutoModel
 
-from .backbone import BackboneError, quiet_transformers
+from .backbone import BackboneError, quiet_transformers, resolve
 from .settings import PeftSettings
 
 ADAPTER_CONFIG = "adapter_config.json"  # peft's; its presence marks an adapter model directory
@@ -49,6 +51,9 @@ def attach(model: nn.Module, settings: PeftSettings, fresh: Sequence[str], backb
         fresh: modules whose weights the checkpoint lacked; trained and saved with the adapter.
         backbone: the backbone's local directory, for prompt tuning's ``init_text`` tokenizer.
     """
+    problem = check(settings, model.config, type(getattr(model, model.base_model_prefix, model)))
+    if problem:
+        raise BackboneError(problem)
     config = peft_config(settings, model, backbone)
     config.modules_to_save = list(fresh) or None
     try:
@@ -73,10 +78,6 @@ def peft_config(settings: PeftSettings, model: nn.Module, backbone: str) -> Peft
     if settings.method == "ptuning":
         return PromptEncoderConfig(task_type=TASK, num_virtual_tokens=settings.virtual_tokens,
                                    encoder_hidden_size=settings.encoder_hidden_size or shape["token_dim"], **shape)
-    if _cache_keyword(model) is None:
-        raise BackboneError(f"train.peft.method: prefix needs an encoder that takes each layer's keys and values "
-                            f"(the BERT and RoBERTa families do); {model.config.model_type!r} does not, so use "
-                            "lora, prompt or ptuning")
     return PrefixTuningConfig(task_type=TASK, num_virtual_tokens=settings.virtual_tokens,
                               prefix_projection=settings.prefix_projection, **shape)
 
@@ -91,11 +92,33 @@ def _shape(model: nn.Module, settings: PeftSettings) -> dict[str, int]:
             "num_attention_heads": getattr(config, "num_attention_heads", None) or config.n_heads}
 
 
-def _cache_keyword(model: nn.Module) -> str | None:
-    """The keyword the encoder takes its attention cache by (transformers renamed it), or None."""
-    encoder = getattr(model, model.base_model_prefix, model)
+def _cache_keyword(model: nn.Module | type) -> str | None:
+    """The keyword the encoder (a model or its class) takes its attention cache by (transformers
+    renamed it), or None when it takes none."""
+    encoder = model if isinstance(model, type) else getattr(model, model.base_model_prefix, model)
     parameters = inspect.signature(encoder.forward).parameters
     return next((k for k in ("cache", "past_key_values") if k in parameters), None)
+
+
+def check(settings: PeftSettings, config, encoder: type) -> str | None:
+    """What adding ``settings``' adapter to a model of ``config`` (its encoder class ``encoder``)
+    cannot do, as one line naming the field; None when it can."""
+    family = config.model_type
+    if settings.method == "lora" and not (settings.target_modules or LORA_TARGETS.get(family)
+                                          or TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(family)):
+        return f"train.peft.target_modules: no default for a {family!r} model; name its attention projections"
+    if settings.method == "prefix" and _cache_keyword(encoder) is None:
+        return (f"train.peft.method: prefix needs an encoder that takes each layer's keys and values (the BERT and "
+                f"RoBERTa families do); a {family!r} model does not, so use lora, prompt or ptuning")
+    return None
+
+
+def check_backbone(settings: PeftSettings, name_or_path: str, trust_remote_code: bool = False) -> str | None:
+    """``check`` for a backbone, read from its config alone (no weights loaded): a run's preflight."""
+    with quiet_transformers():
+        config = AutoConfig.from_pretrained(resolve(name_or_path), trust_remote_code=trust_remote_code)
+    encoder = AutoModel._model_mapping.get(type(config), None)
+    return check(settings, config, encoder) if encoder is not None else None
 
 
 def load(model: nn.Module, directories: Sequence[str | Path], names: Sequence[str]) -> PeftModel:

@@ -207,10 +207,21 @@ def test_bad_peft_settings_are_one_line_naming_the_field(override, says):
     assert str(err.value).count("\n") == 0 and says in str(err.value)
 
 
-def test_prefix_tuning_refuses_an_encoder_without_an_attention_cache(tiny_models):
+def test_prefix_tuning_refuses_an_encoder_without_an_attention_cache(tiny_models, tmp_path, capsys):
+    """DistilBERT takes no per-layer keys and values: ``ipet validate`` says so in one line before a
+    run starts, and a learner refuses the adapter rather than train a prefix it would ignore."""
+    from tiny import toy_run_config
+
     learner = build_learner(LearnerSpec.classifier(str(tiny_models["distilbert"]), "{text}", ("pos", "neg")))
     with pytest.raises(BackboneError, match="train.peft.method: prefix needs an encoder"):
         learner.add_adapter(PeftSettings(method="prefix"))
+    raw = {**toy_run_config(tmp_path), "model": str(tiny_models["distilbert"]), "learner": "classifier"}
+    (tmp_path / "run.yaml").write_text(json.dumps(raw))
+    capsys.readouterr()
+    assert main(["validate", str(tmp_path / "run.yaml"), "--set", "train.peft.method=prefix"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "train.peft.method: prefix needs an encoder" in err and "'distilbert'" in err
+    assert main(["validate", str(tmp_path / "run.yaml"), "--set", "train.peft.method=prompt"]) == 0
 
 
 def test_flow_with_lora_keeps_adapters_only_and_states_the_disk(prefect_harness, tmp_path):
