@@ -17,6 +17,7 @@ the adapter it reads with, and ``encoder_inputs`` makes it the active one.
 from __future__ import annotations
 
 import inspect
+import json
 from pathlib import Path
 from typing import Sequence
 
@@ -42,6 +43,11 @@ def is_adapter(directory: str | Path) -> bool:
     return Path(directory, ADAPTER_CONFIG).is_file()
 
 
+def method(directory: str | Path) -> str:
+    """The peft method of a saved adapter (``LORA``, ``PREFIX_TUNING``...): one ``PeftModel`` holds one."""
+    return json.loads(Path(directory, ADAPTER_CONFIG).read_text())["peft_type"]
+
+
 def attach(model: nn.Module, settings: PeftSettings, fresh: Sequence[str], backbone: str) -> PeftModel:
     """``model`` (frozen) with a new trainable adapter, named ``TRAINED``.
 
@@ -49,7 +55,7 @@ def attach(model: nn.Module, settings: PeftSettings, fresh: Sequence[str], backb
         model: the learner's transformers model; LoRA layers are injected into it in place.
         settings: the method and its options.
         fresh: modules whose weights the checkpoint lacked; trained and saved with the adapter.
-        backbone: the backbone's local directory, for prompt tuning's ``init_text`` tokenizer.
+        backbone: the backbone's tokenizer (its local directory), for prompt tuning's ``init_text``.
     """
     problem = check(settings, model.config, type(getattr(model, model.base_model_prefix, model)))
     if problem:

@@ -162,7 +162,7 @@ class Learner(nn.Module):
         Args:
             settings: the method and its options (``train.peft``).
         """
-        self.peft = adapters.attach(self.model, settings, self.fresh, resolve(self.spec.backbone))
+        self.peft = adapters.attach(self.model, settings, self.fresh, self.tokenizer.name_or_path)
         self.adapter = adapters.TRAINED
 
     def encoder_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[dict, int]:
@@ -419,13 +419,15 @@ def load_learner(directory: str | Path, fetch: Callable[[str], str] = str) -> Le
 def load_learners(directories: Sequence[str | Path], fetch: Callable[[str], str] = str) -> list[Learner]:
     """The learners saved in ``directories``, in order, as ``load_learner`` loads each; but adapter
     learners of one backbone share it: it is loaded once, with every adapter (peft's multi-adapter
-    model), and each learner switches to its own adapter when it runs. Use them one at a time."""
+    model; one per method), and each learner switches to its own adapter when it runs. Use them one
+    at a time."""
     specs = [LearnerSpec.from_json(Path(d, SPEC_FILE).read_text()) for d in directories]
     shared: dict[tuple, list[int]] = {}
     learners: list[Learner | None] = [None] * len(specs)
     for i, (spec, directory) in enumerate(zip(specs, map(Path, directories))):
         if adapters.is_adapter(directory):
-            shared.setdefault((spec.kind, spec.backbone, len(spec.labels), spec.trust_remote_code), []).append(i)
+            key = (spec.kind, spec.backbone, len(spec.labels), spec.trust_remote_code, adapters.method(directory))
+            shared.setdefault(key, []).append(i)
         else:
             has_weights = any(directory.glob("*.safetensors"))
             learners[i] = build_learner(spec, directory if has_weights else fetch(spec.backbone))

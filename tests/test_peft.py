@@ -50,7 +50,8 @@ def spec(kind: str, backbones: dict[str, Path]) -> LearnerSpec:
 
 
 def peft_train(method: str, seed: int = 0) -> TrainConfig:
-    options = {} if method == "lora" else {"virtual_tokens": 4}
+    options = {"lora": {}, "prompt": {"virtual_tokens": 4, "init_text": "it was great or bad"}}.get(
+        method, {"virtual_tokens": 4})
     return TrainConfig(min_steps=6, max_steps=6, batch_size=4, device="cpu", seed=seed,
                        peft=PeftSettings(method=method, **options))
 
