@@ -15,7 +15,11 @@ labeled draw (``data.seed``; the models' own ``seeds`` stay the configs'), these
   config's ``train`` settings on its k·C gold examples: supervised (k per class);
 - ``supervised-all``: the same classifier trained once (``epochs`` 1) on every training-side label,
   the gold rows plus the similarity pool with its hidden labels: supervised (all labels), the ceiling;
-- ``setfit``: SetFit (``setfit`` package) on the same MiniLM directory and the same gold rows.
+- ``setfit``: SetFit (``setfit`` package) on the same MiniLM directory and the same gold rows;
+- flows ``similarity-lora`` and ``similarity-prefix``: the similarity config with
+  ``train.peft.method=lora`` / ``prefix`` (adapters on the frozen MiniLM, the distilled model too;
+  the method's default learning rate): PET and iPET (similarity, LoRA / prefix), and their
+  difference from the full fine-tuning rows (the goal: within 1 point, or better).
 
 The gold rows, pool and test set of the supervised and SetFit units are the similarity run's own
 prepared parquet files (``data.prepare.prepare`` on its run dir returns the same content-addressed
@@ -73,14 +77,22 @@ METHODS = {  # row key -> (label, unit, the flow's stage or None), in table orde
     "ipet-similarity": ("iPET (similarity)", "similarity", "final"),
     "zero-shot-ipet-similarity": ("zero-shot iPET (similarity)", "similarity-zero", "final"),
     "setfit": ("SetFit", "setfit", None),
+    "pet-similarity-lora": ("PET (similarity, LoRA)", "similarity-lora", "pet"),
+    "ipet-similarity-lora": ("iPET (similarity, LoRA)", "similarity-lora", "final"),
+    "pet-similarity-prefix": ("PET (similarity, prefix)", "similarity-prefix", "pet"),
+    "ipet-similarity-prefix": ("iPET (similarity, prefix)", "similarity-prefix", "final"),
 }
 FLOWS = {  # flow unit -> (example config, overrides applied after the operator's)
     "similarity": ("{dataset}.yaml", []),
     "similarity-zero": ("{dataset}.yaml", ["data.labeled_per_class=0"]),
     "cloze": ("{dataset}-cloze.yaml", []),
     "classifier": ("{dataset}-cloze.yaml", ["learner=classifier"]),
+    "similarity-lora": ("{dataset}.yaml", ["train.peft.method=lora"]),
+    "similarity-prefix": ("{dataset}.yaml", ["train.peft.method=prefix"]),
 }
-GROUPS = (("similarity", "similarity-zero"), ("supervised", "supervised-all", "setfit"), ("cloze", "classifier"))
+GROUPS = (("similarity", "similarity-zero"), ("supervised", "supervised-all", "setfit"), ("cloze", "classifier"),
+          ("similarity-lora", "similarity-prefix"))
+PEFT_GOAL = -0.01  # an adapter row may be at most 1 point below its full fine-tuning row
 UNITS = tuple(u for group in GROUPS for u in group)  # in run order
 GOLD_UNITS = ("supervised", "supervised-all", "setfit")  # read the similarity run's prepared sets
 KEY_FIELDS = {"model", "learner", "similarity_temperature", "max_length", "verbalizer", "pvps", "seeds", "data",
@@ -419,7 +431,8 @@ def checks(table: dict, dataset: str) -> list[str]:
              check([("ipet-similarity", "setfit", 0.03)]),
              check([("ipet-similarity", "supervised-k", 0.03)]),
              check([("ipet-similarity", "pet-similarity", 0.0), ("pet-similarity", "zero-shot-similarity", 0.0)]),
-             check([("zero-shot-ipet-similarity", "zero-shot-similarity", 0.05)])]
+             check([("zero-shot-ipet-similarity", "zero-shot-similarity", 0.05)]),
+             *peft_differences(mean, label)]
     for method, (_, unit_name, stage) in METHODS.items():
         c = cell(table, dataset, method)
         if stage != "final" or not c or not c["stages"]:
@@ -431,6 +444,21 @@ def checks(table: dict, dataset: str) -> list[str]:
                  for a, b in consecutive([n for n in sa if sa[n] is not None]) if sa[b] < sa[a]]
         lines.append(f"- stages of flow `{unit_name}` (mean over seeds): {chain}; a stage below the one before: "
                      + ("; ".join(drops) if drops else "none"))
+    return lines
+
+
+def peft_differences(mean, label) -> list[str]:
+    """Each adapter row's accuracy difference from the same stage fully fine-tuned, against ``PEFT_GOAL``."""
+    lines = []
+    for method in ("lora", "prefix"):
+        for stage in ("pet", "ipet"):
+            adapter, full = f"{stage}-similarity-{method}", f"{stage}-similarity"
+            if mean(adapter) is None or mean(full) is None:
+                lines.append(f"- {label(adapter)} − {label(full)}: not checked (no result)")
+                continue
+            diff = mean(adapter) - mean(full)
+            lines.append(f"- {label(adapter)} − {label(full)}: {mean(adapter):.3f} − {mean(full):.3f} = {diff:+.3f} "
+                         f"(goal ≥ {PEFT_GOAL:+.3f}: {'met' if diff >= PEFT_GOAL else 'missed'})")
     return lines
 
 

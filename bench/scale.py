@@ -10,7 +10,13 @@ the peak is its high-water mark (VmHWM).
 The model is tiny on purpose (hidden 32, 2 layers, 16 tokens): what is measured is how time and
 memory grow with the pool, not model quality.
 
+``--generation`` measures instead what ``train.peft`` saves when a generation's 3 PVP models label
+the pool: 3 whole MiniLM similarity learners, as 3 labeling tasks of the thread runner (each loads
+its model, then waits for the device), against 3 LoRA adapters labeling in one task through one
+shared MiniLM (``load_learners``). Each in a fresh subprocess; peak RSS as above.
+
     python bench/scale.py [--sizes 10000 100000 1000000] [--shard-rows 100000] [--batch-size 256]
+    python bench/scale.py --generation [--sizes 2000]
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ WORDS_PER_TEXT = 8
 MAX_LENGTH = 16
 PATTERN, VERBALIZER = "{text} it was {mask} .", {"neg": "bad", "pos": "great"}
 DISTILL_STEPS = 20
+ENCODER = "sentence-transformers/all-MiniLM-L6-v2"  # the packaged MiniLM, as in examples/agnews.yaml
+GENERATION_PVPS = ("{text}", "News: {text}", "{text} What is this about?")
 
 
 def status_mib(field: str) -> float:
@@ -99,8 +107,8 @@ def label(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     with disable_run_logger():
         for shard in range(shards):
-            out = label_set.fn("tiny", str(args.model), f"pool{args.size}", pool, str(args.work / "run"),
-                               LabelingConfig(batch_size=args.batch_size, shard_rows=args.shard_rows), shard)
+            out = label_set.fn({"tiny": str(args.model)}, f"pool{args.size}", pool, str(args.work / "run"),
+                               LabelingConfig(batch_size=args.batch_size, shard_rows=args.shard_rows), shard)["tiny"]
     seconds = time.perf_counter() - started
     assert num_rows(pool) == args.size
     return {"shards": shards, "seconds": seconds, "cpu_seconds": cpu_seconds() - cpu, "rss_before": before, "peak_rss": peak_rss_mib(),
@@ -154,6 +162,65 @@ def distill(args: argparse.Namespace) -> dict:
     return {"seconds": time.perf_counter() - started, "rss_before": before, "peak_rss": peak_rss_mib()}
 
 
+def setup_generation(work: Path) -> None:
+    """A generation's 3 PVP models on MiniLM, saved whole (``full/``) and as LoRA adapters (``lora/``)."""
+    from prompt_core import LearnerSpec, PeftSettings, build_learner
+
+    for p, template in enumerate(GENERATION_PVPS):
+        spec = LearnerSpec("similarity", ENCODER, template, tuple(VERBALIZER), {k: [v] for k, v in VERBALIZER.items()},
+                           max_length=MAX_LENGTH, temperature=0.05)
+        for kind in ("full", "lora"):
+            learner = build_learner(spec)
+            if kind == "lora":
+                learner.add_adapter(PeftSettings(method="lora"))  # untrained: its B is 0, its size and cost the same
+            learner.save(work / kind / f"p{p}")
+
+
+def generation(args: argparse.Namespace) -> dict:
+    """The pool labeled by the 3 models of ``args.kind``: whole models in 3 concurrent tasks sharing
+    one CPU slot (as the thread runner runs them), or adapters in one task on one backbone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+    from prefect.logging import disable_run_logger
+
+    from prompt_core import LabelingConfig
+    from tasks import devices
+    from tasks.models import label_set
+
+    torch.set_num_threads(1)
+    devices.configure("cpu", 1)
+    models = {d.name: str(d) for d in sorted((args.work / args.kind).iterdir())}
+    pool, labeling = str(args.work / f"pool-{args.size}.parquet"), LabelingConfig(batch_size=args.batch_size)
+    run = str(args.work / f"run-{args.kind}")
+    before = status_mib("VmRSS")
+    started = time.perf_counter()
+    with disable_run_logger():
+        if args.kind == "full":
+            with ThreadPoolExecutor(len(models)) as threads:
+                list(threads.map(lambda name: label_set.fn({name: models[name]}, "pool", pool, run, labeling), models))
+        else:
+            label_set.fn(models, "pool", pool, run, labeling)
+    return {"seconds": time.perf_counter() - started, "rss_before": before, "peak_rss": peak_rss_mib()}
+
+
+def measure_generation(args: argparse.Namespace) -> None:
+    """``--generation``: the table of whole models against adapters on one backbone, per pool size."""
+    setup_generation(args.work)
+    print(f"MiniLM-L6 similarity learners, 3 PVPs, max_length {MAX_LENGTH}, batch {args.batch_size}, "
+          "1 torch thread, CPU\n")
+    print("| texts | models | labeling tasks | s | RSS before MiB | peak RSS MiB |")
+    print("|---:|---|---:|---:|---:|---:|")
+    for size in args.sizes:
+        args.size = size
+        if not (args.work / f"pool-{size}.parquet").exists():
+            write_pool(args.work / f"pool-{size}.parquet", size)
+        for kind, what, tasks in (("full", "3 whole models", 3), ("lora", "3 LoRA adapters, 1 backbone", 1)):
+            out = in_subprocess("generation", args, kind=kind)
+            print(f"| {size:,} | {what} | {tasks} | {out['seconds']:.1f} | {out['rss_before']:.0f} | "
+                  f"{out['peak_rss']:.0f} |", flush=True)
+
+
 def in_subprocess(step: str, args: argparse.Namespace, **extra) -> dict:
     cmd = [sys.executable, __file__, "--step", step, "--work", str(args.work), "--size", str(args.size),
            "--shard-rows", str(args.shard_rows), "--batch-size", str(args.batch_size), "--model", str(args.model)]
@@ -164,22 +231,29 @@ def in_subprocess(step: str, args: argparse.Namespace, **extra) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--sizes", type=int, nargs="+", help="default: 10000 100000 1000000; with --generation 2000")
     parser.add_argument("--shard-rows", type=int, default=100_000)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--work", type=Path, help="keep data and outputs here (default: a temporary directory)")
-    parser.add_argument("--step", choices=["label", "select", "distill"], help=argparse.SUPPRESS)
+    parser.add_argument("--generation", action="store_true", help="a generation's 3 PVP models as whole models "
+                                                                   "against LoRA adapters on one backbone")
+    parser.add_argument("--step", choices=["label", "select", "distill", "generation"], help=argparse.SUPPRESS)
+    parser.add_argument("--kind", choices=["full", "lora"], help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--logits", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.sizes = args.sizes or ([2000] if args.generation else [10_000, 100_000, 1_000_000])
     if args.step:
-        print(json.dumps({"label": label, "select": select, "distill": distill}[args.step](args)))
+        print(json.dumps({"label": label, "select": select, "distill": distill, "generation": generation}[args.step](args)))
         return
 
     with tempfile.TemporaryDirectory() as tmp:
         args.work = args.work or Path(tmp)
         args.work.mkdir(parents=True, exist_ok=True)
+        if args.generation:
+            measure_generation(args)
+            return
         args.model = setup(args.work)
         print(f"tiny BERT (hidden 32, 2 layers), max_length {MAX_LENGTH}, batch {args.batch_size}, "
               f"shards of {args.shard_rows} rows, 1 torch thread, CPU\n")

@@ -7,6 +7,7 @@ import importlib.util
 from data.prepare import load_sets
 from data.errors import DataError
 from prompt_core import BackboneError, VerbalizerError
+from prompt_core.adapters import check_backbone as check_adapter
 from prompt_core.backbone import check_backbone, load_tokenizer
 from prompt_core.selection import new_examples
 from tasks import tracking
@@ -64,6 +65,10 @@ def _check_model(config: RunConfig) -> list[str]:
         return [f"model: {err}"]
     if tokenizer.mask_token is None and config.adapt:
         return [f"adapt: {config.model!r} has no mask token, so it cannot be trained as a masked LM"]
+    adapters = [a for a in (config.train.peft, config.distill_train.peft) if a is not None]
+    problem = next(filter(None, (check_adapter(a, config.model, config.trust_remote_code) for a in adapters)), None)
+    if problem:
+        return [problem]
     if config.learner != "cloze":
         return []
     if tokenizer.mask_token is None:

@@ -65,14 +65,18 @@ class Executor:
         return final["model_dir"]
 
     def label_all(self, models: dict[Member, str], dataset: str) -> dict[Member, str]:
-        """Every model labels ``dataset``, one task per model and shard; their logits' paths."""
+        """Every model labels ``dataset``, one task per model and shard; their logits' paths. Trained
+        adapter models (``train.peft``) share their backbone: one task per shard labels with all of them."""
         labeling = self.config.labeling
         shards = shard_count(self.data["rows"][dataset], labeling.shard_rows)
+        adapters = self.config.train.peft is not None and all(m[1] is not None for m in models)
+        groups = [list(models)] if adapters else [[m] for m in models]
         with one_device(self.config.runner, self.config.train.device):
-            futures = {m: [label_set.submit(model_name(d), d, dataset, self.data[dataset], self.run_dir, labeling, shard)
-                           for shard in range(shards)]
-                       for m, d in models.items()}
-        return {m: [f.result() for f in shard_futures][0]["path"] for m, shard_futures in futures.items()}
+            futures = [(group, label_set.submit({model_name(models[m]): models[m] for m in group}, dataset,
+                                                self.data[dataset], self.run_dir, labeling, shard))
+                       for group in groups for shard in range(shards)]
+        results = [(group, future.result()) for group, future in futures]
+        return {m: result[model_name(models[m])]["path"] for group, result in results for m in group}
 
     def pseudo_labeled_sets(self, generation: int, models: dict[Member, str], weights: list[float]) -> dict:
         """iPET's step: ``models`` label the pool, and each member's peers pick its next training set."""

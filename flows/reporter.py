@@ -17,6 +17,7 @@ from tasks.registry import register_final_model
 from tasks.tracking import TrackedRun
 
 from .config import RunConfig
+from .disk import disk_line, disk_usage
 from .stages import Stage, floor, fmt, stage_table
 
 
@@ -75,8 +76,9 @@ class Reporter:
             "prefect_flow_run_id": entry_flow_run_id(),
             "tasks": tasks,
             "stages": [s.record() for s in self.stages],
+            "disk": disk_usage(self.run_dir),
         }
-        summary = stage_table(results["stages"])
+        summary = f"{stage_table(results['stages'])}\n\n{disk_line(results['disk'])}"
         run_dir = location(self.run_dir)
         write_json(results, run_dir / "results.json")
         with atomic_path(run_dir / "summary.md") as tmp:

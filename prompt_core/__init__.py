@@ -15,11 +15,11 @@ _WHERE = {
     ".ensembling": ["accuracy", "ensemble", "softmax"],
     ".label": ["predict_all", "predict_logits"],
     ".learners": ["ClassifierLearner", "ClozeLearner", "KINDS", "Learner", "LearnerSpec", "SimilarityLearner",
-                  "build_learner", "learner_class", "load_learner", "save_spec"],
+                  "build_learner", "learner_class", "load_learner", "load_learners", "save_spec"],
     ".pattern": ["Pattern", "PatternError", "Template"],
     ".predictor": ["Predictor", "PredictorError", "save_ensemble"],
     ".pvp": ["PVP"],
-    ".settings": ["AdaptConfig", "IpetConfig", "LabelingConfig", "TrainConfig"],
+    ".settings": ["AdaptConfig", "IpetConfig", "LabelingConfig", "PeftSettings", "TrainConfig"],
     ".training": ["TrainResult", "train"],
     ".verbalizer": ["Verbalizer", "VerbalizerError"],
 }

@@ -15,6 +15,7 @@ import logging
 import threading
 import warnings
 from pathlib import Path
+from typing import Mapping
 
 import torch
 from torch import nn
@@ -143,6 +144,11 @@ def load_masked_lm(name_or_path: str, *, trust_remote_code: bool = False) -> nn.
     Returns:
         The model, in eval mode as transformers loads it; BackboneError if it cannot be loaded.
     """
+    return masked_lm(name_or_path, trust_remote_code=trust_remote_code)[0]
+
+
+def masked_lm(name_or_path: str, *, trust_remote_code: bool = False) -> tuple[nn.Module, tuple[str, ...]]:
+    """``load_masked_lm``'s model, and the modules it initialised fresh (``fresh_modules``)."""
     try:
         with quiet_transformers():
             model, info = AutoModelForMaskedLM.from_pretrained(
@@ -160,14 +166,29 @@ def load_masked_lm(name_or_path: str, *, trust_remote_code: bool = False) -> nn.
             name_or_path,
         )
     head_transform(model)  # fail early on an unsupported family
-    return model
+    return model, fresh_modules(model, fresh)
 
 
-def gather_hidden(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                  rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """Encoder hidden states at (rows, cols) only, passed through the MLM head transform."""
+def fresh_modules(model: nn.Module, missing_keys) -> tuple[str, ...]:
+    """The modules holding weights the checkpoint lacked (a new classifier or MLM head), which an
+    adapter must train and save along with itself. The output embeddings (the MLM decoder, tied to
+    the frozen input embeddings) and the modules holding them are left out: copying them would
+    copy a vocabulary-sized matrix into every adapter, and they are the backbone's own."""
+    decoder = model.get_output_embeddings()
+    modules = dict(model.named_modules())
+    owners = {key.rpartition(".")[0] for key in missing_keys}
+    return tuple(sorted(name for name in owners if name in modules and not (
+        decoder is not None and any(m is decoder for m in modules[name].modules()))))
+
+
+def gather_hidden(model: nn.Module, inputs: Mapping[str, torch.Tensor], rows: torch.Tensor,
+                  cols: torch.Tensor) -> torch.Tensor:
+    """Encoder hidden states at (rows, cols) only, passed through the MLM head transform.
+
+    ``inputs`` are the encoder's keyword arguments: token ids and attention mask, or with an
+    adapter's prompt (``adapters.encoder_inputs``; ``cols`` then count its virtual tokens)."""
     encoder = getattr(model, model.base_model_prefix)
-    hidden = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    hidden = encoder(**inputs).last_hidden_state
     return head_transform(model)(hidden[rows, cols])
 
 
@@ -206,5 +227,6 @@ def mlm_loss(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Te
     rows, cols = (labels != -100).nonzero(as_tuple=True)
     if rows.numel() == 0:
         return input_ids.new_zeros((), dtype=torch.float)
-    scores = vocab_scores(model, gather_hidden(model, input_ids, attention_mask, rows, cols))
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    scores = vocab_scores(model, gather_hidden(model, inputs, rows, cols))
     return nn.functional.cross_entropy(scores.float(), labels[rows, cols])

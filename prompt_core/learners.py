@@ -21,11 +21,13 @@ import torch
 from torch import nn
 from transformers import AutoModel, AutoModelForSequenceClassification
 
-from .backbone import (BackboneError, quiet_transformers, gather_hidden, load_masked_lm, load_tokenizer,
-                       mask_for_mlm, mlm_loss, resolve, vocab_scores)
+from . import adapters
+from .backbone import (BackboneError, fresh_modules, gather_hidden, load_tokenizer, mask_for_mlm, masked_lm, mlm_loss,
+                       quiet_transformers, resolve, vocab_scores)
 from .device import autocast
 from .pattern import Pattern, Template
 from .pvp import PVP
+from .settings import PeftSettings
 from .verbalizer import Verbalizer
 
 SPEC_FILE = "learner.json"
@@ -94,15 +96,21 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Te
 class Learner(nn.Module):
     """Rows in, class logits out. Subclasses say how a row becomes token ids and logits, and how
     they are loaded (``load``); ``has_prior`` says whether the untrained learner already scores
-    (zero-shot) or starts from a random head."""
+    (zero-shot) or starts from a random head.
+
+    With an adapter (``add_adapter``, or a saved adapter loaded by ``load_learners``) ``model`` is
+    the frozen backbone, ``peft`` the ``PeftModel`` around it, perhaps shared with other learners of
+    the same backbone, and ``adapter`` the name of this learner's adapter in it."""
 
     has_prior: ClassVar[bool] = True
     template_class: ClassVar[type[Template]] = Template
     distill_kind: ClassVar[str] = "classifier"  # what a run of this kind distills its last ensemble into
 
-    def __init__(self, spec: LearnerSpec, model: nn.Module, tokenizer):
+    def __init__(self, spec: LearnerSpec, model: nn.Module, tokenizer, fresh: Sequence[str] = ()):
         super().__init__()
         self.spec, self.model, self.tokenizer = spec, model, tokenizer
+        self.fresh = tuple(fresh)  # modules whose weights the checkpoint lacked: an adapter trains them too
+        self.peft, self.adapter = None, None
 
     @classmethod
     def spec_for(cls, backbone: str, pvp: PVP, *, temperature: float, **kw) -> LearnerSpec:
@@ -148,11 +156,30 @@ class Learner(nn.Module):
     def mlm_loss(self, batch: Mapping[str, torch.Tensor], generator: torch.Generator, probability: float = 0.15):
         raise BackboneError(f"an auxiliary MLM loss needs a cloze learner, not {self.spec.kind!r}")
 
+    def add_adapter(self, settings: PeftSettings) -> None:
+        """Freeze the backbone and train a new adapter (and the fresh modules) instead.
+
+        Args:
+            settings: the method and its options (``train.peft``).
+        """
+        self.peft = adapters.attach(self.model, settings, self.fresh, self.tokenizer.name_or_path)
+        self.adapter = adapters.TRAINED
+
+    def encoder_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[dict, int]:
+        """Keyword arguments for ``model`` and the first text position in its hidden states: the
+        inputs as they are, or with this learner's adapter's prompt (``adapters.encoder_inputs``)."""
+        return adapters.encoder_inputs(self.peft, self.adapter, self.model, input_ids, attention_mask)
+
     def save(self, directory: str | Path) -> None:
+        """Write the learner into ``directory``: ``learner.json`` and the weights (``save_pretrained``
+        and the tokenizer), or with an adapter only the adapter, its backbone named in the spec."""
         directory = Path(directory)
-        with quiet_transformers():
-            self.model.save_pretrained(directory)
-            self.tokenizer.save_pretrained(directory)
+        if self.peft is not None:
+            adapters.save(self.peft, self.adapter, directory)
+        else:
+            with quiet_transformers():
+                self.model.save_pretrained(directory)
+                self.tokenizer.save_pretrained(directory)
         (directory / SPEC_FILE).write_text(self.spec.to_json())
 
 
@@ -162,8 +189,8 @@ class ClozeLearner(Learner):
 
     template_class = Pattern
 
-    def __init__(self, spec: LearnerSpec, model: nn.Module, tokenizer):
-        super().__init__(spec, model, tokenizer)
+    def __init__(self, spec: LearnerSpec, model: nn.Module, tokenizer, fresh: Sequence[str] = ()):
+        super().__init__(spec, model, tokenizer, fresh)
         word_ids, averaging = self.pvp.verbalizer.averaging_matrix(tokenizer)
         self.register_buffer("word_ids", word_ids, persistent=False)
         self.register_buffer("averaging", averaging, persistent=False)
@@ -176,7 +203,8 @@ class ClozeLearner(Learner):
     def load(cls, spec, source, tokenizer):
         if tokenizer.mask_token is None:
             raise BackboneError(f"{spec.backbone!r} has no mask token, so it cannot fill a cloze pattern")
-        return cls(spec, load_masked_lm(source, trust_remote_code=spec.trust_remote_code), tokenizer)
+        model, fresh = masked_lm(source, trust_remote_code=spec.trust_remote_code)
+        return cls(spec, model, tokenizer, fresh)
 
     @property
     def pvp(self) -> PVP:
@@ -191,7 +219,8 @@ class ClozeLearner(Learner):
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         rows = torch.arange(batch["input_ids"].shape[0], device=batch["input_ids"].device)
-        hidden = gather_hidden(self.model, batch["input_ids"], batch["attention_mask"], rows, batch["mask_pos"])
+        inputs, offset = self.encoder_inputs(batch["input_ids"], batch["attention_mask"])
+        hidden = gather_hidden(self.model, inputs, rows, batch["mask_pos"] + offset)
         word_scores = vocab_scores(self.model, hidden, self.word_ids)
         return word_scores.float() @ self.averaging.T
 
@@ -212,8 +241,8 @@ class SimilarityLearner(Learner):
 
     distill_kind = "similarity"  # keeps the prior's form
 
-    def __init__(self, spec: LearnerSpec, model: nn.Module, tokenizer):
-        super().__init__(spec, model, tokenizer)
+    def __init__(self, spec: LearnerSpec, model: nn.Module, tokenizer, fresh: Sequence[str] = ()):
+        super().__init__(spec, model, tokenizer, fresh)
         verbalizer = ordered_verbalizer(spec)
         ids, attention = pad_batch(tokenizer([p for ps in verbalizer.words.values() for p in ps])["input_ids"],
                                    tokenizer.pad_token_id)
@@ -239,8 +268,9 @@ class SimilarityLearner(Learner):
         return cls(replace(spec, pooling=spec.pooling or checkpoint_pooling(source)), model, tokenizer)
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Unit-length pooled embeddings."""
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        """Unit-length pooled embeddings (of the text's tokens only, never an adapter's virtual ones)."""
+        inputs, offset = self.encoder_inputs(input_ids, attention_mask)
+        hidden = self.model(**inputs).last_hidden_state[:, offset:]
         return nn.functional.normalize(pool(hidden.float(), attention_mask, self.spec.pooling), dim=-1)
 
     def label_embeddings(self) -> torch.Tensor:
@@ -279,17 +309,18 @@ class ClassifierLearner(Learner):
     def load(cls, spec, source, tokenizer):
         try:
             with quiet_transformers():
-                model = AutoModelForSequenceClassification.from_pretrained(
+                model, info = AutoModelForSequenceClassification.from_pretrained(
                     resolve(source), num_labels=len(spec.labels), trust_remote_code=spec.trust_remote_code,
-                    use_safetensors=True)
+                    use_safetensors=True, output_loading_info=True)
         except (OSError, ValueError, KeyError) as err:
             raise BackboneError(f"cannot load a sequence classifier from {source!r}: {err}") from None
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tokenizer.pad_token_id
-        return cls(spec, model, tokenizer)
+        return cls(spec, model, tokenizer, fresh_modules(model, info["missing_keys"]))
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+        inputs, _ = self.encoder_inputs(batch["input_ids"], batch["attention_mask"])
+        return self.model(**inputs).logits.float()
 
 
 KINDS: dict[str, type[Learner]] = {"cloze": ClozeLearner, "similarity": SimilarityLearner,
@@ -375,13 +406,46 @@ def load_learner(directory: str | Path, fetch: Callable[[str], str] = str) -> Le
 
     Args:
         directory: a learner directory.
-        fetch: turns an untrained learner's backbone into something loadable: the caller's local
-            copy of a backbone only it knows how to reach (one at a URL), else the name as is.
+        fetch: turns a backbone named by an untrained or adapter learner into something loadable:
+            the caller's local copy of a backbone only it knows how to reach (one at a URL, one
+            bundled with a registered model), else the name as is.
 
     Returns:
-        The learner, with its saved weights or, untrained, the backbone's.
+        The learner, with its saved weights, or the backbone's (and its saved adapter).
     """
-    directory = Path(directory)
-    spec = LearnerSpec.from_json((directory / SPEC_FILE).read_text())
-    has_weights = any(directory.glob("*.safetensors"))
-    return build_learner(spec, directory if has_weights else fetch(spec.backbone))
+    return load_learners([directory], fetch)[0]
+
+
+def load_learners(directories: Sequence[str | Path], fetch: Callable[[str], str] = str) -> list[Learner]:
+    """The learners saved in ``directories``, in order, as ``load_learner`` loads each; but adapter
+    learners of one backbone share it: it is loaded once, with every adapter (peft's multi-adapter
+    model; one per method), and each learner switches to its own adapter when it runs. Use them one
+    at a time."""
+    specs = [LearnerSpec.from_json(Path(d, SPEC_FILE).read_text()) for d in directories]
+    shared: dict[tuple, list[int]] = {}
+    learners: list[Learner | None] = [None] * len(specs)
+    for i, (spec, directory) in enumerate(zip(specs, map(Path, directories))):
+        if adapters.is_adapter(directory):
+            key = (spec.kind, spec.backbone, len(spec.labels), spec.trust_remote_code, adapters.method(directory))
+            shared.setdefault(key, []).append(i)
+        else:
+            has_weights = any(directory.glob("*.safetensors"))
+            learners[i] = build_learner(spec, directory if has_weights else fetch(spec.backbone))
+    for members in shared.values():
+        for i, learner in zip(members, _on_one_backbone([specs[i] for i in members],
+                                                        [directories[i] for i in members], fetch)):
+            learners[i] = learner
+    return learners
+
+
+def _on_one_backbone(specs: Sequence[LearnerSpec], directories: Sequence[str | Path],
+                     fetch: Callable[[str], str]) -> list[Learner]:
+    """Adapter learners of one backbone (and kind): the backbone loaded once, an adapter per learner."""
+    first = build_learner(specs[0], fetch(specs[0].backbone))
+    names = [f"adapter{i}" for i in range(len(specs))]
+    with seeded_loading(0):
+        peft = adapters.load(first.model, directories, names)
+    learners = [first] + [type(first)(spec, first.model, first.tokenizer, first.fresh) for spec in specs[1:]]
+    for learner, name in zip(learners, names):
+        learner.peft, learner.adapter = peft, name
+    return learners

@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from .ensembling import ensemble, softmax
 from .label import predict_all
-from .learners import SPEC_FILE, Learner, LearnerSpec, load_learner
+from .adapters import is_adapter
+from .learners import SPEC_FILE, Learner, LearnerSpec, load_learners
 from .pattern import Template
 
 ENSEMBLE_FILE = "ensemble.json"
+BACKBONES_FILE = "backbones.json"  # a portable model's bundled backbones: name → folder inside it
 PROB_PREFIX = "prob_"  # output column of each class's probability: prob_<label>
 
 
@@ -69,6 +72,44 @@ def describe(directory: str | Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return _fields(Template(s.template) for s in specs), specs[0].labels
 
 
+def adapter_backbones(directory: str | Path) -> list[str]:
+    """The backbones a saved model's adapter members name, each once: what loading it needs besides itself."""
+    return list(dict.fromkeys(LearnerSpec.from_json((d / SPEC_FILE).read_text()).backbone
+                              for d in member_dirs(directory) if is_adapter(d)))
+
+
+def bundle_backbones(directory: str | Path, fetch: Callable[[str], str],
+                     copy: Callable[[str, str], object] = shutil.copy2) -> dict[str, str]:
+    """Make a model directory loadable on another machine: copy into it, once each, the backbones its
+    adapter members name that ``fetch`` finds as local directories, and record them in
+    ``backbones.json``; a hub name stays a name. ``Predictor.load`` reads them from there.
+
+    Args:
+        directory: a saved model the caller owns (a staged copy, not a run's own directory).
+        fetch: a backbone name → its local copy, or the name as is when it is none.
+        copy: copies one file (``shutil.copytree``'s ``copy_function``), e.g. a hard link.
+
+    Returns:
+        Each backbone → ``"bundled"`` or ``"hub"`` (loaded by its name).
+    """
+    directory, bundled = Path(directory), {}
+    for i, backbone in enumerate(adapter_backbones(directory)):
+        source = Path(fetch(backbone))
+        if source.is_dir():
+            shutil.copytree(source, directory / "backbones" / str(i), copy_function=copy)
+            bundled[backbone] = f"backbones/{i}"
+    if bundled:
+        (directory / BACKBONES_FILE).write_text(json.dumps(bundled, indent=2))
+    return {b: "bundled" if b in bundled else "hub" for b in adapter_backbones(directory)}
+
+
+def bundled(directory: str | Path) -> Callable[[str], str]:
+    """A backbone name → its copy bundled in ``directory`` (``bundle_backbones``), else the name."""
+    path = Path(directory, BACKBONES_FILE)
+    folders = json.loads(path.read_text()) if path.is_file() else {}
+    return lambda backbone: str(Path(directory, folders[backbone])) if backbone in folders else backbone
+
+
 def _fields(templates) -> tuple[str, ...]:
     return tuple(dict.fromkeys(f for t in templates for f in t.slots))
 
@@ -87,9 +128,11 @@ class Predictor:
 
     @classmethod
     def load(cls, directory: str | Path) -> "Predictor":
+        """A saved final model: a learner or an ensemble directory; adapter members of one backbone
+        share it (``load_learners``), read from the directory's bundle when it has one."""
         directory = Path(directory)
         weights = read_ensemble(directory)[1] if (directory / ENSEMBLE_FILE).is_file() else None
-        return cls([load_learner(d) for d in member_dirs(directory)], weights)
+        return cls(load_learners(member_dirs(directory), bundled(directory)), weights)
 
     @property
     def fields(self) -> tuple[str, ...]:

@@ -7,7 +7,7 @@ import math
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 LearnerKind = Literal["cloze", "similarity", "classifier"]
 """The learner kinds (``prompt_core.learners.KINDS`` has their classes), named here without torch."""
@@ -25,6 +25,59 @@ def known_device(name: str) -> str:
 
 DeviceName = Annotated[str, AfterValidator(known_device)]
 """A config field naming a device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
+
+
+PeftMethod = Literal["lora", "prompt", "ptuning", "prefix"]
+
+
+class PeftSettings(BaseModel):
+    """A parameter-efficient learner (``train.peft``): the backbone stays frozen and shared, and only a
+    small adapter (plus any head the checkpoint lacks) is trained and saved, by the ``peft`` library.
+
+    ``lora``: low-rank updates of the attention projections (``rank``, ``alpha``, ``dropout``,
+    ``target_modules``). ``prompt``: prompt tuning, ``virtual_tokens`` trained input embeddings
+    before the text (``init_text`` starts them from a phrase's embeddings). ``ptuning``: P-tuning, the
+    virtual tokens produced by a small prompt encoder (``encoder_hidden_size``). ``prefix``: P-tuning
+    v2 / prefix tuning, trained keys and values at every layer (``prefix_projection``: through an MLP).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: PeftMethod = Field(description="lora, prompt (prompt tuning), ptuning (P-tuning) or prefix "
+                                           "(P-tuning v2 / prefix tuning)")
+    learning_rate: float | None = Field(None, gt=0, description="the adapter's learning rate; null: the method's "
+                                                                "usual one (lora 5e-4, the others 1e-2)")
+    rank: int = Field(8, ge=1, description="lora: rank of the update")
+    alpha: float = Field(16.0, gt=0, description="lora: the update is scaled by alpha / rank")
+    dropout: float = Field(0.1, ge=0, lt=1, description="lora: dropout on the update's input")
+    target_modules: list[str] | None = Field(None, min_length=1, description="lora: modules adapted; null: the "
+                                                                              "model family's attention projections")
+    virtual_tokens: int = Field(20, ge=1, description="prompt, ptuning, prefix: trained tokens")
+    init_text: str | None = Field(None, min_length=1, description="prompt: start the virtual tokens from this "
+                                                                  "text's embeddings (else random)")
+    encoder_hidden_size: int | None = Field(None, ge=1, description="ptuning: the prompt encoder's hidden size; "
+                                                                    "null: the model's")
+    prefix_projection: bool = Field(False, description="prefix: produce the prefix through a two-layer MLP")
+
+    @model_validator(mode="after")
+    def _options_of_the_method(self) -> "PeftSettings":
+        """An option of another method, set to other than its default, would be silently ignored: refuse it."""
+        foreign = [f"{f} is an option of {' and '.join(methods)}, not of method {self.method!r}"
+                   for f, methods in _OPTION_METHODS.items()
+                   if self.method not in methods and getattr(self, f) != type(self).model_fields[f].default]
+        if foreign:
+            raise ValueError("; ".join(foreign))
+        return self
+
+    @property
+    def rate(self) -> float:
+        """The learning rate the adapter trains with."""
+        return self.learning_rate or (5e-4 if self.method == "lora" else 1e-2)
+
+
+_OPTION_METHODS = {"rank": ("lora",), "alpha": ("lora",), "dropout": ("lora",), "target_modules": ("lora",),
+                   "virtual_tokens": ("prompt", "ptuning", "prefix"), "init_text": ("prompt",),
+                   "encoder_hidden_size": ("ptuning",), "prefix_projection": ("prefix",)}
 
 
 class TrainConfig(BaseModel):
@@ -53,6 +106,13 @@ class TrainConfig(BaseModel):
     seed: int = 42
     device: DeviceName = "auto"
     compile: bool = Field(False, description="torch.compile the encoder when training on CUDA (ignored on CPU)")
+    peft: PeftSettings | None = Field(None, description="train an adapter on the frozen backbone instead of "
+                                                        "the whole model; off (null) by default")
+
+    @property
+    def rate(self) -> float:
+        """The learning rate of the optimizer: the adapter's with ``peft``, else ``learning_rate``."""
+        return self.peft.rate if self.peft else self.learning_rate
 
     def steps(self, rows: int) -> int:
         """Optimizer steps for a training set of ``rows`` rows."""

@@ -46,7 +46,7 @@ def soft_target_loss(logits: torch.Tensor, target_logits: torch.Tensor, temperat
 def train(learner: Learner, rows: Sequence[Mapping[str, Any]], targets: Sequence[int] | np.ndarray,
           config: TrainConfig, unlabeled: Sequence[Mapping[str, Any]] | None = None,
           on_log: Callable[[int, float], None] | None = None, progress: bool = True) -> TrainResult:
-    """Fine-tune ``learner`` in place.
+    """Fine-tune ``learner`` in place; with ``config.peft`` only a new adapter (``Learner.add_adapter``).
 
     Args:
         learner: the model to train; left in eval mode on ``config.device``.
@@ -63,6 +63,8 @@ def train(learner: Learner, rows: Sequence[Mapping[str, Any]], targets: Sequence
     targets_t = _targets(rows, targets)
     soft = targets_t.ndim == 2
     set_seed(config.seed)
+    if config.peft is not None and learner.peft is None:
+        learner.add_adapter(config.peft)  # after the seed: the adapter's initial weights are the seed's
     device = select_device(config.device)
     learner.to(device).train()
     if config.compile and device.type == "cuda":
@@ -96,7 +98,7 @@ def train(learner: Learner, rows: Sequence[Mapping[str, Any]], targets: Sequence
             total += loss.item() / config.grad_accumulation
         return total
 
-    result = optimize(learner, total_steps, step_loss, learning_rate=config.learning_rate,
+    result = optimize(learner, total_steps, step_loss, learning_rate=config.rate,
                       weight_decay=config.weight_decay, warmup_steps=config.warmup_steps,
                       max_grad_norm=config.max_grad_norm, on_log=on_log, progress=progress)
     learner.eval()

@@ -6,10 +6,11 @@ returns it at once (``reused``), which is how a killed run resumes without redoi
 
 from __future__ import annotations
 
+import resource
 import time
 from dataclasses import asdict
 from itertools import islice
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -20,7 +21,8 @@ from prefect.cache_policies import NO_CACHE
 from data.location import exists, local, location
 from data.outputs import atomic_path, content_key, read_json, write_json
 from data.parquet import SHARD, TableRows, iter_rows, logits_column, num_rows, read_logits, ref, shard_count
-from prompt_core import LearnerSpec, TrainConfig, build_learner, load_learner, predict_logits, save_spec, train
+from prompt_core import (Learner, LearnerSpec, TrainConfig, build_learner, load_learners, predict_logits, save_spec,
+                         train)
 from prompt_core.settings import LabelingConfig
 
 from . import devices, tracking
@@ -44,7 +46,7 @@ def train_model(name: str, spec: LearnerSpec, train_set: str, cfg: TrainConfig, 
     """Train one learner on a parquet training set (hard ``label`` or soft ``logits`` targets)."""
     logger = get_run_logger()
     uses_mlm = cfg.mlm_weight > 0 and unlabeled is not None
-    key = content_key("model", asdict(spec), ref(train_set), cfg.model_dump(exclude={"device", "compile"}),
+    key = content_key("model", asdict(spec), ref(train_set), settings(cfg, "device", "compile"),
                       ref(unlabeled) if uses_mlm else None)
     out = location(run_dir) / "models" / f"{name}-{key}"
     reused = exists(out)
@@ -73,13 +75,19 @@ def train_model(name: str, spec: LearnerSpec, train_set: str, cfg: TrainConfig, 
     run_id = tracking.log_child(
         tracked.uri, tracked.parent_id, name,
         params={**(params or {}), "kind": spec.kind, "backbone": spec.backbone, "template": spec.template,
-                **cfg.model_dump(exclude={"device"})},
+                **settings(cfg, "device")},
         curve=metrics["losses"],
         metrics={"train_size": metrics["train_size"], "train_seconds": metrics["seconds"]},
         tags={"reused": str(reused).lower(), "model_dir": str(out)},
     )
     return {"name": name, "model_dir": str(out), "reused": reused, "train_size": metrics["train_size"],
             "mlflow_run_id": run_id}
+
+
+def settings(cfg: TrainConfig, *leave_out: str) -> dict[str, Any]:
+    """``cfg`` as a dict without ``leave_out``, and without ``peft`` when it is off: a run without
+    adapters keeps the model keys it had before ``peft`` existed, so its models are reused."""
+    return cfg.model_dump(exclude={*leave_out, *(() if cfg.peft else ("peft",))})
 
 
 def fetched(backbone: str) -> str:
@@ -90,36 +98,58 @@ def fetched(backbone: str) -> str:
 def _label_run_name() -> str:
     p = runtime.task_run.parameters
     shards = shard_count(num_rows(p["dataset"]), p["labeling"].shard_rows)
-    return f"label {p['dataset_name']} with {p['model_name']}" + (f" ({p['shard'] + 1}/{shards})" if shards > 1 else "")
+    return (f"label {p['dataset_name']} with {', '.join(p['models'])}"
+            + (f" ({p['shard'] + 1}/{shards})" if shards > 1 else ""))
 
 
 @task(task_run_name=_label_run_name, cache_policy=NO_CACHE)
-def label_set(model_name: str, model_dir: str, dataset_name: str, dataset: str, run_dir: str,
-              labeling: LabelingConfig, shard: int = 0) -> dict[str, Any]:
-    """Class logits of every row of ``dataset``, streamed to parquet (``id``, ``logits``).
+def label_set(models: Mapping[str, str], dataset_name: str, dataset: str, run_dir: str, labeling: LabelingConfig,
+              shard: int = 0) -> dict[str, dict[str, Any]]:
+    """Class logits of every row of ``dataset`` by each of ``models`` (name → model directory),
+    streamed to parquet (``id``, ``logits``), one file per model.
 
     A dataset of more than ``labeling.shard_rows`` rows is labeled by one task per shard: this one
     writes rows ``shard·shard_rows`` up to the next shard's into its own file of the set's shard
-    directory. ``path`` in the result is the set's logits (file or directory) either way.
+    directory. ``path`` in each model's result is the set's logits (file or directory) either way.
+    Adapter models of one backbone are loaded as one backbone with an adapter each
+    (``load_learners``); the task logs its process's peak RSS.
     """
-    batch_size, shard_rows = labeling.batch_size, labeling.shard_rows
     rows = num_rows(dataset)
-    shards = shard_count(rows, shard_rows)
-    key = content_key("logits", ref(model_dir), ref(dataset), *([shard_rows] if shards > 1 else []))
-    target = location(run_dir) / "logits" / f"{model_name}--{dataset_name}-{key}"
-    out = target.parent / f"{target.name}.parquet" if shards == 1 else target / SHARD.format(shard, shards)
-    result = {"path": str(out if shards == 1 else target), "reused": exists(out)}
-    if result["reused"]:
-        return result
-    start, stop = (0, rows) if shards == 1 else (shard * shard_rows, min(rows, (shard + 1) * shard_rows))
-    learner = load_learner(local(model_dir), fetched)
+    shards = shard_count(rows, labeling.shard_rows)
+    results, todo = {}, {}
+    for name, model_dir in models.items():
+        key = content_key("logits", ref(model_dir), ref(dataset), *([labeling.shard_rows] if shards > 1 else []))
+        target = location(run_dir) / "logits" / f"{name}--{dataset_name}-{key}"
+        out = target.parent / f"{target.name}.parquet" if shards == 1 else target / SHARD.format(shard, shards)
+        results[name] = {"path": str(out if shards == 1 else target), "reused": exists(out)}
+        if not results[name]["reused"]:
+            todo[name] = out
+    if not todo:
+        return results
+    span = (0, rows) if shards == 1 else (shard * labeling.shard_rows, min(rows, (shard + 1) * labeling.shard_rows))
+    learners = load_learners([local(models[name]) for name in todo], fetched)
+    with devices.device() as dev:
+        for learner, out in zip(learners, todo.values()):
+            write_logits(learner, dataset, span, out, labeling.batch_size, dev)
+    get_run_logger().info("labeled %s with %s; peak RSS %.0f MiB", dataset_name, ", ".join(todo), peak_rss_mib())
+    return results
+
+
+def write_logits(learner: Learner, dataset: str, span: tuple[int, int], out, batch_size: int | str,
+                 device: str) -> None:
+    """Rows ``span`` (start, stop) of ``dataset`` labeled by ``learner``, written atomically to ``out``."""
+    start, stop = span
     ids = (row["id"] for row in iter_rows(dataset, ["id"], start=start, stop=stop))
-    with devices.device() as dev, atomic_path(out) as tmp:
+    with atomic_path(out) as tmp:
         chunks = predict_logits(learner, iter_rows(dataset, learner.template.slots, start=start, stop=stop),
-                                batch_size=batch_size, device=dev)
+                                batch_size=batch_size, device=device)
         schema = pa.schema([("id", pa.string()), ("logits", pa.list_(pa.float32(), len(learner.labels)))])
         with pq.ParquetWriter(tmp, schema) as writer:
             for chunk in chunks:
                 writer.write_table(pa.table({"id": pa.array(list(islice(ids, len(chunk))), pa.string()),
                                              "logits": logits_column(chunk)}, schema=schema))
-    return result
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

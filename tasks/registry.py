@@ -34,10 +34,11 @@ from prefect.cache_policies import NO_CACHE
 import prompt_core
 from data.location import local
 from data.stream import read_batches
-from prompt_core.predictor import (ENSEMBLE_FILE, PROB_PREFIX, Predictor, PredictorError, describe, read_ensemble,
-                                   save_ensemble)
+from prompt_core.predictor import (ENSEMBLE_FILE, PROB_PREFIX, Predictor, PredictorError, adapter_backbones,
+                                   bundle_backbones, describe, read_ensemble, save_ensemble)
 
 from . import devices
+from .models import fetched
 from .tracking import TrackedRun
 
 CHAMPION = "champion"
@@ -151,7 +152,9 @@ def log_model(client: MlflowClient, run_id: str, model_dir: str, name: str, tags
     """Log ``model_dir`` as a pyfunc LoggedModel of ``run_id`` and register it; the new version."""
     run = client.get_run(run_id)
     with tempfile.TemporaryDirectory() as tmp:
-        artifact = staged(local(model_dir), Path(tmp) / "final-model")
+        artifact, backbones = staged(local(model_dir), Path(tmp) / "final-model")
+        if backbones:  # where an adapter model's backbone comes from: inside the model, or the hub by name
+            tags = {**tags, "backbone": "; ".join(f"{how}: {name}" for name, how in backbones.items())}
         logged = client.create_logged_model(run.info.experiment_id, name="final-model", source_run_id=run_id,
                                             tags={"model_dir": model_dir})
         with warnings.catch_warnings():  # "no input example": we give a signature instead
@@ -177,17 +180,23 @@ def log_model(client: MlflowClient, run_id: str, model_dir: str, name: str, tags
     return str(version.version)
 
 
-def staged(model_dir: Path, out: Path) -> Path:
-    """The directory to log: a learner directory as is; an ensemble copied with its members inside,
-    so the registered model does not depend on the run directory."""
-    if not (model_dir / ENSEMBLE_FILE).is_file():
-        return model_dir
-    members, weights = read_ensemble(model_dir)
-    copies = [out / "members" / m.name for m in members]
-    for member, copy in zip(members, copies):
-        shutil.copytree(member, copy, copy_function=_link_or_copy)
-    save_ensemble(out, copies, weights)
-    return out
+def staged(model_dir: Path, out: Path) -> tuple[Path, dict[str, str]]:
+    """The directory to log, and where its adapter members' backbones come from (``bundled`` or
+    ``hub``). A whole learner as is; an ensemble copied with its members inside, and an adapter
+    model with its local backbones (``bundle_backbones``), so the registered model depends neither
+    on the run directory nor on this machine's files."""
+    ensemble = (model_dir / ENSEMBLE_FILE).is_file()
+    if not ensemble and not adapter_backbones(model_dir):
+        return model_dir, {}
+    if ensemble:
+        members, weights = read_ensemble(model_dir)
+        copies = [out / "members" / m.name for m in members]
+        for member, copy in zip(members, copies):
+            shutil.copytree(member, copy, copy_function=_link_or_copy)
+        save_ensemble(out, copies, weights)
+    else:
+        shutil.copytree(model_dir, out, copy_function=_link_or_copy)
+    return out, bundle_backbones(out, fetched, _link_or_copy)
 
 
 def _link_or_copy(src: str, dst: str) -> None:
@@ -200,7 +209,7 @@ def _link_or_copy(src: str, dst: str) -> None:
 def pip_requirements() -> list[str]:
     from importlib.metadata import version
 
-    return [f"{p}=={version(p).split('+')[0]}" for p in ("torch", "transformers", "numpy", "pandas")]
+    return [f"{p}=={version(p).split('+')[0]}" for p in ("torch", "transformers", "peft", "numpy", "pandas")]
 
 
 def signature(fields: tuple[str, ...], labels: tuple[str, ...]) -> ModelSignature:

@@ -39,8 +39,9 @@ def setup(tmp_path):
 
 def label(models, pool, run_dir, shard_rows=None, shards=1) -> list[str]:
     labeling = LabelingConfig(batch_size=16, shard_rows=shard_rows)
-    return [[label_set(f"m{i}", m, "pool", pool, run_dir, labeling, s) for s in range(shards)][0]["path"]
-            for i, m in enumerate(models)]
+    results = [label_set({f"m{i}": m for i, m in enumerate(models)}, "pool", pool, run_dir, labeling, s)
+               for s in range(shards)]
+    return [results[0][f"m{i}"]["path"] for i in range(len(models))]
 
 
 def test_sharded_labeling_and_selection_equal_the_single_file_path(prefect_harness, setup, monkeypatch):
@@ -71,7 +72,9 @@ def test_sharded_labeling_and_selection_equal_the_single_file_path(prefect_harne
 
 def test_an_incomplete_shard_directory_is_never_read(prefect_harness, setup):
     _, pool, _, run_dir, models = setup
-    first_shard_only = [label_set("m0", models[0], "pool", pool, run_dir, LabelingConfig(batch_size=16, shard_rows=SHARD_ROWS), 0)["path"]]
+    first_shard_only = [label_set({"m0": models[0]}, "pool", pool, run_dir, LabelingConfig(batch_size=16,
+                                                                                             shard_rows=SHARD_ROWS),
+                                  0)["m0"]["path"]]
     with pytest.raises(FileNotFoundError, match="incomplete shard directory"):
         read_logits(first_shard_only[0])
 
