@@ -21,6 +21,7 @@ from prefect import flow
 from tasks import devices
 from tasks.adapt import adapt_backbone
 
+from .asking import Asker, ask_person, pinned_config
 from .config import RunConfig, RunnerConfig, load_config
 from .executor import Executor
 from .plan import Plan
@@ -38,8 +39,11 @@ def ipet(config: RunConfig | str, run_dir: str = "runs/ipet", runner: RunnerConf
     config = config.model_copy(update={"runner": runner}) if runner else config
     with owned_run_dir(run_dir) as locked:
         slots = devices.configure(config.train.device, config.max_parallel)
-        on = task_runner(config.runner, slots)
-        return ipet_stages.with_options(task_runner=on)(config=config, run_dir=locked)
+        stages = ipet_stages.with_options(task_runner=task_runner(config.runner, slots))
+        results = stages(config=pinned_config(config, locked), run_dir=locked)
+        if "asked" in results and ask_person(results["asked"], config, locked):  # answered: go on with them
+            results = stages(config=pinned_config(config, locked), run_dir=locked)
+        return results
 
 
 @flow(name="ipet-stages", log_prints=True)
@@ -56,6 +60,7 @@ def ipet_stages(config: RunConfig, run_dir: str) -> dict:
         plan = Plan(config, data["rows"])
         run = Executor(plan, run_dir, data, session.tracked)
         report = Reporter(config, run_dir, session.tracked, session.client)
+        ask = Asker(config, run, session, run_dir)
 
         # Zero-shot: every PVP on the backbone, untrained. Its accuracy on the gold set is the
         # weight PET gives each model ("accuracy on the training set before training"). A learner
@@ -71,6 +76,8 @@ def ipet_stages(config: RunConfig, run_dir: str) -> dict:
             models = run.train_all(0, plan.pet_sets(data["labeled"]))
             report.record(Stage.of("pet", run.evaluate(models, weights, report.stage_number),
                                    train_size=plan.gold_size))
+            if asked := ask.after("pet", models, weights):  # a person labels what the models disagree on
+                return {"asked": asked}
 
         # iPET: peers label the pool, confident examples join the gold set, fresh models train.
         for generation in range(1, config.ipet.generations + 1):
@@ -78,6 +85,8 @@ def ipet_stages(config: RunConfig, run_dir: str) -> dict:
             models = run.train_all(generation, {m: s["path"] for m, s in sets.items()})
             report.record(Stage.of(f"ipet-{generation}", run.evaluate(models, weights, report.stage_number),
                                    sets=sets))
+            if asked := ask.after(f"ipet-{generation}", models, weights):
+                return {"asked": asked}
 
         # Final: the last ensemble's soft labels on the pool, distilled into one classifier...
         if config.final.mode == "distill":
