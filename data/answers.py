@@ -147,12 +147,14 @@ def pinned(data: DataConfig, run_dir: str) -> DataConfig:
     update = {}
     for record in records:
         made = record["store"]
-        if not made or not made["committed"]:
+        if not (made and made["committed"]):
             continue
+        answered = DatasetStore(made["store"], made["dataset"])
+        if answered.current() != made["version"]:
+            continue  # newer data arrived since the answers: read it as usual
         for slot, source in data.slots().items():
             before = record["versions"].get(slot)
-            if source.store and source.version is None and before and source.dataset == made["dataset"] \
-                    and dataset_store(source, data.root).directory == DatasetStore(made["store"], made["dataset"]).directory \
-                    and DatasetStore(made["store"], made["dataset"]).current() == made["version"]:
+            if before and source.store and source.version is None \
+                    and dataset_store(source, data.root).directory == answered.directory:
                 update[slot] = source.model_copy(update={"version": before["version"]})
     return data.model_copy(update=update) if update else data

@@ -13,13 +13,12 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from data.dataset_store import DatasetStore
-from data.ingest import Schema, ingest_file
 from flows.asking import pinned_config
 from flows.cli import main
 from flows.config import ConfigError, RunConfig, load_config
 from flows.ipet import ipet
 from prompt_core.asking import farthest_first, pick_rows, text_vectors, vote_entropy
-from tiny import toy_run_config
+from tiny import toy_run_config, toy_store
 
 ASKED = 4
 
@@ -67,14 +66,7 @@ def store_run(tmp_path_factory) -> dict:
     answers go back into the same store."""
     root = tmp_path_factory.mktemp("ask")
     config = toy_run_config(root, steps=10, generations=1)
-    header, *rows = list(csv.reader((root / "train.csv").open()))
-    for name, part in (("gold", rows[:8]), ("pool", rows[8:108])):
-        with (root / f"{name}.csv").open("w", newline="") as f:
-            csv.writer(f).writerows([header, *part])
-    schema = Schema(("text",), ("neg", "pos"), {"path": str(root / "test.csv")})
-    ingest_file(root / "gold.csv", "toy", root / "stores", labeled=True, schema=schema)
-    ingest_file(root / "pool.csv", "toy", root / "stores", schema=schema)
-    store = {"store": "stores", "dataset": "toy"}
+    store = toy_store(root)
     config["data"] = {"root": str(root), "labeled": store, "unlabeled": store, "test": {"path": "test.csv"}}
     config["final"] = {"mode": "ensemble"}
     config["ask"] = {"after": "pet", "rows": ASKED, "store": store}

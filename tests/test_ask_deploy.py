@@ -6,7 +6,6 @@ run finishes with the answers in its gold set and in the store, reusing everythi
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 
@@ -16,9 +15,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from data.dataset_store import DatasetStore
-from data.ingest import Schema, ingest_file
 from test_deploy import ROOT, TERMINAL, _cli, _client, _start, _stop, server  # noqa: F401 (server: a fixture)
-from tiny import toy_run_config
+from tiny import toy_run_config, toy_store
 
 pytestmark = pytest.mark.slow
 ASKED, GOLD = 4, 8
@@ -30,14 +28,7 @@ def project(tmp_path_factory) -> dict:
     ipet deployment of prefect.yaml (no schedule, no trigger) running it."""
     root = tmp_path_factory.mktemp("ask-deploy")
     config = toy_run_config(root, steps=10, generations=1)
-    header, *rows = list(csv.reader((root / "train.csv").open()))
-    for name, part in (("gold", rows[:GOLD]), ("pool", rows[GOLD:108])):
-        with (root / f"{name}.csv").open("w", newline="") as f:
-            csv.writer(f).writerows([header, *part])
-    schema = Schema(("text",), ("neg", "pos"), {"path": str(root / "test.csv")})
-    ingest_file(root / "gold.csv", "toy", root / "stores", labeled=True, schema=schema)
-    ingest_file(root / "pool.csv", "toy", root / "stores", schema=schema)
-    store = {"store": "stores", "dataset": "toy"}
+    store = toy_store(root, GOLD)
     config.update(data={"root": str(root), "labeled": store, "unlabeled": store, "test": {"path": "test.csv"}},
                   final={"mode": "ensemble"}, ask={"after": "pet", "rows": ASKED, "store": store})
     config["tracking"]["register"] = False
