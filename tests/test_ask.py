@@ -4,6 +4,7 @@ mode end to end on a real Prefect (test harness) and MLflow (SQLite): stop, answ
 from __future__ import annotations
 
 import csv
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from prefect.artifacts import Artifact
 
 from data.dataset_store import DatasetStore
 from flows.asking import pinned_config
@@ -80,6 +82,8 @@ def test_file_mode_stops_then_answers_rerun_and_continue(prefect_harness, store_
     assert set(stopped) == {"asked"} and not (run_dir / "results.json").exists()
     asked = list(csv.DictReader(sheet.open()))
     assert len(asked) == ASKED and all(r["label"] == "" and r["guess"] in ("neg", "pos") for r in asked)
+    artifact = Artifact.get("ipet-ask-pet")  # what is asked and why, on the flow run
+    assert artifact and "models disagree on most" in artifact.data and asked[0]["guess"] in artifact.data
 
     hidden = {r["id"]: r["hidden_label"] for r in pq.read_table(next(run_dir.glob("data/pool-*.parquet"))).to_pylist()}
     bad = run_dir / "bad.csv"
@@ -107,6 +111,18 @@ def test_file_mode_stops_then_answers_rerun_and_continue(prefect_harness, store_
 
     again = ipet(config=config, run_dir=str(run_dir))  # the store still ends at the answers: same data, all reused
     assert again["tasks"] == {"trained": 0, "reused": 4}
+
+
+def test_past_the_timeout_a_rerun_goes_on_without_answers(prefect_harness, store_run, tmp_path):
+    config = store_run["config"]
+    config = config.model_copy(update={"ask": config.ask.model_copy(update={"timeout": 1})})
+    assert set(ipet(config=config, run_dir=str(tmp_path / "run"))) == {"asked"}
+    time.sleep(1.5)
+    finished = ipet(config=config, run_dir=str(tmp_path / "run"))
+    assert [s["stage"] for s in finished["stages"]] == ["zero-shot", "pet", "ipet-1", "final"]
+    assert not list((tmp_path / "run" / "ask").glob("*-answers.*"))
+    parent = MlflowClient(config.tracking.mlflow_uri).get_run(finished["mlflow_run_id"])
+    assert parent.data.tags["ask.outcome"] == "timed out, no answers" and "ask.answered" not in parent.data.params
 
 
 def test_without_ask_the_config_is_left_as_it_is(tmp_path):
