@@ -53,10 +53,10 @@ class Asker:
             log_answers(self.session.tracked, record)
             print(f"ask: {len(record['rows'])} answered row(s) after {stage} join the gold set ({gold['rows']} rows)")
             return None
-        if deadline(request, ask.timeout) is not None and deadline(request, ask.timeout) <= _now():
+        due = deadline(request, ask.timeout)
+        if due is not None and due <= _now():
             get_run_logger().warning("ask: no answers to the %d rows asked after %s by %s (ask.timeout: %s s); "
-                                     "going on without them", len(request["rows"]), stage,
-                                     deadline(request, ask.timeout).isoformat(), ask.timeout)
+                                     "going on without them", len(request["rows"]), stage, due.isoformat(), ask.timeout)
             self.session.client.set_tag(self.session.tracked.parent_id, "ask.outcome", "timed out, no answers")
             return None
         return request

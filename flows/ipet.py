@@ -7,6 +7,8 @@ estimated class distribution), and trains fresh models on the gold set plus thos
 generation's ensemble labels the pool once more and is distilled into one model, or is itself the
 final model. The final model is registered in MLflow's model registry, and becomes the champion
 only if it beats the current one on this run's test set and is no worse than its own run's stages.
+Optionally (``ask:``) a person labels the pool rows one stage's models disagree on, and the stages
+after it train with those labels too (flows/asking.py).
 
 ``ipet`` is the entry point (CLI, deployments, Python): it builds the task runner the config's
 ``runner`` section asks for (threads here, or Ray) and runs the stages on it as a subflow. Who
