@@ -64,6 +64,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 DATASETS = {"sst2": "SST-2", "agnews": "AG News"}
+ASK_ROWS = 20  # rows a person (here the oracle: the pool's hidden labels) labels after PET
 METHODS = {  # row key -> (label, unit, the flow's stage or None), in table order
     "zero-shot-cloze": ("zero-shot (cloze)", "cloze", "zero-shot"),
     "zero-shot-similarity": ("zero-shot (similarity)", "similarity", "zero-shot"),
@@ -81,6 +82,10 @@ METHODS = {  # row key -> (label, unit, the flow's stage or None), in table orde
     "ipet-similarity-lora": ("iPET (similarity, LoRA)", "similarity-lora", "final"),
     "pet-similarity-prefix": ("PET (similarity, prefix)", "similarity-prefix", "pet"),
     "ipet-similarity-prefix": ("iPET (similarity, prefix)", "similarity-prefix", "final"),
+    "ipet-similarity-ask-disagreement": (f"iPET (similarity) + {ASK_ROWS} asked after PET: disagreement",
+                                         "similarity-ask-disagreement", "final"),
+    "ipet-similarity-ask-random": (f"iPET (similarity) + {ASK_ROWS} asked after PET: random",
+                                   "similarity-ask-random", "final"),
 }
 FLOWS = {  # flow unit -> (example config, overrides applied after the operator's)
     "similarity": ("{dataset}.yaml", []),
@@ -89,14 +94,18 @@ FLOWS = {  # flow unit -> (example config, overrides applied after the operator'
     "classifier": ("{dataset}-cloze.yaml", ["learner=classifier"]),
     "similarity-lora": ("{dataset}.yaml", ["train.peft.method=lora"]),
     "similarity-prefix": ("{dataset}.yaml", ["train.peft.method=prefix"]),
+    **{f"similarity-ask-{strategy}": ("{dataset}.yaml", ["ask.after=pet", f"ask.rows={ASK_ROWS}",
+                                                          f"ask.strategy={strategy}"])
+       for strategy in ("disagreement", "random")},
 }
 GROUPS = (("similarity", "similarity-zero"), ("supervised", "supervised-all", "setfit"), ("cloze", "classifier"),
-          ("similarity-lora", "similarity-prefix"))
+          ("similarity-lora", "similarity-prefix"), ("similarity-ask-disagreement", "similarity-ask-random"))
 PEFT_GOAL = -0.01  # an adapter row may be at most 1 point below its full fine-tuning row
 UNITS = tuple(u for group in GROUPS for u in group)  # in run order
 GOLD_UNITS = ("supervised", "supervised-all", "setfit")  # read the similarity run's prepared sets
 KEY_FIELDS = {"model", "learner", "similarity_temperature", "max_length", "verbalizer", "pvps", "seeds", "data",
-              "adapt", "train", "ipet", "final"}  # the parts of a resolved config that change a number
+              "adapt", "train", "ipet", "final", "ask"}  # the parts of a resolved config that change a number
+UNSET_LATER = (("ask",), ("train", "peft"), ("final", "train", "peft"))  # settings newer than the cached units
 SUPERVISED_LR = 1e-4  # the supervised rows' learning rate (run_supervised)
 RESULT_TAG = "BENCH_RESULT "
 DATA_ROOT = ROOT.parent / "shared" / "data"  # set from --data-root in main()
@@ -135,6 +144,12 @@ def resolved(config) -> dict:
     """The config's number-changing sections as plain data (not where the data lives)."""
     out = config.model_dump(mode="json", include=KEY_FIELDS)
     out["data"].pop("root", None)
+    for *parents, name in UNSET_LATER:  # unset, they leave the cache keys units had before they existed
+        section = out
+        for parent in parents:
+            section = section.get(parent) or {}
+        if name in section and section[name] is None:
+            del section[name]
     return out
 
 
@@ -193,6 +208,9 @@ def run_flow(dataset: str, seed: int, s: dict, flow: str, run_root: Path) -> dic
     run_dir = flow_dir(run_root, dataset, flow, seed)
     started = time.time()
     results = ipet(config=config, run_dir=str(run_dir))
+    if "asked" in results:  # stopped after PET to ask: the oracle answers, the rerun goes on with them
+        answer_as_oracle(results["asked"], config, run_dir)
+        results = ipet(config=config, run_dir=str(run_dir))
     wall = time.time() - started
     # Each stage's test accuracy is logged to the flow's MLflow run (step = the stage's index) when the
     # stage ends: its timestamp gives the wall-clock from flow start to that stage.
@@ -204,6 +222,15 @@ def run_flow(dataset: str, seed: int, s: dict, flow: str, run_root: Path) -> dic
               for i, st in enumerate(results["stages"])}
     return {"stages": stages, "seconds": wall, "peak_rss_mib": peak_rss_mib(), "tasks": results["tasks"],
             "mlflow_run_id": results["mlflow_run_id"], "test_size": prepared(config, run_dir)["rows"]["test"]}
+
+
+def answer_as_oracle(request: dict, config, run_dir: Path) -> None:
+    """Every asked row labeled with the pool's hidden label, as a person who is always right would."""
+    from data.answers import apply_answers
+
+    hidden = {r["id"]: r["hidden_label"] for r in rows(prepared(config, run_dir)["pool"])}
+    apply_answers(request, {r["id"]: hidden[r["id"]] for r in request["rows"]}, str(run_dir),
+                  "oracle: the pool's hidden labels")
 
 
 def run_supervised(dataset: str, seed: int, s: dict, run_root: Path, all_labels: bool) -> dict:
@@ -432,6 +459,7 @@ def checks(table: dict, dataset: str) -> list[str]:
              check([("ipet-similarity", "supervised-k", 0.03)]),
              check([("ipet-similarity", "pet-similarity", 0.0), ("pet-similarity", "zero-shot-similarity", 0.0)]),
              check([("zero-shot-ipet-similarity", "zero-shot-similarity", 0.05)]),
+             check([("ipet-similarity-ask-disagreement", "ipet-similarity-ask-random", 0.01)]),
              *peft_differences(mean, label)]
     for method, (_, unit_name, stage) in METHODS.items():
         c = cell(table, dataset, method)

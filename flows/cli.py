@@ -29,9 +29,13 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--run-dir", help="where outputs go (default runs/<name>); re-use it to resume")
     _ingest_parser(sub)
     _predict_parser(sub)
+    answer = sub.add_parser("answer", help="record a person's answers (a filled-in RUN_DIR/ask/<stage>.csv); "
+                                           "then run again to continue")
+    answer.add_argument("run_dir", help="the run directory that stopped to ask")
+    answer.add_argument("file", help="the sheet with its label column filled in (empty or 'skip': no answer)")
     args = parser.parse_args(argv)
-    if args.command in ("ingest", "predict"):
-        return {"ingest": _ingest, "predict": _predict}[args.command](args)
+    if args.command in ("ingest", "predict", "answer"):
+        return {"ingest": _ingest, "predict": _predict, "answer": _answer}[args.command](args)
 
     try:
         config = load_config(args.config, args.set)
@@ -141,6 +145,11 @@ def _run(config, run_dir: Path) -> int:
     from .stages import stage_table
 
     results = ipet(config=config, run_dir=str(run_dir))
+    if "asked" in results:  # no deployment to suspend: the person answers in a file, then reruns
+        from .asking import stopped
+
+        print(f"\nipet: {stopped(results['asked'], str(run_dir))}")
+        return 0
     print()
     print(stage_table(results["stages"]))
     print(f"\nresults: {run_dir / 'results.json'} · MLflow run {results['mlflow_run_id']} · "
@@ -149,6 +158,27 @@ def _run(config, run_dir: Path) -> int:
     if registry:
         print(f"model registry: {registry['registered_model']} v{registry['version']} {registry['decision']} "
               f"({registry['reason']})" if "version" in registry else f"model registry: {registry['error']}")
+    return 0
+
+
+def _answer(args) -> int:
+    """Check the sheet against the open question, record it (and add it to the ask's store)."""
+    from data.answers import apply_answers, read_sheet
+    from data.errors import DataError
+    from data.location import location
+
+    run_dir = str(location(args.run_dir))
+    try:
+        request, answers = read_sheet(args.file, run_dir)
+        record = apply_answers(request, answers, run_dir, os.environ.get("USER"))
+    except DataError as err:
+        print(f"ipet answer: {err}", file=sys.stderr)
+        return 2
+    store = record["store"]
+    added = (f" · dataset {store['dataset']} version {store['version']} ({store['added']} added)"
+             if store and store["committed"] else "")
+    print(f"{run_dir}: {len(record['rows'])} of {record['asked']} rows answered after {record['stage']}{added}; "
+          "run it again to continue")
     return 0
 
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from data.prepare import DataConfig
 from data.sources import label_text
 from prompt_core import PVP, AdaptConfig, Pattern, PatternError, Template, TrainConfig, Verbalizer, VerbalizerError
+from prompt_core.asking import PickConfig
 from prompt_core.settings import IpetConfig, LabelingConfig, LearnerKind
 
 
@@ -86,6 +87,22 @@ class RunnerConfig(Strict):
     cpus_per_task: float = Field(1, gt=0, description="CPUs each task asks Ray for")
 
 
+class AskStore(Strict):
+    """The dataset store the answers are added to as a labeled version (as ``ipet ingest --labeled``)."""
+
+    store: str = Field(description="dataset store directory, relative to data.root unless absolute")
+    dataset: str = Field(description="dataset name in the store")
+
+
+class AskConfig(PickConfig):
+    """Ask a person to label the pool rows the ensemble is least sure of (``PickConfig``), after one stage."""
+
+    after: str = Field(pattern=r"^(pet|ipet-[1-9][0-9]*)$", description="the stage whose models pick the rows: "
+                                                                          "pet or ipet-N")
+    timeout: int | None = Field(86400, ge=1, description="seconds to wait; after it, runs continue without answers")
+    store: AskStore | None = Field(None, description="add the answers to this dataset store as a labeled version")
+
+
 class RunConfig(Strict):
     name: str = Field("ipet", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     model: str = Field(description="hub name or local path of a masked LM (cloze) or a sentence encoder (similarity)")
@@ -105,6 +122,7 @@ class RunConfig(Strict):
     max_parallel: int | None = Field(None, ge=1, description="tasks holding a device at once (default: GPUs, or 1)")
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    ask: AskConfig | None = Field(None, description="ask a person for labels after a stage (off by default)")
     trust_remote_code: bool = False
     _labels_as_text = field_validator("verbalizer", mode="before")(_label_keys)
 
@@ -158,6 +176,23 @@ class RunConfig(Strict):
         if self.learner == "classifier" and zero_shot:
             raise ValueError("learner: classifier needs labeled examples (its head starts random, so it has no "
                              "zero-shot prior); give labeled data or use learner: similarity or cloze")
+        return self
+
+    @model_validator(mode="after")
+    def _ask_after_a_stage_that_is_followed(self) -> "RunConfig":
+        """The answers join the gold set of the stages after ``ask.after``: that stage must exist
+        (``pet`` needs labeled examples) and be followed by a generation that trains on the gold set."""
+        if self.ask is None:
+            return self
+        after, generations = self.ask.after, self.ipet.generations
+        if after == "pet" and (self.data.labeled_per_class == 0 if self.data.train is not None
+                               else self.data.labeled is None):
+            raise ValueError("ask.after: pet, but this run has no labeled examples and so no pet stage; "
+                             "ask after ipet-1 or later")
+        number = 0 if after == "pet" else int(after.removeprefix("ipet-"))
+        if number >= generations:
+            raise ValueError(f"ask.after: {after}, but no iPET generation follows it (ipet.generations: "
+                             f"{generations}), so nothing would train on the answers")
         return self
 
     @property

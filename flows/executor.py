@@ -37,6 +37,10 @@ class Executor:
         self.tracked = tracked
         self.models_trained: list[dict] = []  # every training task's result, reused or not
 
+    def use_gold(self, labeled: str) -> None:
+        """Later stages train on ``labeled``: the gold set grown by a person's answers (``ask:``)."""
+        self.data = {**self.data, "labeled": labeled}
+
     def untrained(self) -> dict[Member, str]:
         """Every PVP on the backbone as is (zero-shot)."""
         return {(p, None): untrained_model(self.plan.untrained_name(p), self.plan.spec(p), self.run_dir)

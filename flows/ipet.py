@@ -7,6 +7,8 @@ estimated class distribution), and trains fresh models on the gold set plus thos
 generation's ensemble labels the pool once more and is distilled into one model, or is itself the
 final model. The final model is registered in MLflow's model registry, and becomes the champion
 only if it beats the current one on this run's test set and is no worse than its own run's stages.
+Optionally (``ask:``) a person labels the pool rows one stage's models disagree on, and the stages
+after it train with those labels too (flows/asking.py).
 
 ``ipet`` is the entry point (CLI, deployments, Python): it builds the task runner the config's
 ``runner`` section asks for (threads here, or Ray) and runs the stages on it as a subflow. Who
@@ -21,6 +23,7 @@ from prefect import flow
 from tasks import devices
 from tasks.adapt import adapt_backbone
 
+from .asking import Asker, ask_person, pinned_config
 from .config import RunConfig, RunnerConfig, load_config
 from .executor import Executor
 from .plan import Plan
@@ -38,8 +41,11 @@ def ipet(config: RunConfig | str, run_dir: str = "runs/ipet", runner: RunnerConf
     config = config.model_copy(update={"runner": runner}) if runner else config
     with owned_run_dir(run_dir) as locked:
         slots = devices.configure(config.train.device, config.max_parallel)
-        on = task_runner(config.runner, slots)
-        return ipet_stages.with_options(task_runner=on)(config=config, run_dir=locked)
+        stages = ipet_stages.with_options(task_runner=task_runner(config.runner, slots))
+        results = stages(config=pinned_config(config, locked), run_dir=locked)
+        if "asked" in results and ask_person(results["asked"], config, locked):  # answered: go on with them
+            results = stages(config=pinned_config(config, locked), run_dir=locked)
+        return results
 
 
 @flow(name="ipet-stages", log_prints=True)
@@ -56,6 +62,7 @@ def ipet_stages(config: RunConfig, run_dir: str) -> dict:
         plan = Plan(config, data["rows"])
         run = Executor(plan, run_dir, data, session.tracked)
         report = Reporter(config, run_dir, session.tracked, session.client)
+        ask = Asker(config, run, session, run_dir)
 
         # Zero-shot: every PVP on the backbone, untrained. Its accuracy on the gold set is the
         # weight PET gives each model ("accuracy on the training set before training"). A learner
@@ -71,6 +78,8 @@ def ipet_stages(config: RunConfig, run_dir: str) -> dict:
             models = run.train_all(0, plan.pet_sets(data["labeled"]))
             report.record(Stage.of("pet", run.evaluate(models, weights, report.stage_number),
                                    train_size=plan.gold_size))
+            if asked := ask.after("pet", models, weights):  # a person labels what the models disagree on
+                return {"asked": asked}
 
         # iPET: peers label the pool, confident examples join the gold set, fresh models train.
         for generation in range(1, config.ipet.generations + 1):
@@ -78,6 +87,8 @@ def ipet_stages(config: RunConfig, run_dir: str) -> dict:
             models = run.train_all(generation, {m: s["path"] for m, s in sets.items()})
             report.record(Stage.of(f"ipet-{generation}", run.evaluate(models, weights, report.stage_number),
                                    sets=sets))
+            if asked := ask.after(f"ipet-{generation}", models, weights):
+                return {"asked": asked}
 
         # Final: the last ensemble's soft labels on the pool, distilled into one classifier...
         if config.final.mode == "distill":

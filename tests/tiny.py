@@ -148,3 +148,18 @@ def save_classifier(directory: Path, backbone: Path, labels: tuple[str, ...] = (
             head.bias.copy_(torch.tensor([10.0 if label == always else -10.0 for label in labels]))
     learner.save(directory)
     return Path(directory)
+
+
+def toy_store(root: Path, gold: int = 8, pool_end: int = 108) -> dict:
+    """The toy task's first ``gold`` training rows ingested into ``root/stores`` (dataset ``toy``) as
+    the gold set and the rows up to ``pool_end`` as the pool; returns the store source that reads them."""
+    from data.ingest import Schema, ingest_file
+
+    header, *rows = list(csv.reader((root / "train.csv").open()))
+    for name, part in (("gold", rows[:gold]), ("pool", rows[gold:pool_end])):
+        with (root / f"{name}.csv").open("w", newline="") as f:
+            csv.writer(f).writerows([header, *part])
+    schema = Schema(("text",), ("neg", "pos"), {"path": str(root / "test.csv")})
+    ingest_file(root / "gold.csv", "toy", root / "stores", labeled=True, schema=schema)
+    ingest_file(root / "pool.csv", "toy", root / "stores", schema=schema)
+    return {"store": "stores", "dataset": "toy"}

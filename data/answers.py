@@ -1,0 +1,160 @@
+"""A person's answers to a run's questions: the files under ``RUN_DIR/ask/`` and what they change.
+
+    ask/<stage>-<key>.json           the request: the picked pool rows, the ensemble's guesses, when asked
+    ask/<stage>.csv                  the same rows as a sheet to fill in (empty ``label`` column)
+    ask/<stage>-<key>-answers.csv    the answered rows, as ingested into the dataset store
+    ask/<stage>-<key>-answers.json   the record: rows and labels, who and when, the store version made
+
+The record is written last, so its presence means the answers were applied completely. The key is
+the pick's content key (pool, models' logits, pick settings): a rerun that picks the same rows finds
+the same request and its answers, and continues past the question instead of asking again.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Mapping
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .dataset_store import DatasetStore, text_keys
+from .errors import DataError
+from .ingest import Schema, ingest_file
+from .location import exists, local, location, names
+from .outputs import atomic_path, read_json, write_json
+from .prepare import DataConfig, SETS_DIR, write_set
+from .sources import Source, dataset_store, read_source
+
+ASK_DIR = "ask"
+SKIP = "skip"  # the form's choice (or an empty cell) for a row the person leaves unlabeled
+
+
+def request_path(run_dir: str, stage: str, key: str) -> Path:
+    return location(run_dir) / ASK_DIR / f"{stage}-{key}.json"
+
+
+def answers_path(run_dir: str, request: Mapping, suffix: str = "json") -> Path:
+    return location(run_dir) / ASK_DIR / f"{request['stage']}-{request['key']}-answers.{suffix}"
+
+
+def write_request(request: dict, run_dir: str) -> None:
+    """The request and its sheet (``ask/<stage>.csv``, id, fields, guess, confidence and an empty label)."""
+    columns = ["id", *request["fields"], "guess", "confidence", "label"]
+    sheet = io.StringIO()
+    writer = csv.DictWriter(sheet, columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows({**row, "label": ""} for row in request["rows"])
+    with atomic_path(location(run_dir) / ASK_DIR / f"{request['stage']}.csv") as tmp:
+        tmp.write_text(sheet.getvalue(), encoding="utf-8")
+    write_json(request, request_path(run_dir, request["stage"], request["key"]))
+
+
+def read_record(run_dir: str, request: Mapping) -> dict | None:
+    """The answers to ``request``, if they were applied."""
+    path = answers_path(run_dir, request)
+    return read_json(path) if exists(path) else None
+
+
+def open_requests(run_dir: str) -> list[dict]:
+    """The requests under ``RUN_DIR/ask`` that have no answers yet, newest first."""
+    found = names(location(run_dir) / ASK_DIR) or []
+    requests = [read_json(location(run_dir) / ASK_DIR / n) for n in found
+                if n.endswith(".json") and not n.endswith("-answers.json")]
+    return sorted((r for r in requests if read_record(run_dir, r) is None), key=lambda r: r["asked_at"], reverse=True)
+
+
+def read_sheet(path: str | Path, run_dir: str) -> tuple[dict, dict[str, str]]:
+    """A filled-in sheet: the open request it answers and its labels by row id (``skip`` for an empty
+    cell). Raises DataError naming the file and row for a file that cannot be read, an id that was
+    not asked, or a label that is not one of the run's."""
+    table = read_source(Source(path=str(path), id_column="id"))
+    if "label" not in table.column_names:
+        raise DataError(f"{path}: no 'label' column (the sheet's last column; fill it in)")
+    ids, labels = table["id"].to_pylist(), table["label"].to_pylist()
+    requests = open_requests(run_dir)
+    request = next((r for r in requests if set(ids) <= {row["id"] for row in r["rows"]}), None)
+    if request is None:
+        asked = ", ".join(f"{r['stage']} ({len(r['rows'])} rows)" for r in requests) or "none"
+        raise DataError(f"{path}: its row ids match no open question of {run_dir} (open: {asked})")
+    answers = {i: (label or "").strip() or SKIP for i, label in zip(ids, labels)}
+    check_answers(request, answers, str(path))
+    return request, answers
+
+
+def check_answers(request: Mapping, answers: Mapping[str, str], source: str) -> None:
+    """Every answered id was asked and every label is the run's or ``skip``; else DataError naming the row."""
+    asked = [row["id"] for row in request["rows"]]
+    for i, (row_id, label) in enumerate(answers.items(), start=1):
+        if row_id not in asked:
+            raise DataError(f"{source}: row {i}: id {row_id!r} was not asked after {request['stage']}")
+        if label != SKIP and label not in request["labels"]:
+            raise DataError(f"{source}: row {i} (id {row_id!r}): label {label!r} is not one of "
+                            f"{[*request['labels'], SKIP]}")
+
+
+def apply_answers(request: dict, answers: Mapping[str, str], run_dir: str, answered_by: str | None = None,
+                  answered_at: str | None = None) -> dict:
+    """Record a person's answers: checked, written as ``-answers.csv``, added to the request's dataset
+    store as a labeled version (the same validation and dedup as ``ipet ingest --labeled``), and the
+    record written last. Returns the record."""
+    check_answers(request, answers, f"answers to {request['stage']}")
+    rows = [{"id": row["id"], **{f: row[f] for f in request["fields"]}, "label": answers[row["id"]]}
+            for row in request["rows"] if answers.get(row["id"], SKIP) != SKIP]
+    sheet = answers_path(run_dir, request, "csv")
+    with atomic_path(sheet) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, ["id", *request["fields"], "label"])
+        writer.writeheader()
+        writer.writerows(rows)
+    record = {"stage": request["stage"], "key": request["key"], "answered_by": answered_by,
+              "answered_at": answered_at or datetime.now(timezone.utc).isoformat(timespec="seconds"), "asked": len(request["rows"]), "rows": rows,
+              "skipped": len(request["rows"]) - len(rows), "versions": request["versions"],
+              "store": _ingest(request, local(sheet)) if rows and request.get("store") else None}
+    write_json(record, answers_path(run_dir, request))
+    return record
+
+
+def _ingest(request: Mapping, sheet: Path) -> dict:
+    store = request["store"]
+    target = DatasetStore(store["store"], store["dataset"])
+    schema = None if target.current() is not None else Schema(tuple(request["fields"]), tuple(request["labels"]))
+    done = ingest_file(sheet, store["dataset"], store["store"], labeled=True, schema=schema, read={"id_column": "id"})
+    return {**store, **{k: done[k] for k in ("version", "committed", "added", "duplicates")}}
+
+
+def gold_with_answers(labeled: str, record: Mapping, run_dir: str) -> dict:
+    """The gold set plus the answered rows whose text it does not have yet, written beside the
+    prepared sets (named by its content); its path and row count."""
+    gold = pq.read_table(local(labeled))
+    fields = [c for c in gold.column_names if c not in ("id", "label")]
+    answered = pa.Table.from_pylist(record["rows"], schema=pa.schema([(c, pa.string()) for c in gold.column_names]))
+    fresh = pc.invert(pc.is_in(text_keys(answered, fields), value_set=text_keys(gold, fields).combine_chunks()))
+    table = pa.concat_tables([gold, answered.filter(fresh).cast(gold.schema)])
+    return {"path": str(write_set(table, location(run_dir) / SETS_DIR, "labeled")), "rows": table.num_rows}
+
+
+def pinned(data: DataConfig, run_dir: str) -> DataConfig:
+    """``data`` with each store source pinned to the version it had when the run asked, while the
+    dataset's current version is still the one the answers made. A rerun after the answers so reads
+    the same gold set and pool as the run that asked (everything before the question is reused) and
+    adds the answers itself; once newer data arrives, runs read it, answers included, as usual."""
+    records = [read_json(location(run_dir) / ASK_DIR / n) for n in names(location(run_dir) / ASK_DIR) or []
+               if n.endswith("-answers.json")]
+    update = {}
+    for record in records:
+        made = record["store"]
+        if not (made and made["committed"]):
+            continue
+        answered = DatasetStore(made["store"], made["dataset"])
+        if answered.current() != made["version"]:
+            continue  # newer data arrived since the answers: read it as usual
+        for slot, source in data.slots().items():
+            before = record["versions"].get(slot)
+            if before and source.store and source.version is None \
+                    and dataset_store(source, data.root).directory == answered.directory:
+                update[slot] = source.model_copy(update={"version": before["version"]})
+    return data.model_copy(update=update) if update else data
