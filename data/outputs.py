@@ -20,6 +20,7 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .errors import DataError
 from .location import is_url, local, location, mirror, upload
 
 TMP_SUFFIX = ".tmp"  # atomic_path's temporaries: ".<final name>.<random>.tmp" beside the final path
@@ -84,6 +85,19 @@ def remove_stale_temps(root: str | Path) -> list[Path]:
     for path in stale:
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
     return stale
+
+
+def check_output_file(path: str | Path) -> None:
+    """Raise ``DataError`` if ``path`` cannot become a file: it is a directory, or a folder above it
+    is a file. Checked before any work, so a long job does not fail at its last rename."""
+    if is_url(path):
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory; give a file name (e.g. {path / 'predictions.parquet'})")
+    blocker = next((p for p in path.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise DataError(f"{path}: cannot be written: {blocker} is a file, not a directory")
 
 
 def write_parquet(table: pa.Table, path: str | Path) -> str | Path:

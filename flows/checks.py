@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 from data.prepare import load_sets
 from data.errors import DataError
-from prompt_core import BackboneError, VerbalizerError
-from prompt_core.backbone import check_backbone, load_tokenizer
 from prompt_core.selection import new_examples
 from tasks import tracking
 
@@ -15,12 +14,14 @@ from .config import RunConfig
 
 
 def check_run(config: RunConfig) -> tuple[list[str], dict[str, int]]:
-    """Problems (one line each, naming the field or file) and, when the data loads, row counts."""
-    problems = _check_model(config) + _check_tracking(config) + _check_runner(config)
+    """Problems (one line each, naming the field or file) and, when the data loads, row counts.
+    The quick checks first; the model last, as it alone needs torch (seconds to import)."""
+    problems = _check_tracking(config) + _check_runner(config)
     try:
         sets = load_sets(config.data, config.fields, config.labels)
     except DataError as err:
-        return problems + str(err).splitlines(), {}
+        return problems + str(err).splitlines() + _check_model(config), {}
+    problems += _check_model(config)
     rows = {name: table.num_rows for name, table in sets.items()}
     gold, pool = rows["labeled"], rows["pool"]
     if config.ipet.generations:
@@ -53,6 +54,12 @@ def _check_runner(config: RunConfig) -> list[str]:
 
 
 def _check_model(config: RunConfig) -> list[str]:
+    from prompt_core import BackboneError, VerbalizerError
+    from prompt_core.backbone import check_backbone, load_tokenizer
+
+    if _looks_like_a_path(config.model) and not Path(config.model).expanduser().exists():
+        return [f"model: {config.model!r} does not exist (a local model directory; a hub name looks like "
+                "'org/name')"]
     try:
         tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
     except Exception as err:  # missing dir, no tokenizer files, bad hub name: all a user fix
@@ -76,3 +83,8 @@ def _check_model(config: RunConfig) -> list[str]:
             where = f"pvps.{i}.verbalizer" if config.pvps[i].verbalizer else "verbalizer"
             problems.append(f"{where}: {err}")
     return list(dict.fromkeys(problems))  # a shared verbalizer's problem, once
+
+
+def _looks_like_a_path(model: str) -> bool:
+    """A hub name is ``name`` or ``org/name``; anything else is meant as a directory."""
+    return model.startswith(("/", ".", "~")) or model.count("/") > 1

@@ -38,30 +38,42 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(err, file=sys.stderr)
         return 2
-    if args.command == "adapt":
-        config = config.for_adaptation()
+    if args.command == "validate":
+        return _validate(args.config, config)
+    return _run_command(args, config.for_adaptation() if args.command == "adapt" else config)
+
+
+def _validate(path: str, config) -> int:
+    """Every problem of the config and its data on its own line (exit 2), or what was found."""
     from .checks import check_run
 
     problems, rows = check_run(config)
     if problems:
-        print("\n".join(f"{args.config}: {p}" for p in problems), file=sys.stderr)
+        print("\n".join(f"{path}: {p}" for p in problems), file=sys.stderr)
         return 2
-    print(f"{args.config}: ok · labels {list(config.labels)} · rows {rows}")
-    if args.command == "validate":
-        return 0
+    print(f"{path}: ok · labels {list(config.labels)} · rows {rows}")
+    return 0
+
+
+def _run_command(args, config) -> int:
+    """``run`` and ``adapt``: the run directory's lock first (a busy one is refused at once), then the
+    checks while the temporary Prefect server starts, then the flow; Ctrl-C and SIGTERM stop it."""
     from data.location import location
     from data.lock import RunDirBusy, RunDirUnusable, run_dir_lock
-    from tasks.tracking import TrackingError
 
     run_dir = location(args.run_dir or Path("runs") / config.name)
+    fresh = isinstance(run_dir, Path) and not run_dir.exists()
     try:
-        with run_dir_lock(run_dir):  # refuse a busy run dir before starting Prefect; the flow holds it too
-            _prefect_defaults()
-            return _adapt(config, run_dir) if args.command == "adapt" else _run(config, run_dir)
+        with run_dir_lock(run_dir):  # the flow holds it too (deployments call the flow directly)
+            code = _locked(args, config, run_dir)
+        if code == 2 and fresh:  # refused before any work: leave no empty run directory behind
+            (run_dir / ".lock").unlink(missing_ok=True)
+            run_dir.rmdir()
+        return code
     except RunDirBusy as err:
         print(f"ipet: {err}", file=sys.stderr)
         return EXIT_BUSY
-    except (TrackingError, RunDirUnusable) as err:
+    except RunDirUnusable as err:
         print(f"ipet: {err}", file=sys.stderr)
         return 2
     except OSError as err:
@@ -70,6 +82,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ipet: cannot write {err.filename or run_dir}: {err.strerror}; finished outputs are kept, "
               "run again to resume", file=sys.stderr)
         return 1
+
+
+def _locked(args, config, run_dir: Path) -> int:
+    """With the run directory held: check, start the server meanwhile, run; signals stop it."""
+    _prefect_defaults()
+    from tasks.tracking import TrackingError
+
+    from .interrupt import stop_on_signals
+    from .server import prefect_api
+
+    try:
+        with prefect_api() as server, stop_on_signals(f"ipet {args.command}", server.stop if server else _no_op):
+            if _validate(args.config, config):
+                return 2
+            if server:
+                server.ready()
+            return _adapt(config, run_dir) if args.command == "adapt" else _run(config, run_dir)
+    except TrackingError as err:
+        print(f"ipet: {err}", file=sys.stderr)
+        return 2
+
+
+def _no_op() -> None:
+    """Nothing to stop: the Prefect server is the configured one."""
 
 
 def _ingest_parser(sub) -> None:
@@ -168,12 +204,14 @@ def _predict_parser(sub) -> None:
 
 def _predict(args) -> int:
     """As a Prefect flow when a Prefect server is configured (PREFECT_API_URL: the run shows in
-    its UI); otherwise the same function directly, without starting a temporary server."""
+    its UI); otherwise the same function directly, without starting a temporary server. The
+    options are checked before torch and the model load (seconds)."""
+    problem = _predict_problem(args)
+    if problem:
+        print(f"ipet predict: {problem}", file=sys.stderr)
+        return 2
     from .predict import PREDICT_ERRORS, predict, predict_file, summary_text
 
-    if args.batch_size < 1:
-        print("--batch-size: must be at least 1", file=sys.stderr)
-        return 2
     kwargs = dict(model=args.model, input=args.input, output=args.output, registered_model=args.registered_model,
                   tracking_uri=args.tracking_uri, batch_size=args.batch_size, device=args.device)
     try:
@@ -187,6 +225,27 @@ def _predict(args) -> int:
         print(f"ipet predict: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def _predict_problem(args) -> str | None:
+    """The mistakes ``ipet predict`` can name without loading anything: the batch size, the output
+    path, a missing local input, a registry model without a local store."""
+    from data.errors import DataError
+    from data.location import is_url
+    from data.outputs import check_output_file
+    from tasks.store_uri import missing_store, resolve_uri
+
+    if args.batch_size < 1:
+        return "--batch-size: must be at least 1"
+    try:
+        check_output_file(args.output)
+    except DataError as err:
+        return f"--output {err}"
+    if not is_url(args.input) and not Path(args.input).is_file():
+        return f"--input {args.input}: file not found (looked at {Path(args.input).resolve()})"
+    if args.model == "champion" or args.model.startswith("models:/"):
+        return missing_store(resolve_uri(args.tracking_uri))
+    return None
 
 
 if __name__ == "__main__":

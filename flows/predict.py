@@ -25,11 +25,11 @@ from prefect import flow
 
 from data.location import exists, is_url, local, location
 from data.errors import DataError
-from data.outputs import atomic_path, read_json
+from data.outputs import atomic_path, check_output_file, read_json
 from data.stream import read_batches
 from prompt_core.predictor import ENSEMBLE_FILE, PROB_PREFIX, Predictor, PredictorError, read_ensemble
 from tasks.registry import CHAMPION, RegistryError, download, resolve_version
-from tasks.tracking import resolve_uri
+from tasks.store_uri import missing_store, resolve_uri
 
 SHOWN = 20  # error rows listed in the summary
 PREDICT_ERRORS = (DataError, PredictorError, RegistryError)  # user mistakes: exit 2, a message, no output
@@ -38,6 +38,7 @@ PREDICT_ERRORS = (DataError, PredictorError, RegistryError)  # user mistakes: ex
 def predict_file(model: str, input: str, output: str, registered_model: str | None = None,
                  tracking_uri: str | None = None, batch_size: int = 1024, device: str = "auto") -> dict:
     """Predict every row of ``input`` into ``output``; returns a summary (rows, errors, version)."""
+    check_output_file(output)
     with _resolved(model, registered_model, tracking_uri) as (model_dir, version):
         predictor = Predictor.load(model_dir)
     labels = list(predictor.labels)
@@ -68,8 +69,8 @@ def _resolved(model: str, registered_model: str | None, tracking_uri: str | None
     """The model directory and its version string; a downloaded one lives until the block ends."""
     if model == CHAMPION or model.startswith("models:/"):
         uri = resolve_uri(tracking_uri)
-        if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-            raise RegistryError(f"no MLflow store at {uri} (set --tracking-uri or MLFLOW_TRACKING_URI)")
+        if missing_store(uri):
+            raise RegistryError(missing_store(uri))
         name, alias = _registry_name(model, registered_model, uri)
         version = resolve_version(uri, name, alias)
         with tempfile.TemporaryDirectory(prefix="ipet-model-") as tmp:

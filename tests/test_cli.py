@@ -41,7 +41,7 @@ def test_good_config_is_ok(toy: dict, tmp_path: Path, capsys: pytest.CaptureFixt
     (["verbalizer={neg: bad, pos: goods}"], ["verbalizer: label word 'goods'", "2 tokens"]),
     (["data.labeled_per_class=500"], ["label 'neg' has", "fewer than labeled_per_class=500"]),
     (["ipet.growth=10"], ["ipet.growth/ipet.generations", "but the pool has 200"]),
-    (["model=/nonexistent/model"], ["model: cannot load a tokenizer from '/nonexistent/model'"]),
+    (["model=/nonexistent/model"], ["model: '/nonexistent/model' does not exist"]),
     (["train.device=tpu"], ["train.device", "unknown device 'tpu'"]),
     (["data.test.path=missing.csv"], ["missing.csv: file not found"]),
     (["ipet.generations=1", "seeds=[1]", "pvps=[{pattern: '{text} it was {mask} .'}]"],
@@ -78,7 +78,7 @@ def test_unreadable_file_is_reported(toy: dict, tmp_path: Path, capsys: pytest.C
     bad = {**toy, "data": {**toy["data"], "train": {"path": str(tmp_path / "latin1.csv")}}}
     assert validate(bad, tmp_path) == 2
     err = capsys.readouterr().err
-    assert "latin1.csv: column 'text', row 1: not UTF-8 text" in err and "Traceback" not in err
+    assert "latin1.csv: line 2: not UTF-8 text" in err and "Traceback" not in err
 
 
 def test_ragged_row_is_reported_with_its_line(toy: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
