@@ -96,5 +96,16 @@ def prefect_api() -> Iterator[TemporaryServer | None]:
     try:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
             yield server
+            _drain()
     finally:
         server.stop()
+
+
+def _drain(timeout_s: float = 10) -> None:
+    """Send the logs and events still queued while the server is up (they are sent at exit otherwise,
+    to a server gone by then: "Error logging to API")."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        worker.drain_all(timeout=timeout_s, at_exit=False)
