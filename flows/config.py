@@ -73,6 +73,8 @@ class TrackingConfig(Strict):
     registered_model: str | None = Field(None, pattern=r"^[^/:]+$", description="model registry name (default: "
                                          "ipet-<name>); MLflow forbids '/' and ':'")
     fallback_local: bool = Field(False, description="store unusable: track to <run dir>/mlflow.db instead of failing")
+    champion_margin: float = Field(0.02, ge=0, le=1, description="how far above always guessing the test set's "
+                                   "commonest class a final model must score to become champion")
 
 
 class RunnerConfig(Strict):

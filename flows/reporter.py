@@ -17,7 +17,7 @@ from tasks.registry import register_final_model
 from tasks.tracking import TrackedRun
 
 from .config import RunConfig
-from .stages import Stage, floor, fmt, stage_table
+from .stages import Stage, fall, floor, fmt, stage_table
 
 
 def entry_flow_run_id() -> str:
@@ -77,6 +77,11 @@ class Reporter:
             "stages": [s.record() for s in self.stages],
         }
         summary = stage_table(results["stages"])
+        flagged = fall(self.stages)
+        if flagged:
+            results["final_below_earlier_stage"] = flagged
+            summary += f"\n\n**Warning:** {flagged}."
+            self.client.set_tag(self.parent, "final_below_earlier_stage", flagged)
         run_dir = location(self.run_dir)
         write_json(results, run_dir / "results.json")
         with atomic_path(run_dir / "summary.md") as tmp:
@@ -98,7 +103,7 @@ class Reporter:
         reported there and in MLflow, never raised: the run's results are already written."""
         final = self.stages[-1]
         try:
-            least = floor(self.stages, _labels(test_set)) if test_set else None
+            least = floor(self.stages, _labels(test_set), self.config.tracking.champion_margin) if test_set else None
             registry = register_final_model(self.config.registered_model, final.model, test_set,
                                             final.test_accuracy, self.tracked, self.config.labeling.batch_size,
                                             least)
