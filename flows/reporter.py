@@ -91,12 +91,24 @@ class Reporter:
         for sub in ("sets", "predictions"):
             if names(run_dir / sub) is not None:
                 self.client.log_artifacts(self.parent, str(local(run_dir / sub, fresh=True)), sub)
-        final = self.stages[-1].model
-        if isinstance(final, str):
-            self.client.log_artifacts(self.parent, str(local(final)), "final-model")
+        if isinstance(self.stages[-1].model, str):
+            self._log_final_model(self.stages[-1].model)
         create_markdown_artifact(f"# iPET run `{self.config.name}`\n\n{summary}\n\nMLflow run: `{self.parent}`",
                                  key=artifact_key(self.config.name, "summary"))
         return results
+
+    def _log_final_model(self, final: str) -> None:
+        """Log the final model's directory once: a rerun that reused it links to the copy an earlier
+        run of the experiment logged (tag ``final_model.uri``) instead of adding another."""
+        run = self.client.get_run(self.parent)
+        earlier = [] if "'" in final else self.client.search_runs(
+            [run.info.experiment_id], max_results=1, order_by=["attributes.start_time ASC"],
+            filter_string=f"tags.`final_model.dir` = '{final}' and tags.`final_model.uri` LIKE 'runs:/%'")
+        uri = earlier[0].data.tags["final_model.uri"] if earlier else f"runs:/{self.parent}/final-model"
+        if not earlier:
+            self.client.log_artifacts(self.parent, str(local(final)), "final-model")
+        self.client.set_tag(self.parent, "final_model.dir", final)
+        self.client.set_tag(self.parent, "final_model.uri", uri)
 
     def register(self, results: dict, test_set: str | None) -> dict:
         """Champion/challenger (tasks/registry.py); results.json gains ``registry``. A failure is

@@ -15,6 +15,7 @@ from tasks import tracking
 from tasks.data import prepare_data
 
 from .config import RunConfig
+from .provenance import log_provenance
 from .reporter import entry_flow_run_id
 
 
@@ -51,4 +52,5 @@ def tracked_session(config: RunConfig, run_dir: str, run_name: str) -> Iterator[
     data = prepare_data(config.data, config.fields, config.labels, run_dir)
     tags = {"prefect.flow_run_id": entry_flow_run_id(), "run_dir": run_dir}
     with tracking.parent_run(uri, config.tracking.experiment, run_name, tags) as (client, parent_id):
+        log_provenance(client, parent_id, config, data)
         yield Session(data, tracking.TrackedRun(uri, parent_id), client)

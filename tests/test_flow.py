@@ -80,6 +80,51 @@ def test_mlflow_parent_has_a_child_per_model_with_curves_and_artifacts(finished,
     assert len(sets) == 2 * GENERATIONS
 
 
+def test_mlflow_parent_records_the_config_the_data_and_the_ipet_curve(finished, toy_config):
+    """Read back from the real SQLite store: flattened params, config.yaml, the data manifest, the
+    code's version, and test accuracy per stage as one series (step = stage index)."""
+    results, _ = finished
+    client = MlflowClient(toy_config["tracking"]["mlflow_uri"])
+    parent = client.get_run(results["mlflow_run_id"])
+    params = parent.data.params
+    assert params["model"] == toy_config["model"] and params["ipet.generations"] == str(GENERATIONS)
+    assert params["train.max_steps"] == str(STEPS) and params["data.rows.pool"] == "200"
+    assert params["tracking.champion_margin"] == "0.02" and "pvps" in params
+    assert parent.data.tags["ipet.version"] and len(parent.data.tags.get("mlflow.source.git.commit", "x" * 40)) == 40
+    local = Path(toy_config["tracking"]["mlflow_uri"].removeprefix("sqlite:///")).parent
+    artifacts = Path(parent.info.artifact_uri.removeprefix("file://"))
+    assert local in artifacts.parents
+    config = yaml.safe_load((artifacts / "config.yaml").read_text())
+    assert RunConfig.model_validate(config) == RunConfig.model_validate(toy_config)
+    manifest = yaml.safe_load((artifacts / "data-manifest.json").read_text())
+    assert manifest["rows"] == {"labeled": 8, "pool": 200, "test": 40} and len(manifest["sources"]["train.csv"]) == 64
+    series = client.get_metric_history(parent.info.run_id, "test_accuracy")
+    assert [(m.step, m.value) for m in series] == [(i, s["test_accuracy"]) for i, s in enumerate(results["stages"])]
+
+
+def test_reruns_of_a_finished_run_add_under_a_megabyte_of_artifacts(prefect_harness, finished, toy_config):
+    """Everything reused: the final model is not logged again; each rerun's parent links to the first copy."""
+    results, run_dir = finished
+    artifacts = Path(toy_config["tracking"]["mlflow_uri"].removeprefix("sqlite:///")).parent / "mlartifacts"
+
+    def size() -> int:
+        return sum(p.stat().st_size for p in artifacts.rglob("*") if p.is_file())
+
+    before = size()
+    reruns = [ipet(config=RunConfig.model_validate(toy_config), run_dir=str(run_dir)) for _ in range(2)]
+    added = size() - before
+    print(f"two reruns added {added} bytes to mlartifacts")  # the figure docs/reliability.md quotes
+    model = sum(p.stat().st_size for p in Path(results["stages"][-1]["model"]).rglob("*") if p.is_file())
+    assert added < min(1_000_000, model), "less than the final model: no copy of it was logged"
+    client = MlflowClient(toy_config["tracking"]["mlflow_uri"])
+    first = client.get_run(results["mlflow_run_id"]).data.tags["final_model.uri"]
+    assert first == f"runs:/{results['mlflow_run_id']}/final-model"
+    for rerun in reruns:
+        assert rerun["tasks"]["trained"] == 0
+        assert client.get_run(rerun["mlflow_run_id"]).data.tags["final_model.uri"] == first
+        assert "final-model" not in {a.path for a in client.list_artifacts(rerun["mlflow_run_id"])}
+
+
 def test_killed_run_resumes_without_redoing_finished_tasks(prefect_harness, toy_config, finished, tmp_path):
     """SIGKILL the CLI once generation 1 has begun training, run again, count what was reused."""
     from prefect.settings import PREFECT_API_URL
