@@ -16,6 +16,28 @@ WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPE
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The exit status of one command. As the ``ipet`` program itself (``argv`` None), the process
+    then ends without the native libraries' teardown: Python's exit handlers run and output is
+    flushed, but the threads of pyarrow, tokenizers and torch are not raced by C++ destructors, which
+    now and then aborted a finished command ("terminate called without an active exception", 134)."""
+    code = _command(argv)
+    if argv is None:
+        _leave(code)
+    return code
+
+
+def _leave(code: int) -> None:
+    import atexit
+    import logging
+
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _command(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="ipet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (("run", "run the iPET flow"),

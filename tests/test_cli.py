@@ -117,3 +117,20 @@ def test_prompt_core_exports_are_its_functions_not_its_modules() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parent.parent)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.slow
+def test_validate_twenty_times_never_aborts_at_exit(toy: dict, tmp_path: Path) -> None:
+    """The program leaves without the native libraries' teardown, which aborted one validate in four
+    (exit 134, "terminate called without an active exception"); its output is still all there."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(toy))
+    root = Path(__file__).resolve().parent.parent
+    for _ in range(20):
+        done = subprocess.run([sys.executable, "-m", "flows.cli", "validate", str(path)], capture_output=True,
+                              text=True, cwd=root)
+        assert done.returncode == 0 and "terminate called" not in done.stderr, done.stderr[-2000:]
+        assert done.stdout.startswith(f"{path}: ok · labels ['neg', 'pos']"), done.stdout
