@@ -13,15 +13,17 @@ from tasks import tracking
 from .config import RunConfig
 
 
-def check_run(config: RunConfig) -> tuple[list[str], dict[str, int]]:
-    """Problems (one line each, naming the field or file) and, when the data loads, row counts.
-    The quick checks first; the model last, as it alone needs torch (seconds to import)."""
+def check_run(config: RunConfig) -> tuple[list[str], dict[str, int], list[str]]:
+    """Problems (one line each, naming the field or file), and when the data loads, row counts and
+    warnings (test rows leaking into the training data). The quick checks first; the model last, as
+    it alone needs torch (seconds to import)."""
     problems = _check_tracking(config) + _check_runner(config)
     try:
-        sets = load_sets(config.data, config.fields, config.labels)
+        sets, leaks = load_sets(config.data, config.fields, config.labels)
     except DataError as err:
-        return problems + str(err).splitlines() + _check_model(config), {}
+        return problems + str(err).splitlines() + _check_model(config), {}, []
     problems += _check_model(config)
+    warnings = leaks.lines(config.data.test.name) if config.data.test else []
     rows = {name: table.num_rows for name, table in sets.items()}
     gold, pool = rows["labeled"], rows["pool"]
     if config.ipet.generations:
@@ -35,7 +37,7 @@ def check_run(config: RunConfig) -> tuple[list[str], dict[str, int]]:
             problems.append(f"ipet.growth/ipet.generations: generation {config.ipet.generations} needs {need} "
                             f"pseudo-labeled examples but the pool has {pool}; lower growth or generations, "
                             "or raise data.pool_size")
-    return problems, rows
+    return problems, rows, warnings
 
 
 def _check_tracking(config: RunConfig) -> list[str]:

@@ -69,11 +69,13 @@ def _validate(path: str, config) -> int:
     """Every problem of the config and its data on its own line (exit 2), or what was found."""
     from .checks import check_run
 
-    problems, rows = check_run(config)
+    problems, rows, warnings = check_run(config)
     if problems:
         print("\n".join(f"{path}: {p}" for p in problems), file=sys.stderr)
         return 2
     print(f"{path}: ok · labels {list(config.labels)} · rows {rows}")
+    for warning in warnings:
+        print(f"{path}: warning: {warning}")
     return 0
 
 

@@ -91,6 +91,24 @@ def test_ragged_row_is_reported_with_its_line(toy: dict, tmp_path: Path, capsys:
     assert "ragged.csv: 1 malformed row(s)" in err and "line 8 has 3 columns, expected 2" in err
 
 
+def test_test_rows_in_the_training_data_are_reported_and_leave_the_pool(toy: dict, tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    from data.prepare import DataConfig, load_sets
+
+    root = Path(toy["data"]["root"])
+    train = (root / "train.csv").read_text().splitlines()
+    test = (root / "test.csv").read_text().splitlines()
+    (tmp_path / "leaky-test.csv").write_text("\n".join(test + [f"  {train[5]}", train[9], train[9]]) + "\n")
+    leaky = {**toy, "data": {**toy["data"], "test": {"path": str(tmp_path / "leaky-test.csv")}, "pool_size": None}}
+    assert validate(leaky, tmp_path) == 0
+    out = capsys.readouterr().out
+    assert f"{tmp_path / 'leaky-test.csv'}: 3 test row(s) also in the unlabeled pool (leak), row id(s) " \
+           "['41', '42', '43']; their 2 pool row(s) were dropped" in out, out
+    sets, leaks = load_sets(DataConfig.model_validate(leaky["data"]), ("text",), ("neg", "pos"))
+    assert leaks.in_pool == ["41", "42", "43"] and sets["pool"].num_rows == 240 - 8 - 2
+    assert not {train[5].rsplit(",", 1)[0], train[9].rsplit(",", 1)[0]} & set(sets["pool"]["text"].to_pylist())
+
+
 def test_reading_a_config_imports_no_torch() -> None:
     """``ipet ingest`` and ``ipet --help`` read configs only: they must not pay torch's and
     transformers' import (seconds) through ``prompt_core``."""

@@ -204,8 +204,8 @@ def test_a_reader_keeps_its_version_while_an_ingest_commits(tmp_path: Path, sche
     resolved = DatasetStore(store, "news").version()
     ingest_file(write(tmp_path / "b.csv", rows(2, "b")), "news", store)  # …another ingest commits…
     assert resolved.read("unlabeled").num_rows == 3  # …and what it resolved is still exactly version 1
-    assert load_sets(pinned, FIELDS, LABELS)["pool"].num_rows == 3
-    assert load_sets(config, FIELDS, LABELS)["pool"].num_rows == 5  # a new run sees version 2
+    assert load_sets(pinned, FIELDS, LABELS)[0]["pool"].num_rows == 3
+    assert load_sets(config, FIELDS, LABELS)[0]["pool"].num_rows == 5  # a new run sees version 2
 
 
 def test_concurrent_ingests_each_land_as_a_version(tmp_path: Path, schema: Schema) -> None:
