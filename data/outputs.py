@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -51,12 +51,7 @@ def atomic_path(final: str | Path, directory: bool = False) -> Iterator[Path]:
     url = final if is_url(final) else None
     final = mirror(url) if url else location(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    if directory:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=TMP_SUFFIX, dir=final.parent))
-    else:
-        fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=TMP_SUFFIX, dir=final.parent)
-        os.close(fd)
-        tmp = Path(name)
+    tmp = _temporary(final, directory)
     try:
         yield tmp
         if url:
@@ -71,6 +66,21 @@ def atomic_path(final: str | Path, directory: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True) if directory else tmp.unlink(missing_ok=True)
         raise
+
+
+def _temporary(final: Path, directory: bool) -> Path:
+    """A new ``.<name>.<random>.tmp`` beside ``final``, created with the permissions the umask gives
+    (``tempfile``'s are 0600/0700, which would make outputs private unlike the rest of the run dir)."""
+    while True:
+        tmp = final.parent / f".{final.name}.{secrets.token_hex(6)}{TMP_SUFFIX}"
+        try:
+            if directory:
+                os.mkdir(tmp, 0o777)
+            else:
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
 
 
 def remove_stale_temps(root: str | Path) -> list[Path]:

@@ -372,3 +372,20 @@ def test_a_signalled_run_stops_at_once_and_leaves_no_process(prefect_harness, to
         resumed = ipet(config=RunConfig.model_validate(toy), run_dir=str(run_dir))
         assert resumed["tasks"]["reused"] >= 1 and metrics(resumed) == metrics(reference[0])
         assert outputs(run_dir) == outputs(reference[1])
+
+
+def test_outputs_follow_the_umask(tmp_path):
+    """Atomic outputs (results.json, summary.md, predictions, model directories) get the permissions
+    every other file of the run directory gets, not a temporary file's private 0600."""
+    from data.outputs import atomic_path, write_json
+
+    old = os.umask(0o022)
+    try:
+        write_json({"a": 1}, tmp_path / "results.json")
+        with atomic_path(tmp_path / "model", directory=True) as tmp:
+            (tmp / "weights.bin").write_bytes(b"w")
+        (tmp_path / "plain.txt").write_text("x")
+    finally:
+        os.umask(old)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in tmp_path.iterdir()}
+    assert modes == {"results.json": "0o644", "model": "0o755", "plain.txt": "0o644"}
