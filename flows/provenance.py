@@ -7,6 +7,7 @@ index) is logged by ``Reporter`` as each stage ends."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -22,6 +23,7 @@ from .config import RunConfig
 
 PACKAGE = "ipet-pipeline"
 MAX_PARAM = 6000  # MLflow's limit on a param value
+SETTING = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def log_provenance(client: MlflowClient, run_id: str, config: RunConfig, data: dict) -> None:
@@ -38,9 +40,10 @@ def log_provenance(client: MlflowClient, run_id: str, config: RunConfig, data: d
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested mappings as ``a.b.c`` keys; lists stay one value (as JSON), as MLflow shows them best."""
-    if not isinstance(tree, dict):
-        return {prefix: json.dumps(tree) if isinstance(tree, list) else tree}
+    """Nested mappings as ``a.b.c`` keys; lists, and mappings keyed by data rather than by setting
+    names (a verbalizer's labels, which may read ``../neg``), stay one value, as JSON."""
+    if not isinstance(tree, dict) or not all(SETTING.fullmatch(str(k)) for k in tree):
+        return {prefix: json.dumps(tree) if isinstance(tree, (list, dict)) else tree}
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         flat.update(flatten(value, f"{prefix}{key}" if not prefix else f"{prefix}.{key}"))
