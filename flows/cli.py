@@ -49,6 +49,11 @@ def _command(argv: list[str] | None) -> int:
                        help="override a config field, e.g. --set ipet.generations=2 (repeatable)")
         if name != "validate":
             p.add_argument("--run-dir", help="where outputs go (default runs/<name>); re-use it to resume")
+            shown = p.add_mutually_exclusive_group()
+            shown.add_argument("--verbose", action="store_const", const="verbose", dest="verbosity",
+                               default="normal", help="also Prefect's state line of every task, MLflow's bars")
+            shown.add_argument("--quiet", action="store_const", const="quiet", dest="verbosity",
+                               help="only the final table (and errors)")
     _ingest_parser(sub)
     _predict_parser(sub)
     args = parser.parse_args(argv)
@@ -65,7 +70,7 @@ def _command(argv: list[str] | None) -> int:
     return _run_command(args, config.for_adaptation() if args.command == "adapt" else config)
 
 
-def _validate(path: str, config) -> int:
+def _validate(path: str, config, quiet: bool = False) -> int:
     """Every problem of the config and its data on its own line (exit 2), or what was found."""
     from .checks import check_run
 
@@ -73,7 +78,8 @@ def _validate(path: str, config) -> int:
     if problems:
         print("\n".join(f"{path}: {p}" for p in problems), file=sys.stderr)
         return 2
-    print(f"{path}: ok · labels {list(config.labels)} · rows {rows}")
+    if not quiet:
+        print(f"{path}: ok · labels {list(config.labels)} · rows {rows}")
     for warning in warnings:
         print(f"{path}: warning: {warning}")
     return 0
@@ -111,6 +117,9 @@ def _run_command(args, config) -> int:
 def _locked(args, config, run_dir: Path) -> int:
     """With the run directory held: check, start the server meanwhile, run; signals stop it."""
     _prefect_defaults()
+    from . import console
+
+    console.configure(args.verbosity)
     from tasks.tracking import TrackingError
 
     from .interrupt import stop_on_signals
@@ -118,7 +127,7 @@ def _locked(args, config, run_dir: Path) -> int:
 
     try:
         with prefect_api() as server, stop_on_signals(f"ipet {args.command}", server.stop if server else _no_op):
-            if _validate(args.config, config):
+            if _validate(args.config, config, quiet=args.verbosity == "quiet"):
                 return 2
             if server:
                 server.ready()

@@ -152,3 +152,23 @@ def test_validate_twenty_times_never_aborts_at_exit(toy: dict, tmp_path: Path) -
                               text=True, cwd=root)
         assert done.returncode == 0 and "terminate called" not in done.stderr, done.stderr[-2000:]
         assert done.stdout.startswith(f"{path}: ok · labels ['neg', 'pos']"), done.stdout
+
+
+def test_the_console_drops_routine_state_lines_and_repeats() -> None:
+    """By default Prefect's per-task "Finished in state Completed()" and a warning repeated for every
+    model are not shown; a failed state and the first warning are; --verbose keeps everything."""
+    import subprocess
+    import sys
+
+    code = ("import logging, sys\nfrom flows import console\nconsole.configure(sys.argv[1])\n"
+            "logging.basicConfig(level=logging.INFO, format='%(message)s', stream=sys.stdout)\n"
+            "for name, text in [('prefect.task_runs', 'Finished in state Completed()'),\n"
+            "                   ('prefect.task_runs', \"Finished in state Failed('x')\"),\n"
+            "                   ('prompt_core.backbone', 'm has no MLM head'), ('prompt_core.backbone', 'm has no MLM head')]:\n"
+            "    logging.getLogger(name).warning(text)\n")
+    shown = {v: subprocess.run([sys.executable, "-c", code, v], capture_output=True, text=True, check=True,
+                               cwd=Path(__file__).resolve().parent.parent).stdout.splitlines()
+             for v in ("normal", "verbose")}
+    assert shown["normal"] == ["Finished in state Failed('x')", "m has no MLM head"]
+    assert shown["verbose"] == ["Finished in state Completed()", "Finished in state Failed('x')",
+                                "m has no MLM head", "m has no MLM head"]
