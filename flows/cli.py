@@ -56,9 +56,13 @@ def _command(argv: list[str] | None) -> int:
                                help="only the final table (and errors)")
     _ingest_parser(sub)
     _predict_parser(sub)
+    gc = sub.add_parser("gc", help="remove model weights a finished run's final model does not need")
+    gc.add_argument("run_dir", help="a finished run's directory")
+    gc.add_argument("--keep", choices=("final", "last-generation", "all"), default="final",
+                    help="what to keep besides the final model (default: only it); a rerun retrains the rest")
     args = parser.parse_args(argv)
-    if args.command in ("ingest", "predict"):
-        return {"ingest": _ingest, "predict": _predict}[args.command](args)
+    if args.command in ("ingest", "predict", "gc"):
+        return {"ingest": _ingest, "predict": _predict, "gc": _gc}[args.command](args)
 
     try:
         config = load_config(args.config, args.set)
@@ -184,6 +188,27 @@ def _announce(result: dict) -> str:
     event = announce(result)
     EventsWorker.drain_all(timeout=30, at_exit=False)  # send it before this process exits
     return f"event {EVENT} sent ({event.id})" if event else f"event {EVENT} not sent (Prefect emits no events here)"
+
+
+def _gc(args) -> int:
+    from data.errors import DataError
+    from data.lock import RunDirBusy, run_dir_lock
+
+    from .gc import collect
+
+    if not (Path(args.run_dir) / "results.json").is_file():  # checked before the lock creates anything
+        print(f"ipet gc: {args.run_dir}: no results.json, so not a finished run directory", file=sys.stderr)
+        return 2
+    try:
+        with run_dir_lock(args.run_dir) as run_dir:
+            print(collect(Path(run_dir), args.keep))
+    except RunDirBusy as err:
+        print(f"ipet: {err}", file=sys.stderr)
+        return EXIT_BUSY
+    except DataError as err:
+        print(f"ipet gc: {err}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _prefect_defaults() -> None:

@@ -11,12 +11,13 @@ from mlflow.tracking import MlflowClient
 from prefect import runtime
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from data.location import local, location, names
+from data.location import is_url, local, location, names
 from data.outputs import atomic_path, write_json
 from tasks.registry import register_final_model
 from tasks.tracking import TrackedRun
 
 from .config import RunConfig
+from .gc import megabytes, size
 from .stages import Stage, fall, floor, fmt, stage_table
 
 
@@ -83,6 +84,9 @@ class Reporter:
             summary += f"\n\n**Warning:** {flagged}."
             self.client.set_tag(self.parent, "final_below_earlier_stage", flagged)
         run_dir = location(self.run_dir)
+        if not is_url(self.run_dir):
+            summary += f"\n\nRun directory: {megabytes(size(run_dir))} (`ipet gc {self.run_dir}` frees the weights " \
+                       "of every model but the final one)"
         write_json(results, run_dir / "results.json")
         with atomic_path(run_dir / "summary.md") as tmp:
             tmp.write_text(summary + "\n")

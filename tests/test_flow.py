@@ -125,6 +125,28 @@ def test_reruns_of_a_finished_run_add_under_a_megabyte_of_artifacts(prefect_harn
         assert "final-model" not in {a.path for a in client.list_artifacts(rerun["mlflow_run_id"])}
 
 
+def test_gc_frees_all_but_the_final_model_and_a_rerun_trains_them_again(prefect_harness, finished, toy_config,
+                                                                       tmp_path, capsys):
+    from flows.cli import main
+
+    results, run_dir = finished
+    assert "Run directory: " in (run_dir / "summary.md").read_text()
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    models = sorted(p.name for p in (copy / "models").iterdir())
+    final = Path(results["stages"][-1]["model"]).name
+    assert main(["gc", str(copy), "--keep", "last-generation"]) == 0
+    assert sorted(p.name for p in (copy / "models").iterdir()) == sorted(
+        [m for m in models if m.startswith(f"g{GENERATIONS}-")] + [final])
+    assert main(["gc", str(copy)]) == 0
+    assert [p.name for p in (copy / "models").iterdir()] == [final]
+    out = capsys.readouterr().out
+    assert "removed 2 model directories, freed" in out and "a rerun trains them again" in out
+    rerun = ipet(config=RunConfig.model_validate(toy_config), run_dir=str(copy))
+    assert rerun["tasks"] == {"trained": _total(finished) - 1, "reused": 1}, "all but the final model"
+    assert [s["test_accuracy"] for s in rerun["stages"]] == [s["test_accuracy"] for s in results["stages"]]
+
+
 def test_killed_run_resumes_without_redoing_finished_tasks(prefect_harness, toy_config, finished, tmp_path):
     """SIGKILL the CLI once generation 1 has begun training, run again, count what was reused."""
     from prefect.settings import PREFECT_API_URL
