@@ -226,3 +226,33 @@ def test_an_ensemble_over_a_truly_unlabeled_pool_does_not_label_it_again(prefect
     assert final["test_accuracy"] == results["stages"][-2]["test_accuracy"]
     pool_logits = sorted(p.name.split("--")[0] for p in (tmp_path / "run" / "logits").glob("*--pool-*"))
     assert pool_logits == ["g0-p0-s1", "g0-p1-s1"]  # PET's models label it for generation 1; nothing after
+
+
+def test_progress_counts_the_run_s_models_with_an_eta_and_a_progress_artifact(prefect_harness, capsys):
+    from prefect import flow, task
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.progress import Progress
+
+    @task
+    def fake_training(reused: bool) -> dict:
+        time.sleep(0.2)
+        return {"reused": reused}
+
+    @flow
+    def three_stages() -> None:
+        progress = Progress(5, "test-progress")
+        progress.wait("pet", {i: fake_training.submit(True) for i in range(2)})
+        progress.wait("ipet-1", {i: fake_training.submit(False) for i in range(2)})
+        progress.wait("final", {"final": fake_training.submit(False)})
+
+    three_stages()
+    lines = [line for line in capsys.readouterr().out.splitlines() if " models · " in line]
+    assert [line.split(" · ")[:2] for line in lines] == [
+        ["[pet] 1/2 models", "run 1/5"], ["[pet] 2/2 models", "run 2/5"], ["[ipet-1] 1/2 models", "run 3/5"],
+        ["[ipet-1] 2/2 models", "run 4/5"], ["[final] 1/1 models", "run 5/5"]]
+    assert "ETA" not in lines[1] and "ETA" in lines[2] and "ETA" not in lines[4], "an ETA once a model trained"
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["test-progress"])))
+    assert [a.data for a in found] == [100.0]
