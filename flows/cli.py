@@ -105,11 +105,9 @@ def _run_command(args, config) -> int:
             run_dir.rmdir()
         return code
     except RunDirBusy as err:
-        print(f"ipet: {err}", file=sys.stderr)
-        return EXIT_BUSY
+        return _refused(f"ipet: {err}", EXIT_BUSY)
     except RunDirUnusable as err:
-        print(f"ipet: {err}", file=sys.stderr)
-        return 2
+        return _refused(f"ipet: {err}", 2)
     except OSError as err:
         if err.errno not in WRITE_ERRORS:
             raise
@@ -197,18 +195,21 @@ def _gc(args) -> int:
     from .gc import collect
 
     if not (Path(args.run_dir) / "results.json").is_file():  # checked before the lock creates anything
-        print(f"ipet gc: {args.run_dir}: no results.json, so not a finished run directory", file=sys.stderr)
-        return 2
+        return _refused(f"ipet gc: {args.run_dir}: no results.json, so not a finished run directory", 2)
     try:
         with run_dir_lock(args.run_dir) as run_dir:
             print(collect(Path(run_dir), args.keep))
     except RunDirBusy as err:
-        print(f"ipet: {err}", file=sys.stderr)
-        return EXIT_BUSY
+        return _refused(f"ipet: {err}", EXIT_BUSY)
     except DataError as err:
-        print(f"ipet gc: {err}", file=sys.stderr)
-        return 2
+        return _refused(f"ipet gc: {err}", 2)
     return 0
+
+
+def _refused(message: str, code: int) -> int:
+    """One line on stderr, and the exit status it goes with."""
+    print(message, file=sys.stderr)
+    return code
 
 
 def _prefect_defaults() -> None:
