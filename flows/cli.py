@@ -269,13 +269,15 @@ def _predict(args) -> int:
     if problem:
         print(f"ipet predict: {problem}", file=sys.stderr)
         return 2
-    from .predict import PREDICT_ERRORS, predict, predict_file, summary_text
+    from .prediction import PREDICT_ERRORS, predict_file, summary_text
 
     kwargs = dict(model=args.model, input=args.input, output=args.output, registered_model=args.registered_model,
                   tracking_uri=args.tracking_uri, batch_size=args.batch_size, device=args.device)
     try:
         if os.environ.get("PREFECT_API_URL"):
             _prefect_defaults()
+            from .predict import predict
+
             summary = predict(**kwargs)
         else:
             summary = predict_file(**kwargs)

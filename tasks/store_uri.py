@@ -1,10 +1,17 @@
-"""Which MLflow store a command uses, decided without importing MLflow (a second or more), so a
-command can refuse a missing store before it loads anything."""
+"""Which MLflow store and registered model a command uses, decided without importing MLflow (a
+second or more), so a command can refuse a missing store before it loads anything."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+
+CHAMPION = "champion"
+
+
+class RegistryError(LookupError):
+    """A registered model, version or alias that does not exist (a user mistake, not a crash)."""
 
 
 def resolve_uri(configured: str | None) -> str:
