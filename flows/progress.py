@@ -26,7 +26,8 @@ class Progress:
         self.artifact = None  # created when the first stage trains: a flow that trains nothing shows none
 
     def wait(self, stage: str, futures: dict[K, PrefectFuture]) -> dict[K, dict]:
-        """The training tasks' results, by key, each reported as it finishes."""
+        """The training tasks' results, by key in the order of ``futures`` (not of finishing), each
+        reported as it finishes."""
         if self.artifact is None:
             self.artifact = create_progress_artifact(0.0, key=self.key, description=f"{self.total} models to train")
         keys = {id(f): k for k, f in futures.items()}
@@ -41,7 +42,7 @@ class Progress:
         self.busy += time.monotonic() - started
         update_progress_artifact(self.artifact, 100.0 * self.done / self.total,
                                  description=f"{self.done} of {self.total} models trained or reused")
-        return results
+        return {k: results[k] for k in futures}  # in submission order: ensembles and keys depend on it
 
     def _eta(self, elapsed: float) -> str:
         """Time left at the pace of the models trained so far (reused ones cost nothing)."""

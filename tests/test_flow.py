@@ -236,18 +236,19 @@ def test_progress_counts_the_run_s_models_with_an_eta_and_a_progress_artifact(pr
     from flows.progress import Progress
 
     @task
-    def fake_training(reused: bool) -> dict:
-        time.sleep(0.2)
+    def fake_training(reused: bool, seconds: float = 0.2) -> dict:
+        time.sleep(seconds)
         return {"reused": reused}
 
     @flow
-    def three_stages() -> None:
+    def three_stages() -> dict:
         progress = Progress(5, "test-progress")
-        progress.wait("pet", {i: fake_training.submit(True) for i in range(2)})
+        first = progress.wait("pet", {"slow": fake_training.submit(True, 1.0), "fast": fake_training.submit(True)})
         progress.wait("ipet-1", {i: fake_training.submit(False) for i in range(2)})
         progress.wait("final", {"final": fake_training.submit(False)})
+        return first
 
-    three_stages()
+    assert list(three_stages()) == ["slow", "fast"], "results in the order submitted, not finished"
     lines = [line for line in capsys.readouterr().out.splitlines() if " models · " in line]
     assert [line.split(" · ")[:2] for line in lines] == [
         ["[pet] 1/2 models", "run 1/5"], ["[pet] 2/2 models", "run 2/5"], ["[ipet-1] 1/2 models", "run 3/5"],
