@@ -1,4 +1,4 @@
-"""``ipet``: run the iPET flow, adapt its backbone, check a config and its data, ingest new data, predict."""
+"""``ipet``: run the iPET flow, adapt its backbone, check a config and its data, ingest new data, predict, free a finished run's disk."""
 
 from __future__ import annotations
 
