@@ -45,6 +45,10 @@ def dataset_dir(store: str | Path, dataset: str) -> Path:
         raise DataError(f"dataset store {store}: a store is a local (or shared POSIX) directory, not a URL; "
                         "runs may still read their pool from a URL (data.root, a source's path)")
     root = Path(store).resolve()
+    for folder in (root, root / dataset):
+        if folder.exists() and not folder.is_dir():
+            raise DataError(f"dataset store {store}: {folder} is a file, not a directory; give --store a "
+                            "directory (new or one `ipet ingest` filled)")
     path = (root / dataset).resolve()
     if path.parent != root:  # belt and braces: the pattern already rules out separators and '..'
         raise DataError(f"dataset name {dataset!r} leaves the store {root}")

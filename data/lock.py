@@ -69,6 +69,9 @@ def run_dir_lock(run_dir: str | Path) -> Iterator[str | Path]:
 
 
 def _flock(run_dir: Path) -> Callable[[], None]:
+    if run_dir.is_file():
+        raise RunDirUnusable(f"run directory {run_dir} is not usable: it is a file, not a directory; "
+                             "give --run-dir a directory (new or an earlier run's)")
     run_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:

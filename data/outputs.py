@@ -13,13 +13,14 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .errors import DataError
 from .location import is_url, local, location, mirror, upload
 
 TMP_SUFFIX = ".tmp"  # atomic_path's temporaries: ".<final name>.<random>.tmp" beside the final path
@@ -50,12 +51,7 @@ def atomic_path(final: str | Path, directory: bool = False) -> Iterator[Path]:
     url = final if is_url(final) else None
     final = mirror(url) if url else location(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    if directory:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=TMP_SUFFIX, dir=final.parent))
-    else:
-        fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=TMP_SUFFIX, dir=final.parent)
-        os.close(fd)
-        tmp = Path(name)
+    tmp = _temporary(final, directory)
     try:
         yield tmp
         if url:
@@ -72,6 +68,21 @@ def atomic_path(final: str | Path, directory: bool = False) -> Iterator[Path]:
         raise
 
 
+def _temporary(final: Path, directory: bool) -> Path:
+    """A new ``.<name>.<random>.tmp`` beside ``final``, created with the permissions the umask gives
+    (``tempfile``'s are 0600/0700, which would make outputs private unlike the rest of the run dir)."""
+    while True:
+        tmp = final.parent / f".{final.name}.{secrets.token_hex(6)}{TMP_SUFFIX}"
+        try:
+            if directory:
+                os.mkdir(tmp, 0o777)
+            else:
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+
+
 def remove_stale_temps(root: str | Path) -> list[Path]:
     """Delete what killed writers left in ``root`` and its folders (where a run's outputs live):
     ``atomic_path`` temporaries never renamed. Not recursive further, so a run directory given as
@@ -84,6 +95,19 @@ def remove_stale_temps(root: str | Path) -> list[Path]:
     for path in stale:
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
     return stale
+
+
+def check_output_file(path: str | Path) -> None:
+    """Raise ``DataError`` if ``path`` cannot become a file: it is a directory, or a folder above it
+    is a file. Checked before any work, so a long job does not fail at its last rename."""
+    if is_url(path):
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory; give a file name (e.g. {path / 'predictions.parquet'})")
+    blocker = next((p for p in path.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise DataError(f"{path}: cannot be written: {blocker} is a file, not a directory")
 
 
 def write_parquet(table: pa.Table, path: str | Path) -> str | Path:

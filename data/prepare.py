@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .location import checksum, exists, is_url, location
 from .errors import DataError
+from .leaks import Leaks, drop_leaks
 from .sources import Source, dataset_store, read_source, source_path
 from .splits import draw_per_class, sample_rows
 from .outputs import atomic_path, content_key, file_digest, read_json, write_json
@@ -97,8 +98,10 @@ def _digest(config: DataConfig, source: Source) -> str:
     return source.hub
 
 
-def load_sets(config: DataConfig, fields: Sequence[str], labels: Sequence[str]) -> dict[str, pa.Table]:
-    """Read, check and split the sources; raises DataError listing every problem found."""
+def load_sets(config: DataConfig, fields: Sequence[str],
+              labels: Sequence[str]) -> tuple[dict[str, pa.Table], Leaks]:
+    """Read, check and split the sources, the test set's texts dropped from the pool; raises
+    DataError listing every problem found. Also returns what leaked (``data/leaks.py``)."""
     config = pin_versions(config)
     root = config.root  # a folder or a URL
     problems: list[str] = []
@@ -133,10 +136,19 @@ def load_sets(config: DataConfig, fields: Sequence[str], labels: Sequence[str]) 
             if absent:  # balanced selection would never pseudo-label them
                 raise DataError(f"{config.labeled.name}: no examples of label(s) {absent}; give every label at "
                                 "least one, or leave out `labeled` for zero-shot")
-    if pool.num_rows == 0:  # only a `train` source drawn empty gets here; an empty `unlabeled` file has "no rows"
-        raise DataError(f"{config.train.name}: no rows left for the unlabeled pool after drawing "
-                        f"labeled_per_class={config.labeled_per_class} per label; add rows or lower labeled_per_class")
-    pool = sample_rows(pool, config.pool_size, config.seed)
+    if test is not None:
+        test = sample_rows(test, config.test_size, config.seed)
+    pool, leaks = drop_leaks(pool, labeled, test, fields)
+    if pool.num_rows == 0:  # a `train` source drawn empty, or a pool that is all test rows
+        source = (config.train or config.unlabeled).name
+        raise DataError(f"{source}: no rows left for the unlabeled pool after drawing labeled_per_class="
+                        f"{config.labeled_per_class} per label; add rows or lower labeled_per_class" if not leaks.dropped
+                        else f"{source}: no rows left for the unlabeled pool: every one is also in the test set")
+    return _select(labeled, sample_rows(pool, config.pool_size, config.seed), test, fields), leaks
+
+
+def _select(labeled: pa.Table, pool: pa.Table, test: pa.Table | None, fields: Sequence[str]) -> dict[str, pa.Table]:
+    """The columns each set keeps; the pool's labels, if it has any, as ``hidden_label``."""
     if "label" in pool.column_names:
         pool = pool.rename_columns(["hidden_label" if c == "label" else c for c in pool.column_names])
     keep = ["id", *fields]
@@ -145,7 +157,7 @@ def load_sets(config: DataConfig, fields: Sequence[str], labels: Sequence[str]) 
         "pool": pool.select(keep + (["hidden_label"] if "hidden_label" in pool.column_names else [])),
     }
     if test is not None:
-        sets["test"] = sample_rows(test, config.test_size, config.seed).select(keep + ["label"])
+        sets["test"] = test.select(keep + ["label"])
     return sets
 
 
@@ -165,7 +177,7 @@ def prepare(config: DataConfig, fields: Sequence[str], labels: Sequence[str], ou
     manifest_path = location(out_root) / f"data-{key}" / MANIFEST
     if exists(manifest_path):
         return read_json(manifest_path)
-    sets = load_sets(config, fields, labels)
+    sets, leaks = load_sets(config, fields, labels)
     paths = {name: str(write_set(table, location(out_root) / SETS_DIR, name)) for name, table in sets.items()}
     write_json({
         "key": key,
@@ -173,6 +185,7 @@ def prepare(config: DataConfig, fields: Sequence[str], labels: Sequence[str], ou
         "versions": {slot: {"store": s.store, "dataset": s.dataset, "kind": s.kind, "version": s.version}
                      for slot, s in config.slots().items() if s.store},
         "rows": {name: t.num_rows for name, t in sets.items()},
+        "leaks": leaks.record(),
         **paths,
         "test": paths.get("test"),
     }, manifest_path)

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from .dataset_store import DatasetStore
 from .errors import DataError
 from .location import exists, is_url, local, location
+from .textfile import check_text
 
 FORMATS = ("csv", "tsv", "jsonl", "parquet")
 
@@ -139,6 +140,8 @@ def _read_file(source: Source, base_dir: str | Path) -> pa.Table:
 
     path = local_file(source, base_dir)
     fmt = source.resolved_format()
+    if fmt != "parquet":
+        check_text(path, source.path, fmt)
     try:
         if fmt in ("csv", "tsv"):
             return _read_csv(path, source, fmt)
@@ -240,4 +243,7 @@ def _check_utf8(column: pa.ChunkedArray, where: str, offset: int) -> None:
 
 
 def _arrow_message(err: Exception) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    """The first line of a reader's error, with anything unprintable escaped: a parser may quote
+    the row it choked on, and a terminal should never receive raw bytes."""
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return "".join(c if c.isprintable() and c != "\ufffd" else ascii(c)[1:-1] for c in first)[:300]

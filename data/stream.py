@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from .errors import DataError
 from .sources import Source, _arrow_message, _as_strings, local_file
+from .textfile import check_text
 
 
 def read_batches(path: str | Path, columns: Sequence[str], optional: Sequence[str] = (),
@@ -26,6 +27,8 @@ def read_batches(path: str | Path, columns: Sequence[str], optional: Sequence[st
     source = Source(path=str(path))
     path = local_file(source)  # a file at a URL is copied first, then streamed from disk like any file
     fmt = source.resolved_format()
+    if fmt != "parquet":
+        check_text(path, str(path), fmt)
     try:
         if fmt == "parquet":
             batches = _parquet(path, columns, optional, batch_size)

@@ -3,25 +3,27 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 from data.prepare import load_sets
 from data.errors import DataError
-from prompt_core import BackboneError, VerbalizerError
-from prompt_core.adapters import check_backbone as check_adapter
-from prompt_core.backbone import check_backbone, load_tokenizer
 from prompt_core.selection import new_examples
 from tasks import tracking
 
 from .config import RunConfig
 
 
-def check_run(config: RunConfig) -> tuple[list[str], dict[str, int]]:
-    """Problems (one line each, naming the field or file) and, when the data loads, row counts."""
-    problems = _check_model(config) + _check_tracking(config) + _check_runner(config)
+def check_run(config: RunConfig) -> tuple[list[str], dict[str, int], list[str]]:
+    """Problems (one line each, naming the field or file), and when the data loads, row counts and
+    warnings (test rows leaking into the training data). The quick checks first; the model last, as
+    it alone needs torch (seconds to import)."""
+    problems = _check_tracking(config) + _check_runner(config)
     try:
-        sets = load_sets(config.data, config.fields, config.labels)
+        sets, leaks = load_sets(config.data, config.fields, config.labels)
     except DataError as err:
-        return problems + str(err).splitlines(), {}
+        return problems + str(err).splitlines() + _check_model(config), {}, []
+    problems += _check_model(config)
+    warnings = leaks.lines(config.data.test.name) if config.data.test else []
     rows = {name: table.num_rows for name, table in sets.items()}
     gold, pool = rows["labeled"], rows["pool"]
     if config.ipet.generations:
@@ -35,7 +37,7 @@ def check_run(config: RunConfig) -> tuple[list[str], dict[str, int]]:
             problems.append(f"ipet.growth/ipet.generations: generation {config.ipet.generations} needs {need} "
                             f"pseudo-labeled examples but the pool has {pool}; lower growth or generations, "
                             "or raise data.pool_size")
-    return problems, rows
+    return problems, rows, warnings
 
 
 def _check_tracking(config: RunConfig) -> list[str]:
@@ -54,6 +56,13 @@ def _check_runner(config: RunConfig) -> list[str]:
 
 
 def _check_model(config: RunConfig) -> list[str]:
+    from prompt_core import BackboneError, VerbalizerError
+    from prompt_core.adapters import check_backbone as check_adapter
+    from prompt_core.backbone import check_backbone, load_tokenizer
+
+    if _looks_like_a_path(config.model) and not Path(config.model).expanduser().exists():
+        return [f"model: {config.model!r} does not exist (a local model directory; a hub name looks like "
+                "'org/name')"]
     try:
         tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
     except Exception as err:  # missing dir, no tokenizer files, bad hub name: all a user fix
@@ -81,3 +90,8 @@ def _check_model(config: RunConfig) -> list[str]:
             where = f"pvps.{i}.verbalizer" if config.pvps[i].verbalizer else "verbalizer"
             problems.append(f"{where}: {err}")
     return list(dict.fromkeys(problems))  # a shared verbalizer's problem, once
+
+
+def _looks_like_a_path(model: str) -> bool:
+    """A hub name is ``name`` or ``org/name``; anything else is meant as a directory."""
+    return model.startswith(("/", ".", "~")) or model.count("/") > 1

@@ -1,4 +1,4 @@
-"""``ipet``: run the iPET flow, adapt its backbone, check a config and its data, ingest new data, predict."""
+"""``ipet``: run the iPET flow, adapt its backbone, check a config and its data, ingest new data, predict, free a finished run's disk."""
 
 from __future__ import annotations
 
@@ -16,6 +16,28 @@ WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPE
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The exit status of one command. As the ``ipet`` program itself (``argv`` None), the process
+    then ends without the native libraries' teardown: Python's exit handlers run and output is
+    flushed, but the threads of pyarrow, tokenizers and torch are not raced by C++ destructors, which
+    now and then aborted a finished command ("terminate called without an active exception", 134)."""
+    code = _command(argv)
+    if argv is None:
+        _leave(code)
+    return code
+
+
+def _leave(code: int) -> None:
+    import atexit
+    import logging
+
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _command(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="ipet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (("run", "run the iPET flow"),
@@ -27,53 +49,102 @@ def main(argv: list[str] | None = None) -> int:
                        help="override a config field, e.g. --set ipet.generations=2 (repeatable)")
         if name != "validate":
             p.add_argument("--run-dir", help="where outputs go (default runs/<name>); re-use it to resume")
+            shown = p.add_mutually_exclusive_group()
+            shown.add_argument("--verbose", action="store_const", const="verbose", dest="verbosity",
+                               default="normal", help="also Prefect's state line of every task, MLflow's bars")
+            shown.add_argument("--quiet", action="store_const", const="quiet", dest="verbosity",
+                               help="only the final table (and errors)")
     _ingest_parser(sub)
     _predict_parser(sub)
     answer = sub.add_parser("answer", help="record a person's answers (a filled-in RUN_DIR/ask/<stage>.csv); "
                                            "then run again to continue")
     answer.add_argument("run_dir", help="the run directory that stopped to ask")
     answer.add_argument("file", help="the sheet with its label column filled in (empty or 'skip': no answer)")
+    gc = sub.add_parser("gc", help="remove model weights a finished run's final model does not need")
+    gc.add_argument("run_dir", help="a finished run's directory")
+    gc.add_argument("--keep", choices=("final", "last-generation", "all"), default="final",
+                    help="what to keep besides the final model (default: only it); a rerun retrains the rest")
     args = parser.parse_args(argv)
-    if args.command in ("ingest", "predict", "answer"):
-        return {"ingest": _ingest, "predict": _predict, "answer": _answer}[args.command](args)
+    if args.command in ("ingest", "predict", "answer", "gc"):
+        return {"ingest": _ingest, "predict": _predict, "answer": _answer, "gc": _gc}[args.command](args)
 
     try:
         config = load_config(args.config, args.set)
     except ConfigError as err:
         print(err, file=sys.stderr)
         return 2
-    if args.command == "adapt":
-        config = config.for_adaptation()
+    if args.command == "validate":
+        return _validate(args.config, config)
+    return _run_command(args, config.for_adaptation() if args.command == "adapt" else config)
+
+
+def _validate(path: str, config, quiet: bool = False) -> int:
+    """Every problem of the config and its data on its own line (exit 2), or what was found."""
     from .checks import check_run
 
-    problems, rows = check_run(config)
+    problems, rows, warnings = check_run(config)
     if problems:
-        print("\n".join(f"{args.config}: {p}" for p in problems), file=sys.stderr)
+        print("\n".join(f"{path}: {p}" for p in problems), file=sys.stderr)
         return 2
-    print(f"{args.config}: ok · labels {list(config.labels)} · rows {rows}")
-    if args.command == "validate":
-        return 0
+    if not quiet:
+        print(f"{path}: ok · labels {list(config.labels)} · rows {rows}")
+    for warning in warnings:
+        print(f"{path}: warning: {warning}")
+    return 0
+
+
+def _run_command(args, config) -> int:
+    """``run`` and ``adapt``: the run directory's lock first (a busy one is refused at once), then the
+    checks while the temporary Prefect server starts, then the flow; Ctrl-C and SIGTERM stop it."""
     from data.location import location
     from data.lock import RunDirBusy, RunDirUnusable, run_dir_lock
-    from tasks.tracking import TrackingError
 
     run_dir = location(args.run_dir or Path("runs") / config.name)
+    fresh = isinstance(run_dir, Path) and not run_dir.exists()
     try:
-        with run_dir_lock(run_dir):  # refuse a busy run dir before starting Prefect; the flow holds it too
-            _prefect_defaults()
-            return _adapt(config, run_dir) if args.command == "adapt" else _run(config, run_dir)
+        with run_dir_lock(run_dir):  # the flow holds it too (deployments call the flow directly)
+            code = _locked(args, config, run_dir)
+        if code == 2 and fresh:  # refused before any work: leave no empty run directory behind
+            (run_dir / ".lock").unlink(missing_ok=True)
+            run_dir.rmdir()
+        return code
     except RunDirBusy as err:
-        print(f"ipet: {err}", file=sys.stderr)
-        return EXIT_BUSY
-    except (TrackingError, RunDirUnusable) as err:
-        print(f"ipet: {err}", file=sys.stderr)
-        return 2
+        return _refused(f"ipet: {err}", EXIT_BUSY)
+    except RunDirUnusable as err:
+        return _refused(f"ipet: {err}", 2)
     except OSError as err:
         if err.errno not in WRITE_ERRORS:
             raise
         print(f"ipet: cannot write {err.filename or run_dir}: {err.strerror}; finished outputs are kept, "
               "run again to resume", file=sys.stderr)
         return 1
+
+
+def _locked(args, config, run_dir: Path) -> int:
+    """With the run directory held: check, start the server meanwhile, run; signals stop it."""
+    _prefect_defaults()
+    from . import console
+
+    console.configure(args.verbosity)
+    from tasks.tracking import TrackingError
+
+    from .interrupt import stop_on_signals
+    from .server import prefect_api
+
+    try:
+        with prefect_api() as server, stop_on_signals(f"ipet {args.command}", server.stop if server else _no_op):
+            if _validate(args.config, config, quiet=args.verbosity == "quiet"):
+                return 2
+            if server:
+                server.ready()
+            return _adapt(config, run_dir) if args.command == "adapt" else _run(config, run_dir)
+    except TrackingError as err:
+        print(f"ipet: {err}", file=sys.stderr)
+        return 2
+
+
+def _no_op() -> None:
+    """Nothing to stop: the Prefect server is the configured one."""
 
 
 def _ingest_parser(sub) -> None:
@@ -119,6 +190,30 @@ def _announce(result: dict) -> str:
     event = announce(result)
     EventsWorker.drain_all(timeout=30, at_exit=False)  # send it before this process exits
     return f"event {EVENT} sent ({event.id})" if event else f"event {EVENT} not sent (Prefect emits no events here)"
+
+
+def _gc(args) -> int:
+    from data.errors import DataError
+    from data.lock import RunDirBusy, run_dir_lock
+
+    from .gc import collect
+
+    if not (Path(args.run_dir) / "results.json").is_file():  # checked before the lock creates anything
+        return _refused(f"ipet gc: {args.run_dir}: no results.json, so not a finished run directory", 2)
+    try:
+        with run_dir_lock(args.run_dir) as run_dir:
+            print(collect(Path(run_dir), args.keep))
+    except RunDirBusy as err:
+        return _refused(f"ipet: {err}", EXIT_BUSY)
+    except DataError as err:
+        return _refused(f"ipet gc: {err}", 2)
+    return 0
+
+
+def _refused(message: str, code: int) -> int:
+    """One line on stderr, and the exit status it goes with."""
+    print(message, file=sys.stderr)
+    return code
 
 
 def _prefect_defaults() -> None:
@@ -172,8 +267,7 @@ def _answer(args) -> int:
         request, answers = read_sheet(args.file, run_dir)
         record = apply_answers(request, answers, run_dir, os.environ.get("USER"))
     except DataError as err:
-        print(f"ipet answer: {err}", file=sys.stderr)
-        return 2
+        return _refused(f"ipet answer: {err}", 2)
     store = record["store"]
     added = (f" · dataset {store['dataset']} version {store['version']} ({store['added']} added)"
              if store and store["committed"] else "")
@@ -198,17 +292,21 @@ def _predict_parser(sub) -> None:
 
 def _predict(args) -> int:
     """As a Prefect flow when a Prefect server is configured (PREFECT_API_URL: the run shows in
-    its UI); otherwise the same function directly, without starting a temporary server."""
-    from .predict import PREDICT_ERRORS, predict, predict_file, summary_text
-
-    if args.batch_size < 1:
-        print("--batch-size: must be at least 1", file=sys.stderr)
+    its UI); otherwise the same function directly, without starting a temporary server. The
+    options are checked before torch and the model load (seconds)."""
+    problem = _predict_problem(args)
+    if problem:
+        print(f"ipet predict: {problem}", file=sys.stderr)
         return 2
+    from .prediction import PREDICT_ERRORS, predict_file, summary_text
+
     kwargs = dict(model=args.model, input=args.input, output=args.output, registered_model=args.registered_model,
                   tracking_uri=args.tracking_uri, batch_size=args.batch_size, device=args.device)
     try:
         if os.environ.get("PREFECT_API_URL"):
             _prefect_defaults()
+            from .predict import predict
+
             summary = predict(**kwargs)
         else:
             summary = predict_file(**kwargs)
@@ -217,6 +315,27 @@ def _predict(args) -> int:
         print(f"ipet predict: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def _predict_problem(args) -> str | None:
+    """The mistakes ``ipet predict`` can name without loading anything: the batch size, the output
+    path, a missing local input, a registry model without a local store."""
+    from data.errors import DataError
+    from data.location import is_url
+    from data.outputs import check_output_file
+    from tasks.store_uri import missing_store, resolve_uri
+
+    if args.batch_size < 1:
+        return "--batch-size: must be at least 1"
+    try:
+        check_output_file(args.output)
+    except DataError as err:
+        return f"--output {err}"
+    if not is_url(args.input) and not Path(args.input).is_file():
+        return f"--input {args.input}: file not found (looked at {Path(args.input).resolve()})"
+    if args.model == "champion" or args.model.startswith("models:/"):
+        return missing_store(resolve_uri(args.tracking_uri))
+    return None
 
 
 if __name__ == "__main__":

@@ -74,6 +74,8 @@ class TrackingConfig(Strict):
     registered_model: str | None = Field(None, pattern=r"^[^/:]+$", description="model registry name (default: "
                                          "ipet-<name>); MLflow forbids '/' and ':'")
     fallback_local: bool = Field(False, description="store unusable: track to <run dir>/mlflow.db instead of failing")
+    champion_margin: float = Field(0.02, ge=0, le=1, description="how far above always guessing the test set's "
+                                   "commonest class a final model must score to become champion")
 
 
 class RunnerConfig(Strict):
@@ -250,7 +252,12 @@ def assignment(item: str, option: str, example: str) -> tuple[str, Any]:
     key, sep, value = item.partition("=")
     if not sep or not key:
         raise ConfigError(f"{option} {item!r}: expected key=value, e.g. {option} {example}")
-    return key, yaml.safe_load(value)
+    try:
+        return key, yaml.safe_load(value)
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{option} {item!r}: the value is not valid YAML ({problem}); quote it, or close "
+                          "its brackets") from None
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
@@ -261,7 +268,9 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read the config: {getattr(err, 'strerror', None) or err.reason}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of settings")
     for item in overrides:

@@ -18,6 +18,8 @@ from tasks.pseudo import build_train_set
 from tasks.tracking import TrackedRun
 
 from .plan import Member, Plan
+from .progress import Progress
+from .reporter import artifact_key
 from .runners import one_device
 from .stages import Evaluation
 
@@ -36,6 +38,9 @@ class Executor:
         self.plan, self.config, self.run_dir, self.data = plan, plan.config, run_dir, data
         self.tracked = tracked
         self.models_trained: list[dict] = []  # every training task's result, reused or not
+        generations = plan.config.ipet.generations + (1 if plan.gold_size else 0)
+        self.progress = Progress(len(plan.members) * generations + (plan.config.final.mode == "distill"),
+                                 artifact_key(plan.config.name, "progress"))
 
     def use_gold(self, labeled: str) -> None:
         """Later stages train on ``labeled``: the gold set grown by a person's answers (``ask:``)."""
@@ -56,15 +61,16 @@ class Executor:
                                       params={"generation": generation, "pvp": m[0], "seed": m[1]})
                 for m, path in train_sets.items()
             }
-        results = {m: f.result() for m, f in futures.items()}
+        results = self.progress.wait("pet" if generation == 0 else f"ipet-{generation}", futures)
         self.models_trained.extend(results.values())
         return {m: r["model_dir"] for m, r in results.items()}
 
     def distill(self, soft_pool: str) -> str:
         """The final classifier trained on the ensemble's soft labels of the pool; its directory."""
         with one_device(self.config.runner, self.config.train.device):
-            final = train_model.submit(self.plan.name("final", "distilled"), self.plan.distill_spec(), soft_pool,
-                                       self.config.distill_train, self.run_dir, self.tracked).result()
+            future = train_model.submit(self.plan.name("final", "distilled"), self.plan.distill_spec(), soft_pool,
+                                        self.config.distill_train, self.run_dir, self.tracked)
+        final = self.progress.wait("final", {"final": future})["final"]
         self.models_trained.append(final)
         return final["model_dir"]
 

@@ -1,116 +1,11 @@
-"""Predicting with a final model: a CSV/TSV/JSONL/parquet file in, a parquet file of labels out.
-
-The model is the registry's champion (or any ``models:/NAME@alias`` / ``models:/NAME/V``), a run
-directory (its ``results.json`` names the final model) or a model directory. The input is
-streamed in batches, so memory stays flat however long it is; the output is written to a
-temporary file and renamed at the end, so a failed prediction leaves no output behind.
-
-Output columns: ``id`` (the input's ``id``, else the 1-based row number), ``label``,
-``prob_<label>`` per class, ``model_version`` (``NAME/vN`` or the model directory) and ``error``.
-A row with no text in any field the model reads is kept, with a null label and probabilities
-and the reason in ``error``; the summary lists those rows.
-"""
+"""``ipet predict`` as a Prefect flow, for deployments and the UI: ``flows/prediction.py``'s
+``predict_file`` with its summary as the result and as a markdown artifact."""
 
 from __future__ import annotations
 
-import contextlib
-import json
-import tempfile
-from pathlib import Path
-from typing import Iterator
-
-import pyarrow as pa
-import pyarrow.parquet as pq
 from prefect import flow
 
-from data.location import exists, is_url, local, location
-from data.errors import DataError
-from data.outputs import atomic_path, read_json
-from data.stream import read_batches
-from prompt_core.predictor import ENSEMBLE_FILE, PROB_PREFIX, Predictor, PredictorError, read_ensemble
-from tasks.registry import CHAMPION, RegistryError, download, resolve_version
-from tasks.tracking import resolve_uri
-
-SHOWN = 20  # error rows listed in the summary
-PREDICT_ERRORS = (DataError, PredictorError, RegistryError)  # user mistakes: exit 2, a message, no output
-
-
-def predict_file(model: str, input: str, output: str, registered_model: str | None = None,
-                 tracking_uri: str | None = None, batch_size: int = 1024, device: str = "auto") -> dict:
-    """Predict every row of ``input`` into ``output``; returns a summary (rows, errors, version)."""
-    with _resolved(model, registered_model, tracking_uri) as (model_dir, version):
-        predictor = Predictor.load(model_dir)
-    labels = list(predictor.labels)
-    schema = pa.schema([("id", pa.string()), ("label", pa.string()),
-                        *((PROB_PREFIX + label, pa.float64()) for label in labels),
-                        ("model_version", pa.string()), ("error", pa.string())],
-                       metadata={"ipet.labels": json.dumps(labels), "ipet.model_version": version})
-    rows, errors, shown = 0, 0, []
-    with atomic_path(output) as tmp, pq.ParquetWriter(tmp, schema) as writer:
-        for batch in read_batches(input, predictor.fields, optional=("id",), batch_size=batch_size):
-            records = batch.to_pylist()
-            result = predictor.predict(records, device=device)
-            numbers = range(rows + 1, rows + len(records) + 1)
-            ids = [r.get("id") or str(n) for r, n in zip(records, numbers)]
-            failed = [{"row": n, "id": i, "error": e} for n, i, e in zip(numbers, ids, result.errors) if e]
-            errors, shown = errors + len(failed), (shown + failed)[:SHOWN]
-            columns = {"id": ids, "label": result.labels,
-                       **{PROB_PREFIX + label: result.probabilities[:, k] for k, label in enumerate(labels)},
-                       "model_version": [version] * len(records), "error": result.errors}
-            writer.write_table(pa.table(columns, schema=schema))
-            rows += len(records)
-    return {"output": str(output), "model_version": version, "labels": labels, "rows": rows,
-            "predicted": rows - errors, "errors": errors, "error_rows": shown}
-
-
-@contextlib.contextmanager
-def _resolved(model: str, registered_model: str | None, tracking_uri: str | None) -> Iterator[tuple[Path, str]]:
-    """The model directory and its version string; a downloaded one lives until the block ends."""
-    if model == CHAMPION or model.startswith("models:/"):
-        uri = resolve_uri(tracking_uri)
-        if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-            raise RegistryError(f"no MLflow store at {uri} (set --tracking-uri or MLFLOW_TRACKING_URI)")
-        name, alias = _registry_name(model, registered_model, uri)
-        version = resolve_version(uri, name, alias)
-        with tempfile.TemporaryDirectory(prefix="ipet-model-") as tmp:
-            yield download(uri, name, version, Path(tmp)), f"{name}/v{version}"
-        return
-    path = location(model)
-    if exists(path / "results.json"):
-        final = read_json(path / "results.json", fresh=True)["stages"][-1].get("model")
-        if not isinstance(final, str):
-            raise PredictorError(f"{path}/results.json: the final model is not one directory (a run from before "
-                                "ensembles were saved as one; run the flow again, it reuses every finished task)")
-        # the run directory may have moved since: then its own models/ folder has the model
-        path = location(final) if exists(final) else path / "models" / location(final).name
-    if not exists(path):
-        raise PredictorError(f"{model}: no such model directory, run directory or registered model")
-    if is_url(path):  # a run dir at a URL: its model, and an ensemble's members beside it, copied
-        copy = local(path)
-        for member in read_ensemble(copy)[0] if (copy / ENSEMBLE_FILE).is_file() else []:
-            local(path.parent / member.name)
-        yield copy, str(path)
-        return
-    yield path, str(path.resolve())
-
-
-def _registry_name(model: str, registered_model: str | None, uri: str) -> tuple[str, str]:
-    """``champion`` → (name, "champion"); ``models:/NAME@alias`` and ``models:/NAME/V`` → parsed."""
-    from mlflow.tracking import MlflowClient
-
-    if model.startswith("models:/"):
-        ref = model.removeprefix("models:/")
-        name, sep, alias = ref.partition("@") if "@" in ref else ref.rpartition("/")
-        if not (name and sep and alias):
-            raise RegistryError(f"{model}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
-        return name, alias
-    if registered_model:
-        return registered_model, CHAMPION
-    names = [m.name for m in MlflowClient(uri, registry_uri=uri).search_registered_models() if CHAMPION in m.aliases]
-    if len(names) != 1:
-        found = f"registered models with a champion: {names}" if names else "no registered model has a champion"
-        raise RegistryError(f"--model champion needs --registered-model NAME ({found} in {uri})")
-    return names[0], CHAMPION
+from .prediction import PREDICT_ERRORS, predict_file, summary_text
 
 
 @flow(name="predict", log_prints=True)
@@ -128,14 +23,3 @@ def predict(model: str, input: str, output: str, registered_model: str | None = 
     print(summary_text(summary))
     create_markdown_artifact(f"# Predictions\n\n{summary_text(summary)}", key="predict-summary")
     return summary
-
-
-def summary_text(summary: dict) -> str:
-    text = (f"{summary['rows']} rows -> {summary['output']} · model {summary['model_version']} · "
-            f"{summary['predicted']} predicted, {summary['errors']} with no text")
-    if summary["errors"]:
-        shown = ", ".join(str(e["row"]) for e in summary["error_rows"])
-        more = f" and {summary['errors'] - len(summary['error_rows'])} more" if summary["errors"] > SHOWN else ""
-        text += f"\nrows with no text (label left empty): {shown}{more} — {summary['error_rows'][0]['error']}"
-    return text
-

@@ -11,14 +11,14 @@ from mlflow.tracking import MlflowClient
 from prefect import runtime
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from data.location import local, location, names
+from data.location import is_url, local, location, names
 from data.outputs import atomic_path, write_json
 from tasks.registry import register_final_model
 from tasks.tracking import TrackedRun
 
 from .config import RunConfig
 from .disk import disk_line, disk_usage
-from .stages import Stage, floor, fmt, stage_table
+from .stages import Stage, fall, floor, fmt, stage_table
 
 
 def entry_flow_run_id() -> str:
@@ -78,7 +78,15 @@ class Reporter:
             "stages": [s.record() for s in self.stages],
             "disk": disk_usage(self.run_dir),
         }
-        summary = f"{stage_table(results['stages'])}\n\n{disk_line(results['disk'])}"
+        summary = stage_table(results["stages"])
+        flagged = fall(self.stages)
+        if flagged:
+            results["final_below_earlier_stage"] = flagged
+            summary += f"\n\n**Warning:** {flagged}."
+            self.client.set_tag(self.parent, "final_below_earlier_stage", flagged)
+        summary += f"\n\n{disk_line(results['disk'])}"
+        if not is_url(self.run_dir):
+            summary += f" `ipet gc {self.run_dir}` frees the weights of every model but the final one."
         run_dir = location(self.run_dir)
         write_json(results, run_dir / "results.json")
         with atomic_path(run_dir / "summary.md") as tmp:
@@ -88,19 +96,31 @@ class Reporter:
         for sub in ("sets", "predictions"):
             if names(run_dir / sub) is not None:
                 self.client.log_artifacts(self.parent, str(local(run_dir / sub, fresh=True)), sub)
-        final = self.stages[-1].model
-        if isinstance(final, str):
-            self.client.log_artifacts(self.parent, str(local(final)), "final-model")
+        if isinstance(self.stages[-1].model, str):
+            self._log_final_model(self.stages[-1].model)
         create_markdown_artifact(f"# iPET run `{self.config.name}`\n\n{summary}\n\nMLflow run: `{self.parent}`",
                                  key=artifact_key(self.config.name, "summary"))
         return results
+
+    def _log_final_model(self, final: str) -> None:
+        """Log the final model's directory once: a rerun that reused it links to the copy an earlier
+        run of the experiment logged (tag ``final_model.uri``) instead of adding another."""
+        run = self.client.get_run(self.parent)
+        earlier = [] if "'" in final else self.client.search_runs(
+            [run.info.experiment_id], max_results=1, order_by=["attributes.start_time ASC"],
+            filter_string=f"tags.`final_model.dir` = '{final}' and tags.`final_model.uri` LIKE 'runs:/%'")
+        uri = earlier[0].data.tags["final_model.uri"] if earlier else f"runs:/{self.parent}/final-model"
+        if not earlier:
+            self.client.log_artifacts(self.parent, str(local(final)), "final-model")
+        self.client.set_tag(self.parent, "final_model.dir", final)
+        self.client.set_tag(self.parent, "final_model.uri", uri)
 
     def register(self, results: dict, test_set: str | None) -> dict:
         """Champion/challenger (tasks/registry.py); results.json gains ``registry``. A failure is
         reported there and in MLflow, never raised: the run's results are already written."""
         final = self.stages[-1]
         try:
-            least = floor(self.stages, _labels(test_set)) if test_set else None
+            least = floor(self.stages, _labels(test_set), self.config.tracking.champion_margin) if test_set else None
             registry = register_final_model(self.config.registered_model, final.model, test_set,
                                             final.test_accuracy, self.tracked, self.config.labeling.batch_size,
                                             least)

@@ -9,12 +9,14 @@ from typing import Iterator
 
 from mlflow.tracking import MlflowClient
 
+from data.leaks import Leaks
 from data.lock import run_dir_lock
 from data.outputs import remove_stale_temps
 from tasks import tracking
 from tasks.data import prepare_data
 
 from .config import RunConfig
+from .provenance import log_provenance
 from .reporter import entry_flow_run_id
 
 
@@ -49,6 +51,9 @@ def tracked_session(config: RunConfig, run_dir: str, run_name: str) -> Iterator[
     uri = tracking.store_uri(config.tracking.mlflow_uri, run_dir if config.tracking.fallback_local else None)
     tracking.experiment_id(uri, config.tracking.experiment)
     data = prepare_data(config.data, config.fields, config.labels, run_dir)
+    for line in Leaks.of(data.get("leaks")).lines(config.data.test.name if config.data.test else "test"):
+        print(f"warning: {line}")  # the flow's log (log_prints), as `ipet validate` prints it
     tags = {"prefect.flow_run_id": entry_flow_run_id(), "run_dir": run_dir}
     with tracking.parent_run(uri, config.tracking.experiment, run_name, tags) as (client, parent_id):
+        log_provenance(client, parent_id, config, data)
         yield Session(data, tracking.TrackedRun(uri, parent_id), client)

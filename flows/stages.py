@@ -63,15 +63,30 @@ class Stage:
         return {k: v for k, v in asdict(self).items() if k != "tracked"}
 
 
-def floor(stages: Sequence[Stage], test_labels: Sequence[str]) -> tuple[str, float]:
-    """What the final model (the last stage) must score on the test set, and why: always guessing the
-    commonest test label, and each earlier stage less ``STAGE_SLACK`` (a distilled model may land a
-    little below the ensemble it learned from; a fall is a failure)."""
+def floor(stages: Sequence[Stage], test_labels: Sequence[str], margin: float = 0.02) -> tuple[str, float]:
+    """What the final model (the last stage) must score on the test set, and why: ``margin`` above
+    always guessing the commonest test label (a model that says one class for every row scores
+    exactly that, and has learned nothing), and each earlier stage less ``STAGE_SLACK`` (a distilled
+    model may land a little below the ensemble it learned from; a fall is a failure)."""
     labels = list(test_labels)
-    candidates = [("always guessing the commonest class", max(map(labels.count, set(labels))) / len(labels))]
+    majority = max(map(labels.count, set(labels))) / len(labels)
+    candidates = [(f"always guessing the commonest class ({majority:.4f}) plus the margin {margin:g}",
+                   majority + margin)]
     candidates += [(f"its own {s.stage} stage ({s.test_accuracy:.4f}) less {STAGE_SLACK:g}",
                     s.test_accuracy - STAGE_SLACK) for s in stages[:-1] if s.test_accuracy is not None]
     return max(candidates, key=lambda c: c[1])
+
+
+def fall(stages: Sequence[Stage]) -> str | None:
+    """Why the final stage scored below the best earlier one (flagged in summary.md and MLflow), or None."""
+    final, earlier = stages[-1], [s for s in stages[:-1] if s.test_accuracy is not None]
+    if final.test_accuracy is None or not earlier:
+        return None
+    best = max(earlier, key=lambda s: s.test_accuracy)
+    if final.test_accuracy >= best.test_accuracy:
+        return None
+    return (f"the final stage ({final.test_accuracy:.4f}) is below the best earlier stage, {best.stage} "
+            f"({best.test_accuracy:.4f})")
 
 
 def stage_table(stages: list[dict]) -> str:

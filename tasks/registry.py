@@ -39,15 +39,11 @@ from prompt_core.predictor import (ENSEMBLE_FILE, PROB_PREFIX, Predictor, Predic
 
 from . import devices
 from .models import fetched
+from .store_uri import CHAMPION, RegistryError
 from .tracking import TrackedRun
 
-CHAMPION = "champion"
 ARTIFACT = "model"  # the artifact name tasks/mlflow_model.py loads
 MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
-
-
-class RegistryError(LookupError):
-    """A registered model, version or alias that does not exist (a user mistake, not a crash)."""
 
 
 @dataclass

@@ -23,6 +23,8 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from data.location import is_url, mirror
 
+from .store_uri import resolve_uri
+
 log = logging.getLogger(__name__)
 
 
@@ -37,13 +39,6 @@ class TrackedRun:
 
 class TrackingError(RuntimeError):
     """The tracking store cannot be reached or written; raised before any compute starts."""
-
-
-def resolve_uri(configured: str | None) -> str:
-    """Configured URI, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlflow.db`` (absolute,
-    so workers in other directories write to the same store)."""
-    uri = configured or os.environ.get("MLFLOW_TRACKING_URI")
-    return uri or f"sqlite:///{Path('mlflow.db').resolve()}"
 
 
 def check_store(uri: str) -> None:
@@ -147,10 +142,19 @@ def parent_run(uri: str, experiment: str, name: str, tags: Mapping[str, str]) ->
     run = client.create_run(exp_id, run_name=name, tags=dict(tags))
     try:
         yield client, run.info.run_id
-    except BaseException:
-        client.set_terminated(run.info.run_id, "FAILED")
+    except BaseException as err:  # Ctrl-C, SIGTERM: stopped, not failed; children stopped with it
+        if _stopped(err):
+            end_runs(client, exp_id, [run.info.run_id], "KILLED")
+        else:
+            client.set_terminated(run.info.run_id, "FAILED")
         raise
     client.set_terminated(run.info.run_id, "FINISHED")
+
+
+def _stopped(err: BaseException) -> bool:
+    """Interrupted (Ctrl-C) or terminated (SIGTERM, as Prefect's ``TerminationSignal``)? Prefect is
+    not imported for this: a validation that only checks the store should not pay for it."""
+    return isinstance(err, KeyboardInterrupt) or type(err).__name__ == "TerminationSignal"
 
 
 def end_killed_runs(client: MlflowClient, exp_id: str, run_dir: str) -> list[str]:
@@ -160,12 +164,18 @@ def end_killed_runs(client: MlflowClient, exp_id: str, run_dir: str) -> list[str
         return []
     stale = [r.info.run_id for r in client.search_runs(
         [exp_id], filter_string=f"tags.run_dir = '{run_dir}' and attributes.status = 'RUNNING'")]
-    for parent in list(stale):
-        stale += [r.info.run_id for r in client.search_runs(
+    return end_runs(client, exp_id, stale, "KILLED")
+
+
+def end_runs(client: MlflowClient, exp_id: str, parents: list[str], status: str) -> list[str]:
+    """End ``parents`` and their children still RUNNING with ``status``; the ids ended."""
+    ended = list(parents)
+    for parent in parents:
+        ended += [r.info.run_id for r in client.search_runs(
             [exp_id], filter_string=f"tags.mlflow.parentRunId = '{parent}' and attributes.status = 'RUNNING'")]
-    for run_id in stale:
-        client.set_terminated(run_id, "KILLED")
-    return stale
+    for run_id in ended:
+        client.set_terminated(run_id, status)
+    return ended
 
 
 def log_child(uri: str, parent_id: str, name: str, params: Mapping[str, object],

@@ -103,7 +103,8 @@ def test_mixed_types_in_a_column_name_the_row(toy, rows, tmp_path, capsys):
 def test_typed_labels_match_by_their_text(toy, rows, tmp_path, capsys, value, verbalizer):
     records = [{"text": t, "label": value(lab == "pos")} for t, lab in rows]
     path = jsonl(tmp_path / "typed.jsonl", records)
-    code, out, err = validate({**with_train(toy, path, test=path), "verbalizer": verbalizer}, tmp_path, capsys)
+    test = jsonl(tmp_path / "typed-test.jsonl", [{**r, "text": f"held out {r['text']}"} for r in records[:10]])
+    code, out, err = validate({**with_train(toy, path, test=test), "verbalizer": verbalizer}, tmp_path, capsys)
     assert code == 0, err
     assert "'labeled': 8" in out
 

@@ -80,6 +80,73 @@ def test_mlflow_parent_has_a_child_per_model_with_curves_and_artifacts(finished,
     assert len(sets) == 2 * GENERATIONS
 
 
+def test_mlflow_parent_records_the_config_the_data_and_the_ipet_curve(finished, toy_config):
+    """Read back from the real SQLite store: flattened params, config.yaml, the data manifest, the
+    code's version, and test accuracy per stage as one series (step = stage index)."""
+    results, _ = finished
+    client = MlflowClient(toy_config["tracking"]["mlflow_uri"])
+    parent = client.get_run(results["mlflow_run_id"])
+    params = parent.data.params
+    assert params["model"] == toy_config["model"] and params["ipet.generations"] == str(GENERATIONS)
+    assert params["train.max_steps"] == str(STEPS) and params["data.rows.pool"] == "200"
+    assert params["tracking.champion_margin"] == "0.02" and "pvps" in params
+    assert parent.data.tags["ipet.version"] and len(parent.data.tags.get("mlflow.source.git.commit", "x" * 40)) == 40
+    local = Path(toy_config["tracking"]["mlflow_uri"].removeprefix("sqlite:///")).parent
+    artifacts = Path(parent.info.artifact_uri.removeprefix("file://"))
+    assert local in artifacts.parents
+    config = yaml.safe_load((artifacts / "config.yaml").read_text())
+    assert RunConfig.model_validate(config) == RunConfig.model_validate(toy_config)
+    manifest = yaml.safe_load((artifacts / "data-manifest.json").read_text())
+    assert manifest["rows"] == {"labeled": 8, "pool": 200, "test": 40} and len(manifest["sources"]["train.csv"]) == 64
+    series = client.get_metric_history(parent.info.run_id, "test_accuracy")
+    assert [(m.step, m.value) for m in series] == [(i, s["test_accuracy"]) for i, s in enumerate(results["stages"])]
+
+
+def test_reruns_of_a_finished_run_add_under_a_megabyte_of_artifacts(prefect_harness, finished, toy_config):
+    """Everything reused: the final model is not logged again; each rerun's parent links to the first copy."""
+    results, run_dir = finished
+    artifacts = Path(toy_config["tracking"]["mlflow_uri"].removeprefix("sqlite:///")).parent / "mlartifacts"
+
+    def size() -> int:
+        return sum(p.stat().st_size for p in artifacts.rglob("*") if p.is_file())
+
+    before = size()
+    reruns = [ipet(config=RunConfig.model_validate(toy_config), run_dir=str(run_dir)) for _ in range(2)]
+    added = size() - before
+    print(f"two reruns added {added} bytes to mlartifacts")  # the figure docs/reliability.md quotes
+    model = sum(p.stat().st_size for p in Path(results["stages"][-1]["model"]).rglob("*") if p.is_file())
+    assert added < min(1_000_000, model), "less than the final model: no copy of it was logged"
+    client = MlflowClient(toy_config["tracking"]["mlflow_uri"])
+    first = client.get_run(results["mlflow_run_id"]).data.tags["final_model.uri"]
+    assert first == f"runs:/{results['mlflow_run_id']}/final-model"
+    for rerun in reruns:
+        assert rerun["tasks"]["trained"] == 0
+        assert client.get_run(rerun["mlflow_run_id"]).data.tags["final_model.uri"] == first
+        assert "final-model" not in {a.path for a in client.list_artifacts(rerun["mlflow_run_id"])}
+
+
+def test_gc_frees_all_but_the_final_model_and_a_rerun_trains_them_again(prefect_harness, finished, toy_config,
+                                                                       tmp_path, capsys):
+    from flows.cli import main
+
+    results, run_dir = finished
+    assert "Run directory: " in (run_dir / "summary.md").read_text()
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    models = sorted(p.name for p in (copy / "models").iterdir())
+    final = Path(results["stages"][-1]["model"]).name
+    assert main(["gc", str(copy), "--keep", "last-generation"]) == 0
+    assert sorted(p.name for p in (copy / "models").iterdir()) == sorted(
+        [m for m in models if m.startswith(f"g{GENERATIONS}-")] + [final])
+    assert main(["gc", str(copy)]) == 0
+    assert [p.name for p in (copy / "models").iterdir()] == [final]
+    out = capsys.readouterr().out
+    assert "removed 2 model directories, freed" in out and "a rerun trains them again" in out
+    rerun = ipet(config=RunConfig.model_validate(toy_config), run_dir=str(copy))
+    assert rerun["tasks"] == {"trained": _total(finished) - 1, "reused": 1}, "all but the final model"
+    assert [s["test_accuracy"] for s in rerun["stages"]] == [s["test_accuracy"] for s in results["stages"]]
+
+
 def test_killed_run_resumes_without_redoing_finished_tasks(prefect_harness, toy_config, finished, tmp_path):
     """SIGKILL the CLI once generation 1 has begun training, run again, count what was reused."""
     from prefect.settings import PREFECT_API_URL
@@ -159,3 +226,34 @@ def test_an_ensemble_over_a_truly_unlabeled_pool_does_not_label_it_again(prefect
     assert final["test_accuracy"] == results["stages"][-2]["test_accuracy"]
     pool_logits = sorted(p.name.split("--")[0] for p in (tmp_path / "run" / "logits").glob("*--pool-*"))
     assert pool_logits == ["g0-p0-s1", "g0-p1-s1"]  # PET's models label it for generation 1; nothing after
+
+
+def test_progress_counts_the_run_s_models_with_an_eta_and_a_progress_artifact(prefect_harness, capsys):
+    from prefect import flow, task
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.progress import Progress
+
+    @task
+    def fake_training(reused: bool, seconds: float = 0.2) -> dict:
+        time.sleep(seconds)
+        return {"reused": reused}
+
+    @flow
+    def three_stages() -> dict:
+        progress = Progress(5, "test-progress")
+        first = progress.wait("pet", {"slow": fake_training.submit(True, 1.0), "fast": fake_training.submit(True)})
+        progress.wait("ipet-1", {i: fake_training.submit(False) for i in range(2)})
+        progress.wait("final", {"final": fake_training.submit(False)})
+        return first
+
+    assert list(three_stages()) == ["slow", "fast"], "results in the order submitted, not finished"
+    lines = [line for line in capsys.readouterr().out.splitlines() if " models · " in line]
+    assert [line.split(" · ")[:2] for line in lines] == [
+        ["[pet] 1/2 models", "run 1/5"], ["[pet] 2/2 models", "run 2/5"], ["[ipet-1] 1/2 models", "run 3/5"],
+        ["[ipet-1] 2/2 models", "run 4/5"], ["[final] 1/1 models", "run 5/5"]]
+    assert "ETA" not in lines[1] and "ETA" in lines[2] and "ETA" not in lines[4], "an ETA once a model trained"
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["test-progress"])))
+    assert [a.data for a in found] == [100.0]

@@ -133,7 +133,8 @@ BAD_FILES = {
     "missing": (None, ["nope.csv: file not found"]),
     "wrong-columns": ("title,text\nhello,world\n", ["bad.csv: missing column(s) ['body']"]),
     "empty-text": ("title,body\na,b\n  ,  \n", ["bad.csv: empty text in every input field", "row id(s) ['2']"]),
-    "non-utf8": ("title,body\ncaf\xe9,b\n".encode("latin-1"), ["bad.csv: column 'title', row 1: not UTF-8"]),
+    "non-utf8": ("title,body\ncaf\xe9,b\n".encode("latin-1"), ["bad.csv: line 2: not UTF-8 text"]),
+    "gzip": (b"\x1f\x8b\x08\x00binary", ["bad.csv: not csv text but a gzip-compressed file"]),
     "ragged": ("title,body\na,b\na,b,c\n", ["bad.csv: 1 malformed row(s)", "line 3 has 3 columns"]),
     "unknown-label": ("title,body,label\na,b,pos\nc,d,meh\n", ["bad.csv: label(s) ['meh'] not in the verbalizer",
                                                                "['2']"]),
@@ -203,8 +204,8 @@ def test_a_reader_keeps_its_version_while_an_ingest_commits(tmp_path: Path, sche
     resolved = DatasetStore(store, "news").version()
     ingest_file(write(tmp_path / "b.csv", rows(2, "b")), "news", store)  # …another ingest commits…
     assert resolved.read("unlabeled").num_rows == 3  # …and what it resolved is still exactly version 1
-    assert load_sets(pinned, FIELDS, LABELS)["pool"].num_rows == 3
-    assert load_sets(config, FIELDS, LABELS)["pool"].num_rows == 5  # a new run sees version 2
+    assert load_sets(pinned, FIELDS, LABELS)[0]["pool"].num_rows == 3
+    assert load_sets(config, FIELDS, LABELS)[0]["pool"].num_rows == 5  # a new run sees version 2
 
 
 def test_concurrent_ingests_each_land_as_a_version(tmp_path: Path, schema: Schema) -> None:

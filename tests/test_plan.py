@@ -11,7 +11,7 @@ import pytest
 
 from flows.config import RunConfig
 from flows.plan import Plan
-from flows.stages import STAGE_SLACK, Evaluation, Stage, floor, stage_table
+from flows.stages import STAGE_SLACK, Evaluation, Stage, fall, floor, stage_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,7 +102,15 @@ def test_the_floor_is_the_commonest_class_or_an_earlier_stage_less_the_slack():
     stages = [Stage("pet", 0.9, 8), Stage("ipet-1", None, 40), Stage("final", 0.5, 100)]
     reason, least = floor(stages, ["a", "a", "a", "b"])
     assert least == pytest.approx(0.9 - STAGE_SLACK) and "pet" in reason
-    assert floor([Stage("final", 0.5, 100)], ["a", "a", "a", "b"]) == ("always guessing the commonest class", 0.75)
+    reason, least = floor([Stage("final", 0.5, 100)], ["a", "a", "a", "b"])
+    assert least == pytest.approx(0.77) and reason == "always guessing the commonest class (0.7500) plus the margin 0.02"
+    assert floor([Stage("final", 0.5, 100)], ["a", "a", "a", "b"], margin=0)[1] == 0.75
+
+
+def test_a_final_stage_below_an_earlier_one_is_flagged():
+    assert fall([Stage("pet", 0.9, 8), Stage("ipet-1", None, 40), Stage("final", 0.5, 100)]) == \
+        "the final stage (0.5000) is below the best earlier stage, pet (0.9000)"
+    assert fall([Stage("pet", 0.5, 8), Stage("final", 0.5, 100)]) is None
 
 
 def test_the_plan_imports_neither_prefect_nor_mlflow():

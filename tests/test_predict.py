@@ -135,7 +135,7 @@ def _bad_inputs(root: Path) -> dict[str, tuple[Path, str]]:
         "missing-column": (root / "nocol.csv", "missing column(s) ['text'] that the model reads"),
         "bad-json-line": (root / "broken.jsonl", "broken.jsonl: line 3: not valid JSON"),  # after one batch
         "missing-json-key-everywhere": (root / "nocol.jsonl", "missing column(s) ['text']"),
-        "not-utf8": (root / "latin1.csv", "latin1.csv: cannot read as csv"),
+        "not-utf8": (root / "latin1.csv", "latin1.csv: line 2: not UTF-8 text"),
         "unknown-format": (root / "rows.txt", "cannot tell the format from the suffix"),
         "no-such-file": (root / "absent.csv", "absent.csv: file not found"),
     }

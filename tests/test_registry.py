@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from flows.config import RunConfig
 from flows.ipet import ipet
 from flows.predict import predict_file
+from flows.stages import Stage, floor
 from prompt_core import Predictor
 from tasks.registry import CHAMPION, decide, register_final_model
 from tasks.tracking import TrackedRun, experiment_id
@@ -116,6 +117,21 @@ def test_a_failed_run_is_registered_but_leaves_no_champion(prefect_harness, stor
     assert "below its own pet stage" in fell["reason"] and not client.get_registered_model(name).aliases
     good, _ = register(store, "pos", 4 / 6, name=name, floor=("its own pet stage", 0.5))
     assert (good["version"], good["decision"], good["reason"]) == ("2", "promoted", "no champion yet")
+
+
+def test_a_one_class_model_is_not_promoted(prefect_harness, store):
+    """A model that says 'pos' for every row scores the test set's majority rate (4 of 6): the first
+    final model of its name, yet no champion, because it does not beat the margin over that rate."""
+    name = "ipet-one-class"
+    texts = pq.read_table(store["test_set"])["text"].to_pylist()
+    said = Predictor.load(store["models"]["pos"]).predict([{"text": t} for t in texts], device="cpu").labels
+    labels = pq.read_table(store["test_set"])["label"].to_pylist()
+    accuracy = sum(p == t for p, t in zip(said, labels)) / len(labels)
+    assert set(said) == {"pos"} and accuracy == 4 / 6
+    one_class, _ = register(store, "pos", accuracy, name=name, floor=floor([Stage("final", accuracy, 6)], labels))
+    assert (one_class["decision"], one_class["champion"]) == ("kept", None)
+    assert "below always guessing the commonest class (0.6667) plus the margin 0.02" in one_class["reason"]
+    assert not MlflowClient(store["uri"]).get_registered_model(name).aliases
 
 
 def test_a_resumed_run_adds_no_version(prefect_harness, store):

@@ -299,3 +299,93 @@ def test_unwritable_run_dir_is_one_line(config_file, tmp_path, capsys):
     code = main(["run", str(config_file), "--run-dir", str(tmp_path / "a-file" / "run")])
     err = capsys.readouterr().err
     assert code == 1 and "ipet: cannot write" in err and "Not a directory" in err and "Traceback" not in err
+
+
+# --- Ctrl-C, SIGTERM and kill -9 of `ipet run` -------------------------------------------------------
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (the temporary Prefect server runs in a session of its own)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    def running(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+    return {p for p in pids if running(p)}
+
+
+@pytest.mark.parametrize(("how", "code"), [("SIGINT to the group", 130), ("SIGTERM", 143), ("SIGKILL", -9)])
+def test_a_signalled_run_stops_at_once_and_leaves_no_process(prefect_harness, toy, config_file, reference,
+                                                             tmp_path, how, code):
+    """Mid-training (the first PET model saved, the rest training): Ctrl-C as a terminal sends it (to
+    the process group), SIGTERM as a supervisor sends it (to ``ipet`` alone), and ``kill -9``. The
+    run's own temporary Prefect server must not outlive it; Ctrl-C's rerun ends as an uninterrupted run."""
+    from flows.ipet import ipet
+
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", str(config_file), "--run-dir", str(run_dir)],
+                            env={**ENV, "OMP_NUM_THREADS": "1", "PREFECT_HOME": str(tmp_path / "prefect")},
+                            cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 600
+    while proc.poll() is None and time.time() < deadline and not list(run_dir.glob("models/g0-*/learner.json")):
+        time.sleep(0.05)
+    children = _descendants(proc.pid)
+    assert proc.poll() is None and children, "signalled mid-training, with its temporary server running"
+    sent = time.time()
+    if how == "SIGINT to the group":
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(getattr(signal, how))
+    err = proc.communicate(timeout=60)[1]
+    took = time.time() - sent
+    print(f"{how}: exit {proc.returncode} {took:.1f} s after the signal")  # the figure docs/reliability.md quotes
+    assert proc.returncode == code and took < 10, (took, err[-3000:])
+    time.sleep(1)  # a parent's death reaches its children
+    assert _alive(children) == set(), "no process of the run left"
+    if code == -9:
+        return
+    assert "Traceback" not in err, err[-3000:]
+    assert [line for line in err.splitlines() if "running the same command again resumes" in line] == \
+        [f"ipet: {how.split()[0]}: ipet run stopped; finished outputs are kept, and running the same command again "
+         "resumes where it stopped"]
+    client = MlflowClient(toy["tracking"]["mlflow_uri"])
+    runs = client.search_runs([client.get_experiment_by_name("toy").experiment_id],
+                              filter_string=f"tags.run_dir = '{run_dir}'")
+    assert [r.info.status for r in runs] == ["KILLED"]
+    if code == 130:
+        resumed = ipet(config=RunConfig.model_validate(toy), run_dir=str(run_dir))
+        assert resumed["tasks"]["reused"] >= 1 and metrics(resumed) == metrics(reference[0])
+        assert outputs(run_dir) == outputs(reference[1])
+
+
+def test_outputs_follow_the_umask(tmp_path):
+    """Atomic outputs (results.json, summary.md, predictions, model directories) get the permissions
+    every other file of the run directory gets, not a temporary file's private 0600."""
+    from data.outputs import atomic_path, write_json
+
+    old = os.umask(0o022)
+    try:
+        write_json({"a": 1}, tmp_path / "results.json")
+        with atomic_path(tmp_path / "model", directory=True) as tmp:
+            (tmp / "weights.bin").write_bytes(b"w")
+        (tmp_path / "plain.txt").write_text("x")
+    finally:
+        os.umask(old)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in tmp_path.iterdir()}
+    assert modes == {"results.json": "0o644", "model": "0o755", "plain.txt": "0o644"}

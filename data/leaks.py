@@ -1,0 +1,72 @@
+"""Test rows whose text is also in the training data: a leak that inflates every score.
+
+A row leaks when all its input fields equal (ignoring surrounding whitespace, as ``ipet ingest``
+compares) those of a labeled row or a pool row. Pool rows that leak are dropped: the pool only
+feeds pseudo-labels, so nothing is lost but the leak. A labeled row that leaks is kept (the gold
+set is the user's choice) and reported, so the user can fix the files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .dataset_store import text_keys
+
+SHOWN = 10  # row ids listed per finding
+
+
+@dataclass(frozen=True)
+class Leaks:
+    """Test row ids whose text is in the labeled set, and in the pool (whose copies were dropped)."""
+
+    in_labeled: list[str] = field(default_factory=list)
+    in_pool: list[str] = field(default_factory=list)
+    dropped: int = 0
+
+    def lines(self, test: str) -> list[str]:
+        """One line per finding, naming the test source, the count and the first row ids."""
+        found = []
+        if self.in_pool:
+            found.append(f"{test}: {len(self.in_pool)} test row(s) also in the unlabeled pool (leak), row id(s) "
+                         f"{_ids(self.in_pool)}; their {self.dropped} pool row(s) were dropped")
+        if self.in_labeled:
+            found.append(f"{test}: {len(self.in_labeled)} test row(s) also in the labeled set (leak: scores are "
+                         f"inflated), row id(s) {_ids(self.in_labeled)}; remove them from one of the files")
+        return found
+
+    def record(self) -> dict:
+        return {"in_labeled": self.in_labeled, "in_pool": self.in_pool, "pool_rows_dropped": self.dropped}
+
+    @classmethod
+    def of(cls, record: dict | None) -> "Leaks":
+        """From a data manifest's ``leaks`` (none in a manifest written before leaks were checked)."""
+        record = record or {}
+        return cls(record.get("in_labeled", []), record.get("in_pool", []), record.get("pool_rows_dropped", 0))
+
+
+def drop_leaks(pool: pa.Table, labeled: pa.Table, test: pa.Table | None,
+               fields: Sequence[str]) -> tuple[pa.Table, Leaks]:
+    """The pool without the test set's texts, and what leaked."""
+    if test is None or test.num_rows == 0:
+        return pool, Leaks()
+    test_keys = text_keys(test, fields).combine_chunks()
+    in_pool = pc.is_in(text_keys(pool, fields), value_set=test_keys)
+    pool_keys = text_keys(pool.filter(in_pool), fields).combine_chunks()
+    labeled_keys = text_keys(labeled, fields).combine_chunks() if labeled.num_rows else pa.array([], pa.string())
+    ids = test["id"].to_pylist()
+    leaks = Leaks(in_labeled=_where(ids, pc.is_in(test_keys, value_set=labeled_keys)),
+                  in_pool=_where(ids, pc.is_in(test_keys, value_set=pool_keys)),
+                  dropped=pc.sum(in_pool).as_py() or 0)
+    return pool.filter(pc.invert(in_pool)), leaks
+
+
+def _where(ids: list[str], mask: pa.Array) -> list[str]:
+    return [i for i, hit in zip(ids, mask.to_pylist()) if hit]
+
+
+def _ids(ids: list[str]) -> str:
+    return str(ids[:SHOWN]) + (f" and {len(ids) - SHOWN} more" if len(ids) > SHOWN else "")

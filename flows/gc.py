@@ -1,0 +1,58 @@
+"""``ipet gc``: free a finished run directory's disk by removing model weights its final model
+does not need. Every model directory is an output keyed by its inputs, so a later rerun trains
+again exactly what was removed (and reuses everything else); nothing else is touched.
+
+``--keep final`` keeps the final model (an ensemble's members with it); ``last-generation`` also
+the last iPET generation's models (what a rerun with more generations continues from); ``all``
+removes nothing and only reports sizes.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+from data.errors import DataError
+from data.outputs import read_json
+
+KEEP = ("final", "last-generation", "all")
+GENERATION = re.compile(r"g(\d+)-")
+
+
+def size(path: Path) -> int:
+    """Bytes of the files under ``path``."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def removable(run_dir: Path, keep: str) -> list[Path]:
+    """The model directories ``keep`` lets go, or DataError if ``run_dir`` holds no finished run."""
+    from prompt_core.predictor import member_dirs
+
+    if not (run_dir / "results.json").is_file():
+        raise DataError(f"{run_dir}: no results.json, so not a finished run directory (give --run-dir of `ipet run`)")
+    final = read_json(run_dir / "results.json")["stages"][-1].get("model")
+    models = sorted(p for p in (run_dir / "models").glob("[!.]*") if p.is_dir())
+    if keep == "all" or not isinstance(final, str):
+        return []
+    final = run_dir / "models" / Path(final).name  # the run directory may have moved since
+    needed = {final.name, *(m.name for m in member_dirs(final))}
+    if keep == "last-generation":
+        generations = [int(m.group(1)) for p in models if (m := GENERATION.match(p.name))]
+        needed |= {p.name for p in models if generations and p.name.startswith(f"g{max(generations)}-")}
+    return [p for p in models if p.name not in needed]
+
+
+def collect(run_dir: Path, keep: str) -> str:
+    """Remove what ``keep`` lets go (the caller holds the run directory's lock); what was freed."""
+    gone = removable(run_dir, keep)
+    freed = sum(size(p) for p in gone)
+    for path in gone:
+        shutil.rmtree(path)
+    return (f"{run_dir}: removed {len(gone)} model director{'y' if len(gone) == 1 else 'ies'}, freed "
+            f"{megabytes(freed)}; the run directory is now {megabytes(size(run_dir))}"
+            + ("; a rerun trains them again" if gone else ""))
+
+
+def megabytes(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"

@@ -1,0 +1,72 @@
+"""Ctrl-C and SIGTERM for a command that runs a flow: stop within seconds, say how to resume.
+
+The first SIGINT or SIGTERM raises :class:`Interrupted` in the main thread, so the flow unwinds:
+its MLflow runs are marked KILLED (``tasks/tracking.py``), Prefect records the flow run as
+crashed, and the command stops its temporary server. Training runs in worker threads, which
+Python cannot stop; every output is written under a temporary name and renamed when complete, so
+nothing half-written is visible, and a rerun reuses every finished task. The process therefore
+exits ``GRACE_S`` after the signal however far the unwinding got, and at once on a second signal.
+Exit status 128 + the signal's number: 130 for SIGINT, 143 for SIGTERM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+from typing import Callable, Iterator
+
+GRACE_S = 6.0
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by a signal; ``code`` is the exit status (128 + signal number)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.code = 128 + signum
+
+
+def resume_line(command: str, signum: int) -> str:
+    return (f"ipet: {signal.Signals(signum).name}: {command} stopped; finished outputs are kept, and running the "
+            "same command again resumes where it stopped\n")
+
+
+@contextlib.contextmanager
+def stop_on_signals(command: str, cleanup: Callable[[], None]) -> Iterator[None]:
+    """For the block: the first signal says so on stderr and raises :class:`Interrupted`; ``cleanup``
+    (stopping the server) then runs, and the process exits ``GRACE_S`` later at the latest, or at once
+    on a second signal. Outside the main thread (a caller's worker) nothing is installed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    seen: list[int] = []
+
+    def finish(code: int) -> None:
+        with contextlib.suppress(Exception):
+            cleanup()
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+    def handler(signum: int, frame) -> None:
+        if seen:
+            os._exit(128 + seen[0])
+        seen.append(signum)
+        os.write(2, resume_line(command, signum).encode())  # not print: the handler may interrupt a print
+        threading.Thread(target=lambda: (threading.Event().wait(GRACE_S), finish(128 + signum)),
+                         name="ipet-interrupt-deadline", daemon=True).start()
+        raise Interrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in SIGNALS}
+    try:
+        yield
+    except Interrupted as err:
+        finish(err.code)  # worker threads may still be training: do not wait for them
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)

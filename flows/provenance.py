@@ -1,0 +1,67 @@
+"""What a run's MLflow parent records about how it was made, so a run can be understood (and
+repeated) from MLflow alone: the resolved config as flattened params and as ``config.yaml``, the
+data manifest (source sha256s, store versions, rows per set) as ``data-manifest.json`` and params,
+and the project's version and git commit as tags. The stage series (``test_accuracy`` by stage
+index) is logged by ``Reporter`` as each stage ends."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import yaml
+from mlflow.entities import Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from tasks.tracking import log_batch
+
+from .config import RunConfig
+
+PACKAGE = "ipet-pipeline"
+MAX_PARAM = 6000  # MLflow's limit on a param value
+SETTING = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def log_provenance(client: MlflowClient, run_id: str, config: RunConfig, data: dict) -> None:
+    settings = config.model_dump(mode="json", by_alias=True)
+    params = {**flatten(settings), **{f"data.rows.{k}": v for k, v in data.get("rows", {}).items()}}
+    tags = {"ipet.version": _version()}
+    commit = _git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    log_batch(client, run_id, params=[Param(k, str(v)[:MAX_PARAM]) for k, v in params.items()],
+              tags=[RunTag(k, v) for k, v in tags.items()])
+    client.log_text(run_id, yaml.safe_dump(settings, sort_keys=False), "config.yaml")
+    client.log_text(run_id, json.dumps(data, indent=2), "data-manifest.json")
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as ``a.b.c`` keys; lists, and mappings keyed by data rather than by setting
+    names (a verbalizer's labels, which may read ``../neg``), stay one value, as JSON."""
+    if not isinstance(tree, dict) or not all(SETTING.fullmatch(str(k)) for k in tree):
+        return {prefix: json.dumps(tree) if isinstance(tree, (list, dict)) else tree}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat.update(flatten(value, f"{prefix}{key}" if not prefix else f"{prefix}.{key}"))
+    return flat
+
+
+def _version() -> str:
+    try:
+        return version(PACKAGE)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _git_commit() -> str | None:
+    """The checkout's commit, when the code runs from one (not from an installed wheel)."""
+    try:
+        done = subprocess.run(["git", "-C", str(Path(__file__).resolve().parents[1]), "rev-parse", "HEAD"],
+                              capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None

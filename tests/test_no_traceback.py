@@ -1,0 +1,218 @@
+"""Every user mistake in docs/reliability.md, fed through the CLI: the documented exit code, the
+message's key words, and never a traceback (stdout and stderr, captured at the file descriptors,
+so a C extension's print counts too). The doc and this table are checked against each other: a
+case documented without a test here, or tested without a line in the doc, fails."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import yaml
+
+from flows.cli import main
+from tiny import save_tiny, toy_run_config
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "reliability.md"
+FED = ("Bad config", "Bad data", "Bad command line")  # every row of these sections is a case below
+Build = Callable[[dict, Path], list[str]]
+
+
+def config(toy: dict, tmp: Path, **changes) -> str:
+    """``toy`` with top-level ``changes`` (``data_*`` keys change ``data``) written as YAML; its path."""
+    data = {**toy["data"], **{k.removeprefix("data_"): v for k, v in changes.items() if k.startswith("data_")}}
+    path = tmp / "config.yaml"
+    path.write_text(yaml.safe_dump({**toy, **{k: v for k, v in changes.items() if not k.startswith("data_")},
+                                    "data": data}))
+    return str(path)
+
+
+def validate(*overrides: str, **changes) -> Build:
+    return lambda toy, tmp: ["validate", config(toy, tmp, **changes), *[a for o in overrides for a in ("--set", o)]]
+
+
+def with_train(text: str | bytes, name: str = "bad.csv", **source) -> Build:
+    def build(toy: dict, tmp: Path) -> list[str]:
+        (tmp / name).write_bytes(text if isinstance(text, bytes) else text.encode())
+        return ["validate", config(toy, tmp, data_train={"path": str(tmp / name), **source})]
+    return build
+
+
+def with_model(make: Callable[[Path], Path]) -> Build:
+    return lambda toy, tmp: ["validate", config(toy, tmp, model=str(make(tmp)))]
+
+
+def lines(n: int, make: Callable[[int], str], header: str = "text,label") -> str:
+    return "\n".join([header, *(make(i) for i in range(n))]) + "\n"
+
+
+def gpt2(tmp: Path) -> Path:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    directory = save_tiny("bert", tmp / "gpt2")
+    GPT2LMHeadModel(GPT2Config(vocab_size=100, n_positions=64, n_embd=32, n_layer=1, n_head=2)).save_pretrained(directory)
+    return directory
+
+
+def pickled(tmp: Path) -> Path:
+    import torch
+    from transformers import AutoModelForMaskedLM
+
+    directory = save_tiny("bert", tmp / "pickled")
+    state = AutoModelForMaskedLM.from_pretrained(directory).state_dict()
+    (directory / "model.safetensors").unlink()
+    torch.save(state, directory / "pytorch_model.bin")
+    return directory
+
+
+def custom_code(tmp: Path) -> Path:
+    directory = save_tiny("bert", tmp / "remote")
+    settings = json.loads((directory / "config.json").read_text())
+    settings.update(model_type="custom-evil", auto_map={"AutoConfig": "evil.EvilConfig"})
+    (directory / "config.json").write_text(json.dumps(settings))
+    return directory
+
+
+def a_file(tmp: Path) -> str:
+    (tmp / "a-file").write_text("x")
+    return str(tmp / "a-file")
+
+
+def gzipped(tmp: Path) -> str:
+    (tmp / "data.csv").write_bytes(gzip.compress(b"text,label\nfine,pos\n" * 50))
+    return str(tmp / "data.csv")
+
+
+BALANCED = lines(40, lambda i: f"film number {i} was {'great' if i % 2 else 'bad'},{'pos' if i % 2 else 'neg'}")
+CASES: dict[str, tuple[Build, int, str]] = {
+    # -- bad config
+    "unknown key": (validate("colour=blue"), 2, "colour: Extra inputs are not permitted"),
+    "cloze pattern with no `{mask}`, or two": (validate("pvps=[{pattern: '{text} no mask'}]"), 2, "exactly one {mask}"),
+    "similarity pattern with a `{mask}`": (validate("learner=similarity"), 2, "which the similarity learner does not fill"),
+    "`final.train.max_steps` (would cut the distillation short)": (validate("final.train.max_steps=3"), 2,
+                                                                   "max_steps would cut the distillation short"),
+    "pattern slot not in the data": (validate("pvps=[{pattern: '{review} {mask}'}, {pattern: '{mask} {review}'}]"), 2,
+                                     "missing column(s) ['review'] that the patterns use"),
+    "label in the data, not in the verbalizer": (validate("verbalizer={neg: bad}"), 2, "not in the verbalizer"),
+    "label in the verbalizer, not in the data": (validate("verbalizer={neg: bad, pos: great, meh: fine}"), 2,
+                                                 "label 'meh' has 0 examples"),
+    "empty verbalizer": (validate("verbalizer={}"), 2, "verbalizer is empty"),
+    "label word of several tokens": (validate("verbalizer={neg: bad, pos: goods}"), 2, "is 2 tokens"),
+    "`labeled_per_class` larger than a class": (validate("data.labeled_per_class=500"), 2,
+                                                "fewer than labeled_per_class=500"),
+    "growth/generations exceed the pool": (validate("ipet.growth=10"), 2, "but the pool has 200"),
+    "fewer than two models per generation": (validate("pvps=[{pattern: '{text} it was {mask} .'}]", "ipet.generations=1"),
+                                             2, "iPET needs at least two models per generation"),
+    "model path does not exist": (validate("model=/nonexistent/model"), 2, "'/nonexistent/model' does not exist"),
+    "model directory holds no model": (lambda toy, tmp: ["validate", config(toy, tmp, model=str(tmp))], 2,
+                                       "model: cannot load a tokenizer from"),
+    "model is not a masked LM (e.g. GPT-2)": (with_model(gpt2), 2, "is a 'gpt2' model, not a masked LM"),
+    "unknown device": (validate("train.device=tpu"), 2, "unknown device 'tpu'"),
+    "run `name` with `../`, `/`": (validate("name=../escape"), 2, "name: String should match pattern"),
+    "checkpoint needs its own code (unknown `model_type`)": (with_model(custom_code), 2, "trust_remote_code"),
+    "weights only as `pytorch_model.bin` (pickle)": (with_model(pickled), 2, "has no safetensors weights"),
+    # -- bad data
+    "missing file": (validate(data_train={"path": "missing.csv"}), 2, "missing.csv: file not found"),
+    "wrong delimiter": (with_train(BALANCED.replace(",", "\t")), 2, "is the delimiter right"),
+    "non-UTF-8 bytes": (with_train("text,label\ncaf\xe9 great,pos\n".encode("latin-1")), 2, "line 2: not UTF-8 text"),
+    "ragged CSV row": (with_train(BALANCED + "a film, it was great,pos\n"), 2, "1 malformed row(s)"),
+    "missing text column": (with_train(BALANCED.replace("text,label", "review,label")), 2, "missing column(s) ['text']"),
+    "missing label column": (with_train(BALANCED.replace("text,label", "text,stars")), 2, "no 'label' column"),
+    "empty or whitespace-only text": (with_train(BALANCED + '"   ",pos\n'), 2, "empty text in every input field"),
+    "missing label (null, empty)": (with_train(BALANCED + "a fine film,\n"), 2, "no label at row id(s) ['41']"),
+    "a column of lists/objects": (with_train(json.dumps({"text": ["a"], "label": "pos"}) + "\n", "lists.jsonl"), 2,
+                                  "holds list<item: string> values, not text"),
+    "a JSONL column changing type": (with_train('{"text": "a", "label": "pos"}\n{"text": 5, "label": "neg"}\n',
+                                                "mixed.jsonl"), 2, "cannot read as jsonl"),
+    "empty unlabeled file": (lambda toy, tmp: (tmp / "empty.csv").write_text("text\n") and [
+        "validate", config(toy, tmp, data_train=None, data_labeled_per_class=None, data_unlabeled={"path": str(
+            tmp / "empty.csv")})], 2, "empty.csv: no rows"),
+    "pool drawn empty": (validate(data_labeled_per_class=120, data_pool_size=None), 2,
+                         "no rows left for the unlabeled pool"),
+    "duplicate ids (`id_column`)": (with_train(lines(4, lambda i: f"dup,film {i},{'pos' if i % 2 else 'neg'}",
+                                                     "id,text,label"), id_column="id"), 2, "duplicate id(s) ['dup']"),
+    "a 1 MB single text": (with_train(BALANCED + f"{'great film ' * 100_000},pos\n"), 0, "ok · labels"),
+    "a binary or compressed file as data": (with_train(gzip.compress(BALANCED.encode())), 2,
+                                            "not csv text but a gzip-compressed file"),
+    "a NUL byte in a text file": (with_train(BALANCED + "a \x00 film,pos\n"), 2, "line 42: a NUL byte"),
+    # -- bad command line
+    "config file not found": (lambda toy, tmp: ["validate", str(tmp / "nope.yaml")], 2, "config file not found"),
+    "config file not YAML": (lambda toy, tmp: (tmp / "c.yaml").write_text("a: [") and ["validate", str(tmp / "c.yaml")],
+                             2, "not valid YAML"),
+    "unparsable `--set` value": (validate("pvps=[{"), 2, "--set 'pvps=[{': the value is not valid YAML"),
+    "`--run-dir` naming a file": (lambda toy, tmp: ["run", config(toy, tmp), "--run-dir", a_file(tmp)], 2,
+                                  "it is a file, not a directory"),
+    "`ipet ingest` of a binary or compressed file": (lambda toy, tmp: ["ingest", gzipped(tmp), "--dataset", "d",
+                                                                       "--store", str(tmp / "s"), "--config",
+                                                                       config(toy, tmp)], 2, "gzip-compressed"),
+    "`ipet ingest --store` naming a file, with `--config`": (
+        lambda toy, tmp: ["ingest", str(Path(toy["data"]["root"]) / "train.csv"), "--dataset", "d", "--store",
+                          a_file(tmp), "--config", config(toy, tmp)], 2, "is a file, not a directory"),
+    "`ipet ingest --store` naming a file, without `--config`": (
+        lambda toy, tmp: ["ingest", str(Path(toy["data"]["root"]) / "train.csv"), "--dataset", "d", "--store",
+                          a_file(tmp)], 2, "is a file, not a directory"),
+    "unparsable `--read` value": (lambda toy, tmp: ["ingest", "x.csv", "--dataset", "d", "--read", "rows=[0,"], 2,
+                                  "--read 'rows=[0,': the value is not valid YAML"),
+    "`ipet predict --output` naming a directory": (
+        lambda toy, tmp: ["predict", "--model", toy["model"], "--input", str(Path(toy["data"]["root"]) / "test.csv"),
+                          "--output", str(tmp)], 2, "is a directory; give a file name"),
+    "`ipet predict --batch-size 0`": (lambda toy, tmp: ["predict", "--model", "m", "--input", "i.csv", "--output",
+                                                        "o.parquet", "--batch-size", "0"], 2, "must be at least 1"),
+    "`ipet predict --input` missing": (lambda toy, tmp: ["predict", "--model", "m", "--input", str(tmp / "i.csv"),
+                                                         "--output", str(tmp / "o.parquet")], 2, "file not found"),
+    "`ipet predict --model champion` without an MLflow store": (
+        lambda toy, tmp: ["predict", "--model", "champion", "--input", str(Path(toy["data"]["root"]) / "test.csv"),
+                          "--output", str(tmp / "o.parquet"), "--tracking-uri", f"sqlite:///{tmp}/none.db"], 2,
+        "no MLflow store at"),
+    # -- faults a user can cause
+    "MLflow server unreachable (`http://127.0.0.1:9`)": (validate("tracking.mlflow_uri=http://127.0.0.1:9"), 2,
+                                                         "is not reachable"),
+    "SQLite store unusable": (lambda toy, tmp: validate(f"tracking.mlflow_uri=sqlite:///{a_file(tmp)}/m.db")(toy, tmp),
+                              2, "cannot create files in"),
+    "run directory not writable / not a directory": (
+        lambda toy, tmp: ["run", config(toy, tmp), "--run-dir", f"{a_file(tmp)}/run"], 1, "Not a directory"),
+}
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    return toy_run_config(tmp_path_factory.mktemp("matrix-toy"))
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_every_mistake_is_one_clear_line_never_a_traceback(toy, tmp_path, capfd, monkeypatch, case):
+    build, code, says = CASES[case]
+    monkeypatch.chdir(tmp_path)
+    argv = build(toy, tmp_path)
+    capfd.readouterr()
+    assert main(argv) == code
+    out, err = capfd.readouterr()
+    assert says in (out if code == 0 else err) and "Traceback" not in out + err, err
+    assert all(c.isprintable() or c in "\n\t" for c in err), "no raw bytes echoed"
+
+
+def documented() -> dict[str, tuple[str, str]]:
+    """Every table row of the doc: case -> (section, section heading's exit code, if it states one)."""
+    rows, section, code = {}, "", ""
+    for line in DOC.read_text().splitlines():
+        if line.startswith("## "):
+            section = line[3:]
+            found = re.search(r"exit (\d+)", section)
+            code = found.group(1) if found else ""
+        elif line.startswith("| ") and not line.startswith(("| case", "|---")):
+            rows[line.split(" | ")[0].removeprefix("| ").strip()] = (section, code)
+    return rows
+
+
+def test_the_doc_lists_every_case_and_every_documented_mistake_is_fed():
+    rows = documented()
+    fed = {case for case, (section, _) in rows.items() if section.startswith(FED)}
+    assert sorted(fed - set(CASES)) == [], "documented, not fed through the CLI here"
+    assert sorted(set(CASES) - set(rows)) == [], "fed here, not in docs/reliability.md"
+    wrong = {case: (code, CASES[case][1]) for case, (_, code) in rows.items()  # 0: a documented "accepted"
+             if case in CASES and code and CASES[case][1] not in (0, int(code))}
+    assert wrong == {}, "the exit code the doc's section states"
