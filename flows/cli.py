@@ -1,4 +1,5 @@
-"""``ipet``: run the iPET flow, adapt its backbone, check a config and its data, ingest new data, predict."""
+"""``ipet``: run the iPET flow, adapt its backbone, check a config and its data, ingest new data, predict,
+suggest a verbalizer."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from . import suggest
 from .config import ConfigError, assignment, load_config
 
 EXIT_BUSY = 75  # EX_TEMPFAIL: another run holds the run directory; try again later
@@ -29,9 +31,10 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--run-dir", help="where outputs go (default runs/<name>); re-use it to resume")
     _ingest_parser(sub)
     _predict_parser(sub)
+    suggest.add_parser(sub)
     args = parser.parse_args(argv)
-    if args.command in ("ingest", "predict"):
-        return {"ingest": _ingest, "predict": _predict}[args.command](args)
+    if args.command in ("ingest", "predict", "suggest"):
+        return {"ingest": _ingest, "predict": _predict, "suggest": suggest.command}[args.command](args)
 
     try:
         config = load_config(args.config, args.set)
