@@ -36,7 +36,7 @@ PATTERN_LIBRARY = {
     "cloze": ("{input} It was {mask} .", "{input} This is about {mask} .", "{mask} : {input}",
               "[ Category: {mask} ] {input}", "{input} All in all, it was {mask} ."),
 }
-NEIGHBOUR_POOL = 500  # without labels: the pool's most frequent terms a label name's neighbours come from
+NEIGHBOUR_POOL = 500  # the pool's most frequent terms a label's embedding neighbours come from
 
 
 @dataclass(frozen=True)
@@ -199,9 +199,15 @@ class PhraseScorer:
         if task.targets:
             texts = [join_fields(r, task.fields) for r in task.labeled]
             found = characteristic_terms(texts, task.targets, len(task.labels), task.background, s.terms, s.max_n)
-            terms = [[t for t, _ in f] for f in found]
+            near = self._nearest_terms(texts, [[i for i, y in enumerate(task.targets) if y == label]
+                                               for label in range(len(task.labels))])
+            terms = [list(dict.fromkeys([t for t, _ in f] + n)) for f, n in zip(found, near)]
         else:
-            terms = self._name_neighbours()
+            nameless = [name for name in task.labels if not words(name)]
+            if nameless:
+                raise SuggestError(f"no labeled examples, and label(s) {nameless} have no name to start from: "
+                                   "give labeled examples, or name the labels with words in the verbalizer")
+            terms = self._nearest_terms(list(task.labels), [[label] for label in range(len(task.labels))])
         out: list[Candidate] = []
         for label, name in enumerate(task.labels):
             out += [Candidate(label, t.format(x=name), "label name") for t in PHRASE_TEMPLATES]
@@ -210,17 +216,17 @@ class PhraseScorer:
                 out.append(Candidate(label, ", ".join(terms[label][:LIST_SIZE]) + ".", "terms"))
         return list({(c.label, c.text): c for c in out}.values())
 
-    def _name_neighbours(self) -> list[list[str]]:
-        """Without labels: the pool's frequent terms closest to each label name (and to no other name)."""
-        nameless = [name for name in self.task.labels if not words(name)]
-        if nameless:
-            raise SuggestError(f"no labeled examples, and label(s) {nameless} have no name to start from: give "
-                               "labeled examples, or name the labels with words in the verbalizer")
+    def _nearest_terms(self, texts: list[str], groups: list[list[int]]) -> list[list[str]]:
+        """KPT-style neighbours: the pool's frequent terms whose embedding is closest, on average, to each
+        label's ``texts`` (its labeled examples, or without labels its name), and closer to them than to
+        any other label's (as a margin over the labels' mean). They find words where few repeat across a handful of short examples."""
         frequent = [t for t, n in document_frequency(self.task.background, self.settings.max_n).most_common(
             NEIGHBOUR_POOL) if n > 1]
         if not frequent:
-            raise SuggestError("no labeled examples, and the pool has no term in two rows to build candidates from")
-        cosine = self.similarities("{text}", [{"text": t} for t in frequent], list(self.task.labels))
+            return [[] for _ in groups]
+        cosine = self.similarities("{text}", [{"text": t} for t in frequent], texts)
+        cosine = np.stack([cosine[:, g].mean(axis=1) for g in groups], axis=1)
+        cosine -= cosine.mean(axis=1, keepdims=True)  # near this label rather than near every text
         owner = cosine.argmax(axis=1)
         return [[frequent[i] for i in np.argsort(-cosine[:, label], kind="stable") if owner[i] == label]
                 [: self.settings.terms] for label in range(len(self.task.labels))]
