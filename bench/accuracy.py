@@ -15,7 +15,11 @@ labeled draw (``data.seed``; the models' own ``seeds`` stay the configs'), these
   config's ``train`` settings on its k·C gold examples: supervised (k per class);
 - ``supervised-all``: the same classifier trained once (``epochs`` 1) on every training-side label,
   the gold rows plus the similarity pool with its hidden labels: supervised (all labels), the ceiling;
-- ``setfit``: SetFit (``setfit`` package) on the same MiniLM directory and the same gold rows.
+- ``setfit``: SetFit (``setfit`` package) on the same MiniLM directory and the same gold rows;
+- flows ``similarity-suggested`` and ``cloze-suggested``: the ``similarity`` and ``cloze`` configs with
+  every verbalizer replaced by the bare label ids, then ``ipet suggest`` (its defaults, the config's
+  patterns) on the seed's labeled set and pool: PET and iPET with the suggested phrases or words, to
+  compare with the hand-written ones (issue #16: within 2 points). The unit's JSON keeps what was suggested.
 
 The gold rows, pool and test set of the supervised and SetFit units are the similarity run's own
 prepared parquet files (``data.prepare.prepare`` on its run dir returns the same content-addressed
@@ -73,14 +77,22 @@ METHODS = {  # row key -> (label, unit, the flow's stage or None), in table orde
     "ipet-similarity": ("iPET (similarity)", "similarity", "final"),
     "zero-shot-ipet-similarity": ("zero-shot iPET (similarity)", "similarity-zero", "final"),
     "setfit": ("SetFit", "setfit", None),
+    "pet-similarity-suggested": ("PET (similarity, suggested)", "similarity-suggested", "pet"),
+    "ipet-similarity-suggested": ("iPET (similarity, suggested)", "similarity-suggested", "final"),
+    "pet-cloze-suggested": ("PET (cloze, suggested)", "cloze-suggested", "pet"),
+    "ipet-cloze-suggested": ("iPET (cloze, suggested)", "cloze-suggested", "final"),
 }
 FLOWS = {  # flow unit -> (example config, overrides applied after the operator's)
     "similarity": ("{dataset}.yaml", []),
     "similarity-zero": ("{dataset}.yaml", ["data.labeled_per_class=0"]),
     "cloze": ("{dataset}-cloze.yaml", []),
     "classifier": ("{dataset}-cloze.yaml", ["learner=classifier"]),
+    "similarity-suggested": ("{dataset}.yaml", []),
+    "cloze-suggested": ("{dataset}-cloze.yaml", []),
 }
-GROUPS = (("similarity", "similarity-zero"), ("supervised", "supervised-all", "setfit"), ("cloze", "classifier"))
+SUGGESTED = ("similarity-suggested", "cloze-suggested")  # their verbalizers come from `ipet suggest`
+GROUPS = (("similarity", "similarity-zero"), ("supervised", "supervised-all", "setfit"), ("cloze", "classifier"),
+          SUGGESTED)
 UNITS = tuple(u for group in GROUPS for u in group)  # in run order
 GOLD_UNITS = ("supervised", "supervised-all", "setfit")  # read the similarity run's prepared sets
 KEY_FIELDS = {"model", "learner", "similarity_temperature", "max_length", "verbalizer", "pvps", "seeds", "data",
@@ -116,7 +128,24 @@ def load(flow: str, dataset: str, seed: int, s: dict, run_root: Path):
     from flows.config import load_config
 
     path = ROOT / "examples" / FLOWS[flow][0].format(dataset=dataset)
-    return load_config(path, overrides(flow, dataset, seed, s, run_root))
+    config = load_config(path, overrides(flow, dataset, seed, s, run_root))
+    return bare(config) if flow in SUGGESTED else config
+
+
+def bare(config):
+    """The config with no word or phrase of its own: every verbalizer is the bare label ids."""
+    return config.model_copy(update={"verbalizer": {label: label for label in config.labels},
+                                     "pvps": [p.model_copy(update={"verbalizer": None}) for p in config.pvps]})
+
+
+def suggested(config) -> tuple:
+    """``ipet suggest`` (its defaults) on the config's labeled set and pool: the config with its
+    verbalizer and PVPs replaced by the suggestion, and the suggested sections."""
+    from flows.config import RunConfig
+    from flows.suggest import run_suggest, sections
+
+    found = sections(run_suggest(config)[0])
+    return RunConfig.model_validate({**config.model_dump(), **found}), found
 
 
 def resolved(config) -> dict:
@@ -180,6 +209,7 @@ def run_flow(dataset: str, seed: int, s: dict, flow: str, run_root: Path) -> dic
     config = load(flow, dataset, seed, s, run_root)
     run_dir = flow_dir(run_root, dataset, flow, seed)
     started = time.time()
+    config, found = suggested(config) if flow in SUGGESTED else (config, None)
     results = ipet(config=config, run_dir=str(run_dir))
     wall = time.time() - started
     # Each stage's test accuracy is logged to the flow's MLflow run (step = the stage's index) when the
@@ -191,6 +221,7 @@ def run_flow(dataset: str, seed: int, s: dict, flow: str, run_root: Path) -> dic
                             "seconds": at.get(i)}
               for i, st in enumerate(results["stages"])}
     return {"stages": stages, "seconds": wall, "peak_rss_mib": peak_rss_mib(), "tasks": results["tasks"],
+            **({"suggested": found} if found else {}),
             "mlflow_run_id": results["mlflow_run_id"], "test_size": prepared(config, run_dir)["rows"]["test"]}
 
 
@@ -420,6 +451,8 @@ def checks(table: dict, dataset: str) -> list[str]:
              check([("ipet-similarity", "supervised-k", 0.03)]),
              check([("ipet-similarity", "pet-similarity", 0.0), ("pet-similarity", "zero-shot-similarity", 0.0)]),
              check([("zero-shot-ipet-similarity", "zero-shot-similarity", 0.05)])]
+    lines += [check([(f"{stage}-{learner}-suggested", f"{stage}-{learner}", -0.02)])  # issue #16
+              for learner in ("similarity", "cloze") for stage in ("pet", "ipet")]
     for method, (_, unit_name, stage) in METHODS.items():
         c = cell(table, dataset, method)
         if stage != "final" or not c or not c["stages"]:
