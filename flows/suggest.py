@@ -98,7 +98,8 @@ def report(suggestions, ranking, zero_label: bool) -> str:
         lines += ["patterns, by their best verbalizer (accuracy · balance · margin):"]
         lines += [f"  {_fit(f)}  {p}" for p, f in ranking] + [""]
     for i, s in enumerate(suggestions):
-        lines += [f"pvps.{i}: {s.pattern!r} · {_fit(s.fit)}",
+        held_out = "" if s.held_out is None else f" · held-out accuracy {s.held_out:.3f} (chosen without each fold)"
+        lines += [f"pvps.{i}: {s.pattern!r} · {_fit(s.fit)}{held_out}",
                   f"  {'label':<10} {'score':>8} {'accuracy':>8} {'balance':>7}  candidate (origin)"]
         lines += [f"  {r.label:<10} {r.score:>8.3f} {_num(r.fit.accuracy):>8} {r.fit.balance:>7.3f}  "
                   f"{r.text} ({r.origin})" for r in s.ranked]

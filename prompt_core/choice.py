@@ -53,22 +53,27 @@ class Fit:
 
     Args:
         accuracy: on the labeled rows; None without labeled rows.
+        likelihood: mean log-probability of the true class on the labeled rows; None without them.
+            Smooth where accuracy moves in steps of 1/n, so it overfits 20 rows less when choosing
+            among hundreds of candidates.
         balance: entropy of the predicted classes on the pool sample ÷ its maximum (1: spread evenly,
             0: one class for every row).
         margin: mean gap between the two most probable classes on the pool sample (0 … 1).
     """
 
     accuracy: float | None
+    likelihood: float | None
     balance: float
     margin: float
 
     @property
     def key(self) -> tuple[float, ...]:
-        """Larger is better: accuracy, ties broken by balance (then margin); with no labels, the pool
-        alone: spread across the classes times confidence, which is a weaker signal."""
-        if self.accuracy is None:
+        """Larger is better: likelihood plus balance (a phrase that draws every input scores the labeled
+        rows well and the pool badly), then accuracy; with no labels, the pool alone: spread across the
+        classes times confidence, which is a weaker signal."""
+        if self.likelihood is None:
             return (self.balance * self.margin,)
-        return (self.accuracy, self.balance, self.margin)
+        return (self.likelihood + self.balance, self.accuracy)
 
     @property
     def score(self) -> float:
@@ -86,11 +91,13 @@ def fit(scores: Scores, choice: Sequence[Sequence[int]], targets: Sequence[int])
     counts = np.bincount(pool.argmax(axis=1), minlength=len(choice)) / max(1, len(pool))
     balance = -sum(p * math.log(p) for p in counts if p > 0) / math.log(len(choice))
     top2 = np.sort(softmax(pool.astype(np.float64)), axis=1)[:, -2:] if len(pool) else np.zeros((1, 2))
-    accuracy = None
+    accuracy = likelihood = None
     if len(targets):
-        labeled = class_logits(scores.labeled, choice, scores.temperature)
+        labeled = class_logits(scores.labeled, choice, scores.temperature).astype(np.float64)
+        rows = np.arange(len(targets))
         accuracy = float((labeled.argmax(axis=1) == np.asarray(targets)).mean())
-    return Fit(accuracy, max(0.0, float(balance)), float((top2[:, 1] - top2[:, 0]).mean()))
+        likelihood = float(np.log(softmax(labeled)[rows, np.asarray(targets)] + 1e-12).mean())
+    return Fit(accuracy, likelihood, max(0.0, float(balance)), float((top2[:, 1] - top2[:, 0]).mean()))
 
 
 def choose(scores: Scores, candidates: Sequence[Candidate], targets: Sequence[int], n_labels: int,
@@ -184,3 +191,37 @@ def top_words(ratios: np.ndarray, top: int, excluded: frozenset[int] = frozenset
     return [[int(w) for w in np.argsort(-ratios[label], kind="stable")
              if owner[w] == label and np.isfinite(ratios[label, w]) and int(w) not in excluded][:top]
             for label in range(len(ratios))]
+
+
+def shortlist(association: np.ndarray, size: int, excluded: frozenset[int] = frozenset()) -> list[list[int]]:
+    """The ``size`` candidates most associated with each label, each given only to the label it is most
+    associated with, so no phrase stands for two labels; a label that is no candidate's first takes its
+    most associated ones that no other label holds.
+
+    Args:
+        association: (labels × candidates), higher meaning the candidate points to the label.
+        size: candidates kept per label.
+        excluded: candidate indices not to keep.
+    """
+    owner = association.argmax(axis=0)
+    orders = [[int(i) for i in np.argsort(-row, kind="stable") if int(i) not in excluded] for row in association]
+    lists = [[i for i in order if owner[i] == label][:size] for label, order in enumerate(orders)]
+    held = {i for found in lists for i in found}
+    return [found or [i for i in order if i not in held][:size] for found, order in zip(lists, orders)]
+
+
+def centroid_offsets(embedded: np.ndarray, groups: Sequence[Sequence[int]]) -> np.ndarray:
+    """(labels × dims): each group's mean embedding minus the mean of the groups' means: what sets a
+    label's rows apart from the others'. A phrase's dot product with it is its association."""
+    centroids = np.stack([embedded[list(g)].mean(axis=0) for g in groups])
+    return centroids - centroids.mean(axis=0, keepdims=True)
+
+
+def folds(targets: Sequence[int], k: int) -> list[np.ndarray]:
+    """``k`` folds of the labeled rows, each holding every label's rows in turn (stratified), for
+    choosing without a fold and scoring on it: an accuracy that selection has not seen."""
+    rank = np.zeros(len(targets), dtype=int)
+    seen: dict[int, int] = {}
+    for i, y in enumerate(targets):
+        rank[i], seen[y] = seen.get(y, 0), seen.get(y, 0) + 1
+    return [np.flatnonzero(rank % k == f) for f in range(k) if (rank % k == f).any()]

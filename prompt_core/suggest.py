@@ -4,9 +4,12 @@ proposed from a run's labeled set and a sample of its pool instead of written by
 Each pattern costs one encoder pass over the labeled rows and the pool sample (kept per pattern
 for the process); every candidate is then scored from that one matrix (``prompt_core.choice``).
 
-- **Similarity**: candidates are the label name and the terms most characteristic of each label's
-  examples against the pool (``prompt_core.terms``), in a few generic phrase templates; one phrase
-  per label is chosen by accuracy on the labeled set, ties broken by how evenly it spreads the pool.
+- **Similarity**: candidates are the label names and the pool's most frequent terms
+  (``prompt_core.terms``) in a few generic phrase templates, the same for every label and owing
+  nothing to the labeled rows; each label's shortlist is the phrases nearest the direction that sets
+  its rows apart, and one phrase per label is chosen by likelihood on the labeled rows plus balance on
+  the pool. Phrases drawn from the labeled rows themselves (characteristic terms) fitted 20 rows and
+  not the task (bench/RESULTS.md, "Suggested phrases").
 - **Cloze**: candidates are the pool's frequent words that are one token; the top words per label
   by PETAL's likelihood ratio, optionally widened with embedding neighbours (KPT-style).
 - **No labels**: candidates grow from the label names (their neighbours among the pool's terms or
@@ -22,21 +25,21 @@ import numpy as np
 import torch
 
 from .backbone import gather_hidden, load_masked_lm, load_tokenizer, vocab_scores
-from .choice import Candidate, Fit, Scores, SuggestError, choose, fit, likelihood_ratios, top_words
+from .choice import (Candidate, Fit, Scores, SuggestError, centroid_offsets, choose, fit, folds, likelihood_ratios,
+                     shortlist, top_words)
 from .label import predict_all
 from .learners import ClozeLearner, Learner, LearnerSpec, SimilarityLearner, build_learner
-from .terms import characteristic_terms, document_frequency, frequent_words, join_fields, words
+from .terms import document_frequency, frequent_words, join_fields, words
 from .verbalizer import word_pieces
 
 PHRASE_TEMPLATES = ("{x}", "This is about {x}.", "It was {x}.")  # around a label name or a term
-LIST_SIZE = 3  # one more candidate: the label's best terms as a list, "goal, team, match."
+CV_FOLDS = 5  # folds of the labeled rows for the held-out accuracy of the chosen phrases
 # Generic patterns: {input} is every input field, {first} the first one alone (only with several).
 PATTERN_LIBRARY = {
     "similarity": ("{input}", "Text: {input}", "{first}"),
     "cloze": ("{input} It was {mask} .", "{input} This is about {mask} .", "{mask} : {input}",
               "[ Category: {mask} ] {input}", "{input} All in all, it was {mask} ."),
 }
-NEIGHBOUR_POOL = 500  # the pool's most frequent terms a label's embedding neighbours come from
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,8 @@ class SuggestSettings:
         backbone: the config's model.
         learner: ``similarity`` or ``cloze``.
         top: label words per label (cloze); candidates shown per label.
-        terms: characteristic terms (or name neighbours) per label that become candidates.
+        terms: similarity: candidates shortlisted per label (nearest its direction) to choose from.
+        phrases: similarity: the pool's most frequent terms tried as label phrases (with the names).
         max_n: longest term, in words.
         expand: cloze: at most this many embedding neighbours of a label's best word added (KPT).
         vocabulary: cloze: the pool's most frequent words considered as label words.
@@ -79,7 +83,8 @@ class SuggestSettings:
     backbone: str
     learner: str
     top: int = 3
-    terms: int = 8
+    terms: int = 5
+    phrases: int = 500
     max_n: int = 2
     expand: int = 0
     vocabulary: int = 2000
@@ -110,6 +115,7 @@ class PVPSuggestion:
     verbalizer: dict[str, tuple[str, ...]]
     fit: Fit
     ranked: tuple[Ranked, ...]
+    held_out: float | None = None  # accuracy on folds of the labeled rows left out of the choice
 
 
 def fill_pattern(template: str, fields: Sequence[str]) -> str | None:
@@ -155,8 +161,38 @@ def suggest(task: Task, settings: SuggestSettings, patterns: Sequence[str], sear
     return out, ranking
 
 
+class Embedder(SimilarityLearner):
+    """The similarity learner's encoder alone: a row's unit embedding stands in for its logits, so
+    ``predict_all`` streams rows and phrases alike, and every candidate is then scored by one product."""
+
+    scoring = Learner.scoring  # no label phrases to embed ahead of the rows
+
+    def __init__(self, spec: LearnerSpec, model: torch.nn.Module, tokenizer):
+        Learner.__init__(self, spec, model, tokenizer)  # spec.labels: one per embedding dimension
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.embed(batch["input_ids"], batch["attention_mask"])
+
+
+@dataclass(frozen=True)
+class Shortlisted:
+    """One template's shortlisted candidates (``columns``: their rows of the template's phrase
+    embeddings), the choice among them and every candidate's fit."""
+
+    candidates: list[Candidate]
+    columns: list[int]
+    choice: list[int]
+    fits: dict[int, Fit]
+
+
 class PhraseScorer:
-    """Label phrases for the similarity learner: candidates embedded with the rows, once per pattern."""
+    """Label phrases for the similarity learner. The candidates are the same for every label and owe
+    nothing to the labeled rows: the label names that are words and the pool's most frequent terms, in
+    each generic template. Each is embedded once; each pattern's rows once; a phrase's score for a row
+    is then a dot product. Per template, a label's shortlist is the phrases nearest the direction that
+    sets its labeled rows apart (their centroid's offset); one phrase per label is chosen from the
+    shortlists by likelihood on the labeled rows plus balance on the pool, and the template whose
+    choice scores best wins. Choosing again without each fold gives an accuracy selection has not seen."""
 
     def __init__(self, task: Task, settings: SuggestSettings):
         self.task, self.settings = task, settings
@@ -164,72 +200,78 @@ class PhraseScorer:
                            max_length=settings.max_length, trust_remote_code=settings.trust_remote_code,
                            temperature=settings.temperature)
         self.encoder = build_learner(spec)
-        self.candidates = self._candidates()
-        self._scores: dict[str, Scores] = {}
+        self.names = [n for n in task.labels if words(n)]
+        if not task.targets and len(self.names) < len(task.labels):
+            raise SuggestError(f"no labeled examples, and label(s) {[n for n in task.labels if n not in self.names]} "
+                               "have no name to start from: give labeled examples, or name the labels with words "
+                               "in the verbalizer")
+        frequent = document_frequency(task.background, settings.max_n).most_common(settings.phrases)
+        self.terms = list(dict.fromkeys([*self.names, *(t for t, n in frequent if n > 1)]))
+        self.phrases = {t: self.embed("{text}", [{"text": t.format(x=term)} for term in self.terms])
+                        for t in PHRASE_TEMPLATES}
+        self._rows: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
-    def similarities(self, template: str, rows: Sequence[Mapping[str, Any]], texts: Sequence[str]) -> np.ndarray:
-        """(rows × texts) cosine similarities of the rows rendered with ``template`` to ``texts``."""
-        keys = tuple(str(i) for i in range(len(texts)))
-        spec = replace(self.encoder.spec, template=template, labels=keys, temperature=1.0,
-                       verbalizer={k: [t] for k, t in zip(keys, texts)})
-        learner = SimilarityLearner(spec, self.encoder.model, self.encoder.tokenizer)
-        return predict_all(learner, rows, batch_size=self.settings.batch_size, device=self.settings.device)
+    def embed(self, template: str, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """(rows × dims) unit embeddings of ``rows`` rendered with ``template``."""
+        dims = tuple(str(i) for i in range(self.encoder.model.config.hidden_size))
+        spec = replace(self.encoder.spec, template=template, labels=dims)
+        return predict_all(Embedder(spec, self.encoder.model, self.encoder.tokenizer), rows,
+                           batch_size=self.settings.batch_size, device=self.settings.device)
 
-    def scores(self, pattern: str) -> Scores:
-        if pattern not in self._scores:
-            both = self.similarities(pattern, [*self.task.labeled, *self.task.pool], [c.text for c in self.candidates])
-            n = len(self.task.labeled)
-            self._scores[pattern] = Scores(both[:n], both[n:], self.settings.temperature)
-        return self._scores[pattern]
+    def rows(self, pattern: str) -> tuple[np.ndarray, np.ndarray]:
+        """The labeled rows' and the pool sample's embeddings under ``pattern``, once per pattern."""
+        if pattern not in self._rows:
+            both = self.embed(pattern, [*self.task.labeled, *self.task.pool])
+            self._rows[pattern] = both[: len(self.task.labeled)], both[len(self.task.labeled):]
+        return self._rows[pattern]
 
     def suggest(self, pattern: str, excluded: frozenset[str]) -> PVPSuggestion:
-        task, top = self.task, self.settings.top
-        choice, fits = choose(self.scores(pattern), self.candidates, task.targets, len(task.labels), excluded)
+        labeled, pool = self.rows(pattern)
+        skip = frozenset(i for i, term in enumerate(self.terms) if any(t.format(x=term) in excluded
+                                                                        for t in PHRASE_TEMPLATES))
+        template, best = max(((t, self._shortlisted(t, labeled, pool, self.task.targets, skip))
+                              for t in PHRASE_TEMPLATES), key=lambda tb: tb[1].fits[tb[1].choice[0]].key)
         ranked = []
-        for label, name in enumerate(task.labels):
-            mine = sorted((i for i in fits if self.candidates[i].label == label), key=lambda i: fits[i].key,
-                          reverse=True)[:top]
-            ranked += [Ranked(name, self.candidates[i].text, self.candidates[i].origin, fits[i].score, fits[i])
-                       for i in mine]
-        verbalizer = {name: (self.candidates[i].text,) for name, i in zip(task.labels, choice)}
-        return PVPSuggestion(pattern, verbalizer, fits[choice[0]], tuple(ranked))
+        for label, name in enumerate(self.task.labels):
+            mine = sorted((i for i, c in enumerate(best.candidates) if c.label == label),
+                          key=lambda i: best.fits[i].key, reverse=True)[: self.settings.top]
+            ranked += [Ranked(name, best.candidates[i].text, best.candidates[i].origin, best.fits[i].score,
+                              best.fits[i]) for i in mine]
+        verbalizer = {name: (best.candidates[i].text,) for name, i in zip(self.task.labels, best.choice)}
+        return PVPSuggestion(pattern, verbalizer, best.fits[best.choice[0]], tuple(ranked),
+                             self._held_out(template, labeled, pool, skip))
 
-    def _candidates(self) -> list[Candidate]:
-        task, s = self.task, self.settings
-        if task.targets:
-            texts = [join_fields(r, task.fields) for r in task.labeled]
-            found = characteristic_terms(texts, task.targets, len(task.labels), task.background, s.terms, s.max_n)
-            near = self._nearest_terms(texts, [[i for i, y in enumerate(task.targets) if y == label]
-                                               for label in range(len(task.labels))])
-            terms = [list(dict.fromkeys([t for t, _ in f] + n)) for f, n in zip(found, near)]
-        else:
-            nameless = [name for name in task.labels if not words(name)]
-            if nameless:
-                raise SuggestError(f"no labeled examples, and label(s) {nameless} have no name to start from: "
-                                   "give labeled examples, or name the labels with words in the verbalizer")
-            terms = self._nearest_terms(list(task.labels), [[label] for label in range(len(task.labels))])
-        out: list[Candidate] = []
-        for label, name in enumerate(task.labels):
-            out += [Candidate(label, t.format(x=name), "label name") for t in PHRASE_TEMPLATES]
-            out += [Candidate(label, t.format(x=term), "term") for term in terms[label] for t in PHRASE_TEMPLATES]
-            if len(terms[label]) > 1:
-                out.append(Candidate(label, ", ".join(terms[label][:LIST_SIZE]) + ".", "terms"))
-        return list({(c.label, c.text): c for c in out}.values())
+    def _shortlisted(self, template: str, labeled: np.ndarray, pool: np.ndarray, targets: Sequence[int],
+                     skip: frozenset[int]) -> Shortlisted:
+        """The template's shortlists and the phrases chosen from them, with ``targets`` for ``labeled``."""
+        phrases, n = self.phrases[template], len(self.task.labels)
+        if len(targets):
+            offsets = centroid_offsets(labeled, [np.flatnonzero(np.asarray(targets) == l) for l in range(n)])
+        else:  # no labels: the direction of each label's name
+            offsets = centroid_offsets(phrases[[self.terms.index(name) for name in self.task.labels]],
+                                       [[l] for l in range(n)])
+        short = shortlist(offsets @ phrases.T, self.settings.terms, skip)
+        columns = [i for s in short for i in s]
+        candidates = [Candidate(l, template.format(x=self.terms[i]), "label name" if self.terms[i] in self.names
+                                else "term") for l, s in enumerate(short) for i in s]
+        scores = Scores(labeled @ phrases[columns].T, pool @ phrases[columns].T, self.settings.temperature)
+        choice, fits = choose(scores, candidates, targets, n)
+        return Shortlisted(candidates, columns, choice, fits)
 
-    def _nearest_terms(self, texts: list[str], groups: list[list[int]]) -> list[list[str]]:
-        """KPT-style neighbours: the pool's frequent terms whose embedding is closest, on average, to each
-        label's ``texts`` (its labeled examples, or without labels its name), and closer to them than to
-        any other label's (as a margin over the labels' mean). They find words where few repeat across a handful of short examples."""
-        frequent = [t for t, n in document_frequency(self.task.background, self.settings.max_n).most_common(
-            NEIGHBOUR_POOL) if n > 1]
-        if not frequent:
-            return [[] for _ in groups]
-        cosine = self.similarities("{text}", [{"text": t} for t in frequent], texts)
-        cosine = np.stack([cosine[:, g].mean(axis=1) for g in groups], axis=1)
-        cosine -= cosine.mean(axis=1, keepdims=True)  # near this label rather than near every text
-        owner = cosine.argmax(axis=1)
-        return [[frequent[i] for i in np.argsort(-cosine[:, label], kind="stable") if owner[i] == label]
-                [: self.settings.terms] for label in range(len(self.task.labels))]
+    def _held_out(self, template: str, labeled: np.ndarray, pool: np.ndarray, skip: frozenset[int]) -> float | None:
+        """Accuracy on each fold of the labeled rows of the phrases chosen without it (candidates never
+        depend on the labels, so this is an honest estimate); None where a label has too few rows."""
+        targets = np.asarray(self.task.targets)
+        k = min(CV_FOLDS, int(np.bincount(targets).min())) if len(targets) else 0
+        if k < 2:
+            return None
+        right = 0
+        for fold in folds(targets, k):
+            keep = np.setdiff1d(np.arange(len(targets)), fold)
+            found = self._shortlisted(template, labeled[keep], pool, targets[keep].tolist(), skip)
+            chosen = self.phrases[template][[found.columns[i] for i in found.choice]]
+            right += int(((labeled[fold] @ chosen.T).argmax(axis=1) == targets[fold]).sum())
+        return right / len(targets)
 
 
 class WordLogProbs(ClozeLearner):
@@ -255,7 +297,8 @@ class WordScorer:
         self.tokenizer = load_tokenizer(settings.backbone, trust_remote_code=settings.trust_remote_code)
         if self.tokenizer.mask_token is None:
             raise SuggestError(f"model: {settings.backbone!r} has no mask token, so it cannot fill cloze patterns")
-        self.model = load_masked_lm(settings.backbone, trust_remote_code=settings.trust_remote_code)
+        self.model = load_masked_lm(settings.backbone, trust_remote_code=settings.trust_remote_code,
+                                    require_head=True)
         texts = [join_fields(r, task.fields) for r in task.labeled] + list(task.background)
         names = [n for n in task.labels if words(n) == [n.lower()]]
         self.words, ids = self._one_token([*names, *frequent_words(texts, settings.vocabulary)])

@@ -1,13 +1,11 @@
 """Words and short n-grams of a text collection, and which of them characterise each label.
 
-``ipet suggest`` builds label-phrase candidates from the terms most characteristic of each label's
-labeled examples against the unlabeled pool, and takes its candidate label words for cloze from the
-pool's frequent words. Plain Python and numpy: no model is involved here.
+``ipet suggest`` takes its candidate label phrases from the pool's most frequent terms and its
+candidate label words for cloze from the pool's frequent words. Plain Python: no model is involved here.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter
 from typing import Iterable, Mapping, Sequence
@@ -20,7 +18,6 @@ before than then so not no nor is are was were be been being it its this that th
 i his her their our your my me him them us who whom which what when where why how all any some such can
 could will would shall should may might must do does did has have had just also very too more most s t quot
 lt gt amp""".split())
-PRIOR_WEIGHT = 100.0  # the pool's term frequencies act as a Dirichlet prior worth this many counts
 
 
 def words(text: str) -> list[str]:
@@ -47,50 +44,6 @@ def document_frequency(texts: Iterable[str], max_n: int = 2) -> Counter:
     for text in texts:
         counts.update(terms(text, max_n))
     return counts
-
-
-def characteristic_terms(texts: Sequence[str], targets: Sequence[int], n_labels: int, background: Sequence[str],
-                         top: int = 8, max_n: int = 2, min_support: int = 2) -> list[list[tuple[str, float]]]:
-    """The ``top`` terms most characteristic of each label's examples against a background, best first.
-
-    The score is the z-scored log-odds ratio with an informative Dirichlet prior (Monroe, Colaresi and
-    Quinn 2008) over document frequencies: the label's examples against the background, the prior
-    being the background's own frequencies. A term common everywhere scores near zero; a term seen
-    in few examples gets a wide variance and so a modest z, which is what a 10-example set needs.
-
-    Args:
-        texts: the labeled examples' text.
-        targets: each example's label index (0 … ``n_labels`` − 1).
-        n_labels: how many labels.
-        background: the unlabeled pool's text (or a sample of it).
-        top: terms kept per label.
-        max_n: longest n-gram, in words.
-        min_support: a term must occur in this many of the label's examples (fewer when the label has
-            fewer examples), so no candidate exists because of a single example: left out, the
-            example's label still has the term (``ipet suggest`` scores phrases leave-one-out so).
-
-    Returns:
-        One list per label of ``(term, z)``, highest ``z`` first, only terms with ``z`` > 0.
-    """
-    back = document_frequency(background, max_n)
-    back_total = sum(back.values())
-    out = []
-    for label in range(n_labels):
-        mine = [t for t, y in zip(texts, targets) if y == label]
-        counts = document_frequency(mine, max_n)
-        need = min(min_support, len(mine))
-        scored = [(term, _log_odds_z(count, sum(counts.values()), back.get(term, 0), back_total, len(back)))
-                  for term, count in counts.items() if count >= need]
-        out.append(sorted(((t, z) for t, z in scored if z > 0), key=lambda tz: (-tz[1], tz[0]))[:top])
-    return out
-
-
-def _log_odds_z(count: int, total: int, back_count: int, back_total: int, vocabulary: int) -> float:
-    """The z-score of a term's log-odds in a group against the background (see ``characteristic_terms``)."""
-    prior = PRIOR_WEIGHT * (back_count + 0.5) / (back_total + 0.5 * vocabulary)
-    mine = math.log((count + prior) / (total + PRIOR_WEIGHT - count - prior))
-    theirs = math.log((back_count + prior) / (back_total + PRIOR_WEIGHT - back_count - prior))
-    return (mine - theirs) / math.sqrt(1 / (count + prior) + 1 / (back_count + prior))
 
 
 def frequent_words(texts: Iterable[str], most: int) -> list[str]:

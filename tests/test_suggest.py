@@ -12,9 +12,10 @@ import yaml
 
 from flows.cli import main
 from flows.suggest import ZERO_LABEL_NOTE
-from prompt_core.choice import Candidate, Scores, choose, likelihood_ratios, top_words
-from prompt_core.terms import characteristic_terms, terms
-from tiny import FILLER, toy_run_config
+from prompt_core.choice import (Candidate, Scores, centroid_offsets, choose, folds, likelihood_ratios, shortlist,
+                                top_words)
+from prompt_core.terms import terms
+from tiny import save_tiny, toy_run_config
 
 
 def test_likelihood_ratio_ranks_a_planted_separating_word_first() -> None:
@@ -37,15 +38,27 @@ def test_likelihood_ratio_ranks_a_planted_separating_word_first() -> None:
     assert 7 not in top_words(ratios, 3, excluded=frozenset({7}))[1]
 
 
-def test_characteristic_terms_rank_a_planted_separating_word_first() -> None:
-    rng = random.Random(0)
-    texts = [" ".join(rng.sample(FILLER, 5) + (["wonderful"] if i % 2 else [])) for i in range(20)]
-    targets = [i % 2 for i in range(20)]
-    pool = [" ".join(rng.sample(FILLER, 5) + (["wonderful"] if rng.random() < 0.1 else [])) for _ in range(300)]
-    found = characteristic_terms(texts, targets, 2, pool, top=5)
-    assert found[1][0][0] == "wonderful" and found[1][0][1] > 2
-    assert "wonderful" not in [t for t, _ in found[0]]
+def test_the_shortlist_puts_a_planted_phrase_along_a_labels_direction_first() -> None:
+    """Label 1's rows lean along dimension 7; the phrase pointing there (candidate 3) heads label 1's
+    shortlist, is kept from label 0's, and the terms a phrase is made of are content words."""
+    rng = np.random.default_rng(0)
+    targets = np.repeat([0, 1], 10)
+    rows = rng.normal(size=(20, 16))
+    rows[targets == 1, 7] += 3.0
+    phrases = rng.normal(size=(6, 16)) * 0.3
+    phrases[3, 7] = 2.0
+    association = centroid_offsets(rows, [np.flatnonzero(targets == l) for l in (0, 1)]) @ phrases.T
+    short = shortlist(association, 2)
+    assert short[1][0] == 3 and 3 not in short[0]
+    assert 3 not in shortlist(association, 2, excluded=frozenset({3}))[1]
     assert terms("The world cup of the year", 2) == {"world", "cup", "year", "world cup"}
+
+
+def test_folds_hold_every_label_in_turn() -> None:
+    targets = [0, 1, 1, 0, 0, 1, 0, 1, 0, 1]
+    found = folds(targets, 5)
+    assert sorted(np.concatenate(found).tolist()) == list(range(10))
+    assert all(sorted(targets[i] for i in f) == [0, 1] for f in found)
 
 
 def test_choose_prefers_the_separating_phrase_and_breaks_ties_by_balance() -> None:
@@ -111,9 +124,13 @@ def test_zero_label_mode_ranks_candidates_from_the_pool(toy: dict, tmp_path: Pat
     ({}, ["--set", "data.labeled_per_class=0"], "label(s) ['neg', 'pos'] are not one-token words"),
     ({}, ["--top", "0"], "--top: must be at least 1"),
     ({}, ["--set", "data.train.path=missing.csv"], "missing.csv: file not found"),
-], ids=["classifier", "zero-label-cloze-without-word-names", "top-zero", "missing-data"])
+    ({"model": "HEADLESS"}, [], "has no pretrained MLM head, so its scores at the mask are random"),
+], ids=["classifier", "zero-label-cloze-without-word-names", "top-zero", "missing-data", "cloze-without-mlm-head"])
 def test_bad_input_is_one_line_and_exit_2_and_writes_nothing(toy: dict, tmp_path: Path, capsys, change: dict,
                                                               args: list[str], expected: str) -> None:
+    if change.get("model") == "HEADLESS":  # a sentence encoder's checkpoint: no MLM head to rank words with
+        change = {"model": str(save_tiny("bert", tmp_path / "headless", headless=True))}
+        capsys.readouterr()  # saving prints a progress bar
     config = write({**toy, **change}, tmp_path / "config.yaml")
     out = tmp_path / "out.yaml"
     assert main(["suggest", str(config), "--out", str(out), *args]) == 2
