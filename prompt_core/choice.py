@@ -225,3 +225,10 @@ def folds(targets: Sequence[int], k: int) -> list[np.ndarray]:
     for i, y in enumerate(targets):
         rank[i], seen[y] = seen.get(y, 0), seen.get(y, 0) + 1
     return [np.flatnonzero(rank % k == f) for f in range(k) if (rank % k == f).any()]
+
+
+def principal_axes(embedded: np.ndarray, count: int) -> np.ndarray:
+    """(count × dims): the ``count`` directions along which ``embedded`` (the pool sample) varies most.
+    Ten rows a label set a direction apart mostly by what those rows happen to be about; read along the
+    pool's main axes, what is left is what the task's texts differ by (bench/RESULTS.md)."""
+    return np.linalg.svd(embedded - embedded.mean(axis=0), full_matrices=False)[2][:count]

@@ -26,7 +26,7 @@ import torch
 
 from .backbone import gather_hidden, load_masked_lm, load_tokenizer, vocab_scores
 from .choice import (Candidate, Fit, Scores, SuggestError, centroid_offsets, choose, fit, folds, likelihood_ratios,
-                     shortlist, top_words)
+                     principal_axes, shortlist, top_words)
 from .label import predict_all
 from .learners import ClozeLearner, Learner, LearnerSpec, SimilarityLearner, build_learner
 from .terms import document_frequency, frequent_words, join_fields, words
@@ -72,6 +72,7 @@ class SuggestSettings:
         learner: ``similarity`` or ``cloze``.
         top: label words per label (cloze); candidates shown per label.
         terms: similarity: candidates shortlisted per label (nearest its direction) to choose from.
+        axes: similarity: the pool sample's principal axes a label's direction is read along.
         phrases: similarity: the pool's most frequent terms tried as label phrases (with the names).
         max_n: longest term, in words.
         expand: cloze: at most this many embedding neighbours of a label's best word added (KPT).
@@ -83,7 +84,8 @@ class SuggestSettings:
     backbone: str
     learner: str
     top: int = 3
-    terms: int = 5
+    terms: int = 3
+    axes: int = 5
     phrases: int = 500
     max_n: int = 2
     expand: int = 0
@@ -190,9 +192,9 @@ class PhraseScorer:
     nothing to the labeled rows: the label names that are words and the pool's most frequent terms, in
     each generic template. Each is embedded once; each pattern's rows once; a phrase's score for a row
     is then a dot product. Per template, a label's shortlist is the phrases nearest the direction that
-    sets its labeled rows apart (their centroid's offset); one phrase per label is chosen from the
-    shortlists by likelihood on the labeled rows plus balance on the pool, and the template whose
-    choice scores best wins. Choosing again without each fold gives an accuracy selection has not seen."""
+    sets its labeled rows apart (their centroid's offset, along the pool's main axes); one phrase per
+    label is chosen from the shortlists by likelihood on the labeled rows plus balance on the pool, and
+    the template whose choice scores best wins. Choosing again without each fold gives an accuracy selection has not seen."""
 
     def __init__(self, task: Task, settings: SuggestSettings):
         self.task, self.settings = task, settings
@@ -245,8 +247,10 @@ class PhraseScorer:
                      skip: frozenset[int]) -> Shortlisted:
         """The template's shortlists and the phrases chosen from them, with ``targets`` for ``labeled``."""
         phrases, n = self.phrases[template], len(self.task.labels)
-        if len(targets):
-            offsets = centroid_offsets(labeled, [np.flatnonzero(np.asarray(targets) == l) for l in range(n)])
+        if len(targets):  # along the pool's main axes: 10 rows a label are mostly noise in 384 dimensions
+            axes = principal_axes(pool, self.settings.axes)
+            groups = [np.flatnonzero(np.asarray(targets) == l) for l in range(n)]
+            offsets = centroid_offsets(labeled, groups) @ axes.T @ axes
         else:  # no labels: the direction of each label's name
             offsets = centroid_offsets(phrases[[self.terms.index(name) for name in self.task.labels]],
                                        [[l] for l in range(n)])

@@ -12,8 +12,8 @@ import yaml
 
 from flows.cli import main
 from flows.suggest import ZERO_LABEL_NOTE
-from prompt_core.choice import (Candidate, Scores, centroid_offsets, choose, folds, likelihood_ratios, shortlist,
-                                top_words)
+from prompt_core.choice import (Candidate, Scores, centroid_offsets, choose, folds, likelihood_ratios, principal_axes,
+                                shortlist, top_words)
 from prompt_core.terms import terms
 from tiny import save_tiny, toy_run_config
 
@@ -51,6 +51,12 @@ def test_the_shortlist_puts_a_planted_phrase_along_a_labels_direction_first() ->
     short = shortlist(association, 2)
     assert short[1][0] == 3 and 3 not in short[0]
     assert 3 not in shortlist(association, 2, excluded=frozenset({3}))[1]
+    pool = rng.normal(size=(100, 16)) * 0.1  # the pool varies along dimension 7 above all: its first axis
+    pool[:, 7] += rng.normal(size=100) * 3.0
+    axes = principal_axes(pool, 1)
+    assert abs(axes[0, 7]) > 0.9
+    along = centroid_offsets(rows, [np.flatnonzero(targets == l) for l in (0, 1)]) @ axes.T @ axes
+    assert shortlist(along @ phrases.T, 2)[1][0] == 3
     assert terms("The world cup of the year", 2) == {"world", "cup", "year", "world cup"}
 
 
