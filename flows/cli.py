@@ -1,4 +1,5 @@
-"""``ipet``: run the iPET flow, adapt its backbone, check a config and its data, ingest new data, predict, free a finished run's disk."""
+"""``ipet``: run the iPET flow, adapt its backbone, check a config and its data, ingest new data, predict,
+suggest a verbalizer, record a person's answers, free a finished run's disk."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from . import suggest
 from .config import ConfigError, assignment, load_config
 
 EXIT_BUSY = 75  # EX_TEMPFAIL: another run holds the run directory; try again later
@@ -64,9 +66,11 @@ def _command(argv: list[str] | None) -> int:
     gc.add_argument("run_dir", help="a finished run's directory")
     gc.add_argument("--keep", choices=("final", "last-generation", "all"), default="final",
                     help="what to keep besides the final model (default: only it); a rerun retrains the rest")
+    suggest.add_parser(sub)
     args = parser.parse_args(argv)
-    if args.command in ("ingest", "predict", "answer", "gc"):
-        return {"ingest": _ingest, "predict": _predict, "answer": _answer, "gc": _gc}[args.command](args)
+    if args.command in ("ingest", "predict", "answer", "gc", "suggest"):
+        return {"ingest": _ingest, "predict": _predict, "answer": _answer, "gc": _gc,
+                "suggest": suggest.command}[args.command](args)
 
     try:
         config = load_config(args.config, args.set)

@@ -131,7 +131,7 @@ def check_backbone(name_or_path: str, *, masked_lm: bool = True, trust_remote_co
                             f"supports ({', '.join(SUPPORTED_FAMILIES)})")
 
 
-def load_masked_lm(name_or_path: str, *, trust_remote_code: bool = False) -> nn.Module:
+def load_masked_lm(name_or_path: str, *, trust_remote_code: bool = False, require_head: bool = False) -> nn.Module:
     """``AutoModelForMaskedLM`` from a hub name or a local directory, safetensors weights only.
 
     A checkpoint without an MLM head (a sentence encoder, say) gets a fresh head whose
@@ -140,6 +140,8 @@ def load_masked_lm(name_or_path: str, *, trust_remote_code: bool = False) -> nn.
     Args:
         name_or_path: hub name or local directory.
         trust_remote_code: let transformers run the checkpoint's own code.
+        require_head: refuse a checkpoint without a pretrained MLM head (BackboneError) where the
+            head's untrained scores would be read as meaning something (ranking label words).
 
     Returns:
         The model, in eval mode as transformers loads it; BackboneError if it cannot be loaded.
@@ -159,6 +161,9 @@ def masked_lm(name_or_path: str, *, trust_remote_code: bool = False) -> tuple[nn
         raise BackboneError(f"cannot load a masked LM from {name_or_path!r}: {err}") from None
     head_prefixes = ("cls.", "lm_head.", "predictions.", "vocab_", "generator_")
     fresh = sorted(k for k in info["missing_keys"] if k.startswith(head_prefixes))
+    if fresh and require_head:
+        raise BackboneError(f"{name_or_path} has no pretrained MLM head, so its scores at the mask are random and "
+                            "cannot rank label words: use a masked LM (roberta-large, deberta-v3) or learner: similarity")
     if fresh:
         model.tie_weights()
         log.warning(

@@ -13,6 +13,22 @@ class VerbalizerError(ValueError):
     """A verbalizer that cannot be scored: no labels, no words, or a word that is not one token."""
 
 
+def word_pieces(tokenizer, words: Sequence[str]) -> list[list[int]]:
+    """The token ids of each word as it appears after a space (``" great"``), which gives ``great``
+    for WordPiece, ``Ġgreat`` for byte-level BPE and ``▁great`` for SentencePiece: the form a mask
+    token in running text stands for. A label word must be exactly one of them.
+
+    Args:
+        tokenizer: the model's tokenizer.
+        words: the words, without surrounding spaces.
+    """
+    prefix = tokenizer("x", add_special_tokens=False)["input_ids"]
+    out = []
+    for full in tokenizer(["x " + word for word in words], add_special_tokens=False)["input_ids"] if words else []:
+        out.append(full[len(prefix):] if full[: len(prefix)] == prefix else full)
+    return out
+
+
 @dataclass(frozen=True)
 class Verbalizer:
     """Maps each label to one or more label words (``positive: [great, good]``) or, for the
@@ -41,19 +57,11 @@ class Verbalizer:
         return tuple(self.words)
 
     def token_ids(self, tokenizer) -> list[list[int]]:
-        """One vocabulary id per word, per label.
-
-        A word is tokenized as it would appear after a space (``" great"``), which gives
-        ``great`` for WordPiece, ``Ġgreat`` for byte-level BPE and ``▁great`` for
-        SentencePiece: the form a mask token in running text stands for.
-        """
-        prefix = tokenizer("x", add_special_tokens=False)["input_ids"]
+        """One vocabulary id per word, per label (each word as ``word_pieces`` reads it)."""
         ids = []
         for label, words in self.words.items():
             label_ids = []
-            for word in words:
-                full = tokenizer("x " + word, add_special_tokens=False)["input_ids"]
-                word_ids = full[len(prefix):] if full[: len(prefix)] == prefix else full
+            for word, word_ids in zip(words, word_pieces(tokenizer, words)):
                 if len(word_ids) != 1:
                     pieces = tokenizer.convert_ids_to_tokens(word_ids)
                     raise VerbalizerError(

@@ -1,0 +1,142 @@
+"""``ipet suggest CONFIG``: propose the verbalizer (and optionally patterns) of a run config from its
+data, print them ranked with their scores and as a YAML snippet, and with ``--out`` write a copy of
+the config with them in place, which ``ipet validate`` accepts.
+
+No Prefect and no MLflow: it reads the config's data the way a run does (``data.prepare.load_sets``)
+and hands the rows to ``prompt_core.suggest``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from data.errors import DataError
+from data.outputs import atomic_path
+from data.prepare import load_sets
+from data.splits import sample_rows
+
+from .config import ConfigError, RunConfig, load_config
+
+ZERO_LABEL_NOTE = ("no labeled examples: the candidates were chosen by the pool alone (how evenly they spread it "
+                   "over the classes, and how confidently), a weaker signal than accuracy on labeled rows; read "
+                   "them before running")
+
+
+def add_parser(sub) -> None:
+    """Register ``ipet suggest`` on the CLI's subcommands."""
+    p = sub.add_parser("suggest", help="propose label words or phrases (and patterns) from the data")
+    p.add_argument("config", help="YAML run configuration; its verbalizer names the labels (bare ids will do)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field for reading it (not written into --out), e.g. data.seed=1")
+    p.add_argument("--top", type=int, default=3, help="label words per label (cloze); candidates shown per label")
+    p.add_argument("--out", help="write the config with the suggested verbalizer and pvps here (atomically)")
+    p.add_argument("--patterns", action="store_true",
+                   help="also score a library of generic patterns and use the best instead of the config's")
+    p.add_argument("--expand", type=int, default=0,
+                   help="cloze: add up to N embedding neighbours of each label's best word (KPT-style)")
+    p.add_argument("--pool-sample", type=int, default=400, help="pool rows every candidate is scored on")
+
+
+def command(args: argparse.Namespace) -> int:
+    """Run ``ipet suggest``; 2 with one line naming the field or file on bad input."""
+    from prompt_core import BackboneError
+    from prompt_core.choice import SuggestError
+
+    for option in ("top", "pool_sample"):
+        if getattr(args, option) < 1:
+            print(f"--{option.replace('_', '-')}: must be at least 1", file=sys.stderr)
+            return 2
+    try:
+        config = load_config(args.config, args.set)
+        suggestions, ranking = run_suggest(config, args.top, args.pool_sample, args.patterns, args.expand)
+        print(report(suggestions, ranking, zero_label=suggestions[0].fit.accuracy is None))
+        if args.out:
+            write_config(args.config, suggestions, args.out)
+            print(f"\nwrote {args.out}: the config with these pvps and verbalizers (`ipet validate {args.out}`)")
+    except (ConfigError, DataError, SuggestError, BackboneError) as err:
+        print(f"ipet suggest: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"ipet suggest: cannot write {err.filename or args.out}: {err.strerror}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run_suggest(config: RunConfig, top: int = 3, pool_sample: int = 400, search: bool = False, expand: int = 0):
+    """The config's data read as a run reads it, and ``prompt_core.suggest`` on it: one suggestion per
+    PVP of the config (``search``: the best patterns of the library and the config), and the
+    patterns ranked."""
+    from prompt_core.suggest import SuggestSettings, Task, suggest
+    from prompt_core.terms import join_fields
+
+    sets = load_sets(config.data, config.fields, config.labels)
+    fields = config.fields
+    labeled = sets["labeled"].to_pylist()
+    sample = sample_rows(sets["pool"], pool_sample, config.data.seed).to_pylist()
+    task = Task(labels=config.labels, fields=fields, labeled=tuple({f: r[f] for f in fields} for r in labeled),
+                targets=tuple(config.labels.index(r["label"]) for r in labeled),
+                pool=tuple({f: r[f] for f in fields} for r in sample),
+                background=tuple(join_fields(r, fields) for r in sets["pool"].select(list(fields)).to_pylist()))
+    batch = config.labeling.batch_size
+    settings = SuggestSettings(backbone=config.model, learner=config.learner, top=top, expand=expand,
+                               temperature=config.similarity_temperature, max_length=config.max_length,
+                               batch_size=batch if isinstance(batch, int) else 64, device=config.train.device,
+                               trust_remote_code=config.trust_remote_code)
+    return suggest(task, settings, [p.pattern for p in config.pvps], search)
+
+
+def report(suggestions, ranking, zero_label: bool) -> str:
+    """The ranked table of every PVP's candidates, the patterns' ranking, and the YAML snippet."""
+    lines = [ZERO_LABEL_NOTE, ""] if zero_label else []
+    if len(ranking) > 1:
+        lines += ["patterns, by their best verbalizer (accuracy · balance · margin):"]
+        lines += [f"  {_fit(f)}  {p}" for p, f in ranking] + [""]
+    for i, s in enumerate(suggestions):
+        held_out = "" if s.held_out is None else f" · held-out accuracy {s.held_out:.3f} (chosen without each fold)"
+        lines += [f"pvps.{i}: {s.pattern!r} · {_fit(s.fit)}{held_out}",
+                  f"  {'label':<10} {'score':>8} {'accuracy':>8} {'balance':>7}  candidate (origin)"]
+        lines += [f"  {r.label:<10} {r.score:>8.3f} {_num(r.fit.accuracy):>8} {r.fit.balance:>7.3f}  "
+                  f"{r.text} ({r.origin})" for r in s.ranked]
+        lines.append("")
+    return "\n".join(lines + ["# suggested, for the config:", yaml_text(sections(suggestions))])
+
+
+def _fit(fit) -> str:
+    return f"{_num(fit.accuracy)} · {fit.balance:.3f} · {fit.margin:.3f}"
+
+
+def _num(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def sections(suggestions) -> dict[str, Any]:
+    """``verbalizer:`` (the first PVP's) and ``pvps:``, each PVP with its own verbalizer."""
+    def words(verbalizer: dict[str, tuple[str, ...]]) -> dict[str, Any]:
+        return {label: ws[0] if len(ws) == 1 else list(ws) for label, ws in verbalizer.items()}
+
+    return {"verbalizer": words(suggestions[0].verbalizer),
+            "pvps": [{"pattern": s.pattern, "verbalizer": words(s.verbalizer)} for s in suggestions]}
+
+
+def yaml_text(tree: dict[str, Any]) -> str:
+    return yaml.safe_dump(tree, sort_keys=False, allow_unicode=True, width=120)
+
+
+def write_config(source: str | Path, suggestions, out: str | Path) -> None:
+    """``source`` as written (its ``--set`` overrides are not baked in) with ``verbalizer`` and ``pvps``
+    replaced, validated as ``ipet validate`` reads it, then written atomically: on any problem
+    ``out`` is left as it was."""
+    raw = yaml.safe_load(Path(source).read_text()) or {}
+    raw.update(sections(suggestions))
+    try:
+        RunConfig.model_validate(raw)
+    except ValidationError as err:  # a bug here, not the user's input: say which field
+        raise ConfigError(f"{out}: the suggested config does not validate: {err.errors()[0]['msg']}") from None
+    with atomic_path(out) as tmp:
+        tmp.write_text(f"# {Path(source).name} with the verbalizer and pvps of `ipet suggest`\n" + yaml_text(raw))

@@ -1,0 +1,145 @@
+"""``ipet suggest``: the scores find a planted label word, the config it writes validates, and with no
+labeled examples it still ranks candidates from the pool (and says that this is weaker)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from flows.cli import main
+from flows.suggest import ZERO_LABEL_NOTE
+from prompt_core.choice import (Candidate, Scores, centroid_offsets, choose, folds, likelihood_ratios, principal_axes,
+                                shortlist, top_words)
+from prompt_core.terms import terms
+from tiny import save_tiny, toy_run_config
+
+
+def test_likelihood_ratio_ranks_a_planted_separating_word_first() -> None:
+    """Word 7 is likely at the mask for label 1's rows only; PETAL's ratio puts it first for label 1,
+    though word 3 is likelier still for every row (the pool background keeps it off the shortlist)."""
+    rng = np.random.default_rng(0)
+    targets = np.repeat([0, 1, 2], 10)
+
+    def log_probs(rows_targets: np.ndarray) -> np.ndarray:
+        logits = rng.normal(size=(len(rows_targets), 50))
+        logits[:, 3] += 4.0
+        logits[rows_targets == 1, 7] += 3.0
+        return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+
+    pool_targets = rng.integers(0, 3, 200)
+    ratios = likelihood_ratios(log_probs(targets), targets, 3, log_probs(pool_targets), shortlist=10)
+    assert int(np.argmax(ratios[1])) == 7
+    assert top_words(ratios, 3)[1][0] == 7
+    assert 7 not in top_words(ratios, 3)[0] + top_words(ratios, 3)[2]  # a word stands for one label only
+    assert 7 not in top_words(ratios, 3, excluded=frozenset({7}))[1]
+
+
+def test_the_shortlist_puts_a_planted_phrase_along_a_labels_direction_first() -> None:
+    """Label 1's rows lean along dimension 7; the phrase pointing there (candidate 3) heads label 1's
+    shortlist, is kept from label 0's, and the terms a phrase is made of are content words."""
+    rng = np.random.default_rng(0)
+    targets = np.repeat([0, 1], 10)
+    rows = rng.normal(size=(20, 16))
+    rows[targets == 1, 7] += 3.0
+    phrases = rng.normal(size=(6, 16)) * 0.3
+    phrases[3, 7] = 2.0
+    association = centroid_offsets(rows, [np.flatnonzero(targets == l) for l in (0, 1)]) @ phrases.T
+    short = shortlist(association, 2)
+    assert short[1][0] == 3 and 3 not in short[0]
+    assert 3 not in shortlist(association, 2, excluded=frozenset({3}))[1]
+    pool = rng.normal(size=(100, 16)) * 0.1  # the pool varies along dimension 7 above all: its first axis
+    pool[:, 7] += rng.normal(size=100) * 3.0
+    axes = principal_axes(pool, 1)
+    assert abs(axes[0, 7]) > 0.9
+    along = centroid_offsets(rows, [np.flatnonzero(targets == l) for l in (0, 1)]) @ axes.T @ axes
+    assert shortlist(along @ phrases.T, 2)[1][0] == 3
+    assert terms("The world cup of the year", 2) == {"world", "cup", "year", "world cup"}
+
+
+def test_folds_hold_every_label_in_turn() -> None:
+    targets = [0, 1, 1, 0, 0, 1, 0, 1, 0, 1]
+    found = folds(targets, 5)
+    assert sorted(np.concatenate(found).tolist()) == list(range(10))
+    assert all(sorted(targets[i] for i in f) == [0, 1] for f in found)
+
+
+def test_choose_prefers_the_separating_phrase_and_breaks_ties_by_balance() -> None:
+    """Two labels; candidate 1 separates the labeled rows perfectly, candidate 0 does not; on a tie
+    in accuracy (candidates 2 and 3), the one that spreads the pool over both classes wins."""
+    targets = [0, 0, 1, 1]
+    labeled = np.array([[0.1, 0.9, 0.5, 0.5], [0.9, 0.8, 0.5, 0.5], [0.5, 0.2, 0.1, 0.1], [0.5, 0.1, 0.1, 0.1]])
+    pool = np.array([[0.5, 0.6, 0.9, 0.1], [0.5, 0.4, 0.1, 0.1], [0.5, 0.9, 0.9, 0.1], [0.5, 0.1, 0.1, 0.1]])
+    candidates = [Candidate(0, "a", "term"), Candidate(0, "b", "term"), Candidate(1, "c", "term"),
+                  Candidate(1, "d", "term")]
+    labeled[:, 2:] = 0.5  # label 1's candidates: the same on the labeled rows (a tie)...
+    pool[:, 2] = 0.5  # ...but c gives the pool's second half to label 1, d none of it
+    choice, fits = choose(Scores(labeled, pool), candidates, targets, 2)
+    assert choice == [1, 2]
+    assert fits[1].accuracy == 1.0 and fits[0].accuracy < 1.0
+    assert fits[2].accuracy == fits[3].accuracy and fits[2].balance > fits[3].balance
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    return toy_run_config(tmp_path_factory.mktemp("suggest-toy"))
+
+
+def write(config: dict, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.parametrize("learner", ["similarity", "cloze"])
+def test_the_written_config_validates(toy: dict, tmp_path: Path, learner: str,
+                                      capsys: pytest.CaptureFixture) -> None:
+    pattern = "{text}" if learner == "similarity" else "{text} it was {mask} ."
+    config = write({**toy, "learner": learner, "pvps": [{"pattern": pattern}, {"pattern": pattern}],
+                    "verbalizer": {"neg": "neg", "pos": "pos"}}, tmp_path / "bare.yaml")
+    out = tmp_path / "suggested.yaml"
+    assert main(["suggest", str(config), "--out", str(out), "--pool-sample", "60"]) == 0
+    printed = capsys.readouterr().out
+    assert "pvps.0:" in printed and "pvps.1:" in printed and "# suggested, for the config:" in printed
+    written = yaml.safe_load(out.read_text())
+    assert [p["pattern"] for p in written["pvps"]] == [pattern, pattern]
+    first, second = (p["verbalizer"] for p in written["pvps"])
+    assert set(first) == set(second) == {"neg", "pos"} and first != second  # one pattern twice: other words
+    assert written["verbalizer"] == first and written["data"] == toy["data"]
+    assert main(["validate", str(out)]) == 0
+
+
+def test_zero_label_mode_ranks_candidates_from_the_pool(toy: dict, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    config = write({**toy, "learner": "similarity", "pvps": [{"pattern": "{text}"}, {"pattern": "{text}"}],
+                    "verbalizer": {"neg": "bad", "pos": "great"}}, tmp_path / "zero.yaml")
+    assert main(["suggest", str(config), "--set", "data.labeled_per_class=0", "--pool-sample", "60"]) == 0
+    printed = capsys.readouterr().out
+    assert ZERO_LABEL_NOTE in printed
+    first = printed[printed.index("pvps.0:"):printed.index("pvps.1:")]
+    rows = [line.split() for line in first.splitlines() if line.startswith(("  neg ", "  pos "))]
+    assert len(rows) >= 4 and all(r[2] == "–" for r in rows)  # scored, with no accuracy to show
+    scores = [float(r[1]) for r in rows if r[0] == "neg"]
+    assert scores == sorted(scores, reverse=True)
+
+
+@pytest.mark.parametrize(("change", "args", "expected"), [
+    ({"learner": "classifier"}, [], "learner: classifier has no verbalizer to suggest"),
+    ({}, ["--set", "data.labeled_per_class=0"], "label(s) ['neg', 'pos'] are not one-token words"),
+    ({}, ["--top", "0"], "--top: must be at least 1"),
+    ({}, ["--set", "data.train.path=missing.csv"], "missing.csv: file not found"),
+    ({"model": "HEADLESS"}, [], "has no pretrained MLM head, so its scores at the mask are random"),
+], ids=["classifier", "zero-label-cloze-without-word-names", "top-zero", "missing-data", "cloze-without-mlm-head"])
+def test_bad_input_is_one_line_and_exit_2_and_writes_nothing(toy: dict, tmp_path: Path, capsys, change: dict,
+                                                              args: list[str], expected: str) -> None:
+    if change.get("model") == "HEADLESS":  # a sentence encoder's checkpoint: no MLM head to rank words with
+        change = {"model": str(save_tiny("bert", tmp_path / "headless", headless=True))}
+        capsys.readouterr()  # saving prints a progress bar
+    config = write({**toy, **change}, tmp_path / "config.yaml")
+    out = tmp_path / "out.yaml"
+    assert main(["suggest", str(config), "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists() and not list(tmp_path.glob(".out.yaml*"))
