@@ -119,6 +119,7 @@ KEY_FIELDS = {"model", "learner", "similarity_temperature", "max_length", "verba
 UNSET_LATER = (("ask",), ("train", "peft"), ("final", "train", "peft"))  # settings newer than the cached units
 SUPERVISED_LR = 1e-4  # the supervised rows' learning rate (run_supervised)
 RESULT_TAG = "BENCH_RESULT "
+ZERO_SHOT_MODEL_SEED = 42  # the examples' `seeds`; seed 0 of zero-shot iPET keeps it
 DATA_ROOT = ROOT.parent / "shared" / "data"  # set from --data-root in main()
 
 
@@ -137,6 +138,8 @@ def mlflow_uri(run_root: Path) -> str:
 def overrides(flow: str, dataset: str, seed: int, s: dict, run_root: Path) -> list[str]:
     similarity = flow.startswith("similarity")
     out = [f"data.root={DATA_ROOT}", f"data.seed={seed}"]
+    if flow == "similarity-zero" and seed:  # no labeled draw to vary: its models' seed varies instead
+        out.append(f"seeds=[{ZERO_SHOT_MODEL_SEED + seed}]")
     if not similarity and s["pool_size_cloze"] is not None:
         out.append(f"data.pool_size={s['pool_size_cloze']}")
     out += s["set_similarity" if similarity else "set_cloze"] + FLOWS[flow][1]
