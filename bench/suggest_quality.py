@@ -68,12 +68,12 @@ def suggest_all(out: Path) -> None:
             config = config_of(dataset, seed)
             config = config.model_copy(update={"verbalizer": {label: label for label in config.labels},
                                                "pvps": [p.model_copy(update={"verbalizer": None}) for p in config.pvps]})
-            labeled = {r["id"] for r in load_sets(config.data, config.fields, config.labels)["labeled"].to_pylist()}
+            labeled = {r["id"] for r in load_sets(config.data, config.fields, config.labels)[0]["labeled"].to_pylist()}
             held = pa.array(held_out_ids(dataset, config, labeled))
 
             def without_held_out(data, fields, labels):
-                sets = load_sets(data, fields, labels)
-                return {**sets, "pool": sets["pool"].filter(pc.invert(pc.is_in(sets["pool"]["id"], held)))}
+                sets, leaks = load_sets(data, fields, labels)
+                return {**sets, "pool": sets["pool"].filter(pc.invert(pc.is_in(sets["pool"]["id"], held)))}, leaks
 
             started = time.time()
             with mock.patch.object(command, "load_sets", without_held_out):
@@ -121,7 +121,7 @@ def score(files: list[Path]) -> None:
 
         def accuracy(pvps, seed: int) -> float:
             seeded = config_of(dataset, seed)
-            labeled = {r["id"] for r in load_sets(seeded.data, seeded.fields, seeded.labels)["labeled"].to_pylist()}
+            labeled = {r["id"] for r in load_sets(seeded.data, seeded.fields, seeded.labels)[0]["labeled"].to_pylist()}
             keep = [k for k, i in enumerate(candidates) if i not in labeled]
             truth = np.array([config.labels.index(rows[candidates[k]]["label"]) for k in keep])
             logits = np.mean([np.stack([cosines[p["pattern"]][keep][:, [column[t] for t in ts]].mean(axis=1)

@@ -75,7 +75,7 @@ def run_suggest(config: RunConfig, top: int = 3, pool_sample: int = 400, search:
     from prompt_core.suggest import SuggestSettings, Task, suggest
     from prompt_core.terms import join_fields
 
-    sets = load_sets(config.data, config.fields, config.labels)
+    sets, _ = load_sets(config.data, config.fields, config.labels)  # leaked test rows already left out of the pool
     fields = config.fields
     labeled = sets["labeled"].to_pylist()
     sample = sample_rows(sets["pool"], pool_sample, config.data.seed).to_pylist()

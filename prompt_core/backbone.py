@@ -146,10 +146,11 @@ def load_masked_lm(name_or_path: str, *, trust_remote_code: bool = False, requir
     Returns:
         The model, in eval mode as transformers loads it; BackboneError if it cannot be loaded.
     """
-    return masked_lm(name_or_path, trust_remote_code=trust_remote_code)[0]
+    return masked_lm(name_or_path, trust_remote_code=trust_remote_code, require_head=require_head)[0]
 
 
-def masked_lm(name_or_path: str, *, trust_remote_code: bool = False) -> tuple[nn.Module, tuple[str, ...]]:
+def masked_lm(name_or_path: str, *, trust_remote_code: bool = False,
+              require_head: bool = False) -> tuple[nn.Module, tuple[str, ...]]:
     """``load_masked_lm``'s model, and the modules it initialised fresh (``fresh_modules``)."""
     try:
         with quiet_transformers():

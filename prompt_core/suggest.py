@@ -289,7 +289,8 @@ class WordLogProbs(ClozeLearner):
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         rows = torch.arange(batch["input_ids"].shape[0], device=batch["input_ids"].device)
-        hidden = gather_hidden(self.model, batch["input_ids"], batch["attention_mask"], rows, batch["mask_pos"])
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        hidden = gather_hidden(self.model, inputs, rows, batch["mask_pos"])
         return vocab_scores(self.model, hidden).float().log_softmax(-1)[:, self.word_ids]
 
 
