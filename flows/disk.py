@@ -4,6 +4,7 @@ adapters with ``train.peft``) are most of it."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from data.location import location
 
@@ -13,14 +14,13 @@ MIB = 1024 * 1024
 def disk_usage(run_dir: str | os.PathLike) -> dict[str, int]:
     """Bytes of every file under ``run_dir`` (a folder or a URL), and of those under its ``models/``."""
     root = location(run_dir)
-    sizes = {"run_dir_bytes": 0, "models_bytes": 0}
-    for path in root.rglob("*"):
-        if path.is_file():
-            size = path.stat().st_size
-            sizes["run_dir_bytes"] += size
-            if path.relative_to(root).parts[0] == "models":
-                sizes["models_bytes"] += size
-    return sizes
+    return {"run_dir_bytes": tree_bytes(root), "models_bytes": tree_bytes(root / "models")}
+
+
+def tree_bytes(path: Path) -> int:
+    """Bytes of the files under ``path`` (0 when it does not exist); links are not followed, so
+    nothing is counted twice."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
 def disk_line(sizes: dict[str, int]) -> str:

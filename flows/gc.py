@@ -16,13 +16,10 @@ from pathlib import Path
 from data.errors import DataError
 from data.outputs import read_json
 
+from .disk import tree_bytes
+
 KEEP = ("final", "last-generation", "all")
 GENERATION = re.compile(r"g(\d+)-")
-
-
-def size(path: Path) -> int:
-    """Bytes of the files under ``path``."""
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
 def removable(run_dir: Path, keep: str) -> list[Path]:
@@ -46,11 +43,11 @@ def removable(run_dir: Path, keep: str) -> list[Path]:
 def collect(run_dir: Path, keep: str) -> str:
     """Remove what ``keep`` lets go (the caller holds the run directory's lock); what was freed."""
     gone = removable(run_dir, keep)
-    freed = sum(size(p) for p in gone)
+    freed = sum(tree_bytes(p) for p in gone)
     for path in gone:
         shutil.rmtree(path)
     return (f"{run_dir}: removed {len(gone)} model director{'y' if len(gone) == 1 else 'ies'}, freed "
-            f"{megabytes(freed)}; the run directory is now {megabytes(size(run_dir))}"
+            f"{megabytes(freed)}; the run directory is now {megabytes(tree_bytes(run_dir))}"
             + ("; a rerun trains them again" if gone else ""))
 
 
