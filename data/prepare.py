@@ -7,13 +7,15 @@ trains on them, they only score pseudo-label accuracy.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .dataset_store import Version
 from .location import checksum, exists, is_url, location
 from .errors import DataError
 from .leaks import Leaks, drop_leaks
@@ -63,19 +65,36 @@ class DataConfig(BaseModel):
                 if (source := getattr(self, slot)) is not None}
 
 
-def pin_versions(config: DataConfig) -> DataConfig:
-    """The config with every store source pinned to a version, each dataset resolved once, so all
-    of a run's sets come from one consistent version even while an ingest commits the next."""
-    resolved: dict[tuple[Path, str], int] = {}
-    update = {}
+@dataclass(frozen=True)
+class Pinned:
+    """A data config with every store source at a version, and those versions as read. A run's
+    digests and reads take them from here, so each dataset store is resolved once per run.
+
+    Attributes:
+        config: the config, each store source's ``version`` set.
+        versions: by slot, the version each store source reads.
+    """
+
+    config: DataConfig
+    versions: Mapping[str, Version]
+
+
+def pin_versions(config: DataConfig) -> Pinned:
+    """Every store source pinned to a version (the current one unless the config names one), each
+    dataset's version read once, so all of a run's sets come from one consistent version even while
+    an ingest commits the next."""
+    resolved: dict[tuple[Path, int | None], Version] = {}
+    versions = {}
     for slot, source in config.slots().items():
-        if source.store and source.version is None:
+        if source.store:
             store = dataset_store(source, config.root)
-            key = (store.directory, source.dataset)
+            key = (store.directory, source.version)
             if key not in resolved:
-                resolved[key] = store.version().number
-            update[slot] = source.model_copy(update={"version": resolved[key]})
-    return config.model_copy(update=update)
+                resolved[key] = store.version(source.version)
+            versions[slot] = resolved[key]
+    update = {slot: getattr(config, slot).model_copy(update={"version": version.number})
+              for slot, version in versions.items()}
+    return Pinned(config.model_copy(update=update), versions)
 
 
 def _settings(config: DataConfig) -> dict:
@@ -87,30 +106,34 @@ def _settings(config: DataConfig) -> dict:
     return settings
 
 
-def _digest(config: DataConfig, source: Source) -> str:
+def _digest(pinned: Pinned, slot: str) -> str:
     """What identifies a source's content: the file's bytes, a store version's segment hashes (of both
     kinds: labeling a pool text takes it out of the pool), a hub name."""
+    source = getattr(pinned.config, slot)
     if source.path:
-        path = source_path(source, config.root)
+        path = source_path(source, pinned.config.root)
         return checksum(path) if is_url(path) else file_digest(path)
     if source.store:
-        return content_key(dataset_store(source, config.root).version(source.version).manifest["hashes"])
+        return content_key(pinned.versions[slot].manifest["hashes"])
     return source.hub
 
 
-def load_sets(config: DataConfig, fields: Sequence[str],
+def load_sets(data: DataConfig | Pinned, fields: Sequence[str],
               labels: Sequence[str]) -> tuple[dict[str, pa.Table], Leaks]:
-    """Read, check and split the sources, the test set's texts dropped from the pool; raises
-    DataError listing every problem found. Also returns what leaked (``data/leaks.py``)."""
-    config = pin_versions(config)
+    """Read, check and split the sources (a config is pinned first), the test set's texts dropped
+    from the pool; raises DataError listing every problem found. Also returns what leaked
+    (``data/leaks.py``)."""
+    pinned = data if isinstance(data, Pinned) else pin_versions(data)
+    config = pinned.config
     root = config.root  # a folder or a URL
     problems: list[str] = []
 
-    def read(source: Source | None, labels_required: bool) -> pa.Table | None:
+    def read(slot: str, labels_required: bool) -> pa.Table | None:
+        source = getattr(config, slot)
         if source is None:
             return None
         try:
-            table = read_source(source, root)
+            table = read_source(source, root, pinned.versions.get(slot))
         except DataError as err:
             problems.append(str(err))
             return None
@@ -118,15 +141,15 @@ def load_sets(config: DataConfig, fields: Sequence[str],
         return table
 
     if config.train is not None:
-        train = read(config.train, labels_required=True)
-        test = read(config.test, labels_required=True)
+        train = read("train", labels_required=True)
+        test = read("test", labels_required=True)
         if problems:
             raise DataError("\n".join(problems))
         labeled, pool = draw_per_class(train, config.labeled_per_class, labels, config.seed, config.train.name)
     else:
-        labeled = read(config.labeled, labels_required=True)
-        pool = read(config.unlabeled, labels_required=False)
-        test = read(config.test, labels_required=True)
+        labeled = read("labeled", labels_required=True)
+        pool = read("unlabeled", labels_required=False)
+        test = read("test", labels_required=True)
         if problems:
             raise DataError("\n".join(problems))
         if labeled is None:
@@ -171,13 +194,14 @@ def prepare(config: DataConfig, fields: Sequence[str], labels: Sequence[str], ou
     unlabeled rows leave the gold set alone) gives it the same path, so what was computed from it
     (models, logits) is reused. The manifest is written last: present means every set is.
     """
-    config = pin_versions(config)
-    digests = {s.name: _digest(config, s) for s in config.slots().values()}
+    pinned = pin_versions(config)
+    config = pinned.config
+    digests = {s.name: _digest(pinned, slot) for slot, s in config.slots().items()}
     key = content_key("data", _settings(config), digests, list(fields), list(labels))
     manifest_path = location(out_root) / f"data-{key}" / MANIFEST
     if exists(manifest_path):
         return read_json(manifest_path)
-    sets, leaks = load_sets(config, fields, labels)
+    sets, leaks = load_sets(pinned, fields, labels)
     paths = {name: str(write_set(table, location(out_root) / SETS_DIR, name)) for name, table in sets.items()}
     write_json({
         "key": key,

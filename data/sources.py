@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .dataset_store import DatasetStore
+from .dataset_store import DatasetStore, Version
 from .errors import DataError
 from .location import exists, is_url, local, location
 from .textfile import check_text
@@ -81,10 +81,11 @@ class Source(BaseModel):
         return fmt
 
 
-def read_source(source: Source, base_dir: str | Path = ".") -> pa.Table:
-    """The source as a table of string columns (nested ones kept) with a stable ``id`` per row."""
+def read_source(source: Source, base_dir: str | Path = ".", version: Version | None = None) -> pa.Table:
+    """The source as a table of string columns (nested ones kept) with a stable ``id`` per row.
+    ``version``: a store source's version as already resolved (``data.prepare.pin_versions``)."""
     if source.store:
-        table = _read_store(source, Path(base_dir))
+        table = (version or dataset_store(source, base_dir).version(source.version)).read(source.kind or "unlabeled")
     else:
         table = _read_hub(source) if source.hub else _read_file(source, base_dir)
     table = table.rename_columns([source.rename.get(c, c) for c in table.column_names])
@@ -191,10 +192,6 @@ def dataset_store(source: Source, root: str | Path) -> DatasetStore:
     """The store a ``store`` source names: its directory, relative to the data root unless absolute."""
     store = Path(source.store)
     return DatasetStore(store if store.is_absolute() else Path(root) / store, source.dataset)
-
-
-def _read_store(source: Source, base_dir: Path) -> pa.Table:
-    return dataset_store(source, base_dir).version(source.version).read(source.kind or "unlabeled")
 
 
 def _read_hub(source: Source) -> pa.Table:

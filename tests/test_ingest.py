@@ -6,19 +6,24 @@ from __future__ import annotations
 import csv
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
+import data.prepare
 from data.ingest import Schema, ingest_file
 from data.prepare import DataConfig, load_sets, pin_versions, prepare
 from data.errors import DataError
 from data.outputs import file_digest
 from data.dataset_store import DatasetStore
 from flows.cli import main
+from flows.config import RunConfig
 from flows.ingest import ingest  # imports Prefect here: its console log handler must not bind to a test's capsys
+from flows.ipet import ipet
+from tiny import toy_run_config, toy_store
 
 FIELDS = ("title", "body")
 LABELS = ("neg", "pos")
@@ -206,6 +211,28 @@ def test_a_reader_keeps_its_version_while_an_ingest_commits(tmp_path: Path, sche
     assert resolved.read("unlabeled").num_rows == 3  # …and what it resolved is still exactly version 1
     assert load_sets(pinned, FIELDS, LABELS)[0]["pool"].num_rows == 3
     assert load_sets(config, FIELDS, LABELS)[0]["pool"].num_rows == 5  # a new run sees version 2
+
+
+def test_a_run_resolves_its_store_once(prefect_harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real run whose gold set and pool come from one store: pinned once, the version read once; the
+    data key and both reads use what the pin resolved."""
+    config = toy_run_config(tmp_path, steps=4, generations=0)
+    store = toy_store(tmp_path)
+    config["data"] = {"root": str(tmp_path), "labeled": store, "unlabeled": store, "test": {"path": "test.csv"}}
+    config["final"] = {"mode": "ensemble"}
+    calls: Counter[str] = Counter()
+
+    def counted(name: str, real):
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(data.prepare, "pin_versions", counted("pin_versions", data.prepare.pin_versions))
+    monkeypatch.setattr(DatasetStore, "version", counted("DatasetStore.version", DatasetStore.version))
+    results = ipet(config=RunConfig.model_validate(config), run_dir=str(tmp_path / "run"))
+    assert [s["stage"] for s in results["stages"]] == ["zero-shot", "pet", "final"]
+    assert calls == {"pin_versions": 1, "DatasetStore.version": 1}
 
 
 def test_concurrent_ingests_each_land_as_a_version(tmp_path: Path, schema: Schema) -> None:
