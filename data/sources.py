@@ -11,15 +11,12 @@ from pathlib import Path
 from typing import Literal
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .dataset_store import DatasetStore, Version
 from .errors import DataError
 from .location import exists, is_url, local, location
-from .textfile import check_text
-
-FORMATS = ("csv", "tsv", "jsonl", "parquet")
+from .readers import FORMATS, as_strings, read_whole
 
 
 class Source(BaseModel):
@@ -96,7 +93,7 @@ def read_source(source: Source, base_dir: str | Path = ".", version: Version | N
             raise DataError(f"{source.name}: rows {list(source.rows)} start past the end ({table.num_rows} rows)")
         offset = start
         table = table.slice(start, stop - start)
-    table = pa.table({c: _as_strings(table[c], f"{source.name}: column {c!r}", offset) for c in table.column_names})
+    table = pa.table({c: as_strings(table[c], f"{source.name}: column {c!r}", offset) for c in table.column_names})
     id_column = source.id_column or ("id" if source.store else None)  # a store's ids are unique already
     if id_column:
         if id_column not in table.column_names:
@@ -136,56 +133,8 @@ def local_file(source: Source, base_dir: str | Path = ".") -> Path:
 
 
 def _read_file(source: Source, base_dir: str | Path) -> pa.Table:
-    import pyarrow.json as pajson
-    import pyarrow.parquet as pq
-
-    path = local_file(source, base_dir)
-    fmt = source.resolved_format()
-    if fmt != "parquet":
-        check_text(path, source.path, fmt)
-    try:
-        if fmt in ("csv", "tsv"):
-            return _read_csv(path, source, fmt)
-        if fmt == "jsonl":
-            return pajson.read_json(path)
-        return pq.read_table(path)
-    except DataError:
-        raise
-    except (pa.ArrowInvalid, UnicodeDecodeError, OSError) as err:
-        raise DataError(f"{source.path}: cannot read as {fmt}: {_arrow_message(err)}") from None
-
-
-def _read_csv(path: Path, source: Source, fmt: str) -> pa.Table:
-    import pyarrow.csv as pacsv
-
-    if not source.header and not source.columns:
-        raise DataError(f"{source.path}: header: false needs columns: [...] to name the columns")
-    ragged = []
-
-    def collect(row) -> str:
-        ragged.append(row)
-        return "skip"
-
-    table = pacsv.read_csv(
-        path,
-        read_options=pacsv.ReadOptions(column_names=None if source.header else source.columns, block_size=1 << 22),
-        parse_options=pacsv.ParseOptions(delimiter="\t" if fmt == "tsv" else ",", newlines_in_values=True,
-                                         quote_char=False if fmt == "tsv" else '"', invalid_row_handler=collect),
-        convert_options=pacsv.ConvertOptions(strings_can_be_null=False, quoted_strings_can_be_null=False),
-    )
-    if ragged:
-        content = path.read_bytes()
-        shown = [f"line {_line_of(content, r.text)} has {r.actual_columns} columns, expected "
-                 f"{r.expected_columns}: {r.text[:60]!r}" for r in ragged[:5]]
-        more = f" (and {len(ragged) - 5} more)" if len(ragged) > 5 else ""
-        raise DataError(f"{source.path}: {len(ragged)} malformed row(s){more}; wrong delimiter or unquoted "
-                        f"{'tab' if fmt == 'tsv' else 'comma'}? " + "; ".join(shown))
-    return table
-
-
-def _line_of(content: bytes, text: str) -> int:
-    """pyarrow does not number rows it rejects; find the row's text in the file instead."""
-    return content[: max(content.find(text.encode()), 0)].count(b"\n") + 1
+    return read_whole(local_file(source, base_dir), source.path, source.resolved_format(), source.header,
+                      source.columns)
 
 
 def dataset_store(source: Source, root: str | Path) -> DatasetStore:
@@ -205,42 +154,10 @@ def _read_hub(source: Source) -> pa.Table:
 
 
 def label_text(value: object) -> str:
-    """A label as the text every set and verbalizer compares: what ``_as_strings`` makes of a typed
+    """A label as the text every set and verbalizer compares: what ``as_strings`` makes of a typed
     value, so a YAML key ``1``, ``1.0`` or ``true`` matches the data's ``1``, ``1.0`` or ``true``."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
-
-
-def _as_strings(column: pa.ChunkedArray, where: str, offset: int) -> pa.ChunkedArray:
-    if pa.types.is_nested(column.type):
-        return column  # lists, structs: kept as they are; check_examples objects if a pattern or label uses one
-    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-        return column.cast(pa.string())
-    if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
-        _check_utf8(column, where, offset)
-    if pa.types.is_floating(column.type):
-        # 1.0 -> "1": float labels from a typed reader should match integer verbalizer keys
-        as_int = pc.cast(column, pa.int64(), safe=False)
-        if pc.all(pc.equal(pc.cast(as_int, column.type), column)).as_py() is not False:
-            return pc.cast(as_int, pa.string())
-    return pc.cast(column, pa.string())
-
-
-def _check_utf8(column: pa.ChunkedArray, where: str, offset: int) -> None:
-    """The CSV reader keeps non-UTF-8 bytes as binary; name the first bad row instead."""
-    for i, value in enumerate(column.to_pylist()):
-        try:
-            value is None or value.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise DataError(f"{where}, row {offset + i + 1}: not UTF-8 text ({err.reason} at byte {err.start}); "
-                            "save the file as UTF-8") from None
-
-
-def _arrow_message(err: Exception) -> str:
-    """The first line of a reader's error, with anything unprintable escaped: a parser may quote
-    the row it choked on, and a terminal should never receive raw bytes."""
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return "".join(c if c.isprintable() and c != "\ufffd" else ascii(c)[1:-1] for c in first)[:300]

@@ -47,3 +47,19 @@ def check_text(path: Path, name: str, fmt: str) -> None:
     except UnicodeDecodeError as err:
         raise DataError(f"{name}: line {line}: not UTF-8 text ({err.reason}, at the end); "
                         "save the file as UTF-8") from None
+
+
+def line_of(path: Path, text: str) -> int:
+    """The line where ``text`` first stands in the file (1 if nowhere), read in chunks: pyarrow does
+    not number the rows it rejects, so a message finds the row's text instead."""
+    needle, line, tail = text.encode(), 1, b""
+    keep = max(len(needle) - 1, 0)  # a match may straddle two chunks
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            data = tail + chunk
+            at = data.find(needle)
+            if at >= 0:
+                return line + data.count(NEWLINE, 0, at)
+            cut = max(len(data) - keep, 0)
+            line, tail = line + data.count(NEWLINE, 0, cut), data[cut:]
+    return 1

@@ -131,7 +131,8 @@ def _bad_inputs(root: Path) -> dict[str, tuple[Path, str]]:
     (root / "latin1.csv").write_bytes("id,text\n1,caf\xe9 great\n".encode("latin-1"))
     (root / "rows.txt").write_text("great\n")
     return {
-        "ragged-row": (root / "ragged.csv", "Expected 2 columns, got 3"),
+        "ragged-row": (root / "ragged.csv", "ragged.csv: 1 malformed row(s); wrong delimiter or unquoted comma? "
+                                            "line 9 has 3 columns, expected 2: '8,great,extra'"),
         "missing-column": (root / "nocol.csv", "missing column(s) ['text'] that the model reads"),
         "bad-json-line": (root / "broken.jsonl", "broken.jsonl: line 3: not valid JSON"),  # after one batch
         "missing-json-key-everywhere": (root / "nocol.jsonl", "missing column(s) ['text']"),

@@ -1,0 +1,66 @@
+"""One reader per format: a whole-file read (``read_source``) and a stream (``read_batches``) of the
+same file give the same one-line error, naming the file and line, and the same texts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from data.errors import DataError
+from data.sources import Source, read_source
+from data.stream import read_batches
+
+
+def both_errors(path: Path, columns: list[str], batch_size: int = 2) -> tuple[str, str]:
+    """The DataError of the whole-file read and of the stream (small batches: it may come after some)."""
+    with pytest.raises(DataError) as whole:
+        read_source(Source(path=str(path)))
+    with pytest.raises(DataError) as streamed:
+        for _ in read_batches(str(path), columns, batch_size=batch_size):
+            pass
+    return str(whole.value), str(streamed.value)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv"])
+def test_a_ragged_row_is_the_same_line_either_way(tmp_path: Path, fmt: str) -> None:
+    sep = "," if fmt == "csv" else "\t"
+    path = tmp_path / f"ragged.{fmt}"
+    path.write_text(f"text{sep}label\n" + "".join(f"film {i}{sep}pos\n" for i in range(6)) + f"a{sep}b{sep}c\nok{sep}neg\n")
+    whole, streamed = both_errors(path, ["text"])
+    assert whole == streamed == (f"{path}: 1 malformed row(s); wrong delimiter or unquoted "
+                                 f"{'comma' if fmt == 'csv' else 'tab'}? line 8 has 3 columns, expected 2: "
+                                 f"{f'a{sep}b{sep}c'!r}")
+
+
+def test_a_ragged_row_past_the_first_streamed_block_is_named_by_its_line(tmp_path: Path) -> None:
+    """A stream reads a CSV in 1 MiB blocks, a whole-file read in one; the line is the file's either way."""
+    path = tmp_path / "big.csv"
+    rows = [f"{'a fairly long review text ' * 4}{i},pos\n" for i in range(12_000)]  # about 1.3 MiB
+    path.write_text("text,label\n" + "".join(rows) + "one,two,three\n")
+    whole, streamed = both_errors(path, ["text"], batch_size=1024)
+    assert whole == streamed and "line 12002 has 3 columns, expected 2" in whole and "\n" not in whole
+
+
+def test_a_json_column_changing_type_is_the_same_line_either_way(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.jsonl"
+    records = [{"text": f"film {i}", "label": "pos"} for i in range(5)] + [{"text": 7, "label": "neg"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    whole, streamed = both_errors(path, ["text"])
+    assert whole == streamed == (f"{path}: line 6: cannot read as jsonl: column 'text' holds a number here but a "
+                                 "string on line 1; give a column one JSON type")
+
+
+def test_typed_json_values_are_the_same_texts_either_way(tmp_path: Path) -> None:
+    path = tmp_path / "typed.jsonl"
+    records = [{"text": "a", "label": 1.0}, {"text": "b", "label": 2}, {"text": "c", "label": None},
+               {"text": "d", "label": 2.5}, {"text": "2020-01-01", "flag": True}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    whole = read_source(Source(path=str(path))).select(["text", "label", "flag"]).to_pylist()
+    streamed = [row for batch in read_batches(str(path), ["text"], ["label", "flag"], batch_size=2)
+                for row in batch.to_pylist()]
+    assert whole == streamed == [
+        {"text": "a", "label": "1", "flag": None}, {"text": "b", "label": "2", "flag": None},
+        {"text": "c", "label": None, "flag": None}, {"text": "d", "label": "2.5", "flag": None},
+        {"text": "2020-01-01", "label": None, "flag": "true"}]
