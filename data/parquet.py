@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data.location import local, location, names
+from data.readers import rebatch
 
 
 def ref(path: str | Path) -> str:
@@ -106,19 +107,9 @@ def iter_chunks(path: str | Path, columns: Sequence[str] | None, rows: int) -> I
     Streaming readers open files with ``pre_buffer=False``: pre-buffering fetches every row group
     asked for up front, which makes memory grow with the file (35 MiB against 13 MiB for 1M texts).
     """
-    pending: list[pa.RecordBatch] = []
-    count = 0
-    for file in parquet_files(path):
-        for batch in pq.ParquetFile(file, pre_buffer=False).iter_batches(batch_size=rows, columns=columns):
-            pending.append(batch)
-            count += batch.num_rows
-            while count >= rows:
-                table = pa.Table.from_batches(pending)
-                yield table.slice(0, rows)
-                rest = table.slice(rows)
-                pending, count = rest.to_batches(), rest.num_rows
-    if count:
-        yield pa.Table.from_batches(pending)
+    batches = (batch for file in parquet_files(path)
+               for batch in pq.ParquetFile(file, pre_buffer=False).iter_batches(batch_size=rows, columns=columns))
+    yield from rebatch((pa.Table.from_batches([batch]) for batch in batches), rows)
 
 
 def logits_column(logits: np.ndarray) -> pa.Array:
