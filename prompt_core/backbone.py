@@ -100,6 +100,8 @@ def resolve(name_or_path: str) -> str:
 
 
 def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
+    """The tokenizer of a hub name or local directory (``resolve``), the checkpoint's own code run
+    only with ``trust_remote_code``."""
     with quiet_transformers():
         return AutoTokenizer.from_pretrained(resolve(name_or_path), trust_remote_code=trust_remote_code)
 

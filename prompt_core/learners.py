@@ -63,19 +63,23 @@ class LearnerSpec:
 
     @classmethod
     def cloze(cls, backbone: str, pvp: PVP, **kw) -> "LearnerSpec":
-        """PET's PVP model: the masked LM scores the verbalizer's one-token words at ``{mask}``."""
+        """PET's PVP model: the masked LM ``backbone`` scores ``pvp``'s one-token label words at its
+        ``{mask}``; ``**kw`` sets the other fields (``max_length``, ...)."""
         return cls("cloze", backbone, pvp.pattern.template, pvp.labels, pvp.words(), **kw)
 
     @classmethod
     def classifier(cls, backbone: str, template: str, labels: Sequence[str], **kw) -> "LearnerSpec":
-        """A sequence classifier (fresh head) on the rendered template."""
+        """A sequence classifier: ``backbone`` with a fresh head, one logit per of ``labels``, reading
+        rows rendered by ``template``; ``**kw`` sets the other fields."""
         return cls("classifier", backbone, template, tuple(str(l) for l in labels), **kw)
 
     def to_json(self) -> str:
+        """The spec as ``learner.json``'s text (keys sorted: equal specs, equal files)."""
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "LearnerSpec":
+        """The spec ``to_json`` wrote as ``text``."""
         d = json.loads(text)
         d["labels"] = tuple(d["labels"])
         d.pop("extra", None)  # written by earlier versions, never read
@@ -126,21 +130,31 @@ class Learner(nn.Module):
 
     @classmethod
     def load(cls, spec: LearnerSpec, source: str, tokenizer) -> "Learner":
-        """The learner of ``spec`` with weights from ``source`` (a saved learner or the backbone)."""
+        """The learner of ``spec`` with weights from ``source`` (a saved learner or the backbone) and
+        ``tokenizer`` (the source's)."""
+        raise NotImplementedError
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """(rows × labels) class logits of a batch ``collate`` made."""
         raise NotImplementedError
 
     @property
     def labels(self) -> tuple[str, ...]:
+        """The class names, in the order of every logit column."""
         return self.spec.labels
 
     @property
     def template(self) -> Template:
+        """The spec's template (a ``Pattern`` for a cloze learner), which renders and encodes rows."""
         return self.template_class(self.spec.template)
 
     def featurize(self, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Each of ``rows`` (field → text) as features for ``collate``: its token ids, at most ``max_length``."""
         return [{"input_ids": ids} for ids in self.template.encode(self.tokenizer, rows, self.spec.max_length)]
 
     def collate(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        """``featurize``'s ``features`` as one batch: ``input_ids`` and ``attention_mask`` padded to the
+        longest row, any other feature as a tensor."""
         ids, attention = pad_batch([f["input_ids"] for f in features], self.tokenizer.pad_token_id)
         batch = {"input_ids": ids, "attention_mask": attention}
         for key in features[0].keys() - {"input_ids"}:
@@ -154,6 +168,8 @@ class Learner(nn.Module):
         yield
 
     def mlm_loss(self, batch: Mapping[str, torch.Tensor], generator: torch.Generator, probability: float = 0.15):
+        """The masked-LM loss on ``batch``'s texts with ``probability`` of their tokens masked, drawn by
+        ``generator`` (PET's auxiliary loss). Only a cloze learner has one; others raise BackboneError."""
         raise BackboneError(f"an auxiliary MLM loss needs a cloze learner, not {self.spec.kind!r}")
 
     def add_adapter(self, settings: PeftSettings) -> None:
@@ -166,8 +182,9 @@ class Learner(nn.Module):
         self.adapter = adapters.TRAINED
 
     def encoder_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[dict, int]:
-        """Keyword arguments for ``model`` and the first text position in its hidden states: the
-        inputs as they are, or with this learner's adapter's prompt (``adapters.encoder_inputs``)."""
+        """``input_ids`` and ``attention_mask`` as keyword arguments for ``model``, and the first text
+        position in its hidden states: as they are, or with this learner's adapter's prompt
+        (``adapters.encoder_inputs``)."""
         return adapters.encoder_inputs(self.peft, self.adapter, self.model, input_ids, attention_mask)
 
     def save(self, directory: str | Path) -> None:
@@ -208,6 +225,7 @@ class ClozeLearner(Learner):
 
     @property
     def pvp(self) -> PVP:
+        """The pattern and verbalizer the spec holds, the verbalizer in the spec's label order."""
         return PVP(Pattern(self.spec.template), ordered_verbalizer(self.spec))
 
     def featurize(self, rows):
@@ -268,7 +286,8 @@ class SimilarityLearner(Learner):
         return cls(replace(spec, pooling=spec.pooling or checkpoint_pooling(source)), model, tokenizer)
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Unit-length pooled embeddings (of the text's tokens only, never an adapter's virtual ones)."""
+        """Unit-length pooled embeddings of a batch (``input_ids``, ``attention_mask``), of the text's
+        tokens only, never an adapter's virtual ones."""
         inputs, offset = self.encoder_inputs(input_ids, attention_mask)
         hidden = self.model(**inputs).last_hidden_state[:, offset:]
         return nn.functional.normalize(pool(hidden.float(), attention_mask, self.spec.pooling), dim=-1)
@@ -417,7 +436,8 @@ def load_learner(directory: str | Path, fetch: Callable[[str], str] = str) -> Le
 
 
 def load_learners(directories: Sequence[str | Path], fetch: Callable[[str], str] = str) -> list[Learner]:
-    """The learners saved in ``directories``, in order, as ``load_learner`` loads each; but adapter
+    """The learners saved in ``directories``, in order, as ``load_learner`` loads each (``fetch`` as
+    there); but adapter
     learners of one backbone share it: it is loaded once, with every adapter (peft's multi-adapter
     model; one per method), and each learner switches to its own adapter when it runs. Use them one
     at a time."""

@@ -46,6 +46,7 @@ class Template:
 
     @property
     def has_mask(self) -> bool:
+        """Whether the template has a ``{mask}`` slot."""
         return any(name == MASK for _, name, _, _ in string.Formatter().parse(self.template))
 
     @property
@@ -55,6 +56,7 @@ class Template:
         return tuple(dict.fromkeys(names))
 
     def check_fields(self, available: Sequence[str]) -> None:
+        """PatternError unless every slot is one of ``available`` (the data's columns)."""
         missing = [s for s in self.slots if s not in available]
         if missing:
             raise PatternError(
@@ -63,10 +65,12 @@ class Template:
             )
 
     def render(self, row: Mapping[str, str], mask_token: str) -> str:
+        """The template filled with ``row``'s slot values, and ``mask_token`` at ``{mask}``."""
         return self.template.format(**{s: str(row[s]) for s in self.slots}, **{MASK: mask_token})
 
     def encode(self, tokenizer, rows: Sequence[Mapping[str, str]], max_length: int) -> list[list[int]]:
-        """Token ids (with special tokens) of each rendered row, at most ``max_length`` long.
+        """Token ids (with special tokens, from ``tokenizer``) of each of ``rows`` rendered, at most
+        ``max_length`` long.
 
         Only the input slots are shortened, longest first, so the pattern's own words and
         the mask always survive. A slot value is cut at a token boundary of the original

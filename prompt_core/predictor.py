@@ -140,18 +140,22 @@ class Predictor:
         return _fields(learner.template for learner in self.learners)
 
     def logits(self, rows: Sequence[Mapping[str, Any]], batch_size: int = 64, device: str = "auto") -> np.ndarray:
+        """(rows × classes) logits of ``rows``: the one learner's, or the members' weighted ensemble;
+        ``batch_size`` rows at a time on ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``)."""
         scores = [predict_all(learner, rows, batch_size=batch_size, device=device) for learner in self.learners]
         return scores[0] if len(scores) == 1 else ensemble(scores, self.weights).astype(np.float32)
 
     def predict_proba(self, rows: Sequence[Mapping[str, Any]], batch_size: int = 64,
                       device: str = "auto") -> np.ndarray:
-        """(rows × classes) probabilities; each row sums to 1."""
+        """(rows × classes) probabilities of ``rows``; each row sums to 1. ``batch_size`` and ``device``
+        as for ``logits``."""
         return softmax(self.logits(rows, batch_size, device).astype(np.float64))
 
     def predict(self, rows: Sequence[Mapping[str, Any]], batch_size: int = 64, device: str = "auto") -> Prediction:
         """Labels and probabilities per row. A row with no text in any input field gets no label,
         NaN probabilities and an error (training data with such rows is rejected, so the model
-        never learned what they mean); a field missing from some rows but not all reads as ""."""
+        never learned what they mean); a field missing from some rows but not all reads as "".
+        ``batch_size`` and ``device`` as for ``logits``."""
         fields = self.fields
         errors = [None if any(str(r.get(f) or "").strip() for f in fields)
                   else f"empty text in every input field {list(fields)}" for r in rows]
@@ -165,6 +169,9 @@ class Predictor:
 
 @dataclass
 class Prediction:
+    """What ``Predictor.predict`` returns for its rows: each row's label (None where it has an
+    error), probabilities and error."""
+
     labels: list[str | None]
     probabilities: np.ndarray  # rows × classes; NaN where the row has an error
     errors: list[str | None]

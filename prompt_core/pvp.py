@@ -20,14 +20,18 @@ class PVP:
 
     @classmethod
     def from_dict(cls, spec: Mapping[str, Any]) -> "PVP":
+        """A PVP from its config form ``spec``: ``{pattern: ..., verbalizer: {label: words}}``."""
         return cls(Pattern(spec["pattern"]), Verbalizer(spec["verbalizer"]))
 
     def to_dict(self) -> dict[str, Any]:
+        """The config form ``from_dict`` reads."""
         return {"pattern": self.pattern.template, "verbalizer": self.words()}
 
     def words(self) -> dict[str, list[str]]:
+        """Label → its words (cloze) or phrases (similarity), as lists."""
         return {label: list(words) for label, words in self.verbalizer.words.items()}
 
     @property
     def labels(self) -> tuple[str, ...]:
+        """The class names, in the verbalizer's order."""
         return self.verbalizer.labels

@@ -26,6 +26,7 @@ class TrainResult:
 
     @property
     def final_loss(self) -> float | None:
+        """The last step's loss; None when no step ran."""
         return self.losses[-1] if self.losses else None
 
 

@@ -54,10 +54,12 @@ class Verbalizer:
 
     @property
     def labels(self) -> tuple[str, ...]:
+        """The class names, in the order the verbalizer lists them (every logit column's)."""
         return tuple(self.words)
 
     def token_ids(self, tokenizer) -> list[list[int]]:
-        """One vocabulary id per word, per label (each word as ``word_pieces`` reads it)."""
+        """One id in ``tokenizer``'s vocabulary per word, per label (each word as ``word_pieces``
+        reads it); VerbalizerError for a word that is not one known token."""
         ids = []
         for label, words in self.words.items():
             label_ids = []
@@ -78,7 +80,8 @@ class Verbalizer:
         return ids
 
     def averaging_matrix(self, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flat word ids and a (labels × words) matrix that averages each label's word scores.
+        """Flat word ids (``token_ids`` with ``tokenizer``) and a (labels × words) matrix that averages
+        each label's word scores.
 
         Averaging the logits of a label's words is PET's verbalizer ensembling.
         """
