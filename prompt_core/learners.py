@@ -437,10 +437,9 @@ def load_learner(directory: str | Path, fetch: Callable[[str], str] = str) -> Le
 
 def load_learners(directories: Sequence[str | Path], fetch: Callable[[str], str] = str) -> list[Learner]:
     """The learners saved in ``directories``, in order, as ``load_learner`` loads each (``fetch`` as
-    there); but adapter
-    learners of one backbone share it: it is loaded once, with every adapter (peft's multi-adapter
-    model; one per method), and each learner switches to its own adapter when it runs. Use them one
-    at a time."""
+    there); but adapter learners of one backbone share it: it is loaded once, with every adapter
+    (peft's multi-adapter model; one per method), and each learner switches to its own adapter when it
+    runs. Use them one at a time."""
     specs = [LearnerSpec.from_json(Path(d, SPEC_FILE).read_text()) for d in directories]
     shared: dict[tuple, list[int]] = {}
     learners: list[Learner | None] = [None] * len(specs)
