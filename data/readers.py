@@ -3,7 +3,7 @@ checking it as it goes: UTF-8 text, ragged CSV rows, one JSON type per column.
 
 Whole-file reads (``read_source``, data/sources.py) and batch streams (``read_batches``,
 data/stream.py) are both built on ``blocks``, and both make strings of its typed values with
-``as_strings``, so a file gets the same checks and the same texts whichever path reads it. A problem
+``string_table``, so a file gets the same checks and the same texts whichever path reads it. A problem
 raises ``DataError`` naming the file and, where the format has lines, the line.
 """
 
@@ -208,6 +208,12 @@ def as_strings(column: pa.ChunkedArray, where: str, offset: int) -> pa.ChunkedAr
         if pc.all(pc.equal(pc.cast(as_int, column.type), column)).as_py() is not False:
             return pc.cast(as_int, pa.string())
     return pc.cast(column, pa.string())
+
+
+def string_table(table: pa.Table, name: str, offset: int) -> pa.Table:
+    """Every column of ``table`` (rows of the file ``name`` from row ``offset`` on) as ``as_strings``
+    makes it."""
+    return pa.table({c: as_strings(table[c], f"{name}: column {c!r}", offset) for c in table.column_names})
 
 
 def _check_utf8(column: pa.ChunkedArray, where: str, offset: int) -> None:

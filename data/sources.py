@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from .dataset_store import DatasetStore, Version
 from .errors import DataError
 from .location import exists, is_url, local, location
-from .readers import FORMATS, as_strings, read_whole
+from .readers import FORMATS, read_whole, string_table
 
 
 class Source(BaseModel):
@@ -93,7 +93,7 @@ def read_source(source: Source, base_dir: str | Path = ".", version: Version | N
             raise DataError(f"{source.name}: rows {list(source.rows)} start past the end ({table.num_rows} rows)")
         offset = start
         table = table.slice(start, stop - start)
-    table = pa.table({c: as_strings(table[c], f"{source.name}: column {c!r}", offset) for c in table.column_names})
+    table = string_table(table, source.name, offset)
     id_column = source.id_column or ("id" if source.store else None)  # a store's ids are unique already
     if id_column:
         if id_column not in table.column_names:

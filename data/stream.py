@@ -16,7 +16,7 @@ from typing import Iterator, Sequence
 import pyarrow as pa
 
 from .errors import DataError
-from .readers import Columns, as_strings, blocks, rebatch
+from .readers import Columns, blocks, rebatch, string_table
 from .sources import Source, local_file
 
 
@@ -38,5 +38,5 @@ def _strings(tables: Iterator[pa.Table], name: str) -> Iterator[pa.Table]:
         nested = [c for c in table.column_names if pa.types.is_nested(table[c].type)]
         if nested:
             raise DataError(f"{name}: column {nested[0]!r} holds {table[nested[0]].type} values, not text")
-        yield pa.table({c: as_strings(table[c], f"{name}: column {c!r}", row) for c in table.column_names})
+        yield string_table(table, name, row)
         row += table.num_rows
