@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from data.prepare import load_sets
+from data.prepare import load_sets, pin_versions
 from data.errors import DataError
 from prompt_core.selection import new_examples
 from tasks import tracking
@@ -13,15 +14,34 @@ from tasks import tracking
 from .config import RunConfig
 
 
-def check_run(config: RunConfig) -> tuple[list[str], dict[str, int], list[str]]:
-    """Problems (one line each, naming the field or file), and when the data loads, row counts and
-    warnings (test rows leaking into the training data). The quick checks first; the model last, as
-    it alone needs torch (seconds to import)."""
+@dataclass(frozen=True)
+class Checked:
+    """What ``check_run`` found.
+
+    Attributes:
+        config: the config with every dataset-store source pinned to the version checked, so the run
+            trains on exactly the data that was checked even if an ingest commits meanwhile.
+        problems: one line each, naming the field or file; none means the run can start.
+        rows: each set's row count, when the data loaded.
+        warnings: test rows leaking into the training data.
+    """
+
+    config: RunConfig
+    problems: list[str] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def check_run(config: RunConfig) -> Checked:
+    """Every problem a run of ``config`` would meet. The quick checks first; the model last, as it
+    alone needs torch (seconds to import)."""
     problems = _check_tracking(config) + _check_runner(config)
     try:
-        sets, leaks = load_sets(config.data, config.fields, config.labels)
+        pinned = pin_versions(config.data)
+        config = config.model_copy(update={"data": pinned.config})
+        sets, leaks = load_sets(pinned, config.fields, config.labels)
     except DataError as err:
-        return problems + str(err).splitlines() + _check_model(config), {}, []
+        return Checked(config, problems + str(err).splitlines() + _check_model(config))
     problems += _check_model(config)
     warnings = leaks.lines(config.data.test.name) if config.data.test else []
     rows = {name: table.num_rows for name, table in sets.items()}
@@ -37,7 +57,7 @@ def check_run(config: RunConfig) -> tuple[list[str], dict[str, int], list[str]]:
             problems.append(f"ipet.growth/ipet.generations: generation {config.ipet.generations} needs {need} "
                             f"pseudo-labeled examples but the pool has {pool}; lower growth or generations, "
                             "or raise data.pool_size")
-    return problems, rows, warnings
+    return Checked(config, problems, rows, warnings)
 
 
 def _check_tracking(config: RunConfig) -> list[str]:

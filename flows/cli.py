@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from . import suggest
-from .config import ConfigError, assignment, load_config
+from .config import ConfigError, RunConfig, assignment, load_config
 
 EXIT_BUSY = 75  # EX_TEMPFAIL: another run holds the run directory; try again later
 WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS,
@@ -78,23 +78,24 @@ def _command(argv: list[str] | None) -> int:
         print(err, file=sys.stderr)
         return 2
     if args.command == "validate":
-        return _validate(args.config, config)
+        return 0 if _checked(args.config, config) else 2
     return _run_command(args, config.for_adaptation() if args.command == "adapt" else config)
 
 
-def _validate(path: str, config, quiet: bool = False) -> int:
-    """Every problem of the config and its data on its own line (exit 2), or what was found."""
+def _checked(path: str, config: RunConfig, quiet: bool = False) -> RunConfig | None:
+    """The config with its stores pinned to the versions checked, after printing what was found; None
+    after printing every problem of the config and its data on its own line."""
     from .checks import check_run
 
-    problems, rows, warnings = check_run(config)
-    if problems:
-        print("\n".join(f"{path}: {p}" for p in problems), file=sys.stderr)
-        return 2
+    checked = check_run(config)
+    if checked.problems:
+        print("\n".join(f"{path}: {p}" for p in checked.problems), file=sys.stderr)
+        return None
     if not quiet:
-        print(f"{path}: ok · labels {list(config.labels)} · rows {rows}")
-    for warning in warnings:
+        print(f"{path}: ok · labels {list(config.labels)} · rows {checked.rows}")
+    for warning in checked.warnings:
         print(f"{path}: warning: {warning}")
-    return 0
+    return checked.config
 
 
 def _run_command(args, config) -> int:
@@ -137,7 +138,8 @@ def _locked(args, config, run_dir: Path) -> int:
 
     try:
         with prefect_api() as server, stop_on_signals(f"ipet {args.command}", server.stop if server else _no_op):
-            if _validate(args.config, config, quiet=args.verbosity == "quiet"):
+            config = _checked(args.config, config, quiet=args.verbosity == "quiet")
+            if config is None:
                 return 2
             if server:
                 server.ready()

@@ -19,6 +19,7 @@ from data.prepare import DataConfig, load_sets, pin_versions, prepare
 from data.errors import DataError
 from data.outputs import file_digest
 from data.dataset_store import DatasetStore
+from flows.checks import check_run
 from flows.cli import main
 from flows.config import RunConfig
 from flows.ingest import ingest  # imports Prefect here: its console log handler must not bind to a test's capsys
@@ -233,6 +234,27 @@ def test_a_run_resolves_its_store_once(prefect_harness, tmp_path: Path, monkeypa
     results = ipet(config=RunConfig.model_validate(config), run_dir=str(tmp_path / "run"))
     assert [s["stage"] for s in results["stages"]] == ["zero-shot", "pet", "final"]
     assert calls == {"pin_versions": 1, "DatasetStore.version": 1}
+
+
+def test_a_run_trains_on_the_store_version_it_checked(prefect_harness, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ipet run`` checks the data, then runs the flow: an ingest committing in between must not give the
+    run other data than was checked. The check resolves the store once and hands the run that version."""
+    config = toy_run_config(tmp_path, steps=4, generations=0)
+    store = toy_store(tmp_path)
+    config["data"] = {"root": str(tmp_path), "labeled": store, "unlabeled": store, "test": {"path": "test.csv"}}
+    config["final"] = {"mode": "ensemble"}
+    calls: Counter[str] = Counter()
+    real = DatasetStore.version
+    monkeypatch.setattr(DatasetStore, "version", lambda *a, **kw: calls.update(["version"]) or real(*a, **kw))
+    checked = check_run(RunConfig.model_validate(config))
+    assert not checked.problems and checked.rows["pool"] == 100 and calls == {"version": 1}
+    assert checked.config.data.unlabeled.version == checked.config.data.labeled.version == 2
+    (tmp_path / "more.csv").write_text("text,label\n" + "".join(f"new text {i},pos\n" for i in range(30)))
+    ingest_file(tmp_path / "more.csv", "toy", tmp_path / "stores")  # commits version 3 meanwhile
+    ipet(config=checked.config, run_dir=str(tmp_path / "run"))
+    manifest = next((tmp_path / "run").glob("data-*/manifest.json"))
+    assert yaml.safe_load(manifest.read_text())["rows"]["pool"] == 100  # version 2's pool, not version 3's 130
 
 
 def test_concurrent_ingests_each_land_as_a_version(tmp_path: Path, schema: Schema) -> None:
