@@ -1,0 +1,162 @@
+"""Can PET fall below its own prior, and what keeps it above? Measured on held-out TRAINING rows only.
+
+bench/RESULTS.md (#12): on SST-2 seed 2 the PET ensemble ended 6.6 points below the untrained similarity
+ensemble, its 20 labeled phrases trained 24 passes to a loss of 0.0004. This script compares PET
+variants that keep the prior, on the held-out rows of bench/suggest_quality.py (SST-2: 1,000 rows of
+``train.tsv``, AG News: rows 5,001-6,000; never the test sets), for labeled draws ``data.seed`` = 0..N-1
+of ``examples/{dataset}.yaml`` (the draw's own rows are taken out of the held-out ones):
+
+- ``pet``: the flow's PET (``train`` defaults: 1 epoch, at least 60 steps of 8).
+- ``steps-30``, ``steps-15``: ``train.min_steps`` 30 or 15 (fewer passes over a tiny gold set).
+- ``prior-member``: each PVP's untrained model joins the ensemble beside its trained one, same weight.
+- ``wise-0.5``: each trained model's weights averaged with its starting weights (WiSE-FT, α = 0.5).
+
+Round 2 (``--round 2``, fixed after round 1 showed that none of the above keeps draw 2 above its prior):
+
+- ``lwf-1``: the prior kept in the loss (learning without forgetting): each step adds, with weight 1, the
+  KL divergence from the untrained PVP's class probabilities on 8 pool rows to the model's.
+- ``smooth-0.2``: cross-entropy with label smoothing 0.2, so 20 labels are never fitted to a loss of 0.
+
+Both replace only the loss of ``prompt_core.training.train`` (same batches, optimizer and schedule). The
+pool rows are 2,000 training rows outside the held-out ones and the draw's labeled rows.
+
+The variants of a round were fixed before its first run. The ensemble weighs each PVP by its untrained
+accuracy on the draw's labeled rows, as the flow does (``wmean``).
+
+    python bench/tuning/pet_prior.py --dataset sst2 --draws 6 --out bench/tuning/runs/pet-prior-sst2.json
+    python bench/tuning/pet_prior.py --dataset sst2 --draws 6 --round 2 --out bench/tuning/runs/pet-prior-sst2-r2.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from suggest_quality import config_of, held_out_ids  # noqa: E402
+
+VARIANTS = {1: ("pet", "steps-30", "steps-15", "prior-member", "wise-0.5"), 2: ("lwf-1", "smooth-0.2")}
+POOL_ROWS = 2000
+
+
+def train_with(learner, rows, targets, cfg, pool=None, prior=None, smoothing=0.0) -> None:
+    """``prompt_core.training.train`` for hard labels (same seed, batches, optimizer and schedule), its
+    loss replaced: label smoothing, and with ``pool`` the KL from ``prior`` (logits per pool row)."""
+    from torch import nn
+
+    from prompt_core.training import index_batches, optimize, set_seed
+
+    set_seed(cfg.seed)
+    learner.train()
+    generator = torch.Generator().manual_seed(cfg.seed)
+    batches = index_batches(len(rows), cfg.batch_size, generator)
+    pool_batches = index_batches(len(pool), cfg.batch_size, generator) if pool else None
+    y = torch.tensor(targets)
+
+    def tensors(source, idx):
+        return learner.collate(learner.featurize([source[i] for i in idx]))
+
+    def step_loss() -> float:
+        idx = next(batches)
+        loss = nn.functional.cross_entropy(learner(tensors(rows, idx)), y[idx], label_smoothing=smoothing)
+        if pool:
+            at = next(pool_batches)
+            log_p = nn.functional.log_softmax(learner(tensors(pool, at)), dim=-1)
+            loss = loss + nn.functional.kl_div(log_p, nn.functional.softmax(prior[at], dim=-1), reduction="batchmean")
+        loss.backward()
+        return loss.item()
+
+    optimize(learner, cfg.steps(len(rows)), step_loss, learning_rate=cfg.rate, weight_decay=cfg.weight_decay,
+             warmup_steps=cfg.warmup_steps, max_grad_norm=cfg.max_grad_norm, progress=False)
+    learner.eval()
+
+
+def main() -> None:
+    from data.prepare import load_sets
+    from data.sources import read_source
+    from flows.plan import Plan
+    from prompt_core import build_learner, train
+    from prompt_core.ensembling import accuracy, ensemble
+    from prompt_core.label import predict_all
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", choices=("sst2", "agnews"), required=True)
+    parser.add_argument("--draws", type=int, default=6)
+    parser.add_argument("--round", type=int, choices=(1, 2), default=1)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    config = config_of(args.dataset, 0)
+    rows = {r["id"]: r for r in read_source(config.data.train, config.data.root).to_pylist()}
+    candidates = held_out_ids(args.dataset, config, set())
+    truth = np.array([config.labels.index(rows[i]["label"]) for i in candidates])
+    plan = Plan(config, {"labeled": 1, "pool": 1})
+    priors = [build_learner(plan.spec(p)) for p in plan.pvps]
+    prior_logits = [predict_all(learner, [rows[i] for i in candidates], batch_size=64) for learner in priors]
+    variants = VARIANTS[args.round]
+    if args.round == 2:
+        outside = set(candidates)
+        pool = [rows[i] for i in np.random.default_rng(0).permutation(sorted(rows)) if i not in outside][:POOL_ROWS * 2]
+        pool_logits = [torch.tensor(predict_all(learner, pool, batch_size=64)) for learner in priors]
+    results = json.loads(args.out.read_text()) if args.out.exists() else {}
+    for draw in range(args.draws):
+        if str(draw) in results:
+            continue
+        started = time.time()
+        seeded = config_of(args.dataset, draw)
+        labeled = load_sets(seeded.data, seeded.fields, seeded.labels)[0]["labeled"].to_pylist()
+        targets = np.array([config.labels.index(r["label"]) for r in labeled])
+        keep = np.array([i not in {r["id"] for r in labeled} for i in candidates])
+        weights = [accuracy(predict_all(learner, labeled), targets) for learner in priors]
+        logits: dict[str, list[np.ndarray]] = {v: [] for v in variants}
+        for p in (plan.pvps if args.round == 2 else ()):
+            cfg = plan.train_config((p, 42)).model_copy(update={"device": "cpu"})
+            free = [k for k, r in enumerate(pool) if r["id"] not in {g["id"] for g in labeled}][:POOL_ROWS]
+            for variant, options in (("lwf-1", {"pool": [pool[k] for k in free], "prior": pool_logits[p][free]}),
+                                     ("smooth-0.2", {"smoothing": 0.2})):
+                learner = build_learner(plan.spec(p))
+                train_with(learner, labeled, targets, cfg, **options)
+                logits[variant].append(predict_all(learner, [rows[i] for i in candidates], batch_size=64))
+        for p in (plan.pvps if args.round == 1 else ()):
+            for variant, min_steps in (("pet", 60), ("steps-30", 30), ("steps-15", 15)):
+                learner = build_learner(plan.spec(p))
+                start = {k: v.detach().clone() for k, v in learner.state_dict().items()}
+                cfg = plan.train_config((p, 42)).model_copy(update={"min_steps": min_steps, "device": "cpu"})
+                train(learner, labeled, targets, cfg, progress=False)
+                logits[variant].append(predict_all(learner, [rows[i] for i in candidates], batch_size=64))
+                if variant == "pet":
+                    logits["prior-member"] += [logits["pet"][-1], prior_logits[p]]
+                    trained = learner.state_dict()
+                    learner.load_state_dict({k: (start[k] + trained[k]) / 2 if start[k].is_floating_point()
+                                              else trained[k] for k in trained})
+                    logits["wise-0.5"].append(predict_all(learner, [rows[i] for i in candidates], batch_size=64))
+        pair = [w for w in weights for _ in range(2)]
+        results[str(draw)] = {
+            "gold_weights": weights,
+            "zero-shot": accuracy(ensemble(prior_logits, weights)[keep], truth[keep]),
+            **{v: accuracy(ensemble(logits[v], pair if v == "prior-member" else weights)[keep], truth[keep])
+               for v in variants},
+            "seconds": round(time.time() - started, 1)}
+        args.out.write_text(json.dumps(results, indent=1))
+        print(draw, json.dumps(results[str(draw)]), flush=True)
+    columns = ["zero-shot", *variants]
+    print("| draw | " + " | ".join(columns) + " |\n|---|" + "---:|" * len(columns))
+    for draw, r in sorted(results.items()):
+        print(f"| {draw} | " + " | ".join(f"{r[c]:.3f}" for c in columns) + " |")
+    print("| mean | " + " | ".join(f"{np.mean([r[c] for r in results.values()]):.3f}" for c in columns) + " |")
+    print("| below zero-shot | " + " | ".join(str(sum(r[c] < r["zero-shot"] for r in results.values()))
+                                             for c in columns) + " |")
+
+
+if __name__ == "__main__":
+    main()
