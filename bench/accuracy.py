@@ -116,7 +116,8 @@ UNITS = tuple(u for group in GROUPS for u in group)  # in run order
 GOLD_UNITS = ("supervised", "supervised-all", "setfit")  # read the similarity run's prepared sets
 KEY_FIELDS = {"model", "learner", "similarity_temperature", "max_length", "verbalizer", "pvps", "seeds", "data",
               "adapt", "train", "ipet", "final", "ask"}  # the parts of a resolved config that change a number
-UNSET_LATER = (("ask",), ("train", "peft"), ("final", "train", "peft"))  # settings newer than the cached units
+UNSET_LATER = (("ask",), ("train", "peft"), ("final", "train", "peft"),  # settings newer than the cached units
+               ("train", "prior_weight"))
 SUPERVISED_LR = 1e-4  # the supervised rows' learning rate (run_supervised)
 RESULT_TAG = "BENCH_RESULT "
 ZERO_SHOT_MODEL_SEED = 42  # the examples' `seeds`; seed 0 of zero-shot iPET keeps it

@@ -61,6 +61,9 @@ class FinalConfig(Strict):
         unknown = sorted(set(value) - set(TrainConfig.model_fields))
         if unknown:
             raise ValueError(f"unknown setting(s) {unknown}; use those of `train`")
+        if value.get("prior_weight") is not None:
+            raise ValueError("prior_weight keeps the few-shot models near their prior (train.prior_weight); the "
+                             "final model learns the ensemble's soft labels of the whole pool, which carry it")
         return value
 
 
@@ -178,6 +181,9 @@ class RunConfig(Strict):
         if self.learner == "classifier" and zero_shot:
             raise ValueError("learner: classifier needs labeled examples (its head starts random, so it has no "
                              "zero-shot prior); give labeled data or use learner: similarity or cloze")
+        if self.learner == "classifier" and self.train.prior_weight is not None:
+            raise ValueError("train.prior_weight: learner classifier has no prior to keep (its head starts "
+                             "random); remove it or use learner: similarity or cloze")
         return self
 
     @model_validator(mode="after")
@@ -221,7 +227,8 @@ class RunConfig(Strict):
     @property
     def distill_train(self) -> TrainConfig:
         """``train`` with ``final.train`` over it, for at least one full pass over the pool."""
-        merged = {**self.train.model_dump(), **self.final.train, "temperature": self.final.temperature}
+        merged = {**self.train.model_dump(), **self.final.train, "temperature": self.final.temperature,
+                  "prior_weight": None}
         return TrainConfig(**{**merged, "epochs": max(1.0, merged["epochs"]), "max_steps": None})
 
     def for_adaptation(self) -> "RunConfig":

@@ -102,6 +102,10 @@ class TrainConfig(BaseModel):
     max_grad_norm: float = Field(1.0, gt=0)
     temperature: float = Field(2.0, gt=0, description="softens soft targets (distillation)")
     mlm_weight: float = Field(0.0, ge=0, description="auxiliary MLM loss weight; PET uses 1e-4")
+    prior_weight: float | None = Field(None, gt=0, description=(
+        "keep the prior (learning without forgetting): each step adds this weight times the KL divergence "
+        "from the untrained model's class probabilities to the model's on a batch of pool rows, so a few "
+        "labels the prior cannot read do not pull the model below it; null: off"))
     mlm_probability: float = Field(0.15, gt=0, lt=1)
     seed: int = 42
     device: DeviceName = "auto"

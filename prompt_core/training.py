@@ -1,7 +1,8 @@
-"""Training one learner: cross-entropy over class logits, optionally soft targets and MLM."""
+"""Training one learner: cross-entropy over class logits, optionally soft targets, MLM and the prior."""
 
 from __future__ import annotations
 
+import copy
 import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -44,6 +45,14 @@ def soft_target_loss(logits: torch.Tensor, target_logits: torch.Tensor, temperat
     return nn.functional.kl_div(log_p, q, reduction="batchmean") * temperature**2
 
 
+def prior_loss(learner: Learner, prior: Learner, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """KL(prior ‖ learner) of the class probabilities on ``batch`` (learning without forgetting): how far
+    training has moved the model's predictions on unlabeled rows from the untrained model's."""
+    with torch.no_grad():
+        target = prior(batch)
+    return soft_target_loss(learner(batch), target.float(), temperature=1.0)
+
+
 def train(learner: Learner, rows: Sequence[Mapping[str, Any]], targets: Sequence[int] | np.ndarray,
           config: TrainConfig, unlabeled: Sequence[Mapping[str, Any]] | None = None,
           on_log: Callable[[int, float], None] | None = None, progress: bool = True) -> TrainResult:
@@ -55,7 +64,8 @@ def train(learner: Learner, rows: Sequence[Mapping[str, Any]], targets: Sequence
         targets: class indices (hard labels, cross-entropy) or an (N × classes) array of logits
             (soft targets, tempered KL).
         config: optimisation settings.
-        unlabeled: rows for the auxiliary MLM loss when ``config.mlm_weight`` > 0.
+        unlabeled: rows for the auxiliary MLM loss (``config.mlm_weight`` > 0) and for keeping the prior
+            (``config.prior_weight``): the learner as given is the prior, kept frozen beside it.
         on_log, progress: called with (step, loss) after every step; show a progress bar.
 
     Returns:
@@ -63,20 +73,13 @@ def train(learner: Learner, rows: Sequence[Mapping[str, Any]], targets: Sequence
     """
     targets_t = _targets(rows, targets)
     soft = targets_t.ndim == 2
-    set_seed(config.seed)
-    if config.peft is not None and learner.peft is None:
-        learner.add_adapter(config.peft)  # after the seed: the adapter's initial weights are the seed's
-    device = select_device(config.device)
-    learner.to(device).train()
-    if config.compile and device.type == "cuda":
-        # the encoder, which both learner kinds call; in place, so saved weights keep their names
-        learner.model.base_model.compile(dynamic=True)  # dynamic: every batch has its own length
-    use_mlm = config.mlm_weight > 0 and unlabeled
-
+    keep_prior = config.prior_weight is not None and bool(unlabeled)
+    device, prior = _ready(learner, config, keep_prior)
     total_steps = config.steps(len(rows))
     generator = torch.Generator().manual_seed(config.seed)
     batches = index_batches(len(rows), config.batch_size, generator)
-    mlm_batches = index_batches(len(unlabeled), config.batch_size, generator) if use_mlm else None
+    uses_pool = bool(unlabeled) and (config.mlm_weight > 0 or keep_prior)
+    pool_batches = index_batches(len(unlabeled), config.batch_size, generator) if uses_pool else None
 
     def tensors(source: Sequence[Mapping[str, Any]], idx: list[int]) -> dict[str, torch.Tensor]:
         """A batch tokenized when drawn: a distillation set of a million rows is never tokenized whole."""
@@ -92,9 +95,9 @@ def train(learner: Learner, rows: Sequence[Mapping[str, Any]], targets: Sequence
                 y = targets_t[idx].to(device)
                 loss = (soft_target_loss(logits, y.float(), config.temperature) if soft
                         else nn.functional.cross_entropy(logits, y.long()))
-                if use_mlm:
-                    mlm_batch = tensors(unlabeled, next(mlm_batches))
-                    loss = loss + config.mlm_weight * learner.mlm_loss(mlm_batch, generator, config.mlm_probability)
+                if pool_batches is not None:
+                    loss = loss + _pool_loss(learner, prior, tensors(unlabeled, next(pool_batches)), config,
+                                             generator)
             (loss / config.grad_accumulation).backward()
             total += loss.item() / config.grad_accumulation
         return total
@@ -104,6 +107,34 @@ def train(learner: Learner, rows: Sequence[Mapping[str, Any]], targets: Sequence
                       max_grad_norm=config.max_grad_norm, on_log=on_log, progress=progress)
     learner.eval()
     return result
+
+
+def _ready(learner: Learner, config: TrainConfig, keep_prior: bool) -> tuple[torch.device, Learner | None]:
+    """The learner on its device in training mode, with its adapter (``config.peft``) and compiled on
+    CUDA when asked; and when ``keep_prior``, a frozen copy of the learner as given: its prior."""
+    prior = copy.deepcopy(learner).eval().requires_grad_(False) if keep_prior else None  # before any adapter
+    set_seed(config.seed)
+    if config.peft is not None and learner.peft is None:
+        learner.add_adapter(config.peft)  # after the seed: the adapter's initial weights are the seed's
+    device = select_device(config.device)
+    learner.to(device).train()
+    if prior is not None:
+        prior.to(device)
+    if config.compile and device.type == "cuda":
+        # the encoder, which both learner kinds call; in place, so saved weights keep their names
+        learner.model.base_model.compile(dynamic=True)  # dynamic: every batch has its own length
+    return device, prior
+
+
+def _pool_loss(learner: Learner, prior: Learner | None, batch: Mapping[str, torch.Tensor], config: TrainConfig,
+               generator: torch.Generator) -> torch.Tensor | float:
+    """The losses on a batch of unlabeled rows: PET's auxiliary MLM loss and keeping the prior."""
+    loss = 0.0
+    if config.mlm_weight > 0:
+        loss = loss + config.mlm_weight * learner.mlm_loss(batch, generator, config.mlm_probability)
+    if prior is not None:
+        loss = loss + config.prior_weight * prior_loss(learner, prior, batch)
+    return loss
 
 
 def _targets(rows: Sequence[Mapping[str, Any]], targets: Sequence[int] | np.ndarray) -> torch.Tensor:

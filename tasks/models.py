@@ -45,9 +45,9 @@ def train_model(name: str, spec: LearnerSpec, train_set: str, cfg: TrainConfig, 
                 unlabeled: str | None = None, params: dict | None = None) -> dict[str, Any]:
     """Train one learner on a parquet training set (hard ``label`` or soft ``logits`` targets)."""
     logger = get_run_logger()
-    uses_mlm = cfg.mlm_weight > 0 and unlabeled is not None
+    uses_pool = (cfg.mlm_weight > 0 or cfg.prior_weight is not None) and unlabeled is not None
     key = content_key("model", asdict(spec), ref(train_set), settings(cfg, "device", "compile"),
-                      ref(unlabeled) if uses_mlm else None)
+                      ref(unlabeled) if uses_pool else None)
     out = location(run_dir) / "models" / f"{name}-{key}"
     reused = exists(out)
     if reused:
@@ -60,7 +60,7 @@ def train_model(name: str, spec: LearnerSpec, train_set: str, cfg: TrainConfig, 
             index = {label: i for i, label in enumerate(spec.labels)}
             targets = np.array([index[label] for label in table["label"].to_pylist()])
         rows = TableRows(table.drop_columns([c for c in ("logits",) if c in table.column_names]))
-        extra = TableRows(pq.read_table(local(unlabeled))) if uses_mlm else None
+        extra = TableRows(pq.read_table(local(unlabeled))) if uses_pool else None
         started = time.perf_counter()
         with devices.device() as dev:
             learner = build_learner(spec, fetched(spec.backbone))
@@ -84,10 +84,13 @@ def train_model(name: str, spec: LearnerSpec, train_set: str, cfg: TrainConfig, 
             "mlflow_run_id": run_id}
 
 
+NEWER = ("peft", "prior_weight")  # settings added after runs whose models must still be reused
+
+
 def settings(cfg: TrainConfig, *leave_out: str) -> dict[str, Any]:
-    """``cfg`` as a dict without ``leave_out``, and without ``peft`` when it is off: a run without
-    adapters keeps the model keys it had before ``peft`` existed, so its models are reused."""
-    return cfg.model_dump(exclude={*leave_out, *(() if cfg.peft else ("peft",))})
+    """``cfg`` as a dict without ``leave_out``, and without the ``NEWER`` settings that are off: a run
+    that does not use them keeps the model keys it had before they existed, so its models are reused."""
+    return cfg.model_dump(exclude={*leave_out, *(f for f in NEWER if getattr(cfg, f) is None)})
 
 
 def fetched(backbone: str) -> str:

@@ -194,6 +194,8 @@ def test_peft_settings_are_part_of_the_model_key_and_absent_when_off():
     assert lora["peft"]["method"] == "lora"
     assert lora != settings(TrainConfig(peft=PeftSettings(method="lora", rank=4)))
     assert TrainConfig(peft=PeftSettings(method="prefix")).rate == 1e-2 and plain.rate == plain.learning_rate
+    assert "prior_weight" not in settings(plain), "runs that do not keep the prior keep their model keys"
+    assert settings(TrainConfig(prior_weight=1.0))["prior_weight"] == 1.0
 
 
 @pytest.mark.parametrize(("override", "says"), [

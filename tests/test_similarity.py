@@ -145,6 +145,26 @@ def test_soft_targets_train_the_similarity_learner(encoder: Path) -> None:
     assert accuracy(predict_all(learner, rows, device="cpu"), labels) >= 0.95
 
 
+def test_prior_weight_keeps_pool_predictions_near_the_prior(encoder: Path) -> None:
+    """Learning without forgetting (``train.prior_weight``): trained hard on 8 labels, the model's class
+    probabilities on unlabeled rows move far less from the untrained model's than without it (the prior is
+    the learner as given, kept frozen), while the labeled rows are still learned."""
+    rows, labels = toy_rows(8, 3)
+    pool_rows, _ = toy_rows(64, 4)
+    prior = torch.tensor(predict_all(build_learner(spec(str(encoder))), pool_rows, device="cpu"))
+
+    def trained(prior_weight: float | None) -> tuple[float, float]:
+        learner = build_learner(spec(str(encoder)))
+        config = TrainConfig(learning_rate=3e-3, min_steps=30, max_steps=30, prior_weight=prior_weight, device="cpu")
+        train(learner, rows, labels, config, unlabeled=pool_rows, progress=False)
+        after = torch.tensor(predict_all(learner, pool_rows, device="cpu"))
+        kl = torch.nn.functional.kl_div(after.log_softmax(-1), prior.softmax(-1), reduction="batchmean")
+        return float(kl), accuracy(predict_all(learner, rows, device="cpu"), labels)
+
+    (free, _), (kept, learned) = trained(None), trained(5.0)
+    assert kept < 0.1 * free and learned == 1.0
+
+
 def test_label_embeddings_computed_once_per_pass_equal_per_batch(encoder: Path) -> None:
     """Labeling fixes the phrase embeddings for the whole pass; the logits equal a plain forward."""
     learner = build_learner(spec(str(encoder))).eval()
@@ -259,6 +279,14 @@ def test_patterns_must_fit_the_learner(tmp_path: Path, learner: str, pattern: st
     path.write_text(yaml.safe_dump({**toy, "final": {"train": {"max_steps": 5}}}))
     with pytest.raises(ConfigError, match="final.train: .*max_steps would cut the distillation short"):
         load_config(path)
+    path.write_text(yaml.safe_dump({**toy, "final": {"train": {"prior_weight": 1.0}}}))
+    with pytest.raises(ConfigError, match=r"final.train: .*prior_weight keeps the few-shot models near their prior"):
+        load_config(path)
+    path.write_text(yaml.safe_dump({**toy, "learner": "classifier", "pvps": [{"pattern": "{text}"}],
+                                    "train": {"prior_weight": 1.0}}))
+    with pytest.raises(ConfigError, match=r"train.prior_weight: learner classifier has no prior to keep"):
+        load_config(path)
+    assert RunConfig.model_validate({**toy, "train": {"prior_weight": 1.0}}).distill_train.prior_weight is None
     assert RunConfig.model_validate(toy).distill_train.steps(200) == 25  # one pass, batch 8
 
 
