@@ -118,6 +118,11 @@ class TrainConfig(BaseModel):
         """The learning rate of the optimizer: the adapter's with ``peft``, else ``learning_rate``."""
         return self.peft.rate if self.peft else self.learning_rate
 
+    @property
+    def uses_unlabeled(self) -> bool:
+        """Whether training reads unlabeled rows: for the auxiliary MLM loss or to keep the prior."""
+        return self.mlm_weight > 0 or self.prior_weight is not None
+
     def steps(self, rows: int) -> int:
         """Optimizer steps for a training set of ``rows`` rows."""
         passes = math.ceil(self.epochs * rows / (self.batch_size * self.grad_accumulation))

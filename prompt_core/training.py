@@ -78,7 +78,7 @@ def train(learner: Learner, rows: Sequence[Mapping[str, Any]], targets: Sequence
     total_steps = config.steps(len(rows))
     generator = torch.Generator().manual_seed(config.seed)
     batches = index_batches(len(rows), config.batch_size, generator)
-    uses_pool = bool(unlabeled) and (config.mlm_weight > 0 or keep_prior)
+    uses_pool = config.uses_unlabeled and bool(unlabeled)
     pool_batches = index_batches(len(unlabeled), config.batch_size, generator) if uses_pool else None
 
     def tensors(source: Sequence[Mapping[str, Any]], idx: list[int]) -> dict[str, torch.Tensor]:

@@ -45,7 +45,7 @@ def train_model(name: str, spec: LearnerSpec, train_set: str, cfg: TrainConfig, 
                 unlabeled: str | None = None, params: dict | None = None) -> dict[str, Any]:
     """Train one learner on a parquet training set (hard ``label`` or soft ``logits`` targets)."""
     logger = get_run_logger()
-    uses_pool = (cfg.mlm_weight > 0 or cfg.prior_weight is not None) and unlabeled is not None
+    uses_pool = cfg.uses_unlabeled and unlabeled is not None
     key = content_key("model", asdict(spec), ref(train_set), settings(cfg, "device", "compile"),
                       ref(unlabeled) if uses_pool else None)
     out = location(run_dir) / "models" / f"{name}-{key}"

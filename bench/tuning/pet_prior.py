@@ -122,12 +122,13 @@ def main() -> None:
         seeded = config_of(args.dataset, draw)
         labeled = load_sets(seeded.data, seeded.fields, seeded.labels)[0]["labeled"].to_pylist()
         targets = np.array([config.labels.index(r["label"]) for r in labeled])
-        keep = np.array([i not in {r["id"] for r in labeled} for i in candidates])
+        labeled_ids = {r["id"] for r in labeled}
+        keep = np.array([i not in labeled_ids for i in candidates])
         weights = [accuracy(predict_all(learner, labeled), targets) for learner in priors]
         logits: dict[str, list[np.ndarray]] = {v: [] for v in variants}
         for p in (plan.pvps if args.round > 1 else ()):
             cfg = plan.train_config((p, 42)).model_copy(update={"device": "cpu"})
-            free = [k for k, r in enumerate(pool) if r["id"] not in {g["id"] for g in labeled}][:POOL_ROWS]
+            free = [k for k, r in enumerate(pool) if r["id"] not in labeled_ids][:POOL_ROWS]
             lwf = {"pool": [pool[k] for k in free], "prior": pool_logits[p][free]}
             for variant, options in (("lwf-1", lwf), ("smooth-0.2", {"smoothing": 0.2}), ("lwf-0.2", {**lwf, "weight": 0.2})):
                 if variant not in variants:
