@@ -188,7 +188,7 @@ def resolved(config) -> dict:
 def unit_settings(name: str, dataset: str, seed: int, s: dict, run_root: Path) -> dict:
     """What one unit's numbers depend on: its cache key."""
     out = {"config": resolved(load(name if name in FLOWS else "similarity", dataset, seed, s, run_root)),
-           "threads": s["threads"]}
+           "threads": s["threads"], "precision": cpu_precision()}
     if name == "setfit":
         out["setfit_steps"] = s["setfit_steps"]
     return out
@@ -286,7 +286,8 @@ def run_supervised(dataset: str, seed: int, s: dict, run_root: Path, all_labels:
     settings_ = config.train.model_copy(update={"seed": config.seeds[0], "learning_rate": SUPERVISED_LR,
                                                 **({"epochs": 1.0} if all_labels else {})})
     train(learner, labeled, [labels.index(r["label"]) for r in labeled], settings_, progress=False)
-    logits = predict_all(learner, test, batch_size=config.labeling.batch_size, device=config.train.device)
+    logits = predict_all(learner, test, batch_size=config.labeling.batch_size, device=config.train.device,
+                         precision=config.labeling.precision)
     acc = accuracy(logits, [labels.index(r["label"]) for r in test])
     return {"test_accuracy": acc, "seconds": time.time() - started, "peak_rss_mib": peak_rss_mib(),
             "train_size": len(labeled), "test_size": len(test), "steps": settings_.steps(len(labeled))}
@@ -623,7 +624,18 @@ def sh(cmd: str) -> str:
 
 
 def machine() -> str:
-    return f"`{sh('uname -a')}` · nproc {sh('nproc')} · {sh('free -g | sed -n 2p')}".replace("  ", " ")
+    return (f"`{sh('uname -a')}` · nproc {sh('nproc')} · {sh('free -g | sed -n 2p')} · "
+            f"`precision: auto` computes in {cpu_precision()}").replace("  ", " ")
+
+
+def cpu_precision() -> str:
+    """What ``precision: auto`` computes in on this machine's CPU (bf16 with AMX): units made on a
+    machine without AMX are not reused on one with it, nor the other way round."""
+    import torch
+
+    from prompt_core.device import native_bf16
+
+    return "bf16" if native_bf16(torch.device("cpu")) else "fp32"
 
 
 def title_of(recorded: dict, datasets: list[str], seeds: list[int]) -> str:

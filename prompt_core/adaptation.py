@@ -56,7 +56,7 @@ def adapt(backbone: str, texts: Iterable[str], config: AdaptConfig, out_dir: str
     def step_loss() -> float:
         ids, attention = pad_batch([sequences[i] for i in next(batches)], tokenizer.pad_token_id)
         inputs, labels = _mask_some(ids, attention, tokenizer, config.mlm_probability, generator)
-        with autocast(device):
+        with autocast(device, config.precision):
             loss = mlm_loss(model, inputs.to(device), attention.to(device), labels.to(device))
         loss.backward()
         return loss.item()

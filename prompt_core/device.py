@@ -6,7 +6,7 @@ import contextlib
 
 import torch
 
-from .settings import known_device
+from .settings import Precision, known_device
 
 
 def select_device(preference: str = "auto") -> torch.device:
@@ -26,8 +26,23 @@ def select_device(preference: str = "auto") -> torch.device:
     return device
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; full precision on CPU, where bf16 matmuls are slow on most chips."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def autocast(device: torch.device, precision: Precision = "auto"):
+    """The context that computes in ``precision`` on ``device``: bf16 autocast (weights and the
+    optimizer's state stay float32), or nothing for float32.
+
+    Args:
+        device: where the computation runs.
+        precision: ``bf16``, ``fp32``, or ``auto``: bf16 where ``native_bf16(device)``.
+    """
+    if precision == "bf16" or (precision == "auto" and native_bf16(device)):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` multiplies bf16 matrices in hardware: CUDA, or a CPU with AMX tiles. Elsewhere
+    a CPU emulates bf16, slower than float32, so ``auto`` keeps float32 there."""
+    if device.type == "cuda":
+        return True
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # torch's own probe, which oneDNN's kernels follow
+    return device.type == "cpu" and amx is not None and bool(amx())

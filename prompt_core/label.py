@@ -10,6 +10,7 @@ import torch
 
 from .device import autocast, select_device
 from .learners import Learner
+from .settings import Precision
 
 
 DEFAULT_BATCH_SIZE = 64  # "auto" on a CPU
@@ -22,6 +23,7 @@ def predict_logits(
     batch_size: int | Literal["auto"] = 64,
     device: str = "auto",
     chunk_size: int = 4096,
+    precision: Precision = "auto",
 ) -> Iterator[np.ndarray]:
     """Yield (chunk × classes) float32 logits in input order, one array per chunk of rows.
 
@@ -36,18 +38,19 @@ def predict_logits(
             (``DEFAULT_BATCH_SIZE`` elsewhere).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         chunk_size: rows read and yielded at a time.
+        precision: ``auto``, ``bf16`` or ``fp32`` (``device.autocast``).
     """
     dev = select_device(device)
     learner.to(dev).eval()
     if batch_size == "auto":
         batch_size = auto_batch_size(learner, dev)
     rows = iter(rows)
-    with learner.scoring():
+    with learner.scoring(precision):
         while chunk := list(islice(rows, chunk_size)):
             features = learner.featurize(chunk)
             order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
             out = np.empty((len(features), len(learner.labels)), dtype=np.float32)
-            with torch.inference_mode(), autocast(dev):  # not across the yield: the caller's code is not ours
+            with torch.inference_mode(), autocast(dev, precision):  # not across the yield: the caller's code is not ours
                 for start in range(0, len(order), batch_size):
                     idx = order[start : start + batch_size]
                     batch = {k: v.to(dev) for k, v in learner.collate([features[i] for i in idx]).items()}

@@ -27,7 +27,7 @@ from .backbone import (BackboneError, fresh_modules, gather_hidden, load_tokeniz
 from .device import autocast
 from .pattern import Pattern, Template
 from .pvp import PVP
-from .settings import PeftSettings
+from .settings import PeftSettings, Precision
 from .verbalizer import Verbalizer
 
 SPEC_FILE = "learner.json"
@@ -162,9 +162,9 @@ class Learner(nn.Module):
         return batch
 
     @contextlib.contextmanager
-    def scoring(self) -> Iterator[None]:
-        """Around a labeling pass with fixed weights: a learner may compute once what every batch
-        shares (the similarity learner's label embeddings)."""
+    def scoring(self, precision: Precision = "auto") -> Iterator[None]:
+        """Around a labeling pass with fixed weights, computing in ``precision`` (``device.autocast``):
+        a learner may compute once what every batch shares (the similarity learner's label embeddings)."""
         yield
 
     def mlm_loss(self, batch: Mapping[str, torch.Tensor], generator: torch.Generator, probability: float = 0.15):
@@ -300,8 +300,8 @@ class SimilarityLearner(Learner):
         return self.averaging @ self.embed(self.phrase_ids, self.phrase_attention)
 
     @contextlib.contextmanager
-    def scoring(self):
-        with torch.inference_mode(), autocast(self.phrase_ids.device):
+    def scoring(self, precision="auto"):
+        with torch.inference_mode(), autocast(self.phrase_ids.device, precision):
             self._fixed = self.label_embeddings()  # once per labeling pass, not once per batch
         try:
             yield

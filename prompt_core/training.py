@@ -90,7 +90,7 @@ def train(learner: Learner, rows: Sequence[Mapping[str, Any]], targets: Sequence
         for _ in range(config.grad_accumulation):
             idx = next(batches)
             batch = tensors(rows, idx)
-            with autocast(device):
+            with autocast(device, config.precision):
                 logits = learner(batch)
                 y = targets_t[idx].to(device)
                 loss = (soft_target_loss(logits, y.float(), config.temperature) if soft
@@ -162,6 +162,8 @@ def optimize(module: nn.Module, total_steps: int, step_loss: Callable[[], float]
         [{"params": [p for n, p in params if not n.endswith(no_decay)], "weight_decay": weight_decay},
          {"params": [p for n, p in params if n.endswith(no_decay)], "weight_decay": 0.0}],
         lr=learning_rate,
+        # one kernel per step instead of a loop over tensors: a fifth of a MiniLM step on 2 CPU cores
+        fused=params[0][1].device.type in ("cpu", "cuda") if params else None,
     )
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
     result = TrainResult(steps=total_steps)

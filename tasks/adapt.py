@@ -29,7 +29,7 @@ def adapt_backbone(backbone: str, pool: str, fields: Sequence[str], cfg: AdaptCo
     """Masked-LM training of ``backbone`` on the pool parquet's ``fields``, joined with spaces; logged
     as an ``adapt`` child of ``tracked``'s parent run when given."""
     logger = get_run_logger()
-    settings = cfg.model_dump(exclude={"device"})
+    settings = cfg.model_dump(exclude={"device", *(["precision"] if cfg.precision == "auto" else [])})  # as models
     key = content_key("adapted", backbone, file_digest(local(pool)), list(fields), settings)
     out = location(run_dir) / "backbones" / f"adapted-{key}"
     reused = exists(out)

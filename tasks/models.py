@@ -84,13 +84,15 @@ def train_model(name: str, spec: LearnerSpec, train_set: str, cfg: TrainConfig, 
             "mlflow_run_id": run_id}
 
 
-NEWER = ("peft", "prior_weight")  # settings added after runs whose models must still be reused
+NEWER = {"peft": None, "prior_weight": None, "precision": "auto"}  # settings added after runs whose models
+# must still be reused, with their values that leave the models' keys as they were
 
 
 def settings(cfg: TrainConfig, *leave_out: str) -> dict[str, Any]:
-    """``cfg`` as a dict without ``leave_out``, and without the ``NEWER`` settings that are off: a run
-    that does not use them keeps the model keys it had before they existed, so its models are reused."""
-    return cfg.model_dump(exclude={*leave_out, *(f for f in NEWER if getattr(cfg, f) is None)})
+    """``cfg`` as a dict without ``leave_out``, and without the ``NEWER`` settings at their old behaviour: a
+    run that does not use them keeps the model keys it had before they existed, so its models are reused.
+    (``precision: auto`` is like ``device: auto``: what it computes in depends on the machine.)"""
+    return cfg.model_dump(exclude={*leave_out, *(f for f, old in NEWER.items() if getattr(cfg, f) == old)})
 
 
 def fetched(backbone: str) -> str:
@@ -121,7 +123,8 @@ def label_set(models: Mapping[str, str], dataset_name: str, dataset: str, run_di
     shards = shard_count(rows, labeling.shard_rows)
     results, todo = {}, {}
     for name, model_dir in models.items():
-        key = content_key("logits", ref(model_dir), ref(dataset), *([labeling.shard_rows] if shards > 1 else []))
+        key = content_key("logits", ref(model_dir), ref(dataset), *([labeling.shard_rows] if shards > 1 else []),
+                          *([labeling.precision] if labeling.precision != "auto" else []))
         target = location(run_dir) / "logits" / f"{name}--{dataset_name}-{key}"
         out = target.parent / f"{target.name}.parquet" if shards == 1 else target / SHARD.format(shard, shards)
         results[name] = {"path": str(out if shards == 1 else target), "reused": exists(out)}
@@ -133,19 +136,20 @@ def label_set(models: Mapping[str, str], dataset_name: str, dataset: str, run_di
     learners = load_learners([local(models[name]) for name in todo], fetched)
     with devices.device() as dev:
         for learner, out in zip(learners, todo.values()):
-            write_logits(learner, dataset, span, out, labeling.batch_size, dev)
+            write_logits(learner, dataset, span, out, labeling, dev)
     get_run_logger().info("labeled %s with %s; peak RSS %.0f MiB", dataset_name, ", ".join(todo), peak_rss_mib())
     return results
 
 
-def write_logits(learner: Learner, dataset: str, span: tuple[int, int], out, batch_size: int | str,
+def write_logits(learner: Learner, dataset: str, span: tuple[int, int], out, labeling: LabelingConfig,
                  device: str) -> None:
-    """Rows ``span`` (start, stop) of ``dataset`` labeled by ``learner``, written atomically to ``out``."""
+    """Rows ``span`` (start, stop) of ``dataset`` labeled by ``learner`` (``labeling``'s batch size and
+    precision), written atomically to ``out``."""
     start, stop = span
     ids = (row["id"] for row in iter_rows(dataset, ["id"], start=start, stop=stop))
     with atomic_path(out) as tmp:
         chunks = predict_logits(learner, iter_rows(dataset, learner.template.slots, start=start, stop=stop),
-                                batch_size=batch_size, device=device)
+                                batch_size=labeling.batch_size, device=device, precision=labeling.precision)
         schema = pa.schema([("id", pa.string()), ("logits", pa.list_(pa.float32(), len(learner.labels)))])
         with pq.ParquetWriter(tmp, schema) as writer:
             for chunk in chunks:

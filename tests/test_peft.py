@@ -76,8 +76,10 @@ def trained(backbones, tmp_path_factory) -> dict[tuple[str, str], dict]:
             backbone_kept = all(torch.equal(frozen[n], p) for n, p in learner.model.named_parameters()
                                 if n in frozen)  # LoRA's own weights are new names
             learner.save(root / f"{method}-{kind}")
+            # what is served is what was saved: p-tuning saves its prompt encoder's output, computed in float32,
+            # where the model in memory recomputes it in bf16 under `precision: auto` on a CPU with AMX
             out[method, kind] = {"dir": root / f"{method}-{kind}", "before": before, "backbone_kept": backbone_kept,
-                                 "after": predict_all(learner, ROWS, device="cpu")}
+                                 "after": predict_all(load_learner(root / f"{method}-{kind}"), ROWS, device="cpu")}
     return out
 
 

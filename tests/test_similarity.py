@@ -43,7 +43,7 @@ def test_logits_are_mean_phrase_cosines_over_the_temperature(encoder: Path) -> N
     learner = build_learner(spec(str(encoder)))
     assert learner.spec.pooling == "mean" and learner.has_prior
     rows = [{"text": "the movie was great"}, {"text": "awful"}]
-    got = predict_all(learner, rows, device="cpu")
+    got = predict_all(learner, rows, device="cpu", precision="fp32")  # the formula, in the reference's precision
 
     def embed(texts: list[str]) -> torch.Tensor:
         batch = learner.tokenizer(texts, padding=True, return_tensors="pt")
@@ -171,7 +171,8 @@ def test_label_embeddings_computed_once_per_pass_equal_per_batch(encoder: Path) 
     rows, _ = toy_rows(20, 3)
     with torch.no_grad():
         plain = learner(learner.collate(learner.featurize(rows))).numpy()
-    np.testing.assert_allclose(predict_all(learner, rows, batch_size=3, device="cpu"), plain, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(predict_all(learner, rows, batch_size=3, device="cpu", precision="fp32"), plain,
+                               rtol=1e-4, atol=1e-5)  # float32, as the plain forward
     assert learner._fixed is None  # released after the pass: training sees fresh phrase embeddings
 
 
