@@ -8,6 +8,9 @@ import errno
 import os
 import sys
 from pathlib import Path
+from typing import get_args
+
+from prompt_core.settings import PRECISION_HELP, Precision
 
 from . import suggest
 from .config import ConfigError, RunConfig, assignment, load_config
@@ -294,6 +297,7 @@ def _predict_parser(sub) -> None:
     p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
     p.add_argument("--batch-size", type=int, default=1024, help="rows read, labeled and written at a time")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    p.add_argument("--precision", default="auto", choices=get_args(Precision), help=PRECISION_HELP)
 
 
 def _predict(args) -> int:
@@ -307,7 +311,8 @@ def _predict(args) -> int:
     from .prediction import PREDICT_ERRORS, predict_file, summary_text
 
     kwargs = dict(model=args.model, input=args.input, output=args.output, registered_model=args.registered_model,
-                  tracking_uri=args.tracking_uri, batch_size=args.batch_size, device=args.device)
+                  tracking_uri=args.tracking_uri, batch_size=args.batch_size, device=args.device,
+                  precision=args.precision)
     try:
         if os.environ.get("PREFECT_API_URL"):
             _prefect_defaults()

@@ -5,19 +5,22 @@ from __future__ import annotations
 
 from prefect import flow
 
+from prompt_core.settings import Precision
+
 from .prediction import PREDICT_ERRORS, predict_file, summary_text
 
 
 @flow(name="predict", log_prints=True)
 def predict(model: str, input: str, output: str, registered_model: str | None = None,
-            tracking_uri: str | None = None, batch_size: int = 1024, device: str = "auto") -> dict:
+            tracking_uri: str | None = None, batch_size: int = 1024, device: str = "auto",
+            precision: Precision = "auto") -> dict:
     """``predict_file`` as a Prefect flow (deployments, the UI); the summary is its result. A user
     mistake fails the run with its message (and re-raises it to a caller), without a traceback."""
     from prefect.artifacts import create_markdown_artifact
     from prefect.states import Failed
 
     try:
-        summary = predict_file(model, input, output, registered_model, tracking_uri, batch_size, device)
+        summary = predict_file(model, input, output, registered_model, tracking_uri, batch_size, device, precision)
     except PREDICT_ERRORS as err:
         return Failed(message=str(err), data=err)
     print(summary_text(summary))

@@ -27,6 +27,7 @@ from data.errors import DataError
 from data.outputs import atomic_path, check_output_file, read_json
 from data.stream import read_batches
 from prompt_core.predictor import ENSEMBLE_FILE, PROB_PREFIX, Predictor, PredictorError, read_ensemble
+from prompt_core.settings import Precision
 from tasks.store_uri import CHAMPION, RegistryError, missing_store, resolve_uri
 
 SHOWN = 20  # error rows listed in the summary
@@ -34,7 +35,8 @@ PREDICT_ERRORS = (DataError, PredictorError, RegistryError)  # user mistakes: ex
 
 
 def predict_file(model: str, input: str, output: str, registered_model: str | None = None,
-                 tracking_uri: str | None = None, batch_size: int = 1024, device: str = "auto") -> dict:
+                 tracking_uri: str | None = None, batch_size: int = 1024, device: str = "auto",
+                 precision: Precision = "auto") -> dict:
     """Predict every row of ``input`` into ``output``; returns a summary (rows, errors, version)."""
     check_output_file(output)
     with _resolved(model, registered_model, tracking_uri) as (model_dir, version):
@@ -48,7 +50,7 @@ def predict_file(model: str, input: str, output: str, registered_model: str | No
     with atomic_path(output) as tmp, pq.ParquetWriter(tmp, schema) as writer:
         for batch in read_batches(input, predictor.fields, optional=("id",), batch_size=batch_size):
             records = batch.to_pylist()
-            result = predictor.predict(records, device=device)
+            result = predictor.predict(records, device=device, precision=precision)
             numbers = range(rows + 1, rows + len(records) + 1)
             ids = [r.get("id") or str(n) for r, n in zip(records, numbers)]
             failed = [{"row": n, "id": i, "error": e} for n, i, e in zip(numbers, ids, result.errors) if e]

@@ -22,6 +22,7 @@ from .label import predict_all
 from .adapters import is_adapter
 from .learners import SPEC_FILE, Learner, LearnerSpec, load_learners
 from .pattern import Template
+from .settings import Precision
 
 ENSEMBLE_FILE = "ensemble.json"
 BACKBONES_FILE = "backbones.json"  # a portable model's bundled backbones: name → folder inside it
@@ -139,30 +140,36 @@ class Predictor:
         """The input fields any member reads, in order of first use."""
         return _fields(learner.template for learner in self.learners)
 
-    def logits(self, rows: Sequence[Mapping[str, Any]], batch_size: int = 64, device: str = "auto") -> np.ndarray:
+    def logits(self, rows: Sequence[Mapping[str, Any]], batch_size: int = 64, device: str = "auto",
+               precision: Precision = "auto") -> np.ndarray:
         """(rows × classes) logits of ``rows``: the one learner's, or the members' weighted ensemble;
-        ``batch_size`` rows at a time on ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``)."""
-        scores = [predict_all(learner, rows, batch_size=batch_size, device=device) for learner in self.learners]
+        ``batch_size`` rows at a time on ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``), in
+        ``precision`` (``auto``: bf16 on CUDA and on CPUs with AMX; ``fp32`` gives the same numbers
+        on every CPU)."""
+        scores = [predict_all(learner, rows, batch_size=batch_size, device=device, precision=precision)
+                  for learner in self.learners]
         return scores[0] if len(scores) == 1 else ensemble(scores, self.weights).astype(np.float32)
 
-    def predict_proba(self, rows: Sequence[Mapping[str, Any]], batch_size: int = 64,
-                      device: str = "auto") -> np.ndarray:
-        """(rows × classes) probabilities of ``rows``; each row sums to 1. ``batch_size`` and ``device``
-        as for ``logits``."""
-        return softmax(self.logits(rows, batch_size, device).astype(np.float64))
+    def predict_proba(self, rows: Sequence[Mapping[str, Any]], batch_size: int = 64, device: str = "auto",
+                      precision: Precision = "auto") -> np.ndarray:
+        """(rows × classes) probabilities of ``rows``; each row sums to 1. ``batch_size``, ``device``
+        and ``precision`` as for ``logits``."""
+        return softmax(self.logits(rows, batch_size, device, precision).astype(np.float64))
 
-    def predict(self, rows: Sequence[Mapping[str, Any]], batch_size: int = 64, device: str = "auto") -> Prediction:
+    def predict(self, rows: Sequence[Mapping[str, Any]], batch_size: int = 64, device: str = "auto",
+                precision: Precision = "auto") -> Prediction:
         """Labels and probabilities per row. A row with no text in any input field gets no label,
         NaN probabilities and an error (training data with such rows is rejected, so the model
         never learned what they mean); a field missing from some rows but not all reads as "".
-        ``batch_size`` and ``device`` as for ``logits``."""
+        ``batch_size``, ``device`` and ``precision`` as for ``logits``."""
         fields = self.fields
         errors = [None if any(str(r.get(f) or "").strip() for f in fields)
                   else f"empty text in every input field {list(fields)}" for r in rows]
         good = [{f: r.get(f) or "" for f in fields} for r, e in zip(rows, errors) if e is None]
         probs = np.full((len(rows), len(self.labels)), np.nan)
         if good:
-            probs[[i for i, e in enumerate(errors) if e is None]] = self.predict_proba(good, batch_size, device)
+            kept = [i for i, e in enumerate(errors) if e is None]
+            probs[kept] = self.predict_proba(good, batch_size, device, precision)
         labels = [None if e else self.labels[int(p.argmax())] for p, e in zip(probs, errors)]
         return Prediction(labels, probs, errors)
 

@@ -5,16 +5,21 @@ directory as the ``model`` artifact). So, for anyone with torch and transformers
     mlflow.pyfunc.load_model("models:/ipet-agnews@champion").predict(pandas.DataFrame({"text": [...]}))
 
 returns one row per input row: ``label``, ``prob_<label>`` per class, and ``error`` (set, with no
-label, where every input field is empty). Our own code loads the same model with ``Predictor``.
+label, where every input field is empty). ``params={"precision": "fp32"}`` computes in float32 (the
+default ``auto`` is bf16 on CUDA and on CPUs with AMX). Our own code loads the same model with
+``Predictor``.
 """
 
 from __future__ import annotations
+
+from typing import get_args
 
 import mlflow
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 from prompt_core.predictor import PROB_PREFIX, Predictor
+from prompt_core.settings import Precision
 
 
 class IpetModel(PythonModel):
@@ -24,7 +29,10 @@ class IpetModel(PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         frame = pd.DataFrame(model_input)
         rows = frame.astype(object).where(frame.notna(), None).to_dict("records")
-        result = self.predictor.predict(rows)
+        precision = (params or {}).get("precision", "auto")
+        if precision not in get_args(Precision):
+            raise ValueError(f"params precision: {precision!r} is not one of {', '.join(get_args(Precision))}")
+        result = self.predictor.predict(rows, precision=precision)
         out = pd.DataFrame({"label": result.labels})
         for i, label in enumerate(self.predictor.labels):
             out[PROB_PREFIX + label] = result.probabilities[:, i]

@@ -27,7 +27,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.tracking import MlflowClient
-from mlflow.types import ColSpec, Schema
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -212,7 +212,7 @@ def signature(fields: tuple[str, ...], labels: tuple[str, ...]) -> ModelSignatur
     outputs = [ColSpec("string", "label"), *(ColSpec("double", PROB_PREFIX + l) for l in labels),
                ColSpec("string", "error", required=False)]
     return ModelSignature(inputs=Schema([ColSpec("string", f, required=False) for f in fields]),
-                          outputs=Schema(outputs))
+                          outputs=Schema(outputs), params=ParamSchema([ParamSpec("precision", "string", "auto")]))
 
 
 # --- reading models back --------------------------------------------------------------------------

@@ -82,6 +82,27 @@ def test_every_format_and_batch_size_gives_the_same_output(model, inputs, tmp_pa
     pd.testing.assert_frame_equal(got, want, check_exact=False, atol=1e-6)
 
 
+def test_precision_reaches_the_model(model, inputs, tmp_path, capsys):
+    """``--precision fp32`` is float32 on any CPU (``auto`` is bf16 where the CPU has AMX); each choice
+    gives the Predictor's numbers in that precision, and the two differ, so it was not ignored."""
+    probs = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / f"{precision}.parquet"
+        assert run("--model", str(model), "--input", str(inputs["csv"]), "--output", str(out),
+                   "--precision", precision) == 0
+        frame = pq.read_table(out).to_pandas()
+        probs[precision] = frame[[c for c in frame.columns if c.startswith("prob_")]].to_numpy()
+        expected = Predictor.load(model).predict([{"text": t} for t in TEXTS], precision=precision).probabilities
+        np.testing.assert_allclose(probs[precision], expected, atol=1e-6)
+    blank = [r - 1 for r in BLANK_ROWS]
+    assert not np.allclose(np.delete(probs["fp32"], blank, 0), np.delete(probs["bf16"], blank, 0), atol=1e-6, rtol=0)
+    with pytest.raises(SystemExit) as exit_:
+        run("--model", str(model), "--input", str(inputs["csv"]), "--output", str(tmp_path / "o.parquet"),
+            "--precision", "fp16")
+    assert exit_.value.code == 2 and "--precision: invalid choice: 'fp16'" in capsys.readouterr().err
+    assert not (tmp_path / "o.parquet").exists()
+
+
 def test_rows_without_an_id_are_numbered(model, tmp_path):
     (tmp_path / "in.jsonl").write_text('{"text": "great"}\n{"text": "bad", "id": "x"}\n{"text": "fine"}\n')
     assert run("--model", str(model), "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "o.parquet"),
