@@ -18,6 +18,7 @@ from data.parquet import read_rows
 from prompt_core import AdaptConfig, adapt
 
 from . import devices, tracking
+from .models import settings
 from .tracking import TrackedRun
 
 METRICS = "adapt.json"
@@ -29,8 +30,8 @@ def adapt_backbone(backbone: str, pool: str, fields: Sequence[str], cfg: AdaptCo
     """Masked-LM training of ``backbone`` on the pool parquet's ``fields``, joined with spaces; logged
     as an ``adapt`` child of ``tracked``'s parent run when given."""
     logger = get_run_logger()
-    settings = cfg.model_dump(exclude={"device", *(["precision"] if cfg.precision == "auto" else [])})  # as models
-    key = content_key("adapted", backbone, file_digest(local(pool)), list(fields), settings)
+    keyed = settings(cfg, "device")  # as models' keys: precision at its default leaves older keys as they were
+    key = content_key("adapted", backbone, file_digest(local(pool)), list(fields), keyed)
     out = location(run_dir) / "backbones" / f"adapted-{key}"
     reused = exists(out)
     if reused:
@@ -55,7 +56,7 @@ def adapt_backbone(backbone: str, pool: str, fields: Sequence[str], cfg: AdaptCo
     if tracked is not None:
         run_id = tracking.log_child(
             tracked.uri, tracked.parent_id, "adapt",
-            params={"kind": "adapt", "backbone": backbone, "fields": list(fields), **settings},
+            params={"kind": "adapt", "backbone": backbone, "fields": list(fields), **keyed},
             curve=metrics["losses"], metrics={"texts": metrics["texts"], "adapt_seconds": metrics["seconds"]},
             tags={"reused": str(reused).lower(), "model_dir": str(out)},
         )

@@ -21,8 +21,8 @@ from prefect.cache_policies import NO_CACHE
 from data.location import exists, local, location
 from data.outputs import atomic_path, content_key, read_json, write_json
 from data.parquet import SHARD, TableRows, iter_rows, logits_column, num_rows, read_logits, ref, shard_count
-from prompt_core import (Learner, LearnerSpec, TrainConfig, build_learner, load_learners, predict_logits, save_spec,
-                         train)
+from prompt_core import (AdaptConfig, Learner, LearnerSpec, TrainConfig, build_learner, load_learners, predict_logits,
+                         save_spec, train)
 from prompt_core.settings import LabelingConfig
 
 from . import devices, tracking
@@ -88,11 +88,11 @@ NEWER = {"peft": None, "prior_weight": None, "precision": "auto"}  # settings ad
 # must still be reused, with their values that leave the models' keys as they were
 
 
-def settings(cfg: TrainConfig, *leave_out: str) -> dict[str, Any]:
+def settings(cfg: TrainConfig | AdaptConfig, *leave_out: str) -> dict[str, Any]:
     """``cfg`` as a dict without ``leave_out``, and without the ``NEWER`` settings at their old behaviour: a
     run that does not use them keeps the model keys it had before they existed, so its models are reused.
     (``precision: auto`` is like ``device: auto``: what it computes in depends on the machine.)"""
-    return cfg.model_dump(exclude={*leave_out, *(f for f, old in NEWER.items() if getattr(cfg, f) == old)})
+    return cfg.model_dump(exclude={*leave_out, *(f for f, old in NEWER.items() if getattr(cfg, f, old) == old)})
 
 
 def fetched(backbone: str) -> str:
