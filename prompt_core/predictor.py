@@ -165,10 +165,10 @@ class Predictor:
         fields = self.fields
         errors = [None if any(str(r.get(f) or "").strip() for f in fields)
                   else f"empty text in every input field {list(fields)}" for r in rows]
-        good = [{f: r.get(f) or "" for f in fields} for r, e in zip(rows, errors) if e is None]
+        kept = [i for i, e in enumerate(errors) if e is None]
         probs = np.full((len(rows), len(self.labels)), np.nan)
-        if good:
-            kept = [i for i, e in enumerate(errors) if e is None]
+        if kept:
+            good = [{f: rows[i].get(f) or "" for f in fields} for i in kept]
             probs[kept] = self.predict_proba(good, batch_size, device, precision)
         labels = [None if e else self.labels[int(p.argmax())] for p, e in zip(probs, errors)]
         return Prediction(labels, probs, errors)
