@@ -60,17 +60,27 @@ def table_of(results: dict) -> dict:
             for dataset, rows in results.items() if dataset != "meta"}
 
 
+def read(path: Path) -> dict:
+    """A results file's content, or one line naming the file that is missing or not a results file."""
+    if not path.is_file():
+        raise SystemExit(f"error: {path}: no such results file")
+    try:
+        content = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"error: {path}: not JSON ({e.msg}, line {e.lineno})") from None
+    if not isinstance(content, dict) or not isinstance(content.get("meta"), dict):
+        raise SystemExit(f"error: {path}: not a bench/accuracy.py results file (no 'meta' object)")
+    return content
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("target", type=Path, help="the results file to merge into (bench/results.json)")
     parser.add_argument("sources", type=Path, nargs="+", help="results files of later bench/accuracy.py runs")
     args = parser.parse_args()
-    for path in (args.target, *args.sources):
-        if not path.is_file():
-            raise SystemExit(f"error: {path}: no such results file")
-    results = json.loads(args.target.read_text())
+    results = read(args.target)
     for source in args.sources:
-        copied = merge(results, json.loads(source.read_text()), source.name)
+        copied = merge(results, read(source), source.name)
         print(f"{source.name}: {len(copied)} rows" + "".join(f"\n  {c}" for c in copied))
     fd, tmp = tempfile.mkstemp(dir=args.target.parent, prefix=f".{args.target.name}.")
     with os.fdopen(fd, "w") as f:

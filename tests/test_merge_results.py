@@ -58,3 +58,8 @@ def test_the_command_writes_the_merge_and_prints_the_cross_run_difference(tmp_pa
     missing = subprocess.run([sys.executable, str(ROOT / "bench" / "merge_results.py"), str(target),
                               str(tmp_path / "absent.json")], capture_output=True, text=True)
     assert missing.returncode != 0 and missing.stderr.strip().endswith("absent.json: no such results file")
+    (tmp_path / "broken.json").write_text("{")
+    broken = subprocess.run([sys.executable, str(ROOT / "bench" / "merge_results.py"), str(target),
+                             str(tmp_path / "broken.json")], capture_output=True, text=True)
+    assert broken.returncode != 0 and "broken.json: not JSON" in broken.stderr and "Traceback" not in broken.stderr
+    assert json.loads(target.read_text())["sst2"]["iPET (similarity, LoRA)"]["mean"] == 0.742  # left as it was
