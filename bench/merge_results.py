@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from accuracy import DATASETS, METHODS, checks  # noqa: E402
+from accuracy import DATASETS, METHODS, checks  # noqa: E402  (it puts the repository root on the path)
+
+from data.outputs import atomic_path  # noqa: E402
 
 KEY_OF = {label: key for key, (label, _, _) in METHODS.items()}
 
@@ -82,10 +82,8 @@ def main() -> None:
     for source in args.sources:
         copied = merge(results, read(source), source.name)
         print(f"{source.name}: {len(copied)} rows" + "".join(f"\n  {c}" for c in copied))
-    fd, tmp = tempfile.mkstemp(dir=args.target.parent, prefix=f".{args.target.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(results, indent=1) + "\n")
-    os.replace(tmp, args.target)
+    with atomic_path(args.target) as tmp:  # bench/accuracy.py's format, so a merge adds rows, not reformatting
+        tmp.write_text(json.dumps(results, indent=1) + "\n")
     table = table_of(results)
     for dataset in (d for d in DATASETS if d in table):
         print(f"\n{DATASETS[dataset]}\n" + "\n".join(checks(table, dataset)))

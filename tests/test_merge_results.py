@@ -4,6 +4,7 @@ merged file's checks compare rows that came from different runs."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,11 @@ def write(path: Path, rows: dict, command: str) -> Path:
     return path
 
 
+def run_merge(*paths: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "bench" / "merge_results.py"), *map(str, paths)],
+                          capture_output=True, text=True)
+
+
 def test_merge_copies_run_rows_names_their_source_and_leaves_the_rest(tmp_path):
     target = {"sst2": {"iPET (similarity)": row(0.75), "iPET (similarity, LoRA)": NOT_RUN}, "meta": {"command": "a"}}
     source = {"sst2": {"iPET (similarity)": NOT_RUN, "iPET (similarity, LoRA)": row(0.74)}, "meta": {"command": "b"}}
@@ -51,15 +57,16 @@ def test_a_row_run_in_the_target_is_never_overwritten(tmp_path):
 def test_the_command_writes_the_merge_and_prints_the_cross_run_difference(tmp_path):
     target = write(tmp_path / "results.json", {"iPET (similarity)": row(0.750)}, "a")
     source = write(tmp_path / "peft.json", {"iPET (similarity, LoRA)": row(0.742)}, "b")
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "merge_results.py"), str(target), str(source)],
-                          capture_output=True, text=True, check=True)
+    done = run_merge(target, source)
+    assert done.returncode == 0, done.stderr
     assert "iPET (similarity, LoRA) − iPET (similarity): 0.742 − 0.750 = -0.008 (goal ≥ -0.010: met)" in done.stdout
     assert json.loads(target.read_text())["sst2"]["iPET (similarity, LoRA)"]["source"] == "peft.json"
-    missing = subprocess.run([sys.executable, str(ROOT / "bench" / "merge_results.py"), str(target),
-                              str(tmp_path / "absent.json")], capture_output=True, text=True)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # the tree's permissions, not a private temporary's
+    missing = run_merge(target, tmp_path / "absent.json")
     assert missing.returncode != 0 and missing.stderr.strip().endswith("absent.json: no such results file")
     (tmp_path / "broken.json").write_text("{")
-    broken = subprocess.run([sys.executable, str(ROOT / "bench" / "merge_results.py"), str(target),
-                             str(tmp_path / "broken.json")], capture_output=True, text=True)
+    broken = run_merge(target, tmp_path / "broken.json")
     assert broken.returncode != 0 and "broken.json: not JSON" in broken.stderr and "Traceback" not in broken.stderr
     assert json.loads(target.read_text())["sst2"]["iPET (similarity, LoRA)"]["mean"] == 0.742  # left as it was

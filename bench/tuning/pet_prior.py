@@ -171,9 +171,10 @@ def main() -> None:
             lwf = {"pool": [pool[k] for k in free], "prior": pool_logits[p][free]}
             if "lwf-cv" in variants:
                 cv_weights.append(cv_weight(lambda: build_learner(plan.spec(p)), labeled, targets, cfg, lwf))
+            chosen = cv_weights[-1] if cv_weights else 0.0  # this PVP's cross-validated weight (lwf-cv)
             for variant, options in (("lwf-1", lwf), ("smooth-0.2", {"smoothing": 0.2}),
                                      ("lwf-0.2", {**lwf, "weight": 0.2}), ("lwf-fade", {**lwf, "fade": True}),
-                                     ("lwf-cv", {**lwf, "weight": 1.0} if cv_weights and cv_weights[-1] else {})):
+                                     ("lwf-cv", {**lwf, "weight": chosen} if chosen else {})):
                 if variant not in variants:
                     continue
                 learner = build_learner(plan.spec(p))
