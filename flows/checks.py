@@ -94,7 +94,7 @@ def _check_model(config: RunConfig) -> list[str]:
         return [f"model: {err}"]
     if tokenizer.mask_token is None and config.adapt:
         return [f"adapt: {config.model!r} has no mask token, so it cannot be trained as a masked LM"]
-    adapters = [a for a in (config.train.peft, config.distill_train.peft) if a is not None]
+    adapters = [a for a in (config.train.peft, config.pet_train.peft, config.distill_train.peft) if a is not None]
     problem = next(filter(None, (check_adapter(a, config.model, config.trust_remote_code) for a in adapters)), None)
     if problem:
         return [problem]

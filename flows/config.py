@@ -44,6 +44,24 @@ class PVPConfig(Strict):
         return value
 
 
+def _train_overrides(value: dict[str, Any]) -> dict[str, Any]:
+    """Overrides of ``train`` for one stage: settings of ``train``, each valid on its own."""
+    unknown = sorted(set(value) - set(TrainConfig.model_fields))
+    if unknown:
+        raise ValueError(f"unknown setting(s) {unknown}; use those of `train`")
+    try:
+        TrainConfig(**value)
+    except ValidationError as err:
+        raise ValueError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())) from None
+    return value
+
+
+class PetConfig(Strict):
+    train: dict[str, Any] = Field(default_factory=dict, description="overrides of `train` for the PET stage's "
+                                                                    "models (trained on the gold set alone)")
+    _known = field_validator("train")(_train_overrides)
+
+
 class FinalConfig(Strict):
     mode: Literal["distill", "ensemble"] = "distill"
     temperature: float = Field(2.0, gt=0)
@@ -58,9 +76,7 @@ class FinalConfig(Strict):
                              "set epochs (at least 1) instead")
         if "epochs" in value and not (isinstance(value["epochs"], (int, float)) and value["epochs"] >= 1):
             raise ValueError(f"epochs must be at least 1 (one full pass over the pool), not {value['epochs']!r}")
-        unknown = sorted(set(value) - set(TrainConfig.model_fields))
-        if unknown:
-            raise ValueError(f"unknown setting(s) {unknown}; use those of `train`")
+        _train_overrides(value)
         if value.get("prior_weight") is not None:
             raise ValueError("prior_weight keeps the few-shot models near their prior (train.prior_weight); the "
                              "final model learns the ensemble's soft labels of the whole pool, which carry it")
@@ -121,6 +137,7 @@ class RunConfig(Strict):
     data: DataConfig
     adapt: AdaptConfig | None = Field(None, description="MLM training on the pool first (TAPT); learners start from it")
     train: TrainConfig = Field(default_factory=TrainConfig)
+    pet: PetConfig = Field(default_factory=PetConfig)
     ipet: IpetConfig = Field(default_factory=IpetConfig)
     final: FinalConfig = Field(default_factory=FinalConfig)
     labeling: LabelingConfig = Field(default_factory=LabelingConfig)
@@ -181,8 +198,9 @@ class RunConfig(Strict):
         if self.learner == "classifier" and zero_shot:
             raise ValueError("learner: classifier needs labeled examples (its head starts random, so it has no "
                              "zero-shot prior); give labeled data or use learner: similarity or cloze")
-        if self.learner == "classifier" and self.train.prior_weight is not None:
-            raise ValueError("train.prior_weight: learner classifier has no prior to keep (its head starts "
+        keeping = [w for w, s in (("train", self.train), ("pet.train", self.pet_train)) if s.prior_weight is not None]
+        if self.learner == "classifier" and keeping:
+            raise ValueError(f"{keeping[0]}.prior_weight: learner classifier has no prior to keep (its head starts "
                              "random); remove it or use learner: similarity or cloze")
         return self
 
@@ -223,6 +241,13 @@ class RunConfig(Strict):
     def fields(self) -> tuple[str, ...]:
         """Input fields any pattern reads, in order of first use: the text a classifier sees."""
         return tuple(dict.fromkeys(f for i in range(len(self.pvps)) for f in self.pvp(i).pattern.slots))
+
+    @property
+    def pet_train(self) -> TrainConfig:
+        """``train`` with ``pet.train`` over it: the PET stage's models. An adapter there (``pet.train.peft``)
+        keeps the prior through 20-40 labels, while the generations, with hundreds of rows, train in full
+        (bench/RESULTS.md, round 7)."""
+        return TrainConfig(**{**self.train.model_dump(), **self.pet.train}) if self.pet.train else self.train
 
     @property
     def distill_train(self) -> TrainConfig:

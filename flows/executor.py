@@ -38,6 +38,7 @@ class Executor:
         self.plan, self.config, self.run_dir, self.data = plan, plan.config, run_dir, data
         self.tracked = tracked
         self.models_trained: list[dict] = []  # every training task's result, reused or not
+        self.adapter_models: set[str] = set()  # trained as adapters: they label through one shared backbone
         generations = plan.config.ipet.generations + (1 if plan.gold_size else 0)
         self.progress = Progress(len(plan.members) * generations + (plan.config.final.mode == "distill"),
                                  artifact_key(plan.config.name, "progress"))
@@ -56,13 +57,14 @@ class Executor:
         with one_device(self.config.runner, self.config.train.device):
             futures = {
                 m: train_model.submit(self.plan.name(generation, m), self.plan.spec(m[0]), path,
-                                      self.plan.train_config(m), self.run_dir, self.tracked,
+                                      self.plan.train_config(m, generation), self.run_dir, self.tracked,
                                       unlabeled=self.data["pool"],
                                       params={"generation": generation, "pvp": m[0], "seed": m[1]})
                 for m, path in train_sets.items()
             }
         results = self.progress.wait("pet" if generation == 0 else f"ipet-{generation}", futures)
         self.models_trained.extend(results.values())
+        self.adapter_models |= {r["model_dir"] for m, r in results.items() if self.plan.train_config(m, generation).peft}
         return {m: r["model_dir"] for m, r in results.items()}
 
     def distill(self, soft_pool: str) -> str:
@@ -76,10 +78,10 @@ class Executor:
 
     def label_all(self, models: dict[Member, str], dataset: str) -> dict[Member, str]:
         """Every model labels ``dataset``, one task per model and shard; their logits' paths. Trained
-        adapter models (``train.peft``) share their backbone: one task per shard labels with all of them."""
+        adapter models (``train.peft``, ``pet.train.peft``) share their backbone: one task per shard labels with all of them."""
         labeling = self.config.labeling
         shards = shard_count(self.data["rows"][dataset], labeling.shard_rows)
-        adapters = self.config.train.peft is not None and all(m[1] is not None for m in models)
+        adapters = all(models[m] in self.adapter_models for m in models)
         groups = [list(models)] if adapters else [[m] for m in models]
         with one_device(self.config.runner, self.config.train.device):
             futures = [(group, label_set.submit({model_name(models[m]): models[m] for m in group}, dataset,

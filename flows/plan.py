@@ -78,9 +78,10 @@ class Plan:
         return {"max_length": c.max_length, "trust_remote_code": c.trust_remote_code,
                 "temperature": c.similarity_temperature}
 
-    def train_config(self, member: Member) -> TrainConfig:
-        """``train`` with the member's seed."""
-        return self.config.train.model_copy(update={"seed": member[1]})
+    def train_config(self, member: Member, generation: int = 0) -> TrainConfig:
+        """The member's settings with its seed: ``pet_train`` for the PET stage (generation 0), else ``train``."""
+        settings = self.config.pet_train if generation == 0 else self.config.train
+        return settings.model_copy(update={"seed": member[1]})
 
     def pet_sets(self, labeled: str) -> dict[Member, str]:
         """PET: every member trains on the gold set."""

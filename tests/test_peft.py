@@ -254,3 +254,27 @@ def test_flow_with_lora_keeps_adapters_only_and_states_the_disk(prefect_harness,
     assert version.tags["backbone"] == f"bundled: {config.model}"
     again = ipet(config=config, run_dir=str(tmp_path / "run"))
     assert again["tasks"] == {"trained": 0, "reused": len(trained)}
+
+
+def test_flow_with_a_pet_adapter_trains_the_generations_in_full(prefect_harness, tmp_path, caplog):
+    """``pet.train.peft``: the PET stage's models are adapters and label the pool through one shared
+    backbone, the generation's and the distilled models are whole models, and a rerun reuses them all."""
+    from flows.config import RunConfig
+    from flows.ipet import ipet
+    from tiny import toy_run_config
+
+    raw = toy_run_config(tmp_path, labeled_per_class=4, steps=10, generations=1)
+    raw["pet"] = {"train": {"peft": {"method": "lora"}}}
+    config = RunConfig.model_validate(raw)
+    results = ipet(config=config, run_dir=str(tmp_path / "run"))
+    models = {d.name: sorted(p.name for p in d.iterdir()) for d in (tmp_path / "run" / "models").iterdir()}
+    pet = [n for n in models if n.startswith("g0-")]
+    later = [n for n in models if n.startswith(("g1-", "final-"))]
+    assert len(pet) == 2 and len(later) == 2 + 1
+    assert all(models[n] == sorted(["metrics.json", *ADAPTER_FILES]) for n in pet), models
+    assert all("model.safetensors" in models[n] and "adapter_config.json" not in models[n] for n in later), models
+    assert "labeled pool with g0-p0-s1, g0-p1-s1;" in caplog.text, "the PET adapters label in one task"
+    assert "labeled pool with g1-p0-s1;" in caplog.text, "whole models label one by one"
+    again = ipet(config=config, run_dir=str(tmp_path / "run"))
+    assert again["tasks"] == {"trained": 0, "reused": len(pet) + len(later)}
+    assert [s["test_accuracy"] for s in again["stages"]] == [s["test_accuracy"] for s in results["stages"]]

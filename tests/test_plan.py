@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.config import RunConfig
+from flows.config import ConfigError, RunConfig, load_config
 from flows.plan import Plan
 from flows.stages import STAGE_SLACK, Evaluation, Stage, fall, floor, stage_table
 
@@ -46,6 +46,26 @@ def test_pet_trains_every_member_on_the_gold_set_with_its_own_seed():
     assert p.pet_sets("gold.parquet") == {m: "gold.parquet" for m in p.members}
     assert [p.train_config(m).seed for m in p.members] == [1, 2, 1, 2]
     assert p.train_config((0, 2)).learning_rate == p.config.train.learning_rate
+
+
+def test_pet_train_overrides_the_pet_stage_only():
+    """``pet.train`` changes the PET stage's settings (generation 0); the generations keep ``train``."""
+    p = plan(train={"learning_rate": 2e-5}, pet={"train": {"peft": {"method": "prefix"}, "min_steps": 30}})
+    pet, later = p.train_config((0, 2), 0), p.train_config((0, 2), 1)
+    assert (pet.peft.method, pet.min_steps, pet.learning_rate, pet.seed) == ("prefix", 30, 2e-5, 2)
+    assert (later.peft, later.min_steps, later.learning_rate, later.seed) == (None, 60, 2e-5, 2)
+    assert plan().train_config((0, 1), 0) == plan().train_config((0, 1), 1), "no pet.train: one setting for all"
+
+
+@pytest.mark.parametrize(("override", "says"), [
+    ("pet.train.lr=0.001", "pet.train: unknown setting(s) ['lr']; use those of `train`"),
+    ("pet.train.peft.method=adapterx", "pet.train: peft.method: Input should be 'lora', 'prompt', 'ptuning' or 'prefix'"),
+    ("pet.train.min_steps=0", "pet.train: min_steps: Input should be greater than or equal to 1"),
+])
+def test_bad_pet_train_settings_are_one_line_naming_the_field(override, says):
+    with pytest.raises(ConfigError) as err:
+        load_config(ROOT / "examples" / "sst2.yaml", [override])
+    assert str(err.value).count("\n") == 0 and says in str(err.value), str(err.value)
 
 
 def test_peers_leave_out_a_member_and_its_own_predecessor():

@@ -295,6 +295,10 @@ def test_patterns_must_fit_the_learner(tmp_path: Path, learner: str, pattern: st
                                     "train": {"prior_weight": 1.0}}))
     with pytest.raises(ConfigError, match=r"train.prior_weight: learner classifier has no prior to keep"):
         load_config(path)
+    path.write_text(yaml.safe_dump({**toy, "learner": "classifier", "pvps": [{"pattern": "{text}"}],
+                                    "pet": {"train": {"prior_weight": 1.0}}}))
+    with pytest.raises(ConfigError, match=r"pet.train.prior_weight: learner classifier has no prior to keep"):
+        load_config(path)
     assert RunConfig.model_validate({**toy, "train": {"prior_weight": 1.0}}).distill_train.prior_weight is None
     assert RunConfig.model_validate(toy).distill_train.steps(200) == 25  # one pass, batch 8
 
