@@ -115,7 +115,7 @@ PEFT_GOAL = -0.01  # an adapter row may be at most 1 point below its full fine-t
 UNITS = tuple(u for group in GROUPS for u in group)  # in run order
 GOLD_UNITS = ("supervised", "supervised-all", "setfit")  # read the similarity run's prepared sets
 KEY_FIELDS = {"model", "learner", "similarity_temperature", "max_length", "verbalizer", "pvps", "seeds", "data",
-              "adapt", "train", "ipet", "final", "ask"}  # the parts of a resolved config that change a number
+              "adapt", "train", "pet", "ipet", "final", "ask"}  # the parts of a resolved config that change a number
 UNSET_LATER = (("ask",), ("train", "peft"), ("final", "train", "peft"),  # settings newer than the cached units
                ("train", "prior_weight"))
 SUPERVISED_LR = 1e-4  # the supervised rows' learning rate (run_supervised)
@@ -182,6 +182,8 @@ def resolved(config) -> dict:
             section = section.get(parent) or {}
         if name in section and section[name] is None:
             del section[name]
+    if not out["pet"]["train"]:  # no PET-stage overrides (pet.train): the keys of units from before it existed
+        del out["pet"]
     return out
 
 
