@@ -64,7 +64,8 @@ class Executor:
             }
         results = self.progress.wait("pet" if generation == 0 else f"ipet-{generation}", futures)
         self.models_trained.extend(results.values())
-        self.adapter_models |= {r["model_dir"] for m, r in results.items() if self.plan.train_config(m, generation).peft}
+        self.adapter_models |= {r["model_dir"] for m, r in results.items()
+                                if self.plan.train_config(m, generation).peft}
         return {m: r["model_dir"] for m, r in results.items()}
 
     def distill(self, soft_pool: str) -> str:
@@ -78,7 +79,8 @@ class Executor:
 
     def label_all(self, models: dict[Member, str], dataset: str) -> dict[Member, str]:
         """Every model labels ``dataset``, one task per model and shard; their logits' paths. Trained
-        adapter models (``train.peft``, ``pet.train.peft``) share their backbone: one task per shard labels with all of them."""
+        adapter models (``train.peft``, ``pet.train.peft``) share their backbone: one task per shard labels
+        with all of them."""
         labeling = self.config.labeling
         shards = shard_count(self.data["rows"][dataset], labeling.shard_rows)
         adapters = all(models[m] in self.adapter_models for m in models)
