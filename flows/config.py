@@ -52,7 +52,7 @@ def _train_overrides(value: dict[str, Any]) -> dict[str, Any]:
     try:
         TrainConfig(**value)
     except ValidationError as err:
-        raise ValueError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())) from None
+        raise ValueError("; ".join(line for e in err.errors() for line in _lines(e))) from None
     return value
 
 
