@@ -242,7 +242,7 @@ def main() -> None:
                 if variant not in variants:
                     continue
                 learner = build_learner(plan.spec(p))
-                start = {k: v.detach().clone() for k, v in learner.state_dict().items()}
+                start = {k: v.detach().clone() for k, v in learner.state_dict().items()} if args.round == 1 else {}
                 cfg = plan.train_config((p, 42)).model_copy(update={
                     "min_steps": min_steps, "device": "cpu", "peft": PeftSettings(method=peft) if peft else None})
                 train(learner, labeled, targets, cfg, progress=False)
