@@ -152,8 +152,8 @@ def load_sets(data: DataConfig | Pinned, fields: Sequence[str],
         test = read("test", labels_required=True)
         if problems:
             raise DataError("\n".join(problems))
-        if labeled is None:
-            labeled = pool.slice(0, 0)
+        if labeled is None:  # zero-shot: an empty gold set, with the label column every gold set has
+            labeled = pool.select(["id", *fields]).slice(0, 0).append_column("label", pa.array([], pa.string()))
         elif labeled.num_rows:
             absent = [label for label in labels if label not in set(labeled["label"].to_pylist())]
             if absent:  # balanced selection would never pseudo-label them
@@ -176,7 +176,7 @@ def _select(labeled: pa.Table, pool: pa.Table, test: pa.Table | None, fields: Se
         pool = pool.rename_columns(["hidden_label" if c == "label" else c for c in pool.column_names])
     keep = ["id", *fields]
     sets = {
-        "labeled": labeled.select(keep + ["label"]) if "label" in labeled.column_names else labeled.select(keep),
+        "labeled": labeled.select(keep + ["label"]),
         "pool": pool.select(keep + (["hidden_label"] if "hidden_label" in pool.column_names else [])),
     }
     if test is not None:

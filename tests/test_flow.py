@@ -228,6 +228,30 @@ def test_an_ensemble_over_a_truly_unlabeled_pool_does_not_label_it_again(prefect
     assert pool_logits == ["g0-p0-s1", "g0-p1-s1"]  # PET's models label it for generation 1; nothing after
 
 
+def test_zero_shot_ipet_runs_on_a_pool_without_any_labels(prefect_harness, tmp_path):
+    """No `labeled` source and a pool file with no label column: the empty gold set still has the label
+    column, so the generations' selection (gold plus pseudo-labels) works as with a drawn k=0 gold set."""
+    import csv
+
+    config = toy_run_config(tmp_path, steps=10, generations=1, growth=2)
+    with open(tmp_path / "train.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    with open(tmp_path / "pool.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["text"]] + [[r["text"]] for r in rows])
+    config["data"] = {"root": str(tmp_path), "unlabeled": {"path": "pool.csv"}, "test": {"path": "test.csv"}}
+    config["ipet"]["zero_shot_per_class"] = 5
+    results = ipet(config=RunConfig.model_validate(config), run_dir=str(tmp_path / "run"))
+
+    assert [s["stage"] for s in results["stages"]] == ["zero-shot", "ipet-1", "final"]
+    generation = results["stages"][1]
+    assert 0 < generation["train_size"] <= 5 * 2 * 2  # zero_shot_per_class · labels · growth at most
+    assert generation["pseudo_label_accuracy"] is None  # nothing hidden to score them against
+    for train_set in (tmp_path / "run" / "sets").glob("g1-*.parquet"):  # pseudo-labels only, each with a label
+        table = pq.read_table(train_set, columns=["source", "label"]).to_pydict()
+        assert set(table["source"]) == {"pseudo"} and set(table["label"]) <= {"neg", "pos"}
+    assert all(0 <= s["test_accuracy"] <= 1 for s in results["stages"])
+
+
 def test_progress_counts_the_run_s_models_with_an_eta_and_a_progress_artifact(prefect_harness, capsys):
     from prefect import flow, task
     from prefect.client.orchestration import get_client
