@@ -204,18 +204,24 @@ def _total(finished) -> int:
     return finished[0]["tasks"]["trained"] + finished[0]["tasks"]["reused"]
 
 
+def _split_toy_train(root: Path, gold_rows: int) -> None:
+    """The toy task's train.csv as a gold.csv of its first ``gold_rows`` rows and a pool.csv of the rest,
+    with no label column at all (a truly unlabeled pool)."""
+    import csv
+
+    with open(root / "train.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    with open(root / "gold.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["text", "label"]] + [[r["text"], r["label"]] for r in rows[:gold_rows]])
+    with open(root / "pool.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["text"]] + [[r["text"]] for r in rows[gold_rows:]])
+
+
 def test_an_ensemble_over_a_truly_unlabeled_pool_does_not_label_it_again(prefect_harness, tmp_path):
     """With ``final.mode: ensemble`` the last generation's pool labels would serve only to score
     pseudo-labels; a pool without hidden labels cannot be scored, so it is not labeled again."""
-    import csv
-
     config = toy_run_config(tmp_path, labeled_per_class=4, steps=10, generations=1, growth=2)
-    with open(tmp_path / "train.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    with open(tmp_path / "gold.csv", "w", newline="") as f:
-        csv.writer(f).writerows([["text", "label"]] + [[r["text"], r["label"]] for r in rows[:8]])
-    with open(tmp_path / "pool.csv", "w", newline="") as f:  # no label column at all
-        csv.writer(f).writerows([["text"]] + [[r["text"]] for r in rows[8:]])
+    _split_toy_train(tmp_path, gold_rows=8)
     config["data"] = {"root": str(tmp_path), "labeled": {"path": "gold.csv"}, "unlabeled": {"path": "pool.csv"},
                       "test": {"path": "test.csv"}}
     config["final"] = {"mode": "ensemble"}
@@ -231,13 +237,8 @@ def test_an_ensemble_over_a_truly_unlabeled_pool_does_not_label_it_again(prefect
 def test_zero_shot_ipet_runs_on_a_pool_without_any_labels(prefect_harness, tmp_path):
     """No `labeled` source and a pool file with no label column: the empty gold set still has the label
     column, so the generations' selection (gold plus pseudo-labels) works as with a drawn k=0 gold set."""
-    import csv
-
     config = toy_run_config(tmp_path, steps=10, generations=1, growth=2)
-    with open(tmp_path / "train.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    with open(tmp_path / "pool.csv", "w", newline="") as f:
-        csv.writer(f).writerows([["text"]] + [[r["text"]] for r in rows])
+    _split_toy_train(tmp_path, gold_rows=0)
     config["data"] = {"root": str(tmp_path), "unlabeled": {"path": "pool.csv"}, "test": {"path": "test.csv"}}
     config["ipet"]["zero_shot_per_class"] = 5
     results = ipet(config=RunConfig.model_validate(config), run_dir=str(tmp_path / "run"))
@@ -246,7 +247,9 @@ def test_zero_shot_ipet_runs_on_a_pool_without_any_labels(prefect_harness, tmp_p
     generation = results["stages"][1]
     assert 0 < generation["train_size"] <= 5 * 2 * 2  # zero_shot_per_class · labels · growth at most
     assert generation["pseudo_label_accuracy"] is None  # nothing hidden to score them against
-    for train_set in (tmp_path / "run" / "sets").glob("g1-*.parquet"):  # pseudo-labels only, each with a label
+    train_sets = sorted((tmp_path / "run" / "sets").glob("g1-*.parquet"))
+    assert len(train_sets) == 2  # one per PVP model of the generation
+    for train_set in train_sets:  # pseudo-labels only, each with a label
         table = pq.read_table(train_set, columns=["source", "label"]).to_pydict()
         assert set(table["source"]) == {"pseudo"} and set(table["label"]) <= {"neg", "pos"}
     assert all(0 <= s["test_accuracy"] <= 1 for s in results["stages"])
