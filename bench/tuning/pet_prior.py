@@ -177,6 +177,7 @@ def cv_weight(build, rows, targets, cfg, lwf) -> float:
 
 
 def main() -> None:
+    from data.outputs import write_json
     from data.prepare import load_sets
     from data.sources import read_source
     from flows.plan import Plan
@@ -272,7 +273,7 @@ def main() -> None:
                accuracy(ensemble(logits[v], pair if v == "prior-member" else weights)[keep], truth[keep])
                for v in variants},
             "seconds": round(time.time() - started, 1)}
-        args.out.write_text(json.dumps(results, indent=1))
+        write_json(results, args.out)  # atomic: a killed run keeps the draws it finished
         print(draw, json.dumps(results[str(draw)]), flush=True)
     columns = ["zero-shot", *variants]
     print("| draw | " + " | ".join(columns) + " |\n|---|" + "---:|" * len(columns))
