@@ -185,4 +185,4 @@ class IpetConfig(BaseModel):
     n_most_likely: int | None = Field(None, ge=1)
     min_confidence: float | None = Field(None, ge=0, le=1)
     soft_labels: bool = Field(False, description="train on the peers' logits instead of hard labels")
-    zero_shot_per_class: int = Field(10, ge=1, description="base size per class when there are no labels")
+    zero_shot_per_class: int = Field(50, ge=1, description="base size per class when there are no labels")
