@@ -54,9 +54,11 @@ def check_run(config: RunConfig) -> Checked:
         need = new_examples(gold, config.ipet.generations, config.ipet.growth,
                             config.ipet.zero_shot_per_class * len(config.labels))
         if need > pool:
-            problems.append(f"ipet.growth/ipet.generations: generation {config.ipet.generations} needs {need} "
-                            f"pseudo-labeled examples but the pool has {pool}; lower growth or generations, "
-                            "or raise data.pool_size")
+            fields = "ipet.growth/ipet.generations" + ("" if gold else "/ipet.zero_shot_per_class")
+            lower = "growth or generations" + ("" if gold else
+                                               f" or zero_shot_per_class (now {config.ipet.zero_shot_per_class})")
+            problems.append(f"{fields}: generation {config.ipet.generations} needs {need} pseudo-labeled examples "
+                            f"but the pool has {pool}; lower {lower}, or raise data.pool_size")
     return Checked(config, problems, rows, warnings)
 
 

@@ -41,6 +41,8 @@ def test_good_config_is_ok(toy: dict, tmp_path: Path, capsys: pytest.CaptureFixt
     (["verbalizer={neg: bad, pos: goods}"], ["verbalizer: label word 'goods'", "2 tokens"]),
     (["data.labeled_per_class=500"], ["label 'neg' has", "fewer than labeled_per_class=500"]),
     (["ipet.growth=10"], ["ipet.growth/ipet.generations", "but the pool has 200"]),
+    (["data.labeled_per_class=0", "ipet.zero_shot_per_class=100"],
+     ["ipet.growth/ipet.generations/ipet.zero_shot_per_class", "zero_shot_per_class (now 100)", "pool has 200"]),
     (["model=/nonexistent/model"], ["model: '/nonexistent/model' does not exist"]),
     (["train.device=tpu"], ["train.device", "unknown device 'tpu'"]),
     (["data.test.path=missing.csv"], ["missing.csv: file not found"]),
@@ -50,7 +52,8 @@ def test_good_config_is_ok(toy: dict, tmp_path: Path, capsys: pytest.CaptureFixt
     (["labeling.batch_size=big"], ["labeling.batch_size", "'auto'"]),
 ], ids=["unknown-key", "two-masks", "no-mask", "slot-not-in-data", "label-not-in-verbalizer", "empty-verbalizer",
         "classifier-without-labels",
-        "multi-token-word", "k-too-large", "growth-exceeds-pool", "model-missing", "unknown-device", "missing-file",
+        "multi-token-word", "k-too-large", "growth-exceeds-pool", "zero-shot-base-exceeds-pool",
+        "model-missing", "unknown-device", "missing-file",
         "no-peers", "unknown-runner", "bad-batch-size"])
 def test_bad_config_names_the_problem(toy: dict, tmp_path: Path, capsys: pytest.CaptureFixture,
                                       overrides: list[str], expected: list[str]) -> None:
