@@ -7,8 +7,7 @@ draw ``data.seed`` of ``examples/{dataset}.yaml``:
 - ``labeled.csv``: that draw's 10 rows per class, the same rows as the example's and pet_prior.py's;
 - ``heldout.csv``: pet_prior.py's held-out rows less the draw's (SST-2: 1,000 rows of ``train.tsv`` drawn
   with seed 1234; AG News: rows 5,001-6,000), the run's test set; with ``--min-words N``, 1,000 training rows
-  of at least N words drawn with the same seed instead (SST-2's training side is mostly short phrases, its
-  test set whole sentences, so gains on the default held-out rows can come from phrases the test set lacks);
+  of at least N words drawn with the same seed instead (why: ``suggest_quality.held_out_ids``);
 - ``pool.csv``: ``--pool`` other training rows (2,000 by default, for time; the examples' pools are 10,000 and
   5,960), never held out, never labeled;
 - ``run.yaml``: the example's config reading them, its MLflow store in the directory, no registry;
@@ -35,12 +34,12 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from suggest_quality import HELD_OUT, HELD_OUT_SEED, config_of, held_out_ids  # noqa: E402
+from suggest_quality import config_of, held_out_ids  # noqa: E402
 
 
 def write_sets(dataset: str, draw: int, pool_rows: int, out: Path, min_words: int = 0) -> Path:
     """The draw's labeled, held-out and pool rows as CSV files in ``out``, and a config reading them;
-    ``min_words`` > 0 holds out rows of at least that many words (see the module's docstring)."""
+    ``min_words`` > 0 holds out rows of at least that many words (suggest_quality.held_out_ids)."""
     from data.prepare import load_sets
     from data.sources import read_source
 
@@ -48,12 +47,7 @@ def write_sets(dataset: str, draw: int, pool_rows: int, out: Path, min_words: in
     rows = {r["id"]: r for r in read_source(config.data.train, config.data.root).to_pylist()}
     labeled = load_sets(config.data, config.fields, config.labels)[0]["labeled"].to_pylist()
     labeled_ids = {r["id"] for r in labeled}
-    if min_words:
-        long = sorted(i for i, r in rows.items() if sum(len(str(r[f]).split()) for f in config.fields) >= min_words)
-        drawn = np.random.default_rng(HELD_OUT_SEED).choice(long, min(HELD_OUT, len(long)), replace=False)
-        held = [i for i in drawn.tolist() if i not in labeled_ids]
-    else:
-        held = held_out_ids(dataset, config, labeled_ids)
+    held = held_out_ids(dataset, config, labeled_ids, min_words)
     outside = set(held) | labeled_ids
     pool = [i for i in np.random.default_rng(0).permutation(sorted(rows)) if i not in outside][:pool_rows]
     columns = [*config.fields, "label"]
