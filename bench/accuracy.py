@@ -196,9 +196,12 @@ def unit_settings(name: str, dataset: str, seed: int, s: dict, run_root: Path) -
     return out
 
 
-def recorded_settings(s: dict, datasets: list[str], run_root: Path) -> dict:
-    """Everything that changes a number, for the markdown, results.json and MLflow (data.seed: per seed)."""
-    configs = {d: {flow: resolved(load(flow, d, 0, s, run_root)) for flow in FLOWS} for d in datasets}
+def recorded_settings(s: dict, datasets: list[str], units: list[str], run_root: Path) -> dict:
+    """Everything that changes a number, for the markdown, results.json and MLflow (data.seed: per seed):
+    the configs of the flows the units run, and the similarity and cloze configs the title names. Only those,
+    so that ``--set-similarity`` options of one adapter method do not fail the other's config."""
+    flows = [f for f in FLOWS if f in ("similarity", "cloze") or f in units]
+    configs = {d: {flow: resolved(load(flow, d, 0, s, run_root)) for flow in flows} for d in datasets}
     for flows in configs.values():
         for c in flows.values():
             c["data"]["seed"] = "the seed of the labeled draw"
@@ -690,7 +693,12 @@ def main() -> None:
     seeds = args.seeds[:1] if args.quick else args.seeds
     s = settings(args)
     run_root.mkdir(parents=True, exist_ok=True)
-    recorded = recorded_settings(s, args.datasets, run_root)  # also validates every config before anything runs
+    from flows.config import ConfigError
+
+    try:  # also validates every config before anything runs
+        recorded = recorded_settings(s, args.datasets, args.methods, run_root)
+    except ConfigError as err:
+        sys.exit(f"bench/accuracy.py: {err}")
     mode = "quick" if args.quick else "full"
     command = "python " + " ".join([str(Path(sys.argv[0]))] + sys.argv[1:])
     started, date = time.time(), dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
