@@ -200,8 +200,8 @@ def recorded_settings(s: dict, datasets: list[str], units: list[str], run_root: 
     """Everything that changes a number, for the markdown, results.json and MLflow (data.seed: per seed):
     the configs of the flows the units run, and the similarity and cloze configs the title names. Only those,
     so that ``--set-similarity`` options of one adapter method do not fail the other's config."""
-    flows = [f for f in FLOWS if f in ("similarity", "cloze") or f in units]
-    configs = {d: {flow: resolved(load(flow, d, 0, s, run_root)) for flow in flows} for d in datasets}
+    used = [f for f in FLOWS if f in ("similarity", "cloze") or f in units]
+    configs = {d: {flow: resolved(load(flow, d, 0, s, run_root)) for flow in used} for d in datasets}
     for flows in configs.values():
         for c in flows.values():
             c["data"]["seed"] = "the seed of the labeled draw"
