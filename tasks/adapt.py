@@ -18,6 +18,7 @@ from data.parquet import read_rows
 from prompt_core import AdaptConfig, adapt
 
 from . import devices, tracking
+from .memory import returns_memory
 from .models import settings
 from .tracking import TrackedRun
 
@@ -25,6 +26,7 @@ METRICS = "adapt.json"
 
 
 @task(task_run_name="adapt {backbone}", cache_policy=NO_CACHE)
+@returns_memory
 def adapt_backbone(backbone: str, pool: str, fields: Sequence[str], cfg: AdaptConfig, run_dir: str,
                    tracked: TrackedRun | None = None, trust_remote_code: bool = False) -> dict[str, Any]:
     """Masked-LM training of ``backbone`` on the pool parquet's ``fields``, joined with spaces; logged

@@ -26,6 +26,7 @@ from prompt_core import (AdaptConfig, Learner, LearnerSpec, TrainConfig, build_l
 from prompt_core.settings import LabelingConfig
 
 from . import devices, tracking
+from .memory import returns_memory
 from .tracking import TrackedRun
 
 METRICS = "metrics.json"
@@ -41,6 +42,7 @@ def untrained_model(name: str, spec: LearnerSpec, run_dir: str) -> str:
 
 
 @task(task_run_name="train {name}", cache_policy=NO_CACHE)
+@returns_memory
 def train_model(name: str, spec: LearnerSpec, train_set: str, cfg: TrainConfig, run_dir: str, tracked: TrackedRun,
                 unlabeled: str | None = None, params: dict | None = None) -> dict[str, Any]:
     """Train one learner on a parquet training set (hard ``label`` or soft ``logits`` targets)."""
@@ -108,6 +110,7 @@ def _label_run_name() -> str:
 
 
 @task(task_run_name=_label_run_name, cache_policy=NO_CACHE)
+@returns_memory
 def label_set(models: Mapping[str, str], dataset_name: str, dataset: str, run_dir: str, labeling: LabelingConfig,
               shard: int = 0) -> dict[str, dict[str, Any]]:
     """Class logits of every row of ``dataset`` by each of ``models`` (name → model directory),

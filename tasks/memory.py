@@ -1,0 +1,47 @@
+"""Handing memory back to the system when a task ends.
+
+The local runner runs tasks in threads of the flow's one process. glibc's malloc keeps what torch
+frees (a model, its activations, a batch of logits) in its per-thread arenas for reuse instead of
+returning it, so the process's resident memory grows stage by stage to the sum of what each thread
+ever held, although no task holds it any more (measured in bench/RESULTS.md: 5.7 GiB at the end of a
+LoRA run). ``malloc_trim`` returns the free pages of every arena.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import gc
+from typing import Callable, ParamSpec, TypeVar
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None where the C library has none (macOS, musl)."""
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def release_memory() -> None:
+    """Collect Python's cycles, then give the allocator's free pages back to the system."""
+    gc.collect()
+    if _TRIM is not None:
+        _TRIM(0)
+
+
+def returns_memory(fn: Callable[P, R]) -> Callable[P, R]:
+    """Run ``fn``, then ``release_memory()``: after it returns, so that its locals (a model) are gone."""
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            release_memory()
+    return wrapper

@@ -1,0 +1,43 @@
+"""Tasks hand freed memory back when they return (``tasks/memory.py``; the effect is measured in
+bench/RESULTS.md, not here)."""
+
+from __future__ import annotations
+
+import inspect
+import platform
+
+import pytest
+
+from tasks import memory
+from tasks.adapt import adapt_backbone
+from tasks.models import label_set, train_model
+
+
+def test_memory_is_released_after_the_task_returns_or_raises(monkeypatch) -> None:
+    events = []
+    monkeypatch.setattr(memory, "release_memory", lambda: events.append("released"))
+
+    @memory.returns_memory
+    def work(fail: bool) -> str:
+        events.append("ran")
+        if fail:
+            raise ValueError("bad input")
+        return "out"
+
+    assert work(False) == "out" and events == ["ran", "released"]
+    with pytest.raises(ValueError, match="bad input"):
+        work(True)
+    assert events == ["ran", "released", "ran", "released"]
+
+
+def test_the_training_labeling_and_adaptation_tasks_release_it_and_keep_their_parameters() -> None:
+    """Prefect names task runs from the parameters (``train {name}``): the wrapper must not hide them."""
+    for task, first in ((train_model, "name"), (label_set, "models"), (adapt_backbone, "backbone")):
+        assert getattr(task.fn, "__wrapped__", None) is not None, f"{task.name} does not release memory"
+        assert next(iter(inspect.signature(task.fn).parameters)) == first
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
+def test_glibc_trim_is_found_and_runs() -> None:
+    assert memory._TRIM is not None
+    memory.release_memory()
