@@ -5,6 +5,7 @@
 #
 #   bash bench/gpu-device.sh pack     # here: .gpu/ (git-ignored): wheels, MiniLM in fp16, AG News sets
 #   device run, carry [".gpu"]:  bash bench/gpu-device.sh run
+#   device run, carry [".gpu"]:  bash bench/gpu-device.sh run-large   # the same at BERT-large's size
 #
 # MiniLM's float32 weights (87 MiB) do not fit, so they travel rounded to fp16 (largest error 4.5e-4
 # of a tensor's largest value) and are turned back into float32 there; the CPU reference
@@ -60,6 +61,25 @@ run)
   # the first torch.compile of a session compiles cold: over 100 s before its first step, here
   timeout 300 python3 bench/gpu.py --sets .gpu/sets --model /tmp/minilm --runs cuda:bf16:compile \
     --out "$OUT/gpu-compile.json" 2>&1 | grep -v DEBUG | tee "$OUT/gpu-compile.log";;
+run-large)
+  # BERT-large's shape (24 layers, 1,024 wide, 335M parameters) with random weights and MiniLM's tokenizer:
+  # no large checkpoint can reach that machine, and time does not depend on the weights (accuracy is noise)
+  export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false OUT="${OUT:-/tmp/out}"
+  python3 -m pip install -q --no-deps --no-index --upgrade --target /tmp/pydeps .gpu/wheels/*.whl
+  export PYTHONPATH=/tmp/pydeps
+  python3 - <<'EOF'
+import shutil
+from pathlib import Path
+import torch
+from transformers import BertConfig, BertModel
+src, dst = Path(".gpu/minilm16"), Path("/tmp/bert-large-random")
+shutil.copytree(src, dst, dirs_exist_ok=True, ignore=shutil.ignore_patterns("model.safetensors", "config.json"))
+torch.manual_seed(0)
+BertModel(BertConfig(vocab_size=30522, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                     intermediate_size=4096)).save_pretrained(dst)
+EOF
+  timeout 240 python3 bench/gpu.py --sets .gpu/sets --model /tmp/bert-large-random --runs cuda:bf16 cuda:fp32 \
+    --out "$OUT/gpu-large.json" 2>&1 | tee "$OUT/gpu-large.log";;
 *)
-  echo "usage: bash bench/gpu-device.sh pack|run" >&2; exit 2;;
+  echo "usage: bash bench/gpu-device.sh pack|run|run-large" >&2; exit 2;;
 esac
