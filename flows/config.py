@@ -141,7 +141,9 @@ class RunConfig(Strict):
     ipet: IpetConfig = Field(default_factory=IpetConfig)
     final: FinalConfig = Field(default_factory=FinalConfig)
     labeling: LabelingConfig = Field(default_factory=LabelingConfig)
-    max_parallel: int | None = Field(None, ge=1, description="tasks holding a device at once (default: GPUs, or 1)")
+    max_parallel: int | None = Field(None, ge=1, description=(
+        "tasks holding a device at once (default: GPUs, or 1); trainings on the CPU still run one at a time in "
+        "a process, as torch's CPU random generator is the process's (prompt_core/seeding.py)"))
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     ask: AskConfig | None = Field(None, description="ask a person for labels after a stage (off by default)")

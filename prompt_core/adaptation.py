@@ -17,8 +17,9 @@ import torch
 from .backbone import BackboneError, load_masked_lm, load_tokenizer, mask_for_mlm, mlm_loss, quiet_transformers
 from .device import autocast, select_device
 from .learners import pad_batch, seeded_loading
+from .seeding import seeded_training
 from .settings import AdaptConfig
-from .training import TrainResult, index_batches, optimize, set_seed
+from .training import TrainResult, index_batches, optimize
 
 
 def adapt(backbone: str, texts: Iterable[str], config: AdaptConfig, out_dir: str | Path, *,
@@ -49,7 +50,6 @@ def adapt(backbone: str, texts: Iterable[str], config: AdaptConfig, out_dir: str
     with seeded_loading(config.seed):
         model = load_masked_lm(backbone, trust_remote_code=trust_remote_code)
     model.to(device).train()
-    set_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     batches = index_batches(len(sequences), config.batch_size, generator)
 
@@ -61,9 +61,11 @@ def adapt(backbone: str, texts: Iterable[str], config: AdaptConfig, out_dir: str
         loss.backward()
         return loss.item()
 
-    result = optimize(model, config.steps, step_loss, learning_rate=config.learning_rate,
-                      weight_decay=config.weight_decay, warmup_steps=round(config.warmup * config.steps),
-                      max_grad_norm=config.max_grad_norm, desc="adapt", on_log=on_log, progress=progress)
+    with seeded_training(config.seed, device) as set_up:  # dropout's masks, whatever other threads do
+        set_up()
+        result = optimize(model, config.steps, step_loss, learning_rate=config.learning_rate,
+                          weight_decay=config.weight_decay, warmup_steps=round(config.warmup * config.steps),
+                          max_grad_norm=config.max_grad_norm, desc="adapt", on_log=on_log, progress=progress)
     model.eval()
     with quiet_transformers():
         model.save_pretrained(out_dir)

@@ -27,6 +27,7 @@ from .backbone import (BackboneError, fresh_modules, gather_hidden, load_tokeniz
 from .device import autocast
 from .pattern import Pattern, Template
 from .pvp import PVP
+from .seeding import seeded_cpu
 from .settings import PeftSettings, Precision
 from .verbalizer import Verbalizer
 
@@ -407,10 +408,10 @@ def build_learner(spec: LearnerSpec, weights: str | Path | None = None) -> Learn
 
 @contextlib.contextmanager
 def seeded_loading(seed: int) -> Iterator[None]:
-    """Load under one lock (transformers' loading is not thread-safe) with torch's RNG seeded, so
-    weights a checkpoint lacks come out the same every time; the global RNG is left as it was."""
-    with _LOADING, torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    """Load under one lock (transformers' loading is not thread-safe) with torch's CPU generator
+    seeded and no other thread drawing from it (``seeding.seeded_cpu``), so weights a checkpoint
+    lacks come out the same every time; the generator is left as it was."""
+    with seeded_cpu(seed), _LOADING:
         yield
 
 

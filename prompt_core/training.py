@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -15,6 +14,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from .device import autocast, select_device
 from .learners import Learner
+from .seeding import seeded_training
 from .settings import TrainConfig
 
 
@@ -29,13 +29,6 @@ class TrainResult:
     def final_loss(self) -> float | None:
         """The last step's loss; None when no step ran."""
         return self.losses[-1] if self.losses else None
-
-
-def set_seed(seed: int) -> None:
-    """Seed Python's, NumPy's and torch's generators."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def soft_target_loss(logits: torch.Tensor, target_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -74,56 +67,60 @@ def train(learner: Learner, rows: Sequence[Mapping[str, Any]], targets: Sequence
     targets_t = _targets(rows, targets)
     soft = targets_t.ndim == 2
     keep_prior = config.prior_weight is not None and bool(unlabeled)
-    device, prior = _ready(learner, config, keep_prior)
-    total_steps = config.steps(len(rows))
-    generator = torch.Generator().manual_seed(config.seed)
-    batches = index_batches(len(rows), config.batch_size, generator)
-    uses_pool = config.uses_unlabeled and bool(unlabeled)
-    pool_batches = index_batches(len(unlabeled), config.batch_size, generator) if uses_pool else None
+    device = select_device(config.device)
+    # seeding, a new adapter's weights and, on the CPU, every dropout mask draw from generators that
+    # other threads must not touch meanwhile (prompt_core/seeding.py)
+    with seeded_training(config.seed, device) as set_up:
+        prior = _ready(learner, config, keep_prior, device)
+        set_up()
+        total_steps = config.steps(len(rows))
+        generator = torch.Generator().manual_seed(config.seed)
+        batches = index_batches(len(rows), config.batch_size, generator)
+        uses_pool = config.uses_unlabeled and bool(unlabeled)
+        pool_batches = index_batches(len(unlabeled), config.batch_size, generator) if uses_pool else None
 
-    def tensors(source: Sequence[Mapping[str, Any]], idx: list[int]) -> dict[str, torch.Tensor]:
-        """A batch tokenized when drawn: a distillation set of a million rows is never tokenized whole."""
-        return {k: v.to(device) for k, v in learner.collate(learner.featurize([source[i] for i in idx])).items()}
+        def tensors(source: Sequence[Mapping[str, Any]], idx: list[int]) -> dict[str, torch.Tensor]:
+            """A batch tokenized when drawn: a distillation set of a million rows is never tokenized whole."""
+            features = learner.collate(learner.featurize([source[i] for i in idx]))
+            return {k: v.to(device) for k, v in features.items()}
 
-    def step_loss() -> float:
-        total = 0.0
-        for _ in range(config.grad_accumulation):
-            idx = next(batches)
-            batch = tensors(rows, idx)
-            with autocast(device, config.precision):
-                logits = learner(batch)
-                y = targets_t[idx].to(device)
-                loss = (soft_target_loss(logits, y.float(), config.temperature) if soft
-                        else nn.functional.cross_entropy(logits, y.long()))
-                if pool_batches is not None:
-                    loss = loss + _pool_loss(learner, prior, tensors(unlabeled, next(pool_batches)), config,
-                                             generator)
-            (loss / config.grad_accumulation).backward()
-            total += loss.item() / config.grad_accumulation
-        return total
+        def step_loss() -> float:
+            total = 0.0
+            for _ in range(config.grad_accumulation):
+                idx = next(batches)
+                batch = tensors(rows, idx)
+                with autocast(device, config.precision):
+                    logits = learner(batch)
+                    y = targets_t[idx].to(device)
+                    loss = (soft_target_loss(logits, y.float(), config.temperature) if soft
+                            else nn.functional.cross_entropy(logits, y.long()))
+                    if pool_batches is not None:
+                        loss = loss + _pool_loss(learner, prior, tensors(unlabeled, next(pool_batches)), config,
+                                                 generator)
+                (loss / config.grad_accumulation).backward()
+                total += loss.item() / config.grad_accumulation
+            return total
 
-    result = optimize(learner, total_steps, step_loss, learning_rate=config.rate,
-                      weight_decay=config.weight_decay, warmup_steps=config.warmup_steps,
-                      max_grad_norm=config.max_grad_norm, on_log=on_log, progress=progress)
+        result = optimize(learner, total_steps, step_loss, learning_rate=config.rate,
+                          weight_decay=config.weight_decay, warmup_steps=config.warmup_steps,
+                          max_grad_norm=config.max_grad_norm, on_log=on_log, progress=progress)
     learner.eval()
     return result
 
 
-def _ready(learner: Learner, config: TrainConfig, keep_prior: bool) -> tuple[torch.device, Learner | None]:
-    """The learner on its device in training mode, with its adapter (``config.peft``) and compiled on
+def _ready(learner: Learner, config: TrainConfig, keep_prior: bool, device: torch.device) -> Learner | None:
+    """The learner on ``device`` in training mode, with its adapter (``config.peft``) and compiled on
     CUDA when asked; and when ``keep_prior``, a frozen copy of the learner as given: its prior."""
     prior = copy.deepcopy(learner).eval().requires_grad_(False) if keep_prior else None  # before any adapter
-    set_seed(config.seed)
     if config.peft is not None and learner.peft is None:
         learner.add_adapter(config.peft)  # after the seed: the adapter's initial weights are the seed's
-    device = select_device(config.device)
     learner.to(device).train()
     if prior is not None:
         prior.to(device)
     if config.compile and device.type == "cuda":
         # the encoder, which both learner kinds call; in place, so saved weights keep their names
         learner.model.base_model.compile(dynamic=True)  # dynamic: every batch has its own length
-    return device, prior
+    return prior
 
 
 def _pool_loss(learner: Learner, prior: Learner | None, batch: Mapping[str, torch.Tensor], config: TrainConfig,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +98,41 @@ def test_same_seed_gives_identical_losses(tiny_models: dict[str, Path]) -> None:
     first = losses(seed=3, global_seed=1)
     assert losses(seed=3, global_seed=2) == first
     assert losses(seed=4, global_seed=1) != first
+
+
+@pytest.mark.parametrize("peft", [None, {"method": "lora"}], ids=["full", "lora"])
+def test_models_loading_in_another_thread_do_not_change_a_training(tiny_models: dict[str, Path], tmp_path: Path,
+                                                                    peft: dict | None) -> None:
+    """The flow's tasks share one process: a labeling task loads its models (which seeds torch's CPU
+    generator and restores it) while another trains on the CPU, whose dropout draws from that generator.
+    The trained weights must be the same as with nothing else running (a CI flake's cause)."""
+    untrained = tmp_path / "untrained"
+    untrained.mkdir()
+    save_spec(toy_spec("cloze", tiny_models["bert"]), untrained)
+    config = TrainConfig(min_steps=30, max_steps=30, peft=peft, **FAST)
+
+    def weights(while_loading: bool) -> tuple[torch.Tensor, int]:
+        learner = fresh("cloze", tiny_models["bert"])
+        stop, loads = threading.Event(), []
+
+        def load_again_and_again() -> None:
+            while not stop.is_set():
+                load_learner(untrained)
+                loads.append(1)
+
+        loader = threading.Thread(target=load_again_and_again)
+        if while_loading:
+            loader.start()
+        train(learner, TRAIN_ROWS, TRAIN_LABELS, config, progress=False)
+        stop.set()
+        if while_loading:
+            loader.join()
+        return torch.cat([p.detach().flatten() for p in learner.model.parameters()]), len(loads)
+
+    alone, _ = weights(while_loading=False)
+    beside_loads, loads = weights(while_loading=True)
+    assert loads >= 1
+    assert torch.equal(beside_loads, alone)
 
 
 @pytest.mark.parametrize(

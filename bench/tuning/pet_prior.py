@@ -104,7 +104,8 @@ def train_with(learner, rows, targets, cfg, pool=None, prior=None, smoothing=0.0
     and with ``margin`` each row's term scaled by the prior's top-two probability margin on it."""
     from torch import nn
 
-    from prompt_core.training import index_batches, optimize, set_seed
+    from prompt_core.seeding import set_seed
+    from prompt_core.training import index_batches, optimize
 
     set_seed(cfg.seed)
     learner.train()
