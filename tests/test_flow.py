@@ -50,15 +50,30 @@ def test_training_sets_grow_as_configured_and_keep_gold(finished):
     for generation in range(1, GENERATIONS + 1):
         sets = sorted(run_dir.glob(f"sets/g{generation}-*.parquet"))
         assert len(sets) == 2
+        sizes = []
         for path in sets:
             rows = pq.read_table(path).to_pylist()
-            assert len(rows) == len(gold) * GROWTH**generation
+            sizes.append(len(rows))
+            assert len(rows) == len(gold) * GROWTH**generation or _a_class_gave_all_it_had(run_dir, path, rows)
             assert {r["id"]: r["label"] for r in rows if r["source"] == "gold"} == gold_labels
             assert len({r["id"] for r in rows}) == len(rows), "no example twice"
             assert not {r["id"] for r in rows if r["source"] == "pseudo"} & gold_labels.keys()
         stage = next(s for s in results["stages"] if s["stage"] == f"ipet-{generation}")
-        assert stage["train_size"] == len(gold) * GROWTH**generation
+        assert stage["train_size"] == max(sizes)
         assert 0.0 <= stage["pseudo_label_accuracy"] <= 1.0
+
+
+def _a_class_gave_all_it_had(run_dir: Path, train_set: Path, rows: list[dict]) -> bool:
+    """A set smaller than configured is right only when some class gave every pool row its peer
+    predicted as it (no class gives more than its candidates); the tiny toy models sometimes predict
+    one class for nearly the whole pool. The peer of g<N>-p<i> is the other PVP's model of g<N-1>."""
+    generation, pvp = int(train_set.name[1]), train_set.name.split("-")[1]
+    peer = next(run_dir.glob(f"logits/g{generation - 1}-{'p1' if pvp == 'p0' else 'p0'}-s1--pool-*.parquet"))
+    table = pq.read_table(peer)
+    predicted = [max(range(len(l)), key=l.__getitem__) for l in table["logits"].to_pylist()]
+    labels = ["neg", "pos"]  # the toy verbalizer's order
+    pseudo = [r for r in rows if r["source"] == "pseudo"]
+    return any(sum(r["label"] == label for r in pseudo) == predicted.count(i) for i, label in enumerate(labels))
 
 
 def test_mlflow_parent_has_a_child_per_model_with_curves_and_artifacts(finished, toy_config):
