@@ -14,7 +14,7 @@ from prompt_core import accuracy, save_ensemble
 from data.parquet import read_logits, ref, shard_count
 from tasks.models import label_set, train_model, untrained_model
 from tasks.ensembles import combine
-from tasks.pseudo import build_train_set
+from tasks.pseudo import build_train_set, with_gold_labels
 from tasks.tracking import TrackedRun
 
 from .plan import Member, Plan
@@ -69,9 +69,11 @@ class Executor:
         return {m: r["model_dir"] for m, r in results.items()}
 
     def distill(self, soft_pool: str) -> str:
-        """The final classifier trained on the ensemble's soft labels of the pool; its directory."""
+        """The final classifier trained on the ensemble's soft labels of the pool, and on a person's
+        answer where the pool row was asked (``ask:``); its directory."""
+        targets = with_gold_labels.submit(soft_pool, self.data["labeled"], self.config.labels, self.run_dir).result()
         with one_device(self.config.runner, self.config.train.device):
-            future = train_model.submit(self.plan.name("final", "distilled"), self.plan.distill_spec(), soft_pool,
+            future = train_model.submit(self.plan.name("final", "distilled"), self.plan.distill_spec(), targets,
                                         self.config.distill_train, self.run_dir, self.tracked)
         final = self.progress.wait("final", {"final": future})["final"]
         self.models_trained.append(final)

@@ -11,8 +11,9 @@ import pyarrow.parquet as pq
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from data.dataset_store import text_keys
 from data.location import exists, local, location
-from data.outputs import content_key, write_parquet
+from data.outputs import atomic_path, content_key, write_parquet
 from data.parquet import CHUNK_ROWS, iter_chunks, logits_column, num_rows, ref, table_logits
 from prompt_core import ensemble
 from prompt_core.selection import collect_candidates, draw, new_examples, per_label_counts, pick_peers
@@ -98,3 +99,31 @@ def _train_set(generation: int, labeled: str, pool: str, peer_logits: Sequence[s
         gold_part["logits"] = logits_column((one_hot * GOLD_LOGIT).reshape(-1, len(labels)))
         pseudo["logits"] = logits_column(logits.reshape(-1, len(labels)))
     return pa.concat_tables([pa.table(gold_part), pa.table(pseudo)]).cast(pa.table(gold_part).schema)
+
+
+@task(task_run_name="gold labels over the soft pool", cache_policy=NO_CACHE)
+def with_gold_labels(soft_pool: str, labeled: str, labels: Sequence[str], run_dir: str) -> str:
+    """The ensemble's soft-labeled pool, where the gold set has a row's text (a person's answer to
+    ``ask:``, which stays in the pool it was asked from), with that gold label as the row's target
+    instead of the ensemble's guess, so the distilled model learns the answer. The same path when no
+    pool row has a gold label (a run without answers: the pool and the gold set never share a text)."""
+    gold = pq.read_table(local(labeled))
+    fields = [c for c in gold.column_names if c not in ("id", "label")]
+    known = dict(zip(text_keys(gold, fields).to_pylist(), gold["label"].to_pylist()))
+    answered = lambda chunk: [known.get(k) for k in text_keys(chunk, fields).to_pylist()]  # noqa: E731
+    if not known or not any(any(answered(c)) for c in iter_chunks(soft_pool, fields, CHUNK_ROWS)):
+        return soft_pool
+    out = location(run_dir) / "sets" / f"final-pool-{content_key('gold-over', ref(soft_pool), ref(labeled))}.parquet"
+    if not exists(out):
+        with atomic_path(out) as tmp, pq.ParquetWriter(tmp, pq.read_schema(local(soft_pool))) as writer:
+            for chunk in iter_chunks(soft_pool, None, CHUNK_ROWS):
+                answers = answered(chunk)
+                logits = table_logits(chunk).copy()
+                for i, label in enumerate(answers):
+                    if label is not None:
+                        logits[i] = np.eye(len(labels), dtype=np.float32)[labels.index(label)] * GOLD_LOGIT
+                chunk = chunk.set_column(chunk.schema.get_field_index("label"), "label",
+                                         pa.array([a or g for a, g in zip(answers, chunk["label"].to_pylist())]))
+                writer.write_table(chunk.set_column(chunk.schema.get_field_index("logits"), "logits",
+                                                    logits_column(logits)).cast(writer.schema))
+    return str(out)

@@ -70,7 +70,7 @@ def store_run(tmp_path_factory) -> dict:
     config = toy_run_config(root, steps=10, generations=1)
     store = toy_store(root)
     config["data"] = {"root": str(root), "labeled": store, "unlabeled": store, "test": {"path": "test.csv"}}
-    config["final"] = {"mode": "ensemble"}
+    config["final"] = {"train": {"min_steps": 1}}  # distilled: one pass over the 100-row pool
     config["ask"] = {"after": "pet", "rows": ASKED, "store": store}
     return {"root": root, "config": RunConfig.model_validate(config), "run_dir": root / "run"}
 
@@ -102,15 +102,23 @@ def test_file_mode_stops_then_answers_rerun_and_continue(prefect_harness, store_
 
     resumed = ipet(config=config, run_dir=str(run_dir))
     assert [s["stage"] for s in resumed["stages"]] == ["zero-shot", "pet", "ipet-1", "final"]
-    assert resumed["tasks"] == {"trained": 2, "reused": 2}  # PET (before the question) reused, ipet-1 trained
+    assert resumed["tasks"] == {"trained": 3, "reused": 2}  # PET (before the question) reused; ipet-1, final trained
     for path in run_dir.glob("sets/g1-*.parquet"):
         gold = {r["id"]: r["label"] for r in pq.read_table(path).to_pylist() if r["source"] == "gold"}
         assert len(gold) == 8 + ASKED - 1 and {i: gold[i] for i in answers} == answers
+    # the asked rows stay in the pool: the distilled model learns the answers there, not the ensemble's guesses
+    distilled = {r["id"]: r for r in pq.read_table(next(run_dir.glob("sets/final-pool-*.parquet"))).to_pylist()}
+    assert len(distilled) == len(hidden) and {i: distilled[i]["label"] for i in answers} == answers
+    labels = config.labels
+    assert all(np.argmax(distilled[i]["logits"]) == labels.index(a) and max(distilled[i]["logits"]) == 100.0
+               for i, a in answers.items())
+    soft = {r["id"]: r for r in pq.read_table(next(run_dir.glob("predictions/final-pool-*.parquet"))).to_pylist()}
+    assert all(distilled[i] == soft[i] for i in soft if i not in answers)
     parent = MlflowClient(config.tracking.mlflow_uri).get_run(resumed["mlflow_run_id"])
     assert parent.data.params["ask.answered"] == str(ASKED - 1) and parent.data.params["ask.store_version"] == "3"
 
     again = ipet(config=config, run_dir=str(run_dir))  # the store still ends at the answers: same data, all reused
-    assert again["tasks"] == {"trained": 0, "reused": 4}
+    assert again["tasks"] == {"trained": 0, "reused": 5}
 
 
 def test_past_the_timeout_a_rerun_goes_on_without_answers(prefect_harness, store_run, tmp_path):
