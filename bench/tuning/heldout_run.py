@@ -9,7 +9,7 @@ draw ``data.seed`` of ``examples/{dataset}.yaml``:
   with seed 1234; AG News: rows 5,001-6,000), the run's test set; with ``--min-words N``, 1,000 training rows
   of at least N words drawn with the same seed instead (why: ``suggest_quality.held_out_ids``);
 - ``pool.csv``: ``--pool`` other training rows (2,000 by default, for time; the examples' pools are 10,000 and
-  5,960), never held out, never labeled;
+  5,960), never held out, never labeled; with ``--pool-min-words N``, only rows of at least N words;
 - ``run.yaml``: the example's config reading them, its MLflow store in the directory, no registry;
 
 then runs ``ipet run run.yaml`` there with the given ``--set`` overrides, and prints its stage table.
@@ -37,9 +37,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 from suggest_quality import config_of, held_out_ids  # noqa: E402
 
 
-def write_sets(dataset: str, draw: int, pool_rows: int, out: Path, min_words: int = 0) -> Path:
+def write_sets(dataset: str, draw: int, pool_rows: int, out: Path, min_words: int = 0, pool_min_words: int = 0) -> Path:
     """The draw's labeled, held-out and pool rows as CSV files in ``out``, and a config reading them;
-    ``min_words`` > 0 holds out rows of at least that many words (suggest_quality.held_out_ids)."""
+    ``min_words`` > 0 holds out rows of at least that many words (suggest_quality.held_out_ids), and
+    ``pool_min_words`` > 0 keeps the pool to such rows."""
     from data.prepare import load_sets
     from data.sources import read_source
 
@@ -49,7 +50,9 @@ def write_sets(dataset: str, draw: int, pool_rows: int, out: Path, min_words: in
     labeled_ids = {r["id"] for r in labeled}
     held = held_out_ids(dataset, config, labeled_ids, min_words)
     outside = set(held) | labeled_ids
-    pool = [i for i in np.random.default_rng(0).permutation(sorted(rows)) if i not in outside][:pool_rows]
+    words = lambda i: sum(len(str(rows[i][f]).split()) for f in config.fields)  # noqa: E731
+    pool = [i for i in np.random.default_rng(0).permutation(sorted(rows))
+            if i not in outside and words(i) >= pool_min_words][:pool_rows]
     columns = [*config.fields, "label"]
     out.mkdir(parents=True, exist_ok=True)
     for name, ids in (("labeled", [r["id"] for r in labeled]), ("heldout", held), ("pool", pool)):
@@ -72,9 +75,10 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=2000)
     parser.add_argument("--dir", type=Path, required=True)
     parser.add_argument("--min-words", type=int, default=0, help="hold out rows of at least this many words")
+    parser.add_argument("--pool-min-words", type=int, default=0, help="pool rows of at least this many words")
     parser.add_argument("--set", action="append", default=[], dest="sets")
     args = parser.parse_args()
-    config = write_sets(args.dataset, args.draw, args.pool, args.dir, args.min_words)
+    config = write_sets(args.dataset, args.draw, args.pool, args.dir, args.min_words, args.pool_min_words)
     overrides = [a for s in args.sets for a in ("--set", s)]
     subprocess.run([sys.executable, "-m", "flows.cli", "run", str(config), "--run-dir", str(args.dir / "run"),
                     *overrides], check=True, cwd=ROOT)
