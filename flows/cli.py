@@ -137,7 +137,7 @@ def _locked(args, config, run_dir: Path) -> int:
     from tasks.tracking import TrackingError
 
     from .interrupt import stop_on_signals
-    from .server import prefect_api
+    from .server import ServerError, prefect_api
 
     try:
         with prefect_api() as server, stop_on_signals(f"ipet {args.command}", server.stop if server else _no_op):
@@ -150,6 +150,9 @@ def _locked(args, config, run_dir: Path) -> int:
     except TrackingError as err:
         print(f"ipet: {err}", file=sys.stderr)
         return 2
+    except ServerError as err:
+        print(f"ipet: {err}", file=sys.stderr)
+        return 1
 
 
 def _no_op() -> None:

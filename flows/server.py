@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -31,8 +32,14 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+class ServerError(RuntimeError):
+    """The temporary Prefect server did not start."""
+
+
 class TemporaryServer:
     """A Prefect API on a free loopback port; ``start`` returns at once, ``ready`` waits for it."""
+
+    ATTEMPTS = 3  # starts of a server that exits while starting
 
     def __init__(self) -> None:
         with socket.socket() as probe:  # a port free now; uvicorn binds it a moment later
@@ -58,17 +65,33 @@ class TemporaryServer:
             env=env, start_new_session=True, preexec_fn=_die_with_parent, stdin=subprocess.DEVNULL)
 
     def ready(self, timeout_s: float = 120) -> None:
-        """Wait until the API answers; RuntimeError if the server exits or does not answer in time."""
+        """Wait until the API answers. A server that exits while starting is started again on its port,
+        up to ``ATTEMPTS`` times: every temporary server uses Prefect's one local SQLite database, and two
+        ``ipet`` commands started at the same moment can find it locked by the other's start-up
+        (uvicorn's exit code 3). ServerError, with what to do, when it never answers."""
         deadline = time.monotonic() + timeout_s
+        for attempt in range(1, self.ATTEMPTS + 1):
+            if self._answers(deadline):
+                return
+            if self.process.poll() is None:
+                raise ServerError(f"the temporary Prefect server did not answer within {timeout_s:.0f} s; "
+                                  "start one with `prefect server start` and set PREFECT_API_URL to use it")
+            if attempt < self.ATTEMPTS:
+                time.sleep(random.uniform(0.5, 2.0))  # apart from whoever else was starting
+                self.start()
+        raise ServerError(f"the temporary Prefect server exited while starting ({self.ATTEMPTS} times, last with "
+                          f"code {self.process.returncode}); start one with `prefect server start` and set "
+                          "PREFECT_API_URL to use it")
+
+    def _answers(self, deadline: float) -> bool:
+        """Whether the API answers before ``deadline``; False as soon as the process has exited."""
         with httpx.Client() as client:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"the temporary Prefect server exited with code {self.process.returncode}")
+            while time.monotonic() < deadline and self.process.poll() is None:
                 with contextlib.suppress(httpx.TransportError):
                     if client.get(f"{self.api_url}/health", timeout=2).status_code == 200:
-                        return
+                        return True
                 time.sleep(0.1)
-        raise RuntimeError(f"the temporary Prefect server did not answer within {timeout_s:.0f} s")
+        return False
 
     def stop(self, timeout_s: float = 3) -> None:
         if self.process is None or self.process.poll() is not None:
