@@ -29,7 +29,7 @@ def build_train_set(name: str, generation: int, labeled: str, pool: str, peer_lo
                     run_dir: str) -> dict[str, Any]:
     """Gold set plus confident pseudo-labeled pool examples, sized base·d^generation."""
     key = content_key("trainset", name, generation, ref(labeled), ref(pool), [ref(p) for p in peer_logits],
-                      list(peer_weights), ipet.model_dump(), seed)
+                      list(peer_weights), _keyed(ipet, num_rows(labeled)), seed)
     out = location(run_dir) / "sets" / f"{name}-{key}.parquet"
     if not exists(out):
         write_parquet(_train_set(generation, labeled, pool, peer_logits, peer_weights, labels, ipet,
@@ -45,6 +45,13 @@ def build_train_set(name: str, generation: int, labeled: str, pool: str, peer_lo
               if known.num_rows else None)
     return {"name": name, "path": str(out), "size": table.num_rows, "pseudo_size": pseudo.num_rows,
             "pseudo_label_accuracy": pl_acc}
+
+
+def _keyed(ipet: IpetConfig, gold_rows: int) -> dict[str, Any]:
+    """``ipet`` as a set's key holds it. With a gold set, ``zero_shot_per_class`` (the base when there is
+    none) changes nothing, so the key keeps the value it had when that setting came, 10: its default
+    becoming 50 neither invalidates few-shot runs' sets nor redraws them (the draw is seeded from the key)."""
+    return {**ipet.model_dump(), **({"zero_shot_per_class": 10} if gold_rows else {})}
 
 
 def _new_examples(labeled: str, generation: int, ipet: IpetConfig, num_labels: int) -> int:

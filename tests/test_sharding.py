@@ -70,6 +70,22 @@ def test_sharded_labeling_and_selection_equal_the_single_file_path(prefect_harne
     assert combined_streamed["accuracy"] == combined["accuracy"] is not None
 
 
+def test_a_few_shot_set_does_not_depend_on_the_zero_shot_base(prefect_harness, setup, tmp_path):
+    """``ipet.zero_shot_per_class`` sizes a set only when there is no gold set: a few-shot run's set,
+    its key and so its draw stay as they were when that default changes (it went from 10 to 50)."""
+    config, pool, labeled, run_dir, models = setup
+    logits, labels = label(models, pool, run_dir), list(config.labels)
+
+    def made(gold: str, base: int) -> str:
+        ipet = config.ipet.model_copy(update={"zero_shot_per_class": base})
+        return pseudo.build_train_set("g1-p0-s1", 1, gold, pool, logits, [0.5, 1.0], labels, ipet, 1, run_dir)["path"]
+
+    assert made(labeled, 10) == made(labeled, 50)
+    no_gold = tmp_path / "no-gold.parquet"
+    pq.write_table(pq.read_table(labeled).slice(0, 0), no_gold)
+    assert made(str(no_gold), 10) != made(str(no_gold), 20)  # zero-shot: the base sizes the set
+
+
 def test_an_incomplete_shard_directory_is_never_read(prefect_harness, setup):
     _, pool, _, run_dir, models = setup
     first_shard_only = [label_set({"m0": models[0]}, "pool", pool, run_dir, LabelingConfig(batch_size=16,
