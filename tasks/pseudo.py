@@ -47,6 +47,12 @@ def build_train_set(name: str, generation: int, labeled: str, pool: str, peer_lo
             "pseudo_label_accuracy": pl_acc}
 
 
+def gold_logits(gold_labels: Sequence[str], labels: Sequence[str]) -> np.ndarray:
+    """Gold labels as soft targets, one row each: one-hot × ``GOLD_LOGIT``."""
+    one_hot = np.eye(len(labels), dtype=np.float32)[[labels.index(l) for l in gold_labels]]
+    return one_hot.reshape(-1, len(labels)) * GOLD_LOGIT
+
+
 def _keyed(ipet: IpetConfig, gold_rows: int) -> dict[str, Any]:
     """``ipet`` as a set's key holds it. With a gold set, ``zero_shot_per_class`` (the base when there is
     none) changes nothing, so the key keeps the value it had when that setting came, 10: its default
@@ -102,8 +108,7 @@ def _train_set(generation: int, labeled: str, pool: str, peer_logits: Sequence[s
         "source": pa.array(["gold"] * gold.num_rows, pa.string()), "hidden_label": gold["label"],
     }
     if ipet.soft_labels:
-        one_hot = np.eye(len(labels), dtype=np.float32)[[labels.index(l) for l in gold["label"].to_pylist()]]
-        gold_part["logits"] = logits_column((one_hot * GOLD_LOGIT).reshape(-1, len(labels)))
+        gold_part["logits"] = logits_column(gold_logits(gold["label"].to_pylist(), labels))
         pseudo["logits"] = logits_column(logits.reshape(-1, len(labels)))
     return pa.concat_tables([pa.table(gold_part), pa.table(pseudo)]).cast(pa.table(gold_part).schema)
 
@@ -126,9 +131,8 @@ def with_gold_labels(soft_pool: str, labeled: str, labels: Sequence[str], run_di
             for chunk in iter_chunks(soft_pool, None, CHUNK_ROWS):
                 answers = answered(chunk)
                 logits = table_logits(chunk).copy()
-                for i, label in enumerate(answers):
-                    if label is not None:
-                        logits[i] = np.eye(len(labels), dtype=np.float32)[labels.index(label)] * GOLD_LOGIT
+                rows = [i for i, label in enumerate(answers) if label is not None]
+                logits[rows] = gold_logits([answers[i] for i in rows], labels)
                 chunk = chunk.set_column(chunk.schema.get_field_index("label"), "label",
                                          pa.array([a or g for a, g in zip(answers, chunk["label"].to_pylist())]))
                 writer.write_table(chunk.set_column(chunk.schema.get_field_index("logits"), "logits",

@@ -20,6 +20,7 @@ from flows.cli import main
 from flows.config import ConfigError, RunConfig, load_config
 from flows.ipet import ipet
 from prompt_core.asking import farthest_first, pick_rows, text_vectors, vote_entropy
+from tasks.pseudo import GOLD_LOGIT
 from tiny import toy_run_config, toy_store
 
 ASKED = 4
@@ -110,7 +111,7 @@ def test_file_mode_stops_then_answers_rerun_and_continue(prefect_harness, store_
     distilled = {r["id"]: r for r in pq.read_table(next(run_dir.glob("sets/final-pool-*.parquet"))).to_pylist()}
     assert len(distilled) == len(hidden) and {i: distilled[i]["label"] for i in answers} == answers
     labels = config.labels
-    assert all(np.argmax(distilled[i]["logits"]) == labels.index(a) and max(distilled[i]["logits"]) == 100.0
+    assert all(np.argmax(distilled[i]["logits"]) == labels.index(a) and max(distilled[i]["logits"]) == GOLD_LOGIT
                for i, a in answers.items())
     soft = {r["id"]: r for r in pq.read_table(next(run_dir.glob("predictions/final-pool-*.parquet"))).to_pylist()}
     assert all(distilled[i] == soft[i] for i in soft if i not in answers)
