@@ -41,6 +41,11 @@ def config_of(dataset: str, seed: int):
     return load_config(ROOT / "examples" / f"{dataset}.yaml", [f"data.seed={seed}"])
 
 
+def words(row: dict, fields) -> int:
+    """How many words a row has in its input fields (a held-out or pool row's length)."""
+    return sum(len(str(row[f]).split()) for f in fields)
+
+
 def held_out_ids(dataset: str, config, labeled_ids: set[str], min_words: int = 0) -> list[str]:
     """The held-out rows' ids (the readers number rows from 1): never the test set, never labeled.
 
@@ -55,7 +60,7 @@ def held_out_ids(dataset: str, config, labeled_ids: set[str], min_words: int = 0
         train = read_source(config.data.train, config.data.root)
         if min_words:
             everything = sorted(r["id"] for r in train.select(["id", *config.fields]).to_pylist()
-                                if sum(len(str(r[f]).split()) for f in config.fields) >= min_words)
+                                if words(r, config.fields) >= min_words)
         else:
             everything = train["id"].to_pylist()
         ids = np.random.default_rng(HELD_OUT_SEED).choice(everything, min(HELD_OUT, len(everything)),

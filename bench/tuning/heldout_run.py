@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from suggest_quality import config_of, held_out_ids  # noqa: E402
+from suggest_quality import config_of, held_out_ids, words  # noqa: E402
 
 
 def write_sets(dataset: str, draw: int, pool_rows: int, out: Path, min_words: int = 0, pool_min_words: int = 0) -> Path:
@@ -50,9 +50,8 @@ def write_sets(dataset: str, draw: int, pool_rows: int, out: Path, min_words: in
     labeled_ids = {r["id"] for r in labeled}
     held = held_out_ids(dataset, config, labeled_ids, min_words)
     outside = set(held) | labeled_ids
-    words = lambda i: sum(len(str(rows[i][f]).split()) for f in config.fields)  # noqa: E731
     pool = [i for i in np.random.default_rng(0).permutation(sorted(rows))
-            if i not in outside and words(i) >= pool_min_words][:pool_rows]
+            if i not in outside and words(rows[i], config.fields) >= pool_min_words][:pool_rows]
     columns = [*config.fields, "label"]
     out.mkdir(parents=True, exist_ok=True)
     for name, ids in (("labeled", [r["id"] for r in labeled]), ("heldout", held), ("pool", pool)):
