@@ -71,7 +71,7 @@ def _train_set(generation: int, labeled: str, pool: str, peer_logits: Sequence[s
     gold = pq.read_table(local(labeled))
     peers, weights = pick_peers(peer_weights, ipet.peer_fraction, ipet.reduction, rng)
     fields = [c for c in gold.column_names if c not in ("id", "label")]
-    gold_texts = set(zip(*(gold[f].to_pylist() for f in fields))) if gold.num_rows else set()
+    gold_keys = text_keys(gold, fields).combine_chunks()
 
     def pool_chunks(columns: list[str]) -> Iterator[tuple[pa.Table, np.ndarray]]:
         """The pool's rows with the chosen peers' combined logits."""
@@ -80,9 +80,8 @@ def _train_set(generation: int, labeled: str, pool: str, peer_logits: Sequence[s
             yield chunk, ensemble([table_logits(c) for c in peer_chunks], weights)
 
     def candidates() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for chunk, logits in pool_chunks(fields):
-            texts = zip(*(chunk[f].to_pylist() for f in fields))
-            yield logits, np.fromiter((t in gold_texts for t in texts), dtype=bool, count=chunk.num_rows)
+        for chunk, logits in pool_chunks(fields):  # a gold row's text is never its pseudo-label: the rule of the store
+            yield logits, pc.is_in(text_keys(chunk, fields), value_set=gold_keys).to_numpy(zero_copy_only=False)
 
     found = collect_candidates(candidates(), len(labels), ipet.min_confidence)
     shares = found.mass if ipet.balance == "pool" else [gold["label"].to_pylist().count(label) for label in labels]

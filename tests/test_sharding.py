@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -84,6 +85,24 @@ def test_a_few_shot_set_does_not_depend_on_the_zero_shot_base(prefect_harness, s
     no_gold = tmp_path / "no-gold.parquet"
     pq.write_table(pq.read_table(labeled).slice(0, 0), no_gold)
     assert made(str(no_gold), 10) != made(str(no_gold), 20)  # zero-shot: the base sizes the set
+
+
+def test_a_gold_text_is_never_drawn_as_a_pseudo_label_whatever_its_surrounding_whitespace(prefect_harness, setup,
+                                                                                           tmp_path):
+    """Selection matches gold texts as the dataset store and the answers do (``text_keys``): a pool row
+    that is a gold row but for its surrounding spaces is the gold row, not a candidate."""
+    config, pool, labeled, run_dir, models = setup
+    logits, labels = label(models, pool, run_dir), list(config.labels)
+    pool_rows = pq.read_table(pool).slice(0, POOL // 2)
+    gold = tmp_path / "gold-spaced.parquet"
+    pq.write_table(pa.table({"id": [f"g{i}" for i in range(pool_rows.num_rows)],
+                             "text": [f"  {t}\n" for t in pool_rows["text"].to_pylist()],
+                             "label": pool_rows["hidden_label"]}), gold)
+    ipet = config.ipet.model_copy(update={"peer_fraction": 1.0, "selection": "top"})
+    made = pseudo.build_train_set("g1-p0-s1", 1, str(gold), pool, logits, [0.5, 1.0], labels, ipet, 1, run_dir)
+    drawn = pq.read_table(made["path"]).filter(pc.equal(pq.read_table(made["path"])["source"], "pseudo"))
+    assert made["pseudo_size"] == drawn.num_rows > 0
+    assert not set(drawn["id"].to_pylist()) & set(pool_rows["id"].to_pylist())
 
 
 def test_an_incomplete_shard_directory_is_never_read(prefect_harness, setup):
