@@ -118,6 +118,10 @@ class TrainConfig(BaseModel):
     device: DeviceName = "auto"
     precision: Precision = Field("auto", description=PRECISION_HELP)
     compile: bool = Field(False, description="torch.compile the encoder when training on CUDA (ignored on CPU)")
+    group_by_length: bool = Field(False, description=(
+        "draw each batch from rows of about the same token length (transformers' length-grouped order: "
+        "shuffled groups of 50 batches, each sorted by length), so less padding is computed; off by default, "
+        "since which rows share a batch changes every trained model and so every number of record"))
     peft: PeftSettings | None = Field(None, description="train an adapter on the frozen backbone instead of "
                                                         "the whole model; off (null) by default")
 

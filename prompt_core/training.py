@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
+from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from .device import autocast, select_device
 from .learners import Learner
@@ -75,7 +76,8 @@ def train(learner: Learner, rows: Sequence[Mapping[str, Any]], targets: Sequence
         set_up()
         total_steps = config.steps(len(rows))
         generator = torch.Generator().manual_seed(config.seed)
-        batches = index_batches(len(rows), config.batch_size, generator)
+        batches = (length_grouped_batches(token_lengths(learner, rows), config.batch_size, generator)
+                   if config.group_by_length else index_batches(len(rows), config.batch_size, generator))
         uses_pool = config.uses_unlabeled and bool(unlabeled)
         pool_batches = index_batches(len(unlabeled), config.batch_size, generator) if uses_pool else None
 
@@ -186,3 +188,25 @@ def index_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterat
         order = torch.randperm(n, generator=generator).tolist()
         for start in range(0, n, batch_size):
             yield order[start : start + batch_size]
+
+
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, generator: torch.Generator) -> Iterator[list[int]]:
+    """An endless stream of index batches of rows of about the same length, in a new order every epoch
+    (``transformers``' ``get_length_grouped_indices``: the rows shuffled, cut into groups of 50 batches, each
+    group sorted by length), so a batch pads little: on CPU a step's time follows its padded tokens.
+
+    Args:
+        lengths: each row's token count.
+        batch_size: rows per batch.
+        generator: the shuffle's random source.
+    """
+    while True:
+        order = get_length_grouped_indices(list(lengths), batch_size, generator=generator)
+        for start in range(0, len(order), batch_size):
+            yield order[start : start + batch_size]
+
+
+def token_lengths(learner: Learner, rows: Sequence[Mapping[str, Any]], chunk: int = 4096) -> list[int]:
+    """Each row's token count as ``learner`` feeds it, tokenized a chunk at a time (only the counts are kept)."""
+    return [len(f["input_ids"]) for start in range(0, len(rows), chunk)
+            for f in learner.featurize([rows[i] for i in range(start, min(start + chunk, len(rows)))])]

@@ -195,6 +195,40 @@ def test_rows_read_lazily_from_a_table_train_as_the_same_rows_in_a_list(tiny_mod
     assert run(TableRows(table), TableRows(pa.Table.from_pylist(TEST_ROWS[:16]))) == run(rows, TEST_ROWS[:16])
 
 
+def test_length_grouped_batches_pad_less_cover_every_row_and_still_learn(tiny_models: dict[str, Path]) -> None:
+    """``train.group_by_length``: each epoch draws every row once, in batches of about equal length (less
+    padding than random batches of the same rows), and the model learns as well."""
+    from prompt_core.training import index_batches, length_grouped_batches, token_lengths
+    from tasks.models import settings
+
+    learner = fresh("classifier", tiny_models["bert"])
+    lengths = token_lengths(learner, TRAIN_ROWS, chunk=100)
+    assert lengths == [len(f["input_ids"]) for f in learner.featurize(TRAIN_ROWS)]
+    epoch = len(TRAIN_ROWS) // 8
+    grouped = length_grouped_batches(lengths, 8, torch.Generator().manual_seed(0))
+    first, second = ([next(grouped) for _ in range(epoch)] for _ in range(2))
+    assert sorted(i for b in first for i in b) == sorted(i for b in second for i in b) == list(range(len(lengths)))
+    assert first != second  # a new order every epoch
+
+    def padding(batches: list[list[int]]) -> float:
+        return 1 - sum(lengths[i] for b in batches for i in b) / sum(max(lengths[i] for i in b) * len(b) for b in batches)
+
+    shuffled = index_batches(len(lengths), 8, torch.Generator().manual_seed(0))
+    random_padding = padding([next(shuffled) for _ in range(epoch)])
+    assert padding(first) < 0.25 * random_padding
+
+    masks: list[torch.Tensor] = []
+    collate = learner.collate
+    learner.collate = lambda features: masks.append(collate(features)["attention_mask"]) or collate(features)
+    train(learner, TRAIN_ROWS, TRAIN_LABELS, TrainConfig(min_steps=250, max_steps=250, group_by_length=True, **FAST),
+          progress=False)
+    assert len(masks) == 250
+    assert 1 - sum(int(m.sum()) for m in masks) / sum(m.numel() for m in masks) < 0.25 * random_padding
+    assert held_out_accuracy(learner) >= 0.9
+    assert "group_by_length" not in settings(TrainConfig()), "runs without it keep their model keys"
+    assert settings(TrainConfig(group_by_length=True))["group_by_length"] is True
+
+
 def test_auxiliary_mlm_loss_changes_training(tiny_models: dict[str, Path]) -> None:
     rows, labels = TRAIN_ROWS[:32], TRAIN_LABELS[:32]
     unlabeled = TEST_ROWS[:32]
