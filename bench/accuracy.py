@@ -634,8 +634,8 @@ def machine() -> str:
 
 
 def cpu_precision() -> str:
-    """What ``precision: auto`` computes in on this machine's CPU (bf16 with AMX): units made on a
-    machine without AMX are not reused on one with it, nor the other way round."""
+    """What ``precision: auto`` computes in on this machine's CPU (bf16 with AMX or AVX-512 BF16): units
+    made on a machine without them are not reused on one with them, nor the other way round."""
     import torch
 
     from prompt_core.device import native_bf16

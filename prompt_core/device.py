@@ -40,9 +40,11 @@ def autocast(device: torch.device, precision: Precision = "auto"):
 
 
 def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` multiplies bf16 matrices in hardware: CUDA, or a CPU with AMX tiles. Elsewhere
-    a CPU emulates bf16, slower than float32, so ``auto`` keeps float32 there."""
+    """Whether ``device`` multiplies bf16 matrices in hardware: CUDA, or a CPU with AMX tiles (Intel Xeon
+    since Sapphire Rapids) or AVX-512 BF16 dot products (AMD EPYC since Zen 4, Intel Cooper Lake).
+    Elsewhere a CPU emulates bf16, slower than float32, so ``auto`` keeps float32 there."""
     if device.type == "cuda":
         return True
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # torch's own probe, which oneDNN's kernels follow
-    return device.type == "cpu" and amx is not None and bool(amx())
+    # torch's own probes, which oneDNN's kernels follow
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    return device.type == "cpu" and any(probe is not None and bool(probe()) for probe in probes)

@@ -34,11 +34,13 @@ def autocast_dtype(precision: str) -> torch.dtype | None:
         return torch.ones(2, 2) @ torch.ones(2, 2)
 
 
-@pytest.mark.parametrize("amx", [True, False])
-def test_auto_is_bf16_on_a_cpu_only_with_amx(monkeypatch, amx: bool) -> None:
+@pytest.mark.parametrize("amx, avx512_bf16", [(True, False), (False, True), (True, True), (False, False)])
+def test_auto_is_bf16_on_a_cpu_only_with_bf16_in_hardware(monkeypatch, amx: bool, avx512_bf16: bool) -> None:
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
-    assert native_bf16(CPU) is amx and native_bf16(torch.device("cuda"))
-    assert autocast_dtype("auto").dtype == (torch.bfloat16 if amx else torch.float32)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    native = amx or avx512_bf16
+    assert native_bf16(CPU) is native and native_bf16(torch.device("cuda"))
+    assert autocast_dtype("auto").dtype == (torch.bfloat16 if native else torch.float32)
     assert autocast_dtype("bf16").dtype == torch.bfloat16, "bf16 when asked, whatever the chip"
     assert autocast_dtype("fp32").dtype == torch.float32, "fp32 when asked, whatever the chip"
 
