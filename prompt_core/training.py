@@ -76,8 +76,7 @@ def train(learner: Learner, rows: Sequence[Mapping[str, Any]], targets: Sequence
         set_up()
         total_steps = config.steps(len(rows))
         generator = torch.Generator().manual_seed(config.seed)
-        batches = (length_grouped_batches(token_lengths(learner, rows), config.batch_size, generator)
-                   if config.group_by_length else index_batches(len(rows), config.batch_size, generator))
+        batches = _batches(learner, rows, config, generator)
         uses_pool = config.uses_unlabeled and bool(unlabeled)
         pool_batches = index_batches(len(unlabeled), config.batch_size, generator) if uses_pool else None
 
@@ -123,6 +122,14 @@ def _ready(learner: Learner, config: TrainConfig, keep_prior: bool, device: torc
         # the encoder, which both learner kinds call; in place, so saved weights keep their names
         learner.model.base_model.compile(dynamic=True)  # dynamic: every batch has its own length
     return prior
+
+
+def _batches(learner: Learner, rows: Sequence[Mapping[str, Any]], config: TrainConfig,
+             generator: torch.Generator) -> Iterator[list[int]]:
+    """The training set's index batches: shuffled, or of rows of about the same length (``group_by_length``)."""
+    if config.group_by_length:
+        return length_grouped_batches(token_lengths(learner, rows), config.batch_size, generator)
+    return index_batches(len(rows), config.batch_size, generator)
 
 
 def _pool_loss(learner: Learner, prior: Learner | None, batch: Mapping[str, torch.Tensor], config: TrainConfig,
