@@ -144,8 +144,8 @@ class Predictor:
                precision: Precision = "auto") -> np.ndarray:
         """(rows × classes) logits of ``rows``: the one learner's, or the members' weighted ensemble;
         ``batch_size`` rows at a time on ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``), in
-        ``precision`` (``auto``: bf16 on CUDA and on CPUs with AMX or AVX-512 BF16; ``fp32`` gives the same numbers
-        on every CPU)."""
+        ``precision`` (``auto``: bf16 on CUDA and on CPUs with AMX or AVX-512 BF16; ``fp32`` gives the same
+        numbers on every CPU)."""
         scores = [predict_all(learner, rows, batch_size=batch_size, device=device, precision=precision)
                   for learner in self.learners]
         return scores[0] if len(scores) == 1 else ensemble(scores, self.weights).astype(np.float32)

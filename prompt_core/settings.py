@@ -30,8 +30,8 @@ DeviceName = Annotated[str, AfterValidator(known_device)]
 Precision = Literal["auto", "bf16", "fp32"]
 """Compute precision of training and labeling: bf16 autocast, or float32 throughout. ``auto``: bf16 where
 the chip multiplies bf16 natively (CUDA; a CPU with AMX, such as Xeons since Sapphire Rapids, or with AVX-512
-BF16, such as AMD EPYC since Zen 4), where it
-labels about twice as fast; float32 elsewhere, where bf16 is emulated and slower."""
+BF16, such as AMD EPYC since Zen 4), where it labels about twice as fast; float32 elsewhere, where bf16 is
+emulated and slower."""
 
 PRECISION_HELP = ("auto: bf16 on CUDA and on CPUs with AMX or AVX-512 BF16, else fp32; fp32 reproduces a CPU run "
                   "of any machine")

@@ -86,8 +86,9 @@ def train_model(name: str, spec: LearnerSpec, train_set: str, cfg: TrainConfig, 
             "mlflow_run_id": run_id}
 
 
-NEWER = {"peft": None, "prior_weight": None, "precision": "auto", "group_by_length": False}  # settings added after runs whose models
-# must still be reused, with their values that leave the models' keys as they were
+# settings added after runs whose models must still be reused, with their values that leave the models' keys as
+# they were
+NEWER = {"peft": None, "prior_weight": None, "precision": "auto", "group_by_length": False}
 
 
 def settings(cfg: TrainConfig | AdaptConfig, *leave_out: str) -> dict[str, Any]:

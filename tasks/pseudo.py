@@ -80,7 +80,8 @@ def _train_set(generation: int, labeled: str, pool: str, peer_logits: Sequence[s
             yield chunk, ensemble([table_logits(c) for c in peer_chunks], weights)
 
     def candidates() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for chunk, logits in pool_chunks(fields):  # a gold row's text is never its pseudo-label: the rule of the store
+        # a gold row's text is never a pseudo-label: the store's and the answers' rule (text_keys)
+        for chunk, logits in pool_chunks(fields):
             yield logits, pc.is_in(text_keys(chunk, fields), value_set=gold_keys).to_numpy(zero_copy_only=False)
 
     found = collect_candidates(candidates(), len(labels), ipet.min_confidence)

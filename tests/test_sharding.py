@@ -100,7 +100,8 @@ def test_a_gold_text_is_never_drawn_as_a_pseudo_label_whatever_its_surrounding_w
                              "label": pool_rows["hidden_label"]}), gold)
     ipet = config.ipet.model_copy(update={"peer_fraction": 1.0, "selection": "top"})
     made = pseudo.build_train_set("g1-p0-s1", 1, str(gold), pool, logits, [0.5, 1.0], labels, ipet, 1, run_dir)
-    drawn = pq.read_table(made["path"]).filter(pc.equal(pq.read_table(made["path"])["source"], "pseudo"))
+    made_set = pq.read_table(made["path"])
+    drawn = made_set.filter(pc.equal(made_set["source"], "pseudo"))
     assert made["pseudo_size"] == drawn.num_rows > 0
     assert not set(drawn["id"].to_pylist()) & set(pool_rows["id"].to_pylist())
 

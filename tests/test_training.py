@@ -211,7 +211,8 @@ def test_length_grouped_batches_pad_less_cover_every_row_and_still_learn(tiny_mo
     assert first != second  # a new order every epoch
 
     def padding(batches: list[list[int]]) -> float:
-        return 1 - sum(lengths[i] for b in batches for i in b) / sum(max(lengths[i] for i in b) * len(b) for b in batches)
+        padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
+        return 1 - sum(lengths[i] for b in batches for i in b) / padded
 
     shuffled = index_batches(len(lengths), 8, torch.Generator().manual_seed(0))
     random_padding = padding([next(shuffled) for _ in range(epoch)])
@@ -219,7 +220,13 @@ def test_length_grouped_batches_pad_less_cover_every_row_and_still_learn(tiny_mo
 
     masks: list[torch.Tensor] = []
     collate = learner.collate
-    learner.collate = lambda features: masks.append(collate(features)["attention_mask"]) or collate(features)
+
+    def recording(features):
+        batch = collate(features)
+        masks.append(batch["attention_mask"])
+        return batch
+
+    learner.collate = recording
     train(learner, TRAIN_ROWS, TRAIN_LABELS, TrainConfig(min_steps=250, max_steps=250, group_by_length=True, **FAST),
           progress=False)
     assert len(masks) == 250
