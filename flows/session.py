@@ -1,5 +1,6 @@
 """What every flow that trains does first: own the run directory, check the tracking store,
-prepare the data, open the flow's parent MLflow run. Shared by ``ipet`` and ``adapt``."""
+prepare the data, open the flow's parent MLflow run, keep the imported libraries out of the garbage
+collections after each task. Shared by ``ipet`` and ``adapt``."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from data.leaks import Leaks
 from data.lock import run_dir_lock
 from data.outputs import remove_stale_temps
 from tasks import tracking
+from tasks.memory import collections_of_this_run
 from tasks.data import prepare_data
 
 from .config import RunConfig
@@ -47,13 +49,15 @@ def owned_run_dir(run_dir: str) -> Iterator[str]:
 @contextlib.contextmanager
 def tracked_session(config: RunConfig, run_dir: str, run_name: str) -> Iterator[Session]:
     """The tracking store checked (a store that fails, fails before any compute), the data prepared,
-    and one parent MLflow run ``run_name`` open for the block, ended FINISHED or FAILED."""
+    and one parent MLflow run ``run_name`` open for the block, ended FINISHED or FAILED. The tasks' garbage
+    collections walk only what the block makes (``collections_of_this_run``)."""
     uri = tracking.store_uri(config.tracking.mlflow_uri, run_dir if config.tracking.fallback_local else None)
     tracking.experiment_id(uri, config.tracking.experiment)
     data = prepare_data(config.data, config.fields, config.labels, run_dir)
     for line in Leaks.of(data.get("leaks")).lines(config.data.test.name if config.data.test else "test"):
         print(f"warning: {line}")  # the flow's log (log_prints), as `ipet validate` prints it
     tags = {"prefect.flow_run_id": entry_flow_run_id(), "run_dir": run_dir}
-    with tracking.parent_run(uri, config.tracking.experiment, run_name, tags) as (client, parent_id):
+    with collections_of_this_run(), \
+            tracking.parent_run(uri, config.tracking.experiment, run_name, tags) as (client, parent_id):
         log_provenance(client, parent_id, config, data)
         yield Session(data, tracking.TrackedRun(uri, parent_id), client)

@@ -41,3 +41,29 @@ def test_the_training_labeling_and_adaptation_tasks_release_it_and_keep_their_pa
 def test_glibc_trim_is_found_and_runs() -> None:
     assert memory._TRIM is not None
     memory.release_memory()
+
+
+class _Cycle:
+    """An object that refers to itself: only the cycle collector frees it."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_a_run_s_collections_free_its_cycles_and_what_was_alive_before_it_is_freed_after_it() -> None:
+    import gc
+    import weakref
+
+    before = _Cycle()
+    dropped_in_run = weakref.ref(before)
+    with memory.collections_of_this_run():
+        assert gc.get_freeze_count() > 0, "what was alive at the start is out of the walks"
+        made = weakref.ref(_Cycle())
+        memory.release_memory()
+        assert made() is None, "a cycle the run made is collected by a task's release"
+        del before
+        memory.release_memory()
+        assert dropped_in_run() is not None, "frozen for the run: not walked"
+    assert gc.get_freeze_count() == 0
+    gc.collect()
+    assert dropped_in_run() is None, "unfrozen after the run: nothing stays out of reach"
