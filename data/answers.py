@@ -111,7 +111,8 @@ def apply_answers(request: dict, answers: Mapping[str, str], run_dir: str, answe
         writer.writeheader()
         writer.writerows(rows)
     record = {"stage": request["stage"], "key": request["key"], "answered_by": answered_by,
-              "answered_at": answered_at or datetime.now(timezone.utc).isoformat(timespec="seconds"), "asked": len(request["rows"]), "rows": rows,
+              "answered_at": answered_at or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "asked": len(request["rows"]), "rows": rows,
               "skipped": len(request["rows"]) - len(rows), "versions": request["versions"],
               "store": _ingest(request, local(sheet)) if rows and request.get("store") else None}
     write_json(record, answers_path(run_dir, request))

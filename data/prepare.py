@@ -165,7 +165,8 @@ def load_sets(data: DataConfig | Pinned, fields: Sequence[str],
     if pool.num_rows == 0:  # a `train` source drawn empty, or a pool that is all test rows
         source = (config.train or config.unlabeled).name
         raise DataError(f"{source}: no rows left for the unlabeled pool after drawing labeled_per_class="
-                        f"{config.labeled_per_class} per label; add rows or lower labeled_per_class" if not leaks.dropped
+                        f"{config.labeled_per_class} per label; add rows or lower labeled_per_class"
+                        if not leaks.dropped
                         else f"{source}: no rows left for the unlabeled pool: every one is also in the test set")
     return _select(labeled, sample_rows(pool, config.pool_size, config.seed), test, fields), leaks
 

@@ -70,7 +70,8 @@ def ipet_stages(config: RunConfig, run_dir: str) -> dict:
         prior = run.untrained()
         weights = run.pvp_weights(prior)
         report.record(Stage.of("zero-shot", run.evaluate(prior, None, report.stage_number), train_size=0)
-                      if plan.has_prior else Stage.not_applicable("zero-shot", f"learner: {config.learner} has no prior"))
+                      if plan.has_prior
+                      else Stage.not_applicable("zero-shot", f"learner: {config.learner} has no prior"))
 
         # PET: one model per PVP and seed on the gold set (zero-shot iPET starts from the prior).
         models = prior

@@ -63,7 +63,8 @@ class Reporter:
                                           f"train size {fmt(stage.train_size)}, "
                                           f"pseudo-label accuracy {fmt(stage.pseudo_label_accuracy)}")
         print(f"[{stage.stage}] " + (stage.note or f"test accuracy {fmt(stage.test_accuracy)} · train size "
-                                     f"{fmt(stage.train_size)} · pseudo-label accuracy {fmt(stage.pseudo_label_accuracy)}"))
+                                     f"{fmt(stage.train_size)} · pseudo-label accuracy "
+                                     f"{fmt(stage.pseudo_label_accuracy)}"))
 
     def finish(self, tasks: dict[str, int]) -> dict:
         """``results.json`` and ``summary.md`` written and logged with the run's sets, predictions and

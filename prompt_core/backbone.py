@@ -118,7 +118,8 @@ def check_backbone(name_or_path: str, *, masked_lm: bool = True, trust_remote_co
             pickles = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
             raise BackboneError(f"{name_or_path!r} has no safetensors weights"
                                 + (f", only pickle files {pickles}, which are never loaded (they can run code);"
-                                   " convert them with save_pretrained(..., safe_serialization=True)" if pickles else ""))
+                                   " convert them with save_pretrained(..., safe_serialization=True)"
+                                   if pickles else ""))
     try:
         with quiet_transformers():
             config = AutoConfig.from_pretrained(str(path) if path.exists() else name_or_path,
@@ -166,7 +167,8 @@ def masked_lm(name_or_path: str, *, trust_remote_code: bool = False,
     fresh = sorted(k for k in info["missing_keys"] if k.startswith(head_prefixes))
     if fresh and require_head:
         raise BackboneError(f"{name_or_path} has no pretrained MLM head, so its scores at the mask are random and "
-                            "cannot rank label words: use a masked LM (roberta-large, deberta-v3) or learner: similarity")
+                            "cannot rank label words: use a masked LM (roberta-large, deberta-v3) "
+                            "or learner: similarity")
     if fresh:
         model.tie_weights()
         log.warning(

@@ -50,7 +50,8 @@ def predict_logits(
             features = learner.featurize(chunk)
             order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
             out = np.empty((len(features), len(learner.labels)), dtype=np.float32)
-            with torch.inference_mode(), autocast(dev, precision):  # not across the yield: the caller's code is not ours
+            # not across the yield: the caller's code is not ours
+            with torch.inference_mode(), autocast(dev, precision):
                 for start in range(0, len(order), batch_size):
                     idx = order[start : start + batch_size]
                     batch = {k: v.to(dev) for k, v in learner.collate([features[i] for i in idx]).items()}
@@ -77,8 +78,9 @@ def auto_batch_size(learner: Learner, device: torch.device) -> int:
         return DEFAULT_BATCH_SIZE
     free, _ = torch.cuda.mem_get_info(device)
     config = learner.model.config
-    return rows_that_fit(free, row_bytes(config.hidden_size, getattr(config, "intermediate_size", 4 * config.hidden_size),
-                                         config.num_attention_heads, config.vocab_size, learner.spec.max_length))
+    intermediate = getattr(config, "intermediate_size", 4 * config.hidden_size)
+    return rows_that_fit(free, row_bytes(config.hidden_size, intermediate, config.num_attention_heads,
+                                         config.vocab_size, learner.spec.max_length))
 
 
 def row_bytes(hidden: int, intermediate: int, heads: int, vocab: int, length: int, bytes_per_value: int = 4) -> int:

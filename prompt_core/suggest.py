@@ -194,7 +194,8 @@ class PhraseScorer:
     is then a dot product. Per template, a label's shortlist is the phrases nearest the direction that
     sets its labeled rows apart (their centroid's offset, along the pool's main axes); one phrase per
     label is chosen from the shortlists by likelihood on the labeled rows plus balance on the pool, and
-    the template whose choice scores best wins. Choosing again without each fold gives an accuracy selection has not seen."""
+    the template whose choice scores best wins. Choosing again without each fold gives an accuracy selection
+    has not seen."""
 
     def __init__(self, task: Task, settings: SuggestSettings):
         self.task, self.settings = task, settings

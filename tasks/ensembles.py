@@ -35,8 +35,8 @@ def combine(name: str, logit_paths: Sequence[str], weights: Sequence[float] | No
         schema = schema.append(pa.field("label", pa.string())).append(
             pa.field("logits", pa.list_(pa.float32(), len(labels))))
         with atomic_path(out) as tmp, pq.ParquetWriter(tmp, schema) as writer:
-            for chunk, *model_chunks in zip(iter_chunks(dataset, None, CHUNK_ROWS),
-                                            *(iter_chunks(p, ["logits"], CHUNK_ROWS) for p in logit_paths), strict=True):
+            model_streams = (iter_chunks(p, ["logits"], CHUNK_ROWS) for p in logit_paths)
+            for chunk, *model_chunks in zip(iter_chunks(dataset, None, CHUNK_ROWS), *model_streams, strict=True):
                 logits = ensemble([table_logits(c) for c in model_chunks], weights).astype(np.float32)
                 predicted = pa.array([labels[i] for i in logits.argmax(-1)], pa.string())
                 chunk = chunk.drop_columns([c for c in ("label",) if c in chunk.column_names])

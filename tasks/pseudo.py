@@ -75,8 +75,8 @@ def _train_set(generation: int, labeled: str, pool: str, peer_logits: Sequence[s
 
     def pool_chunks(columns: list[str]) -> Iterator[tuple[pa.Table, np.ndarray]]:
         """The pool's rows with the chosen peers' combined logits."""
-        for chunk, *peer_chunks in zip(iter_chunks(pool, columns, CHUNK_ROWS),
-                                       *(iter_chunks(peer_logits[i], ["logits"], CHUNK_ROWS) for i in peers), strict=True):
+        peer_streams = (iter_chunks(peer_logits[i], ["logits"], CHUNK_ROWS) for i in peers)
+        for chunk, *peer_chunks in zip(iter_chunks(pool, columns, CHUNK_ROWS), *peer_streams, strict=True):
             yield chunk, ensemble([table_logits(c) for c in peer_chunks], weights)
 
     def candidates() -> Iterator[tuple[np.ndarray, np.ndarray]]:

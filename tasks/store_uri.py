@@ -24,5 +24,6 @@ def resolve_uri(configured: str | None) -> str:
 def missing_store(uri: str) -> str | None:
     """Why a store to read from (the registry's champion) is not there: a SQLite file that does not exist."""
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        return f"no MLflow store at {uri} (run from the project directory, or set --tracking-uri or MLFLOW_TRACKING_URI)"
+        return (f"no MLflow store at {uri} "
+                "(run from the project directory, or set --tracking-uri or MLFLOW_TRACKING_URI)")
     return None
