@@ -112,6 +112,15 @@ def iter_chunks(path: str | Path, columns: Sequence[str] | None, rows: int) -> I
     yield from rebatch((pa.Table.from_batches([batch]) for batch in batches), rows)
 
 
+def iter_with_logits(path: str | Path, columns: Sequence[str] | None, logit_paths: Sequence[str | Path],
+                     rows: int) -> Iterator[tuple[pa.Table, list[np.ndarray]]]:
+    """A set's rows, ``rows`` at a time, each chunk with every model's logits on those rows (one array per
+    file of ``logit_paths``, in order): what ensembling a set streams through."""
+    streams = (iter_chunks(p, ["logits"], rows) for p in logit_paths)
+    for chunk, *model_chunks in zip(iter_chunks(path, columns, rows), *streams, strict=True):
+        yield chunk, [table_logits(c) for c in model_chunks]
+
+
 def logits_column(logits: np.ndarray) -> pa.Array:
     flat = pa.array(np.ascontiguousarray(logits, dtype=np.float32).ravel())
     return pa.FixedSizeListArray.from_arrays(flat, logits.shape[1])

@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 
 from data.location import exists, local, location
 from data.outputs import atomic_path, content_key
-from data.parquet import CHUNK_ROWS, iter_chunks, logits_column, ref, table_logits
+from data.parquet import CHUNK_ROWS, iter_chunks, iter_with_logits, logits_column, ref
 from prompt_core import ensemble
 
 
@@ -35,9 +35,8 @@ def combine(name: str, logit_paths: Sequence[str], weights: Sequence[float] | No
         schema = schema.append(pa.field("label", pa.string())).append(
             pa.field("logits", pa.list_(pa.float32(), len(labels))))
         with atomic_path(out) as tmp, pq.ParquetWriter(tmp, schema) as writer:
-            model_streams = (iter_chunks(p, ["logits"], CHUNK_ROWS) for p in logit_paths)
-            for chunk, *model_chunks in zip(iter_chunks(dataset, None, CHUNK_ROWS), *model_streams, strict=True):
-                logits = ensemble([table_logits(c) for c in model_chunks], weights).astype(np.float32)
+            for chunk, model_logits in iter_with_logits(dataset, None, logit_paths, CHUNK_ROWS):
+                logits = ensemble(model_logits, weights).astype(np.float32)
                 predicted = pa.array([labels[i] for i in logits.argmax(-1)], pa.string())
                 chunk = chunk.drop_columns([c for c in ("label",) if c in chunk.column_names])
                 writer.write_table(chunk.append_column("label", predicted).append_column("logits",

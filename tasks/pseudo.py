@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from data.dataset_store import text_keys
 from data.location import exists, local, location
 from data.outputs import atomic_path, content_key, write_parquet
-from data.parquet import CHUNK_ROWS, iter_chunks, logits_column, num_rows, ref, table_logits
+from data.parquet import CHUNK_ROWS, iter_chunks, iter_with_logits, logits_column, num_rows, ref, table_logits
 from prompt_core import ensemble
 from prompt_core.selection import collect_candidates, draw, new_examples, per_label_counts, pick_peers
 from prompt_core.settings import IpetConfig
@@ -75,9 +75,8 @@ def _train_set(generation: int, labeled: str, pool: str, peer_logits: Sequence[s
 
     def pool_chunks(columns: list[str]) -> Iterator[tuple[pa.Table, np.ndarray]]:
         """The pool's rows with the chosen peers' combined logits."""
-        peer_streams = (iter_chunks(peer_logits[i], ["logits"], CHUNK_ROWS) for i in peers)
-        for chunk, *peer_chunks in zip(iter_chunks(pool, columns, CHUNK_ROWS), *peer_streams, strict=True):
-            yield chunk, ensemble([table_logits(c) for c in peer_chunks], weights)
+        for chunk, logits in iter_with_logits(pool, columns, [peer_logits[i] for i in peers], CHUNK_ROWS):
+            yield chunk, ensemble(logits, weights)
 
     def candidates() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         # a gold row's text is never a pseudo-label: the store's and the answers' rule (text_keys)
