@@ -6,7 +6,7 @@ returning it, so the process's resident memory grows stage by stage to the sum o
 ever held, although no task holds it any more (measured in bench/RESULTS.md: 5.7 GiB at the end of a
 LoRA run). ``malloc_trim`` returns the free pages of every arena.
 
-Collecting Python's cycles first walks every object the process tracks: some 600,000 once torch,
+Collecting Python's cycles first walks every object the process tracks: some 750,000 once torch,
 transformers, Prefect and MLflow are imported, 0.3-0.45 s a walk on a 2-core CPU, after every task.
 A flow's run therefore keeps what was alive when it began out of the walks (``gc.freeze``), so each
 walk covers only what the run itself made.

@@ -3,8 +3,10 @@ bench/RESULTS.md, not here)."""
 
 from __future__ import annotations
 
+import gc
 import inspect
 import platform
+import weakref
 
 import pytest
 
@@ -51,9 +53,6 @@ class _Cycle:
 
 
 def test_a_run_s_collections_free_its_cycles_and_what_was_alive_before_it_is_freed_after_it() -> None:
-    import gc
-    import weakref
-
     before = _Cycle()
     dropped_in_run = weakref.ref(before)
     with memory.collections_of_this_run():
