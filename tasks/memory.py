@@ -18,6 +18,7 @@ import contextlib
 import ctypes
 import functools
 import gc
+import threading
 from typing import Callable, Iterator, ParamSpec, TypeVar
 
 P = ParamSpec("P")
@@ -53,14 +54,26 @@ def returns_memory(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+_RUNS = 0  # blocks of collections_of_this_run open in this process (flows may run in threads of one process)
+_RUNS_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def collections_of_this_run() -> Iterator[None]:
     """For the block, garbage collection walks only the objects made in it: what is alive when it begins
-    (the imported libraries) is collected once, then frozen; it is unfrozen at the end, so nothing that
-    dies later stays out of reach (a flow in the same process that began first, or a later one)."""
-    gc.collect()
-    gc.freeze()
+    (the imported libraries) is collected once, then frozen. Blocks may overlap (two flows in one process's
+    threads): each freezes what is alive when it begins, and only the last to end unfreezes, so a block
+    that ends does not put a running one's frozen objects back into every walk; from then on nothing that
+    died in between stays out of reach."""
+    global _RUNS
+    with _RUNS_LOCK:
+        gc.collect()
+        gc.freeze()
+        _RUNS += 1
     try:
         yield
     finally:
-        gc.unfreeze()
+        with _RUNS_LOCK:
+            _RUNS -= 1
+            if _RUNS == 0:
+                gc.unfreeze()
