@@ -37,10 +37,12 @@ sys.path.insert(0, str(ROOT / "bench"))
 from suggest_quality import config_of, held_out_ids, words  # noqa: E402
 
 
-def write_sets(dataset: str, draw: int, pool_rows: int, out: Path, min_words: int = 0, pool_min_words: int = 0) -> Path:
+def write_sets(dataset: str, draw: int, pool_rows: int, out: Path, min_words: int = 0, pool_min_words: int = 0,
+               example: str | None = None) -> Path:
     """The draw's labeled, held-out and pool rows as CSV files in ``out``, and a config reading them;
     ``min_words`` > 0 holds out rows of at least that many words (suggest_quality.held_out_ids), and
-    ``pool_min_words`` > 0 keeps the pool to such rows."""
+    ``pool_min_words`` > 0 keeps the pool to such rows. The run's config is ``examples/{example}.yaml``
+    (default: the dataset's similarity example; e.g. ``agnews-cloze``) reading those files."""
     from data.prepare import load_sets
     from data.sources import read_source
 
@@ -57,7 +59,7 @@ def write_sets(dataset: str, draw: int, pool_rows: int, out: Path, min_words: in
     for name, ids in (("labeled", [r["id"] for r in labeled]), ("heldout", held), ("pool", pool)):
         table = pa.table({c: [str(rows[i][c]) for i in ids] for c in columns})
         pacsv.write_csv(table if name != "pool" else table.drop(["label"]), out / f"{name}.csv")
-    raw = yaml.safe_load((ROOT / "examples" / f"{dataset}.yaml").read_text())
+    raw = yaml.safe_load((ROOT / "examples" / f"{example or dataset}.yaml").read_text())
     raw["name"] = f"{dataset}-heldout-{draw}"
     raw["data"] = {"root": str(out.resolve()), "labeled": {"path": "labeled.csv"},
                    "unlabeled": {"path": "pool.csv"}, "test": {"path": "heldout.csv"}}
@@ -75,9 +77,11 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, required=True)
     parser.add_argument("--min-words", type=int, default=0, help="hold out rows of at least this many words")
     parser.add_argument("--pool-min-words", type=int, default=0, help="pool rows of at least this many words")
+    parser.add_argument("--example", default=None, help="the run's config: examples/EXAMPLE.yaml (default: DATASET)")
     parser.add_argument("--set", action="append", default=[], dest="sets")
     args = parser.parse_args()
-    config = write_sets(args.dataset, args.draw, args.pool, args.dir, args.min_words, args.pool_min_words)
+    config = write_sets(args.dataset, args.draw, args.pool, args.dir, args.min_words, args.pool_min_words,
+                        args.example)
     overrides = [a for s in args.sets for a in ("--set", s)]
     subprocess.run([sys.executable, "-m", "flows.cli", "run", str(config), "--run-dir", str(args.dir / "run"),
                     *overrides], check=True, cwd=ROOT)
