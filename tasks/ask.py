@@ -75,12 +75,13 @@ def _text(request: Mapping, row: Mapping) -> str:
 
 def explanation(request: Mapping) -> str:
     """Markdown: what is asked and why, then each row with the ensemble's guess and confidence."""
-    why = {"disagreement": "the models disagree on most (vote entropy)",
-           "uncertainty": "the weighted ensemble is least sure of (smallest margin)",
-           "random": "were drawn at random (a control)"}[request["strategy"]]
+    models = f"the {request['models']} models of `{request['stage']}`"
+    why = {"disagreement": f"that {models} disagree on most (vote entropy)",
+           "uncertainty": f"that the weighted ensemble of {models} is least sure of (smallest margin)",
+           "random": "drawn at random from the pool (a control)"}[request["strategy"]]
     store = request.get("store")
     lines = [f"### Label {len(request['rows'])} examples after stage `{request['stage']}`", "",
-             f"These are the unlabeled examples that the {request['models']} models of `{request['stage']}` {why}. "
+             f"These are the unlabeled examples {why}. "
              "A person's label is worth most where the models are unsure. Choose each row's label, or `skip`.",
              f"Your answers join the gold set, and the next stages train on them"
              + (f"; they are added to dataset `{store['dataset']}` as a new labeled version." if store else "."),

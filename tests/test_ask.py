@@ -84,7 +84,8 @@ def test_file_mode_stops_then_answers_rerun_and_continue(prefect_harness, store_
     asked = list(csv.DictReader(sheet.open()))
     assert len(asked) == ASKED and all(r["label"] == "" and r["guess"] in ("neg", "pos") for r in asked)
     artifact = Artifact.get("ipet-ask-pet")  # what is asked and why, on the flow run
-    assert artifact and "models disagree on most" in artifact.data and asked[0]["guess"] in artifact.data
+    assert artifact and "unlabeled examples that the 2 models of `pet` disagree on most" in artifact.data
+    assert asked[0]["guess"] in artifact.data
 
     hidden = {r["id"]: r["hidden_label"] for r in pq.read_table(next(run_dir.glob("data/pool-*.parquet"))).to_pylist()}
     bad = run_dir / "bad.csv"

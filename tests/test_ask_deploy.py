@@ -6,7 +6,10 @@ run finishes with the answers in its gold set and in the store, reusing everythi
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import shutil
 import time
 
 import pyarrow.parquet as pq
@@ -20,6 +23,13 @@ from tiny import toy_run_config, toy_store
 
 pytestmark = pytest.mark.slow
 ASKED, GOLD = 4, 8
+# The UI check needs Chromium (Debian's `chromium`, or IPET_CHROMIUM) and the `playwright` package (the `docs`
+# extra); without them the test checks the form through the API only. IPET_ASK_SCREENSHOT=PATH also saves
+# the form as a PNG: docs/ask-form.png, the README's picture, is made so.
+BROWSER = os.environ.get("IPET_CHROMIUM") or shutil.which("chromium")
+if BROWSER and importlib.util.find_spec("playwright") is None:
+    BROWSER = None
+SCREENSHOT = os.environ.get("IPET_ASK_SCREENSHOT")
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +63,9 @@ def test_the_run_suspends_for_answers_given_in_the_ui_and_finishes_with_them(ser
         assert suspended.name == "Suspended"
         request = json.loads(next((run_dir / "ask").glob("pet-*[0-9a-f].json")).read_text())
         assert len(request["rows"]) == ASKED
+        assert BROWSER or not SCREENSHOT, "IPET_ASK_SCREENSHOT needs Chromium and playwright (pip install -e '.[docs]')"
+        if BROWSER:  # the form as a person sees it: the server's own UI in headless Chromium
+            _check_the_form_in_the_ui(env["PREFECT_API_URL"].removesuffix("/api"), run_id, request)
 
         with _client(env) as client:  # the form's schema is on the run: a dropdown per row, "skip" included
             keyset = suspended.state_details.run_input_keyset
@@ -96,3 +109,28 @@ def _wait_for(env: dict, run_id: str, reached, home, timeout: float = 420):
                             f"{(home / 'worker.log').read_text()[-4000:]}")
             time.sleep(2)
     pytest.fail(f"{run_id}: not there within {timeout} s\n{(home / 'worker.log').read_text()[-4000:]}")
+
+
+def _check_the_form_in_the_ui(ui_url: str, run_id: str, request: dict) -> None:
+    """The suspended run's page, its Resume button clicked: the dialog shows the explanation and one dropdown
+    per asked row, titled with its text and the ensemble's guess; saved to IPET_ASK_SCREENSHOT when set."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=BROWSER, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{ui_url}/runs/flow-run/{run_id}")
+            page.get_by_role("button", name="Resume").click()
+            dialog = page.get_by_role("dialog")
+            dialog.get_by_text(f"Label {ASKED} examples after stage").wait_for(timeout=60_000)
+            text = dialog.inner_text()
+            dropdowns = dialog.locator(".p-select-button__control")  # Prefect UI's select; each starts at "skip"
+            assert "disagree on most" in text and dropdowns.count() == ASKED, text
+            assert dropdowns.all_inner_texts() == ["skip"] * ASKED
+            for row in request["rows"]:
+                assert f"guess: {row['guess']}" in text and str(row[request["fields"][0]])[:20] in text, (row, text)
+            if SCREENSHOT:
+                page.screenshot(path=SCREENSHOT)
+        finally:
+            browser.close()
