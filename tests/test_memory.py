@@ -70,13 +70,11 @@ def test_a_run_s_collections_free_its_cycles_and_what_was_alive_before_it_is_fre
 
 def test_overlapping_runs_stay_frozen_until_the_last_one_ends() -> None:
     """Two flows in one process: the one that ends first must not unfreeze the other's heap."""
-    first = memory.collections_of_this_run()
-    first.__enter__()
     with memory.collections_of_this_run():
-        pass
-    assert gc.get_freeze_count() > 0, "the first run is still going: its frozen objects stay frozen"
-    dropped = weakref.ref(_Cycle())
-    memory.release_memory()
-    assert dropped() is None, "the running block still collects what it made"
-    first.__exit__(None, None, None)
+        with memory.collections_of_this_run():
+            pass
+        assert gc.get_freeze_count() > 0, "the first run is still going: its frozen objects stay frozen"
+        dropped = weakref.ref(_Cycle())
+        memory.release_memory()
+        assert dropped() is None, "the running block still collects what it made"
     assert gc.get_freeze_count() == 0, "the last run to end unfreezes"
