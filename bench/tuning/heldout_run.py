@@ -38,11 +38,12 @@ from suggest_quality import config_of, held_out_ids, words  # noqa: E402
 
 
 def write_sets(dataset: str, draw: int, pool_rows: int, out: Path, min_words: int = 0, pool_min_words: int = 0,
-               example: str | None = None) -> Path:
+               example: str | None = None, hidden_pool: bool = False) -> Path:
     """The draw's labeled, held-out and pool rows as CSV files in ``out``, and a config reading them;
     ``min_words`` > 0 holds out rows of at least that many words (suggest_quality.held_out_ids), and
     ``pool_min_words`` > 0 keeps the pool to such rows. The run's config is ``examples/{example}.yaml``
-    (default: the dataset's similarity example; e.g. ``agnews-cloze``) reading those files."""
+    (default: the dataset's similarity example; e.g. ``agnews-cloze``) reading those files. ``hidden_pool``
+    also writes ``pool-hidden.csv``: the pool with its hidden labels, for an oracle (``ask_retrain.py``)."""
     from data.prepare import load_sets
     from data.sources import read_source
 
@@ -59,6 +60,8 @@ def write_sets(dataset: str, draw: int, pool_rows: int, out: Path, min_words: in
     for name, ids in (("labeled", [r["id"] for r in labeled]), ("heldout", held), ("pool", pool)):
         table = pa.table({c: [str(rows[i][c]) for i in ids] for c in columns})
         pacsv.write_csv(table if name != "pool" else table.drop(["label"]), out / f"{name}.csv")
+        if name == "pool" and hidden_pool:
+            pacsv.write_csv(table, out / "pool-hidden.csv")
     raw = yaml.safe_load((ROOT / "examples" / f"{example or dataset}.yaml").read_text())
     raw["name"] = f"{dataset}-heldout-{draw}"
     raw["data"] = {"root": str(out.resolve()), "labeled": {"path": "labeled.csv"},
