@@ -15,6 +15,8 @@ labeled rows, held-out training rows as the test set, a pool of other training r
    pool less those rows): PET trains on them, and everything after it as usual.
 
 Prints each strategy's stage table. The test set is never read here: the held-out rows are training rows.
+``--control`` then runs the flow as it is for comparison: in each strategy's stopped run directory, the oracle's
+answers through ``ipet answer`` and the run again, so only the generations after PET learn them.
 
     python bench/tuning/ask_retrain.py --dataset agnews --draw 0 --dir /work/ho/ask-agnews-d0
 """
@@ -101,11 +103,15 @@ def main() -> None:
     parser.add_argument("--min-words", type=int, default=0, help="hold out rows of at least this many words")
     parser.add_argument("--dir", type=Path, required=True)
     parser.add_argument("--parallel", action="store_true", help="the strategies' runs at once, a process each")
+    parser.add_argument("--control", action="store_true", help="only the flow as it is, answers after PET "
+                                                               "(after a run without it)")
     args = parser.parse_args()
     base = args.dir / "base"
     config = write_sets(args.dataset, args.draw, args.pool, base, args.min_words, hidden_pool=True)
     fields = list(read_csv(base / "pool.csv")[0])  # the config's input fields: the pool's columns
     hidden = {tuple(r[f] for f in fields): r["label"] for r in read_csv(base / "pool-hidden.csv")}
+    if args.control:
+        return control(args.dir, config, fields, hidden, args.parallel)
     asks = {}
     for i, strategy in enumerate(STRATEGIES):
         run_dir = args.dir / f"ask-{strategy}"
@@ -114,14 +120,37 @@ def main() -> None:
             shutil.rmtree(run_dir / "ask")
         run_flows(start_flow(config, run_dir, "ask.after=pet", "ask.rows=20", f"ask.strategy={strategy}"))
         asks[strategy] = grown_sets(base, args.dir / f"data-{strategy}", asked_rows(run_dir), fields, hidden)
-    if args.parallel:
-        run_flows(*(start_flow(asks[s], args.dir / f"run-{s}") for s in STRATEGIES))
-    else:
-        for s in STRATEGIES:
-            run_flows(start_flow(asks[s], args.dir / f"run-{s}"))
+    run_all([(asks[s], args.dir / f"run-{s}", ()) for s in STRATEGIES], args.parallel)
     for s in STRATEGIES:
-        summary = (args.dir / f"run-{s}" / "summary.md").read_text()
-        print(f"\n{s}: PET trained with the 20 answers\n" + summary[summary.index("| stage |"):].split("\n\n")[0])
+        print_stages(f"{s}: PET trained with the 20 answers", args.dir / f"run-{s}")
+
+
+def control(out: Path, config: Path, fields: list[str], hidden: dict[tuple, str], parallel: bool) -> None:
+    """The flow as it is: each stopped run answered by the oracle (``ipet answer``) and run again."""
+    for s in STRATEGIES:
+        run_dir = out / f"ask-{s}"
+        asked = asked_rows(run_dir)
+        sheet = run_dir / "oracle.csv"
+        write_csv(sheet, [{"id": r["id"], **{f: r[f] for f in fields}, "label": hidden[tuple(r[f] for f in fields)]}
+                          for r in asked], ["id", *fields, "label"])
+        subprocess.run([sys.executable, "-m", "flows.cli", "answer", str(run_dir), str(sheet)], check=True, cwd=ROOT)
+    run_all([(config, out / f"ask-{s}", ("ask.after=pet", "ask.rows=20", f"ask.strategy={s}")) for s in STRATEGIES],
+            parallel)
+    for s in STRATEGIES:
+        print_stages(f"{s}: the flow as it is (answers from ipet-1 on)", out / f"ask-{s}")
+
+
+def run_all(runs: list[tuple[Path, Path, tuple[str, ...]]], parallel: bool) -> None:
+    if parallel:
+        run_flows(*(start_flow(c, d, *o) for c, d, o in runs))
+    else:
+        for c, d, o in runs:
+            run_flows(start_flow(c, d, *o))
+
+
+def print_stages(title: str, run_dir: Path) -> None:
+    summary = (run_dir / "summary.md").read_text()
+    print(f"\n{title}\n" + summary[summary.index("| stage |"):].split("\n\n")[0])
 
 
 if __name__ == "__main__":
