@@ -37,7 +37,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench" / "tuning"))
 
-from heldout_run import write_sets  # noqa: E402
+from heldout_run import draw_arguments, write_sets  # noqa: E402
 
 STRATEGIES = ("disagreement", "random")
 
@@ -97,11 +97,7 @@ def grown_sets(base: Path, out: Path, asked: list[dict], fields: list[str], hidd
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", choices=("sst2", "agnews"), required=True)
-    parser.add_argument("--draw", type=int, required=True)
-    parser.add_argument("--pool", type=int, default=2000)
-    parser.add_argument("--min-words", type=int, default=0, help="hold out rows of at least this many words")
-    parser.add_argument("--dir", type=Path, required=True)
+    draw_arguments(parser)
     parser.add_argument("--parallel", action="store_true", help="the strategies' runs at once, a process each")
     parser.add_argument("--control", action="store_true", help="only the flow as it is, answers after PET "
                                                                "(after a run without it)")

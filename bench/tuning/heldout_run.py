@@ -72,13 +72,18 @@ def write_sets(dataset: str, draw: int, pool_rows: int, out: Path, min_words: in
     return out / "run.yaml"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def draw_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments that say which held-out sets to write (``write_sets``) and where."""
     parser.add_argument("--dataset", choices=("sst2", "agnews"), required=True)
     parser.add_argument("--draw", type=int, required=True)
     parser.add_argument("--pool", type=int, default=2000)
     parser.add_argument("--dir", type=Path, required=True)
     parser.add_argument("--min-words", type=int, default=0, help="hold out rows of at least this many words")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    draw_arguments(parser)
     parser.add_argument("--pool-min-words", type=int, default=0, help="pool rows of at least this many words")
     parser.add_argument("--example", default=None, help="the run's config: examples/EXAMPLE.yaml (default: DATASET)")
     parser.add_argument("--set", action="append", default=[], dest="sets")
