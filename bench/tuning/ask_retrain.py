@@ -16,7 +16,8 @@ labeled rows, held-out training rows as the test set, a pool of other training r
 
 Prints each strategy's stage table. The test set is never read here: the held-out rows are training rows.
 ``--control`` then runs the flow as it is for comparison: in each strategy's stopped run directory, the oracle's
-answers through ``ipet answer`` and the run again, so only the generations after PET learn them.
+answers recorded as ``ipet answer`` records a sheet (``data.answers.apply_answers``) and the run again, so only the
+generations after PET learn them.
 
     python bench/tuning/ask_retrain.py --dataset agnews --draw 0 --dir /work/ho/ask-agnews-d0
 """
@@ -37,9 +38,21 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench" / "tuning"))
 
-from heldout_run import draw_arguments, write_sets  # noqa: E402
+from heldout_run import draw_arguments, stage_table, write_sets  # noqa: E402
+
+from data.answers import apply_answers  # noqa: E402  (heldout_run puts the project on the path)
 
 STRATEGIES = ("disagreement", "random")
+
+
+def asking(strategy: str) -> tuple[str, ...]:
+    """The overrides of a run that stops after PET to ask for 20 rows by ``strategy``."""
+    return "ask.after=pet", "ask.rows=20", f"ask.strategy={strategy}"
+
+
+def row_key(row: dict, fields: list[str]) -> tuple[str, ...]:
+    """A pool row by its text fields: how the oracle finds a request's row among the hidden labels."""
+    return tuple(row[f] for f in fields)
 
 
 def start_flow(config: Path, run_dir: Path, *overrides: str) -> subprocess.Popen:
@@ -67,22 +80,21 @@ def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
         writer.writerows(rows)
 
 
-def asked_rows(run_dir: Path) -> list[dict]:
-    """The one request a stopped run left in ``RUN_DIR/ask``: its rows (id, fields, guess, confidence)."""
+def request_of(run_dir: Path) -> dict:
+    """The one request a stopped run left in ``RUN_DIR/ask`` (its ``rows``: id, fields, guess, confidence)."""
     requests = [p for p in (run_dir / "ask").glob("*.json") if not p.name.endswith("-answers.json")]
     if len(requests) != 1:
         raise SystemExit(f"{run_dir}/ask: expected one request, found {len(requests)}")
-    return json.loads(requests[0].read_text())["rows"]
+    return json.loads(requests[0].read_text())
 
 
 def grown_sets(base: Path, out: Path, asked: list[dict], fields: list[str], hidden: dict[tuple, str]) -> Path:
     """``out``: the base sets with the asked rows moved from the pool to the gold set, labeled by the oracle."""
     out.mkdir(parents=True, exist_ok=True)
-    key = lambda row: tuple(row[f] for f in fields)  # noqa: E731
-    asked_keys = {key(r) for r in asked}
-    answered = [{**{f: r[f] for f in fields}, "label": hidden[key(r)]} for r in asked]
+    asked_keys = {row_key(r, fields) for r in asked}
+    answered = [{**{f: r[f] for f in fields}, "label": hidden[row_key(r, fields)]} for r in asked]
     write_csv(out / "labeled.csv", read_csv(base / "labeled.csv") + answered, [*fields, "label"])
-    pool = [r for r in read_csv(base / "pool.csv") if key(r) not in asked_keys]
+    pool = [r for r in read_csv(base / "pool.csv") if row_key(r, fields) not in asked_keys]
     write_csv(out / "pool.csv", pool, fields)
     shutil.copy(base / "heldout.csv", out / "heldout.csv")
     raw = yaml.safe_load((base / "run.yaml").read_text())
@@ -91,7 +103,7 @@ def grown_sets(base: Path, out: Path, asked: list[dict], fields: list[str], hidd
     (out / "run.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     print(f"{out.name}: {len(answered)} asked rows, oracle labels {sorted(a['label'] for a in answered)}; "
           f"pool {len(pool)} rows; the PET ensemble's guess was wrong on "
-          f"{sum(r['guess'] != hidden[key(r)] for r in asked)}")
+          f"{sum(r['guess'] != hidden[row_key(r, fields)] for r in asked)}")
     return out / "run.yaml"
 
 
@@ -105,7 +117,7 @@ def main() -> None:
     base = args.dir / "base"
     config = write_sets(args.dataset, args.draw, args.pool, base, args.min_words, hidden_pool=True)
     fields = list(read_csv(base / "pool.csv")[0])  # the config's input fields: the pool's columns
-    hidden = {tuple(r[f] for f in fields): r["label"] for r in read_csv(base / "pool-hidden.csv")}
+    hidden = {row_key(r, fields): r["label"] for r in read_csv(base / "pool-hidden.csv")}
     if args.control:
         return control(args.dir, config, fields, hidden, args.parallel)
     asks = {}
@@ -114,24 +126,20 @@ def main() -> None:
         if i and not run_dir.exists():
             shutil.copytree(args.dir / f"ask-{STRATEGIES[0]}", run_dir)  # the same PET models ask
             shutil.rmtree(run_dir / "ask")
-        run_flows(start_flow(config, run_dir, "ask.after=pet", "ask.rows=20", f"ask.strategy={strategy}"))
-        asks[strategy] = grown_sets(base, args.dir / f"data-{strategy}", asked_rows(run_dir), fields, hidden)
+        run_flows(start_flow(config, run_dir, *asking(strategy)))
+        asks[strategy] = grown_sets(base, args.dir / f"data-{strategy}", request_of(run_dir)["rows"], fields, hidden)
     run_all([(asks[s], args.dir / f"run-{s}", ()) for s in STRATEGIES], args.parallel)
     for s in STRATEGIES:
         print_stages(f"{s}: PET trained with the 20 answers", args.dir / f"run-{s}")
 
 
 def control(out: Path, config: Path, fields: list[str], hidden: dict[tuple, str], parallel: bool) -> None:
-    """The flow as it is: each stopped run answered by the oracle (``ipet answer``) and run again."""
+    """The flow as it is: each stopped run's request answered by the oracle and the run again."""
     for s in STRATEGIES:
-        run_dir = out / f"ask-{s}"
-        asked = asked_rows(run_dir)
-        sheet = run_dir / "oracle.csv"
-        write_csv(sheet, [{"id": r["id"], **{f: r[f] for f in fields}, "label": hidden[tuple(r[f] for f in fields)]}
-                          for r in asked], ["id", *fields, "label"])
-        subprocess.run([sys.executable, "-m", "flows.cli", "answer", str(run_dir), str(sheet)], check=True, cwd=ROOT)
-    run_all([(config, out / f"ask-{s}", ("ask.after=pet", "ask.rows=20", f"ask.strategy={s}")) for s in STRATEGIES],
-            parallel)
+        request = request_of(out / f"ask-{s}")
+        apply_answers(request, {r["id"]: hidden[row_key(r, fields)] for r in request["rows"]}, str(out / f"ask-{s}"),
+                      "oracle: the pool's hidden labels")
+    run_all([(config, out / f"ask-{s}", asking(s)) for s in STRATEGIES], parallel)
     for s in STRATEGIES:
         print_stages(f"{s}: the flow as it is (answers from ipet-1 on)", out / f"ask-{s}")
 
@@ -145,8 +153,7 @@ def run_all(runs: list[tuple[Path, Path, tuple[str, ...]]], parallel: bool) -> N
 
 
 def print_stages(title: str, run_dir: Path) -> None:
-    summary = (run_dir / "summary.md").read_text()
-    print(f"\n{title}\n" + summary[summary.index("| stage |"):].split("\n\n")[0])
+    print(f"\n{title}\n{stage_table(run_dir)}")
 
 
 if __name__ == "__main__":

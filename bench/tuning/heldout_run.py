@@ -93,8 +93,13 @@ def main() -> None:
     overrides = [a for s in args.sets for a in ("--set", s)]
     subprocess.run([sys.executable, "-m", "flows.cli", "run", str(config), "--run-dir", str(args.dir / "run"),
                     *overrides], check=True, cwd=ROOT)
-    summary = (args.dir / "run" / "summary.md").read_text()
-    print(summary[summary.index("| stage |"):].split("\n\n")[0])
+    print(stage_table(args.dir / "run"))
+
+
+def stage_table(run_dir: Path) -> str:
+    """The stage table of a finished run's ``summary.md``."""
+    summary = (run_dir / "summary.md").read_text()
+    return summary[summary.index("| stage |"):].split("\n\n")[0]
 
 
 if __name__ == "__main__":
