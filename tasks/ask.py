@@ -43,7 +43,7 @@ def pick_questions(stage: str, pool: str, pool_logits: Sequence[str], weights: S
     request (asked at the same time) and its answers. ``context`` (the store the answers go to, the
     data versions the run read) is recorded with a new request."""
     key = content_key("ask", stage, ref(pool), [ref(p) for p in pool_logits], list(weights or []),
-                      pick.model_dump(include={"rows", "strategy", "diversity"}), seed)
+                      pick.key(), seed)
     path = request_path(run_dir, stage, key)
     if exists(path):
         return read_json(path)
@@ -51,7 +51,7 @@ def pick_questions(stage: str, pool: str, pool_logits: Sequence[str], weights: S
     logits = [read_logits(p) for p in pool_logits]
     values = {f: table[f].to_pylist() for f in fields}
     texts = [" ".join(v or "" for v in row) for row in zip(*values.values())]
-    chosen = pick_rows(logits, weights, texts, pick.rows, pick.strategy, pick.diversity, seed)
+    chosen = pick_rows(logits, weights, texts, pick.rows, pick.strategy, pick.diversity, seed, pick.balance)
     guess, confidence = guesses(logits, weights)
     ids = table["id"].to_pylist()
     request = {

@@ -19,7 +19,7 @@ from flows.asking import pinned_config
 from flows.cli import main
 from flows.config import ConfigError, RunConfig, load_config
 from flows.ipet import ipet
-from prompt_core.asking import farthest_first, pick_rows, text_vectors, vote_entropy
+from prompt_core.asking import PickConfig, farthest_first, pick_rows, text_vectors, vote_entropy
 from tasks.pseudo import GOLD_LOGIT
 from tiny import toy_run_config, toy_store
 
@@ -44,6 +44,19 @@ def test_diversity_skips_near_duplicates_of_a_row_already_picked():
     logits = [np.zeros((4, 2)), np.zeros((4, 2))]  # all equally unsure: the first rows come first
     assert pick_rows(logits, None, texts, 2, "uncertainty", diversity=False) == [0, 1]
     assert pick_rows(logits, None, texts, 2, "uncertainty", diversity=True) == [0, 2]
+
+
+def test_balance_takes_an_equal_share_from_each_label_the_ensemble_guesses():
+    # rows 0-3 guessed label 0 and least sure; rows 4-7 guessed label 1, surer
+    logits = [np.array([[0.1, 0], [0.2, 0], [0.3, 0], [0.4, 0], [0, 1.0], [0, 1.1], [0, 1.2], [0, 1.3]])]
+    texts = [f"row {i}" for i in range(8)]
+    assert pick_rows(logits, None, texts, 4, "uncertainty", diversity=False) == [0, 1, 2, 3]
+    assert pick_rows(logits, None, texts, 4, "uncertainty", diversity=False, balance=True) == [0, 1, 4, 5]
+    assert pick_rows(logits, None, texts, 3, "uncertainty", diversity=True, balance=True) == [0, 1, 4]
+    one_of_label_1 = [np.array([[0.1 * (i + 1), 0] for i in range(7)] + [[0, 1.0]])]  # only row 7 is label 1
+    assert pick_rows(one_of_label_1, None, texts, 4, "uncertainty", diversity=False, balance=True) == [0, 1, 2, 7]
+    # off by default, and then left out of a pick's content key, so earlier requests keep theirs
+    assert "balance" not in PickConfig().key() and PickConfig(balance=True).key()["balance"] is True
 
 
 @pytest.mark.parametrize("after, generations, message", [

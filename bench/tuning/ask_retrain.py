@@ -17,9 +17,14 @@ labeled rows, held-out training rows as the test set, a pool of other training r
 Prints each strategy's stage table. The test set is never read here: the held-out rows are training rows.
 ``--control`` then runs the flow as it is for comparison: in each strategy's stopped run directory, the oracle's
 answers recorded as ``ipet answer`` records a sheet (``data.answers.apply_answers``) and the run again, so only the
-generations after PET learn them.
+generations after PET learn them. ``--arm NAME --ask k=v ...`` (after ``--control``) runs one more arm of it with
+other ask settings: the disagreement run's zero-shot and PET models copied (the same PET asks), its own pick
+answered by the oracle, the run again.
 
     python bench/tuning/ask_retrain.py --dataset agnews --draw 0 --dir /work/ho/ask-agnews-d0
+    python bench/tuning/ask_retrain.py --dataset agnews --draw 0 --dir /work/ho/ask-agnews-d0 --control
+    python bench/tuning/ask_retrain.py --dataset agnews --draw 0 --dir /work/ho/ask-agnews-d0 --arm margin \
+        --ask ask.strategy=uncertainty
 """
 
 from __future__ import annotations
@@ -113,11 +118,16 @@ def main() -> None:
     parser.add_argument("--parallel", action="store_true", help="the strategies' runs at once, a process each")
     parser.add_argument("--control", action="store_true", help="only the flow as it is, answers after PET "
                                                                "(after a run without it)")
+    parser.add_argument("--arm", help="one more arm of the control, named: the flow as it is with --ask's settings")
+    parser.add_argument("--ask", nargs="+", default=[], metavar="K=V", help="the arm's ask settings, after the "
+                                                                             "disagreement run's")
     args = parser.parse_args()
     base = args.dir / "base"
     config = write_sets(args.dataset, args.draw, args.pool, base, args.min_words, hidden_pool=True)
     fields = list(read_csv(base / "pool.csv")[0])  # the config's input fields: the pool's columns
     hidden = {row_key(r, fields): r["label"] for r in read_csv(base / "pool-hidden.csv")}
+    if args.arm:
+        return arm(args.dir, config, fields, hidden, args.arm, (*asking(STRATEGIES[0]), *args.ask))
     if args.control:
         return control(args.dir, config, fields, hidden, args.parallel)
     asks = {}
@@ -133,15 +143,33 @@ def main() -> None:
         print_stages(f"{s}: PET trained with the 20 answers", args.dir / f"run-{s}")
 
 
+def answer_as_oracle(run_dir: Path, fields: list[str], hidden: dict[tuple, str]) -> None:
+    """The stopped run's request answered with the pool rows' hidden labels, as ``ipet answer`` records a sheet."""
+    request = request_of(run_dir)
+    apply_answers(request, {r["id"]: hidden[row_key(r, fields)] for r in request["rows"]}, str(run_dir),
+                  "oracle: the pool's hidden labels")
+
+
 def control(out: Path, config: Path, fields: list[str], hidden: dict[tuple, str], parallel: bool) -> None:
     """The flow as it is: each stopped run's request answered by the oracle and the run again."""
     for s in STRATEGIES:
-        request = request_of(out / f"ask-{s}")
-        apply_answers(request, {r["id"]: hidden[row_key(r, fields)] for r in request["rows"]}, str(out / f"ask-{s}"),
-                      "oracle: the pool's hidden labels")
+        answer_as_oracle(out / f"ask-{s}", fields, hidden)
     run_all([(config, out / f"ask-{s}", asking(s)) for s in STRATEGIES], parallel)
     for s in STRATEGIES:
         print_stages(f"{s}: the flow as it is (answers from ipet-1 on)", out / f"ask-{s}")
+
+
+def arm(out: Path, config: Path, fields: list[str], hidden: dict[tuple, str], name: str,
+        overrides: tuple[str, ...]) -> None:
+    """The flow as it is with ``overrides`` as its ask settings, asked by the disagreement run's PET models."""
+    run_dir = out / f"ask-{name}"
+    if not run_dir.exists():  # the zero-shot and PET stages only: the later models learned other answers
+        shutil.copytree(out / f"ask-{STRATEGIES[0]}", run_dir,
+                        ignore=shutil.ignore_patterns("ask", "g[1-9]*", "final*", "results.json", "summary.md"))
+    run_flows(start_flow(config, run_dir, *overrides))
+    answer_as_oracle(run_dir, fields, hidden)
+    run_flows(start_flow(config, run_dir, *overrides))
+    print_stages(f"{name} ({' '.join(overrides)}): the flow as it is (answers from ipet-1 on)", run_dir)
 
 
 def run_all(runs: list[tuple[Path, Path, tuple[str, ...]]], parallel: bool) -> None:
