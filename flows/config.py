@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,7 +50,9 @@ def _train_overrides(value: dict[str, Any]) -> dict[str, Any]:
     """Overrides of ``train`` for one stage: settings of ``train``, each valid on its own."""
     unknown = sorted(set(value) - set(TrainConfig.model_fields))
     if unknown:
-        raise ValueError(f"unknown setting(s) {unknown}; use those of `train`")
+        meant = [m for u in unknown for m in difflib.get_close_matches(u, TrainConfig.model_fields, n=1)]
+        raise ValueError(f"unknown setting(s) {unknown}; use those of `train`"
+                         + (f" (did you mean {', '.join(meant)}?)" if meant else ""))
     try:
         TrainConfig(**value)
     except ValidationError as err:
@@ -320,7 +324,31 @@ def _lines(error: dict) -> list[str]:
     message = error["msg"].removeprefix("Value error, ")
     if not error["loc"]:
         return message.split(PROBLEM_SEPARATOR)
+    if error["type"] == "extra_forbidden":  # a typo is the usual cause: name the setting it was meant to be
+        match = difflib.get_close_matches(str(error["loc"][-1]), _settings_at(error["loc"]), n=1)
+        message += f"; did you mean {_loc((*error['loc'][:-1], match[0]))}?" if match else ""
     return [f"{_loc(error['loc'])}: {message}"]
+
+
+def _settings_at(loc: tuple) -> list[str]:
+    """The setting names valid beside ``loc``'s last part: the fields of the section ``loc`` leads to
+    from ``RunConfig`` (list indices skipped); none where it leads to no section."""
+    section: Any = RunConfig
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = section.model_fields.get(part)
+        section = next((t for t in _types(field.annotation) if isinstance(t, type) and issubclass(t, BaseModel)),
+                       None) if field else None
+        if section is None:
+            return []
+    return list(section.model_fields)
+
+
+def _types(annotation: Any) -> list[Any]:
+    """The types inside an annotation (``X | None``, ``list[X]``), flattened."""
+    args = typing.get_args(annotation)
+    return [t for a in args for t in _types(a)] if args else [annotation]
 
 
 def _loc(loc: tuple) -> str:

@@ -31,6 +31,10 @@ def test_good_config_is_ok(toy: dict, tmp_path: Path, capsys: pytest.CaptureFixt
 
 @pytest.mark.parametrize(("overrides", "expected"), [
     (["colour=blue"], ["colour: Extra inputs are not permitted"]),
+    (["ipet.generation=3"], ["ipet.generation: Extra inputs are not permitted; did you mean ipet.generations?"]),
+    (["pvps=[{pattern: '{text} {mask}', verbaliser: {neg: bad, pos: good}}]"], ["did you mean pvps.0.verbalizer?"]),
+    (["final.train={learnig_rate: 1e-4}"], ["final.train: unknown setting(s) ['learnig_rate']",
+                                            "did you mean learning_rate?"]),
     (["pvps=[{pattern: '{text} {mask} {mask}'}]"], ["pvps.0.pattern", "exactly one {mask}"]),
     (["pvps=[{pattern: '{text} no mask here'}]"], ["pvps.0.pattern", "exactly one {mask}"]),
     (["pvps=[{pattern: '{review} it was {mask} .'}, {pattern: '{mask} : {text}'}]"],
@@ -50,7 +54,8 @@ def test_good_config_is_ok(toy: dict, tmp_path: Path, capsys: pytest.CaptureFixt
      ["iPET needs at least two models"]),
     (["runner.kind=cloud"], ["runner.kind: Input should be 'local' or 'ray'"]),
     (["labeling.batch_size=big"], ["labeling.batch_size", "'auto'"]),
-], ids=["unknown-key", "two-masks", "no-mask", "slot-not-in-data", "label-not-in-verbalizer", "empty-verbalizer",
+], ids=["unknown-key", "typo-in-a-section", "typo-in-a-list-item", "typo-in-stage-overrides",
+        "two-masks", "no-mask", "slot-not-in-data", "label-not-in-verbalizer", "empty-verbalizer",
         "classifier-without-labels",
         "multi-token-word", "k-too-large", "growth-exceeds-pool", "zero-shot-base-exceeds-pool",
         "model-missing", "unknown-device", "missing-file",
