@@ -23,7 +23,7 @@ class Checked:
             trains on exactly the data that was checked even if an ingest commits meanwhile.
         problems: one line each, naming the field or file; none means the run can start.
         rows: each set's row count, when the data loaded.
-        warnings: test rows leaking into the training data.
+        warnings: test rows leaking into the training data; a learner that has no prior on this backbone.
     """
 
     config: RunConfig
@@ -46,6 +46,13 @@ def check_run(config: RunConfig) -> Checked:
     warnings = leaks.lines(config.data.test.name) if config.data.test else []
     rows = {name: table.num_rows for name, table in sets.items()}
     gold, pool = rows["labeled"], rows["pool"]
+    if not problems and not config.adapt and (why := _random_head(config)):
+        if gold:
+            warnings.append(f"model: {why}: no zero-shot stage, and its PVPs weigh the same; on a sentence encoder "
+                            "learner: similarity has a prior")
+        else:
+            problems.append(f"learner: {config.learner} needs labeled examples here: {why}; give labeled data, "
+                            "adapt the backbone first (adapt:), or use learner: similarity")
     if config.ipet.generations:
         models = len(config.pvps) * len(config.seeds) if gold else len(config.pvps)
         if models < 2:
@@ -60,6 +67,20 @@ def check_run(config: RunConfig) -> Checked:
             problems.append(f"{fields}: generation {config.ipet.generations} needs {need} pseudo-labeled examples "
                             f"but the pool has {pool}; lower {lower}, or raise data.pool_size")
     return Checked(config, problems, rows, warnings)
+
+
+def _random_head(config: RunConfig) -> str | None:
+    """A learner kind that has a prior, but not on this checkpoint (cloze without an MLM head): why."""
+    from prompt_core import learner_class
+
+    return missing_prior(config) if learner_class(config.learner).has_prior else None
+
+
+def missing_prior(config: RunConfig) -> str | None:
+    """Why the run's untrained learners would score at random (``Learner.missing_prior``), or None."""
+    from prompt_core import learner_class
+
+    return learner_class(config.learner).missing_prior(config.model, trust_remote_code=config.trust_remote_code)
 
 
 def _check_tracking(config: RunConfig) -> list[str]:

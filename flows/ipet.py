@@ -24,6 +24,7 @@ from tasks import devices
 from tasks.adapt import adapt_backbone
 
 from .asking import Asker, ask_person, pinned_config
+from .checks import missing_prior
 from .config import RunConfig, RunnerConfig, load_config
 from .executor import Executor
 from .plan import Plan
@@ -59,19 +60,20 @@ def ipet_stages(config: RunConfig, run_dir: str) -> dict:
                 adapted = adapt_backbone.submit(config.model, data["pool"], config.fields, config.adapt, run_dir,
                                                 session.tracked, config.trust_remote_code).result()
             config = config.model_copy(update={"model": adapted["model_dir"]})
-        plan = Plan(config, data["rows"])
+        plan = Plan(config, data["rows"], missing_prior(config))
         run = Executor(plan, run_dir, data, session.tracked)
         report = Reporter(config, run_dir, session.tracked, session.client)
         ask = Asker(config, run, session, run_dir)
 
         # Zero-shot: every PVP on the backbone, untrained. Its accuracy on the gold set is the
         # weight PET gives each model ("accuracy on the training set before training"). A learner
-        # without a prior (a classifier's random head) has no zero-shot stage, and equal weights.
+        # without a prior (a random head: a classifier's, or cloze's on a checkpoint without an MLM
+        # head) has no zero-shot stage, and equal weights.
         prior = run.untrained()
         weights = run.pvp_weights(prior)
         report.record(Stage.of("zero-shot", run.evaluate(prior, None, report.stage_number), train_size=0)
                       if plan.has_prior
-                      else Stage.not_applicable("zero-shot", f"learner: {config.learner} has no prior"))
+                      else Stage.not_applicable("zero-shot", f"learner: {config.learner}: {plan.no_prior}"))
 
         # PET: one model per PVP and seed on the gold set (zero-shot iPET starts from the prior).
         models = prior

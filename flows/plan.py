@@ -23,10 +23,13 @@ class Plan:
     Args:
         config: the run's validated config.
         rows: each prepared set's row count (``labeled``, ``pool``, maybe ``test``).
+        no_prior: why the untrained learners would score at random on this backbone
+            (``Learner.missing_prior``, read from the checkpoint by the caller); None: they have a prior.
     """
 
     config: RunConfig
     rows: Mapping[str, int]
+    no_prior: str | None = None
 
     @property
     def pvps(self) -> list[int]:
@@ -48,7 +51,7 @@ class Plan:
     @property
     def has_prior(self) -> bool:
         """Whether an untrained learner of this run already scores (not a random head)."""
-        return learner_class(self.config.learner).has_prior
+        return self.no_prior is None and learner_class(self.config.learner).has_prior
 
     def name(self, generation: int | str, member: Member | str) -> str:
         """A model's name: ``g1-p0-s42`` for generation 1's PVP 0, seed 42; ``final-distilled``."""

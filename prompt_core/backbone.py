@@ -134,6 +134,29 @@ def check_backbone(name_or_path: str, *, masked_lm: bool = True, trust_remote_co
                             f"supports ({', '.join(SUPPORTED_FAMILIES)})")
 
 
+def has_mlm_head(name_or_path: str, *, trust_remote_code: bool = False) -> bool:
+    """Whether a checkpoint holds a pretrained masked-LM head: the head's parameter names (of the
+    model built on the meta device, so nothing is allocated) against the names in its safetensors
+    files' headers (no weights are read). A sentence encoder's checkpoint has none, and a cloze
+    learner on it starts from a random head: no zero-shot prior. A hub name not on this machine is
+    taken to have one, as the hub's masked LMs do (loading it warns if not)."""
+    from safetensors import safe_open
+
+    path = Path(resolve(name_or_path))
+    files = sorted(path.glob("*.safetensors")) if path.is_dir() else []
+    if not files:
+        return True
+    with quiet_transformers(), torch.device("meta"):
+        config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+        model = AutoModelForMaskedLM.from_config(config, trust_remote_code=trust_remote_code)
+    head = {k for k in model.state_dict() if not k.startswith(f"{model.base_model_prefix}.")}
+    saved: set[str] = set()
+    for file in files:
+        with safe_open(str(file), framework="pt") as weights:
+            saved.update(weights.keys())
+    return bool(head & saved)
+
+
 def load_masked_lm(name_or_path: str, *, trust_remote_code: bool = False, require_head: bool = False) -> nn.Module:
     """``AutoModelForMaskedLM`` from a hub name or a local directory, safetensors weights only.
 

@@ -22,8 +22,8 @@ from torch import nn
 from transformers import AutoModel, AutoModelForSequenceClassification
 
 from . import adapters
-from .backbone import (BackboneError, fresh_modules, gather_hidden, load_tokenizer, mask_for_mlm, masked_lm, mlm_loss,
-                       quiet_transformers, resolve, vocab_scores)
+from .backbone import (BackboneError, fresh_modules, gather_hidden, has_mlm_head, load_tokenizer, mask_for_mlm,
+                       masked_lm, mlm_loss, quiet_transformers, resolve, vocab_scores)
 from .device import autocast
 from .pattern import Pattern, Template
 from .pvp import PVP
@@ -116,6 +116,12 @@ class Learner(nn.Module):
         self.spec, self.model, self.tokenizer = spec, model, tokenizer
         self.fresh = tuple(fresh)  # modules whose weights the checkpoint lacked: an adapter trains them too
         self.peft, self.adapter = None, None
+
+    @classmethod
+    def missing_prior(cls, backbone: str, *, trust_remote_code: bool = False) -> str | None:
+        """Why this kind of learner, untrained on ``backbone``, would score at random (no zero-shot
+        stage, and nothing to weigh PVPs by); None where it has a prior."""
+        return None if cls.has_prior else "its head starts random"
 
     @classmethod
     def spec_for(cls, backbone: str, pvp: PVP, *, temperature: float, **kw) -> LearnerSpec:
@@ -216,6 +222,12 @@ class ClozeLearner(Learner):
     @classmethod
     def spec_for(cls, backbone, pvp, *, temperature, **kw):
         return LearnerSpec.cloze(backbone, pvp, **kw)
+
+    @classmethod
+    def missing_prior(cls, backbone, *, trust_remote_code=False):
+        if has_mlm_head(backbone, trust_remote_code=trust_remote_code):
+            return None
+        return f"{backbone} has no pretrained MLM head, so the cloze learner's head starts random"
 
     @classmethod
     def load(cls, spec, source, tokenizer):

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from flows.cli import main
-from tiny import toy_run_config
+from tiny import save_tiny, toy_run_config
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +67,21 @@ def test_bad_config_names_the_problem(toy: dict, tmp_path: Path, capsys: pytest.
     for text in expected:
         assert text in err, err
     assert "Traceback" not in err
+
+
+def test_cloze_on_a_checkpoint_without_an_mlm_head_is_warned_of_and_needs_labels(
+        toy: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    headless = save_tiny("bert", tmp_path / "headless", headless=True)
+    assert validate(toy, tmp_path, f"model={headless}") == 0
+    out = capsys.readouterr().out
+    assert f"warning: model: {headless} has no pretrained MLM head" in out and "no zero-shot stage" in out
+    assert validate(toy, tmp_path) == 0 and "warning" not in capsys.readouterr().out  # the toy BERT has its head
+    assert validate(toy, tmp_path, f"model={headless}", "data.labeled_per_class=0", "ipet.generations=1",
+                    "ipet.zero_shot_per_class=10") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"{tmp_path / 'config.yaml'}: learner: cloze needs labeled examples here: {headless} has no "
+                   "pretrained MLM head, so the cloze learner's head starts random; give labeled data, adapt the "
+                   "backbone first (adapt:), or use learner: similarity"], err
 
 
 def test_bad_rows_are_named(toy: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -11,8 +11,9 @@ import torch
 from safetensors.torch import load_file
 from transformers import ElectraConfig, ElectraForMaskedLM
 
-from prompt_core import (PVP, BackboneError, ClozeLearner, LearnerSpec, build_learner, load_masked_lm, predict_all,
-                         predict_logits)
+from prompt_core import (PVP, BackboneError, ClozeLearner, LearnerSpec, build_learner, learner_class, load_masked_lm,
+                         predict_all, predict_logits)
+from prompt_core.backbone import has_mlm_head
 from tiny import FAMILIES, save_tiny
 
 PVP_SPEC = {"pattern": "{text} It was {mask} .", "verbalizer": {"pos": ["great", "good"], "neg": "bad", "meh": "fine"}}
@@ -82,6 +83,15 @@ def test_headless_checkpoint_gets_a_tied_head_and_one_warning(
     assert model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
     saved = load_file(directory / "model.safetensors")
     assert torch.equal(model.bert.embeddings.word_embeddings.weight, saved["embeddings.word_embeddings.weight"])
+
+
+@pytest.mark.parametrize("kind", FAMILIES)
+def test_a_pretrained_mlm_head_is_found_in_the_checkpoint_without_loading_it(tiny_models: dict[str, Path],
+                                                                            tmp_path: Path, kind: str) -> None:
+    assert has_mlm_head(str(tiny_models[kind]))
+    assert not has_mlm_head(str(save_tiny("bert", tmp_path / "headless", headless=True)))  # a sentence encoder's
+    assert learner_class("cloze").missing_prior(str(tiny_models[kind])) is None
+    assert learner_class("classifier").missing_prior(str(tiny_models[kind])) == "its head starts random"
 
 
 @pytest.mark.parametrize("kind", ["cloze", "classifier"])

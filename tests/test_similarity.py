@@ -255,18 +255,23 @@ def test_flow_with_similarity_pvps(prefect_harness, tmp_path: Path) -> None:
     assert labels[0] in ("neg", "pos")
 
 
-def test_a_learner_without_prior_has_no_zero_shot_score(prefect_harness, tmp_path: Path) -> None:
+@pytest.mark.parametrize("learner", ["classifier", "cloze on a checkpoint without an MLM head"])
+def test_a_learner_without_prior_has_no_zero_shot_score(prefect_harness, tmp_path: Path, learner: str) -> None:
     from flows.config import RunConfig
     from flows.ipet import ipet
-    from tiny import toy_run_config
+    from tiny import save_tiny, toy_run_config
 
     toy = toy_run_config(tmp_path, generations=0)
-    config = RunConfig.model_validate({**toy, "learner": "classifier", "final": {"mode": "ensemble"},
-                                       "train": {**toy["train"], "max_steps": 5}})
+    kind, headless = learner.split()[0], save_tiny("bert", tmp_path / "headless", headless=True)
+    config = RunConfig.model_validate({**toy, "learner": kind, "final": {"mode": "ensemble"},
+                                       "train": {**toy["train"], "max_steps": 5},
+                                       **({"model": str(headless)} if kind == "cloze" else {})})
     results = ipet(config=config, run_dir=str(tmp_path / "run"))
     zero_shot = results["stages"][0]
     assert zero_shot["stage"] == "zero-shot" and zero_shot["test_accuracy"] is None
-    assert zero_shot["note"] == "not applicable: learner: classifier has no prior"
+    assert zero_shot["note"] == {"classifier": "not applicable: learner: classifier: its head starts random",
+                                 "cloze": f"not applicable: learner: cloze: {headless} has no pretrained MLM head, "
+                                          "so the cloze learner's head starts random"}[kind]
     assert "not applicable" in (tmp_path / "run" / "summary.md").read_text()
     assert not list((tmp_path / "run" / "logits").glob("zero-shot-*"))  # a random head is never scored
 
