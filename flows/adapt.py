@@ -12,6 +12,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from tasks import devices
 from tasks.adapt import adapt_backbone
 
+from .checks import missing_prior
 from .config import RunConfig, load_config
 from .executor import Executor
 from .plan import Plan
@@ -33,9 +34,11 @@ def adapt(config: RunConfig | str, run_dir: str = "runs/adapt") -> dict:
             scored = data["rows"][dataset] > 0
             accuracy = {}
             for when, backbone in (("before", config.model), ("after", adapted["model_dir"])):
-                plan = Plan(config.model_copy(update={"model": backbone}), data["rows"])
+                on = config.model_copy(update={"model": backbone})
+                plan = Plan(on, data["rows"], missing_prior(on))  # before: a headless checkpoint has none
                 run = Executor(plan, run_dir, data, session.tracked)
-                accuracy[when] = run.pvp_accuracies(run.untrained(), dataset) if scored else [None] * len(config.pvps)
+                accuracy[when] = (run.pvp_accuracies(run.untrained(), dataset) if scored and plan.has_prior
+                                  else [None] * len(config.pvps))
                 for p, value in enumerate(accuracy[when]):
                     if value is not None:
                         session.client.log_metric(session.tracked.parent_id, f"zero_shot_{when}_p{p}", value)

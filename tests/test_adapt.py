@@ -169,6 +169,15 @@ def test_cli_prints_zero_shot_accuracy_before_and_after(cli_adapted) -> None:
     assert model_dir.parent == run_dir / "backbones" and (model_dir / "model.safetensors").exists()
 
 
+def test_cli_scores_no_zero_shot_before_adapting_a_checkpoint_without_an_mlm_head(
+        prefect_harness, toy_yaml: Path, headless: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Its head starts random: no prior before adaptation (not a random head's score), and one after."""
+    assert main(["adapt", str(toy_yaml), "--run-dir", str(tmp_path / "run"), "--set", f"model={headless}",
+                 *CLI_ADAPT]) == 0
+    rows = re.findall(r"^\| `(.+)` \| (\S+) \| (\S+) \|$", capsys.readouterr().out, re.MULTILINE)
+    assert [r[1] for r in rows] == ["–", "–"] and all(0 <= float(r[2]) <= 1 for r in rows), rows
+
+
 @pytest.mark.parametrize("override, field", [("adapt.steps=0", "adapt.steps"), ("adapt.stepz=3", "adapt.stepz")])
 def test_cli_rejects_a_bad_adapt_setting(toy_yaml: Path, capsys: pytest.CaptureFixture, override: str,
                                          field: str) -> None:
