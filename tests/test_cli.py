@@ -76,6 +76,8 @@ def test_cloze_on_a_checkpoint_without_an_mlm_head_is_warned_of_and_needs_labels
     out = capsys.readouterr().out
     assert f"warning: model: {headless} has no pretrained MLM head" in out and "no zero-shot stage" in out
     assert validate(toy, tmp_path) == 0 and "warning" not in capsys.readouterr().out  # the toy BERT has its head
+    assert validate(toy, tmp_path, f"model={headless}", "train.prior_weight=1") == 2
+    assert "train.prior_weight: no prior to keep: " in capsys.readouterr().err
     assert validate(toy, tmp_path, f"model={headless}", "data.labeled_per_class=0", "ipet.generations=1",
                     "ipet.zero_shot_per_class=10") == 2
     err = capsys.readouterr().err.strip().splitlines()
