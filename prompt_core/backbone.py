@@ -138,17 +138,20 @@ def has_mlm_head(name_or_path: str, *, trust_remote_code: bool = False) -> bool:
     """Whether a checkpoint holds a pretrained masked-LM head: the head's parameter names (of the
     model built on the meta device, so nothing is allocated) against the names in its safetensors
     files' headers (no weights are read). A sentence encoder's checkpoint has none, and a cloze
-    learner on it starts from a random head: no zero-shot prior. A hub name not on this machine is
-    taken to have one, as the hub's masked LMs do (loading it warns if not)."""
+    learner on it starts from a random head: no zero-shot prior. A hub name not on this machine, or
+    a checkpoint that is no masked LM at all, is taken to have one: loading it warns, or refuses it."""
     from safetensors import safe_open
 
     path = Path(resolve(name_or_path))
     files = sorted(path.glob("*.safetensors")) if path.is_dir() else []
     if not files:
         return True
-    with quiet_transformers(), torch.device("meta"):
-        config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
-        model = AutoModelForMaskedLM.from_config(config, trust_remote_code=trust_remote_code)
+    try:
+        with quiet_transformers(), torch.device("meta"):
+            config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+            model = AutoModelForMaskedLM.from_config(config, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError):  # not a masked LM at all: loading it says so, in one line
+        return True
     head = {k for k in model.state_dict() if not k.startswith(f"{model.base_model_prefix}.")}
     saved: set[str] = set()
     for file in files:
