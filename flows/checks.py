@@ -47,9 +47,7 @@ def check_run(config: RunConfig) -> Checked:
     rows = {name: table.num_rows for name, table in sets.items()}
     gold, pool = rows["labeled"], rows["pool"]
     if not problems and not config.adapt and (why := _random_head(config)):
-        keeping = [w for w, t in (("train", config.train), ("pet.train", config.pet_train))
-                   if t.prior_weight is not None]
-        if keeping:
+        if keeping := config.keeping_prior:
             problems.append(f"{keeping[0]}.prior_weight: no prior to keep: {why}; remove it or use learner: similarity")
         if gold:
             warnings.append(f"model: {why}: no zero-shot stage, and its PVPs weigh the same; on a sentence encoder "

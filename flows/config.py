@@ -204,7 +204,7 @@ class RunConfig(Strict):
         if self.learner == "classifier" and zero_shot:
             raise ValueError("learner: classifier needs labeled examples (its head starts random, so it has no "
                              "zero-shot prior); give labeled data or use learner: similarity or cloze")
-        keeping = [w for w, s in (("train", self.train), ("pet.train", self.pet_train)) if s.prior_weight is not None]
+        keeping = self.keeping_prior
         if self.learner == "classifier" and keeping:
             raise ValueError(f"{keeping[0]}.prior_weight: learner classifier has no prior to keep (its head starts "
                              "random); remove it or use learner: similarity or cloze")
@@ -254,6 +254,11 @@ class RunConfig(Strict):
         keeps the prior through 20-40 labels, while the generations, with hundreds of rows, train in full
         (bench/RESULTS.md, round 7)."""
         return TrainConfig(**{**self.train.model_dump(), **self.pet.train}) if self.pet.train else self.train
+
+    @property
+    def keeping_prior(self) -> list[str]:
+        """The sections that set ``prior_weight`` (keep the untrained learner's prior while training)."""
+        return [w for w, t in (("train", self.train), ("pet.train", self.pet_train)) if t.prior_weight is not None]
 
     @property
     def distill_train(self) -> TrainConfig:

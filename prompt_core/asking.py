@@ -132,10 +132,8 @@ def pick_rows(logits: Sequence[np.ndarray], weights: Sequence[float] | None, tex
             as above among that label's rows (not used by ``random``).
     """
     order = uncertainty_order(logits, weights, strategy, np.random.default_rng(seed))
-    if strategy == "random":
-        return [int(i) for i in order[:rows]]
-    if not balance:
-        return spread(order, texts, rows, diversity)
+    if strategy == "random" or not balance:
+        return spread(order, texts, rows, diversity and strategy != "random")
     guess = guesses(logits, weights)[0]
     picked = [i for c, n in enumerate(quotas(order, guess, rows, np.asarray(logits[0]).shape[-1]))
               for i in spread(order[guess[order] == c], texts, n, diversity)]

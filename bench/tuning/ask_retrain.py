@@ -134,13 +134,19 @@ def main() -> None:
     for i, strategy in enumerate(STRATEGIES):
         run_dir = args.dir / f"ask-{strategy}"
         if i and not run_dir.exists():
-            shutil.copytree(args.dir / f"ask-{STRATEGIES[0]}", run_dir)  # the same PET models ask
-            shutil.rmtree(run_dir / "ask")
+            copy_pet(args.dir, run_dir)
         run_flows(start_flow(config, run_dir, *asking(strategy)))
         asks[strategy] = grown_sets(base, args.dir / f"data-{strategy}", request_of(run_dir)["rows"], fields, hidden)
     run_all([(asks[s], args.dir / f"run-{s}", ()) for s in STRATEGIES], args.parallel)
     for s in STRATEGIES:
         print_stages(f"{s}: PET trained with the 20 answers", args.dir / f"run-{s}")
+
+
+def copy_pet(out: Path, run_dir: Path) -> None:
+    """The disagreement run's zero-shot and PET stages into ``run_dir``, so the same PET models ask there; not
+    its request, nor the later stages (after ``--control`` they learned its answers)."""
+    shutil.copytree(out / f"ask-{STRATEGIES[0]}", run_dir,
+                    ignore=shutil.ignore_patterns("ask", "g[1-9]*", "final*", "results.json", "summary.md"))
 
 
 def answer_as_oracle(run_dir: Path, fields: list[str], hidden: dict[tuple, str]) -> None:
@@ -163,9 +169,8 @@ def arm(out: Path, config: Path, fields: list[str], hidden: dict[tuple, str], na
         overrides: tuple[str, ...]) -> None:
     """The flow as it is with ``overrides`` as its ask settings, asked by the disagreement run's PET models."""
     run_dir = out / f"ask-{name}"
-    if not run_dir.exists():  # the zero-shot and PET stages only: the later models learned other answers
-        shutil.copytree(out / f"ask-{STRATEGIES[0]}", run_dir,
-                        ignore=shutil.ignore_patterns("ask", "g[1-9]*", "final*", "results.json", "summary.md"))
+    if not run_dir.exists():
+        copy_pet(out, run_dir)
     run_flows(start_flow(config, run_dir, *overrides))
     answer_as_oracle(run_dir, fields, hidden)
     run_flows(start_flow(config, run_dir, *overrides))
