@@ -11,6 +11,8 @@ from typing import Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from prompt_core.pattern import empty_text
+
 SHOWN = 5
 
 
@@ -33,7 +35,7 @@ def check_examples(table: pa.Table, fields: Sequence[str], labels: Sequence[str]
         empty = pc.equal(pc.utf8_trim_whitespace(pc.fill_null(table[f], "")), "")
         blank = empty if blank is None else pc.and_(blank, empty)
     if blank is not None:
-        problems += _rows(table, blank, source, f"empty text in every input field {list(fields)}")
+        problems += _rows(table, blank, source, empty_text(fields))
     if labels_required:
         if "label" not in table.column_names:
             problems.append(f"{source}: no 'label' column (set label_column: or rename:)")

@@ -19,6 +19,12 @@ class PatternError(ValueError):
     """A pattern that cannot be used: wrong mask count, bad slot, or an input that does not fit."""
 
 
+def empty_text(fields: Sequence[str]) -> str:
+    """Why a row with no text in any of the patterns' input ``fields`` is refused: one wording for the
+    data check (training rows are rejected) and for prediction (such a row gets no label)."""
+    return f"empty text in every input field {list(fields)}"
+
+
 @dataclass(frozen=True)
 class Template:
     """An input template such as ``"{title} {text}"``: its slots are the input fields it reads, and

@@ -21,7 +21,7 @@ from .ensembling import ensemble, softmax
 from .label import predict_all
 from .adapters import is_adapter
 from .learners import SPEC_FILE, Learner, LearnerSpec, load_learners
-from .pattern import Template
+from .pattern import Template, empty_text
 from .settings import Precision
 
 ENSEMBLE_FILE = "ensemble.json"
@@ -164,7 +164,7 @@ class Predictor:
         ``batch_size``, ``device`` and ``precision`` as for ``logits``."""
         fields = self.fields
         errors = [None if any(str(r.get(f) or "").strip() for f in fields)
-                  else f"empty text in every input field {list(fields)}" for r in rows]
+                  else empty_text(fields) for r in rows]
         kept = [i for i, e in enumerate(errors) if e is None]
         probs = np.full((len(rows), len(self.labels)), np.nan)
         if kept:
