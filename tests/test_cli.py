@@ -212,3 +212,16 @@ def test_quiet_hides_mlflow_info_lines(tmp_path: Path) -> None:
              for v in ("normal", "quiet")}
     assert "Creating initial MLflow database tables" in shown["normal"]
     assert "INFO" not in shown["quiet"]
+
+
+def test_the_predict_deployment_uses_the_model_the_retraining_deployment_registers() -> None:
+    """predict/agnews labels with the champion that ipet/agnews (nightly, on new data) promotes, not
+    that of another registered model."""
+    from flows.config import RunConfig
+
+    root = Path(__file__).resolve().parent.parent
+    deployments = yaml.safe_load((root / "prefect.yaml").read_text())["deployments"]
+    train = next(d for d in deployments if d["name"] == "agnews" and d["entrypoint"] == "flows/ipet.py:ipet")
+    predict = next(d for d in deployments if d["entrypoint"] == "flows/predict.py:predict")
+    config = RunConfig.model_validate(yaml.safe_load((root / train["parameters"]["config"]).read_text()))
+    assert predict["parameters"]["registered_model"] == config.registered_model
