@@ -77,8 +77,9 @@ def read_sheet(path: str | Path, run_dir: str) -> tuple[dict, dict[str, str]]:
         raise DataError(f"{path}: no 'label' column (the sheet's last column; fill it in)")
     ids, labels = table["id"].to_pylist(), table["label"].to_pylist()
     requests = open_requests(run_dir)
-    request = next((r for r in requests if set(ids) <= {row["id"] for row in r["rows"]}), None)
-    if request is None:
+    shared = lambda r: len(set(ids) & {row["id"] for row in r["rows"]})  # noqa: E731
+    request = max(requests, key=shared, default=None)  # the question it answers; an id it did not ask is named below
+    if request is None or not shared(request):
         asked = ", ".join(f"{r['stage']} ({len(r['rows'])} rows)" for r in requests) or "none"
         raise DataError(f"{path}: its row ids match no open question of {run_dir} (open: {asked})")
     answers = {i: (label or "").strip() or SKIP for i, label in zip(ids, labels)}

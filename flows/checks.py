@@ -102,7 +102,6 @@ def _check_runner(config: RunConfig) -> list[str]:
 
 def _check_model(config: RunConfig) -> list[str]:
     from prompt_core import BackboneError, VerbalizerError
-    from prompt_core.adapters import check_backbone as check_adapter
     from prompt_core.backbone import check_backbone, load_tokenizer
 
     if _looks_like_a_path(config.model) and not Path(config.model).expanduser().exists():
@@ -119,8 +118,7 @@ def _check_model(config: RunConfig) -> list[str]:
         return [f"model: {err}"]
     if tokenizer.mask_token is None and config.adapt:
         return [f"adapt: {config.model!r} has no mask token, so it cannot be trained as a masked LM"]
-    adapters = [a for a in (config.train.peft, config.pet_train.peft, config.distill_train.peft) if a is not None]
-    problem = next(filter(None, (check_adapter(a, config.model, config.trust_remote_code) for a in adapters)), None)
+    problem = _adapter_problem(config)
     if problem:
         return [problem]
     if config.learner != "cloze":
@@ -135,6 +133,20 @@ def _check_model(config: RunConfig) -> list[str]:
             where = f"pvps.{i}.verbalizer" if config.pvps[i].verbalizer else "verbalizer"
             problems.append(f"{where}: {err}")
     return list(dict.fromkeys(problems))  # a shared verbalizer's problem, once
+
+
+def _adapter_problem(config: RunConfig) -> str | None:
+    """The first adapter the backbone cannot take, named by the section that set it (``pet.train.peft.method``,
+    not the ``train.peft.method`` the adapter check knows), so the line named is the line to edit."""
+    from prompt_core.adapters import check_backbone as check_adapter
+
+    sections = (("train", config.train.peft), ("pet.train", config.pet.train.get("peft") and config.pet_train.peft),
+                ("final.train", config.final.train.get("peft") and config.distill_train.peft))
+    for where, adapter in sections:
+        problem = adapter and check_adapter(adapter, config.model, config.trust_remote_code)
+        if problem:
+            return f"{where}{problem.removeprefix('train')}"
+    return None
 
 
 def _looks_like_a_path(model: str) -> bool:

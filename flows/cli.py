@@ -58,7 +58,7 @@ def _command(argv: list[str] | None) -> int:
             shown.add_argument("--verbose", action="store_const", const="verbose", dest="verbosity",
                                default="normal", help="also Prefect's state line of every task, MLflow's bars")
             shown.add_argument("--quiet", action="store_const", const="quiet", dest="verbosity",
-                               help="only the final table (and errors)")
+                               help="only warnings, errors and the final table")
     _ingest_parser(sub)
     _predict_parser(sub)
     answer = sub.add_parser("answer", help="record a person's answers (a filled-in RUN_DIR/ask/<stage>.csv); "

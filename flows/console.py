@@ -1,6 +1,6 @@
 """What an ``ipet`` command shows on the terminal: by default the stage lines, each trained model,
 warnings once, and the final table; not Prefect's "Finished in state Completed()" after every task
-nor MLflow's download bars. ``--verbose`` shows everything, ``--quiet`` only the final table."""
+nor MLflow's download bars. ``--verbose`` shows everything, ``--quiet`` only warnings and the final table."""
 
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ def configure(verbosity: str) -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if verbosity == "quiet":
         os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+        os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"  # read at its import: a new store's "Creating initial ..."
     quiet = _Quiet()
     for name in ("prefect.task_runs", "prefect.flow_runs", *REPEATED):
         logging.getLogger(name).addFilter(quiet)

@@ -108,6 +108,11 @@ def test_file_mode_stops_then_answers_rerun_and_continue(prefect_harness, store_
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"row 2 (id {asked[1]['id']!r}): label 'meh'" in err[0]
     assert not list((run_dir / "ask").glob("*-answers.*")) and DatasetStore(root / "stores", "toy").current() == 2
+    bad.write_text(sheet.read_text().replace(f"\n{asked[2]['id']},", "\nnot-asked,", 1))  # an id that was not asked
+    assert main(["answer", str(run_dir), str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith("bad.csv: row 3: id 'not-asked' was not asked after pet")
+    assert not list((run_dir / "ask").glob("*-answers.*"))
 
     answers = {r["id"]: hidden[r["id"]] for r in asked[:ASKED - 1]}  # the last row is skipped
     _fill(sheet, run_dir / "filled.csv", answers)

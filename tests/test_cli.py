@@ -197,3 +197,31 @@ def test_the_console_drops_routine_state_lines_and_repeats() -> None:
     assert shown["normal"] == ["Finished in state Failed('x')", "m has no MLM head"]
     assert shown["verbose"] == ["Finished in state Completed()", "Finished in state Failed('x')",
                                 "m has no MLM head", "m has no MLM head"]
+
+
+def test_quiet_hides_mlflow_info_lines(tmp_path: Path) -> None:
+    """--quiet shows the final table and warnings, not MLflow's INFO lines such as a new store's
+    "Creating initial MLflow database tables..."; the default still shows them."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom flows import console\nconsole.configure(sys.argv[1])\n"
+            "from mlflow.tracking import MlflowClient\nMlflowClient(sys.argv[2]).search_experiments()\n")
+    shown = {v: subprocess.run([sys.executable, "-c", code, v, f"sqlite:///{tmp_path / v}.db"], capture_output=True,
+                               text=True, check=True, cwd=Path(__file__).resolve().parent.parent).stderr
+             for v in ("normal", "quiet")}
+    assert "Creating initial MLflow database tables" in shown["normal"]
+    assert "INFO" not in shown["quiet"]
+
+
+def test_the_predict_deployment_uses_the_model_the_retraining_deployment_registers() -> None:
+    """predict/agnews labels with the champion that ipet/agnews (nightly, on new data) promotes, not
+    that of another registered model."""
+    from flows.config import RunConfig
+
+    root = Path(__file__).resolve().parent.parent
+    deployments = yaml.safe_load((root / "prefect.yaml").read_text())["deployments"]
+    train = next(d for d in deployments if d["name"] == "agnews" and d["entrypoint"] == "flows/ipet.py:ipet")
+    predict = next(d for d in deployments if d["entrypoint"] == "flows/predict.py:predict")
+    config = RunConfig.model_validate(yaml.safe_load((root / train["parameters"]["config"]).read_text()))
+    assert predict["parameters"]["registered_model"] == config.registered_model

@@ -227,6 +227,12 @@ def test_prefix_tuning_refuses_an_encoder_without_an_attention_cache(tiny_models
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "train.peft.method: prefix needs an encoder" in err and "'distilbert'" in err
     assert main(["validate", str(tmp_path / "run.yaml"), "--set", "train.peft.method=prompt"]) == 0
+    for section in ("pet.train", "final.train"):  # named where it was set: the line to edit
+        assert main(["validate", str(tmp_path / "run.yaml"), "--set", f"{section}.peft.method=prefix"]) == 2
+        assert capsys.readouterr().err.strip().endswith(f"run.yaml: {section}.peft.method: prefix needs an encoder "
+                                                        "that takes each layer's keys and values (the BERT and "
+                                                        "RoBERTa families do); a 'distilbert' model does not, so use "
+                                                        "lora, prompt or ptuning")
 
 
 def test_flow_with_lora_keeps_adapters_only_and_states_the_disk(prefect_harness, tmp_path):
