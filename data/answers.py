@@ -70,14 +70,20 @@ def open_requests(run_dir: str) -> list[dict]:
 
 def read_sheet(path: str | Path, run_dir: str) -> tuple[dict, dict[str, str]]:
     """A filled-in sheet: the open request it answers and its labels by row id (``skip`` for an empty
-    cell). Raises DataError naming the file and row for a file that cannot be read, an id that was
-    not asked, or a label that is not one of the run's."""
+    cell). Raises DataError naming the file and row for a file that cannot be read, a sheet with nothing
+    filled in (an unedited sheet recorded by mistake), an id that was not asked, or a label that is not
+    one of the run's."""
     table = read_source(Source(path=str(path), id_column="id"))
     if "label" not in table.column_names:
         raise DataError(f"{path}: no 'label' column (the sheet's last column; fill it in)")
     ids, labels = table["id"].to_pylist(), table["label"].to_pylist()
+    if not any((label or "").strip() for label in labels):  # recorded, it would close the question unanswered
+        raise DataError(f"{path}: no label filled in (write one, or {SKIP}, in the 'label' column of the rows)")
     requests = open_requests(run_dir)
-    shared = lambda r: len(set(ids) & {row["id"] for row in r["rows"]})  # noqa: E731
+
+    def shared(request: Mapping) -> int:
+        return len(set(ids) & {row["id"] for row in request["rows"]})
+
     request = max(requests, key=shared, default=None)  # the question it answers; an id it did not ask is named below
     if request is None or not shared(request):
         asked = ", ".join(f"{r['stage']} ({len(r['rows'])} rows)" for r in requests) or "none"

@@ -101,6 +101,12 @@ def test_file_mode_stops_then_answers_rerun_and_continue(prefect_harness, store_
     assert asked[0]["guess"] in artifact.data
 
     hidden = {r["id"]: r["hidden_label"] for r in pq.read_table(next(run_dir.glob("data/pool-*.parquet"))).to_pylist()}
+    capsys.readouterr()  # the run's own logging
+    assert main(["answer", str(run_dir), str(sheet)]) == 2  # the sheet as written, nothing filled in
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith("pet.csv: no label filled in (write one, or skip, in the 'label' "
+                                             "column of the rows)")
+    assert not list((run_dir / "ask").glob("*-answers.*"))
     bad = run_dir / "bad.csv"
     _fill(sheet, bad, {asked[1]["id"]: "meh"})
     capsys.readouterr()  # the run's own logging
@@ -108,7 +114,8 @@ def test_file_mode_stops_then_answers_rerun_and_continue(prefect_harness, store_
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"row 2 (id {asked[1]['id']!r}): label 'meh'" in err[0]
     assert not list((run_dir / "ask").glob("*-answers.*")) and DatasetStore(root / "stores", "toy").current() == 2
-    bad.write_text(sheet.read_text().replace(f"\n{asked[2]['id']},", "\nnot-asked,", 1))  # an id that was not asked
+    _fill(sheet, bad, {asked[0]["id"]: "skip"})
+    bad.write_text(bad.read_text().replace(f"\n{asked[2]['id']},", "\nnot-asked,", 1))  # an id that was not asked
     assert main(["answer", str(run_dir), str(bad)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].endswith("bad.csv: row 3: id 'not-asked' was not asked after pet")
