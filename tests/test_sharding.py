@@ -87,6 +87,20 @@ def test_a_few_shot_set_does_not_depend_on_the_zero_shot_base(prefect_harness, s
     assert made(str(no_gold), 10) != made(str(no_gold), 20)  # zero-shot: the base sizes the set
 
 
+def test_a_generations_set_does_not_depend_on_how_many_generations_follow(prefect_harness, setup):
+    """Generation 1's set is drawn from generation 0's labels alone: a rerun with more generations
+    (``--set ipet.generations=3``, what ``ipet gc --keep last-generation`` keeps models for) reuses it,
+    and so the models trained on it, instead of drawing and training them again."""
+    config, pool, labeled, run_dir, models = setup
+    logits, labels = label(models, pool, run_dir), list(config.labels)
+
+    def made(generations: int) -> str:
+        ipet = config.ipet.model_copy(update={"generations": generations})
+        return pseudo.build_train_set("g1-p0-s1", 1, labeled, pool, logits, [0.5, 1.0], labels, ipet, 1, run_dir)["path"]
+
+    assert made(1) == made(2) == made(3)
+
+
 def test_a_gold_text_is_never_drawn_as_a_pseudo_label_whatever_its_surrounding_whitespace(prefect_harness, setup,
                                                                                            tmp_path):
     """Selection matches gold texts as the dataset store and the answers do (``text_keys``): a pool row
