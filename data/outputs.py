@@ -84,14 +84,14 @@ def _temporary(final: Path, directory: bool) -> Path:
 
 
 def remove_stale_temps(root: str | Path) -> list[Path]:
-    """Delete what killed writers left in ``root`` and its folders (where a run's outputs live):
-    ``atomic_path`` temporaries never renamed. Not recursive further, so a run directory given as
-    some larger tree costs a glob, not a walk of it.
+    """Delete what killed writers left in ``root``, its folders (where a run's outputs live) and theirs
+    (a sharded set's logits: ``logits/<set>/shard-…``): ``atomic_path`` temporaries never renamed. Not
+    recursive further, so a run directory given as some larger tree costs a few globs, not a walk of it.
 
     Only safe while no one else writes under ``root``, i.e. with the run directory's lock held.
     """
     root = mirror(root) if is_url(root) else Path(root)  # a URL's temporaries are only in its mirror
-    stale = [*root.glob(f".*{TMP_SUFFIX}"), *root.glob(f"*/.*{TMP_SUFFIX}")]
+    stale = [path for depth in ("", "*/", "*/*/") for path in root.glob(f"{depth}.*{TMP_SUFFIX}")]
     for path in stale:
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
     return stale

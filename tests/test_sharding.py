@@ -129,6 +129,23 @@ def test_an_incomplete_shard_directory_is_never_read(prefect_harness, setup):
         read_logits(first_shard_only[0])
 
 
+def test_a_killed_shard_writers_temporary_is_removed_when_the_run_dir_is_taken(prefect_harness, setup):
+    """A shard is written inside its set's directory, one level below ``logits/``; what a SIGKILL
+    leaves there mid-write is removed by the next run like any other temporary, and the finished
+    shards stay."""
+    from data.outputs import TMP_SUFFIX
+    from flows.session import owned_run_dir
+
+    _, pool, _, run_dir, models = setup
+    shard_dir = Path(label_set({"m0": models[0]}, "pool", pool, run_dir,
+                               LabelingConfig(batch_size=16, shard_rows=SHARD_ROWS), 0)["m0"]["path"])
+    left = shard_dir / f".{SHARD.format(1, 5)}.0123456789ab{TMP_SUFFIX}"  # atomic_path's name for shard 1
+    left.write_bytes(b"PAR1 half a shard")
+    with owned_run_dir(run_dir):
+        pass
+    assert sorted(p.name for p in shard_dir.iterdir()) == [SHARD.format(0, 5)]
+
+
 def rows(path: str) -> list[tuple]:
     table = pq.read_table(path)
     return list(zip(*(table[c].to_pylist() for c in table.column_names if c != "logits")))
