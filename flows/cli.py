@@ -311,23 +311,33 @@ def _predict(args) -> int:
     if problem:
         print(f"ipet predict: {problem}", file=sys.stderr)
         return 2
-    from .prediction import PREDICT_ERRORS, predict_file, summary_text
+    from .interrupt import stop_on_signals
+    from .prediction import PREDICT_ERRORS
 
     kwargs = dict(model=args.model, input=args.input, output=args.output, registered_model=args.registered_model,
                   tracking_uri=args.tracking_uri, batch_size=args.batch_size, device=args.device,
                   precision=args.precision)
+    # the output's temporary is removed as the interrupt unwinds; unhandled, SIGTERM left it behind
+    stopped = f"{args.output} was not written (a previous file there is as it was)"
     try:
-        if os.environ.get("PREFECT_API_URL"):
-            _prefect_defaults()
-            from .predict import predict
-
-            summary = predict(**kwargs)
-        else:
-            summary = predict_file(**kwargs)
-            print(summary_text(summary))
+        with stop_on_signals("ipet predict", _no_op, stopped):
+            return _predicted(kwargs)
     except PREDICT_ERRORS as err:
         print(f"ipet predict: {err}", file=sys.stderr)
         return 2
+
+
+def _predicted(kwargs: dict) -> int:
+    """The prediction, as a flow or directly (``_predict``); its summary printed."""
+    from .prediction import predict_file, summary_text
+
+    if os.environ.get("PREFECT_API_URL"):
+        _prefect_defaults()
+        from .predict import predict
+
+        predict(**kwargs)
+    else:
+        print(summary_text(predict_file(**kwargs)))
     return 0
 
 
