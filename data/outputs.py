@@ -97,17 +97,26 @@ def remove_stale_temps(root: str | Path) -> list[Path]:
     return stale
 
 
-def check_output_file(path: str | Path) -> None:
+def check_output_file(path: str | Path, source: str | Path | None = None) -> None:
     """Raise ``DataError`` if ``path`` cannot become a file: it is a directory, or a folder above it
-    is a file. Checked before any work, so a long job does not fail at its last rename."""
+    is a file, or it is ``source`` (the rows it is made from, which its rename would replace). Checked
+    before any work, so a long job does not fail at its last rename."""
     if is_url(path):
         return
     path = Path(path)
+    if source is not None and not is_url(source) and _entry(path) == _entry(Path(source)):
+        raise DataError(f"{path}: is the input file; give the output another name (the input would be replaced)")
     if path.is_dir():
         raise DataError(f"{path}: is a directory; give a file name (e.g. {path / 'predictions.parquet'})")
     blocker = next((p for p in path.parents if p.exists()), None)
     if blocker is not None and not blocker.is_dir():
         raise DataError(f"{path}: cannot be written: {blocker} is a file, not a directory")
+
+
+def _entry(path: Path) -> Path:
+    """The directory entry a rename onto ``path`` replaces: its folder resolved, its own name as is
+    (a rename replaces a link, not what it points to)."""
+    return path.absolute().parent.resolve() / path.name
 
 
 def write_parquet(table: pa.Table, path: str | Path) -> str | Path:

@@ -352,7 +352,7 @@ def _predict_problem(args) -> str | None:
     if args.batch_size < 1:
         return "--batch-size: must be at least 1"
     try:
-        check_output_file(args.output)
+        check_output_file(args.output, args.input)
     except DataError as err:
         return f"--output {err}"
     if not is_url(args.input) and not Path(args.input).is_file():

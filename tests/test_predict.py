@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 from data.errors import DataError
 from flows.cli import main
 from flows.predict import predict
+from flows.prediction import predict_file
 from prompt_core import Predictor
 from tasks.registry import CHAMPION, log_model
 from tasks.tracking import experiment_id
@@ -211,6 +212,23 @@ def test_a_signalled_prediction_stops_with_one_line_and_leaves_no_partial_file(m
     assert err.strip().splitlines() == [f"ipet: {sig.name}: ipet predict stopped; {out} was not written "
                                         "(a previous file there is as it was)"]
     assert out.read_bytes() == b"the previous output" and [p.name for p in tmp_path.glob(".out*")] == []
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_output_onto_the_input_is_refused_and_the_input_kept(model, inputs, tmp_path, capsys, fmt):
+    """The output replaces its path when complete: at the input's own path (however spelled) that
+    would swap the rows a person gave for the predictions. Refused before the model loads."""
+    given = tmp_path / inputs[fmt].name
+    given.write_bytes(inputs[fmt].read_bytes())
+    spelled = tmp_path / "sub" / ".." / given.name
+    (tmp_path / "sub").mkdir()
+    for output in (given, spelled):
+        assert run("--model", str(model), "--input", str(given), "--output", str(output)) == 2
+        err = capsys.readouterr().err
+        assert f"--output {output}: is the input file" in err and "Traceback" not in err
+    assert given.read_bytes() == inputs[fmt].read_bytes()
+    with pytest.raises(DataError, match="is the input file"):  # the flow's path too
+        predict_file(model=str(model), input=str(given), output=str(spelled))
 
 
 def test_unknown_model_exits_2(inputs, tmp_path, capsys):
