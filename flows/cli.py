@@ -75,6 +75,18 @@ def _command(argv: list[str] | None) -> int:
         return {"ingest": _ingest, "predict": _predict, "answer": _answer, "gc": _gc,
                 "suggest": suggest.command}[args.command](args)
 
+    if args.command == "validate":
+        return _configured(args)
+    from .interrupt import stop_on_signals
+
+    # from the start: Prefect's import and its server's start take seconds, which a Ctrl-C must not
+    # turn into a traceback (nor a SIGTERM into a silent death); _locked's own handler takes over later
+    with stop_on_signals(f"ipet {args.command}", _no_op):
+        return _configured(args)
+
+
+def _configured(args) -> int:
+    """``validate``, ``run`` or ``adapt`` with its config loaded; exit 2 with the config's problems."""
     try:
         config = load_config(args.config, args.set)
     except ConfigError as err:

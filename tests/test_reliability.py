@@ -374,6 +374,27 @@ def test_a_signalled_run_stops_at_once_and_leaves_no_process(prefect_harness, to
         assert outputs(run_dir) == outputs(reference[1])
 
 
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_run_signalled_while_it_starts_stops_with_one_line(config_file, tmp_path, sig, code):
+    """The signal comes once the run directory is locked, while Prefect is imported and its server
+    not yet started (seconds on a loaded machine): the same one line and exit status as mid-training,
+    not a KeyboardInterrupt traceback (SIGINT) or a silent death (SIGTERM)."""
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", str(config_file), "--run-dir", str(run_dir)],
+                            env={**ENV, "PREFECT_HOME": str(tmp_path / "prefect")}, cwd=tmp_path,
+                            start_new_session=True, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal has it
+    deadline = time.time() + 60
+    while proc.poll() is None and time.time() < deadline and not (run_dir / ".lock").exists():
+        time.sleep(0.001)
+    assert proc.poll() is None, "signalled while starting"
+    proc.send_signal(sig)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == code and "Traceback" not in err, err[-3000:]
+    assert err.strip().splitlines()[-1] == (f"ipet: {sig.name}: ipet run stopped; finished outputs are kept, and "
+                                           "running the same command again resumes where it stopped")
+
+
 def test_outputs_follow_the_umask(tmp_path):
     """Atomic outputs (results.json, summary.md, predictions, model directories) get the permissions
     every other file of the run directory gets, not a temporary file's private 0600."""
