@@ -9,6 +9,7 @@ Outputs may live at a URL (``data/location.py``): written into its local mirror,
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -50,7 +51,7 @@ def atomic_path(final: str | Path, directory: bool = False) -> Iterator[Path]:
     """
     url = final if is_url(final) else None
     final = mirror(url) if url else location(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    _folder(final.parent)
     tmp = _temporary(final, directory)
     try:
         yield tmp
@@ -66,6 +67,15 @@ def atomic_path(final: str | Path, directory: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True) if directory else tmp.unlink(missing_ok=True)
         raise
+
+
+def _folder(path: Path) -> None:
+    """Create ``path`` and the folders above it. A file in the way is the write error it is (``ENOTDIR``,
+    naming the file, as the OS names it for a path through a file), not mkdir's ``FileExistsError``."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as err:
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), err.filename) from None
 
 
 def _temporary(final: Path, directory: bool) -> Path:

@@ -294,6 +294,22 @@ def test_disk_full_while_writing_keeps_the_previous_outputs(tmp_path):
     assert not list(tmp_path.glob(f".*{TMP_SUFFIX}")), "no temporaries left behind"
 
 
+def test_a_file_where_a_run_folder_goes_is_a_write_error(tmp_path):
+    """A file named like one of the run directory's folders (``predictions``) fails the first write there
+    with ``ENOTDIR``, which ``ipet run`` reports in one line (exit 1, run again once it is moved), as it
+    does an unwritable run directory; mkdir's ``FileExistsError`` was reported as a traceback."""
+    from data.outputs import write_json, write_parquet
+    from flows.cli import WRITE_ERRORS
+
+    (tmp_path / "predictions").write_text("not a folder")
+    for write in (lambda: write_json({}, tmp_path / "predictions" / "p.json"),
+                  lambda: write_parquet(pa.table({"x": [1]}), tmp_path / "predictions" / "deeper" / "p.parquet")):
+        with pytest.raises(OSError) as raised:
+            write()
+        assert raised.value.errno in WRITE_ERRORS and raised.value.filename.startswith(str(tmp_path / "predictions"))
+    assert (tmp_path / "predictions").read_text() == "not a folder"
+
+
 def test_unwritable_run_dir_is_one_line(config_file, tmp_path, capsys):
     (tmp_path / "a-file").write_text("x")
     code = main(["run", str(config_file), "--run-dir", str(tmp_path / "a-file" / "run")])
