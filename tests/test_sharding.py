@@ -96,7 +96,8 @@ def test_a_generations_set_does_not_depend_on_how_many_generations_follow(prefec
 
     def made(generations: int) -> str:
         ipet = config.ipet.model_copy(update={"generations": generations})
-        return pseudo.build_train_set("g1-p0-s1", 1, labeled, pool, logits, [0.5, 1.0], labels, ipet, 1, run_dir)["path"]
+        made = pseudo.build_train_set("g1-p0-s1", 1, labeled, pool, logits, [0.5, 1.0], labels, ipet, 1, run_dir)
+        return made["path"]
 
     assert made(1) == made(2) == made(3)
 
