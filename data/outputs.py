@@ -9,6 +9,7 @@ Outputs may live at a URL (``data/location.py``): written into its local mirror,
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -50,7 +51,7 @@ def atomic_path(final: str | Path, directory: bool = False) -> Iterator[Path]:
     """
     url = final if is_url(final) else None
     final = mirror(url) if url else location(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    _folder(final.parent)
     tmp = _temporary(final, directory)
     try:
         yield tmp
@@ -66,6 +67,15 @@ def atomic_path(final: str | Path, directory: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True) if directory else tmp.unlink(missing_ok=True)
         raise
+
+
+def _folder(path: Path) -> None:
+    """Create ``path`` and the folders above it. A file in the way is the write error it is (``ENOTDIR``,
+    naming the file, as the OS names it for a path through a file), not mkdir's ``FileExistsError``."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as err:
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), err.filename) from None
 
 
 def _temporary(final: Path, directory: bool) -> Path:
@@ -84,30 +94,39 @@ def _temporary(final: Path, directory: bool) -> Path:
 
 
 def remove_stale_temps(root: str | Path) -> list[Path]:
-    """Delete what killed writers left in ``root`` and its folders (where a run's outputs live):
-    ``atomic_path`` temporaries never renamed. Not recursive further, so a run directory given as
-    some larger tree costs a glob, not a walk of it.
+    """Delete what killed writers left in ``root``, its folders (where a run's outputs live) and theirs
+    (a sharded set's logits: ``logits/<set>/shard-…``): ``atomic_path`` temporaries never renamed. Not
+    recursive further, so a run directory given as some larger tree costs a few globs, not a walk of it.
 
     Only safe while no one else writes under ``root``, i.e. with the run directory's lock held.
     """
     root = mirror(root) if is_url(root) else Path(root)  # a URL's temporaries are only in its mirror
-    stale = [*root.glob(f".*{TMP_SUFFIX}"), *root.glob(f"*/.*{TMP_SUFFIX}")]
+    stale = [path for depth in ("", "*/", "*/*/") for path in root.glob(f"{depth}.*{TMP_SUFFIX}")]
     for path in stale:
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
     return stale
 
 
-def check_output_file(path: str | Path) -> None:
+def check_output_file(path: str | Path, source: str | Path | None = None) -> None:
     """Raise ``DataError`` if ``path`` cannot become a file: it is a directory, or a folder above it
-    is a file. Checked before any work, so a long job does not fail at its last rename."""
+    is a file, or it is ``source`` (the rows it is made from, which its rename would replace). Checked
+    before any work, so a long job does not fail at its last rename."""
     if is_url(path):
         return
     path = Path(path)
+    if source is not None and not is_url(source) and _entry(path) == _entry(Path(source)):
+        raise DataError(f"{path}: is the input file; give the output another name (the input would be replaced)")
     if path.is_dir():
         raise DataError(f"{path}: is a directory; give a file name (e.g. {path / 'predictions.parquet'})")
     blocker = next((p for p in path.parents if p.exists()), None)
     if blocker is not None and not blocker.is_dir():
         raise DataError(f"{path}: cannot be written: {blocker} is a file, not a directory")
+
+
+def _entry(path: Path) -> Path:
+    """The directory entry a rename onto ``path`` replaces: its folder resolved, its own name as is
+    (a rename replaces a link, not what it points to)."""
+    return path.absolute().parent.resolve() / path.name
 
 
 def write_parquet(table: pa.Table, path: str | Path) -> str | Path:

@@ -75,6 +75,18 @@ def _command(argv: list[str] | None) -> int:
         return {"ingest": _ingest, "predict": _predict, "answer": _answer, "gc": _gc,
                 "suggest": suggest.command}[args.command](args)
 
+    if args.command == "validate":
+        return _configured(args)
+    from .interrupt import stop_on_signals
+
+    # from the start: Prefect's import and its server's start take seconds, which a Ctrl-C must not
+    # turn into a traceback (nor a SIGTERM into a silent death); _locked's own handler takes over later
+    with stop_on_signals(f"ipet {args.command}", _no_op):
+        return _configured(args)
+
+
+def _configured(args) -> int:
+    """``validate``, ``run`` or ``adapt`` with its config loaded; exit 2 with the config's problems."""
     try:
         config = load_config(args.config, args.set)
     except ConfigError as err:
@@ -311,23 +323,33 @@ def _predict(args) -> int:
     if problem:
         print(f"ipet predict: {problem}", file=sys.stderr)
         return 2
-    from .prediction import PREDICT_ERRORS, predict_file, summary_text
+    from .interrupt import stop_on_signals
+    from .prediction import PREDICT_ERRORS
 
     kwargs = dict(model=args.model, input=args.input, output=args.output, registered_model=args.registered_model,
                   tracking_uri=args.tracking_uri, batch_size=args.batch_size, device=args.device,
                   precision=args.precision)
+    # the output's temporary is removed as the interrupt unwinds; unhandled, SIGTERM left it behind
+    stopped = f"{args.output} was not written (a previous file there is as it was)"
     try:
-        if os.environ.get("PREFECT_API_URL"):
-            _prefect_defaults()
-            from .predict import predict
-
-            summary = predict(**kwargs)
-        else:
-            summary = predict_file(**kwargs)
-            print(summary_text(summary))
+        with stop_on_signals("ipet predict", _no_op, stopped):
+            return _predicted(kwargs)
     except PREDICT_ERRORS as err:
         print(f"ipet predict: {err}", file=sys.stderr)
         return 2
+
+
+def _predicted(kwargs: dict) -> int:
+    """The prediction, as a flow or directly (``_predict``); its summary printed."""
+    from .prediction import predict_file, summary_text
+
+    if os.environ.get("PREFECT_API_URL"):
+        _prefect_defaults()
+        from .predict import predict
+
+        predict(**kwargs)
+    else:
+        print(summary_text(predict_file(**kwargs)))
     return 0
 
 
@@ -342,7 +364,7 @@ def _predict_problem(args) -> str | None:
     if args.batch_size < 1:
         return "--batch-size: must be at least 1"
     try:
-        check_output_file(args.output)
+        check_output_file(args.output, args.input)
     except DataError as err:
         return f"--output {err}"
     if not is_url(args.input) and not Path(args.input).is_file():

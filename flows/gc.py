@@ -9,12 +9,14 @@ removes nothing and only reports sizes.
 
 from __future__ import annotations
 
+import os
 import re
+import secrets
 import shutil
 from pathlib import Path
 
 from data.errors import DataError
-from data.outputs import read_json
+from data.outputs import TMP_SUFFIX, read_json
 
 from .disk import tree_bytes
 
@@ -45,10 +47,19 @@ def collect(run_dir: Path, keep: str) -> str:
     gone = removable(run_dir, keep)
     freed = sum(tree_bytes(p) for p in gone)
     for path in gone:
-        shutil.rmtree(path)
+        discard(path)
     return (f"{run_dir}: removed {len(gone)} model director{'y' if len(gone) == 1 else 'ies'}, freed "
             f"{megabytes(freed)}; the run directory is now {megabytes(tree_bytes(run_dir))}"
             + ("; a rerun trains them again" if gone else ""))
+
+
+def discard(model: Path) -> None:
+    """Rename ``model`` to a temporary name, then delete it. A model directory is reused when its name
+    exists, so a kill mid-way must not leave it there without its weights; it leaves a temporary,
+    which the next run removes (``remove_stale_temps``)."""
+    doomed = model.parent / f".{model.name}.{secrets.token_hex(6)}{TMP_SUFFIX}"
+    os.rename(model, doomed)
+    shutil.rmtree(doomed)
 
 
 def megabytes(n: int) -> str:

@@ -30,16 +30,19 @@ class Interrupted(KeyboardInterrupt):
         self.code = 128 + signum
 
 
-def resume_line(command: str, signum: int) -> str:
-    return (f"ipet: {signal.Signals(signum).name}: {command} stopped; finished outputs are kept, and running the "
-            "same command again resumes where it stopped\n")
+RESUMES = "finished outputs are kept, and running the same command again resumes where it stopped"
+
+
+def resume_line(command: str, signum: int, outcome: str = RESUMES) -> str:
+    return f"ipet: {signal.Signals(signum).name}: {command} stopped; {outcome}\n"
 
 
 @contextlib.contextmanager
-def stop_on_signals(command: str, cleanup: Callable[[], None]) -> Iterator[None]:
-    """For the block: the first signal says so on stderr and raises :class:`Interrupted`; ``cleanup``
-    (stopping the server) then runs, and the process exits ``GRACE_S`` later at the latest, or at once
-    on a second signal. Outside the main thread (a caller's worker) nothing is installed."""
+def stop_on_signals(command: str, cleanup: Callable[[], None], outcome: str = RESUMES) -> Iterator[None]:
+    """For the block: the first signal says so on stderr (``outcome``: what survives) and raises
+    :class:`Interrupted`; ``cleanup`` (stopping the server) then runs, and the process exits ``GRACE_S``
+    later at the latest, or at once on a second signal. Outside the main thread (a caller's worker)
+    nothing is installed."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -57,7 +60,7 @@ def stop_on_signals(command: str, cleanup: Callable[[], None]) -> Iterator[None]
         if seen:
             os._exit(128 + seen[0])
         seen.append(signum)
-        os.write(2, resume_line(command, signum).encode())  # not print: the handler may interrupt a print
+        os.write(2, resume_line(command, signum, outcome).encode())  # not print: the handler may interrupt a print
         threading.Thread(target=lambda: (threading.Event().wait(GRACE_S), finish(128 + signum)),
                          name="ipet-interrupt-deadline", daemon=True).start()
         raise Interrupted(signum)

@@ -38,7 +38,7 @@ def predict_file(model: str, input: str, output: str, registered_model: str | No
                  tracking_uri: str | None = None, batch_size: int = 1024, device: str = "auto",
                  precision: Precision = "auto") -> dict:
     """Predict every row of ``input`` into ``output``; returns a summary (rows, errors, version)."""
-    check_output_file(output)
+    check_output_file(output, input)
     with _resolved(model, registered_model, tracking_uri) as (model_dir, version):
         predictor = Predictor.load(model_dir)
     labels = list(predictor.labels)

@@ -53,11 +53,17 @@ def gold_logits(gold_labels: Sequence[str], labels: Sequence[str]) -> np.ndarray
     return one_hot.reshape(-1, len(labels)) * GOLD_LOGIT
 
 
+KEYED_GENERATIONS = 2  # the default of ipet.generations, which every set's key held until it was left out
+
+
 def _keyed(ipet: IpetConfig, gold_rows: int) -> dict[str, Any]:
     """``ipet`` as a set's key holds it. With a gold set, ``zero_shot_per_class`` (the base when there is
     none) changes nothing, so the key keeps the value it had when that setting came, 10: its default
-    becoming 50 neither invalidates few-shot runs' sets nor redraws them (the draw is seeded from the key)."""
-    return {**ipet.model_dump(), **({"zero_shot_per_class": 10} if gold_rows else {})}
+    becoming 50 neither invalidates few-shot runs' sets nor redraws them (the draw is seeded from the key).
+    How many generations follow changes no generation's set either, so every run keys the default's value:
+    a rerun with more generations reuses the ones it has, and runs at the default keep their keys."""
+    return {**ipet.model_dump(), "generations": KEYED_GENERATIONS,
+            **({"zero_shot_per_class": 10} if gold_rows else {})}
 
 
 def _new_examples(labeled: str, generation: int, ipet: IpetConfig, num_labels: int) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -163,6 +164,36 @@ def test_gc_frees_all_but_the_final_model_and_a_rerun_trains_them_again(prefect_
     rerun = ipet(config=RunConfig.model_validate(toy_config), run_dir=str(copy))
     assert rerun["tasks"] == {"trained": _total(finished) - 1, "reused": 1}, "all but the final model"
     assert [s["test_accuracy"] for s in rerun["stages"]] == [s["test_accuracy"] for s in results["stages"]]
+
+
+def test_gc_killed_mid_removal_leaves_no_half_removed_model_to_reuse(tmp_path, monkeypatch):
+    """A model directory is reused when its name exists; ``ipet gc`` killed while deleting one must not
+    leave it under that name without its weights (the rerun would reuse it, then fail to load it). What
+    the kill leaves is a temporary, which the next run removes."""
+    import flows.gc
+    from flows.session import owned_run_dir
+    from prompt_core.predictor import SPEC_FILE
+
+    models = tmp_path / "models"
+    for name in ("g0-p0-s1-0123456789abcdef", "final-distilled-fedcba9876543210"):
+        for file in (SPEC_FILE, "metrics.json", "model.safetensors"):
+            (models / name).mkdir(parents=True, exist_ok=True)
+            (models / name / file).write_text(file)
+    (tmp_path / "results.json").write_text(json.dumps({"stages": [{"model": str(models / name)}]}))
+
+    def killed(path, *args, **kwargs):  # deletes one file, then the process dies
+        next(p for p in Path(path).iterdir() if p.name == "model.safetensors").unlink()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(flows.gc.shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        flows.gc.collect(tmp_path, "final")
+    monkeypatch.undo()
+    for model in models.glob("[!.]*"):
+        assert (model / "model.safetensors").is_file(), f"{model.name} half removed under its own name"
+    with owned_run_dir(str(tmp_path)):
+        pass
+    assert [p.name for p in models.iterdir()] == ["final-distilled-fedcba9876543210"]
 
 
 def test_killed_run_resumes_without_redoing_finished_tasks(prefect_harness, toy_config, finished, tmp_path):

@@ -160,6 +160,9 @@ CASES: dict[str, tuple[Build, int, str]] = {
     "`ipet predict --output` naming a directory": (
         lambda toy, tmp: ["predict", "--model", toy["model"], "--input", str(Path(toy["data"]["root"]) / "test.csv"),
                           "--output", str(tmp)], 2, "is a directory; give a file name"),
+    "`ipet predict --output` naming the `--input`": (
+        lambda toy, tmp: ["predict", "--model", toy["model"], "--input", str(Path(toy["data"]["root"]) / "test.csv"),
+                          "--output", str(Path(toy["data"]["root"]) / "test.csv")], 2, "is the input file"),
     "`ipet predict --batch-size 0`": (lambda toy, tmp: ["predict", "--model", "m", "--input", "i.csv", "--output",
                                                         "o.parquet", "--batch-size", "0"], 2, "must be at least 1"),
     "`ipet predict --input` missing": (lambda toy, tmp: ["predict", "--model", "m", "--input", str(tmp / "i.csv"),

@@ -4,6 +4,11 @@ model named by path, by run directory and through the registry's champion alias.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +21,7 @@ from mlflow.tracking import MlflowClient
 from data.errors import DataError
 from flows.cli import main
 from flows.predict import predict
+from flows.prediction import predict_file
 from prompt_core import Predictor
 from tasks.registry import CHAMPION, log_model
 from tasks.tracking import experiment_id
@@ -181,6 +187,48 @@ def test_failed_prediction_leaves_a_previous_output_alone(model, tmp_path):
     path, _ = _bad_inputs(tmp_path)["bad-json-line"]  # fails at line 3, after a batch of 2 was written
     assert run("--model", str(model), "--input", str(path), "--output", str(out), "--batch-size", "2") == 2
     assert out.read_bytes() == b"the previous output" and [p.name for p in tmp_path.glob(".predictions*")] == []
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signalled_prediction_stops_with_one_line_and_leaves_no_partial_file(model, tmp_path, sig, code):
+    """Ctrl-C or SIGTERM while the output is being written: exit 130 or 143 with one line, no
+    traceback, no temporary beside the output, and the previous output as it was."""
+    rows = tmp_path / "many.csv"
+    pd.DataFrame({"text": [TEXTS[i % 2] for i in range(200_000)]}).to_csv(rows, index=False)
+    out = tmp_path / "out.parquet"
+    out.write_bytes(b"the previous output")
+    repo = Path(__file__).parents[1]
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "predict", "--model", str(model), "--input", str(rows),
+                             "--output", str(out), "--batch-size", "64"], cwd=tmp_path, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": f"{repo}{os.pathsep}{repo / 'tests'}"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal has it
+    deadline = time.time() + 120
+    while proc.poll() is None and time.time() < deadline and not list(tmp_path.glob(".out.parquet.*")):
+        time.sleep(0.01)
+    assert proc.poll() is None, "signalled while writing"
+    proc.send_signal(sig)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == code and "Traceback" not in err, err[-2000:]
+    assert err.strip().splitlines() == [f"ipet: {sig.name}: ipet predict stopped; {out} was not written "
+                                        "(a previous file there is as it was)"]
+    assert out.read_bytes() == b"the previous output" and [p.name for p in tmp_path.glob(".out*")] == []
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_output_onto_the_input_is_refused_and_the_input_kept(model, inputs, tmp_path, capsys, fmt):
+    """The output replaces its path when complete: at the input's own path (however spelled) that
+    would swap the rows a person gave for the predictions. Refused before the model loads."""
+    given = tmp_path / inputs[fmt].name
+    given.write_bytes(inputs[fmt].read_bytes())
+    spelled = tmp_path / "sub" / ".." / given.name
+    (tmp_path / "sub").mkdir()
+    for output in (given, spelled):
+        assert run("--model", str(model), "--input", str(given), "--output", str(output)) == 2
+        err = capsys.readouterr().err
+        assert f"--output {output}: is the input file" in err and "Traceback" not in err
+    assert given.read_bytes() == inputs[fmt].read_bytes()
+    with pytest.raises(DataError, match="is the input file"):  # the flow's path too
+        predict_file(model=str(model), input=str(given), output=str(spelled))
 
 
 def test_unknown_model_exits_2(inputs, tmp_path, capsys):

@@ -294,6 +294,22 @@ def test_disk_full_while_writing_keeps_the_previous_outputs(tmp_path):
     assert not list(tmp_path.glob(f".*{TMP_SUFFIX}")), "no temporaries left behind"
 
 
+def test_a_file_where_a_run_folder_goes_is_a_write_error(tmp_path):
+    """A file named like one of the run directory's folders (``predictions``) fails the first write there
+    with ``ENOTDIR``, which ``ipet run`` reports in one line (exit 1, run again once it is moved), as it
+    does an unwritable run directory; mkdir's ``FileExistsError`` was reported as a traceback."""
+    from data.outputs import write_json, write_parquet
+    from flows.cli import WRITE_ERRORS
+
+    (tmp_path / "predictions").write_text("not a folder")
+    for write in (lambda: write_json({}, tmp_path / "predictions" / "p.json"),
+                  lambda: write_parquet(pa.table({"x": [1]}), tmp_path / "predictions" / "deeper" / "p.parquet")):
+        with pytest.raises(OSError) as raised:
+            write()
+        assert raised.value.errno in WRITE_ERRORS and raised.value.filename.startswith(str(tmp_path / "predictions"))
+    assert (tmp_path / "predictions").read_text() == "not a folder"
+
+
 def test_unwritable_run_dir_is_one_line(config_file, tmp_path, capsys):
     (tmp_path / "a-file").write_text("x")
     code = main(["run", str(config_file), "--run-dir", str(tmp_path / "a-file" / "run")])
@@ -372,6 +388,27 @@ def test_a_signalled_run_stops_at_once_and_leaves_no_process(prefect_harness, to
         resumed = ipet(config=RunConfig.model_validate(toy), run_dir=str(run_dir))
         assert resumed["tasks"]["reused"] >= 1 and metrics(resumed) == metrics(reference[0])
         assert outputs(run_dir) == outputs(reference[1])
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_run_signalled_while_it_starts_stops_with_one_line(config_file, tmp_path, sig, code):
+    """The signal comes once the run directory is locked, while Prefect is imported and its server
+    not yet started (seconds on a loaded machine): the same one line and exit status as mid-training,
+    not a KeyboardInterrupt traceback (SIGINT) or a silent death (SIGTERM)."""
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", str(config_file), "--run-dir", str(run_dir)],
+                            env={**ENV, "PREFECT_HOME": str(tmp_path / "prefect")}, cwd=tmp_path,
+                            start_new_session=True, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal has it
+    deadline = time.time() + 60
+    while proc.poll() is None and time.time() < deadline and not (run_dir / ".lock").exists():
+        time.sleep(0.001)
+    assert proc.poll() is None, "signalled while starting"
+    proc.send_signal(sig)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == code and "Traceback" not in err, err[-3000:]
+    assert err.strip().splitlines()[-1] == (f"ipet: {sig.name}: ipet run stopped; finished outputs are kept, and "
+                                           "running the same command again resumes where it stopped")
 
 
 def test_outputs_follow_the_umask(tmp_path):

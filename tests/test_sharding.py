@@ -87,6 +87,21 @@ def test_a_few_shot_set_does_not_depend_on_the_zero_shot_base(prefect_harness, s
     assert made(str(no_gold), 10) != made(str(no_gold), 20)  # zero-shot: the base sizes the set
 
 
+def test_a_generations_set_does_not_depend_on_how_many_generations_follow(prefect_harness, setup):
+    """Generation 1's set is drawn from generation 0's labels alone: a rerun with more generations
+    (``--set ipet.generations=3``, what ``ipet gc --keep last-generation`` keeps models for) reuses it,
+    and so the models trained on it, instead of drawing and training them again."""
+    config, pool, labeled, run_dir, models = setup
+    logits, labels = label(models, pool, run_dir), list(config.labels)
+
+    def made(generations: int) -> str:
+        ipet = config.ipet.model_copy(update={"generations": generations})
+        made = pseudo.build_train_set("g1-p0-s1", 1, labeled, pool, logits, [0.5, 1.0], labels, ipet, 1, run_dir)
+        return made["path"]
+
+    assert made(1) == made(2) == made(3)
+
+
 def test_a_gold_text_is_never_drawn_as_a_pseudo_label_whatever_its_surrounding_whitespace(prefect_harness, setup,
                                                                                            tmp_path):
     """Selection matches gold texts as the dataset store and the answers do (``text_keys``): a pool row
@@ -113,6 +128,23 @@ def test_an_incomplete_shard_directory_is_never_read(prefect_harness, setup):
                                   0)["m0"]["path"]]
     with pytest.raises(FileNotFoundError, match="incomplete shard directory"):
         read_logits(first_shard_only[0])
+
+
+def test_a_killed_shard_writers_temporary_is_removed_when_the_run_dir_is_taken(prefect_harness, setup):
+    """A shard is written inside its set's directory, one level below ``logits/``; what a SIGKILL
+    leaves there mid-write is removed by the next run like any other temporary, and the finished
+    shards stay."""
+    from data.outputs import TMP_SUFFIX
+    from flows.session import owned_run_dir
+
+    _, pool, _, run_dir, models = setup
+    shard_dir = Path(label_set({"m0": models[0]}, "pool", pool, run_dir,
+                               LabelingConfig(batch_size=16, shard_rows=SHARD_ROWS), 0)["m0"]["path"])
+    left = shard_dir / f".{SHARD.format(1, 5)}.0123456789ab{TMP_SUFFIX}"  # atomic_path's name for shard 1
+    left.write_bytes(b"PAR1 half a shard")
+    with owned_run_dir(run_dir):
+        pass
+    assert sorted(p.name for p in shard_dir.iterdir()) == [SHARD.format(0, 5)]
 
 
 def rows(path: str) -> list[tuple]:
