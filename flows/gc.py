@@ -21,7 +21,7 @@ from data.outputs import TMP_SUFFIX, read_json
 from .disk import tree_bytes
 
 KEEP = ("final", "last-generation", "all")
-GENERATION = re.compile(r"g(\d+)-")
+GENERATION = re.compile(r"ipet-(\d+)")  # a generation's stage
 
 
 def removable(run_dir: Path, keep: str) -> list[Path]:
@@ -30,16 +30,22 @@ def removable(run_dir: Path, keep: str) -> list[Path]:
 
     if not (run_dir / "results.json").is_file():
         raise DataError(f"{run_dir}: no results.json, so not a finished run directory (give --run-dir of `ipet run`)")
-    final = read_json(run_dir / "results.json")["stages"][-1].get("model")
+    stages = read_json(run_dir / "results.json")["stages"]
+    final = stages[-1].get("model")
     models = sorted(p for p in (run_dir / "models").glob("[!.]*") if p.is_dir())
     if keep == "all" or not isinstance(final, str):
         return []
     final = run_dir / "models" / Path(final).name  # the run directory may have moved since
     needed = {final.name, *(m.name for m in member_dirs(final))}
     if keep == "last-generation":
-        generations = [int(m.group(1)) for p in models if (m := GENERATION.match(p.name))]
-        needed |= {p.name for p in models if generations and p.name.startswith(f"g{max(generations)}-")}
+        needed |= {p.name for p in models if p.name.startswith(f"g{last_generation(stages)}-")}
     return [p for p in models if p.name not in needed]
+
+
+def last_generation(stages: list[dict]) -> int:
+    """The finished run's last generation (0: PET), from its stages rather than the models on disk,
+    which may hold later generations of an earlier run with more of them."""
+    return max((int(m.group(1)) for s in stages if (m := GENERATION.fullmatch(s.get("stage", "")))), default=0)
 
 
 def collect(run_dir: Path, keep: str) -> str:

@@ -196,6 +196,22 @@ def test_gc_killed_mid_removal_leaves_no_half_removed_model_to_reuse(tmp_path, m
     assert [p.name for p in models.iterdir()] == ["final-distilled-fedcba9876543210"]
 
 
+def test_gc_keeps_the_runs_own_last_generation_not_an_earlier_runs_later_one(tmp_path):
+    """A run directory may hold generation 2's models of an earlier run with more generations (they stay
+    reusable); ``--keep last-generation`` keeps the generation this run ended with, read from its stages."""
+    import flows.gc
+    from prompt_core.predictor import SPEC_FILE
+
+    models = tmp_path / "models"
+    names = ["g0-p0-s1-00", "g1-p0-s1-11", "g2-p0-s1-22", "final-distilled-ff"]
+    for name in names:
+        (models / name).mkdir(parents=True)
+        (models / name / SPEC_FILE).write_text("{}")
+    stages = [{"stage": s} for s in ("zero-shot", "pet", "ipet-1")] + [{"stage": "final", "model": str(models / names[-1])}]
+    (tmp_path / "results.json").write_text(json.dumps({"stages": stages}))
+    assert [p.name for p in flows.gc.removable(tmp_path, "last-generation")] == ["g0-p0-s1-00", "g2-p0-s1-22"]
+
+
 def test_killed_run_resumes_without_redoing_finished_tasks(prefect_harness, toy_config, finished, tmp_path):
     """SIGKILL the CLI once generation 1 has begun training, run again, count what was reused."""
     from prefect.settings import PREFECT_API_URL
