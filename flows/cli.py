@@ -285,11 +285,15 @@ def _answer(args) -> int:
     from data.answers import apply_answers, read_sheet
     from data.errors import DataError
     from data.location import location
+    from data.lock import RunDirBusy, run_dir_lock
 
     run_dir = str(location(args.run_dir))
     try:
-        request, answers = read_sheet(args.file, run_dir)
-        record = apply_answers(request, answers, run_dir, os.environ.get("USER"))
+        request, answers = read_sheet(args.file, run_dir)  # an open question there: the run dir exists
+        with run_dir_lock(run_dir):  # a run starting meanwhile would remove the answers' temporaries
+            record = apply_answers(request, answers, run_dir, os.environ.get("USER"))
+    except RunDirBusy as err:
+        return _refused(f"ipet: {err}", EXIT_BUSY)
     except DataError as err:
         return _refused(f"ipet answer: {err}", 2)
     store = record["store"]

@@ -4,6 +4,8 @@ mode end to end on a real Prefect (test harness) and MLflow (SQLite): stop, answ
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from prefect.artifacts import Artifact
 
 from data.dataset_store import DatasetStore
 from flows.asking import pinned_config
-from flows.cli import main
+from flows.cli import EXIT_BUSY, main
 from flows.config import ConfigError, RunConfig, load_config
 from flows.ipet import ipet
 from prompt_core.asking import PickConfig, farthest_first, pick_rows, text_vectors, vote_entropy
@@ -123,6 +125,15 @@ def test_file_mode_stops_then_answers_rerun_and_continue(prefect_harness, store_
 
     answers = {r["id"]: hidden[r["id"]] for r in asked[:ASKED - 1]}  # the last row is skipped
     _fill(sheet, run_dir / "filled.csv", answers)
+    hold = "import sys, time; from data.lock import run_dir_lock\n" \
+           "with run_dir_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)\n"
+    running = subprocess.Popen([sys.executable, "-c", hold, str(run_dir)], stdout=subprocess.PIPE, text=True)
+    assert running.stdout.readline().strip() == "held"  # a run writing the run directory
+    assert main(["answer", str(run_dir), str(run_dir / "filled.csv")]) == EXIT_BUSY
+    running.kill()
+    running.wait()
+    assert f"is in use by another run (pid {running.pid})" in capsys.readouterr().err
+    assert not list((run_dir / "ask").glob("*-answers.*"))
     assert main(["answer", str(run_dir), str(run_dir / "filled.csv")]) == 0
     store = DatasetStore(root / "stores", "toy")
     assert store.current() == 3 and store.version().read("labeled").num_rows == 8 + ASKED - 1
