@@ -29,6 +29,22 @@ def word_pieces(tokenizer, words: Sequence[str]) -> list[list[int]]:
     return out
 
 
+def _check_distinct(words: Mapping[str, Sequence[str]], ids: Sequence[Sequence[int]], tokenizer) -> None:
+    """VerbalizerError when one token stands for two labels (``Good`` and ``good`` under a lower-casing
+    tokenizer, or one word listed under both): it scores the same for both there, so two labels of one
+    word each tie on every row, and the first always wins. Within a label a repeated token is harmless."""
+    owner: dict[int, tuple[str, str]] = {}
+    for (label, label_words), label_ids in zip(words.items(), ids):
+        for word, token in zip(label_words, label_ids):
+            first = owner.setdefault(token, (label, word))
+            if first[0] != label:
+                raise VerbalizerError(
+                    f"label words {first[1]!r} (label {first[0]!r}) and {word!r} (label {label!r}) are the same "
+                    f"token {tokenizer.convert_ids_to_tokens(token)!r}, so it scores both labels alike; "
+                    "give each label words of its own"
+                )
+
+
 @dataclass(frozen=True)
 class Verbalizer:
     """Maps each label to one or more label words (``positive: [great, good]``) or, for the
@@ -77,6 +93,7 @@ class Verbalizer:
                     )
                 label_ids.append(word_ids[0])
             ids.append(label_ids)
+        _check_distinct(self.words, ids, tokenizer)
         return ids
 
     def averaging_matrix(self, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:

@@ -74,3 +74,18 @@ def test_averaging_matrix_averages_each_labels_words(tiny_tokenizers: dict[str, 
         [0.0, 0.0, 0.0, 0.25, 0.25, 0.25, 0.25],
     ])
     assert torch.equal(matrix, expected)
+
+
+@pytest.mark.parametrize(
+    ("kind", "words"),
+    [
+        pytest.param("bert", {"pos": "Good", "neg": "good"}, id="bert-lowercases-to-one-token"),
+        pytest.param("roberta", {"pos": ["great", "good"], "neg": ["bad", "good"]}, id="roberta-word-in-two-labels"),
+    ],
+)
+def test_a_token_standing_for_two_labels_raises(tiny_tokenizers: dict[str, Any], kind: str,
+                                                words: dict[str, Any]) -> None:
+    """A token under two labels gives both the same score there: with one word each the two classes tie on
+    every row (argmax always takes the first), shared among several it blurs them. Refused, naming both."""
+    with pytest.raises(VerbalizerError, match=r"(?s)'pos'.*'neg'"):
+        Verbalizer(words).token_ids(tiny_tokenizers[kind])
