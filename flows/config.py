@@ -131,7 +131,7 @@ class AskConfig(PickConfig):
 class RunConfig(Strict):
     name: str = Field("ipet", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     model: str = Field(description="hub name or local path of a masked LM (cloze) or a sentence encoder (similarity)")
-    learner: LearnerKind = Field("cloze", description="cloze: masked LMs (RoBERTa, DeBERTa, BERT); similarity: "
+    learner: LearnerKind = Field("cloze", description="cloze: masked LMs (RoBERTa, BERT, ALBERT); similarity: "
                                                        "sentence encoders (MiniLM); classifier: a fresh head, no prior")
     similarity_temperature: float = Field(0.05, gt=0, description="similarity: logits are cosines divided by it")
     max_length: int = Field(256, ge=8)

@@ -193,7 +193,7 @@ def masked_lm(name_or_path: str, *, trust_remote_code: bool = False,
     fresh = sorted(k for k in info["missing_keys"] if k.startswith(head_prefixes))
     if fresh and require_head:
         raise BackboneError(f"{name_or_path} has no pretrained MLM head, so its scores at the mask are random and "
-                            "cannot rank label words: use a masked LM (roberta-large, deberta-v3) "
+                            "cannot rank label words: use a masked LM (roberta-large, bert-large-uncased) "
                             "or learner: similarity")
     if fresh:
         model.tie_weights()
