@@ -280,6 +280,35 @@ class ConfigError(ValueError):
     """A config that cannot be used: every problem on its own line, naming the field."""
 
 
+class DuplicateKey(yaml.YAMLError):
+    """A mapping that sets one key twice (YAML forbids it; PyYAML would keep the last silently)."""
+
+
+class _UniqueKeys(yaml.SafeLoader):
+    """``yaml.SafeLoader`` refusing a key set twice in one mapping: the first value would be lost
+    without a word, e.g. a second ``seeds:`` pasted at the end of a config."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may be overridden by design
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in first:
+                    raise DuplicateKey(f"line {line}: duplicate key {key!r} (first set on line {first[key]}, "
+                                       "whose value would be silently replaced); keep one")
+                first[key] = line
+            except TypeError:  # an unhashable key: SafeLoader's own error names it
+                pass
+        return super().construct_mapping(node, deep)
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_UniqueKeys)
+
+
 def _set(tree: dict, dotted: str, value: Any) -> None:
     *parents, leaf = dotted.split(".")
     for key in parents:
@@ -296,7 +325,9 @@ def assignment(item: str, option: str, example: str) -> tuple[str, Any]:
     if not sep or not key:
         raise ConfigError(f"{option} {item!r}: expected key=value, e.g. {option} {example}")
     try:
-        return key, yaml.safe_load(value)
+        return key, _yaml(value)
+    except DuplicateKey as err:
+        raise ConfigError(f"{option} {item!r}: {err}") from None
     except yaml.YAMLError as err:
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise ConfigError(f"{option} {item!r}: the value is not valid YAML ({problem}); quote it, or close "
@@ -307,7 +338,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     """Read YAML, apply ``key.sub=value`` overrides (values parsed as YAML) and validate."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = _yaml(path.read_text()) or {}
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except yaml.YAMLError as err:

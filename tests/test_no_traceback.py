@@ -144,6 +144,9 @@ CASES: dict[str, tuple[Build, int, str]] = {
     "config file not YAML": (lambda toy, tmp: (tmp / "c.yaml").write_text("a: [") and ["validate", str(tmp / "c.yaml")],
                              2, "not valid YAML"),
     "unparsable `--set` value": (validate("pvps=[{"), 2, "--set 'pvps=[{': the value is not valid YAML"),
+    "a key set twice (config or `--set`)": (lambda toy, tmp: (tmp / "c.yaml").write_text(
+        Path(config(toy, tmp)).read_text() + "seeds: [2]\n") and ["validate", str(tmp / "c.yaml")], 2,
+        "duplicate key 'seeds' (first set on line"),
     "`--run-dir` naming a file": (lambda toy, tmp: ["run", config(toy, tmp), "--run-dir", a_file(tmp)], 2,
                                   "it is a file, not a directory"),
     "`ipet ingest` of a binary or compressed file": (lambda toy, tmp: ["ingest", gzipped(tmp), "--dataset", "d",
