@@ -18,6 +18,7 @@ from prompt_core.settings import IpetConfig, LabelingConfig, LearnerKind
 
 
 PROBLEM_SEPARATOR = "\n"
+RESERVED_COLUMNS = {"label": "the gold label the patterns predict", "id": "the row id"}  # as data.sources names them
 
 
 class Strict(BaseModel):
@@ -40,9 +41,17 @@ class PVPConfig(Strict):
     @classmethod
     def _valid_pattern(cls, value: str) -> str:
         try:
-            Template(value)
+            slots = Template(value).slots
         except PatternError as err:
             raise ValueError(str(err)) from None
+        if not slots:  # every row would be the same prompt, and the final model would read no text
+            raise ValueError(f"pattern {value!r} reads no input field, so every row would give the same "
+                             "prompt; add a slot such as {text}")
+        reserved = [s for s in slots if s in RESERVED_COLUMNS]
+        if reserved:  # the readers make these columns; a pattern reading them would crash a run or cheat
+            slot = reserved[0]
+            raise ValueError(f"pattern {value!r}: slot {{{slot}}} is {RESERVED_COLUMNS[slot]}, not an input "
+                             f"field; to read a text column named {slot!r}, rename it (rename: {{{slot}: ...}})")
         return value
 
 

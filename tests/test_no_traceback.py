@@ -92,6 +92,10 @@ CASES: dict[str, tuple[Build, int, str]] = {
     # -- bad config
     "unknown key": (validate("colour=blue"), 2, "colour: Extra inputs are not permitted"),
     "cloze pattern with no `{mask}`, or two": (validate("pvps=[{pattern: '{text} no mask'}]"), 2, "exactly one {mask}"),
+    "pattern reading `{label}` or `{id}`": (validate("pvps=[{pattern: '{id} {text} {mask}'}, {pattern: '{mask} {label}'}]"),
+                                            2, "pvps.0.pattern: pattern '{id} {text} {mask}': slot {id} is the row id"),
+    "pattern reading no input field": (validate("pvps=[{pattern: 'it was {mask} .'}, {pattern: '{mask} : {text}'}]"), 2,
+                                       "pvps.0.pattern: pattern 'it was {mask} .' reads no input field"),
     "similarity pattern with a `{mask}`": (validate("learner=similarity"), 2, "which the similarity learner does not fill"),
     "`final.train.max_steps` (would cut the distillation short)": (validate("final.train.max_steps=3"), 2,
                                                                    "max_steps would cut the distillation short"),
