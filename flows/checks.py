@@ -121,8 +121,9 @@ def _check_model(config: RunConfig) -> list[str]:
     problem = _adapter_problem(config)
     if problem:
         return [problem]
-    if config.learner != "cloze":
-        return []
+    lengths = _length_problems(config, tokenizer)
+    if lengths or config.learner != "cloze":
+        return lengths
     if tokenizer.mask_token is None:
         return [f"model: {config.model!r} has no mask token, so it cannot fill cloze patterns"]
     problems = []
@@ -147,6 +148,28 @@ def _adapter_problem(config: RunConfig) -> str | None:
         if problem:
             return f"{where}{problem.removeprefix('train')}"
     return None
+
+
+def _length_problems(config: RunConfig, tokenizer) -> list[str]:
+    """A max_length past the model's position embeddings, or a pattern whose own words fill
+    max_length: either fails only when the first long input is encoded, minutes into a run."""
+    from prompt_core import Template
+    from prompt_core.backbone import max_positions
+
+    limit = max_positions(config.model, trust_remote_code=config.trust_remote_code)
+    settings = {"max_length": config.max_length}
+    if config.adapt:
+        settings["adapt.max_length"] = config.adapt.max_length
+    problems = [f"{where}: {length} tokens, but {config.model!r} has position embeddings for {limit}; set it to "
+                f"{limit} or less" for where, length in settings.items() if limit is not None and length > limit]
+    for i, p in enumerate(config.pvps):
+        template = Template(p.pattern)
+        alone = template.render(dict.fromkeys(template.slots, ""), tokenizer.mask_token or "")
+        own = len(tokenizer(alone)["input_ids"])
+        if own >= config.max_length:
+            problems.append(f"pvps.{i}.pattern: its own words (and special tokens) are {own} tokens, which leaves none "
+                            f"of max_length {config.max_length} for the input; shorten it or raise max_length")
+    return problems
 
 
 def _looks_like_a_path(model: str) -> bool:

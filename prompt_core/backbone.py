@@ -134,6 +134,23 @@ def check_backbone(name_or_path: str, *, masked_lm: bool = True, trust_remote_co
                             f"supports ({', '.join(SUPPORTED_FAMILIES)})")
 
 
+# families whose position ids start after the padding index (as RobertaEmbeddings counts them)
+_PADDED_POSITIONS = ("roberta", "xlm-roberta", "camembert", "mpnet", "data2vec-text", "longformer")
+
+
+def max_positions(name_or_path: str, *, trust_remote_code: bool = False) -> int | None:
+    """The longest input, in tokens, that the checkpoint's absolute position embeddings cover, or
+    None where it has none (DeBERTa's relative positions). A longer input fails deep inside the
+    model (a tensor size mismatch, a CUDA assert) when the first long text is encoded, minutes
+    into a run."""
+    with quiet_transformers():
+        config = AutoConfig.from_pretrained(resolve(name_or_path), trust_remote_code=trust_remote_code)
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions is None or not getattr(config, "position_biased_input", True):
+        return None
+    return positions - (config.pad_token_id + 1 if config.model_type in _PADDED_POSITIONS else 0)
+
+
 def has_mlm_head(name_or_path: str, *, trust_remote_code: bool = False) -> bool:
     """Whether a checkpoint holds a pretrained masked-LM head: the head's parameter names (of the
     model built on the meta device, so nothing is allocated) against the names in its safetensors

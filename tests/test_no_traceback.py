@@ -115,6 +115,11 @@ CASES: dict[str, tuple[Build, int, str]] = {
     "model directory holds no model": (lambda toy, tmp: ["validate", config(toy, tmp, model=str(tmp))], 2,
                                        "model: cannot load a tokenizer from"),
     "model is not a masked LM (e.g. GPT-2)": (with_model(gpt2), 2, "is a 'gpt2' model, not a masked LM"),
+    "`max_length` past the model's position embeddings": (validate("max_length=4096"), 2,
+                                                            "max_length: 4096 tokens, but"),
+    "a pattern's own words fill `max_length`": (validate("max_length=8", "pvps=[{pattern: 'the movie was really very "
+                                                         "good {text} it was {mask} .'}, {pattern: '{mask} {text}'}]"),
+                                                2, "pvps.0.pattern: its own words (and special tokens) are 12 tokens"),
     "unknown device": (validate("train.device=tpu"), 2, "unknown device 'tpu'"),
     "run `name` with `../`, `/`": (validate("name=../escape"), 2, "name: String should match pattern"),
     "checkpoint needs its own code (unknown `model_type`)": (with_model(custom_code), 2, "trust_remote_code"),
