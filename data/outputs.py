@@ -107,17 +107,32 @@ def remove_stale_temps(root: str | Path) -> list[Path]:
     return stale
 
 
+TEXT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "text", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+
 def check_output_file(path: str | Path, source: str | Path | None = None) -> None:
-    """Raise ``DataError`` if ``path`` cannot become a file: it is a directory, or a folder above it
-    is a file, or it is ``source`` (the rows it is made from, which its rename would replace). Checked
-    before any work, so a long job does not fail at its last rename."""
+    """Raise ``DataError`` if ``path`` cannot become a parquet file: ``check_file_path``'s faults, or it
+    is ``source`` (the rows it is made from, which its rename would replace), or its name says a text
+    format (``out.csv`` would hold parquet bytes that a spreadsheet or ``pandas.read_csv`` cannot read)."""
+    local = not is_url(path) and source is not None and not is_url(source)
+    if local and _entry(Path(path)) == _entry(Path(source)):
+        raise DataError(f"{path}: is the input file; give the output another name (the input would be replaced)")
+    suffix = Path(str(path)).suffix.lower()
+    if suffix in TEXT_FORMATS:
+        raise DataError(f"{path}: the file is written as parquet, not {TEXT_FORMATS[suffix]}; "
+                        f"name it {Path(str(path)).stem}.parquet")
+    check_file_path(path, "predictions.parquet")
+
+
+def check_file_path(path: str | Path, example: str) -> None:
+    """Raise ``DataError`` if ``path`` cannot become a file: it is a directory (``example`` is a file
+    name to suggest in it), or a folder above it is a file. Checked before any work, so a long job
+    does not fail at its last rename."""
     if is_url(path):
         return
     path = Path(path)
-    if source is not None and not is_url(source) and _entry(path) == _entry(Path(source)):
-        raise DataError(f"{path}: is the input file; give the output another name (the input would be replaced)")
     if path.is_dir():
-        raise DataError(f"{path}: is a directory; give a file name (e.g. {path / 'predictions.parquet'})")
+        raise DataError(f"{path}: is a directory; give a file name (e.g. {path / example})")
     blocker = next((p for p in path.parents if p.exists()), None)
     if blocker is not None and not blocker.is_dir():
         raise DataError(f"{path}: cannot be written: {blocker} is a file, not a directory")

@@ -175,6 +175,9 @@ CASES: dict[str, tuple[Build, int, str]] = {
     "`ipet predict --output` naming the `--input`": (
         lambda toy, tmp: ["predict", "--model", toy["model"], "--input", str(Path(toy["data"]["root"]) / "test.csv"),
                           "--output", str(Path(toy["data"]["root"]) / "test.csv")], 2, "is the input file"),
+    "`ipet predict --output` named `.csv` (or `.tsv`, `.jsonl`)": (
+        lambda toy, tmp: ["predict", "--model", toy["model"], "--input", str(Path(toy["data"]["root"]) / "test.csv"),
+                          "--output", str(tmp / "preds.csv")], 2, "preds.csv: the file is written as parquet, not csv"),
     "`ipet predict --batch-size 0`": (lambda toy, tmp: ["predict", "--model", "m", "--input", "i.csv", "--output",
                                                         "o.parquet", "--batch-size", "0"], 2, "must be at least 1"),
     "`ipet predict --input` missing": (lambda toy, tmp: ["predict", "--model", "m", "--input", str(tmp / "i.csv"),
