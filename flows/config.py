@@ -55,6 +55,19 @@ class PVPConfig(Strict):
         return value
 
 
+def _same_words(verbalizer: Verbalizer) -> list[str]:
+    """Labels given exactly the same words score the same on every input, so the ensemble could never
+    pick one over the other (a copy-paste slip, e.g. ``pos: great`` and ``neg: great``)."""
+    seen: dict[frozenset[str], str] = {}
+    problems = []
+    for label, words in verbalizer.words.items():
+        first = seen.setdefault(frozenset(words), label)
+        if first != label:
+            problems.append(f"labels {first!r} and {label!r} have the same word(s) {list(words)}, so no input could "
+                            "score one above the other; give each label its own")
+    return problems
+
+
 def _train_overrides(value: dict[str, Any]) -> dict[str, Any]:
     """Overrides of ``train`` for one stage: settings of ``train``, each valid on its own."""
     unknown = sorted(set(value) - set(TrainConfig.model_fields))
@@ -178,6 +191,8 @@ class RunConfig(Strict):
             except VerbalizerError as err:
                 problems.append(f"{where}: {err}")
                 continue
+            if self.learner != "classifier":  # a classifier's head tells labels apart whatever their words
+                problems.extend(f"{where}: {same}" for same in _same_words(v))
             if labels is None:
                 labels = v.labels
             elif set(v.labels) != set(labels):

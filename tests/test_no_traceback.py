@@ -104,6 +104,8 @@ CASES: dict[str, tuple[Build, int, str]] = {
     "label in the data, not in the verbalizer": (validate("verbalizer={neg: bad}"), 2, "not in the verbalizer"),
     "label in the verbalizer, not in the data": (validate("verbalizer={neg: bad, pos: great, meh: fine}"), 2,
                                                  "label 'meh' has 0 examples"),
+    "two labels with the same words": (validate("verbalizer={neg: great, pos: great}"), 2,
+                                       "verbalizer: labels 'neg' and 'pos' have the same word(s) ['great']"),
     "empty verbalizer": (validate("verbalizer={}"), 2, "verbalizer is empty"),
     "label word of several tokens": (validate("verbalizer={neg: bad, pos: goods}"), 2, "is 2 tokens"),
     "`labeled_per_class` larger than a class": (validate("data.labeled_per_class=500"), 2,
