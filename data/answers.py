@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping
@@ -71,12 +72,15 @@ def open_requests(run_dir: str) -> list[dict]:
 def read_sheet(path: str | Path, run_dir: str) -> tuple[dict, dict[str, str]]:
     """A filled-in sheet: the open request it answers and its labels by row id (``skip`` for an empty
     cell). Raises DataError naming the file and row for a file that cannot be read, a sheet with nothing
-    filled in (an unedited sheet recorded by mistake), an id that was not asked, or a label that is not
-    one of the run's."""
+    filled in (an unedited sheet recorded by mistake), an id answered twice or not asked, or a label that
+    is not one of the run's."""
     table = read_source(Source(path=str(path), id_column="id"))
     if "label" not in table.column_names:
         raise DataError(f"{path}: no 'label' column (the sheet's last column; fill it in)")
     ids, labels = table["id"].to_pylist(), table["label"].to_pylist()
+    repeated = [i for i, n in Counter(ids).items() if n > 1]
+    if repeated:  # two answers for one row: which one the person meant is not ours to guess
+        raise DataError(f"{path}: duplicate id(s) {repeated}; answer each asked row once")
     if not any((label or "").strip() for label in labels):  # recorded, it would close the question unanswered
         raise DataError(f"{path}: no label filled in (write one, or {SKIP}, in the 'label' column of the rows)")
     requests = open_requests(run_dir)

@@ -87,6 +87,19 @@ def gzipped(tmp: Path) -> str:
     return str(tmp / "data.csv")
 
 
+def answered(*answers: tuple[str, str]) -> Build:
+    """``ipet answer`` of a sheet with ``answers`` (id, label) to a run that asked about rows 1 and 2."""
+    def build(toy: dict, tmp: Path) -> list[str]:
+        from data.answers import write_request
+
+        write_request({"stage": "pet", "key": "k", "asked_at": "2026-01-01T00:00:00+00:00", "fields": ["text"],
+                       "labels": ["neg", "pos"], "rows": [{"id": "1", "text": "a"}, {"id": "2", "text": "b"}]},
+                      str(tmp / "run"))
+        (tmp / "sheet.csv").write_text("id,text,label\n" + "".join(f"{i},x,{label}\n" for i, label in answers))
+        return ["answer", str(tmp / "run"), str(tmp / "sheet.csv")]
+    return build
+
+
 BALANCED = lines(40, lambda i: f"film number {i} was {'great' if i % 2 else 'bad'},{'pos' if i % 2 else 'neg'}")
 CASES: dict[str, tuple[Build, int, str]] = {
     # -- bad config
@@ -188,6 +201,8 @@ CASES: dict[str, tuple[Build, int, str]] = {
         lambda toy, tmp: ["predict", "--model", "champion", "--input", str(Path(toy["data"]["root"]) / "test.csv"),
                           "--output", str(tmp / "o.parquet"), "--tracking-uri", f"sqlite:///{tmp}/none.db"], 2,
         "no MLflow store at"),
+    "`ipet answer` of a sheet answering a row twice": (answered(("1", "pos"), ("1", "neg")), 2,
+                                                        "sheet.csv: duplicate id(s) ['1']; answer each asked row once"),
     # -- faults a user can cause
     "MLflow server unreachable (`http://127.0.0.1:9`)": (validate("tracking.mlflow_uri=http://127.0.0.1:9"), 2,
                                                          "is not reachable"),
