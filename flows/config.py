@@ -176,6 +176,17 @@ class RunConfig(Strict):
     trust_remote_code: bool = False
     _labels_as_text = field_validator("verbalizer", mode="before")(_label_keys)
 
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, value: list[int]) -> list[int]:
+        """A seed given twice trains the same model twice: no more ensemble, and a PVP's "peer" in
+        iPET would be itself (the two-models check would pass with one)."""
+        repeated = sorted({s for s in value if value.count(s) > 1})
+        if repeated:
+            raise ValueError(f"seed(s) {repeated} given more than once; each seed trains one model per PVP, so "
+                             "give distinct seeds")
+        return value
+
     @model_validator(mode="after")
     def _verbalizers_agree(self) -> "RunConfig":
         problems = []

@@ -124,6 +124,7 @@ CASES: dict[str, tuple[Build, int, str]] = {
     "`labeled_per_class` larger than a class": (validate("data.labeled_per_class=500"), 2,
                                                 "fewer than labeled_per_class=500"),
     "growth/generations exceed the pool": (validate("ipet.growth=10"), 2, "but the pool has 200"),
+    "a seed given twice": (validate("seeds=[1, 1]"), 2, "seeds: seed(s) [1] given more than once"),
     "fewer than two models per generation": (validate("pvps=[{pattern: '{text} it was {mask} .'}]", "ipet.generations=1"),
                                              2, "iPET needs at least two models per generation"),
     "model path does not exist": (validate("model=/nonexistent/model"), 2, "'/nonexistent/model' does not exist"),
