@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from data.errors import DataError
-from data.outputs import TMP_SUFFIX, read_json
+from data.outputs import TMP_SUFFIX
 
 from .disk import tree_bytes
 
@@ -28,9 +28,11 @@ def removable(run_dir: Path, keep: str) -> list[Path]:
     """The model directories ``keep`` lets go, or DataError if ``run_dir`` holds no finished run."""
     from prompt_core.predictor import member_dirs
 
+    from .prediction import run_stages
+
     if not (run_dir / "results.json").is_file():
         raise DataError(f"{run_dir}: no results.json, so not a finished run directory (give --run-dir of `ipet run`)")
-    stages = read_json(run_dir / "results.json")["stages"]
+    stages = run_stages(run_dir)
     final = stages[-1].get("model")
     models = sorted(p for p in (run_dir / "models").glob("[!.]*") if p.is_dir())
     if keep == "all" or not isinstance(final, str):

@@ -80,7 +80,7 @@ def _resolved(model: str, registered_model: str | None, tracking_uri: str | None
         return
     path = location(model)
     if exists(path / "results.json"):
-        final = read_json(path / "results.json", fresh=True)["stages"][-1].get("model")
+        final = run_stages(path, fresh=True)[-1].get("model")
         if not isinstance(final, str):
             raise PredictorError(f"{path}/results.json: the final model is not one directory (a run from before "
                                 "ensembles were saved as one; run the flow again, it reuses every finished task)")
@@ -95,6 +95,22 @@ def _resolved(model: str, registered_model: str | None, tracking_uri: str | None
         yield copy, str(path)
         return
     yield path, str(path.resolve())
+
+
+def run_stages(run_dir: str | Path, fresh: bool = False) -> list[dict]:
+    """The stages in a run directory's ``results.json`` (the last one names the final model);
+    DataError for a results.json that is not a run's (unreadable JSON, no stages): another tool's
+    file of that name, or a run directory mixed up with some other folder."""
+    path = location(run_dir) / "results.json"
+    try:
+        stages = read_json(path, fresh).get("stages")
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot be read as JSON ({err}), so not the results of `ipet run`") from None
+    except AttributeError:  # JSON, but not an object
+        stages = None
+    if not (isinstance(stages, list) and stages and all(isinstance(stage, dict) for stage in stages)):
+        raise DataError(f"{path}: no stages in it, so not the results of `ipet run`")
+    return stages
 
 
 def _registry_name(model: str, registered_model: str | None, uri: str) -> tuple[str, str]:

@@ -87,6 +87,17 @@ def gzipped(tmp: Path) -> str:
     return str(tmp / "data.csv")
 
 
+def foreign_results(command: str) -> Build:
+    """``command`` (gc, predict) on a folder whose results.json is another tool's, not a run's."""
+    def build(toy: dict, tmp: Path) -> list[str]:
+        (tmp / "other").mkdir()
+        (tmp / "other" / "results.json").write_text('{"accuracy": 0.9}')
+        return (["gc", str(tmp / "other")] if command == "gc" else
+                ["predict", "--model", str(tmp / "other"), "--input", str(Path(toy["data"]["root"]) / "test.csv"),
+                 "--output", str(tmp / "o.parquet")])
+    return build
+
+
 def answered(*answers: tuple[str, str]) -> Build:
     """``ipet answer`` of a sheet with ``answers`` (id, label) to a run that asked about rows 1 and 2."""
     def build(toy: dict, tmp: Path) -> list[str]:
@@ -204,6 +215,10 @@ CASES: dict[str, tuple[Build, int, str]] = {
         "no MLflow store at"),
     "`ipet answer` of a sheet answering a row twice": (answered(("1", "pos"), ("1", "neg")), 2,
                                                         "sheet.csv: duplicate id(s) ['1']; answer each asked row once"),
+    "`ipet gc` of a folder with another tool's `results.json`": (
+        foreign_results("gc"), 2, "other/results.json: no stages in it, so not the results of `ipet run`"),
+    "`ipet predict --model` of a folder with another tool's `results.json`": (
+        foreign_results("predict"), 2, "other/results.json: no stages in it, so not the results of `ipet run`"),
     # -- faults a user can cause
     "MLflow server unreachable (`http://127.0.0.1:9`)": (validate("tracking.mlflow_uri=http://127.0.0.1:9"), 2,
                                                          "is not reachable"),
