@@ -17,7 +17,7 @@ import yaml
 from pydantic import ValidationError
 
 from data.errors import DataError
-from data.outputs import atomic_path
+from data.outputs import atomic_path, check_file_path
 from data.prepare import load_sets
 from data.splits import sample_rows
 
@@ -48,10 +48,10 @@ def command(args: argparse.Namespace) -> int:
     from prompt_core import BackboneError
     from prompt_core.choice import SuggestError
 
-    for option in ("top", "pool_sample"):
-        if getattr(args, option) < 1:
-            print(f"--{option.replace('_', '-')}: must be at least 1", file=sys.stderr)
-            return 2
+    problem = _option_problem(args)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     try:
         config = load_config(args.config, args.set)
         suggestions, ranking = run_suggest(config, args.top, args.pool_sample, args.patterns, args.expand)
@@ -66,6 +66,19 @@ def command(args: argparse.Namespace) -> int:
         print(f"ipet suggest: cannot write {err.filename or args.out}: {err.strerror}", file=sys.stderr)
         return 2
     return 0
+
+
+def _option_problem(args: argparse.Namespace) -> str | None:
+    """A bad option, named before the data and the model are read (a minute on a real model)."""
+    for option, least in (("top", 1), ("pool_sample", 1), ("expand", 0)):
+        if getattr(args, option) < least:
+            return f"--{option.replace('_', '-')}: must be at least {least}"
+    try:
+        if args.out:
+            check_file_path(args.out, "config.yaml")
+    except DataError as err:
+        return f"ipet suggest: --out {err}"
+    return None
 
 
 def run_suggest(config: RunConfig, top: int = 3, pool_sample: int = 400, search: bool = False, expand: int = 0):

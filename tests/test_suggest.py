@@ -131,7 +131,10 @@ def test_zero_label_mode_ranks_candidates_from_the_pool(toy: dict, tmp_path: Pat
     ({}, ["--top", "0"], "--top: must be at least 1"),
     ({}, ["--set", "data.train.path=missing.csv"], "missing.csv: file not found"),
     ({"model": "HEADLESS"}, [], "has no pretrained MLM head, so its scores at the mask are random"),
-], ids=["classifier", "zero-label-cloze-without-word-names", "top-zero", "missing-data", "cloze-without-mlm-head"])
+    ({}, ["--expand", "-1"], "--expand: must be at least 0"),
+    ({}, ["--out", "/"], "ipet suggest: --out /: is a directory; give a file name (e.g. /config.yaml)"),
+], ids=["classifier", "zero-label-cloze-without-word-names", "top-zero", "missing-data", "cloze-without-mlm-head",
+        "negative-expand", "out-a-directory"])
 def test_bad_input_is_one_line_and_exit_2_and_writes_nothing(toy: dict, tmp_path: Path, capsys, change: dict,
                                                               args: list[str], expected: str) -> None:
     if change.get("model") == "HEADLESS":  # a sentence encoder's checkpoint: no MLM head to rank words with
