@@ -55,6 +55,11 @@ class DataConfig(BaseModel):
                 raise ValueError("'train' needs 'labeled_per_class' (0 for zero-shot)")
         elif self.unlabeled is None:
             raise ValueError("give 'train' with 'labeled_per_class', or an 'unlabeled' pool source")
+        elif self.labeled_per_class is not None and (self.labeled is not None or self.labeled_per_class):
+            # ignored in this layout; only 0 without 'labeled' (zero-shot) says what happens anyway
+            raise ValueError(f"'labeled_per_class: {self.labeled_per_class}' draws the gold set from 'train'; with "
+                             "'labeled'/'unlabeled' the gold set is every row of 'labeled' (none without it), "
+                             "so remove it")
         for slot, source in self.slots().items():  # a store source reads the kind its slot needs
             if source.store and source.kind is None:
                 source.kind = "unlabeled" if slot == "unlabeled" else "labeled"
