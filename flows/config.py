@@ -345,13 +345,20 @@ def _yaml(text: str) -> Any:
 
 
 def _set(tree: dict, dotted: str, value: Any) -> None:
+    """Set ``dotted`` (``ipet.generations``; ``pvps.0.pattern``, a list item by its index, as problem
+    lines name it) in ``tree`` to ``value``, making missing mappings on the way."""
     *parents, leaf = dotted.split(".")
     for key in parents:
-        node = tree.setdefault(key, {})
-        if not isinstance(node, dict):
+        tree = tree[_index(tree, key, dotted)] if isinstance(tree, list) else tree.setdefault(key, {})
+        if not isinstance(tree, (dict, list)):
             raise ConfigError(f"--set {dotted}: {key!r} is not a mapping")
-        tree = node
-    tree[leaf] = value
+    tree[_index(tree, leaf, dotted) if isinstance(tree, list) else leaf] = value
+
+
+def _index(items: list, key: str, dotted: str) -> int:
+    if not key.isdigit() or int(key) >= len(items):
+        raise ConfigError(f"--set {dotted}: {key!r} is not an index of a list of {len(items)} item(s)")
+    return int(key)
 
 
 def assignment(item: str, option: str, example: str) -> tuple[str, Any]:

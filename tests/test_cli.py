@@ -54,12 +54,13 @@ def test_good_config_is_ok(toy: dict, tmp_path: Path, capsys: pytest.CaptureFixt
      ["iPET needs at least two models"]),
     (["runner.kind=cloud"], ["runner.kind: Input should be 'local' or 'ray'"]),
     (["labeling.batch_size=big"], ["labeling.batch_size", "'auto'"]),
+    (["pvps.1.pattern='{text} was'"], ["pvps.1.pattern: pattern '{text} was' must contain exactly one {mask}"]),
 ], ids=["unknown-key", "typo-in-a-section", "typo-in-a-list-item", "typo-in-stage-overrides",
         "two-masks", "no-mask", "slot-not-in-data", "label-not-in-verbalizer", "empty-verbalizer",
         "classifier-without-labels",
         "multi-token-word", "k-too-large", "growth-exceeds-pool", "zero-shot-base-exceeds-pool",
         "model-missing", "unknown-device", "missing-file",
-        "no-peers", "unknown-runner", "bad-batch-size"])
+        "no-peers", "unknown-runner", "bad-batch-size", "set-a-list-item"])
 def test_bad_config_names_the_problem(toy: dict, tmp_path: Path, capsys: pytest.CaptureFixture,
                                       overrides: list[str], expected: list[str]) -> None:
     assert validate(toy, tmp_path, *overrides) == 2
