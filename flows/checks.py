@@ -107,6 +107,9 @@ def _check_model(config: RunConfig) -> list[str]:
     if _looks_like_a_path(config.model) and not Path(config.model).expanduser().exists():
         return [f"model: {config.model!r} does not exist (a local model directory; a hub name looks like "
                 "'org/name')"]
+    if Path(config.model).expanduser().is_file():  # else "the config file at … is not a valid JSON file"
+        return [f"model: {config.model!r} is a file, not a model directory (the folder save_pretrained wrote, "
+                "with config.json)"]
     try:
         tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
     except Exception as err:  # missing dir, no tokenizer files, bad hub name: all a user fix

@@ -142,6 +142,8 @@ CASES: dict[str, tuple[Build, int, str]] = {
     "fewer than two models per generation": (validate("pvps=[{pattern: '{text} it was {mask} .'}]", "ipet.generations=1"),
                                              2, "iPET needs at least two models per generation"),
     "model path does not exist": (validate("model=/nonexistent/model"), 2, "'/nonexistent/model' does not exist"),
+    "model path is a file": (lambda toy, tmp: ["validate", config(toy, tmp, model=a_file(tmp))], 2,
+                             "is a file, not a model directory"),
     "model directory holds no model": (lambda toy, tmp: ["validate", config(toy, tmp, model=str(tmp))], 2,
                                        "model: cannot load a tokenizer from"),
     "model is not a masked LM (e.g. GPT-2)": (with_model(gpt2), 2, "is a 'gpt2' model, not a masked LM"),
