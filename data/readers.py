@@ -97,6 +97,16 @@ def _parquet(path: Path, name: str, columns: Columns | None, rows: int) -> Itera
             yield f.schema_arrow.empty_table().select(wanted or f.schema_arrow.names)
 
 
+def _named_once(columns: Sequence[str], name: str) -> Sequence[str]:
+    """``columns``, unless the header names one twice: which of the two a pattern or the label means
+    is not ours to guess (pyarrow said only "Can't unify schema with duplicate field names")."""
+    twice = sorted({c for c in columns if columns.count(c) > 1})
+    if twice:
+        raise DataError(f"{name}: column(s) {twice} named more than once in the header; give each column its "
+                        "own name")
+    return columns
+
+
 def _csv(path: Path, name: str, fmt: str, columns: Columns | None, header: bool,
          names: Sequence[str] | None) -> Iterator[pa.Table]:
     import pyarrow.csv as pacsv
@@ -116,10 +126,11 @@ def _csv(path: Path, name: str, fmt: str, columns: Columns | None, header: bool,
     convert = pacsv.ConvertOptions(strings_can_be_null=False, quoted_strings_can_be_null=False)
     if columns is not None:
         with pacsv.open_csv(path, read_options=read, parse_options=parse) as first:
-            wanted = columns.of(name, first.schema.names)
+            wanted = columns.of(name, _named_once(first.schema.names, name))
         ragged.clear()  # the second open reads the same rows again
         convert.include_columns, convert.column_types = wanted, {c: pa.string() for c in wanted}
     with pacsv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert) as reader:
+        _named_once(reader.schema.names, name)
         empty = True
         for batch in reader:
             _no_ragged(ragged, path, name, fmt)

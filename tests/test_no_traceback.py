@@ -161,6 +161,8 @@ CASES: dict[str, tuple[Build, int, str]] = {
     "wrong delimiter": (with_train(BALANCED.replace(",", "\t")), 2, "is the delimiter right"),
     "non-UTF-8 bytes": (with_train("text,label\ncaf\xe9 great,pos\n".encode("latin-1")), 2, "line 2: not UTF-8 text"),
     "ragged CSV row": (with_train(BALANCED + "a film, it was great,pos\n"), 2, "1 malformed row(s)"),
+    "a column named twice in a CSV header": (with_train(BALANCED.replace("text,label", "text,label,text")), 2,
+                                             "bad.csv: column(s) ['text'] named more than once in the header"),
     "missing text column": (with_train(BALANCED.replace("text,label", "review,label")), 2, "missing column(s) ['text']"),
     "missing label column": (with_train(BALANCED.replace("text,label", "text,stars")), 2, "no 'label' column"),
     "empty or whitespace-only text": (with_train(BALANCED + '"   ",pos\n'), 2, "empty text in every input field"),
