@@ -27,8 +27,17 @@ class Strict(BaseModel):
 
 def _label_keys(words: Any) -> Any:
     """YAML reads ``1:``, ``1.0:`` or ``true:`` as numbers and booleans; labels are compared as text,
-    written the way the data's typed values are (``label_text``)."""
-    return {label_text(k): v for k, v in words.items()} if isinstance(words, dict) else words
+    written the way the data's typed values are (``label_text``). Two keys that are one label as text
+    (``1:`` and ``"1":``) are refused: one of their words would be dropped without a word."""
+    if not isinstance(words, dict):
+        return words
+    keys: dict[str, Any] = {}
+    for key in words:
+        first = keys.setdefault(label_text(key), key)
+        if first is not key:
+            raise ValueError(f"keys {first!r} and {key!r} are both the label {label_text(key)!r} (labels are "
+                             "compared as text); keep one")
+    return {label: words[key] for label, key in keys.items()}
 
 
 class PVPConfig(Strict):

@@ -130,6 +130,9 @@ CASES: dict[str, tuple[Build, int, str]] = {
                                                  "label 'meh' has 0 examples"),
     "two labels with the same words": (validate("verbalizer={neg: great, pos: great}"), 2,
                                        "verbalizer: labels 'neg' and 'pos' have the same word(s) ['great']"),
+    "two verbalizer keys that are one label as text (`1:` and `\"1\":`)": (
+        validate("verbalizer={neg: bad, pos: great, 1: good, '1': fine}"), 2,
+        "verbalizer: keys 1 and '1' are both the label '1'"),
     "empty verbalizer": (validate("verbalizer={}"), 2, "verbalizer is empty"),
     "label word of several tokens": (validate("verbalizer={neg: bad, pos: goods}"), 2, "is 2 tokens"),
     "`labeled_per_class` larger than a class": (validate("data.labeled_per_class=500"), 2,
