@@ -227,6 +227,8 @@ CASES: dict[str, tuple[Build, int, str]] = {
         "no MLflow store at"),
     "`ipet suggest --out` naming a directory, or `--expand` below 0": (
         lambda toy, tmp: ["suggest", config(toy, tmp), "--out", str(tmp)], 2, "is a directory; give a file name"),
+    "`ipet answer` of the sheet as written (no label filled in)": (answered(("1", ""), ("2", "")), 2,
+                                                                    "sheet.csv: no label filled in"),
     "`ipet answer` of a sheet answering a row twice": (answered(("1", "pos"), ("1", "neg")), 2,
                                                         "sheet.csv: duplicate id(s) ['1']; answer each asked row once"),
     "`ipet gc` of a folder with another tool's `results.json`": (
