@@ -77,6 +77,16 @@ def _same_words(verbalizer: Verbalizer) -> list[str]:
     return problems
 
 
+def _distinct_seeds(value: list[int]) -> list[int]:
+    """A seed given twice trains the same model twice: no more ensemble, and a PVP's "peer" in
+    iPET would be itself (the two-models check would pass with one)."""
+    repeated = sorted({s for s in value if value.count(s) > 1})
+    if repeated:
+        raise ValueError(f"seed(s) {repeated} given more than once; each seed trains one model per PVP, so "
+                         "give distinct seeds")
+    return value
+
+
 def _train_overrides(value: dict[str, Any]) -> dict[str, Any]:
     """Overrides of ``train`` for one stage: settings of ``train``, each valid on its own."""
     unknown = sorted(set(value) - set(TrainConfig.model_fields))
@@ -184,17 +194,7 @@ class RunConfig(Strict):
     ask: AskConfig | None = Field(None, description="ask a person for labels after a stage (off by default)")
     trust_remote_code: bool = False
     _labels_as_text = field_validator("verbalizer", mode="before")(_label_keys)
-
-    @field_validator("seeds")
-    @classmethod
-    def _distinct_seeds(cls, value: list[int]) -> list[int]:
-        """A seed given twice trains the same model twice: no more ensemble, and a PVP's "peer" in
-        iPET would be itself (the two-models check would pass with one)."""
-        repeated = sorted({s for s in value if value.count(s) > 1})
-        if repeated:
-            raise ValueError(f"seed(s) {repeated} given more than once; each seed trains one model per PVP, so "
-                             "give distinct seeds")
-        return value
+    _seeds_distinct = field_validator("seeds")(_distinct_seeds)
 
     @model_validator(mode="after")
     def _verbalizers_agree(self) -> "RunConfig":

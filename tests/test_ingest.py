@@ -368,7 +368,7 @@ def test_validate_reads_the_store_a_config_names(tmp_path: Path, config_file: Pa
 
     raw = yaml.safe_load(config_file.read_text())
     raw["model"] = str(save_tiny("bert", tmp_path / "bert"))
-    raw["ipet"] = {"generations": 0}
+    raw["ipet"], raw["max_length"] = {"generations": 0}, 64  # the tiny model has 130 positions
     raw["data"]["labeled"] = {"store": "stores", "dataset": "news"}
     config_file.write_text(yaml.safe_dump(raw))
     store = str(tmp_path / "stores")
