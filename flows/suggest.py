@@ -50,7 +50,7 @@ def command(args: argparse.Namespace) -> int:
 
     problem = _option_problem(args)
     if problem:
-        print(problem, file=sys.stderr)
+        print(f"ipet suggest: {problem}", file=sys.stderr)
         return 2
     try:
         config = load_config(args.config, args.set)
@@ -77,7 +77,7 @@ def _option_problem(args: argparse.Namespace) -> str | None:
         if args.out:
             check_file_path(args.out, "config.yaml")
     except DataError as err:
-        return f"ipet suggest: --out {err}"
+        return f"--out {err}"
     return None
 
 

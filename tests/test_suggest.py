@@ -128,10 +128,10 @@ def test_zero_label_mode_ranks_candidates_from_the_pool(toy: dict, tmp_path: Pat
 @pytest.mark.parametrize(("change", "args", "expected"), [
     ({"learner": "classifier"}, [], "learner: classifier has no verbalizer to suggest"),
     ({}, ["--set", "data.labeled_per_class=0"], "label(s) ['neg', 'pos'] are not one-token words"),
-    ({}, ["--top", "0"], "--top: must be at least 1"),
+    ({}, ["--top", "0"], "ipet suggest: --top: must be at least 1"),
     ({}, ["--set", "data.train.path=missing.csv"], "missing.csv: file not found"),
     ({"model": "HEADLESS"}, [], "has no pretrained MLM head, so its scores at the mask are random"),
-    ({}, ["--expand", "-1"], "--expand: must be at least 0"),
+    ({}, ["--expand", "-1"], "ipet suggest: --expand: must be at least 0"),
     ({}, ["--out", "/"], "ipet suggest: --out /: is a directory; give a file name (e.g. /config.yaml)"),
 ], ids=["classifier", "zero-label-cloze-without-word-names", "top-zero", "missing-data", "cloze-without-mlm-head",
         "negative-expand", "out-a-directory"])
