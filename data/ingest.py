@@ -95,11 +95,13 @@ def _check_same_schema(target: DatasetStore, parent: Version, schema: Schema) ->
 
 
 def _read_checked(path: Path, schema: Schema, labeled: bool, read: dict) -> tuple[pa.Table, str]:
+    if "path" in read:  # the FILE argument is what is read; a second path would be ignored without a word
+        raise DataError(f"{path}: read option path: the file to ingest is the FILE argument; drop --read path")
     try:
         source = Source.model_validate({**read, "path": str(path)})
     except ValidationError as err:
-        raise DataError("\n".join(f"{path}: read option {'.'.join(map(str, e['loc'])) or '(all)'}: {e['msg']}"
-                                  for e in err.errors())) from None
+        raise DataError("\n".join(f"{path}: read option {'.'.join(map(str, e['loc'])) or '(all)'}: "
+                                  f"{e['msg'].removeprefix('Value error, ')}" for e in err.errors())) from None
     if source.store or source.hub:
         raise DataError(f"{path}: ingest reads a local file; drop the 'store'/'hub' read options")
     table = read_source(source)

@@ -208,6 +208,14 @@ CASES: dict[str, tuple[Build, int, str]] = {
                           a_file(tmp)], 2, "is a file, not a directory"),
     "unparsable `--read` value": (lambda toy, tmp: ["ingest", "x.csv", "--dataset", "d", "--read", "rows=[0,"], 2,
                                   "--read 'rows=[0,': the value is not valid YAML"),
+    "`ipet ingest --read path=…` (a second file)": (
+        lambda toy, tmp: ["ingest", str(Path(toy["data"]["root"]) / "train.csv"), "--dataset", "d", "--store",
+                          str(tmp / "s"), "--config", config(toy, tmp), "--read", "path=other.csv"], 2,
+        "train.csv: read option path: the file to ingest is the FILE argument; drop --read path"),
+    "`ipet ingest --read` option out of range": (
+        lambda toy, tmp: ["ingest", str(Path(toy["data"]["root"]) / "train.csv"), "--dataset", "d", "--store",
+                          str(tmp / "s"), "--config", config(toy, tmp), "--read", "rows=[5,2]"], 2,
+        "train.csv: read option (all): rows must be [start, stop) with 0 <= start < stop, got [5, 2]"),
     "`ipet predict --output` naming a directory": (
         lambda toy, tmp: ["predict", "--model", toy["model"], "--input", str(Path(toy["data"]["root"]) / "test.csv"),
                           "--output", str(tmp)], 2, "is a directory; give a file name"),
