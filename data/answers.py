@@ -61,12 +61,17 @@ def read_record(run_dir: str, request: Mapping) -> dict | None:
     return read_json(path) if exists(path) else None
 
 
-def open_requests(run_dir: str) -> list[dict]:
-    """The requests under ``RUN_DIR/ask`` that have no answers yet, newest first."""
+def all_requests(run_dir: str) -> list[dict]:
+    """Every request under ``RUN_DIR/ask``, answered or not, newest first."""
     found = names(location(run_dir) / ASK_DIR) or []
     requests = [read_json(location(run_dir) / ASK_DIR / n) for n in found
                 if n.endswith(".json") and not n.endswith("-answers.json")]
-    return sorted((r for r in requests if read_record(run_dir, r) is None), key=lambda r: r["asked_at"], reverse=True)
+    return sorted(requests, key=lambda r: r["asked_at"], reverse=True)
+
+
+def open_requests(run_dir: str) -> list[dict]:
+    """The requests under ``RUN_DIR/ask`` that have no answers yet, newest first."""
+    return [r for r in all_requests(run_dir) if read_record(run_dir, r) is None]
 
 
 def read_sheet(path: str | Path, run_dir: str) -> tuple[dict, dict[str, str]]:
@@ -83,14 +88,17 @@ def read_sheet(path: str | Path, run_dir: str) -> tuple[dict, dict[str, str]]:
         raise DataError(f"{path}: duplicate id(s) {repeated}; answer each asked row once")
     if not any((label or "").strip() for label in labels):  # recorded, it would close the question unanswered
         raise DataError(f"{path}: no label filled in (write one, or {SKIP}, in the 'label' column of the rows)")
-    requests = open_requests(run_dir)
+    requests = all_requests(run_dir)
 
     def shared(request: Mapping) -> int:
         return len(set(ids) & {row["id"] for row in request["rows"]})
 
     request = max(requests, key=shared, default=None)  # the question it answers; an id it did not ask is named below
+    if request is not None and shared(request) and read_record(run_dir, request) is not None:
+        raise DataError(f"{path}: the question after {request['stage']} was answered already "
+                        f"({answers_path(run_dir, request, 'csv')}); run the same `ipet run` again to go on")
     if request is None or not shared(request):
-        asked = ", ".join(f"{r['stage']} ({len(r['rows'])} rows)" for r in requests) or "none"
+        asked = ", ".join(f"{r['stage']} ({len(r['rows'])} rows)" for r in open_requests(run_dir)) or "none"
         raise DataError(f"{path}: its row ids match no open question of {run_dir} (open: {asked})")
     answers = {i: (label or "").strip() or SKIP for i, label in zip(ids, labels)}
     check_answers(request, answers, str(path))

@@ -135,6 +135,9 @@ def test_file_mode_stops_then_answers_rerun_and_continue(prefect_harness, store_
     assert f"is in use by another run (pid {running.pid})" in capsys.readouterr().err
     assert not list((run_dir / "ask").glob("*-answers.*"))
     assert main(["answer", str(run_dir), str(run_dir / "filled.csv")]) == 0
+    capsys.readouterr()
+    assert main(["answer", str(run_dir), str(run_dir / "filled.csv")]) == 2  # once is enough
+    assert "the question after pet was answered already (" in capsys.readouterr().err
     store = DatasetStore(root / "stores", "toy")
     assert store.current() == 3 and store.version().read("labeled").num_rows == 8 + ASKED - 1
 
