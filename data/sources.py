@@ -17,6 +17,7 @@ from .dataset_store import DatasetStore, Version
 from .errors import DataError
 from .location import exists, is_url, local, location
 from .readers import FORMATS, read_whole, string_table
+from .validate import delimiter_hint
 
 
 class Source(BaseModel):
@@ -97,7 +98,8 @@ def read_source(source: Source, base_dir: str | Path = ".", version: Version | N
     id_column = source.id_column or ("id" if source.store else None)  # a store's ids are unique already
     if id_column:
         if id_column not in table.column_names:
-            raise DataError(f"{source.name}: id column {id_column!r} not found (columns: {table.column_names})")
+            raise DataError(f"{source.name}: id column {id_column!r} not found (columns: {table.column_names})"
+                            f"{delimiter_hint(table.column_names)}")
         ids = table[id_column]
     else:
         ids = pa.array([str(offset + i + 1) for i in range(table.num_rows)], pa.string())

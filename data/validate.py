@@ -16,15 +16,21 @@ from prompt_core.pattern import empty_text
 SHOWN = 5
 
 
+def delimiter_hint(columns: Sequence[str]) -> str:
+    """A hint for a header read as one or two columns that hold delimiters (a ``;``-separated sheet
+    from a spreadsheet, a TSV read as CSV): the column a user names is not missing, it is merged."""
+    merged = len(columns) <= 2 and any(d in c for c in columns for d in "\t;,|")
+    return "; is the delimiter right (format: csv or tsv)?" if merged else ""
+
+
 def check_examples(table: pa.Table, fields: Sequence[str], labels: Sequence[str] | None, source: str,
                    labels_required: bool) -> list[str]:
     problems = []
     missing = [f for f in fields if f not in table.column_names]
     if missing:
         found = table.column_names[1:]
-        hint = ("; is the delimiter right (format: csv or tsv)?"
-                if len(found) <= 2 and any(d in c for c in found for d in "\t;,|") else "")
-        return [f"{source}: missing column(s) {missing} that the patterns use (columns: {found}){hint}"]
+        return [f"{source}: missing column(s) {missing} that the patterns use (columns: {found})"
+                f"{delimiter_hint(found)}"]
     nested = [c for c in [*fields, "label"] if c in table.column_names and not pa.types.is_string(table[c].type)]
     if nested:
         return [f"{source}: column {c!r} holds {table[c].type} values, not text" for c in nested]

@@ -64,3 +64,13 @@ def test_typed_json_values_are_the_same_texts_either_way(tmp_path: Path) -> None
         {"text": "a", "label": "1", "flag": None}, {"text": "b", "label": "2", "flag": None},
         {"text": "c", "label": None, "flag": None}, {"text": "d", "label": "2.5", "flag": None},
         {"text": "2020-01-01", "label": None, "flag": "true"}]
+
+
+def test_a_missing_id_column_in_a_semicolon_sheet_hints_at_the_delimiter(tmp_path: Path) -> None:
+    """A spreadsheet saved with ';' (some locales' CSV) reads as one column named 'id;text;label':
+    the id column is merged, not missing, and the message says where to look."""
+    sheet = tmp_path / "pet.csv"
+    sheet.write_text("id;text;label\n1;good;pos\n")
+    with pytest.raises(DataError, match=r"id column 'id' not found \(columns: \['id;text;label'\]\); "
+                                        r"is the delimiter right \(format: csv or tsv\)\?"):
+        read_source(Source(path=str(sheet), id_column="id"))
