@@ -230,17 +230,21 @@ def download(uri: str, name: str, version: str, dst: Path) -> Path:
 
 
 def resolve_version(uri: str, name: str, alias_or_version: str) -> str:
-    """``champion`` (or any alias) or a version number → the version number."""
+    """``champion`` (or any alias) or a version number → the version number. An alias is looked up
+    in the model's aliases: MLflow's own lookup reports an unknown alias as an invalid parameter,
+    not as a missing resource, so it could not be told from a broken store."""
     client = MlflowClient(uri, registry_uri=uri)
     try:
         if alias_or_version.isdigit():
             return str(client.get_model_version(name, alias_or_version).version)
-        return str(client.get_model_version_by_alias(name, alias_or_version).version)
+        version = client.get_registered_model(name).aliases.get(alias_or_version)
     except MlflowException as err:
-        if err.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
-            raise RegistryError(f"registered model {name!r} has no version or alias {alias_or_version!r} "
-                                f"in {uri}") from None
-        raise
+        if err.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            raise
+        version = None
+    if version is None:
+        raise RegistryError(f"registered model {name!r} has no version or alias {alias_or_version!r} in {uri}")
+    return str(version)
 
 
 def score(uri: str, name: str, version: str, test_set: str, batch_size: int, device: str) -> float:

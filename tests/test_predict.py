@@ -147,6 +147,12 @@ def test_champion_comes_from_the_registry(model, inputs, tmp_path, capsys):
     assert run("--model", "champion", "--registered-model", "nope", "--tracking-uri", uri,
                "--input", str(inputs["csv"]), "--output", str(tmp_path / "x.parquet")) == 2
     assert "registered model 'nope' has no version or alias 'champion'" in capsys.readouterr().err
+    for absent, which in (("models:/ipet-predict@nope", "nope"), ("models:/ipet-predict/99", "99")):
+        assert run("--model", absent, "--tracking-uri", uri, "--input", str(inputs["csv"]),  # the model exists
+                   "--output", str(tmp_path / "x.parquet")) == 2, absent
+        err = capsys.readouterr().err
+        assert f"registered model 'ipet-predict' has no version or alias '{which}'" in err
+        assert "Traceback" not in err and not (tmp_path / "x.parquet").exists()
 
 
 def _bad_inputs(root: Path) -> dict[str, tuple[Path, str]]:
