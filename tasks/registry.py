@@ -209,9 +209,12 @@ def pip_requirements() -> list[str]:
 
 
 def signature(fields: tuple[str, ...], labels: tuple[str, ...]) -> ModelSignature:
+    """Every field the model reads is a required input column (its values may be null), as for
+    ``ipet predict``: MLflow drops the columns a frame has beyond an optional input, so a frame
+    without the model's column came back as zero rows, with no error."""
     outputs = [ColSpec("string", "label"), *(ColSpec("double", PROB_PREFIX + l) for l in labels),
                ColSpec("string", "error", required=False)]
-    return ModelSignature(inputs=Schema([ColSpec("string", f, required=False) for f in fields]),
+    return ModelSignature(inputs=Schema([ColSpec("string", f) for f in fields]),
                           outputs=Schema(outputs), params=ParamSchema([ParamSpec("precision", "string", "auto")]))
 
 

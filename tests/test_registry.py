@@ -176,6 +176,8 @@ def test_registered_champion_loads_with_plain_mlflow(prefect_harness, store):
     assert out[["prob_neg", "prob_pos"]].iloc[0].sum() == pytest.approx(1.0)
     with pytest.raises(Exception, match="precision: 'fp16' is not one of auto, bf16, fp32"):
         model.predict(pd.DataFrame({"text": ["great film"]}), params={"precision": "fp16"})
+    with pytest.raises(Exception, match=r"missing inputs \['text'\]"):  # not zero rows back
+        model.predict(pd.DataFrame({"body": ["great film", "bad"]}))
 
 
 # --- the flow: an ensemble final model, registered, then predicted through the registry ---------
