@@ -4,8 +4,9 @@ directory as the ``model`` artifact). So, for anyone with torch and transformers
 
     mlflow.pyfunc.load_model("models:/ipet-agnews@champion").predict(pandas.DataFrame({"text": [...]}))
 
-returns one row per input row: ``label``, ``prob_<label>`` per class, and ``error`` (set, with no
-label, where every input field is empty). ``params={"precision": "fp32"}`` computes in float32 (the
+returns one row per input row, on the input's index: ``label``, ``prob_<label>`` per class, and
+``error`` (set, with no label, where every input field is empty). A frame without a column the model
+reads is refused. ``params={"precision": "fp32"}`` computes in float32 (the
 default ``auto`` is bf16 on CUDA and on CPUs with AMX). Our own code loads the same model with
 ``Predictor``.
 """
@@ -27,13 +28,15 @@ class IpetModel(PythonModel):
         self.predictor = Predictor.load(context.artifacts["model"])
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        """One output row per input row, on the input's index, so assigning or joining the output
+        to the input frame puts each prediction on its own row."""
         frame = pd.DataFrame(model_input)
         rows = frame.astype(object).where(frame.notna(), None).to_dict("records")
         precision = (params or {}).get("precision", "auto")
         if precision not in get_args(Precision):
             raise ValueError(f"params precision: {precision!r} is not one of {', '.join(get_args(Precision))}")
         result = self.predictor.predict(rows, precision=precision)
-        out = pd.DataFrame({"label": result.labels})
+        out = pd.DataFrame({"label": result.labels}, index=frame.index)
         for i, label in enumerate(self.predictor.labels):
             out[PROB_PREFIX + label] = result.probabilities[:, i]
         out["error"] = result.errors

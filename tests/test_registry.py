@@ -178,6 +178,8 @@ def test_registered_champion_loads_with_plain_mlflow(prefect_harness, store):
         model.predict(pd.DataFrame({"text": ["great film"]}), params={"precision": "fp16"})
     with pytest.raises(Exception, match=r"missing inputs \['text'\]"):  # not zero rows back
         model.predict(pd.DataFrame({"body": ["great film", "bad"]}))
+    frame = pd.DataFrame({"text": ["bad", "great film", "awful plot"]}, index=[7, 3, 3])
+    assert list(model.predict(frame).index) == [7, 3, 3], "each prediction on its own input row"
 
 
 # --- the flow: an ensemble final model, registered, then predicted through the registry ---------
