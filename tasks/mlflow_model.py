@@ -6,7 +6,7 @@ directory as the ``model`` artifact). So, for anyone with torch and transformers
 
 returns one row per input row, on the input's index: ``label``, ``prob_<label>`` per class, and
 ``error`` (set, with no label, where every input field is empty). A frame without a column the model
-reads is refused. ``params={"precision": "fp32"}`` computes in float32 (the
+reads, or with a list or dict where text belongs, is refused. ``params={"precision": "fp32"}`` computes in float32 (the
 default ``auto`` is bf16 on CUDA and on CPUs with AMX). Our own code loads the same model with
 ``Predictor``.
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import get_args
 
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
@@ -31,6 +32,7 @@ class IpetModel(PythonModel):
         """One output row per input row, on the input's index, so assigning or joining the output
         to the input frame puts each prediction on its own row."""
         frame = pd.DataFrame(model_input)
+        refuse_nested(frame)
         rows = frame.astype(object).where(frame.notna(), None).to_dict("records")
         precision = (params or {}).get("precision", "auto")
         if precision not in get_args(Precision):
@@ -41,6 +43,18 @@ class IpetModel(PythonModel):
             out[PROB_PREFIX + label] = result.probabilities[:, i]
         out["error"] = result.errors
         return out
+
+
+def refuse_nested(frame: pd.DataFrame) -> None:
+    """A list or dict where text belongs is refused, as ``ipet predict`` refuses it: read as text it
+    would be predicted as its printed form. MLflow's string schema lets such values through, and makes
+    a dict of lists (``{"text": [...]}``) one row whose text is the whole list."""
+    for column in frame.columns:
+        nested = frame[column].map(lambda value: isinstance(value, (list, tuple, dict, set, np.ndarray))).to_numpy()
+        if nested.any():
+            at = int(nested.argmax())
+            raise ValueError(f"column {column!r} holds a {type(frame[column].iloc[at]).__name__} in row "
+                             f"{frame.index.tolist()[at]!r}, not text (one text per row)")
 
 
 mlflow.models.set_model(IpetModel())

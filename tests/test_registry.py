@@ -180,6 +180,10 @@ def test_registered_champion_loads_with_plain_mlflow(prefect_harness, store):
         model.predict(pd.DataFrame({"body": ["great film", "bad"]}))
     frame = pd.DataFrame({"text": ["bad", "great film", "awful plot"]}, index=[7, 3, 3])
     assert list(model.predict(frame).index) == [7, 3, 3], "each prediction on its own input row"
+    with pytest.raises(Exception, match="column 'text' holds a list in row 3, not text"):
+        model.predict(pd.DataFrame({"text": ["great film", ["bad", "plot"]]}, index=[7, 3]))
+    with pytest.raises(Exception, match="column 'text' holds a list in row 0, not text"):  # not one row back
+        model.predict({"text": ["great film", "bad"]})
 
 
 # --- the flow: an ensemble final model, registered, then predicted through the registry ---------
