@@ -227,7 +227,11 @@ def download(uri: str, name: str, version: str, dst: Path) -> Path:
     # resolved here, not as models:/NAME/V, which MLflow looks up in the process-global registry
     folder = location.removeprefix("file://") if location.startswith("file://") else None
     if folder is None or not Path(folder).is_dir():
-        folder = mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(dst), tracking_uri=uri)
+        try:
+            folder = mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(dst), tracking_uri=uri)
+        except MlflowException as err:  # the registry names files its artifact store no longer has
+            raise RegistryError(f"registered model {name!r} v{version}: its files cannot be read from {location} "
+                                f"({str(err).splitlines()[-1]}; was the artifact store moved or deleted?)") from None
     conf = Model.load(folder).flavors["python_function"]
     return Path(folder) / conf["artifacts"][ARTIFACT]["path"]
 

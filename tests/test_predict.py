@@ -155,6 +155,20 @@ def test_champion_comes_from_the_registry(model, inputs, tmp_path, capsys):
         assert "Traceback" not in err and not (tmp_path / "x.parquet").exists()
 
 
+def test_a_registered_model_whose_files_are_gone_exits_2(model, inputs, tmp_path, capsys):
+    """The registry's copy of the model removed (the artifact store moved or deleted): a message, no traceback."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    version = log_model(client, client.create_run(experiment_id(uri, "predict")).info.run_id, str(model),
+                        "ipet-gone", {})
+    (tmp_path / "mlartifacts").rename(tmp_path / "elsewhere")
+    assert run("--model", f"models:/ipet-gone/{version}", "--tracking-uri", uri, "--input", str(inputs["csv"]),
+               "--output", str(tmp_path / "out.parquet")) == 2
+    err = capsys.readouterr().err
+    assert f"registered model 'ipet-gone' v{version}: its files cannot be read from file://{tmp_path}" in err
+    assert "Traceback" not in err and not (tmp_path / "out.parquet").exists()
+
+
 def _bad_inputs(root: Path) -> dict[str, tuple[Path, str]]:
     good = [f'{i},"text {i} great"' for i in range(1, 8)]
     (root / "ragged.csv").write_text("id,text\n" + "\n".join(good) + "\n8,great,extra\n9,fine\n")
