@@ -133,7 +133,12 @@ class Predictor:
         share it (``load_learners``), read from the directory's bundle when it has one."""
         directory = Path(directory)
         weights = read_ensemble(directory)[1] if (directory / ENSEMBLE_FILE).is_file() else None
-        return cls(load_learners(member_dirs(directory), bundled(directory)), weights)
+        members = member_dirs(directory)
+        missing = [m for m in members if not (m / SPEC_FILE).is_file()]
+        if missing:  # an ensemble directory copied without the members it points to
+            raise PredictorError(f"{directory}: ensemble member {missing[0]} is missing (its members are "
+                                 "the model directories beside it; copy or move them with it)")
+        return cls(load_learners(members, bundled(directory)), weights)
 
     @property
     def fields(self) -> tuple[str, ...]:

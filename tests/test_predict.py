@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from flows.cli import main
 from flows.predict import predict
 from flows.prediction import predict_file
 from prompt_core import Predictor
+from prompt_core.predictor import save_ensemble
 from tasks.registry import CHAMPION, log_model
 from tasks.tracking import experiment_id
 from tiny import save_classifier, save_tiny
@@ -166,6 +168,20 @@ def test_a_registered_model_whose_files_are_gone_exits_2(model, inputs, tmp_path
                "--output", str(tmp_path / "out.parquet")) == 2
     err = capsys.readouterr().err
     assert f"registered model 'ipet-gone' v{version}: its files cannot be read from file://{tmp_path}" in err
+    assert "Traceback" not in err and not (tmp_path / "out.parquet").exists()
+
+
+def test_an_ensemble_copied_without_its_members_exits_2(model, inputs, tmp_path, capsys):
+    run_dir = tmp_path / "run" / "models"
+    shutil.copytree(model, run_dir / "member")
+    (run_dir / "final").mkdir()
+    save_ensemble(run_dir / "final", [run_dir / "member"], None)
+    assert run("--model", str(run_dir / "final"), "--input", str(inputs["csv"]),
+               "--output", str(tmp_path / "ensemble.parquet")) == 0
+    alone = shutil.copytree(run_dir / "final", tmp_path / "elsewhere" / "final")
+    assert run("--model", str(alone), "--input", str(inputs["csv"]), "--output", str(tmp_path / "out.parquet")) == 2
+    err = capsys.readouterr().err
+    assert f"{alone}: ensemble member {tmp_path / 'elsewhere' / 'member'} is missing" in err
     assert "Traceback" not in err and not (tmp_path / "out.parquet").exists()
 
 
