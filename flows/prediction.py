@@ -86,6 +86,9 @@ def _resolved(model: str, registered_model: str | None, tracking_uri: str | None
                                 "ensembles were saved as one; run the flow again, it reuses every finished task)")
         # the run directory may have moved since: then its own models/ folder has the model
         path = location(final) if exists(final) else path / "models" / location(final).name
+        if not exists(path):
+            raise PredictorError(f"{model}: its final model {location(final).name} is not in its models/ folder "
+                                 "(removed since the run; `ipet run` again trains it)")
     if not exists(path):
         raise PredictorError(f"{model}: no such model directory, run directory or registered model")
     if is_url(path):  # a run dir at a URL: its model, and an ensemble's members beside it, copied

@@ -129,6 +129,15 @@ def test_run_directory_means_its_final_model(model, inputs, tmp_path):
     pd.testing.assert_frame_equal(pq.read_table(by_dir).to_pandas(), pq.read_table(by_path).to_pandas())
 
 
+def test_a_run_directory_without_its_final_model_says_so(inputs, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    (run_dir / "models").mkdir(parents=True)
+    final = run_dir / "models" / "final-distilled-abc"
+    (run_dir / "results.json").write_text(json.dumps({"stages": [{"stage": "final", "model": str(final)}]}))
+    assert run("--model", str(run_dir), "--input", str(inputs["csv"]), "--output", str(tmp_path / "o.parquet")) == 2
+    assert f"{run_dir}: its final model final-distilled-abc is not in its models/ folder" in capsys.readouterr().err
+
+
 def test_champion_comes_from_the_registry(model, inputs, tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
