@@ -6,9 +6,9 @@ directory as the ``model`` artifact). So, for anyone with torch and transformers
 
 returns one row per input row, on the input's index: ``label``, ``prob_<label>`` per class, and
 ``error`` (set, with no label, where every input field is empty). A frame without a column the model
-reads, or with a list or dict where text belongs, is refused. ``params={"precision": "fp32"}`` computes in float32 (the
-default ``auto`` is bf16 on CUDA and on CPUs with AMX). Our own code loads the same model with
-``Predictor``.
+reads, or with a list or dict where text belongs, is refused. ``params={"precision": "fp32"}``
+computes in float32 (the default ``auto`` is bf16 on CUDA and on CPUs with AMX). Our own code loads
+the same model with ``Predictor``.
 """
 
 from __future__ import annotations
