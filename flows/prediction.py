@@ -125,6 +125,9 @@ def _registry_name(model: str, registered_model: str | None, uri: str) -> tuple[
         name, sep, alias = ref.partition("@") if "@" in ref else ref.rpartition("/")
         if not (name and sep and alias):
             raise RegistryError(f"{model}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+        if registered_model and registered_model != name:  # which of the two was meant is not ours to guess
+            raise RegistryError(f"{model} names registered model {name!r}, --registered-model {registered_model!r}; "
+                                "give one of them")
         return name, alias
     if registered_model:
         return registered_model, CHAMPION

@@ -164,6 +164,10 @@ def test_champion_comes_from_the_registry(model, inputs, tmp_path, capsys):
         err = capsys.readouterr().err
         assert f"registered model 'ipet-predict' has no version or alias '{which}'" in err
         assert "Traceback" not in err and not (tmp_path / "x.parquet").exists()
+    assert run("--model", f"models:/ipet-predict/{version}", "--registered-model", "other", "--tracking-uri", uri,
+               "--input", str(inputs["csv"]), "--output", str(tmp_path / "x.parquet")) == 2  # two models named
+    assert "names registered model 'ipet-predict', --registered-model 'other'; give one of them" in \
+        capsys.readouterr().err
 
 
 def test_a_registered_model_whose_files_are_gone_exits_2(model, inputs, tmp_path, capsys):
