@@ -223,10 +223,8 @@ def _gc(args) -> int:
     from .gc import collect
     from .prediction import run_stages
 
-    if not (Path(args.run_dir) / "results.json").is_file():  # checked before the lock creates anything
-        return _refused(f"ipet gc: {args.run_dir}: no results.json, so not a finished run directory", 2)
     try:
-        run_stages(args.run_dir)  # another tool's results.json: refused before the lock too
+        run_stages(args.run_dir)  # no run's results.json: refused before the lock creates anything
         with run_dir_lock(args.run_dir) as run_dir:
             print(collect(Path(run_dir), args.keep))
     except RunDirBusy as err:

@@ -15,7 +15,6 @@ import secrets
 import shutil
 from pathlib import Path
 
-from data.errors import DataError
 from data.outputs import TMP_SUFFIX
 
 from .disk import tree_bytes
@@ -30,8 +29,6 @@ def removable(run_dir: Path, keep: str) -> list[Path]:
 
     from .prediction import run_stages
 
-    if not (run_dir / "results.json").is_file():
-        raise DataError(f"{run_dir}: no results.json, so not a finished run directory (give --run-dir of `ipet run`)")
     stages = run_stages(run_dir)
     final = stages[-1].get("model")
     models = sorted(p for p in (run_dir / "models").glob("[!.]*") if p.is_dir())

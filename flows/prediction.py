@@ -102,9 +102,11 @@ def _resolved(model: str, registered_model: str | None, tracking_uri: str | None
 
 def run_stages(run_dir: str | Path, fresh: bool = False) -> list[dict]:
     """The stages in a run directory's ``results.json`` (the last one names the final model);
-    DataError for a results.json that is not a run's (unreadable JSON, no stages): another tool's
-    file of that name, or a run directory mixed up with some other folder."""
+    DataError where there is none (not a finished run) or it is not a run's (unreadable JSON, no
+    stages): another tool's file of that name, or a run directory mixed up with some other folder."""
     path = location(run_dir) / "results.json"
+    if not exists(path):
+        raise DataError(f"{run_dir}: no results.json, so not a finished run directory")
     try:
         stages = read_json(path, fresh).get("stages")
     except (json.JSONDecodeError, UnicodeDecodeError) as err:

@@ -166,6 +166,16 @@ def test_gc_frees_all_but_the_final_model_and_a_rerun_trains_them_again(prefect_
     assert [s["test_accuracy"] for s in rerun["stages"]] == [s["test_accuracy"] for s in results["stages"]]
 
 
+def test_gc_of_a_folder_without_results_is_one_line_and_leaves_nothing(tmp_path, capsys):
+    from flows.cli import main
+
+    folder = tmp_path / "not-a-run"
+    folder.mkdir()
+    assert main(["gc", str(folder)]) == 2
+    assert capsys.readouterr().err.strip() == f"ipet gc: {folder}: no results.json, so not a finished run directory"
+    assert list(folder.iterdir()) == [], "no .lock left behind"
+
+
 def test_gc_killed_mid_removal_leaves_no_half_removed_model_to_reuse(tmp_path, monkeypatch):
     """A model directory is reused when its name exists; ``ipet gc`` killed while deleting one must not
     leave it under that name without its weights (the rerun would reuse it, then fail to load it). What
