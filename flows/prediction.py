@@ -1,9 +1,10 @@
 """Predicting with a final model: a CSV/TSV/JSONL/parquet file in, a parquet file of labels out.
 
-The model is the registry's champion (or any ``models:/NAME@alias`` / ``models:/NAME/V``), a run
-directory (its ``results.json`` names the final model) or a model directory. The input is
-streamed in batches, so memory stays flat however long it is; the output is written to a
-temporary file and renamed at the end, so a failed prediction leaves no output behind.
+The model is the registry's champion (or any ``models:/NAME@alias`` / ``models:/NAME/V`` /
+``models:/NAME/latest``), a run directory (its ``results.json`` names the final model) or a model
+directory. The input is streamed in batches, so memory stays flat however long it is; the output
+is written to a temporary file and renamed at the end, so a failed prediction leaves no output
+behind.
 
 Output columns: ``id`` (the input's ``id``, else the 1-based row number), ``label``,
 ``prob_<label>`` per class, ``model_version`` (``NAME/vN`` or the model directory) and ``error``.
@@ -119,14 +120,15 @@ def run_stages(run_dir: str | Path, fresh: bool = False) -> list[dict]:
 
 
 def _registry_name(model: str, registered_model: str | None, uri: str) -> tuple[str, str]:
-    """``champion`` → (name, "champion"); ``models:/NAME@alias`` and ``models:/NAME/V`` → parsed."""
+    """``champion`` → (name, "champion"); ``models:/NAME@alias``, ``models:/NAME/V`` and
+    ``models:/NAME/latest`` → parsed (``resolve_version`` reads the second part)."""
     from mlflow.tracking import MlflowClient
 
     if model.startswith("models:/"):
         ref = model.removeprefix("models:/")
         name, sep, alias = ref.partition("@") if "@" in ref else ref.rpartition("/")
         if not (name and sep and alias):
-            raise RegistryError(f"{model}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+            raise RegistryError(f"{model}: expected models:/NAME@ALIAS, models:/NAME/VERSION or models:/NAME/latest")
         if registered_model and registered_model != name:  # which of the two was meant is not ours to guess
             raise RegistryError(f"{model} names registered model {name!r}, --registered-model {registered_model!r}; "
                                 "give one of them")

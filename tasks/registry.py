@@ -44,6 +44,7 @@ from .tracking import TrackedRun
 
 ARTIFACT = "model"  # the artifact name tasks/mlflow_model.py loads
 MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
+LATEST = "latest"  # models:/NAME/latest: the newest version (MLflow's meaning)
 
 
 @dataclass
@@ -237,18 +238,26 @@ def download(uri: str, name: str, version: str, dst: Path) -> Path:
 
 
 def resolve_version(uri: str, name: str, alias_or_version: str) -> str:
-    """``champion`` (or any alias) or a version number → the version number. An alias is looked up
-    in the model's aliases: MLflow's own lookup reports an unknown alias as an invalid parameter,
-    not as a missing resource, so it could not be told from a broken store."""
+    """``champion`` (or any alias), a version number or ``latest`` → the version number. An alias is
+    looked up in the model's aliases: MLflow's own lookup reports an unknown alias as an invalid
+    parameter, not as a missing resource, so it could not be told from a broken store. ``latest`` (any
+    case) is the newest version, as in MLflow's ``models:/NAME/latest`` (MLflow refuses it as an
+    alias name, so it cannot mean one)."""
     client = MlflowClient(uri, registry_uri=uri)
+    latest = alias_or_version.lower() == LATEST
     try:
         if alias_or_version.isdigit():
             return str(client.get_model_version(name, alias_or_version).version)
-        version = client.get_registered_model(name).aliases.get(alias_or_version)
+        model = client.get_registered_model(name)
     except MlflowException as err:
         if err.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
             raise
-        version = None
+        model = None
+    if latest and model is not None:  # latest_versions: the newest of each stage, as MLflow's own lookup reads
+        if not model.latest_versions:
+            raise RegistryError(f"registered model {name!r} has no versions in {uri}")
+        return str(max(int(v.version) for v in model.latest_versions))
+    version = None if model is None else model.aliases.get(alias_or_version)
     if version is None:
         raise RegistryError(f"registered model {name!r} has no version or alias {alias_or_version!r} in {uri}")
     return str(version)

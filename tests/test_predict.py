@@ -170,6 +170,26 @@ def test_champion_comes_from_the_registry(model, inputs, tmp_path, capsys):
         capsys.readouterr().err
 
 
+def test_latest_means_the_newest_version_as_in_mlflow(model, inputs, tmp_path, capsys):
+    """``models:/NAME/latest`` (any case) is MLflow's newest version of NAME, not an alias named latest."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    parent = client.create_run(experiment_id(uri, "predict")).info.run_id
+    versions = [log_model(client, parent, str(model), "ipet-latest", {}) for _ in range(2)]
+    client.set_registered_model_alias("ipet-latest", CHAMPION, versions[0])  # not what latest means
+    for spelled in ("latest", "Latest"):
+        out = tmp_path / f"{spelled}.parquet"
+        assert run("--model", f"models:/ipet-latest/{spelled}", "--tracking-uri", uri, "--input", str(inputs["csv"]),
+                   "--output", str(out)) == 0, capsys.readouterr().err
+        assert set(pq.read_table(out)["model_version"].to_pylist()) == {f"ipet-latest/v{versions[1]}"}
+    client.create_registered_model("ipet-empty")
+    assert run("--model", "models:/ipet-empty/latest", "--tracking-uri", uri, "--input", str(inputs["csv"]),
+               "--output", str(tmp_path / "x.parquet")) == 2
+    err = capsys.readouterr().err
+    assert "registered model 'ipet-empty' has no versions" in err and "Traceback" not in err
+    assert not (tmp_path / "x.parquet").exists()
+
+
 def test_a_registered_model_whose_files_are_gone_exits_2(model, inputs, tmp_path, capsys):
     """The registry's copy of the model removed (the artifact store moved or deleted): a message, no traceback."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
