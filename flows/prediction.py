@@ -81,15 +81,11 @@ def _resolved(model: str, registered_model: str | None, tracking_uri: str | None
         return
     path = location(model)
     if exists(path / "results.json"):
-        final = run_stages(path, fresh=True)[-1].get("model")
-        if not isinstance(final, str):
-            raise PredictorError(f"{path}/results.json: the final model is not one directory (a run from before "
-                                "ensembles were saved as one; run the flow again, it reuses every finished task)")
-        # the run directory may have moved since: then its own models/ folder has the model
-        path = location(final) if exists(final) else path / "models" / location(final).name
-        if not exists(path):
-            raise PredictorError(f"{model}: its final model {location(final).name} is not in its models/ folder "
+        final = final_model(path)
+        if not exists(final):
+            raise PredictorError(f"{model}: its final model {final.name} is not in its models/ folder "
                                  "(removed since the run; `ipet run` again trains it)")
+        path = final
     if not exists(path):
         raise PredictorError(f"{model}: no such model directory, run directory or registered model")
     if is_url(path):  # a run dir at a URL: its model, and an ensemble's members beside it, copied
@@ -101,22 +97,44 @@ def _resolved(model: str, registered_model: str | None, tracking_uri: str | None
     yield path, str(path.resolve())
 
 
+def final_model(run_dir: Path) -> Path:
+    """The final model of the run in ``run_dir``, as this directory holds it. ``results.json`` records
+    absolute paths, which still name the original after a copy (``cp -r``) or a move: a model under the
+    recorded run directory is read from this one (a copy used the original's while that existed, and
+    failed once it moved); one elsewhere (a hand-written results.json) as recorded, unless this run
+    directory's models/ folder has one of its name (results.json from before run_dir was recorded)."""
+    results = run_results(run_dir, fresh=True)
+    final, recorded = results["stages"][-1].get("model"), results.get("run_dir")
+    if not isinstance(final, str):
+        raise PredictorError(f"{run_dir}/results.json: the final model is not one directory (a run from before "
+                             "ensembles were saved as one; run the flow again, it reuses every finished task)")
+    prefix = str(recorded).rstrip("/") + "/"
+    if isinstance(recorded, str) and final.startswith(prefix):
+        return run_dir / final.removeprefix(prefix)
+    own = run_dir / "models" / location(final).name
+    return own if exists(own) or not exists(final) else location(final)
+
+
 def run_stages(run_dir: str | Path, fresh: bool = False) -> list[dict]:
-    """The stages in a run directory's ``results.json`` (the last one names the final model);
-    DataError where there is none (not a finished run) or it is not a run's (unreadable JSON, no
-    stages): another tool's file of that name, or a run directory mixed up with some other folder."""
+    """The stages in a run directory's ``results.json`` (the last one names the final model)."""
+    return run_results(run_dir, fresh)["stages"]
+
+
+def run_results(run_dir: str | Path, fresh: bool = False) -> dict:
+    """A run directory's ``results.json``, with at least one stage; DataError where there is none (not a
+    finished run) or it is not a run's (unreadable JSON, no stages): another tool's file of that name,
+    or a run directory mixed up with some other folder."""
     path = location(run_dir) / "results.json"
     if not exists(path):
         raise DataError(f"{run_dir}: no results.json, so not a finished run directory")
     try:
-        stages = read_json(path, fresh).get("stages")
+        results = read_json(path, fresh)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: cannot be read as JSON ({err}), so not the results of `ipet run`") from None
-    except AttributeError:  # JSON, but not an object
-        stages = None
+    stages = results.get("stages") if isinstance(results, dict) else None
     if not (isinstance(stages, list) and stages and all(isinstance(stage, dict) for stage in stages)):
         raise DataError(f"{path}: no stages in it, so not the results of `ipet run`")
-    return stages
+    return results
 
 
 def _registry_name(model: str, registered_model: str | None, uri: str) -> tuple[str, str]:

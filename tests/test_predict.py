@@ -129,6 +129,22 @@ def test_run_directory_means_its_final_model(model, inputs, tmp_path):
     pd.testing.assert_frame_equal(pq.read_table(by_dir).to_pandas(), pq.read_table(by_path).to_pandas())
 
 
+def test_a_copied_run_directory_reads_its_own_final_model(model, inputs, tmp_path):
+    """results.json records absolute paths; a copy (cp -r) must read its own final model, not the
+    original's while that exists, and must keep working once the original is moved away."""
+    original = tmp_path / "run"
+    final = shutil.copytree(model, original / "models" / "final-distilled-abc")
+    (original / "results.json").write_text(json.dumps({"run_dir": str(original),
+                                                       "stages": [{"stage": "final", "model": str(final)}]}))
+    copy = shutil.copytree(original, tmp_path / "copy")
+    for step in ("copied", "original moved"):
+        out = tmp_path / f"{step}.parquet"
+        assert run("--model", str(copy), "--input", str(inputs["csv"]), "--output", str(out)) == 0, step
+        assert set(pq.read_table(out)["model_version"].to_pylist()) == {str(copy / "models" / final.name)}, step
+        if step == "copied":
+            original.rename(tmp_path / "moved")
+
+
 def test_a_run_directory_without_its_final_model_says_so(inputs, tmp_path, capsys):
     run_dir = tmp_path / "run"
     (run_dir / "models").mkdir(parents=True)
