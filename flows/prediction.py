@@ -61,6 +61,8 @@ def predict_file(model: str, input: str, output: str, registered_model: str | No
                        "model_version": [version] * len(records), "error": result.errors}
             writer.write_table(pa.table(columns, schema=schema))
             rows += len(records)
+        if not rows:  # as a 0-byte file or a JSONL file without an object is refused: nothing to predict
+            raise DataError(f"{input}: no rows to predict (column names only)")
     return {"output": str(output), "model_version": version, "labels": labels, "rows": rows,
             "predicted": rows - errors, "errors": errors, "error_rows": shown}
 

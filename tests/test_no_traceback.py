@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from flows.cli import main
-from tiny import save_tiny, toy_run_config
+from tiny import save_classifier, save_tiny, toy_run_config
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "reliability.md"
 FED = ("Bad config", "Bad data", "Bad command line")  # every row of these sections is a case below
@@ -98,6 +98,15 @@ def foreign_results(command: str) -> Build:
     return build
 
 
+def predicting(text: str, name: str = "new.csv") -> Build:
+    """``ipet predict`` of ``text`` (written as ``name``) with a tiny classifier."""
+    def build(toy: dict, tmp: Path) -> list[str]:
+        (tmp / name).write_text(text)
+        model = save_classifier(tmp / "classifier", save_tiny("bert", tmp / "backbone"))
+        return ["predict", "--model", str(model), "--input", str(tmp / name), "--output", str(tmp / "o.parquet")]
+    return build
+
+
 def answered(*answers: tuple[str, str]) -> Build:
     """``ipet answer`` of a sheet with ``answers`` (id, label) to a run that asked about rows 1 and 2."""
     def build(toy: dict, tmp: Path) -> list[str]:
@@ -174,6 +183,8 @@ CASES: dict[str, tuple[Build, int, str]] = {
                                   "holds list<item: string> values, not text"),
     "a JSONL column changing type": (with_train('{"text": "a", "label": "pos"}\n{"text": 5, "label": "neg"}\n',
                                                 "mixed.jsonl"), 2, "cannot read as jsonl"),
+    "`ipet predict` input with column names and no rows": (predicting("id,text\n"), 2,
+                                                            "new.csv: no rows to predict (column names only)"),
     "empty unlabeled file": (lambda toy, tmp: (tmp / "empty.csv").write_text("text\n") and [
         "validate", config(toy, tmp, data_train=None, data_labeled_per_class=None, data_unlabeled={"path": str(
             tmp / "empty.csv")})], 2, "empty.csv: no rows"),

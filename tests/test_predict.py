@@ -242,6 +242,10 @@ def _bad_inputs(root: Path) -> dict[str, tuple[Path, str]]:
     (root / "nocol.jsonl").write_text('{"body": "great"}\n')
     (root / "latin1.csv").write_bytes("id,text\n1,caf\xe9 great\n".encode("latin-1"))
     (root / "rows.txt").write_text("great\n")
+    (root / "header.csv").write_text("id,text\n")
+    (root / "header.tsv").write_text("id\ttext\n")
+    pq.write_table(pa.table({"id": pa.array([], pa.string()), "text": pa.array([], pa.string())}),
+                   root / "header.parquet")
     return {
         "ragged-row": (root / "ragged.csv", "ragged.csv: 1 malformed row(s); wrong delimiter or unquoted comma? "
                                             "line 9 has 3 columns, expected 2: '8,great,extra'"),
@@ -251,11 +255,15 @@ def _bad_inputs(root: Path) -> dict[str, tuple[Path, str]]:
         "not-utf8": (root / "latin1.csv", "latin1.csv: line 2: not UTF-8 text"),
         "unknown-format": (root / "rows.txt", "cannot tell the format from the suffix"),
         "no-such-file": (root / "absent.csv", "absent.csv: file not found"),
+        "header-only-csv": (root / "header.csv", "header.csv: no rows to predict"),
+        "header-only-tsv": (root / "header.tsv", "header.tsv: no rows to predict"),
+        "header-only-parquet": (root / "header.parquet", "header.parquet: no rows to predict"),
     }
 
 
 @pytest.mark.parametrize("case", ["ragged-row", "missing-column", "bad-json-line",
-                                  "missing-json-key-everywhere", "not-utf8", "unknown-format", "no-such-file"])
+                                  "missing-json-key-everywhere", "not-utf8", "unknown-format", "no-such-file",
+                                  "header-only-csv", "header-only-tsv", "header-only-parquet"])
 def test_bad_input_exits_2_and_writes_nothing(model, tmp_path, capsys, case):
     path, message = _bad_inputs(tmp_path)[case]
     out = tmp_path / "out" / "predictions.parquet"
