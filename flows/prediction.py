@@ -2,9 +2,9 @@
 
 The model is the registry's champion (or any ``models:/NAME@alias`` / ``models:/NAME/V`` /
 ``models:/NAME/latest``), a run directory (its ``results.json`` names the final model) or a model
-directory. The input is streamed in batches, so memory stays flat however long it is; the output
-is written to a temporary file and renamed at the end, so a failed prediction leaves no output
-behind.
+directory. The input is streamed in batches, so memory stays flat however long it is (but for 8
+bytes per id, to refuse an id given twice: data/seen.py); the output is written to a temporary
+file and renamed at the end, so a failed prediction leaves no output behind.
 
 Output columns: ``id`` (the input's ``id``, else the 1-based row number), ``label``,
 ``prob_<label>`` per class, ``model_version`` (``NAME/vN`` or the model directory) and ``error``.
@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from data.location import exists, is_url, local, location
 from data.errors import DataError
 from data.outputs import atomic_path, check_output_file, read_json
+from data.seen import Seen
 from data.stream import read_batches
 from prompt_core.predictor import ENSEMBLE_FILE, PROB_PREFIX, Predictor, PredictorError, read_ensemble
 from prompt_core.settings import Precision
@@ -47,13 +48,15 @@ def predict_file(model: str, input: str, output: str, registered_model: str | No
                         *((PROB_PREFIX + label, pa.float64()) for label in labels),
                         ("model_version", pa.string()), ("error", pa.string())],
                        metadata={"ipet.labels": json.dumps(labels), "ipet.model_version": version})
-    rows, errors, shown = 0, 0, []
+    rows, errors, shown, seen = 0, 0, [], Seen()
     with atomic_path(output) as tmp, pq.ParquetWriter(tmp, schema) as writer:
         for batch in read_batches(input, predictor.fields, optional=("id",), batch_size=batch_size):
             records = batch.to_pylist()
-            result = predictor.predict(records, device=device, precision=precision)
             numbers = range(rows + 1, rows + len(records) + 1)
-            ids = [r.get("id") or str(n) for r, n in zip(records, numbers)]
+            ids = _row_ids(records, rows + 1)
+            if "id" in batch.column_names:  # else every id is its row number: nothing to check, nothing kept
+                _check_unique(input, ids, numbers, seen)
+            result = predictor.predict(records, device=device, precision=precision)
             failed = [{"row": n, "id": i, "error": e} for n, i, e in zip(numbers, ids, result.errors) if e]
             errors, shown = errors + len(failed), (shown + failed)[:SHOWN]
             columns = {"id": ids, "label": result.labels,
@@ -65,6 +68,37 @@ def predict_file(model: str, input: str, output: str, registered_model: str | No
             raise DataError(f"{input}: no rows to predict (column names only)")
     return {"output": str(output), "model_version": version, "labels": labels, "rows": rows,
             "predicted": rows - errors, "errors": errors, "error_rows": shown}
+
+
+def _row_ids(records: list[dict], first: int) -> list[str]:
+    """Each row's output id: its ``id``, else (none, or empty) its 1-based row number; ``first`` is the
+    first record's."""
+    return [r.get("id") or str(n) for n, r in enumerate(records, start=first)]
+
+
+def _check_unique(input: str, ids: list[str], numbers: range, seen: Seen) -> None:
+    """DataError naming the first of ``ids`` (rows ``numbers``) that an earlier row has too: the
+    output would hold two rows no id tells apart. ``seen`` keeps 8 bytes per id (data/seen.py); a
+    candidate it reports is confirmed by reading the input's ids again up to it, which only an
+    error (or a rare hash collision) costs."""
+    for at in seen.add(ids):
+        earlier = _first_row_with(input, ids[at], numbers[at])
+        if earlier is not None:
+            raise DataError(f"{input}: rows {earlier} and {numbers[at]} have the same id {ids[at]!r}; give each row "
+                            "its own id (the output's id column could not tell their predictions apart)")
+
+
+def _first_row_with(input: str, id_: str, before: int) -> int | None:
+    """The first row before row ``before`` whose output id is ``id_``; None if none is (a hash collision)."""
+    start = 1
+    for batch in read_batches(input, (), optional=("id",)):
+        for n, other in enumerate(_row_ids(batch.to_pylist(), start), start=start):
+            if n >= before:
+                return None
+            if other == id_:
+                return n
+        start += batch.num_rows
+    return None
 
 
 @contextlib.contextmanager

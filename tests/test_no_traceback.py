@@ -185,6 +185,8 @@ CASES: dict[str, tuple[Build, int, str]] = {
                                                 "mixed.jsonl"), 2, "cannot read as jsonl"),
     "`ipet predict` input with column names and no rows": (predicting("id,text\n"), 2,
                                                             "new.csv: no rows to predict (column names only)"),
+    "duplicate ids in an `ipet predict` input": (predicting("id,text\nr1,great\nr2,bad\nr3,fine\nr2,good\n"), 2,
+                                                  "new.csv: rows 2 and 4 have the same id 'r2'; give each row its own id"),
     "empty unlabeled file": (lambda toy, tmp: (tmp / "empty.csv").write_text("text\n") and [
         "validate", config(toy, tmp, data_train=None, data_labeled_per_class=None, data_unlabeled={"path": str(
             tmp / "empty.csv")})], 2, "empty.csv: no rows"),

@@ -20,9 +20,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from data.errors import DataError
+from data.seen import Seen
 from flows.cli import main
 from flows.predict import predict
-from flows.prediction import predict_file
+from flows.prediction import _check_unique, predict_file
 from prompt_core import Predictor
 from prompt_core.predictor import save_ensemble
 from tasks.registry import CHAMPION, log_model
@@ -116,6 +117,35 @@ def test_rows_without_an_id_are_numbered(model, tmp_path):
     assert run("--model", str(model), "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "o.parquet"),
                "--batch-size", "1") == 0
     assert pq.read_table(tmp_path / "o.parquet")["id"].to_pylist() == ["1", "x", "3"]
+
+
+def test_seen_finds_every_repeat_across_and_within_batches():
+    """``Seen`` (8 bytes per id) against a set of the ids themselves, over batches that make its runs merge."""
+    rng = np.random.default_rng(0)
+    values = [f"id{v}" for v in rng.integers(0, 3000, size=5000)]
+    seen, reference, found, expected = Seen(), set(), [], []
+    for start in range(0, len(values), 37):
+        batch = values[start:start + 37]
+        found += [start + at for at in seen.add(batch)]
+        for at, value in enumerate(batch, start=start):
+            expected += [at] if value in reference else []
+            reference.add(value)
+    assert found == expected and len(expected) > 1000
+
+
+def test_a_hash_collision_is_not_a_duplicate(tmp_path):
+    """A candidate ``Seen`` reports (as two different ids sharing a hash would be) is checked against the ids
+    read again: unique ids pass, a real repeat is named with both rows."""
+    class EverythingSeen(Seen):
+        def add(self, values):
+            super().add(values)
+            return list(range(len(values)))
+
+    path = tmp_path / "ids.csv"
+    path.write_text("id,text\na,x\nb,y\nc,z\n")
+    _check_unique(str(path), ["a", "b", "c"], range(1, 4), EverythingSeen())
+    with pytest.raises(DataError, match="rows 1 and 4 have the same id 'a'"):
+        _check_unique(str(path), ["a"], range(4, 5), EverythingSeen())
 
 
 def test_run_directory_means_its_final_model(model, inputs, tmp_path):
@@ -246,6 +276,8 @@ def _bad_inputs(root: Path) -> dict[str, tuple[Path, str]]:
     (root / "header.tsv").write_text("id\ttext\n")
     pq.write_table(pa.table({"id": pa.array([], pa.string()), "text": pa.array([], pa.string())}),
                    root / "header.parquet")
+    (root / "dup.csv").write_text("id,text\n" + "".join(f"r{i},great\n" for i in range(1, 6)) + "r2,bad\n")
+    (root / "dup.jsonl").write_text('{"id": "a", "text": "great"}\n{"text": "bad"}\n{"id": "2", "text": "fine"}\n')
     return {
         "ragged-row": (root / "ragged.csv", "ragged.csv: 1 malformed row(s); wrong delimiter or unquoted comma? "
                                             "line 9 has 3 columns, expected 2: '8,great,extra'"),
@@ -258,12 +290,17 @@ def _bad_inputs(root: Path) -> dict[str, tuple[Path, str]]:
         "header-only-csv": (root / "header.csv", "header.csv: no rows to predict"),
         "header-only-tsv": (root / "header.tsv", "header.tsv: no rows to predict"),
         "header-only-parquet": (root / "header.parquet", "header.parquet: no rows to predict"),
+        # rows 2 and 6 (1-based data rows), found in a later batch than the first
+        "duplicate-id": (root / "dup.csv", "dup.csv: rows 2 and 6 have the same id 'r2'"),
+        # row 2 has no id, so its id is its row number, which row 3 gives as its own
+        "duplicate-generated-id": (root / "dup.jsonl", "dup.jsonl: rows 2 and 3 have the same id '2'"),
     }
 
 
 @pytest.mark.parametrize("case", ["ragged-row", "missing-column", "bad-json-line",
                                   "missing-json-key-everywhere", "not-utf8", "unknown-format", "no-such-file",
-                                  "header-only-csv", "header-only-tsv", "header-only-parquet"])
+                                  "header-only-csv", "header-only-tsv", "header-only-parquet", "duplicate-id",
+                                  "duplicate-generated-id"])
 def test_bad_input_exits_2_and_writes_nothing(model, tmp_path, capsys, case):
     path, message = _bad_inputs(tmp_path)[case]
     out = tmp_path / "out" / "predictions.parquet"
