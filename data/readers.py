@@ -161,7 +161,7 @@ def _jsonl(path: Path, name: str, columns: Columns | None, rows: int) -> Iterato
     kinds: dict[str, tuple[str, int]] = {}  # a column's JSON type and the line that set it
     batch: list[dict] = []
     empty = True
-    with path.open(encoding="utf-8") as f:
+    with path.open(encoding="utf-8-sig") as f:  # -sig: a BOM (Windows tools write one) read as CSV's reader does
         for line_no, line in enumerate(f, start=1):
             if not line.strip():
                 continue

@@ -194,6 +194,9 @@ CASES: dict[str, tuple[Build, int, str]] = {
                          "no rows left for the unlabeled pool"),
     "duplicate ids (`id_column`)": (with_train(lines(4, lambda i: f"dup,film {i},{'pos' if i % 2 else 'neg'}",
                                                      "id,text,label"), id_column="id"), 2, "duplicate id(s) ['dup']"),
+    "a UTF-8 byte order mark, CRLF line ends": (with_train("\ufeff" + "".join(
+        json.dumps({"text": f"film number {i} was {'great' if i % 2 else 'bad'}", "label": "pos" if i % 2 else "neg"})
+        + "\r\n" for i in range(40)), name="bom.jsonl"), 0, "ok · labels"),
     "a 1 MB single text": (with_train(BALANCED + f"{'great film ' * 100_000},pos\n"), 0, "ok · labels"),
     "a binary or compressed file as data": (with_train(gzip.compress(BALANCED.encode())), 2,
                                             "not csv text but a gzip-compressed file"),

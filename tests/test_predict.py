@@ -91,6 +91,18 @@ def test_every_format_and_batch_size_gives_the_same_output(model, inputs, tmp_pa
     pd.testing.assert_frame_equal(got, want, check_exact=False, atol=1e-6)
 
 
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl"])
+def test_a_byte_order_mark_and_crlf_lines_read_as_without(model, inputs, tmp_path, fmt):
+    """Windows tools (Excel's "CSV UTF-8", PowerShell's Out-File) start a file with a UTF-8 BOM and end
+    lines with CRLF: the same rows. A JSONL file with a BOM was refused ("line 1: not valid JSON")."""
+    given = tmp_path / f"bom.{fmt}"
+    given.write_bytes(b"\xef\xbb\xbf" + inputs[fmt].read_bytes().replace(b"\n", b"\r\n"))
+    reference, out = tmp_path / "plain.parquet", tmp_path / "bom.parquet"
+    assert run("--model", str(model), "--input", str(inputs[fmt]), "--output", str(reference)) == 0
+    assert run("--model", str(model), "--input", str(given), "--output", str(out)) == 0
+    pd.testing.assert_frame_equal(pq.read_table(out).to_pandas(), pq.read_table(reference).to_pandas())
+
+
 def test_precision_reaches_the_model(model, inputs, tmp_path, capsys):
     """``--precision fp32`` is float32 on any CPU (``auto`` is bf16 where the CPU has AMX); each choice
     gives the Predictor's numbers in that precision, and the two differ, so it was not ignored."""
