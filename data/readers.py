@@ -88,7 +88,8 @@ def _parquet(path: Path, name: str, columns: Columns | None, rows: int) -> Itera
     import pyarrow.parquet as pq
 
     with pq.ParquetFile(path) as f:
-        wanted = None if columns is None else columns.of(name, f.schema_arrow.names)
+        names = _named_once(f.schema_arrow.names, name)  # a name twice: selecting it raised a KeyError
+        wanted = None if columns is None else columns.of(name, names)
         empty = True
         for batch in f.iter_batches(batch_size=rows, columns=wanted):
             empty = False
@@ -98,8 +99,9 @@ def _parquet(path: Path, name: str, columns: Columns | None, rows: int) -> Itera
 
 
 def _named_once(columns: Sequence[str], name: str) -> Sequence[str]:
-    """``columns``, unless the header names one twice: which of the two a pattern or the label means
-    is not ours to guess (pyarrow said only "Can't unify schema with duplicate field names")."""
+    """``columns``, unless the header (a parquet file's schema) names one twice: which of the two a pattern
+    or the label means is not ours to guess (pyarrow said only "Can't unify schema with duplicate field
+    names", or for parquet raised a KeyError)."""
     twice = sorted({c for c in columns if columns.count(c) > 1})
     if twice:
         raise DataError(f"{name}: column(s) {twice} named more than once in the header; give each column its "

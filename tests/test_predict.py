@@ -288,6 +288,8 @@ def _bad_inputs(root: Path) -> dict[str, tuple[Path, str]]:
     (root / "header.tsv").write_text("id\ttext\n")
     pq.write_table(pa.table({"id": pa.array([], pa.string()), "text": pa.array([], pa.string())}),
                    root / "header.parquet")
+    pq.write_table(pa.Table.from_arrays([pa.array(["1"]), pa.array(["great"]), pa.array(["bad"])],
+                                        names=["id", "text", "text"]), root / "twice.parquet")
     (root / "dup.csv").write_text("id,text\n" + "".join(f"r{i},great\n" for i in range(1, 6)) + "r2,bad\n")
     (root / "dup.jsonl").write_text('{"id": "a", "text": "great"}\n{"text": "bad"}\n{"id": "2", "text": "fine"}\n')
     return {
@@ -302,6 +304,8 @@ def _bad_inputs(root: Path) -> dict[str, tuple[Path, str]]:
         "header-only-csv": (root / "header.csv", "header.csv: no rows to predict"),
         "header-only-tsv": (root / "header.tsv", "header.tsv: no rows to predict"),
         "header-only-parquet": (root / "header.parquet", "header.parquet: no rows to predict"),
+        "column-named-twice-parquet": (root / "twice.parquet", "twice.parquet: column(s) ['text'] named more "
+                                                               "than once in the header; give each column its own name"),
         # rows 2 and 6 (1-based data rows), found in a later batch than the first
         "duplicate-id": (root / "dup.csv", "dup.csv: rows 2 and 6 have the same id 'r2'"),
         # row 2 has no id, so its id is its row number, which row 3 gives as its own
@@ -312,7 +316,7 @@ def _bad_inputs(root: Path) -> dict[str, tuple[Path, str]]:
 @pytest.mark.parametrize("case", ["ragged-row", "missing-column", "bad-json-line",
                                   "missing-json-key-everywhere", "not-utf8", "unknown-format", "no-such-file",
                                   "header-only-csv", "header-only-tsv", "header-only-parquet", "duplicate-id",
-                                  "duplicate-generated-id"])
+                                  "duplicate-generated-id", "column-named-twice-parquet"])
 def test_bad_input_exits_2_and_writes_nothing(model, tmp_path, capsys, case):
     path, message = _bad_inputs(tmp_path)[case]
     out = tmp_path / "out" / "predictions.parquet"
