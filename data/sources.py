@@ -116,6 +116,13 @@ def source_path(source: Source, base_dir: str | Path) -> Path:
     return path if is_url(source.path) or path.is_absolute() else location(base_dir) / source.path
 
 
+def not_a_file(path: Path) -> str:
+    """Why a local ``path`` that is no file cannot be read: absent, or a directory (not "not found")."""
+    if path.is_dir():
+        return f"is a directory, not a file (looked at {path.resolve()}); give a CSV, TSV, JSONL or parquet file"
+    return f"file not found (looked at {path.resolve()})"
+
+
 def local_file(source: Source, base_dir: str | Path = ".") -> Path:
     """The source file on this machine: a local one as is, one at a URL copied afresh (it may have
     changed since the last copy)."""
@@ -123,7 +130,7 @@ def local_file(source: Source, base_dir: str | Path = ".") -> Path:
         path = source_path(source, base_dir)
         if not is_url(path):
             if not path.is_file():
-                raise DataError(f"{source.path}: file not found (looked at {path.resolve()})")
+                raise DataError(f"{source.path}: {not_a_file(path)}")
             return path
         if not exists(path):
             raise DataError(f"{source.path}: file not found (looked at {path})")

@@ -363,6 +363,7 @@ def _predict_problem(args) -> str | None:
     from data.errors import DataError
     from data.location import is_url
     from data.outputs import check_output_file
+    from data.sources import not_a_file
     from tasks.store_uri import missing_store, resolve_uri
 
     if args.batch_size < 1:
@@ -372,7 +373,7 @@ def _predict_problem(args) -> str | None:
     except DataError as err:
         return f"--output {err}"
     if not is_url(args.input) and not Path(args.input).is_file():
-        return f"--input {args.input}: file not found (looked at {Path(args.input).resolve()})"
+        return f"--input {args.input}: {not_a_file(Path(args.input))}"
     if args.model == "champion" or args.model.startswith("models:/"):
         return missing_store(resolve_uri(args.tracking_uri))
     return None

@@ -301,6 +301,7 @@ def _bad_inputs(root: Path) -> dict[str, tuple[Path, str]]:
         "not-utf8": (root / "latin1.csv", "latin1.csv: line 2: not UTF-8 text"),
         "unknown-format": (root / "rows.txt", "cannot tell the format from the suffix"),
         "no-such-file": (root / "absent.csv", "absent.csv: file not found"),
+        "a-directory": (root, f"{root}: is a directory, not a file"),  # it said "file not found"
         "header-only-csv": (root / "header.csv", "header.csv: no rows to predict"),
         "header-only-tsv": (root / "header.tsv", "header.tsv: no rows to predict"),
         "header-only-parquet": (root / "header.parquet", "header.parquet: no rows to predict"),
@@ -314,7 +315,7 @@ def _bad_inputs(root: Path) -> dict[str, tuple[Path, str]]:
 
 
 @pytest.mark.parametrize("case", ["ragged-row", "missing-column", "bad-json-line",
-                                  "missing-json-key-everywhere", "not-utf8", "unknown-format", "no-such-file",
+                                  "missing-json-key-everywhere", "not-utf8", "unknown-format", "no-such-file", "a-directory",
                                   "header-only-csv", "header-only-tsv", "header-only-parquet", "duplicate-id",
                                   "duplicate-generated-id", "column-named-twice-parquet"])
 def test_bad_input_exits_2_and_writes_nothing(model, tmp_path, capsys, case):
