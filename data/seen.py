@@ -26,6 +26,8 @@ class Seen:
     def add(self, values: Sequence[str]) -> list[int]:
         """Remember ``values``; the positions among them whose hash was seen before (in an earlier call,
         or earlier in this one), in order."""
+        if not len(values):  # an empty batch (a parquet row group of none): no run, as an empty one breaks lookups
+            return []
         hashes = np.fromiter((hash(v) for v in values), dtype=np.int64, count=len(values))
         seen = np.zeros(len(hashes), dtype=bool)
         for run in self._runs:

@@ -139,6 +139,7 @@ def test_seen_finds_every_repeat_across_and_within_batches():
     for start in range(0, len(values), 37):
         batch = values[start:start + 37]
         found += [start + at for at in seen.add(batch)]
+        assert seen.add([]) == []  # an empty batch (a parquet row group of none) keeps nothing, breaks nothing
         for at, value in enumerate(batch, start=start):
             expected += [at] if value in reference else []
             reference.add(value)
