@@ -87,6 +87,26 @@ def test_cloze_on_a_checkpoint_without_an_mlm_head_is_warned_of_and_needs_labels
                    "backbone first (adapt:), or use learner: similarity"], err
 
 
+def test_a_sample_size_above_the_data_is_warned_of(toy: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """pool_size and test_size above what the data holds take all of it: a warning names the setting, what
+    was asked and what there is, in validate and at a run's start (--quiet too: _checked with quiet)."""
+    from flows.cli import _checked
+    from flows.config import load_config
+
+    assert validate(toy, tmp_path, "data.pool_size=10000", "data.test_size=500") == 0
+    out = capsys.readouterr().out
+    assert "'pool': 232" in out and "'test': 40" in out
+    assert (f"{tmp_path / 'config.yaml'}: warning: data.pool_size: 10000 rows asked for, but train.csv leaves only "
+            "232 rows for the pool after the labeled draw; the run uses all 232") in out, out
+    assert "warning: data.test_size: 500 rows asked for, but test.csv has only 40; the run uses all 40" in out
+    assert validate(toy, tmp_path, "data.test_size=40") == 0 and "warning" not in capsys.readouterr().out
+    config = load_config(tmp_path / "config.yaml", ["data.pool_size=10000"])
+    assert _checked("c.yaml", config, quiet=True) is not None
+    assert capsys.readouterr().out.splitlines() == ["c.yaml: warning: data.pool_size: 10000 rows asked for, but "
+                                                    "train.csv leaves only 232 rows for the pool after the labeled "
+                                                    "draw; the run uses all 232"]
+
+
 def test_bad_rows_are_named(toy: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     lines = (Path(toy["data"]["root"]) / "train.csv").read_text().splitlines()
     lines[3] = '"   ",pos'          # a blank text: data row 3

@@ -137,6 +137,8 @@ CASES: dict[str, tuple[Build, int, str]] = {
     "label word of several tokens": (validate("verbalizer={neg: bad, pos: goods}"), 2, "is 2 tokens"),
     "`labeled_per_class` larger than a class": (validate("data.labeled_per_class=500"), 2,
                                                 "fewer than labeled_per_class=500"),
+    "`pool_size` or `test_size` above the rows there are": (validate("data.pool_size=10000"), 0,
+                                                             "warning: data.pool_size: 10000 rows asked for"),
     "`labeled_per_class` beside a `labeled` file": (validate(data_train=None, data_labeled={"path": "train.csv"},
                                                              data_unlabeled={"path": "train.csv"}), 2,
                                                     "data: 'labeled_per_class: 4' draws the gold set from 'train'"),
