@@ -158,6 +158,7 @@ def _locked(args, config, run_dir: Path) -> int:
                 return 2
             if server:
                 server.ready()
+            console.hide_worded(args.verbosity, _worded)
             return _adapt(config, run_dir) if args.command == "adapt" else _run(config, run_dir)
     except TrackingError as err:
         print(f"ipet: {err}", file=sys.stderr)
@@ -165,6 +166,16 @@ def _locked(args, config, run_dir: Path) -> int:
     except ServerError as err:
         print(f"ipet: {err}", file=sys.stderr)
         return 1
+
+
+def _worded(err: BaseException) -> bool:
+    """The errors of a flow that ``_run_command`` and ``_locked`` report in one line: Prefect's
+    traceback of them is not shown on the terminal (``--verbose`` shows it)."""
+    from data.lock import RunDirBusy, RunDirUnusable
+    from tasks.tracking import TrackingError
+
+    return (isinstance(err, (RunDirBusy, RunDirUnusable, TrackingError))
+            or isinstance(err, OSError) and err.errno in WRITE_ERRORS)
 
 
 def _no_op() -> None:

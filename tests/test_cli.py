@@ -220,6 +220,28 @@ def test_the_console_drops_routine_state_lines_and_repeats() -> None:
                                 "m has no MLM head", "m has no MLM head"]
 
 
+def test_the_console_shows_no_traceback_of_an_error_the_command_words_but_keeps_a_bugs() -> None:
+    """A write error raised in a task reaches ``ipet run``, which says it in one line: Prefect's report
+    of it (a traceback per task and flow it passed through) and its failed state lines are not shown.
+    An unexpected exception keeps its traceback; --verbose shows everything."""
+    import subprocess
+    import sys
+
+    code = ("import errno, logging, sys\nfrom flows import console\nfrom flows.cli import _worded\n"
+            "console.configure(sys.argv[1])\nconsole.hide_worded(sys.argv[1], _worded)\nlog = logging.getLogger('prefect.task_runs')\n"
+            "for error in (OSError(errno.ENOSPC, 'No space left on device', '/run/x'), RuntimeError('a bug')):\n"
+            "    try:\n        raise error\n    except Exception as err:\n"
+            "        log.error(f'Task run failed with exception: {err!r}', exc_info=True)\n"
+            "        log.error(f'Finished in state Failed(\"Task run encountered an exception {type(err).__name__}: "
+            "{err}\")')\n")
+    shown = {v: subprocess.run([sys.executable, "-c", code, v], capture_output=True, text=True, check=True,
+                               cwd=Path(__file__).resolve().parent.parent).stderr for v in ("normal", "verbose")}
+    assert "OSError" not in shown["normal"] and "No space left" not in shown["normal"], shown["normal"]
+    assert "Traceback" in shown["normal"] and "RuntimeError: a bug" in shown["normal"]
+    assert "exception RuntimeError: a bug" in shown["normal"]  # its state line too
+    assert shown["verbose"].count("Traceback") == 2 and "exception OSError: [Errno 28]" in shown["verbose"]
+
+
 def test_quiet_hides_mlflow_info_lines(tmp_path: Path) -> None:
     """--quiet shows the final table and warnings, not MLflow's INFO lines such as a new store's
     "Creating initial MLflow database tables..."; the default still shows them."""
