@@ -155,6 +155,45 @@ def test_test_rows_in_the_training_data_are_reported_and_leave_the_pool(toy: dic
     assert not {train[5].rsplit(",", 1)[0], train[9].rsplit(",", 1)[0]} & set(sets["pool"]["text"].to_pylist())
 
 
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["rnu", "c.yaml"], ["ipet: error: unknown command 'rnu'; did you mean run? (commands: run, adapt, validate,"]),
+    (["run", "c.yaml", "--run_dir", "x"], ["usage: ipet run ", "ipet run: error: unknown option --run_dir; did you "
+                                                                "mean --run-dir?"]),
+    (["validate", "c.yaml", "--sett", "a=1"], ["ipet validate: error: unknown option --sett; did you mean --set?"]),
+    # argparse said only "the following arguments are required: --output"
+    (["predict", "--model", "m", "--input", "i.csv", "--outptu", "o.parquet"],
+     ["ipet predict: error: unknown option --outptu; did you mean --output?"]),
+    (["gc", "--keep=al", "x"], ["argument --keep: invalid choice: 'al'"]),  # argparse's own, for a value
+], ids=["command", "option", "option-of-validate", "option-beside-a-required-one", "value"])
+def test_a_mistyped_command_or_option_names_the_nearest(argv: list[str], expected: list[str],
+                                                         capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and all(text in err for text in expected), err
+
+
+def test_an_abbreviated_option_is_still_argparses_and_the_readme_names_real_options() -> None:
+    """Every ``--option`` the README's command table and the help's defaults name is one the command has
+    (a prefix such as --run for --run-dir stays accepted: argparse's abbreviation)."""
+    import re
+
+    from flows.cli import _refuse_typos, parsers
+
+    parser, commands = parsers()
+    _refuse_typos(parser, commands, ["run", "c.yaml", "--run", "x", "--", "--not-an-option"])
+    table = [line for line in (Path(__file__).resolve().parents[1] / "README.md").read_text().splitlines()
+             if line.startswith("| `ipet ")]
+    assert {line.split()[2] for line in table} == set(commands)
+    for line in table:
+        usage = line.split("`")[1]
+        options = {o for action in commands[usage.split()[1]]._actions for o in action.option_strings}
+        assert set(re.findall(r"--[a-z-]+", usage)) <= options, usage
+    shown = commands["predict"].format_help() + commands["suggest"].format_help()
+    for default in ("(default: 1024)", "(default: auto)", "(default: 3)", "(default: 400)"):
+        assert default in " ".join(shown.split()), default
+
+
 def test_reading_a_config_imports_no_torch() -> None:
     """``ipet ingest`` and ``ipet --help`` read configs only: they must not pay torch's and
     transformers' import (seconds) through ``prompt_core``."""

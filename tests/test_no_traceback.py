@@ -191,6 +191,8 @@ CASES: dict[str, tuple[Build, int, str]] = {
     "config file not found": (lambda toy, tmp: ["validate", str(tmp / "nope.yaml")], 2, "config file not found"),
     "config file not YAML": (lambda toy, tmp: (tmp / "c.yaml").write_text("a: [") and ["validate", str(tmp / "c.yaml")],
                              2, "not valid YAML"),
+    "a mistyped command or option": (lambda toy, tmp: ["run", config(toy, tmp), "--run_dir", str(tmp / "run")], 2,
+                                     "ipet run: error: unknown option --run_dir; did you mean --run-dir?"),
     "unparsable `--set` value": (validate("pvps=[{"), 2, "--set 'pvps=[{': the value is not valid YAML"),
     "a key set twice (config or `--set`)": (lambda toy, tmp: (tmp / "c.yaml").write_text(
         Path(config(toy, tmp)).read_text() + "seeds: [2]\n") and ["validate", str(tmp / "c.yaml")], 2,
@@ -266,7 +268,11 @@ def test_every_mistake_is_one_clear_line_never_a_traceback(toy, tmp_path, capfd,
     monkeypatch.chdir(tmp_path)
     argv = build(toy, tmp_path)
     capfd.readouterr()
-    assert main(argv) == code
+    try:
+        exited = main(argv)
+    except SystemExit as err:  # the command line's parser
+        exited = err.code
+    assert exited == code
     out, err = capfd.readouterr()
     assert says in (out if code == 0 else err) and "Traceback" not in out + err, err
     assert all(c.isprintable() or c in "\n\t" for c in err), "no raw bytes echoed"
