@@ -23,7 +23,8 @@ class Checked:
             trains on exactly the data that was checked even if an ingest commits meanwhile.
         problems: one line each, naming the field or file; none means the run can start.
         rows: each set's row count, when the data loaded.
-        warnings: test rows leaking into the training data; a learner that has no prior on this backbone.
+        warnings: test rows leaking into the training data; a ``pool_size`` or ``test_size`` the data cannot
+            fill; a learner that has no prior on this backbone.
     """
 
     config: RunConfig
@@ -45,6 +46,7 @@ def check_run(config: RunConfig) -> Checked:
     problems += _check_model(config)
     warnings = leaks.lines(config.data.test.name) if config.data.test else []
     rows = {name: table.num_rows for name, table in sets.items()}
+    warnings += _capped(config, rows)
     gold, pool = rows["labeled"], rows["pool"]
     if not problems and not config.adapt and (why := _random_head(config)):
         if keeping := config.keeping_prior:
@@ -69,6 +71,18 @@ def check_run(config: RunConfig) -> Checked:
             problems.append(f"{fields}: generation {config.ipet.generations} needs {need} pseudo-labeled examples "
                             f"but the pool has {pool}; lower {lower}, or raise data.pool_size")
     return Checked(config, problems, rows, warnings)
+
+
+def _capped(config: RunConfig, rows: dict[str, int]) -> list[str]:
+    """A sample size above what the data holds takes all of it: say so, as the run then has a smaller
+    pool or test set than the config asks for (only the row counts showed it)."""
+    data = config.data
+    pool = (data.train or data.unlabeled).name
+    has = {"pool_size": (rows["pool"], f"{pool} leaves only {rows['pool']} rows for the pool"
+                         + (" after the labeled draw" if data.train else "")),
+           "test_size": (rows.get("test", 0), f"{data.test.name if data.test else ''} has only {rows.get('test')}")}
+    return [f"data.{setting}: {asked} rows asked for, but {where}; the run uses all {n}"
+            for setting, (n, where) in has.items() if (asked := getattr(data, setting)) and n and asked > n]
 
 
 def _random_head(config: RunConfig) -> str | None:

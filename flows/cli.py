@@ -1,10 +1,12 @@
-"""``ipet``: run the iPET flow, adapt its backbone, check a config and its data, ingest new data, predict,
+"""ipet: run the iPET flow, adapt its backbone, check a config and its data, ingest new data, predict,
 suggest a verbalizer, record a person's answers, free a finished run's disk."""
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import errno
+import itertools
 import os
 import sys
 from pathlib import Path
@@ -43,33 +45,8 @@ def _leave(code: int) -> None:
 
 
 def _command(argv: list[str] | None) -> int:
-    parser = argparse.ArgumentParser(prog="ipet", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in (("run", "run the iPET flow"),
-                       ("adapt", "MLM-train the backbone on the pool (TAPT); zero-shot accuracy before/after"),
-                       ("validate", "check a config and its data, run nothing")):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("config", help="YAML run configuration")
-        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config field, e.g. --set ipet.generations=2 (repeatable)")
-        if name != "validate":
-            p.add_argument("--run-dir", help="where outputs go (default runs/<name>); re-use it to resume")
-            shown = p.add_mutually_exclusive_group()
-            shown.add_argument("--verbose", action="store_const", const="verbose", dest="verbosity",
-                               default="normal", help="also Prefect's state line of every task, MLflow's bars")
-            shown.add_argument("--quiet", action="store_const", const="quiet", dest="verbosity",
-                               help="only warnings, errors and the final table")
-    _ingest_parser(sub)
-    _predict_parser(sub)
-    answer = sub.add_parser("answer", help="record a person's answers (a filled-in RUN_DIR/ask/<stage>.csv); "
-                                           "then run again to continue")
-    answer.add_argument("run_dir", help="the run directory that stopped to ask")
-    answer.add_argument("file", help="the sheet with its label column filled in (empty or 'skip': no answer)")
-    gc = sub.add_parser("gc", help="remove model weights a finished run's final model does not need")
-    gc.add_argument("run_dir", help="a finished run's directory")
-    gc.add_argument("--keep", choices=("final", "last-generation", "all"), default="final",
-                    help="what to keep besides the final model (default: only it); a rerun retrains the rest")
-    suggest.add_parser(sub)
+    parser, commands = parsers()
+    _refuse_typos(parser, commands, sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if args.command in ("ingest", "predict", "answer", "gc", "suggest"):
         return {"ingest": _ingest, "predict": _predict, "answer": _answer, "gc": _gc,
@@ -83,6 +60,62 @@ def _command(argv: list[str] | None) -> int:
     # turn into a traceback (nor a SIGTERM into a silent death); _locked's own handler takes over later
     with stop_on_signals(f"ipet {args.command}", _no_op):
         return _configured(args)
+
+
+def parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """``ipet``'s parser, and each command's by name."""
+    parser = argparse.ArgumentParser(prog="ipet", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("run", "run the iPET flow"),
+                       ("adapt", "MLM-train the backbone on the pool (TAPT); zero-shot accuracy before/after"),
+                       ("validate", "check a config and its data, run nothing")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("config", help="YAML run configuration")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config field, e.g. --set ipet.generations=2 (repeatable)")
+        if name != "validate":
+            p.add_argument("--run-dir", help="where outputs go (default runs/<name>); re-use it to resume")
+            shown = p.add_mutually_exclusive_group()
+            shown.add_argument("--verbose", action="store_const", const="verbose", dest="verbosity",
+                               default="normal", help="also Prefect's state line of every task, MLflow's bars, "
+                                                      "and the traceback of an error ipet words in one line")
+            shown.add_argument("--quiet", action="store_const", const="quiet", dest="verbosity",
+                               help="only warnings, errors and the final table")
+    _ingest_parser(sub)
+    _predict_parser(sub)
+    answer = sub.add_parser("answer", help="record a person's answers (a filled-in RUN_DIR/ask/<stage>.csv); "
+                                           "then run again to continue")
+    answer.add_argument("run_dir", help="the run directory that stopped to ask")
+    answer.add_argument("file", help="the sheet with its label column filled in (empty or 'skip': no answer)")
+    gc = sub.add_parser("gc", help="remove model weights a finished run's final model does not need")
+    gc.add_argument("run_dir", help="a finished run's directory")
+    gc.add_argument("--keep", choices=("final", "last-generation", "all"), default="final",
+                    help="what to keep besides the final model (default: only it); a rerun retrains the rest")
+    suggest.add_parser(sub)
+    return parser, sub.choices
+
+
+def _refuse_typos(parser: argparse.ArgumentParser, commands: dict[str, argparse.ArgumentParser],
+                  argv: list[str]) -> None:
+    """A mistyped command or option, refused (exit 2) with the nearest real one. argparse names neither,
+    and an unknown option it names only after any required one it then seems to lack (``--outptu o`` gave
+    "the following arguments are required: --output"), under ``ipet``'s usage instead of the command's."""
+    words = list(itertools.takewhile(lambda word: word != "--", argv))
+    command = next((word for word in words if not word.startswith("-")), None)
+    if command is None:
+        return
+    if command not in commands:
+        parser.error(f"unknown command {command!r}{_nearest(command, commands)} (commands: {', '.join(commands)})")
+    options = [o for action in commands[command]._actions for o in action.option_strings if o.startswith("--")]
+    for word in words[words.index(command) + 1:]:
+        option = word.split("=", 1)[0]
+        if option.startswith("--") and not any(o.startswith(option) for o in options):  # a prefix is argparse's
+            commands[command].error(f"unknown option {option}{_nearest(option, options)}")
+
+
+def _nearest(word: str, choices) -> str:
+    match = difflib.get_close_matches(word, list(choices), n=1)
+    return f"; did you mean {match[0]}?" if match else ""
 
 
 def _configured(args) -> int:
@@ -158,6 +191,7 @@ def _locked(args, config, run_dir: Path) -> int:
                 return 2
             if server:
                 server.ready()
+            console.hide_worded(args.verbosity, _worded)
             return _adapt(config, run_dir) if args.command == "adapt" else _run(config, run_dir)
     except TrackingError as err:
         print(f"ipet: {err}", file=sys.stderr)
@@ -165,6 +199,16 @@ def _locked(args, config, run_dir: Path) -> int:
     except ServerError as err:
         print(f"ipet: {err}", file=sys.stderr)
         return 1
+
+
+def _worded(err: BaseException) -> bool:
+    """The errors of a flow that ``_run_command`` and ``_locked`` report in one line: Prefect's
+    traceback of them is not shown on the terminal (``--verbose`` shows it)."""
+    from data.lock import RunDirBusy, RunDirUnusable
+    from tasks.tracking import TrackingError
+
+    return (isinstance(err, (RunDirBusy, RunDirUnusable, TrackingError))
+            or isinstance(err, OSError) and err.errno in WRITE_ERRORS)
 
 
 def _no_op() -> None:
@@ -314,9 +358,11 @@ def _predict_parser(sub) -> None:
     p.add_argument("--registered-model", help="registry name for --model champion (default: the only one "
                                               "with a champion)")
     p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
-    p.add_argument("--batch-size", type=int, default=1024, help="rows read, labeled and written at a time")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    p.add_argument("--precision", default="auto", choices=get_args(Precision), help=PRECISION_HELP)
+    p.add_argument("--batch-size", type=int, default=1024, metavar="N",
+                   help="rows read, labeled and written at a time (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default: %(default)s)")
+    p.add_argument("--precision", default="auto", choices=get_args(Precision),
+                   help=f"{PRECISION_HELP} (default: %(default)s)")
 
 
 def _predict(args) -> int:

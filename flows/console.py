@@ -1,11 +1,13 @@
 """What an ``ipet`` command shows on the terminal: by default the stage lines, each trained model,
 warnings once, and the final table; not Prefect's "Finished in state Completed()" after every task
-nor MLflow's download bars. ``--verbose`` shows everything, ``--quiet`` only warnings and the final table."""
+nor MLflow's download bars, nor Prefect's tracebacks of an error the command words in one line itself
+(a failed write). ``--verbose`` shows everything, ``--quiet`` only warnings and the final table."""
 
 from __future__ import annotations
 
 import logging
 import os
+from typing import Callable
 
 ROUTINE = "Finished in state Completed("
 REPEATED = ("prompt_core.backbone",)  # loggers whose warnings say the same for every model
@@ -29,6 +31,26 @@ class _Quiet(logging.Filter):
         return True
 
 
+class _Worded(logging.Filter):
+    """For the terminal's handler: drops Prefect's report of an exception ``worded`` says the command
+    words in one line itself (the traceback of every task and flow it passed through), and the failed
+    state lines that name it. Any other exception, a bug, keeps its traceback; the API's log (a
+    configured server's UI) keeps everything, as it is the logger's handler, not this one."""
+
+    def __init__(self, worded: Callable[[BaseException], bool]) -> None:
+        super().__init__()
+        self.worded = worded
+        self.dropped: set[str] = set()  # "Type: message" of each exception dropped, as a state line names it
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and self.worded(error):
+            self.dropped.add(f"{type(error).__name__}: {error}")
+            return False
+        message = record.getMessage()
+        return not (message.startswith("Finished in state Failed(") and any(d in message for d in self.dropped))
+
+
 def configure(verbosity: str) -> None:
     """Call before Prefect is imported (it reads its logging level then): ``normal``, ``verbose`` or
     ``quiet``."""
@@ -41,3 +63,18 @@ def configure(verbosity: str) -> None:
     quiet = _Quiet()
     for name in ("prefect.task_runs", "prefect.flow_runs", *REPEATED):
         logging.getLogger(name).addFilter(quiet)
+
+
+def hide_worded(verbosity: str, worded: Callable[[BaseException], bool]) -> None:
+    """After ``configure``, just before a flow runs (Prefect's logging is set up here if it is not yet):
+    the terminal shows no Prefect report of an exception ``worded`` says the command reports in a line of
+    its own, unless ``verbose``."""
+    from prefect.logging.configuration import ensure_logging_setup
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    if verbosity == "verbose":
+        return
+    ensure_logging_setup()
+    for handler in logging.getLogger().handlers:  # Prefect's console handler is the root logger's
+        if isinstance(handler, PrefectConsoleHandler):
+            handler.addFilter(_Worded(worded))

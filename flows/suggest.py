@@ -34,13 +34,16 @@ def add_parser(sub) -> None:
     p.add_argument("config", help="YAML run configuration; its verbalizer names the labels (bare ids will do)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field for reading it (not written into --out), e.g. data.seed=1")
-    p.add_argument("--top", type=int, default=3, help="label words per label (cloze); candidates shown per label")
+    p.add_argument("--top", type=int, default=3, metavar="N",
+                   help="label words per label (cloze); candidates shown per label (default: %(default)s)")
     p.add_argument("--out", help="write the config with the suggested verbalizer and pvps here (atomically)")
     p.add_argument("--patterns", action="store_true",
                    help="also score a library of generic patterns and use the best instead of the config's")
-    p.add_argument("--expand", type=int, default=0,
-                   help="cloze: add up to N embedding neighbours of each label's best word (KPT-style)")
-    p.add_argument("--pool-sample", type=int, default=400, help="pool rows every candidate is scored on")
+    p.add_argument("--expand", type=int, default=0, metavar="N",
+                   help="cloze: add up to N embedding neighbours of each label's best word (KPT-style; default: "
+                        "%(default)s, none)")
+    p.add_argument("--pool-sample", type=int, default=400, metavar="N",
+                   help="pool rows every candidate is scored on (default: %(default)s)")
 
 
 def command(args: argparse.Namespace) -> int:

@@ -87,6 +87,26 @@ def test_cloze_on_a_checkpoint_without_an_mlm_head_is_warned_of_and_needs_labels
                    "backbone first (adapt:), or use learner: similarity"], err
 
 
+def test_a_sample_size_above_the_data_is_warned_of(toy: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """pool_size and test_size above what the data holds take all of it: a warning names the setting, what
+    was asked and what there is, in validate and at a run's start (--quiet too: _checked with quiet)."""
+    from flows.cli import _checked
+    from flows.config import load_config
+
+    assert validate(toy, tmp_path, "data.pool_size=10000", "data.test_size=500") == 0
+    out = capsys.readouterr().out
+    assert "'pool': 232" in out and "'test': 40" in out
+    assert (f"{tmp_path / 'config.yaml'}: warning: data.pool_size: 10000 rows asked for, but train.csv leaves only "
+            "232 rows for the pool after the labeled draw; the run uses all 232") in out, out
+    assert "warning: data.test_size: 500 rows asked for, but test.csv has only 40; the run uses all 40" in out
+    assert validate(toy, tmp_path, "data.test_size=40") == 0 and "warning" not in capsys.readouterr().out
+    config = load_config(tmp_path / "config.yaml", ["data.pool_size=10000"])
+    assert _checked("c.yaml", config, quiet=True) is not None
+    assert capsys.readouterr().out.splitlines() == ["c.yaml: warning: data.pool_size: 10000 rows asked for, but "
+                                                    "train.csv leaves only 232 rows for the pool after the labeled "
+                                                    "draw; the run uses all 232"]
+
+
 def test_bad_rows_are_named(toy: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     lines = (Path(toy["data"]["root"]) / "train.csv").read_text().splitlines()
     lines[3] = '"   ",pos'          # a blank text: data row 3
@@ -133,6 +153,45 @@ def test_test_rows_in_the_training_data_are_reported_and_leave_the_pool(toy: dic
     sets, leaks = load_sets(DataConfig.model_validate(leaky["data"]), ("text",), ("neg", "pos"))
     assert leaks.in_pool == ["41", "42", "43"] and sets["pool"].num_rows == 240 - 8 - 2
     assert not {train[5].rsplit(",", 1)[0], train[9].rsplit(",", 1)[0]} & set(sets["pool"]["text"].to_pylist())
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["rnu", "c.yaml"], ["ipet: error: unknown command 'rnu'; did you mean run? (commands: run, adapt, validate,"]),
+    (["run", "c.yaml", "--run_dir", "x"], ["usage: ipet run ", "ipet run: error: unknown option --run_dir; did you "
+                                                                "mean --run-dir?"]),
+    (["validate", "c.yaml", "--sett", "a=1"], ["ipet validate: error: unknown option --sett; did you mean --set?"]),
+    # argparse said only "the following arguments are required: --output"
+    (["predict", "--model", "m", "--input", "i.csv", "--outptu", "o.parquet"],
+     ["ipet predict: error: unknown option --outptu; did you mean --output?"]),
+    (["gc", "--keep=al", "x"], ["argument --keep: invalid choice: 'al'"]),  # argparse's own, for a value
+], ids=["command", "option", "option-of-validate", "option-beside-a-required-one", "value"])
+def test_a_mistyped_command_or_option_names_the_nearest(argv: list[str], expected: list[str],
+                                                         capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and all(text in err for text in expected), err
+
+
+def test_an_abbreviated_option_is_still_argparses_and_the_readme_names_real_options() -> None:
+    """Every ``--option`` the README's command table and the help's defaults name is one the command has
+    (a prefix such as --run for --run-dir stays accepted: argparse's abbreviation)."""
+    import re
+
+    from flows.cli import _refuse_typos, parsers
+
+    parser, commands = parsers()
+    _refuse_typos(parser, commands, ["run", "c.yaml", "--run", "x", "--", "--not-an-option"])
+    table = [line for line in (Path(__file__).resolve().parents[1] / "README.md").read_text().splitlines()
+             if line.startswith("| `ipet ")]
+    assert {line.split()[2] for line in table} == set(commands)
+    for line in table:
+        usage = line.split("`")[1]
+        options = {o for action in commands[usage.split()[1]]._actions for o in action.option_strings}
+        assert set(re.findall(r"--[a-z-]+", usage)) <= options, usage
+    shown = commands["predict"].format_help() + commands["suggest"].format_help()
+    for default in ("(default: 1024)", "(default: auto)", "(default: 3)", "(default: 400)"):
+        assert default in " ".join(shown.split()), default
 
 
 def test_reading_a_config_imports_no_torch() -> None:
@@ -198,6 +257,28 @@ def test_the_console_drops_routine_state_lines_and_repeats() -> None:
     assert shown["normal"] == ["Finished in state Failed('x')", "m has no MLM head"]
     assert shown["verbose"] == ["Finished in state Completed()", "Finished in state Failed('x')",
                                 "m has no MLM head", "m has no MLM head"]
+
+
+def test_the_console_shows_no_traceback_of_an_error_the_command_words_but_keeps_a_bugs() -> None:
+    """A write error raised in a task reaches ``ipet run``, which says it in one line: Prefect's report
+    of it (a traceback per task and flow it passed through) and its failed state lines are not shown.
+    An unexpected exception keeps its traceback; --verbose shows everything."""
+    import subprocess
+    import sys
+
+    code = ("import errno, logging, sys\nfrom flows import console\nfrom flows.cli import _worded\n"
+            "console.configure(sys.argv[1])\nconsole.hide_worded(sys.argv[1], _worded)\nlog = logging.getLogger('prefect.task_runs')\n"
+            "for error in (OSError(errno.ENOSPC, 'No space left on device', '/run/x'), RuntimeError('a bug')):\n"
+            "    try:\n        raise error\n    except Exception as err:\n"
+            "        log.error(f'Task run failed with exception: {err!r}', exc_info=True)\n"
+            "        log.error(f'Finished in state Failed(\"Task run encountered an exception {type(err).__name__}: "
+            "{err}\")')\n")
+    shown = {v: subprocess.run([sys.executable, "-c", code, v], capture_output=True, text=True, check=True,
+                               cwd=Path(__file__).resolve().parent.parent).stderr for v in ("normal", "verbose")}
+    assert "OSError" not in shown["normal"] and "No space left" not in shown["normal"], shown["normal"]
+    assert "Traceback" in shown["normal"] and "RuntimeError: a bug" in shown["normal"]
+    assert "exception RuntimeError: a bug" in shown["normal"]  # its state line too
+    assert shown["verbose"].count("Traceback") == 2 and "exception OSError: [Errno 28]" in shown["verbose"]
 
 
 def test_quiet_hides_mlflow_info_lines(tmp_path: Path) -> None:

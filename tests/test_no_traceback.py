@@ -146,6 +146,8 @@ CASES: dict[str, tuple[Build, int, str]] = {
     "label word of several tokens": (validate("verbalizer={neg: bad, pos: goods}"), 2, "is 2 tokens"),
     "`labeled_per_class` larger than a class": (validate("data.labeled_per_class=500"), 2,
                                                 "fewer than labeled_per_class=500"),
+    "`pool_size` or `test_size` above the rows there are": (validate("data.pool_size=10000"), 0,
+                                                             "warning: data.pool_size: 10000 rows asked for"),
     "`labeled_per_class` beside a `labeled` file": (validate(data_train=None, data_labeled={"path": "train.csv"},
                                                              data_unlabeled={"path": "train.csv"}), 2,
                                                     "data: 'labeled_per_class: 4' draws the gold set from 'train'"),
@@ -205,6 +207,8 @@ CASES: dict[str, tuple[Build, int, str]] = {
     "config file not found": (lambda toy, tmp: ["validate", str(tmp / "nope.yaml")], 2, "config file not found"),
     "config file not YAML": (lambda toy, tmp: (tmp / "c.yaml").write_text("a: [") and ["validate", str(tmp / "c.yaml")],
                              2, "not valid YAML"),
+    "a mistyped command or option": (lambda toy, tmp: ["run", config(toy, tmp), "--run_dir", str(tmp / "run")], 2,
+                                     "ipet run: error: unknown option --run_dir; did you mean --run-dir?"),
     "unparsable `--set` value": (validate("pvps=[{"), 2, "--set 'pvps=[{': the value is not valid YAML"),
     "a key set twice (config or `--set`)": (lambda toy, tmp: (tmp / "c.yaml").write_text(
         Path(config(toy, tmp)).read_text() + "seeds: [2]\n") and ["validate", str(tmp / "c.yaml")], 2,
@@ -280,7 +284,11 @@ def test_every_mistake_is_one_clear_line_never_a_traceback(toy, tmp_path, capfd,
     monkeypatch.chdir(tmp_path)
     argv = build(toy, tmp_path)
     capfd.readouterr()
-    assert main(argv) == code
+    try:
+        exited = main(argv)
+    except SystemExit as err:  # the command line's parser
+        exited = err.code
+    assert exited == code
     out, err = capfd.readouterr()
     assert says in (out if code == 0 else err) and "Traceback" not in out + err, err
     assert all(c.isprintable() or c in "\n\t" for c in err), "no raw bytes echoed"

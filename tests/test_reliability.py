@@ -317,6 +317,21 @@ def test_unwritable_run_dir_is_one_line(config_file, tmp_path, capsys):
     assert code == 1 and "ipet: cannot write" in err and "Not a directory" in err and "Traceback" not in err
 
 
+def test_a_write_error_inside_a_task_is_one_line(config_file, tmp_path):
+    """A file where a run folder goes (``predictions``) fails a task's write mid-run: ``ipet run`` says so in
+    one line, exit 1, without Prefect's traceback of the task and of each flow the error passed through."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "predictions").write_text("not a folder")
+    done = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(config_file), "--run-dir", str(run_dir)],
+                          env={**ENV, "PREFECT_HOME": str(tmp_path / "prefect")}, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "Traceback" not in done.stdout + done.stderr and "ERROR" not in done.stderr, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1] == (f"ipet: cannot write {run_dir / 'predictions'}: Not a directory; "
+                                                    "finished outputs are kept, run again to resume")
+
+
 # --- Ctrl-C, SIGTERM and kill -9 of `ipet run` -------------------------------------------------------
 
 def _descendants(pid: int) -> set[int]:
