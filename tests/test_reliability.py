@@ -158,6 +158,38 @@ def _is_locked(run_dir: Path) -> bool:
     return subprocess.run([sys.executable, "-c", code, str(run_dir)], env=ENV).returncode == 3
 
 
+# --- killed while registering the final model (an MLflow LoggedModel in flight), resume ---------------
+
+LOGGING = """
+import os, signal, sys
+from tasks.tracking import parent_run
+
+uri, run_dir = sys.argv[1:]
+with parent_run(uri, "toy", "toy", {"run_dir": run_dir}) as (client, parent):
+    # what registration does first; its artifacts are logged, then it is finalized READY
+    client.create_logged_model(client.get_run(parent).info.experiment_id, name="final-model", source_run_id=parent)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_final_model_left_pending_by_a_stopped_run_is_marked_failed(tmp_path):
+    """A run killed (or interrupted) while registering its final model left that MLflow LoggedModel
+    PENDING for ever, beside the READY copy the rerun logs; it is marked FAILED, as its run is KILLED."""
+    uri, run_dir = f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "run")
+    killed = subprocess.run([sys.executable, "-c", LOGGING, uri, run_dir], env=ENV, capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    with tracking.parent_run(uri, "toy", "toy", {"run_dir": run_dir}) as (client, resumed):  # the rerun
+        exp = client.get_run(resumed).info.experiment_id
+    with pytest.raises(KeyboardInterrupt), tracking.parent_run(uri, "toy", "toy", {"run_dir": run_dir}) as (_, stopped):
+        client.create_logged_model(exp, name="final-model", source_run_id=stopped)
+        raise KeyboardInterrupt  # Ctrl-C while logging it
+    runs = {r.info.run_id: r.info.status for r in client.search_runs([exp])}
+    assert sorted(runs.values()) == ["FINISHED", "KILLED", "KILLED"]
+    models = {m.source_run_id: str(m.status) for m in client.search_logged_models([exp])}
+    assert len(models) == 2 and set(models.values()) == {"FAILED"}, models
+    assert all(runs[run] == "KILLED" for run in models)
+
+
 # --- two runs on one run directory ----------------------------------------------------------------
 
 @pytest.fixture()
