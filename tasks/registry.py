@@ -116,7 +116,8 @@ def register_final_model(name: str, model_dir: str, test_set: str | None, challe
             client.log_metric(parent, key, value)
     for key in ("registered_model", "version", "decision", "reason", "previous_champion", "champion"):
         client.set_tag(parent, f"registry.{key}", str(getattr(decision, key)))
-    client.set_model_version_tag(name, version, "decision", decision.decision)
+    # the version's own record: a champion was promoted, also when a rerun finds it so ("kept" is this run's word)
+    client.set_model_version_tag(name, version, "decision", "promoted" if decision.champion == version else "kept")
     logger.info("registered %s v%s: %s (%s)", name, version, decision.decision, reason)
     return asdict(decision)
 

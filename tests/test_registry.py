@@ -147,6 +147,7 @@ def test_a_resumed_run_adds_no_version(prefect_harness, store):
     assert "already the champion" in again["reason"]
     assert [str(v.version) for v in client.search_model_versions(f"name = '{name}'")] == ["1"]
     assert client.get_run(parent).data.tags["registry.version"] == "1"
+    assert client.get_model_version(name, "1").tags["decision"] == "promoted", "the champion's tag is kept"
     other, _ = register(store, "pos", 4 / 6, name=name)  # another run's equal model: a version of its own
     assert (other["version"], other["decision"]) == ("2", "kept")
 
