@@ -422,11 +422,14 @@ def test_a_signalled_run_stops_at_once_and_leaves_no_process(prefect_harness, to
         assert outputs(run_dir) == outputs(reference[1])
 
 
+@pytest.mark.parametrize("when", ["importing Prefect", "checking"])
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_run_signalled_while_it_starts_stops_with_one_line(config_file, tmp_path, sig, code):
+def test_a_run_signalled_while_it_starts_stops_with_one_line(config_file, tmp_path, sig, code, when):
     """The signal comes once the run directory is locked, while Prefect is imported and its server
-    not yet started (seconds on a loaded machine): the same one line and exit status as mid-training,
-    not a KeyboardInterrupt traceback (SIGINT) or a silent death (SIGTERM)."""
+    not yet started (seconds on a loaded machine), or once the server is starting and the config and
+    data are checked: the same one line and exit status as mid-training, not a KeyboardInterrupt
+    traceback (SIGINT) or a silent death (SIGTERM); and no run directory holding only its lock is left
+    (``ipet predict`` and ``ipet gc`` took it for an unfinished run)."""
     run_dir = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", str(config_file), "--run-dir", str(run_dir)],
                             env={**ENV, "PREFECT_HOME": str(tmp_path / "prefect")}, cwd=tmp_path,
@@ -435,12 +438,16 @@ def test_a_run_signalled_while_it_starts_stops_with_one_line(config_file, tmp_pa
     deadline = time.time() + 60
     while proc.poll() is None and time.time() < deadline and not (run_dir / ".lock").exists():
         time.sleep(0.001)
+    while when == "checking" and proc.poll() is None and time.time() < deadline and not _descendants(proc.pid):
+        time.sleep(0.01)  # the temporary server started: the checks (torch, the model) run for seconds
     assert proc.poll() is None, "signalled while starting"
+    assert list(run_dir.iterdir()) == [run_dir / ".lock"], "nothing written yet"
     proc.send_signal(sig)
     err = proc.communicate(timeout=60)[1]
     assert proc.returncode == code and "Traceback" not in err, err[-3000:]
     assert err.strip().splitlines()[-1] == (f"ipet: {sig.name}: ipet run stopped; finished outputs are kept, and "
                                            "running the same command again resumes where it stopped")
+    assert not run_dir.exists(), "the run directory it created and left empty is removed"
 
 
 def test_outputs_follow_the_umask(tmp_path):
