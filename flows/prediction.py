@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from data.location import exists, is_url, local, location
 from data.errors import DataError
+from data.lock import LOCK_FILE
 from data.outputs import atomic_path, check_output_file, read_json
 from data.stream import read_batches
 from prompt_core.predictor import ENSEMBLE_FILE, PROB_PREFIX, Predictor, PredictorError, read_ensemble
@@ -79,7 +80,7 @@ def _resolved(model: str, registered_model: str | None, tracking_uri: str | None
             yield download(uri, name, version, Path(tmp)), f"{name}/v{version}"
         return
     path = location(model)
-    if exists(path / "results.json"):
+    if exists(path / "results.json") or exists(path / LOCK_FILE):  # a run directory: finished, or DataError
         final = run_stages(path, fresh=True)[-1].get("model")
         if not isinstance(final, str):
             raise PredictorError(f"{path}/results.json: the final model is not one directory (a run from before "
