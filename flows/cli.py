@@ -4,13 +4,14 @@ suggest a verbalizer, record a person's answers, free a finished run's disk."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import errno
 import itertools
 import os
 import sys
 from pathlib import Path
-from typing import get_args
+from typing import Callable, get_args
 
 from prompt_core.settings import PRECISION_HELP, Precision
 
@@ -152,15 +153,20 @@ def _run_command(args, config) -> int:
     from data.location import location
     from data.lock import RunDirBusy, RunDirUnusable, run_dir_lock
 
+    from .interrupt import Interrupted
+
     run_dir = location(args.run_dir or Path("runs") / config.name)
-    fresh = isinstance(run_dir, Path) and not run_dir.exists()
+    # refused or stopped before any work: leave no run directory behind that holds only its lock
+    forget = (lambda: _forget(run_dir)) if isinstance(run_dir, Path) and not run_dir.exists() else _no_op
     try:
         with run_dir_lock(run_dir):  # the flow holds it too (deployments call the flow directly)
-            code = _locked(args, config, run_dir)
-        if code == 2 and fresh:  # refused before any work: leave no empty run directory behind
-            (run_dir / ".lock").unlink(missing_ok=True)
-            run_dir.rmdir()
+            code = _locked(args, config, run_dir, forget)
+        if code == 2:
+            forget()
         return code
+    except Interrupted:  # while Prefect was imported, before _locked's handler (which forgets itself)
+        forget()
+        raise
     except RunDirBusy as err:
         return _refused(f"ipet: {err}", EXIT_BUSY)
     except RunDirUnusable as err:
@@ -173,8 +179,20 @@ def _run_command(args, config) -> int:
         return 1
 
 
-def _locked(args, config, run_dir: Path) -> int:
-    """With the run directory held: check, start the server meanwhile, run; signals stop it."""
+def _forget(run_dir: Path) -> None:
+    """Remove ``run_dir`` if it holds nothing but its lock file: this command created it and stopped before
+    writing anything, so it is no run directory (``ipet predict`` and ``gc`` would call it one unfinished)."""
+    from data.lock import LOCK_FILE
+
+    with contextlib.suppress(OSError):
+        if os.listdir(run_dir) == [LOCK_FILE]:
+            (run_dir / LOCK_FILE).unlink()
+            run_dir.rmdir()
+
+
+def _locked(args, config, run_dir: Path, forget: Callable[[], None]) -> int:
+    """With the run directory held: check, start the server meanwhile, run; signals stop it (and
+    ``forget`` the run directory: remove it if this command made it and wrote nothing there yet)."""
     _prefect_defaults()
     from . import console
 
@@ -185,7 +203,8 @@ def _locked(args, config, run_dir: Path) -> int:
     from .server import ServerError, prefect_api
 
     try:
-        with prefect_api() as server, stop_on_signals(f"ipet {args.command}", server.stop if server else _no_op):
+        with prefect_api() as server, \
+                stop_on_signals(f"ipet {args.command}", lambda: (server and server.stop(), forget())):
             config = _checked(args.config, config, quiet=args.verbosity == "quiet")
             if config is None:
                 return 2

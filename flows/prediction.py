@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from data.location import exists, is_url, local, location
 from data.errors import DataError
+from data.lock import LOCK_FILE
 from data.outputs import atomic_path, check_output_file, read_json
 from data.seen import Seen
 from data.stream import read_batches
@@ -116,7 +117,7 @@ def _resolved(model: str, registered_model: str | None, tracking_uri: str | None
             yield download(uri, name, version, Path(tmp)), f"{name}/v{version}"
         return
     path = location(model)
-    if exists(path / "results.json"):
+    if exists(path / "results.json") or exists(path / LOCK_FILE):  # a run directory: finished, or DataError
         final = final_model(path)
         if not exists(final):
             raise PredictorError(f"{model}: its final model {final.name} is not in its models/ folder "

@@ -10,6 +10,7 @@ tracking URI global to the process), so this runs in any worker thread.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -116,7 +117,8 @@ def register_final_model(name: str, model_dir: str, test_set: str | None, challe
             client.log_metric(parent, key, value)
     for key in ("registered_model", "version", "decision", "reason", "previous_champion", "champion"):
         client.set_tag(parent, f"registry.{key}", str(getattr(decision, key)))
-    client.set_model_version_tag(name, version, "decision", decision.decision)
+    # the version's own record: a champion was promoted, also when a rerun finds it so ("kept" is this run's word)
+    client.set_model_version_tag(name, version, "decision", "promoted" if decision.champion == version else "kept")
     logger.info("registered %s v%s: %s (%s)", name, version, decision.decision, reason)
     return asdict(decision)
 
@@ -154,15 +156,20 @@ def log_model(client: MlflowClient, run_id: str, model_dir: str, name: str, tags
             tags = {**tags, "backbone": "; ".join(f"{how}: {name}" for name, how in backbones.items())}
         logged = client.create_logged_model(run.info.experiment_id, name="final-model", source_run_id=run_id,
                                             tags={"model_dir": model_dir})
-        with warnings.catch_warnings():  # "no input example": we give a signature instead
-            warnings.filterwarnings("ignore", message=".*An input example was not provided")
-            mlflow.pyfunc.save_model(
-                Path(tmp) / "mlflow", python_model=str(MODEL_CODE), artifacts={ARTIFACT: str(artifact)},
-                code_paths=[str(Path(prompt_core.__file__).parent)], pip_requirements=pip_requirements(),
-                signature=signature(*describe(artifact)),
-                mlflow_model=Model(artifact_path=logged.artifact_location, model_uuid=logged.model_id, run_id=run_id,
-                                   model_id=logged.model_id))
-        client.log_model_artifacts(logged.model_id, str(Path(tmp) / "mlflow"))
+        try:
+            with warnings.catch_warnings():  # "no input example": we give a signature instead
+                warnings.filterwarnings("ignore", message=".*An input example was not provided")
+                mlflow.pyfunc.save_model(
+                    Path(tmp) / "mlflow", python_model=str(MODEL_CODE), artifacts={ARTIFACT: str(artifact)},
+                    code_paths=[str(Path(prompt_core.__file__).parent)], pip_requirements=pip_requirements(),
+                    signature=signature(*describe(artifact)),
+                    mlflow_model=Model(artifact_path=logged.artifact_location, model_uuid=logged.model_id,
+                                       run_id=run_id, model_id=logged.model_id))
+            client.log_model_artifacts(logged.model_id, str(Path(tmp) / "mlflow"))
+        except BaseException:  # not left PENDING for ever beside the copy a rerun logs (a SIGKILL: end_runs)
+            with contextlib.suppress(Exception):
+                client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+            raise
     client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
     client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
     try:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 from urllib.parse import urlparse
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import LoggedModelStatus, Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
@@ -168,14 +168,29 @@ def end_killed_runs(client: MlflowClient, exp_id: str, run_dir: str) -> list[str
 
 
 def end_runs(client: MlflowClient, exp_id: str, parents: list[str], status: str) -> list[str]:
-    """End ``parents`` and their children still RUNNING with ``status``; the ids ended."""
+    """End ``parents`` and their children still RUNNING with ``status``, and fail the models they left
+    half-logged; the ids ended."""
     ended = list(parents)
     for parent in parents:
         ended += [r.info.run_id for r in client.search_runs(
             [exp_id], filter_string=f"tags.mlflow.parentRunId = '{parent}' and attributes.status = 'RUNNING'")]
     for run_id in ended:
         client.set_terminated(run_id, status)
+    fail_pending_models(client, exp_id, parents)
     return ended
+
+
+def fail_pending_models(client: MlflowClient, exp_id: str, run_ids: Sequence[str]) -> list[str]:
+    """Mark FAILED the logged models of ``run_ids`` still PENDING: a run stopped while registering its
+    final model (between MLflow's ``create_logged_model`` and ``finalize_logged_model``) left one, which
+    MLflow would show as pending for ever beside the copy the rerun logs. The ids failed."""
+    failed = []
+    for run_id in run_ids:  # MLflow's search cannot filter on status
+        logged = client.search_logged_models([exp_id], filter_string=f"source_run_id = '{run_id}'")
+        failed += [m.model_id for m in logged if m.status == LoggedModelStatus.PENDING]
+    for model_id in failed:
+        client.finalize_logged_model(model_id, LoggedModelStatus.FAILED)
+    return failed
 
 
 def log_child(uri: str, parent_id: str, name: str, params: Mapping[str, object],

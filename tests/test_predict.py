@@ -385,6 +385,17 @@ def test_unknown_model_exits_2(inputs, tmp_path, capsys):
     assert "no such model directory, run directory or registered model" in capsys.readouterr().err
 
 
+def test_an_unfinished_run_directory_is_named_so(inputs, tmp_path, capsys):
+    """A run directory whose run was killed before its end (its lock file, maybe some models, no
+    results.json) is not a model directory; it said `not a saved model (no learner.json or ensemble.json)`."""
+    run_dir = tmp_path / "run"
+    (run_dir / "models").mkdir(parents=True)
+    (run_dir / ".lock").write_text("1234")
+    assert run("--model", str(run_dir), "--input", str(inputs["csv"]), "--output", str(tmp_path / "o.parquet")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"ipet predict: {run_dir}: no results.json, so not a finished run directory"
+
+
 def test_the_flow_does_the_same(prefect_harness, model, inputs, tmp_path):
     summary = predict(model=str(model), input=str(inputs["jsonl"]), output=str(tmp_path / "flow.parquet"))
     assert (summary["rows"], summary["errors"]) == (len(TEXTS), 2)

@@ -147,8 +147,23 @@ def test_a_resumed_run_adds_no_version(prefect_harness, store):
     assert "already the champion" in again["reason"]
     assert [str(v.version) for v in client.search_model_versions(f"name = '{name}'")] == ["1"]
     assert client.get_run(parent).data.tags["registry.version"] == "1"
+    assert client.get_model_version(name, "1").tags["decision"] == "promoted", "the champion's tag is kept"
     other, _ = register(store, "pos", 4 / 6, name=name)  # another run's equal model: a version of its own
     assert (other["version"], other["decision"]) == ("2", "kept")
+
+
+def test_a_registration_that_fails_leaves_no_pending_model(prefect_harness, store, tmp_path):
+    """A failure while the final model is logged (here its learner.json cannot be read; a full artifact
+    store alike) is reported without failing the run, and must not leave an MLflow LoggedModel PENDING
+    for ever: it is marked FAILED."""
+    broken = tmp_path / "broken-final"
+    shutil.copytree(store["models"]["pos"], broken)
+    (broken / "learner.json").write_text("{")
+    with pytest.raises(ValueError):
+        register(store, "pos", 4 / 6, name="ipet-broken", model_dir=broken)
+    client = MlflowClient(store["uri"])
+    logged = client.search_logged_models([store["experiment"]], filter_string=f"tags.model_dir = '{broken}'")
+    assert [str(m.status) for m in logged] == ["FAILED"]
 
 
 def test_a_champion_that_cannot_be_scored_stays(prefect_harness, store):

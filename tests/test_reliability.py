@@ -158,6 +158,38 @@ def _is_locked(run_dir: Path) -> bool:
     return subprocess.run([sys.executable, "-c", code, str(run_dir)], env=ENV).returncode == 3
 
 
+# --- killed while registering the final model (an MLflow LoggedModel in flight), resume ---------------
+
+LOGGING = """
+import os, signal, sys
+from tasks.tracking import parent_run
+
+uri, run_dir = sys.argv[1:]
+with parent_run(uri, "toy", "toy", {"run_dir": run_dir}) as (client, parent):
+    # what registration does first; its artifacts are logged, then it is finalized READY
+    client.create_logged_model(client.get_run(parent).info.experiment_id, name="final-model", source_run_id=parent)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_final_model_left_pending_by_a_stopped_run_is_marked_failed(tmp_path):
+    """A run killed (or interrupted) while registering its final model left that MLflow LoggedModel
+    PENDING for ever, beside the READY copy the rerun logs; it is marked FAILED, as its run is KILLED."""
+    uri, run_dir = f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "run")
+    killed = subprocess.run([sys.executable, "-c", LOGGING, uri, run_dir], env=ENV, capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    with tracking.parent_run(uri, "toy", "toy", {"run_dir": run_dir}) as (client, resumed):  # the rerun
+        exp = client.get_run(resumed).info.experiment_id
+    with pytest.raises(KeyboardInterrupt), tracking.parent_run(uri, "toy", "toy", {"run_dir": run_dir}) as (_, stopped):
+        client.create_logged_model(exp, name="final-model", source_run_id=stopped)
+        raise KeyboardInterrupt  # Ctrl-C while logging it
+    runs = {r.info.run_id: r.info.status for r in client.search_runs([exp])}
+    assert sorted(runs.values()) == ["FINISHED", "KILLED", "KILLED"]
+    models = {m.source_run_id: str(m.status) for m in client.search_logged_models([exp])}
+    assert len(models) == 2 and set(models.values()) == {"FAILED"}, models
+    assert all(runs[run] == "KILLED" for run in models)
+
+
 # --- two runs on one run directory ----------------------------------------------------------------
 
 @pytest.fixture()
@@ -405,11 +437,14 @@ def test_a_signalled_run_stops_at_once_and_leaves_no_process(prefect_harness, to
         assert outputs(run_dir) == outputs(reference[1])
 
 
+@pytest.mark.parametrize("when", ["importing Prefect", "checking"])
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_run_signalled_while_it_starts_stops_with_one_line(config_file, tmp_path, sig, code):
+def test_a_run_signalled_while_it_starts_stops_with_one_line(config_file, tmp_path, sig, code, when):
     """The signal comes once the run directory is locked, while Prefect is imported and its server
-    not yet started (seconds on a loaded machine): the same one line and exit status as mid-training,
-    not a KeyboardInterrupt traceback (SIGINT) or a silent death (SIGTERM)."""
+    not yet started (seconds on a loaded machine), or once the server is starting and the config and
+    data are checked: the same one line and exit status as mid-training, not a KeyboardInterrupt
+    traceback (SIGINT) or a silent death (SIGTERM); and no run directory holding only its lock is left
+    (``ipet predict`` and ``ipet gc`` took it for an unfinished run)."""
     run_dir = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", str(config_file), "--run-dir", str(run_dir)],
                             env={**ENV, "PREFECT_HOME": str(tmp_path / "prefect")}, cwd=tmp_path,
@@ -418,12 +453,16 @@ def test_a_run_signalled_while_it_starts_stops_with_one_line(config_file, tmp_pa
     deadline = time.time() + 60
     while proc.poll() is None and time.time() < deadline and not (run_dir / ".lock").exists():
         time.sleep(0.001)
+    while when == "checking" and proc.poll() is None and time.time() < deadline and not _descendants(proc.pid):
+        time.sleep(0.01)  # the temporary server started: the checks (torch, the model) run for seconds
     assert proc.poll() is None, "signalled while starting"
+    assert list(run_dir.iterdir()) == [run_dir / ".lock"], "nothing written yet"
     proc.send_signal(sig)
     err = proc.communicate(timeout=60)[1]
     assert proc.returncode == code and "Traceback" not in err, err[-3000:]
     assert err.strip().splitlines()[-1] == (f"ipet: {sig.name}: ipet run stopped; finished outputs are kept, and "
                                            "running the same command again resumes where it stopped")
+    assert not run_dir.exists(), "the run directory it created and left empty is removed"
 
 
 def test_outputs_follow_the_umask(tmp_path):
