@@ -378,3 +378,21 @@ def test_validate_reads_the_store_a_config_names(tmp_path: Path, config_file: Pa
     ingest_file(write(tmp_path / "g.csv", rows(1, "g") + rows(1, "h", "neg")), "news", store, labeled=True)
     assert main(["validate", str(config_file)]) == 0
     assert "'labeled': 2, 'pool': 6, 'test': 1" in capsys.readouterr().out
+
+
+def test_a_run_given_a_config_path_records_the_store_versions_it_read(prefect_harness, tmp_path: Path) -> None:
+    """A deployment passes the config as a YAML path (not pinned by ``ipet run``'s check): its MLflow
+    params and results.json must still name the version it trained on, not ``None``."""
+    from mlflow.tracking import MlflowClient
+
+    config = toy_run_config(tmp_path, steps=4, generations=0)
+    store = toy_store(tmp_path)
+    config["data"] = {"root": str(tmp_path), "labeled": store, "unlabeled": store, "test": {"path": "test.csv"}}
+    config["final"] = {"mode": "ensemble"}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    results = ipet(config=str(tmp_path / "run.yaml"), run_dir=str(tmp_path / "run"))
+    params = MlflowClient(config["tracking"]["mlflow_uri"]).get_run(results["mlflow_run_id"]).data.params
+    assert params["data.labeled.version"] == params["data.unlabeled.version"] == "2"
+    stored = yaml.safe_load((tmp_path / "run" / "results.json").read_text())
+    assert stored["data_versions"] == {slot: {"store": "stores", "dataset": "toy", "kind": slot, "version": 2}
+                                       for slot in ("labeled", "unlabeled")}
