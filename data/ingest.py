@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 from pydantic import ValidationError
 
 from .errors import DataError
+from .location import is_url, local
 from .sources import Source, read_source
 from .outputs import file_digest
 from .validate import check_examples
@@ -47,7 +48,8 @@ def ingest_file(path: str | Path, dataset: str, store: str | Path, labeled: bool
                 schema: Schema | None = None, read: dict[str, Any] | None = None) -> dict:
     """Add the new rows of ``path`` to the dataset as one version; returns what happened.
 
-    ``read`` holds Source options for the file (``header``, ``columns``, ``rename``, ``rows``…).
+    ``path`` is a local file or an fsspec URL. ``read`` holds Source options for the file
+    (``header``, ``columns``, ``rename``, ``rows``…).
     Dropped as duplicates (all input fields equal after trimming whitespace): repeats inside the
     file, texts of the test set, and texts already in the store. A labeled row whose text is in
     the unlabeled pool is kept: it labels that text, which then leaves the pool. When nothing is
@@ -56,13 +58,14 @@ def ingest_file(path: str | Path, dataset: str, store: str | Path, labeled: bool
     kind: Kind = "labeled" if labeled else "unlabeled"
     target = DatasetStore(store, dataset)
     schema = _schema(target, schema)
-    rows, digest = _read_checked(Path(path), schema, labeled, read or {})
+    rows, digest = _read_checked(str(path), schema, labeled, read or {})
     test = _test_keys(schema)
     with target.lock() as parent:
         if parent is not None:
             _check_same_schema(target, parent, schema)
         keep, duplicates, promoted = _new_rows(rows, schema.fields, kind, parent, test)
-        source = {"path": str(Path(path).resolve()), "sha256": digest, "rows": rows.num_rows}
+        source = {"path": str(path) if is_url(path) else str(Path(path).resolve()), "sha256": digest,
+                  "rows": rows.num_rows}
         summary = {"dataset": dataset, "kind": kind, "added": len(keep), "duplicates": sum(duplicates.values()),
                    "duplicates_by_origin": duplicates, "source": source}
         if not keep:
@@ -94,7 +97,9 @@ def _check_same_schema(target: DatasetStore, parent: Version, schema: Schema) ->
                         "ingest into a new dataset instead")
 
 
-def _read_checked(path: Path, schema: Schema, labeled: bool, read: dict) -> tuple[pa.Table, str]:
+def _read_checked(path: str, schema: Schema, labeled: bool, read: dict) -> tuple[pa.Table, str]:
+    """The file's rows, checked, and its sha256. A file at a URL (new data landing in a bucket) is
+    read like a source's: copied into the local mirror, whose copy is then hashed."""
     if "path" in read:  # the FILE argument is what is read; a second path would be ignored without a word
         raise DataError(f"{path}: read option path: the file to ingest is the FILE argument; drop --read path")
     try:
@@ -103,12 +108,13 @@ def _read_checked(path: Path, schema: Schema, labeled: bool, read: dict) -> tupl
         raise DataError("\n".join(f"{path}: read option {'.'.join(map(str, e['loc'])) or '(all)'}: "
                                   f"{e['msg'].removeprefix('Value error, ')}" for e in err.errors())) from None
     if source.store or source.hub:
-        raise DataError(f"{path}: ingest reads a local file; drop the 'store'/'hub' read options")
+        raise DataError(f"{path}: ingest reads the FILE argument (a local file or a URL); drop the 'store'/'hub' "
+                        "read options")
     table = read_source(source)
     problems = check_examples(table, schema.fields, schema.labels, str(path), labels_required=labeled)
     if problems:
         raise DataError("\n".join(problems))
-    return table, file_digest(path)
+    return table, file_digest(local(path))
 
 
 def _test_keys(schema: Schema) -> pa.Array:

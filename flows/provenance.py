@@ -2,8 +2,8 @@
 repeated) from MLflow alone: the resolved config as flattened params and as ``config.yaml``, the
 data manifest (source sha256s, store versions, rows per set) as ``data-manifest.json`` and params
 (a store source's ``data.<slot>.version`` is the version read, also where the config left it to the
-current one, as a deployment's YAML path does), and the project's version and git commit as tags. The stage series (``test_accuracy`` by stage
-index) is logged by ``Reporter`` as each stage ends."""
+current one, as a deployment's YAML path does), and the project's version and git commit as tags.
+The stage series (``test_accuracy`` by stage index) is logged by ``Reporter`` as each stage ends."""
 
 from __future__ import annotations
 

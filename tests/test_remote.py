@@ -250,3 +250,29 @@ def test_a_dataset_store_at_a_url_is_refused():
         Source(store="s3://bucket/stores", dataset="agnews")
     with pytest.raises(DataError, match="a store is a local .* not a URL"):
         dataset_dir("s3://bucket/stores", "agnews")
+
+
+def test_ingest_reads_its_file_from_a_url(bucket, cache, tmp_path, capsys):
+    """New data lands in a bucket: `ipet ingest s3://…` reads it there (the store itself stays local);
+    the manifest names the URL and the file's sha256. A missing object: one line, exit 2."""
+    import hashlib
+
+    from data.dataset_store import DatasetStore
+    from flows.cli import main
+
+    (tmp_path / "toy").mkdir()
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(toy_run_config(tmp_path / "toy")))
+    body = b"text,label\nfresh words here,pos\nmore new words,neg\n"
+    fs().pipe_file(f"{BUCKET}/landing/new.csv", body)
+    store = str(tmp_path / "stores")
+    assert main(["ingest", f"{bucket}/landing/new.csv", "--dataset", "toy", "--store", store,
+                 "--config", str(config)]) == 0
+    version = DatasetStore(store, "toy").version()
+    assert version.read("unlabeled")["text"].to_pylist() == ["fresh words here", "more new words"]
+    assert version.manifest["ingest"]["source"] == {"path": f"{bucket}/landing/new.csv",
+                                                    "sha256": hashlib.sha256(body).hexdigest(), "rows": 2}
+    capsys.readouterr()
+    assert main(["ingest", f"{bucket}/landing/nope.csv", "--dataset", "toy", "--store", store]) == 2
+    err = capsys.readouterr().err
+    assert err == f"{bucket}/landing/nope.csv: file not found (looked at {bucket}/landing/nope.csv)\n"
