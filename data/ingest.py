@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from .errors import DataError
 from .location import is_url, local
-from .sources import Source, read_source
+from .sources import Source, dataset_store, read_source, source_path
 from .outputs import file_digest
 from .validate import check_examples
 from .dataset_store import DatasetStore, Kind, Version, text_keys
@@ -31,13 +31,18 @@ class Schema:
 
     fields: tuple[str, ...]
     labels: tuple[str, ...]
-    test: dict | None = None  # a Source, as data, with an absolute path
+    test: dict | None = None  # a Source, as data, with an absolute path (or a URL) to its file or store
 
     @classmethod
     def from_config(cls, fields: Sequence[str], labels: Sequence[str], test: Source | None,
                     root: str | Path = ".") -> "Schema":
-        if test is not None and test.path and not Path(test.path).is_absolute():
-            test = test.model_copy(update={"path": str((Path(root) / test.path).resolve())})
+        """The config's test set is read where the config's data root puts it (a folder or a URL),
+        whichever directory a later ingest runs from."""
+        if test is not None and test.path:
+            where = source_path(test, root)
+            test = test.model_copy(update={"path": str(where) if is_url(where) else str(Path(where).resolve())})
+        elif test is not None and test.store:
+            test = test.model_copy(update={"store": str(dataset_store(test, root).directory.parent)})
         return cls(tuple(fields), tuple(labels), test.model_dump(exclude_defaults=True) if test else None)
 
     def as_record(self) -> dict:

@@ -396,3 +396,22 @@ def test_a_run_given_a_config_path_records_the_store_versions_it_read(prefect_ha
     stored = yaml.safe_load((tmp_path / "run" / "results.json").read_text())
     assert stored["data_versions"] == {slot: {"store": "stores", "dataset": "toy", "kind": slot, "version": 2}
                                        for slot in ("labeled", "unlabeled")}
+
+
+def test_the_schema_reads_a_test_store_under_the_configs_data_root(tmp_path: Path, config_file: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test set from a dataset store is found under data.root, not under the directory the ingest runs in."""
+    from flows.ingest import schema_of
+
+    root = tmp_path / "root"
+    ingest_file(write(tmp_path / "held.csv", [("held", "out", "pos")]), "held", root / "stores", labeled=True,
+                schema=Schema(FIELDS, LABELS))
+    raw = yaml.safe_load(config_file.read_text())
+    raw["data"] = {"root": str(root), "unlabeled": {"store": "stores", "dataset": "news"},
+                   "test": {"store": "stores", "dataset": "held"}}
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    schema = schema_of(RunConfig.model_validate(raw))
+    result = ingest_file(write(tmp_path / "a.csv", [("held", "out", "pos"), ("new", "row", "neg")]), "news",
+                         root / "stores", schema=schema)
+    assert (result["added"], result["duplicates_by_origin"]["test"]) == (1, 1)

@@ -276,3 +276,24 @@ def test_ingest_reads_its_file_from_a_url(bucket, cache, tmp_path, capsys):
     assert main(["ingest", f"{bucket}/landing/nope.csv", "--dataset", "toy", "--store", store]) == 2
     err = capsys.readouterr().err
     assert err == f"{bucket}/landing/nope.csv: file not found (looked at {bucket}/landing/nope.csv)\n"
+
+
+def test_a_first_ingest_keeps_a_test_set_at_a_url_out(bucket, cache, tmp_path):
+    """A config whose data root is a bucket gives the dataset its test set there: a row of it in the
+    ingested file is dropped as a test duplicate (the URL was read as a local path ``s3:/…``)."""
+    from data.dataset_store import DatasetStore
+    from data.ingest import ingest_file
+    from flows.ingest import schema_of
+
+    (tmp_path / "toy").mkdir()
+    config = toy_run_config(tmp_path / "toy")
+    fs().put_file(str(tmp_path / "toy" / "test.csv"), f"{BUCKET}/schema-data/test.csv")
+    config["data"]["root"] = f"{bucket}/schema-data"
+    schema = schema_of(RunConfig.model_validate(config))
+    assert schema.test["path"] == f"{bucket}/schema-data/test.csv"
+    with open(tmp_path / "toy" / "test.csv", newline="") as f:
+        held_out = next(csv.DictReader(f))["text"]
+    (tmp_path / "new.csv").write_text(f"text,label\n{held_out},pos\nsomething new,neg\n")
+    result = ingest_file(tmp_path / "new.csv", "toy", tmp_path / "stores", schema=schema)
+    assert result["added"] == 1 and result["duplicates_by_origin"]["test"] == 1
+    assert DatasetStore(tmp_path / "stores", "toy").version().manifest["schema"]["test"] == schema.test
