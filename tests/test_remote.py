@@ -297,3 +297,35 @@ def test_a_first_ingest_keeps_a_test_set_at_a_url_out(bucket, cache, tmp_path):
     result = ingest_file(tmp_path / "new.csv", "toy", tmp_path / "stores", schema=schema)
     assert result["added"] == 1 and result["duplicates_by_origin"]["test"] == 1
     assert DatasetStore(tmp_path / "stores", "toy").version().manifest["schema"]["test"] == schema.test
+
+
+def test_missing_credentials_are_named_not_taken_for_a_missing_file(bucket, cache, tmp_path, monkeypatch, capsys):
+    """fsspec's isfile answers False on any error: without credentials, `ipet ingest` said "file not
+    found" and `ipet predict` "no such model directory" for objects that are there."""
+    from flows.cli import main
+
+    (tmp_path / "toy").mkdir()
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(toy_run_config(tmp_path / "toy")))
+    fs().pipe_file(f"{BUCKET}/creds/new.csv", b"text\nhello there\n")
+    fs().pipe_file(f"{BUCKET}/creds/run/results.json", b'{"stages": []}')
+    capsys.readouterr()  # the tiny model's save
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    for key in ("AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE"):
+        monkeypatch.setenv(key, str(tmp_path / "none"))
+    s3fs.S3FileSystem.clear_instance_cache()
+    try:
+        assert main(["ingest", f"{bucket}/creds/new.csv", "--dataset", "toy", "--store", str(tmp_path / "stores"),
+                     "--config", str(config)]) == 2
+        assert capsys.readouterr().err == (f"{bucket}/creds/new.csv: cannot be read: NoCredentialsError: "
+                                           "Unable to locate credentials\n")
+        out = tmp_path / "out.parquet"
+        assert main(["predict", "--model", f"{bucket}/creds/run", "--input", str(tmp_path / "toy" / "test.csv"),
+                     "--output", str(out)]) == 2
+        assert capsys.readouterr().err == (f"ipet predict: {bucket}/creds/run/results.json: cannot be read: "
+                                           "NoCredentialsError: Unable to locate credentials\n")
+        assert not out.exists() and not (tmp_path / "stores" / "toy").exists()
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
