@@ -415,3 +415,16 @@ def test_the_schema_reads_a_test_store_under_the_configs_data_root(tmp_path: Pat
     result = ingest_file(write(tmp_path / "a.csv", [("held", "out", "pos"), ("new", "row", "neg")]), "news",
                          root / "stores", schema=schema)
     assert (result["added"], result["duplicates_by_origin"]["test"]) == (1, 1)
+
+
+def test_the_ingest_flow_fails_a_bad_file_with_its_message(prefect_harness, tmp_path: Path, schema: Schema,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """As a deployment (the UI, a worker): a user mistake fails the run with the one line `ipet ingest`
+    prints, no traceback in its logs, and the caller gets the DataError."""
+    store = str(tmp_path / "stores")
+    ingest_file(write(tmp_path / "good.csv", rows(2, "g")), "news", store, schema=schema)
+    (tmp_path / "bad.csv").write_text("title,text\nhello,world\n")
+    with pytest.raises(DataError, match=r"bad.csv: missing column\(s\) \['body'\]"):
+        ingest(file=str(tmp_path / "bad.csv"), dataset="news", store=store)
+    assert "Traceback" not in caplog.text and "bad.csv: missing column(s) ['body']" in caplog.text
+    assert DatasetStore(store, "news").current() == 1
