@@ -20,7 +20,7 @@ from .errors import DataError
 from .location import is_url, local
 from .sources import Source, dataset_store, read_source, source_path
 from .outputs import file_digest
-from .validate import check_examples
+from .validate import SHOWN, check_examples
 from .dataset_store import DatasetStore, Kind, Version, text_keys
 
 
@@ -72,14 +72,15 @@ def ingest_file(path: str | Path, dataset: str, store: str | Path, labeled: bool
         source = {"path": str(path) if is_url(path) else str(Path(path).resolve()), "sha256": digest,
                   "rows": rows.num_rows}
         summary = {"dataset": dataset, "kind": kind, "added": len(keep), "duplicates": sum(duplicates.values()),
-                   "duplicates_by_origin": duplicates, "source": source}
+                   "duplicates_by_origin": duplicates, "source": source,
+                   "label_conflicts": _label_conflicts(rows, schema.fields, keep, parent) if labeled else None}
         if not keep:
             return {**summary, "version": parent.number if parent else None, "manifest": None, "committed": False}
         columns = ["id", *schema.fields] + (["label"] if "label" in rows.column_names else [])
         version = target.commit(parent, kind, rows.take(keep).select(columns), {
             "schema": schema.as_record(),
             "ingest": {"kind": kind, "source": source, "added": len(keep), "duplicates": duplicates,
-                       "labels_for_pool_texts": promoted},
+                       "labels_for_pool_texts": promoted, "label_conflicts": summary["label_conflicts"]},
         })
     return {**summary, "version": version.number, "manifest": str(version.path), "committed": True}
 
@@ -156,3 +157,19 @@ def _new_rows(rows: pa.Table, fields: Sequence[str], kind: Kind, parent: Version
             continue
         keep.append(i)
     return keep, {o: duplicates[o] for o in ("file", "test", "labeled", "unlabeled")}, promoted
+
+
+def _label_conflicts(rows: pa.Table, fields: Sequence[str], keep: list[int], parent: Version | None) -> dict:
+    """The dropped rows whose text has another label, in the gold set or in an earlier row of the file:
+    how many, and the first ids. The earlier label stays (a store only grows), but a correction or
+    annotators' disagreement must not vanish among the duplicates unnoticed."""
+    known: dict[str, str] = {}
+    if parent is not None:
+        gold = parent.read("labeled")
+        known = dict(zip(text_keys(gold, fields).to_pylist(), gold["label"].to_pylist()))
+    keys, labels, ids = text_keys(rows, fields).to_pylist(), rows["label"].to_pylist(), rows["id"].to_pylist()
+    for i in keep:
+        known.setdefault(keys[i], labels[i])
+    kept = set(keep)
+    clashes = [ids[i] for i, key in enumerate(keys) if i not in kept and known.get(key, labels[i]) != labels[i]]
+    return {"rows": len(clashes), "ids": clashes[:SHOWN]}

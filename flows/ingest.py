@@ -62,6 +62,10 @@ def summary(result: dict) -> str:
     """One line: what the ingest added, what it dropped, which version is current."""
     by_origin = ", ".join(f"{n} {o}" for o, n in result["duplicates_by_origin"].items() if n)
     dropped = f"{result['duplicates']} duplicate(s) dropped" + (f" ({by_origin})" if by_origin else "")
+    clashes = result.get("label_conflicts") or {"rows": 0}
+    if clashes["rows"]:
+        dropped += (f", {clashes['rows']} row(s) labeled otherwise than the same text already is, kept as it was: "
+                    f"row id(s) {clashes['ids']}{' …' if clashes['rows'] > len(clashes['ids']) else ''}")
     if not result["committed"]:
         return (f"{result['dataset']}: nothing new in {result['source']['path']}, {dropped}; version "
                 f"{result['version']} stays current")

@@ -428,3 +428,22 @@ def test_the_ingest_flow_fails_a_bad_file_with_its_message(prefect_harness, tmp_
         ingest(file=str(tmp_path / "bad.csv"), dataset="news", store=store)
     assert "Traceback" not in caplog.text and "bad.csv: missing column(s) ['body']" in caplog.text
     assert DatasetStore(store, "news").current() == 1
+
+
+def test_a_text_labeled_otherwise_is_reported_not_dropped_silently(tmp_path: Path, schema: Schema,
+                                                                  config_file: Path,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    """A labeled row whose text already has another label (in the gold set, or an earlier row of the
+    file) keeps the earlier label, as a duplicate; the rows are named, in the output and the manifest."""
+    store = tmp_path / "stores"
+    ingest_file(write(tmp_path / "g.csv", [("r", "2", "neg")]), "news", store, labeled=True, schema=schema)
+    batch = write(tmp_path / "l.csv", [("q", "1", "pos"), ("q", "1", "neg"), ("r", "2", "pos"), ("r", "2", "neg"),
+                                       ("s", "3", "pos")])
+    capsys.readouterr()
+    assert main(["ingest", str(batch), "--dataset", "news", "--store", str(store), "--labeled"]) == 0
+    out = capsys.readouterr().out
+    assert "2 row(s) labeled otherwise than the same text already is, kept as it was: row id(s) ['2', '3']" in out
+    version = DatasetStore(store, "news").version()
+    assert version.manifest["ingest"]["label_conflicts"] == {"rows": 2, "ids": ["2", "3"]}
+    assert sorted(zip(*version.read("labeled").select(["title", "label"]).to_pydict().values())) == [
+        ("q", "pos"), ("r", "neg"), ("s", "pos")]
