@@ -447,3 +447,21 @@ def test_a_text_labeled_otherwise_is_reported_not_dropped_silently(tmp_path: Pat
     assert version.manifest["ingest"]["label_conflicts"] == {"rows": 2, "ids": ["2", "3"]}
     assert sorted(zip(*version.read("labeled").select(["title", "label"]).to_pydict().values())) == [
         ("q", "pos"), ("r", "neg"), ("s", "pos")]
+
+
+def test_an_unreachable_server_is_not_told_as_a_sent_event(tmp_path: Path, config_file: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    """PREFECT_API_URL set, server down: the version is committed, but no retraining will start and
+    ingesting the file again adds nothing; it said "event sent" (exit 0), now what to do by hand."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    batch = write(tmp_path / "a.csv", rows(1, "a"))
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        code = main(["ingest", str(batch), "--dataset", "news", "--store", str(tmp_path / "stores"),
+                     "--config", str(config_file)])
+    out, err = capsys.readouterr()
+    assert code == 69 and "news: version 1 (unlabeled)" in out and "sent (" not in out
+    assert err.startswith("ipet ingest: event ipet.data.arrived not sent: the Prefect server at "
+                          "http://127.0.0.1:9/api does not answer (ConnectError")
+    assert "`prefect event emit ipet.data.arrived --resource-id ipet.dataset.news`" in err
+    assert DatasetStore(tmp_path / "stores", "news").current() == 1
