@@ -17,9 +17,10 @@ import pyarrow.compute as pc
 from pydantic import ValidationError
 
 from .errors import DataError
-from .sources import Source, read_source
+from .location import is_url, local
+from .sources import Source, dataset_store, read_source, source_path
 from .outputs import file_digest
-from .validate import check_examples
+from .validate import SHOWN, check_examples
 from .dataset_store import DatasetStore, Kind, Version, text_keys
 
 
@@ -30,13 +31,18 @@ class Schema:
 
     fields: tuple[str, ...]
     labels: tuple[str, ...]
-    test: dict | None = None  # a Source, as data, with an absolute path
+    test: dict | None = None  # a Source, as data, with an absolute path (or a URL) to its file or store
 
     @classmethod
     def from_config(cls, fields: Sequence[str], labels: Sequence[str], test: Source | None,
                     root: str | Path = ".") -> "Schema":
-        if test is not None and test.path and not Path(test.path).is_absolute():
-            test = test.model_copy(update={"path": str((Path(root) / test.path).resolve())})
+        """The config's test set is read where the config's data root puts it (a folder or a URL),
+        whichever directory a later ingest runs from."""
+        if test is not None and test.path:
+            where = source_path(test, root)
+            test = test.model_copy(update={"path": str(where) if is_url(where) else str(Path(where).resolve())})
+        elif test is not None and test.store:
+            test = test.model_copy(update={"store": str(dataset_store(test, root).directory.parent)})
         return cls(tuple(fields), tuple(labels), test.model_dump(exclude_defaults=True) if test else None)
 
     def as_record(self) -> dict:
@@ -47,7 +53,8 @@ def ingest_file(path: str | Path, dataset: str, store: str | Path, labeled: bool
                 schema: Schema | None = None, read: dict[str, Any] | None = None) -> dict:
     """Add the new rows of ``path`` to the dataset as one version; returns what happened.
 
-    ``read`` holds Source options for the file (``header``, ``columns``, ``rename``, ``rows``…).
+    ``path`` is a local file or an fsspec URL. ``read`` holds Source options for the file
+    (``header``, ``columns``, ``rename``, ``rows``…).
     Dropped as duplicates (all input fields equal after trimming whitespace): repeats inside the
     file, texts of the test set, and texts already in the store. A labeled row whose text is in
     the unlabeled pool is kept: it labels that text, which then leaves the pool. When nothing is
@@ -56,22 +63,24 @@ def ingest_file(path: str | Path, dataset: str, store: str | Path, labeled: bool
     kind: Kind = "labeled" if labeled else "unlabeled"
     target = DatasetStore(store, dataset)
     schema = _schema(target, schema)
-    rows, digest = _read_checked(Path(path), schema, labeled, read or {})
+    rows, digest = _read_checked(str(path), schema, labeled, read or {})
     test = _test_keys(schema)
     with target.lock() as parent:
         if parent is not None:
             _check_same_schema(target, parent, schema)
         keep, duplicates, promoted = _new_rows(rows, schema.fields, kind, parent, test)
-        source = {"path": str(Path(path).resolve()), "sha256": digest, "rows": rows.num_rows}
+        source = {"path": str(path) if is_url(path) else str(Path(path).resolve()), "sha256": digest,
+                  "rows": rows.num_rows}
         summary = {"dataset": dataset, "kind": kind, "added": len(keep), "duplicates": sum(duplicates.values()),
-                   "duplicates_by_origin": duplicates, "source": source}
+                   "duplicates_by_origin": duplicates, "source": source,
+                   "label_conflicts": _label_conflicts(rows, schema.fields, keep, parent) if labeled else None}
         if not keep:
             return {**summary, "version": parent.number if parent else None, "manifest": None, "committed": False}
         columns = ["id", *schema.fields] + (["label"] if "label" in rows.column_names else [])
         version = target.commit(parent, kind, rows.take(keep).select(columns), {
             "schema": schema.as_record(),
             "ingest": {"kind": kind, "source": source, "added": len(keep), "duplicates": duplicates,
-                       "labels_for_pool_texts": promoted},
+                       "labels_for_pool_texts": promoted, "label_conflicts": summary["label_conflicts"]},
         })
     return {**summary, "version": version.number, "manifest": str(version.path), "committed": True}
 
@@ -94,7 +103,9 @@ def _check_same_schema(target: DatasetStore, parent: Version, schema: Schema) ->
                         "ingest into a new dataset instead")
 
 
-def _read_checked(path: Path, schema: Schema, labeled: bool, read: dict) -> tuple[pa.Table, str]:
+def _read_checked(path: str, schema: Schema, labeled: bool, read: dict) -> tuple[pa.Table, str]:
+    """The file's rows, checked, and its sha256. A file at a URL (new data landing in a bucket) is
+    read like a source's: copied into the local mirror, whose copy is then hashed."""
     if "path" in read:  # the FILE argument is what is read; a second path would be ignored without a word
         raise DataError(f"{path}: read option path: the file to ingest is the FILE argument; drop --read path")
     try:
@@ -103,12 +114,13 @@ def _read_checked(path: Path, schema: Schema, labeled: bool, read: dict) -> tupl
         raise DataError("\n".join(f"{path}: read option {'.'.join(map(str, e['loc'])) or '(all)'}: "
                                   f"{e['msg'].removeprefix('Value error, ')}" for e in err.errors())) from None
     if source.store or source.hub:
-        raise DataError(f"{path}: ingest reads a local file; drop the 'store'/'hub' read options")
+        raise DataError(f"{path}: ingest reads the FILE argument (a local file or a URL); drop the 'store'/'hub' "
+                        "read options")
     table = read_source(source)
     problems = check_examples(table, schema.fields, schema.labels, str(path), labels_required=labeled)
     if problems:
         raise DataError("\n".join(problems))
-    return table, file_digest(path)
+    return table, file_digest(local(path))
 
 
 def _test_keys(schema: Schema) -> pa.Array:
@@ -145,3 +157,19 @@ def _new_rows(rows: pa.Table, fields: Sequence[str], kind: Kind, parent: Version
             continue
         keep.append(i)
     return keep, {o: duplicates[o] for o in ("file", "test", "labeled", "unlabeled")}, promoted
+
+
+def _label_conflicts(rows: pa.Table, fields: Sequence[str], keep: list[int], parent: Version | None) -> dict:
+    """The dropped rows whose text has another label, in the gold set or in an earlier row of the file:
+    how many, and the first ids. The earlier label stays (a store only grows), but a correction or
+    annotators' disagreement must not vanish among the duplicates unnoticed."""
+    known: dict[str, str] = {}
+    if parent is not None:
+        gold = parent.read("labeled")
+        known = dict(zip(text_keys(gold, fields).to_pylist(), gold["label"].to_pylist()))
+    keys, labels, ids = text_keys(rows, fields).to_pylist(), rows["label"].to_pylist(), rows["id"].to_pylist()
+    for i in keep:
+        known.setdefault(keys[i], labels[i])
+    kept = set(keep)
+    clashes = [ids[i] for i, key in enumerate(keys) if i not in kept and known.get(key, labels[i]) != labels[i]]
+    return {"rows": len(clashes), "ids": clashes[:SHOWN]}

@@ -23,6 +23,8 @@ from pathlib import Path
 
 from upath import UPath
 
+from .errors import DataError
+
 COMPLETE = ".complete"  # written last into an uploaded directory
 _swapping = threading.Lock()  # one thread at a time puts a copy in place...
 SWAP_LOCK = ".swap.lock"
@@ -53,7 +55,19 @@ def exists(path: str | os.PathLike) -> bool:
     if _mirrored(mirror(url)):
         return True
     url.fs.invalidate_cache(url.path)  # another process may have written it since this one listed
-    return url.fs.isfile(url.path) or url.fs.isfile(f"{url.path}/{COMPLETE}")
+    return _is_file(url) or _is_file(url / COMPLETE)
+
+
+def _is_file(url: UPath) -> bool:
+    """fsspec's ``isfile`` without its ``except Exception``: absent is False, but storage that cannot
+    be read (no credentials, no permission, no endpoint) raises ``DataError`` naming the URL, instead
+    of passing for a missing file ("file not found" for an object that is there)."""
+    try:
+        return url.fs.info(url.path)["type"] == "file"
+    except FileNotFoundError:
+        return False
+    except Exception as err:
+        raise DataError(f"{url}: cannot be read: {type(err).__name__}: {err}") from None
 
 
 def _mirrored(copy: Path) -> bool:
@@ -74,7 +88,7 @@ def local(path: str | os.PathLike, fresh: bool = False) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".download", dir=target.parent))
     copy = tmp / "copy"
     try:
-        if url.fs.isfile(url.path):
+        if _is_file(url):
             url.fs.get_file(url.path, str(copy))
         else:
             files = url.fs.find(url.path)

@@ -19,6 +19,7 @@ from . import suggest
 from .config import ConfigError, RunConfig, assignment, load_config
 
 EXIT_BUSY = 75  # EX_TEMPFAIL: another run holds the run directory; try again later
+EXIT_UNANNOUNCED = 69  # EX_UNAVAILABLE: ingested, but the Prefect server did not answer: no retraining starts
 WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS,
                 errno.ENOTDIR}
 
@@ -260,23 +261,35 @@ def _ingest(args) -> int:
         print(err, file=sys.stderr)
         return 2
     print(summary(result))
-    if result["committed"]:
-        print(_announce(result))
-    return 0
+    return _announce(result) if result["committed"] else 0
 
 
-def _announce(result: dict) -> str:
+def _announce(result: dict) -> int:
+    """The event for a committed version, sent to the configured server. A server that does not answer
+    is said (Prefect would drop the event with a log line): ingesting the file again adds nothing, so
+    the user must send it by hand for the retraining to start."""
+    from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL
-
-    if not PREFECT_API_URL.value():
-        return "no event sent: no Prefect server is configured (set PREFECT_API_URL to trigger retraining)"
-    from prefect.events.worker import EventsWorker
 
     from .ingest import EVENT, announce
 
+    url = PREFECT_API_URL.value()
+    if not url:
+        print("no event sent: no Prefect server is configured (set PREFECT_API_URL to trigger retraining)")
+        return 0
+    with get_client(sync_client=True) as client:
+        down = client.api_healthcheck()
+    if down is not None:
+        return _refused(f"ipet ingest: event {EVENT} not sent: the Prefect server at {url} does not answer "
+                        f"({type(down).__name__}: {down}); version {result['version']} is committed, and ingesting "
+                        f"the file again adds nothing: once the server is up, `prefect event emit {EVENT} "
+                        f"--resource-id ipet.dataset.{result['dataset']}` starts the retraining", EXIT_UNANNOUNCED)
+    from prefect.events.worker import EventsWorker
+
     event = announce(result)
     EventsWorker.drain_all(timeout=30, at_exit=False)  # send it before this process exits
-    return f"event {EVENT} sent ({event.id})" if event else f"event {EVENT} not sent (Prefect emits no events here)"
+    print(f"event {EVENT} sent ({event.id})" if event else f"event {EVENT} not sent (Prefect emits no events here)")
+    return 0
 
 
 def _gc(args) -> int:

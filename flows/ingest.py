@@ -10,10 +10,10 @@ from typing import Any
 from prefect import flow
 from prefect.events import Event, emit_event
 
-from data.ingest import Schema
-from tasks.data import ingest_data
+from data.errors import DataError
+from data.ingest import Schema, ingest_file
 
-from .config import RunConfig, load_config
+from .config import ConfigError, RunConfig, load_config
 
 EVENT = "ipet.data.arrived"
 
@@ -41,9 +41,16 @@ def ingest(file: str, dataset: str, labeled: bool = False, store: str = "stores"
            config: RunConfig | str | None = None, read: dict[str, Any] | None = None) -> dict:
     """Add ``file`` to ``store/dataset`` as a new version and announce it; see ``data.ingest``.
 
-    ``config`` (a run config or its YAML path) fixes the schema on a dataset's first ingest.
+    ``config`` (a run config or its YAML path) fixes the schema on a dataset's first ingest. A user
+    mistake (a bad file, a config that does not load) fails the run with the one line ``ipet ingest``
+    prints, without a traceback, and re-raises it to a caller.
     """
-    result = ingest_data(file, dataset, store, labeled, schema_of(config), read or {})
+    from prefect.states import Failed
+
+    try:
+        result = ingest_file(file, dataset, store, labeled, schema_of(config), read or {})
+    except (ConfigError, DataError) as err:
+        return Failed(message=str(err), data=err)
     print(summary(result))
     if result["committed"]:
         event = announce(result)
@@ -55,6 +62,10 @@ def summary(result: dict) -> str:
     """One line: what the ingest added, what it dropped, which version is current."""
     by_origin = ", ".join(f"{n} {o}" for o, n in result["duplicates_by_origin"].items() if n)
     dropped = f"{result['duplicates']} duplicate(s) dropped" + (f" ({by_origin})" if by_origin else "")
+    clashes = result.get("label_conflicts") or {"rows": 0}
+    if clashes["rows"]:
+        dropped += (f", {clashes['rows']} row(s) labeled otherwise than the same text already is, kept as it was: "
+                    f"row id(s) {clashes['ids']}{' …' if clashes['rows'] > len(clashes['ids']) else ''}")
     if not result["committed"]:
         return (f"{result['dataset']}: nothing new in {result['source']['path']}, {dropped}; version "
                 f"{result['version']} stays current")

@@ -1,8 +1,9 @@
 """What a run's MLflow parent records about how it was made, so a run can be understood (and
 repeated) from MLflow alone: the resolved config as flattened params and as ``config.yaml``, the
-data manifest (source sha256s, store versions, rows per set) as ``data-manifest.json`` and params,
-and the project's version and git commit as tags. The stage series (``test_accuracy`` by stage
-index) is logged by ``Reporter`` as each stage ends."""
+data manifest (source sha256s, store versions, rows per set) as ``data-manifest.json`` and params
+(a store source's ``data.<slot>.version`` is the version read, also where the config left it to the
+current one, as a deployment's YAML path does), and the project's version and git commit as tags.
+The stage series (``test_accuracy`` by stage index) is logged by ``Reporter`` as each stage ends."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ SETTING = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 def log_provenance(client: MlflowClient, run_id: str, config: RunConfig, data: dict) -> None:
     settings = config.model_dump(mode="json", by_alias=True)
-    params = {**flatten(settings), **{f"data.rows.{k}": v for k, v in data.get("rows", {}).items()}}
+    params = {**flatten(settings), **{f"data.rows.{k}": v for k, v in data.get("rows", {}).items()},
+              **{f"data.{slot}.version": v["version"] for slot, v in data.get("versions", {}).items()}}
     tags = {"ipet.version": _version()}
     commit = _git_commit()
     if commit:

@@ -66,9 +66,11 @@ class Reporter:
                                      f"{fmt(stage.train_size)} · pseudo-label accuracy "
                                      f"{fmt(stage.pseudo_label_accuracy)}"))
 
-    def finish(self, tasks: dict[str, int]) -> dict:
+    def finish(self, tasks: dict[str, int], data_versions: dict | None = None) -> dict:
         """``results.json`` and ``summary.md`` written and logged with the run's sets, predictions and
-        final model; ``tasks`` counts the models trained and reused. Returns the results."""
+        final model; ``tasks`` counts the models trained and reused, ``data_versions`` the dataset store
+        versions the data was read at (the prepared data's ``versions``: which ingest a run trained on).
+        Returns the results."""
         results = {
             "name": self.config.name,
             "run_dir": self.run_dir,
@@ -79,6 +81,8 @@ class Reporter:
             "stages": [s.record() for s in self.stages],
             "disk": disk_usage(self.run_dir),
         }
+        if data_versions:
+            results["data_versions"] = data_versions
         summary = stage_table(results["stages"])
         flagged = fall(self.stages)
         if flagged:

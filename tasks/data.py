@@ -7,7 +7,6 @@ from typing import Sequence
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from data.ingest import Schema, ingest_file
 from data.prepare import DataConfig, prepare
 
 
@@ -15,9 +14,3 @@ from data.prepare import DataConfig, prepare
 def prepare_data(config: DataConfig, fields: Sequence[str], labels: Sequence[str], run_dir: str) -> dict:
     """Labeled set, pool and test set as parquet under the run directory (reused when unchanged)."""
     return prepare(config, fields, labels, run_dir)
-
-
-@task(task_run_name="ingest {dataset}", cache_policy=NO_CACHE)
-def ingest_data(path: str, dataset: str, store: str, labeled: bool, schema: Schema | None, read: dict) -> dict:
-    """One file into the dataset store as a new version (or none, when every row is a duplicate)."""
-    return ingest_file(path, dataset, store, labeled, schema, read)

@@ -307,3 +307,39 @@ def test_the_predict_deployment_uses_the_model_the_retraining_deployment_registe
     predict = next(d for d in deployments if d["entrypoint"] == "flows/predict.py:predict")
     config = RunConfig.model_validate(yaml.safe_load((root / train["parameters"]["config"]).read_text()))
     assert predict["parameters"]["registered_model"] == config.registered_model
+
+
+def test_every_deployment_matches_its_flow_and_its_files() -> None:
+    """prefect.yaml checked without a server (test_deploy.py deploys it, slowly): each entrypoint loads,
+    its parameters are the flow's and validate as its types (a run gives the rest: predict's input and
+    output), its config file loads, its schedules and triggers parse as Prefect's own models, and a
+    trigger on new data names a dataset its config reads."""
+    import inspect
+
+    from prefect.client.schemas.schedules import CronSchedule
+    from prefect.events import DeploymentTriggerTypes
+    from prefect.flows import load_flow_from_entrypoint
+    from pydantic import TypeAdapter
+
+    from flows.config import load_config
+
+    root = Path(__file__).resolve().parent.parent
+    deployments = yaml.safe_load((root / "prefect.yaml").read_text())["deployments"]
+    given_per_run = {"flows/predict.py:predict": {"input", "output"}}
+    for d in deployments:
+        flow = load_flow_from_entrypoint(str(root / d["entrypoint"]))
+        params, signature = d.get("parameters") or {}, inspect.signature(flow.fn).parameters
+        assert set(params) <= set(signature), (d["name"], set(params) - set(signature))
+        missing = {n for n, p in signature.items() if p.default is p.empty and n not in params}
+        assert missing == given_per_run.get(d["entrypoint"], set()), (d["name"], missing)
+        flow.validate_parameters({**params, **{n: "x" for n in missing}})
+        config = load_config(str(root / params["config"])) if "config" in params else None
+        for schedule in d.get("schedules") or []:
+            CronSchedule(cron=schedule["cron"], timezone=schedule.get("timezone"))
+        for raw in d.get("triggers") or []:
+            trigger = TypeAdapter(DeploymentTriggerTypes).validate_python(raw)
+            resource = trigger.match.root["prefect.resource.id"]
+            read = {f"ipet.dataset.{s.dataset}" for s in config.data.slots().values() if s.store}
+            assert trigger.expect == {"ipet.data.arrived"} and resource in read, (d["name"], resource, read)
+    names = [(d["entrypoint"], d["name"]) for d in deployments]
+    assert len(names) == len(set(names))

@@ -378,3 +378,90 @@ def test_validate_reads_the_store_a_config_names(tmp_path: Path, config_file: Pa
     ingest_file(write(tmp_path / "g.csv", rows(1, "g") + rows(1, "h", "neg")), "news", store, labeled=True)
     assert main(["validate", str(config_file)]) == 0
     assert "'labeled': 2, 'pool': 6, 'test': 1" in capsys.readouterr().out
+
+
+def test_a_run_given_a_config_path_records_the_store_versions_it_read(prefect_harness, tmp_path: Path) -> None:
+    """A deployment passes the config as a YAML path (not pinned by ``ipet run``'s check): its MLflow
+    params and results.json must still name the version it trained on, not ``None``."""
+    from mlflow.tracking import MlflowClient
+
+    config = toy_run_config(tmp_path, steps=4, generations=0)
+    store = toy_store(tmp_path)
+    config["data"] = {"root": str(tmp_path), "labeled": store, "unlabeled": store, "test": {"path": "test.csv"}}
+    config["final"] = {"mode": "ensemble"}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    results = ipet(config=str(tmp_path / "run.yaml"), run_dir=str(tmp_path / "run"))
+    params = MlflowClient(config["tracking"]["mlflow_uri"]).get_run(results["mlflow_run_id"]).data.params
+    assert params["data.labeled.version"] == params["data.unlabeled.version"] == "2"
+    stored = yaml.safe_load((tmp_path / "run" / "results.json").read_text())
+    assert stored["data_versions"] == {slot: {"store": "stores", "dataset": "toy", "kind": slot, "version": 2}
+                                       for slot in ("labeled", "unlabeled")}
+
+
+def test_the_schema_reads_a_test_store_under_the_configs_data_root(tmp_path: Path, config_file: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test set from a dataset store is found under data.root, not under the directory the ingest runs in."""
+    from flows.ingest import schema_of
+
+    root = tmp_path / "root"
+    ingest_file(write(tmp_path / "held.csv", [("held", "out", "pos")]), "held", root / "stores", labeled=True,
+                schema=Schema(FIELDS, LABELS))
+    raw = yaml.safe_load(config_file.read_text())
+    raw["data"] = {"root": str(root), "unlabeled": {"store": "stores", "dataset": "news"},
+                   "test": {"store": "stores", "dataset": "held"}}
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    schema = schema_of(RunConfig.model_validate(raw))
+    result = ingest_file(write(tmp_path / "a.csv", [("held", "out", "pos"), ("new", "row", "neg")]), "news",
+                         root / "stores", schema=schema)
+    assert (result["added"], result["duplicates_by_origin"]["test"]) == (1, 1)
+
+
+def test_the_ingest_flow_fails_a_bad_file_with_its_message(prefect_harness, tmp_path: Path, schema: Schema,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """As a deployment (the UI, a worker): a user mistake fails the run with the one line `ipet ingest`
+    prints, no traceback in its logs, and the caller gets the DataError."""
+    store = str(tmp_path / "stores")
+    ingest_file(write(tmp_path / "good.csv", rows(2, "g")), "news", store, schema=schema)
+    (tmp_path / "bad.csv").write_text("title,text\nhello,world\n")
+    with pytest.raises(DataError, match=r"bad.csv: missing column\(s\) \['body'\]"):
+        ingest(file=str(tmp_path / "bad.csv"), dataset="news", store=store)
+    assert "Traceback" not in caplog.text and "bad.csv: missing column(s) ['body']" in caplog.text
+    assert DatasetStore(store, "news").current() == 1
+
+
+def test_a_text_labeled_otherwise_is_reported_not_dropped_silently(tmp_path: Path, schema: Schema,
+                                                                  config_file: Path,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    """A labeled row whose text already has another label (in the gold set, or an earlier row of the
+    file) keeps the earlier label, as a duplicate; the rows are named, in the output and the manifest."""
+    store = tmp_path / "stores"
+    ingest_file(write(tmp_path / "g.csv", [("r", "2", "neg")]), "news", store, labeled=True, schema=schema)
+    batch = write(tmp_path / "l.csv", [("q", "1", "pos"), ("q", "1", "neg"), ("r", "2", "pos"), ("r", "2", "neg"),
+                                       ("s", "3", "pos")])
+    capsys.readouterr()
+    assert main(["ingest", str(batch), "--dataset", "news", "--store", str(store), "--labeled"]) == 0
+    out = capsys.readouterr().out
+    assert "2 row(s) labeled otherwise than the same text already is, kept as it was: row id(s) ['2', '3']" in out
+    version = DatasetStore(store, "news").version()
+    assert version.manifest["ingest"]["label_conflicts"] == {"rows": 2, "ids": ["2", "3"]}
+    assert sorted(zip(*version.read("labeled").select(["title", "label"]).to_pydict().values())) == [
+        ("q", "pos"), ("r", "neg"), ("s", "pos")]
+
+
+def test_an_unreachable_server_is_not_told_as_a_sent_event(tmp_path: Path, config_file: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    """PREFECT_API_URL set, server down: the version is committed, but no retraining will start and
+    ingesting the file again adds nothing; it said "event sent" (exit 0), now what to do by hand."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    batch = write(tmp_path / "a.csv", rows(1, "a"))
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        code = main(["ingest", str(batch), "--dataset", "news", "--store", str(tmp_path / "stores"),
+                     "--config", str(config_file)])
+    out, err = capsys.readouterr()
+    assert code == 69 and "news: version 1 (unlabeled)" in out and "sent (" not in out
+    assert err.startswith("ipet ingest: event ipet.data.arrived not sent: the Prefect server at "
+                          "http://127.0.0.1:9/api does not answer (ConnectError")
+    assert "`prefect event emit ipet.data.arrived --resource-id ipet.dataset.news`" in err
+    assert DatasetStore(tmp_path / "stores", "news").current() == 1

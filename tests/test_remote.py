@@ -250,3 +250,82 @@ def test_a_dataset_store_at_a_url_is_refused():
         Source(store="s3://bucket/stores", dataset="agnews")
     with pytest.raises(DataError, match="a store is a local .* not a URL"):
         dataset_dir("s3://bucket/stores", "agnews")
+
+
+def test_ingest_reads_its_file_from_a_url(bucket, cache, tmp_path, capsys):
+    """New data lands in a bucket: `ipet ingest s3://…` reads it there (the store itself stays local);
+    the manifest names the URL and the file's sha256. A missing object: one line, exit 2."""
+    import hashlib
+
+    from data.dataset_store import DatasetStore
+    from flows.cli import main
+
+    (tmp_path / "toy").mkdir()
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(toy_run_config(tmp_path / "toy")))
+    body = b"text,label\nfresh words here,pos\nmore new words,neg\n"
+    fs().pipe_file(f"{BUCKET}/landing/new.csv", body)
+    store = str(tmp_path / "stores")
+    assert main(["ingest", f"{bucket}/landing/new.csv", "--dataset", "toy", "--store", store,
+                 "--config", str(config)]) == 0
+    version = DatasetStore(store, "toy").version()
+    assert version.read("unlabeled")["text"].to_pylist() == ["fresh words here", "more new words"]
+    assert version.manifest["ingest"]["source"] == {"path": f"{bucket}/landing/new.csv",
+                                                    "sha256": hashlib.sha256(body).hexdigest(), "rows": 2}
+    capsys.readouterr()
+    assert main(["ingest", f"{bucket}/landing/nope.csv", "--dataset", "toy", "--store", store]) == 2
+    err = capsys.readouterr().err
+    assert err == f"{bucket}/landing/nope.csv: file not found (looked at {bucket}/landing/nope.csv)\n"
+
+
+def test_a_first_ingest_keeps_a_test_set_at_a_url_out(bucket, cache, tmp_path):
+    """A config whose data root is a bucket gives the dataset its test set there: a row of it in the
+    ingested file is dropped as a test duplicate (the URL was read as a local path ``s3:/…``)."""
+    from data.dataset_store import DatasetStore
+    from data.ingest import ingest_file
+    from flows.ingest import schema_of
+
+    (tmp_path / "toy").mkdir()
+    config = toy_run_config(tmp_path / "toy")
+    fs().put_file(str(tmp_path / "toy" / "test.csv"), f"{BUCKET}/schema-data/test.csv")
+    config["data"]["root"] = f"{bucket}/schema-data"
+    schema = schema_of(RunConfig.model_validate(config))
+    assert schema.test["path"] == f"{bucket}/schema-data/test.csv"
+    with open(tmp_path / "toy" / "test.csv", newline="") as f:
+        held_out = next(csv.DictReader(f))["text"]
+    (tmp_path / "new.csv").write_text(f"text,label\n{held_out},pos\nsomething new,neg\n")
+    result = ingest_file(tmp_path / "new.csv", "toy", tmp_path / "stores", schema=schema)
+    assert result["added"] == 1 and result["duplicates_by_origin"]["test"] == 1
+    assert DatasetStore(tmp_path / "stores", "toy").version().manifest["schema"]["test"] == schema.test
+
+
+def test_missing_credentials_are_named_not_taken_for_a_missing_file(bucket, cache, tmp_path, monkeypatch, capsys):
+    """fsspec's isfile answers False on any error: without credentials, `ipet ingest` said "file not
+    found" and `ipet predict` "no such model directory" for objects that are there."""
+    from flows.cli import main
+
+    (tmp_path / "toy").mkdir()
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(toy_run_config(tmp_path / "toy")))
+    fs().pipe_file(f"{BUCKET}/creds/new.csv", b"text\nhello there\n")
+    fs().pipe_file(f"{BUCKET}/creds/run/results.json", b'{"stages": []}')
+    capsys.readouterr()  # the tiny model's save
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    for key in ("AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE"):
+        monkeypatch.setenv(key, str(tmp_path / "none"))
+    s3fs.S3FileSystem.clear_instance_cache()
+    try:
+        assert main(["ingest", f"{bucket}/creds/new.csv", "--dataset", "toy", "--store", str(tmp_path / "stores"),
+                     "--config", str(config)]) == 2
+        assert capsys.readouterr().err == (f"{bucket}/creds/new.csv: cannot be read: NoCredentialsError: "
+                                           "Unable to locate credentials\n")
+        out = tmp_path / "out.parquet"
+        assert main(["predict", "--model", f"{bucket}/creds/run", "--input", str(tmp_path / "toy" / "test.csv"),
+                     "--output", str(out)]) == 2
+        assert capsys.readouterr().err == (f"ipet predict: {bucket}/creds/run/results.json: cannot be read: "
+                                           "NoCredentialsError: Unable to locate credentials\n")
+        assert not out.exists() and not (tmp_path / "stores" / "toy").exists()
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
