@@ -198,6 +198,7 @@ def _locked(args, config, run_dir: Path, forget: Callable[[], None]) -> int:
     from . import console
 
     console.configure(args.verbosity)
+    from data.errors import DataError
     from tasks.tracking import TrackingError
 
     from .interrupt import stop_on_signals
@@ -213,7 +214,7 @@ def _locked(args, config, run_dir: Path, forget: Callable[[], None]) -> int:
                 server.ready()
             console.hide_worded(args.verbosity, _worded)
             return _adapt(config, run_dir) if args.command == "adapt" else _run(config, run_dir)
-    except TrackingError as err:
+    except (TrackingError, DataError) as err:  # DataError: data that changed, or storage unreadable, since the check
         print(f"ipet: {err}", file=sys.stderr)
         return 2
     except ServerError as err:
@@ -224,10 +225,11 @@ def _locked(args, config, run_dir: Path, forget: Callable[[], None]) -> int:
 def _worded(err: BaseException) -> bool:
     """The errors of a flow that ``_run_command`` and ``_locked`` report in one line: Prefect's
     traceback of them is not shown on the terminal (``--verbose`` shows it)."""
+    from data.errors import DataError
     from data.lock import RunDirBusy, RunDirUnusable
     from tasks.tracking import TrackingError
 
-    return (isinstance(err, (RunDirBusy, RunDirUnusable, TrackingError))
+    return (isinstance(err, (RunDirBusy, RunDirUnusable, TrackingError, DataError))
             or isinstance(err, OSError) and err.errno in WRITE_ERRORS)
 
 

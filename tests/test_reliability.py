@@ -364,6 +364,26 @@ def test_a_write_error_inside_a_task_is_one_line(config_file, tmp_path):
                                                     "finished outputs are kept, run again to resume")
 
 
+def test_a_data_error_inside_the_flow_is_one_line(config_file, tmp_path, monkeypatch, capfd):
+    """Data that cannot be read once the run started (a source at a URL whose credentials lapsed, a file
+    changed since the check) fails the data task with a DataError: ``ipet run`` says it in one line, exit 2,
+    without Prefect's traceback of the task and the flows it passed through."""
+    from data.errors import DataError
+    import tasks.data
+
+    def unreadable(*args, **kwargs):
+        raise DataError("s3://bucket/train.csv: cannot be read: NoCredentialsError: Unable to locate credentials")
+
+    monkeypatch.setattr(tasks.data, "prepare", unreadable)
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    code = main(["run", str(config_file), "--run-dir", str(tmp_path / "run")])
+    err = capfd.readouterr().err
+    assert code == 2, err[-3000:]
+    assert "Traceback" not in err and "ERROR" not in err, err[-3000:]
+    assert err.strip().splitlines()[-1] == ("ipet: s3://bucket/train.csv: cannot be read: NoCredentialsError: "
+                                            "Unable to locate credentials")
+
+
 # --- Ctrl-C, SIGTERM and kill -9 of `ipet run` -------------------------------------------------------
 
 def _descendants(pid: int) -> set[int]:
