@@ -68,8 +68,10 @@ def stop_on_signals(command: str, cleanup: Callable[[], None], outcome: str = RE
     previous = {s: signal.signal(s, handler) for s in SIGNALS}
     try:
         yield
-    except Interrupted as err:
-        finish(err.code)  # worker threads may still be training: do not wait for them
+    except BaseException:
+        if seen:  # Interrupted, or what a library made of it (pydantic wraps one raised in its serializer)
+            finish(128 + seen[0])  # worker threads may still be training: do not wait for them
+        raise
     finally:
         for s, old in previous.items():
             signal.signal(s, old)

@@ -485,6 +485,24 @@ def test_a_run_signalled_while_it_starts_stops_with_one_line(config_file, tmp_pa
     assert not run_dir.exists(), "the run directory it created and left empty is removed"
 
 
+def test_a_signal_a_library_wraps_in_its_own_error_still_stops_with_one_line(tmp_path):
+    """A signal that lands inside a library's callback comes out as that library's error (pydantic's
+    serializer made ``Interrupted`` a ``PydanticSerializationError`` while Prefect's settings were copied at
+    start-up): still the one line and 128 + the signal's number, not a traceback and exit 1."""
+    code = ("import os, signal, time\n"
+            "from flows.interrupt import stop_on_signals\n"
+            "with stop_on_signals('ipet run', lambda: None):\n"
+            "    try:\n"
+            "        os.kill(os.getpid(), signal.SIGTERM)\n"
+            "        time.sleep(30)\n"
+            "    except KeyboardInterrupt as err:\n"
+            "        raise ValueError(f'Error calling function: {err!r}') from None\n")
+    done = subprocess.run([sys.executable, "-c", code], env=ENV, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 143 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith("ipet: SIGTERM: ipet run stopped;"), done.stderr
+
+
 def test_outputs_follow_the_umask(tmp_path):
     """Atomic outputs (results.json, summary.md, predictions, model directories) get the permissions
     every other file of the run directory gets, not a temporary file's private 0600."""
