@@ -444,8 +444,8 @@ def beside(directory: str | Path, backbone: str) -> str:
     if backbone.startswith("../") and Path(directory, backbone).is_dir():
         return str(Path(directory, backbone).resolve())
     if (backbone.startswith("../") or Path(backbone).is_absolute()) and not Path(backbone).exists():
-        raise BackboneError(f"{directory}: its backbone {backbone} is not there (a backbone kept in the run "
-                            "directory, such as an adapted one, moves with it: copy or move the run directory whole)")
+        raise BackboneError(f"{directory}: its backbone {backbone} is not there, and the model has no weights of its "
+                            "own without it (an adapted backbone is kept in the run directory: copy or move that whole)")
     return backbone
 
 

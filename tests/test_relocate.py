@@ -86,8 +86,8 @@ def test_a_model_directory_copied_without_its_adapted_backbone_says_so(tmp_path:
                      "--output", str(tmp_path / "out.parquet")]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"ipet predict: {tmp_path / 'alone' / name}: its backbone ") and "\n" not in err, err
-        assert err.endswith("is not there (a backbone kept in the run directory, such as an adapted one, moves with "
-                            "it: copy or move the run directory whole)")
+        assert err.endswith("is not there, and the model has no weights of its own without it (an adapted backbone "
+                            "is kept in the run directory: copy or move that whole)")
         assert not (tmp_path / "out.parquet").exists()
 
 
