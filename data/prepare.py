@@ -26,6 +26,7 @@ from .validate import check_examples
 
 MANIFEST = "manifest.json"
 SETS_DIR = "data"  # the prepared sets of every data key, each named by its content
+SET_NAMES = ("labeled", "pool", "test")  # the sets a manifest names (test may be None)
 STORE_FIELDS = ("store", "dataset", "kind", "version")
 
 
@@ -206,9 +207,10 @@ def prepare(config: DataConfig, fields: Sequence[str], labels: Sequence[str], ou
     key = content_key("data", _settings(config), digests, list(fields), list(labels))
     manifest_path = location(out_root) / f"data-{key}" / MANIFEST
     if exists(manifest_path):
-        return read_json(manifest_path)
+        return _sets_in(read_json(manifest_path), out_root)
     sets, leaks = load_sets(pinned, fields, labels)
-    paths = {name: str(write_set(table, location(out_root) / SETS_DIR, name)) for name, table in sets.items()}
+    paths = {name: f"{SETS_DIR}/{write_set(table, location(out_root) / SETS_DIR, name).name}"
+             for name, table in sets.items()}
     write_json({
         "key": key,
         "sources": digests,
@@ -219,7 +221,16 @@ def prepare(config: DataConfig, fields: Sequence[str], labels: Sequence[str], ou
         **paths,
         "test": paths.get("test"),
     }, manifest_path)
-    return read_json(manifest_path)
+    return _sets_in(read_json(manifest_path), out_root)
+
+
+def _sets_in(manifest: dict, out_root: str | Path) -> dict:
+    """``manifest`` with each set's path in ``out_root``, the run directory in use. The manifest records
+    them relative to it, so a copied or moved run directory reads its own sets; earlier versions recorded
+    absolute paths, which name the original's (gone once it moves): a set is named by its bytes, so the
+    file of that name in this run directory's ``data/`` is the same set."""
+    return {**manifest, **{name: str(location(out_root) / SETS_DIR / location(path).name)
+                           for name in SET_NAMES if (path := manifest.get(name))}}
 
 
 def write_set(table: pa.Table, directory: Path, name: str) -> Path:

@@ -18,7 +18,7 @@ import contextlib
 import json
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -29,12 +29,14 @@ from data.lock import LOCK_FILE
 from data.outputs import atomic_path, check_output_file, read_json
 from data.seen import Seen
 from data.stream import read_batches
+from prompt_core.backbone import BackboneError
 from prompt_core.predictor import ENSEMBLE_FILE, PROB_PREFIX, Predictor, PredictorError, read_ensemble
 from prompt_core.settings import Precision
 from tasks.store_uri import CHAMPION, RegistryError, missing_store, resolve_uri
 
 SHOWN = 20  # error rows listed in the summary
-PREDICT_ERRORS = (DataError, PredictorError, RegistryError)  # user mistakes: exit 2, a message, no output
+# user mistakes: exit 2, a message, no output (BackboneError: a model whose backbone is not there)
+PREDICT_ERRORS = (DataError, PredictorError, RegistryError, BackboneError)
 
 
 def predict_file(model: str, input: str, output: str, registered_model: str | None = None,
@@ -42,8 +44,8 @@ def predict_file(model: str, input: str, output: str, registered_model: str | No
                  precision: Precision = "auto") -> dict:
     """Predict every row of ``input`` into ``output``; returns a summary (rows, errors, version)."""
     check_output_file(output, input)
-    with _resolved(model, registered_model, tracking_uri) as (model_dir, version):
-        predictor = Predictor.load(model_dir)
+    with _resolved(model, registered_model, tracking_uri) as (model_dir, version, fetch):
+        predictor = Predictor.load(model_dir, fetch)
     labels = list(predictor.labels)
     schema = pa.schema([("id", pa.string()), ("label", pa.string()),
                         *((PROB_PREFIX + label, pa.float64()) for label in labels),
@@ -103,8 +105,10 @@ def _first_row_with(input: str, id_: str, before: int) -> int | None:
 
 
 @contextlib.contextmanager
-def _resolved(model: str, registered_model: str | None, tracking_uri: str | None) -> Iterator[tuple[Path, str]]:
-    """The model directory and its version string; a downloaded one lives until the block ends."""
+def _resolved(model: str, registered_model: str | None,
+              tracking_uri: str | None) -> Iterator[tuple[Path, str, Callable[[str], str]]]:
+    """The model directory, its version string, and how to find a backbone it names (``Predictor.load``'s
+    fetch); a downloaded one lives until the block ends."""
     if model == CHAMPION or model.startswith("models:/"):
         uri = resolve_uri(tracking_uri)
         if missing_store(uri):
@@ -114,7 +118,7 @@ def _resolved(model: str, registered_model: str | None, tracking_uri: str | None
         name, alias = _registry_name(model, registered_model, uri)
         version = resolve_version(uri, name, alias)
         with tempfile.TemporaryDirectory(prefix="ipet-model-") as tmp:
-            yield download(uri, name, version, Path(tmp)), f"{name}/v{version}"
+            yield download(uri, name, version, Path(tmp)), f"{name}/v{version}", str
         return
     path = location(model)
     if exists(path / "results.json") or exists(path / LOCK_FILE):  # a run directory: finished, or DataError
@@ -125,13 +129,36 @@ def _resolved(model: str, registered_model: str | None, tracking_uri: str | None
         path = final
     if not exists(path):
         raise PredictorError(f"{model}: no such model directory, run directory or registered model")
+    fetch = run_backbones(path.parent.parent)
     if is_url(path):  # a run dir at a URL: its model, and an ensemble's members beside it, copied
         copy = local(path)
         for member in read_ensemble(copy)[0] if (copy / ENSEMBLE_FILE).is_file() else []:
             local(path.parent / member.name)
-        yield copy, str(path)
+        yield copy, str(path), fetch
         return
-    yield path, str(path.resolve())
+    yield path, str(path.resolve()), fetch
+
+
+def run_backbones(run_dir: Path) -> Callable[[str], str]:
+    """How the models of ``run_dir`` (a model directory's run directory, if it is in one) find a backbone
+    kept there (``tasks.backbones.fetcher``); one recorded by absolute path under the run directory its
+    ``results.json`` names (a run from before backbones were recorded relative to the model) read from
+    this one, as ``final_model`` does: after a copy or a move, that path names the original's."""
+    from tasks.backbones import fetcher
+
+    recorded = None
+    if exists(run_dir / "results.json"):
+        with contextlib.suppress(DataError):
+            recorded = run_results(run_dir).get("run_dir")
+    in_this = fetcher(run_dir)
+    return lambda backbone: in_this(_moved(backbone, recorded, run_dir))
+
+
+def _moved(path: str, recorded: object, run_dir: Path) -> str:
+    """``path`` in ``run_dir`` where it is under ``recorded`` (the run directory as results.json names it,
+    which a copy or move leaves naming the original); any other as is."""
+    prefix = str(recorded).rstrip("/") + "/"
+    return str(run_dir / path.removeprefix(prefix)) if isinstance(recorded, str) and path.startswith(prefix) else path
 
 
 def final_model(run_dir: Path) -> Path:
@@ -145,9 +172,9 @@ def final_model(run_dir: Path) -> Path:
     if not isinstance(final, str):
         raise PredictorError(f"{run_dir}/results.json: the final model is not one directory (a run from before "
                              "ensembles were saved as one; run the flow again, it reuses every finished task)")
-    prefix = str(recorded).rstrip("/") + "/"
-    if isinstance(recorded, str) and final.startswith(prefix):
-        return run_dir / final.removeprefix(prefix)
+    moved = _moved(final, recorded, run_dir)
+    if moved != final:
+        return location(moved)
     own = run_dir / "models" / location(final).name
     return own if exists(own) or not exists(final) else location(final)
 

@@ -42,7 +42,8 @@ class LearnerSpec:
 
     Args:
         kind: a key of ``KINDS`` (``cloze``, ``classifier``, ``similarity``).
-        backbone: a hub name or a local path.
+        backbone: a hub name or a local path; a path starting with ``../`` is relative to the learner's
+            directory (``beside``), as a run records a backbone inside its run directory.
         template: the pattern the input is rendered with.
         labels: class names, in the order of every logit array.
         verbalizer: label → label words (cloze: one token each) or label phrases (similarity).
@@ -194,9 +195,11 @@ class Learner(nn.Module):
         (``adapters.encoder_inputs``)."""
         return adapters.encoder_inputs(self.peft, self.adapter, self.model, input_ids, attention_mask)
 
-    def save(self, directory: str | Path) -> None:
+    def save(self, directory: str | Path, spec: LearnerSpec | None = None) -> None:
         """Write the learner into ``directory``: ``learner.json`` and the weights (``save_pretrained``
-        and the tokenizer), or with an adapter only the adapter, its backbone named in the spec."""
+        and the tokenizer), or with an adapter only the adapter, its backbone named in the spec.
+        ``spec`` is what ``learner.json`` records, if not this learner's own: the same, its backbone named
+        as the caller keeps it (a run names one inside its run directory relative to the model's)."""
         directory = Path(directory)
         if self.peft is not None:
             adapters.save(self.peft, self.adapter, directory)
@@ -204,7 +207,7 @@ class Learner(nn.Module):
             with quiet_transformers():
                 self.model.save_pretrained(directory)
                 self.tokenizer.save_pretrained(directory)
-        (directory / SPEC_FILE).write_text(self.spec.to_json())
+        (directory / SPEC_FILE).write_text((spec or self.spec).to_json())
 
 
 class ClozeLearner(Learner):
@@ -433,6 +436,19 @@ def save_spec(spec: LearnerSpec, directory: str | Path) -> None:
     Path(directory, SPEC_FILE).write_text(spec.to_json())
 
 
+def beside(directory: str | Path, backbone: str) -> str:
+    """The backbone a learner saved in ``directory`` names: one written relative to that directory
+    (``../../backbones/…``, a backbone in the same run directory, which can then be copied or moved
+    whole) as its path when it is there; any other as is (a hub name, a local path). BackboneError for
+    a path (relative to it, or absolute) that is not there: transformers would take it for a hub name."""
+    if backbone.startswith("../") and Path(directory, backbone).is_dir():
+        return str(Path(directory, backbone).resolve())
+    if (backbone.startswith("../") or Path(backbone).is_absolute()) and not Path(backbone).exists():
+        raise BackboneError(f"{directory}: its backbone {backbone} is not there, and the model has no weights of its "
+                            "own without it (an adapted backbone is kept in the run directory: copy or move that whole)")
+    return backbone
+
+
 def load_learner(directory: str | Path, fetch: Callable[[str], str] = str) -> Learner:
     """The learner saved in ``directory`` (``Learner.save``, or ``save_spec`` for an untrained one).
 
@@ -440,7 +456,8 @@ def load_learner(directory: str | Path, fetch: Callable[[str], str] = str) -> Le
         directory: a learner directory.
         fetch: turns a backbone named by an untrained or adapter learner into something loadable:
             the caller's local copy of a backbone only it knows how to reach (one at a URL, one
-            bundled with a registered model), else the name as is.
+            bundled with a registered model), else the name as is; one still relative to the
+            learner's directory after it is read from there (``beside``).
 
     Returns:
         The learner, with its saved weights, or the backbone's (and its saved adapter).
@@ -457,23 +474,26 @@ def load_learners(directories: Sequence[str | Path], fetch: Callable[[str], str]
     shared: dict[tuple, list[int]] = {}
     learners: list[Learner | None] = [None] * len(specs)
     for i, (spec, directory) in enumerate(zip(specs, map(Path, directories))):
+        if any(directory.glob("*.safetensors")) and not adapters.is_adapter(directory):
+            learners[i] = build_learner(spec, directory)
+            continue
+        source = beside(directory, fetch(spec.backbone))
         if adapters.is_adapter(directory):
-            key = (spec.kind, spec.backbone, len(spec.labels), spec.trust_remote_code, adapters.method(directory))
+            key = (spec.kind, source, len(spec.labels), spec.trust_remote_code, adapters.method(directory))
             shared.setdefault(key, []).append(i)
         else:
-            has_weights = any(directory.glob("*.safetensors"))
-            learners[i] = build_learner(spec, directory if has_weights else fetch(spec.backbone))
-    for members in shared.values():
+            learners[i] = build_learner(spec, source)
+    for (_, source, *_), members in shared.items():
         for i, learner in zip(members, _on_one_backbone([specs[i] for i in members],
-                                                        [directories[i] for i in members], fetch)):
+                                                        [directories[i] for i in members], source)):
             learners[i] = learner
     return learners
 
 
-def _on_one_backbone(specs: Sequence[LearnerSpec], directories: Sequence[str | Path],
-                     fetch: Callable[[str], str]) -> list[Learner]:
-    """Adapter learners of one backbone (and kind): the backbone loaded once, an adapter per learner."""
-    first = build_learner(specs[0], fetch(specs[0].backbone))
+def _on_one_backbone(specs: Sequence[LearnerSpec], directories: Sequence[str | Path], source: str) -> list[Learner]:
+    """Adapter learners of one backbone (and kind), read from ``source``: the backbone loaded once, an
+    adapter per learner."""
+    first = build_learner(specs[0], source)
     names = [f"adapter{i}" for i in range(len(specs))]
     with seeded_loading(0):
         peft = adapters.load(first.model, directories, names)

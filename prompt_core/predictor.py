@@ -128,9 +128,10 @@ class Predictor:
         self.learners, self.weights, self.labels = list(learners), weights, tuple(labels)
 
     @classmethod
-    def load(cls, directory: str | Path) -> "Predictor":
+    def load(cls, directory: str | Path, fetch: Callable[[str], str] = str) -> "Predictor":
         """A saved final model: a learner or an ensemble directory; adapter members of one backbone
-        share it (``load_learners``), read from the directory's bundle when it has one."""
+        share it (``load_learners``), read from the directory's bundle when it has one, else as
+        ``fetch`` (``load_learners``' argument) finds it."""
         directory = Path(directory)
         weights = read_ensemble(directory)[1] if (directory / ENSEMBLE_FILE).is_file() else None
         members = member_dirs(directory)
@@ -138,7 +139,8 @@ class Predictor:
         if missing:  # an ensemble directory copied without the members it points to
             raise PredictorError(f"{directory}: ensemble member {missing[0]} is missing (its members are "
                                  "the model directories beside it; copy or move them with it)")
-        return cls(load_learners(members, bundled(directory)), weights)
+        inside = bundled(directory)
+        return cls(load_learners(members, lambda backbone: fetch(inside(backbone))), weights)
 
     @property
     def fields(self) -> tuple[str, ...]:

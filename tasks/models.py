@@ -10,7 +10,8 @@ import resource
 import time
 from dataclasses import asdict
 from itertools import islice
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -26,18 +27,29 @@ from prompt_core import (AdaptConfig, Learner, LearnerSpec, TrainConfig, build_l
 from prompt_core.settings import LabelingConfig
 
 from . import devices, tracking
+from .backbones import fetcher, recorded
 from .memory import returns_memory
 from .tracking import TrackedRun
 
 METRICS = "metrics.json"
 
 
+def model_dir(run_dir: str, name: str, spec: LearnerSpec, key: Callable[[LearnerSpec], str]) -> Path:
+    """``<run dir>/models/<name>-<key of the recorded spec>``; where only the directory keyed by ``spec`` itself
+    exists (a run from before ``recorded``: its adapted backbone's absolute path in the key), that one, so
+    a rerun in place reuses its models."""
+    models, portable = location(run_dir) / "models", recorded(spec, run_dir)
+    out = models / f"{name}-{key(portable)}"
+    earlier = models / f"{name}-{key(spec)}"
+    return earlier if portable != spec and not exists(out) and exists(earlier) else out
+
+
 def untrained_model(name: str, spec: LearnerSpec, run_dir: str) -> str:
     """A model directory holding only the learner spec: the backbone as is (zero-shot)."""
-    out = location(run_dir) / "models" / f"{name}-{content_key('untrained', asdict(spec))}"
+    out = model_dir(run_dir, name, spec, lambda s: content_key("untrained", asdict(s)))
     if not exists(out):
         with atomic_path(out, directory=True) as tmp:
-            save_spec(spec, tmp)
+            save_spec(recorded(spec, run_dir), tmp)
     return str(out)
 
 
@@ -48,9 +60,9 @@ def train_model(name: str, spec: LearnerSpec, train_set: str, cfg: TrainConfig, 
     """Train one learner on a parquet training set (hard ``label`` or soft ``logits`` targets)."""
     logger = get_run_logger()
     uses_pool = cfg.uses_unlabeled and unlabeled is not None
-    key = content_key("model", asdict(spec), ref(train_set), settings(cfg, "device", "compile"),
-                      ref(unlabeled) if uses_pool else None)
-    out = location(run_dir) / "models" / f"{name}-{key}"
+    out = model_dir(run_dir, name, spec, lambda s: content_key("model", asdict(s), ref(train_set),
+                                                               settings(cfg, "device", "compile"),
+                                                               ref(unlabeled) if uses_pool else None))
     reused = exists(out)
     if reused:
         logger.info("reusing %s", out.name)
@@ -69,7 +81,7 @@ def train_model(name: str, spec: LearnerSpec, train_set: str, cfg: TrainConfig, 
             result = train(learner, rows, targets, cfg.model_copy(update={"device": dev}), unlabeled=extra,
                            progress=False)
         with atomic_path(out, directory=True) as tmp:
-            learner.save(tmp)
+            learner.save(tmp, recorded(learner.spec, run_dir))
             write_json({"losses": result.losses, "train_size": len(rows), "steps": result.steps,
                         "seconds": time.perf_counter() - started}, tmp / METRICS)
         logger.info("trained %s on %d examples, final loss %.4f", name, len(rows), result.final_loss)
@@ -137,7 +149,7 @@ def label_set(models: Mapping[str, str], dataset_name: str, dataset: str, run_di
     if not todo:
         return results
     span = (0, rows) if shards == 1 else (shard * labeling.shard_rows, min(rows, (shard + 1) * labeling.shard_rows))
-    learners = load_learners([local(models[name]) for name in todo], fetched)
+    learners = load_learners([local(models[name]) for name in todo], fetcher(run_dir))
     with devices.device() as dev:
         for learner, out in zip(learners, todo.values()):
             write_logits(learner, dataset, span, out, labeling, dev)

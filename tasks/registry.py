@@ -33,13 +33,13 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 import prompt_core
-from data.location import local
+from data.location import local, location
 from data.stream import read_batches
 from prompt_core.predictor import (ENSEMBLE_FILE, PROB_PREFIX, Predictor, PredictorError, adapter_backbones,
                                    bundle_backbones, describe, read_ensemble, save_ensemble)
 
 from . import devices
-from .models import fetched
+from .backbones import fetcher
 from .store_uri import CHAMPION, RegistryError
 from .tracking import TrackedRun
 
@@ -151,7 +151,7 @@ def log_model(client: MlflowClient, run_id: str, model_dir: str, name: str, tags
     """Log ``model_dir`` as a pyfunc LoggedModel of ``run_id`` and register it; the new version."""
     run = client.get_run(run_id)
     with tempfile.TemporaryDirectory() as tmp:
-        artifact, backbones = staged(local(model_dir), Path(tmp) / "final-model")
+        artifact, backbones = staged(local(model_dir), Path(tmp) / "final-model", location(model_dir).parent.parent)
         if backbones:  # where an adapter model's backbone comes from: inside the model, or the hub by name
             tags = {**tags, "backbone": "; ".join(f"{how}: {name}" for name, how in backbones.items())}
         logged = client.create_logged_model(run.info.experiment_id, name="final-model", source_run_id=run_id,
@@ -184,11 +184,11 @@ def log_model(client: MlflowClient, run_id: str, model_dir: str, name: str, tags
     return str(version.version)
 
 
-def staged(model_dir: Path, out: Path) -> tuple[Path, dict[str, str]]:
+def staged(model_dir: Path, out: Path, run_dir: str | Path) -> tuple[Path, dict[str, str]]:
     """The directory to log, and where its adapter members' backbones come from (``bundled`` or
     ``hub``). A whole learner as is; an ensemble copied with its members inside, and an adapter
-    model with its local backbones (``bundle_backbones``), so the registered model depends neither
-    on the run directory nor on this machine's files."""
+    model with its local backbones (``bundle_backbones``; one in ``run_dir``, the model's, from there),
+    so the registered model depends neither on the run directory nor on this machine's files."""
     ensemble = (model_dir / ENSEMBLE_FILE).is_file()
     if not ensemble and not adapter_backbones(model_dir):
         return model_dir, {}
@@ -200,7 +200,7 @@ def staged(model_dir: Path, out: Path) -> tuple[Path, dict[str, str]]:
         save_ensemble(out, copies, weights)
     else:
         shutil.copytree(model_dir, out, copy_function=_link_or_copy)
-    return out, bundle_backbones(out, fetched, _link_or_copy)
+    return out, bundle_backbones(out, fetcher(run_dir), _link_or_copy)
 
 
 def _link_or_copy(src: str, dst: str) -> None:

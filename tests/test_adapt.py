@@ -193,8 +193,9 @@ def test_run_with_adapt_trains_every_learner_from_the_adapted_backbone(cli_adapt
     raw.update(adapt={"steps": 30, "learning_rate": 2e-3, "device": "cpu"}, final={"mode": "ensemble"})
     results = ipet(config=RunConfig.model_validate(raw), run_dir=str(run_dir))
     assert results["backbone"] == adapted_dir
-    pet = [json.loads((d / "learner.json").read_text()) for d in (run_dir / "models").glob("g0-*")]
-    assert len(pet) == 2 and {s["backbone"] for s in pet} == {adapted_dir}
+    pet = {d: json.loads((d / "learner.json").read_text()) for d in (run_dir / "models").glob("g0-*")}
+    assert len(pet) == 2 and {s["backbone"] for s in pet.values()} == {f"../../backbones/{Path(adapted_dir).name}"}
+    assert {(d / s["backbone"]).resolve() for d, s in pet.items()} == {Path(adapted_dir).resolve()}  # relative to it
     after = re.findall(r"^\| `.+` \| \d\.\d{4} \| (\d\.\d{4}) \|$", out, re.MULTILINE)
     zero_shot = results["stages"][0]
     assert [f"{m['test_accuracy']:.4f}" for m in zero_shot["models"]] == after  # the adapted backbone's

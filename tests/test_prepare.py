@@ -49,3 +49,28 @@ def test_zero_labeled_per_class_draws_an_empty_gold_set() -> None:
     labeled, pool = draw_per_class(table, 0, ["0", "1"], seed=0, source="toy")
     assert labeled.num_rows == 0 and labeled.schema == table.schema
     assert pool.num_rows == 3
+
+
+def test_a_copied_run_directory_reads_its_own_sets_after_the_original_moves(tmp_path: Path) -> None:
+    """`cp -r run copy; mv run elsewhere`: preparing in the copy reuses its manifest and names the copy's
+    sets (an absolute path recorded in the manifest named the original's: gone once it moved)."""
+    import json
+    import shutil
+
+    data = DataConfig.model_validate(toy_run_config(tmp_path)["data"])
+    first = prepare(data, FIELDS, LABELS, tmp_path / "run")
+    shutil.copytree(tmp_path / "run", tmp_path / "copy")
+    (tmp_path / "run").rename(tmp_path / "moved")
+    again = prepare(data, FIELDS, LABELS, tmp_path / "copy")
+    assert again["key"] == first["key"]
+    for name in ("labeled", "pool", "test"):
+        assert Path(again[name]) == tmp_path / "copy" / "data" / Path(first[name]).name
+        assert pq.read_table(again[name]).num_rows == first["rows"][name]
+    manifest = tmp_path / "copy" / f"data-{first['key']}" / "manifest.json"
+    recorded = json.loads(manifest.read_text())
+    assert recorded["pool"] == f"data/{Path(first['pool']).name}"  # relative: the directory can move again
+    # a manifest of an earlier version, with absolute paths (of the original), reads as the copy's too
+    manifest.write_text(json.dumps({**recorded, **{n: str(tmp_path / "moved" / "data" / Path(first[n]).name)
+                                                   for n in ("labeled", "pool", "test")}}))
+    (tmp_path / "moved").rename(tmp_path / "gone")
+    assert prepare(data, FIELDS, LABELS, tmp_path / "copy") == again
