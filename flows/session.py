@@ -57,7 +57,39 @@ def tracked_session(config: RunConfig, run_dir: str, run_name: str) -> Iterator[
     for line in Leaks.of(data.get("leaks")).lines(config.data.test.name if config.data.test else "test"):
         print(f"warning: {line}")  # the flow's log (log_prints), as `ipet validate` prints it
     tags = {"prefect.flow_run_id": entry_flow_run_id(), "run_dir": run_dir}
+    crash_killed_flow_runs(uri, config.tracking.experiment, run_dir)  # before their MLflow runs are ended
     with collections_of_this_run(), \
             tracking.parent_run(uri, config.tracking.experiment, run_name, tags) as (client, parent_id):
         log_provenance(client, parent_id, config, data)
         yield Session(data, tracking.TrackedRun(uri, parent_id), client)
+
+
+def crash_killed_flow_runs(uri: str, experiment: str, run_dir: str) -> list[str]:
+    """Mark Crashed the Prefect flow runs (and their subflows) of runs a SIGKILL stopped in this run
+    directory: nothing else ends them (a deployment's worker does, a CLI run has none), so the UI showed
+    them Running for ever. They are the ones the MLflow parent runs still RUNNING here name, found with
+    the run directory's lock held, so none is alive. One this Prefect API does not know (another
+    server's) is left alone; a failure here is a warning, never the run's failure. The ids crashed."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId
+    from prefect.states import Crashed
+
+    client = MlflowClient(uri)
+    ids = [run.data.tags["prefect.flow_run_id"] for run in tracking.killed_runs(
+        client, tracking.experiment_id(uri, experiment), run_dir) if "prefect.flow_run_id" in run.data.tags]
+    crashed: list[str] = []
+    if not ids:
+        return crashed
+    state = Crashed(message=f"killed: its process ended without a word; a later run in {run_dir} found it so")
+    try:
+        with get_client(sync_client=True) as prefect:
+            runs = prefect.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
+            runs += prefect.read_flow_runs(flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=ids)))
+            for run in runs:
+                if run.state is not None and not run.state.is_final():
+                    prefect.set_flow_run_state(run.id, state, force=True)
+                    crashed.append(str(run.id))
+    except Exception as err:  # the record of a dead run must not stop a live one
+        print(f"warning: could not mark the killed runs' Prefect flow runs crashed: {type(err).__name__}: {err}")
+    return crashed

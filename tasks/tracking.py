@@ -160,11 +160,14 @@ def _stopped(err: BaseException) -> bool:
 def end_killed_runs(client: MlflowClient, exp_id: str, run_dir: str) -> list[str]:
     """Mark KILLED the runs a killed flow left RUNNING in this run directory (a SIGKILL skips every
     ``finally``). Called with the run directory's lock held, so none of them is still alive."""
+    return end_runs(client, exp_id, [r.info.run_id for r in killed_runs(client, exp_id, run_dir)], "KILLED")
+
+
+def killed_runs(client: MlflowClient, exp_id: str, run_dir: str) -> list:
+    """The parent runs of this run directory still RUNNING: with its lock held, runs a SIGKILL left so."""
     if "'" in run_dir:
         return []
-    stale = [r.info.run_id for r in client.search_runs(
-        [exp_id], filter_string=f"tags.run_dir = '{run_dir}' and attributes.status = 'RUNNING'")]
-    return end_runs(client, exp_id, stale, "KILLED")
+    return client.search_runs([exp_id], filter_string=f"tags.run_dir = '{run_dir}' and attributes.status = 'RUNNING'")
 
 
 def end_runs(client: MlflowClient, exp_id: str, parents: list[str], status: str) -> list[str]:

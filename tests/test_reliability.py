@@ -143,6 +143,14 @@ def test_killed_while_labeling_resumes_to_the_same_results(prefect_harness, toy,
     runs = client.search_runs([client.get_experiment_by_name("toy").experiment_id],
                               filter_string=f"tags.run_dir = '{run_dir}'")
     assert sorted(r.info.status for r in runs) == ["FINISHED", "KILLED"], "the killed parent run is ended"
+    killed = next(r for r in runs if r.info.status == "KILLED").data.tags["prefect.flow_run_id"]
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    with get_client(sync_client=True) as prefect:  # in the UI it showed Running for ever
+        states = [prefect.read_flow_run(killed).state] + [run.state for run in prefect.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[killed])))]
+    assert len(states) > 1 and all(state.type.value == "CRASHED" for state in states), states
 
 
 def _entries(directory: Path) -> list[str]:
