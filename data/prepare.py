@@ -61,6 +61,9 @@ class DataConfig(BaseModel):
             raise ValueError(f"'labeled_per_class: {self.labeled_per_class}' draws the gold set from 'train'; with "
                              "'labeled'/'unlabeled' the gold set is every row of 'labeled' (none without it), "
                              "so remove it")
+        if self.test_size is not None and self.test is None:  # it would sample nothing, without a word
+            raise ValueError(f"'test_size: {self.test_size}' samples the test set, and there is no 'test' source; "
+                             "add one or remove test_size")
         for slot, source in self.slots().items():  # a store source reads the kind its slot needs
             if source.store and source.kind is None:
                 source.kind = "unlabeled" if slot == "unlabeled" else "labeled"
