@@ -12,8 +12,8 @@ import yaml
 
 from flows.cli import main
 from flows.suggest import ZERO_LABEL_NOTE
-from prompt_core.choice import (Candidate, Scores, centroid_offsets, choose, folds, likelihood_ratios, principal_axes,
-                                shortlist, top_words)
+from prompt_core.choice import (Candidate, Scores, SuggestError, centroid_offsets, choose, folds, likelihood_ratios,
+                                principal_axes, shortlist, top_words)
 from prompt_core.terms import terms
 from tiny import save_tiny, toy_run_config
 
@@ -81,6 +81,8 @@ def test_choose_prefers_the_separating_phrase_and_breaks_ties_by_balance() -> No
     assert choice == [1, 2]
     assert fits[1].accuracy == 1.0 and fits[0].accuracy < 1.0
     assert fits[2].accuracy == fits[3].accuracy and fits[2].balance > fits[3].balance
+    with pytest.raises(SuggestError, match=r"no candidates left for label\(s\) \['pos'\]$"):  # named, not index 1
+        choose(Scores(labeled, pool), candidates[:2], targets, 2, names=("neg", "pos"))
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +135,11 @@ def test_zero_label_mode_ranks_candidates_from_the_pool(toy: dict, tmp_path: Pat
     ({"model": "HEADLESS"}, [], "has no pretrained MLM head, so its scores at the mask are random"),
     ({}, ["--expand", "-1"], "ipet suggest: --expand: must be at least 0"),
     ({}, ["--out", "/"], "ipet suggest: --out /: is a directory; give a file name (e.g. /config.yaml)"),
+    ({"pvps": [{"pattern": "{text} it was {mask} ."}] * 2}, ["--top", "12", "--pool-sample", "20"],
+     "ipet suggest: pvps.1: pattern '{text} it was {mask} .': no word scores best for label(s) ['pos'] after "
+     "pvps.0 with the same pattern"),
 ], ids=["classifier", "zero-label-cloze-without-word-names", "top-zero", "missing-data", "cloze-without-mlm-head",
-        "negative-expand", "out-a-directory"])
+        "negative-expand", "out-a-directory", "one-pattern-twice-runs-out-of-words"])
 def test_bad_input_is_one_line_and_exit_2_and_writes_nothing(toy: dict, tmp_path: Path, capsys, change: dict,
                                                               args: list[str], expected: str) -> None:
     if change.get("model") == "HEADLESS":  # a sentence encoder's checkpoint: no MLM head to rank words with
