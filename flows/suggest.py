@@ -49,6 +49,7 @@ def add_parser(sub) -> None:
 def command(args: argparse.Namespace) -> int:
     """Run ``ipet suggest``; 2 with one line naming the field or file on bad input."""
     from prompt_core import BackboneError
+    from prompt_core.backbone import unloadable
     from prompt_core.choice import SuggestError
 
     problem = _option_problem(args)
@@ -57,16 +58,20 @@ def command(args: argparse.Namespace) -> int:
         return 2
     try:
         config = load_config(args.config, args.set)
+        problem = unloadable(config.model, trust_remote_code=config.trust_remote_code)  # not transformers' OSError
+        if problem:
+            raise ConfigError(f"{args.config}: model: {problem}")
         suggestions, ranking = run_suggest(config, args.top, args.pool_sample, args.patterns, args.expand)
         print(report(suggestions, ranking, zero_label=suggestions[0].fit.accuracy is None))
         if args.out:
-            write_config(args.config, suggestions, args.out)
+            try:
+                write_config(args.config, suggestions, args.out)
+            except OSError as err:  # a full disk, an unwritable place: exit 1, named by --out, not its temporary
+                print(f"ipet suggest: cannot write {args.out}: {err.strerror}", file=sys.stderr)
+                return 1
             print(f"\nwrote {args.out}: the config with these pvps and verbalizers (`ipet validate {args.out}`)")
     except (ConfigError, DataError, SuggestError, BackboneError) as err:
         print(f"ipet suggest: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        print(f"ipet suggest: cannot write {err.filename or args.out}: {err.strerror}", file=sys.stderr)
         return 2
     return 0
 

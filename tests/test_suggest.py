@@ -3,6 +3,7 @@ labeled examples it still ranks candidates from the pool (and says that this is 
 
 from __future__ import annotations
 
+import errno
 import random
 from pathlib import Path
 
@@ -138,8 +139,9 @@ def test_zero_label_mode_ranks_candidates_from_the_pool(toy: dict, tmp_path: Pat
     ({"pvps": [{"pattern": "{text} it was {mask} ."}] * 2}, ["--top", "12", "--pool-sample", "20"],
      "ipet suggest: pvps.1: pattern '{text} it was {mask} .': no word scores best for label(s) ['pos'] after "
      "pvps.0 with the same pattern"),
+    ({"model": "/no/such/model"}, [], "config.yaml: model: '/no/such/model' does not exist (a local model directory"),
 ], ids=["classifier", "zero-label-cloze-without-word-names", "top-zero", "missing-data", "cloze-without-mlm-head",
-        "negative-expand", "out-a-directory", "one-pattern-twice-runs-out-of-words"])
+        "negative-expand", "out-a-directory", "one-pattern-twice-runs-out-of-words", "no-such-model"])
 def test_bad_input_is_one_line_and_exit_2_and_writes_nothing(toy: dict, tmp_path: Path, capsys, change: dict,
                                                               args: list[str], expected: str) -> None:
     if change.get("model") == "HEADLESS":  # a sentence encoder's checkpoint: no MLM head to rank words with
@@ -150,4 +152,23 @@ def test_bad_input_is_one_line_and_exit_2_and_writes_nothing(toy: dict, tmp_path
     assert main(["suggest", str(config), "--out", str(out), *args]) == 2
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists() and not list(tmp_path.glob(".out.yaml*"))
+
+
+def test_a_failed_write_of_out_names_out_not_its_temporary(toy: dict, tmp_path: Path, capsys,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk (or an unwritable place) fails at the write, after the model ran: the one line names
+    the --out the user gave, not the hidden temporary beside it, and leaves neither behind."""
+    config, out = write(toy, tmp_path / "config.yaml"), tmp_path / "out.yaml"
+    write_text = Path.write_text
+
+    def full_disk(self: Path, *args, **kwargs):
+        if self.name.startswith(".out.yaml"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    assert main(["suggest", str(config), "--out", str(out), "--pool-sample", "20"]) == 1  # a write failed
+    err = capsys.readouterr().err
+    assert err == f"ipet suggest: cannot write {out}: No space left on device\n"
     assert not out.exists() and not list(tmp_path.glob(".out.yaml*"))
