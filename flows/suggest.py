@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 from pydantic import ValidationError
@@ -21,7 +21,7 @@ from data.outputs import atomic_path, check_file_path
 from data.prepare import load_sets
 from data.splits import sample_rows
 
-from .config import ConfigError, RunConfig, load_config
+from .config import ConfigError, RunConfig, _lines, load_config
 
 ZERO_LABEL_NOTE = ("no labeled examples: the candidates were chosen by the pool alone (how evenly they spread it "
                    "over the classes, and how confidently), a weaker signal than accuracy on labeled rows; read "
@@ -65,7 +65,7 @@ def command(args: argparse.Namespace) -> int:
         print(report(suggestions, ranking, zero_label=suggestions[0].fit.accuracy is None))
         if args.out:
             try:
-                write_config(args.config, suggestions, args.out)
+                write_config(args.config, suggestions, args.out, args.set)
             except OSError as err:  # a full disk, an unwritable place: exit 1, named by --out, not its temporary
                 print(f"ipet suggest: cannot write {args.out}: {err.strerror}", file=sys.stderr)
                 return 1
@@ -149,15 +149,19 @@ def yaml_text(tree: dict[str, Any]) -> str:
     return yaml.safe_dump(tree, sort_keys=False, allow_unicode=True, width=120)
 
 
-def write_config(source: str | Path, suggestions, out: str | Path) -> None:
+def write_config(source: str | Path, suggestions, out: str | Path, overrides: Sequence[str] = ()) -> None:
     """``source`` as written (its ``--set`` overrides are not baked in) with ``verbalizer`` and ``pvps``
     replaced, validated as ``ipet validate`` reads it, then written atomically: on any problem
-    ``out`` is left as it was."""
+    ``out`` is left as it was. Suggestions made under an override the file lacks (``--set
+    learner=similarity`` on a cloze config) may not fit it: then say that, naming the field."""
     raw = yaml.safe_load(Path(source).read_text()) or {}
     raw.update(sections(suggestions))
     try:
         RunConfig.model_validate(raw)
-    except ValidationError as err:  # a bug here, not the user's input: say which field
-        raise ConfigError(f"{out}: the suggested config does not validate: {err.errors()[0]['msg']}") from None
+    except ValidationError as err:
+        problem = "; ".join(line for e in err.errors() for line in _lines(e))
+        cause = (f"; --set {' '.join(overrides)} is not written into it: put that in {source} and suggest again"
+                 if overrides else "")
+        raise ConfigError(f"--out {out}: {source} with these suggestions does not validate: {problem}{cause}") from None
     with atomic_path(out) as tmp:
         tmp.write_text(f"# {Path(source).name} with the verbalizer and pvps of `ipet suggest`\n" + yaml_text(raw))
