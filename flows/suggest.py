@@ -58,6 +58,9 @@ def command(args: argparse.Namespace) -> int:
         return 2
     try:
         config = load_config(args.config, args.set)
+        if args.expand and config.learner != "cloze":  # else silently ignored: one phrase per label
+            raise ConfigError(f"--expand: adds neighbours of cloze label words; learner: {config.learner} "
+                              "chooses one phrase per label")
         problem = unloadable(config.model, trust_remote_code=config.trust_remote_code)  # not transformers' OSError
         if problem:
             raise ConfigError(f"{args.config}: model: {problem}")

@@ -142,10 +142,12 @@ def test_zero_label_mode_ranks_candidates_from_the_pool(toy: dict, tmp_path: Pat
     ({}, ["--set", "learner=similarity", "--set", "pvps=[{pattern: '{text}'}]", "--pool-sample", "20"],
      "pvps.0.pattern: pattern '{text}' must contain exactly one {mask}, found 0 (learner: cloze); --set "
      "learner=similarity pvps=[{pattern: '{text}'}] is not written into it: put that in "),
+    ({"learner": "similarity", "pvps": [{"pattern": "{text}"}]}, ["--expand", "2"],
+     "ipet suggest: --expand: adds neighbours of cloze label words; learner: similarity chooses one phrase per label"),
     ({"model": "/no/such/model"}, [], "config.yaml: model: '/no/such/model' does not exist (a local model directory"),
 ], ids=["classifier", "zero-label-cloze-without-word-names", "top-zero", "missing-data", "cloze-without-mlm-head",
         "negative-expand", "out-a-directory", "one-pattern-twice-runs-out-of-words", "set-learner-not-written",
-        "no-such-model"])
+        "expand-on-similarity", "no-such-model"])
 def test_bad_input_is_one_line_and_exit_2_and_writes_nothing(toy: dict, tmp_path: Path, capsys, change: dict,
                                                               args: list[str], expected: str) -> None:
     if change.get("model") == "HEADLESS":  # a sentence encoder's checkpoint: no MLM head to rank words with
