@@ -64,8 +64,12 @@ def command(args: argparse.Namespace) -> int:
         problem = unloadable(config.model, trust_remote_code=config.trust_remote_code)  # not transformers' OSError
         if problem:
             raise ConfigError(f"{args.config}: model: {problem}")
-        suggestions, ranking = run_suggest(config, args.top, args.pool_sample, args.patterns, args.expand)
-        print(report(suggestions, ranking, zero_label=suggestions[0].fit.accuracy is None))
+        adapted = adapt_note(args.config) if config.adapt else None
+        try:
+            suggestions, ranking = run_suggest(config, args.top, args.pool_sample, args.patterns, args.expand)
+        except BackboneError as err:  # a headless checkpoint, say: `ipet adapt` gives it the head it lacks
+            raise BackboneError(f"{err}; {adapted}" if adapted else str(err)) from None
+        print(report(suggestions, ranking, zero_label=suggestions[0].fit.accuracy is None, adapted=adapted))
         if args.out:
             try:
                 write_config(args.config, suggestions, args.out, args.set)
@@ -115,9 +119,16 @@ def run_suggest(config: RunConfig, top: int = 3, pool_sample: int = 400, search:
     return suggest(task, settings, [p.pattern for p in config.pvps], search)
 
 
-def report(suggestions, ranking, zero_label: bool) -> str:
-    """The ranked table of every PVP's candidates, the patterns' ranking, and the YAML snippet."""
-    lines = [ZERO_LABEL_NOTE, ""] if zero_label else []
+def adapt_note(config: str) -> str:
+    """Why suggestions for a config with ``adapt:`` may not fit its run: they score ``model`` as it is."""
+    return (f"scored with `model` as it is, while the run adapts it first (adapt:); to score with the adapted "
+            f"backbone, run `ipet adapt {config}` and suggest again with --set model=<the backbone it prints>")
+
+
+def report(suggestions, ranking, zero_label: bool, adapted: str | None = None) -> str:
+    """The ranked table of every PVP's candidates, the patterns' ranking, and the YAML snippet; ``adapted``:
+    the note that the backbone scored is not the run's."""
+    lines = ([ZERO_LABEL_NOTE, ""] if zero_label else []) + ([adapted, ""] if adapted else [])
     if len(ranking) > 1:
         lines += ["patterns, by their best verbalizer (accuracy · balance · margin):"]
         lines += [f"  {_fit(f)}  {p}" for p, f in ranking] + [""]

@@ -178,3 +178,16 @@ def test_a_failed_write_of_out_names_out_not_its_temporary(toy: dict, tmp_path: 
     err = capsys.readouterr().err
     assert err == f"ipet suggest: cannot write {out}: No space left on device\n"
     assert not out.exists() and not list(tmp_path.glob(".out.yaml*"))
+
+
+def test_a_config_with_adapt_says_its_suggestions_score_the_unadapted_model(toy: dict, tmp_path: Path, capsys) -> None:
+    """The run trains on the adapted backbone; suggest scores `model` as it is. It says so, and a checkpoint
+    refused for having no MLM head is pointed at `ipet adapt`, which trains one."""
+    config = write({**toy, "adapt": {"steps": 5}}, tmp_path / "adapt.yaml")
+    assert main(["suggest", str(config), "--pool-sample", "20"]) == 0
+    assert f"run `ipet adapt {config}` and suggest again with --set model=" in capsys.readouterr().out
+    headless = save_tiny("bert", tmp_path / "headless", headless=True)
+    capsys.readouterr()
+    assert main(["suggest", str(config), "--set", f"model={headless}", "--pool-sample", "20"]) == 2
+    err = capsys.readouterr().err
+    assert "has no pretrained MLM head" in err and f"run `ipet adapt {config}`" in err and len(err.splitlines()) == 1
