@@ -349,8 +349,11 @@ def _run(config, run_dir: Path) -> int:
         return 0
     print()
     print(stage_table(results["stages"]))
+    tasks = results["tasks"]
+    backbone = (f" · adapted backbone {'reused' if tasks['backbone_reused'] else 'trained'}"
+                if "backbone_reused" in tasks else "")
     print(f"\nresults: {run_dir / 'results.json'} · MLflow run {results['mlflow_run_id']} · "
-          f"trained {results['tasks']['trained']}, reused {results['tasks']['reused']}")
+          f"trained {tasks['trained']}, reused {tasks['reused']}{backbone}")
     registry = results.get("registry")
     if registry:
         print(f"model registry: {registry['registered_model']} v{registry['version']} {registry['decision']} "

@@ -193,6 +193,7 @@ def test_run_with_adapt_trains_every_learner_from_the_adapted_backbone(cli_adapt
     raw.update(adapt={"steps": 30, "learning_rate": 2e-3, "device": "cpu"}, final={"mode": "ensemble"})
     results = ipet(config=RunConfig.model_validate(raw), run_dir=str(run_dir))
     assert results["backbone"] == adapted_dir
+    assert results["tasks"] == {"trained": 2, "reused": 0, "backbone_adapted": 0, "backbone_reused": 1}
     pet = [json.loads((d / "learner.json").read_text()) for d in (run_dir / "models").glob("g0-*")]
     assert len(pet) == 2 and {s["backbone"] for s in pet} == {adapted_dir}
     after = re.findall(r"^\| `.+` \| \d\.\d{4} \| (\d\.\d{4}) \|$", out, re.MULTILINE)
