@@ -115,7 +115,7 @@ def _check_runner(config: RunConfig) -> list[str]:
 
 
 def _check_model(config: RunConfig) -> list[str]:
-    from prompt_core import BackboneError, VerbalizerError
+    from prompt_core import BackboneError
     from prompt_core.backbone import check_backbone, load_tokenizer, unloadable
 
     problem = unloadable(config.model, trust_remote_code=config.trust_remote_code)
@@ -137,6 +137,15 @@ def _check_model(config: RunConfig) -> list[str]:
         return lengths
     if tokenizer.mask_token is None:
         return [f"model: {config.model!r} has no mask token, so it cannot fill cloze patterns"]
+    return verbalizer_problems(config, tokenizer)
+
+
+def verbalizer_problems(config: RunConfig, tokenizer=None) -> list[str]:
+    """The label words of ``config``'s PVPs that are not one known token of its model, read as cloze."""
+    from prompt_core import BackboneError, VerbalizerError
+    from prompt_core.backbone import load_tokenizer
+
+    tokenizer = tokenizer or load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
     problems = []
     for i in range(len(config.pvps)):
         try:

@@ -129,7 +129,11 @@ def _configured(args) -> int:
         return 2
     if args.command == "validate":
         return 0 if _checked(args.config, config) else 2
-    return _run_command(args, config.for_adaptation() if args.command == "adapt" else config)
+    if args.command == "adapt":
+        from .adapt import for_adapt
+
+        config = for_adapt(config)
+    return _run_command(args, config)
 
 
 def _checked(path: str, config: RunConfig, quiet: bool = False) -> RunConfig | None:
