@@ -49,7 +49,7 @@ def add_parser(sub) -> None:
 def command(args: argparse.Namespace) -> int:
     """Run ``ipet suggest``; 2 with one line naming the field or file on bad input."""
     from prompt_core import BackboneError
-    from prompt_core.backbone import unloadable
+    from prompt_core.backbone import has_mlm_head, unloadable
     from prompt_core.choice import SuggestError
 
     problem = _option_problem(args)
@@ -67,8 +67,9 @@ def command(args: argparse.Namespace) -> int:
         adapted = adapt_note(args.config) if config.adapt else None
         try:
             suggestions, ranking = run_suggest(config, args.top, args.pool_sample, args.patterns, args.expand)
-        except BackboneError as err:  # a headless checkpoint, say: `ipet adapt` gives it the head it lacks
-            raise BackboneError(f"{err}; {adapted}" if adapted else str(err)) from None
+        except BackboneError as err:  # a headless checkpoint: `ipet adapt` gives it the head it lacks
+            headless = adapted and not has_mlm_head(config.model, trust_remote_code=config.trust_remote_code)
+            raise BackboneError(f"{err}; {adapted}" if headless else str(err)) from None
         print(report(suggestions, ranking, zero_label=suggestions[0].fit.accuracy is None, adapted=adapted))
         if args.out:
             try:
