@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from data.prepare import load_sets, pin_versions
 from data.errors import DataError

@@ -47,7 +47,7 @@ def add_parser(sub) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    """Run ``ipet suggest``; 2 with one line naming the field or file on bad input."""
+    """Run ``ipet suggest``; 2 with one line naming the field or file on bad input, 1 if --out cannot be written."""
     from prompt_core import BackboneError
     from prompt_core.backbone import has_mlm_head, unloadable
     from prompt_core.choice import SuggestError
