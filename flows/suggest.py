@@ -35,7 +35,8 @@ def add_parser(sub) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field for reading it (not written into --out), e.g. data.seed=1")
     p.add_argument("--top", type=int, default=3, metavar="N",
-                   help="label words per label (cloze); candidates shown per label (default: %(default)s)")
+                   help="label words per label (cloze); candidates shown per label (similarity: at most the 3 "
+                        "it shortlists per label) (default: %(default)s)")
     p.add_argument("--out", help="write the config with the suggested verbalizer and pvps here (atomically)")
     p.add_argument("--patterns", action="store_true",
                    help="also score a library of generic patterns and use the best instead of the config's")
