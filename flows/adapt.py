@@ -12,7 +12,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from tasks import devices
 from tasks.adapt import adapt_backbone
 
-from .checks import missing_prior
+from .checks import missing_prior, verbalizer_problems
 from .config import RunConfig, load_config
 from .executor import Executor
 from .plan import Plan
@@ -20,10 +20,19 @@ from .session import owned_run_dir, tracked_session
 from .stages import fmt
 
 
+def for_adapt(config: RunConfig) -> RunConfig:
+    """``config.for_adaptation()``; a classifier's PVPs read as cloze only where its label names are words
+    of the model (``Sci/Tech`` is none): else no zero-shot to compare, and the backbone adapted all the same."""
+    cloze = config.for_adaptation()
+    if config.learner == "classifier" and verbalizer_problems(cloze):
+        return config.for_adaptation(as_cloze=False)
+    return cloze
+
+
 @flow(name="adapt", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=4))
 def adapt(config: RunConfig | str, run_dir: str = "runs/adapt") -> dict:
     """Adapt ``config.model`` on the pool; zero-shot accuracy of every PVP before and after."""
-    config = (config if isinstance(config, RunConfig) else load_config(config)).for_adaptation()
+    config = for_adapt(config if isinstance(config, RunConfig) else load_config(config))
     with owned_run_dir(run_dir) as run_dir:
         devices.configure(config.adapt.device, config.max_parallel)
         with tracked_session(config, run_dir, f"{config.name}-adapt") as session:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from data.prepare import load_sets, pin_versions
 from data.errors import DataError
@@ -115,19 +114,13 @@ def _check_runner(config: RunConfig) -> list[str]:
 
 
 def _check_model(config: RunConfig) -> list[str]:
-    from prompt_core import BackboneError, VerbalizerError
-    from prompt_core.backbone import check_backbone, load_tokenizer
+    from prompt_core import BackboneError
+    from prompt_core.backbone import check_backbone, load_tokenizer, unloadable
 
-    if _looks_like_a_path(config.model) and not Path(config.model).expanduser().exists():
-        return [f"model: {config.model!r} does not exist (a local model directory; a hub name looks like "
-                "'org/name')"]
-    if Path(config.model).expanduser().is_file():  # else "the config file at … is not a valid JSON file"
-        return [f"model: {config.model!r} is a file, not a model directory (the folder save_pretrained wrote, "
-                "with config.json)"]
-    try:
-        tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
-    except Exception as err:  # missing dir, no tokenizer files, bad hub name: all a user fix
-        return [f"model: cannot load a tokenizer from {config.model!r}: {str(err).splitlines()[0]}"]
+    problem = unloadable(config.model, trust_remote_code=config.trust_remote_code)
+    if problem:
+        return [f"model: {problem}"]
+    tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
     try:
         check_backbone(config.model, masked_lm=config.learner == "cloze" or bool(config.adapt),
                        trust_remote_code=config.trust_remote_code)
@@ -143,6 +136,15 @@ def _check_model(config: RunConfig) -> list[str]:
         return lengths
     if tokenizer.mask_token is None:
         return [f"model: {config.model!r} has no mask token, so it cannot fill cloze patterns"]
+    return verbalizer_problems(config, tokenizer)
+
+
+def verbalizer_problems(config: RunConfig, tokenizer=None) -> list[str]:
+    """The label words of ``config``'s PVPs that are not one known token of its model, read as cloze."""
+    from prompt_core import BackboneError, VerbalizerError
+    from prompt_core.backbone import load_tokenizer
+
+    tokenizer = tokenizer or load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
     problems = []
     for i in range(len(config.pvps)):
         try:
@@ -187,8 +189,3 @@ def _length_problems(config: RunConfig, tokenizer) -> list[str]:
             problems.append(f"pvps.{i}.pattern: its own words (and special tokens) are {own} tokens, which leaves none "
                             f"of max_length {config.max_length} for the input; shorten it or raise max_length")
     return problems
-
-
-def _looks_like_a_path(model: str) -> bool:
-    """A hub name is ``name`` or ``org/name``; anything else is meant as a directory."""
-    return model.startswith(("/", ".", "~")) or model.count("/") > 1

@@ -129,7 +129,11 @@ def _configured(args) -> int:
         return 2
     if args.command == "validate":
         return 0 if _checked(args.config, config) else 2
-    return _run_command(args, config.for_adaptation() if args.command == "adapt" else config)
+    if args.command == "adapt":
+        from .adapt import for_adapt
+
+        config = for_adapt(config)
+    return _run_command(args, config)
 
 
 def _checked(path: str, config: RunConfig, quiet: bool = False) -> RunConfig | None:
@@ -349,8 +353,11 @@ def _run(config, run_dir: Path) -> int:
         return 0
     print()
     print(stage_table(results["stages"]))
+    tasks = results["tasks"]
+    backbone = (f" · adapted backbone {'reused' if tasks['backbone_reused'] else 'trained'}"
+                if "backbone_reused" in tasks else "")
     print(f"\nresults: {run_dir / 'results.json'} · MLflow run {results['mlflow_run_id']} · "
-          f"trained {results['tasks']['trained']}, reused {results['tasks']['reused']}")
+          f"trained {tasks['trained']}, reused {tasks['reused']}{backbone}")
     registry = results.get("registry")
     if registry:
         print(f"model registry: {registry['registered_model']} v{registry['version']} {registry['decision']} "

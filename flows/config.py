@@ -311,11 +311,11 @@ class RunConfig(Strict):
                   "prior_weight": None}
         return TrainConfig(**{**merged, "epochs": max(1.0, merged["epochs"]), "max_steps": None})
 
-    def for_adaptation(self) -> "RunConfig":
+    def for_adaptation(self, as_cloze: bool = True) -> "RunConfig":
         """The config as ``ipet adapt`` reads it: PVPs scored by their zero-shot prior (a classifier has
-        none, so its PVPs are read as cloze models), an ``adapt`` section (defaults if none), and no
-        iPET generations to check."""
-        learner = "cloze" if self.learner == "classifier" else self.learner
+        none, so its PVPs are read as cloze models where ``as_cloze``: its label names may be no words
+        of the model), an ``adapt`` section (defaults if none), and no iPET generations to check."""
+        learner = "cloze" if self.learner == "classifier" and as_cloze else self.learner
         return self.model_copy(update={"learner": learner, "adapt": self.adapt or AdaptConfig(),
                                        "ipet": self.ipet.model_copy(update={"generations": 0})})
 

@@ -55,6 +55,7 @@ def ipet_stages(config: RunConfig, run_dir: str) -> dict:
     with tracked_session(config, run_dir, config.name) as session:
         data = session.data
         # Adaptation (optional, TAPT): MLM training on the pool's text; every learner starts from it.
+        adapted = None
         if config.adapt:
             with one_device(config.runner, config.adapt.device):
                 adapted = adapt_backbone.submit(config.model, data["pool"], config.fields, config.adapt, run_dir,
@@ -105,6 +106,8 @@ def ipet_stages(config: RunConfig, run_dir: str) -> dict:
             report.record(Stage.of("final", last.evaluation, train_size=last.train_size,
                                    pseudo_label_accuracy=run.pool_accuracy(models, weights),
                                    model=run.ensemble_model(models, weights)))
-        results = report.finish(run.task_counts, data.get("versions"))
+        # The adaptation counted too: after `ipet adapt`, a run says that it reused its backbone.
+        adaptation = {"backbone_adapted": int(not adapted["reused"]), "backbone_reused": int(adapted["reused"])}
+        results = report.finish({**run.task_counts, **(adaptation if adapted else {})}, data.get("versions"))
         # Champion/challenger: register the final model; it becomes champion only if it wins.
         return report.register(results, data.get("test")) if config.tracking.register_model else results

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 from pydantic import ValidationError
@@ -21,7 +21,7 @@ from data.outputs import atomic_path, check_file_path
 from data.prepare import load_sets
 from data.splits import sample_rows
 
-from .config import ConfigError, RunConfig, load_config
+from .config import ConfigError, RunConfig, _lines, load_config
 
 ZERO_LABEL_NOTE = ("no labeled examples: the candidates were chosen by the pool alone (how evenly they spread it "
                    "over the classes, and how confidently), a weaker signal than accuracy on labeled rows; read "
@@ -35,7 +35,8 @@ def add_parser(sub) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field for reading it (not written into --out), e.g. data.seed=1")
     p.add_argument("--top", type=int, default=3, metavar="N",
-                   help="label words per label (cloze); candidates shown per label (default: %(default)s)")
+                   help="label words per label (cloze); candidates shown per label (similarity: at most the 3 "
+                        "it shortlists per label) (default: %(default)s)")
     p.add_argument("--out", help="write the config with the suggested verbalizer and pvps here (atomically)")
     p.add_argument("--patterns", action="store_true",
                    help="also score a library of generic patterns and use the best instead of the config's")
@@ -47,8 +48,9 @@ def add_parser(sub) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    """Run ``ipet suggest``; 2 with one line naming the field or file on bad input."""
+    """Run ``ipet suggest``; 2 with one line naming the field or file on bad input, 1 if --out cannot be written."""
     from prompt_core import BackboneError
+    from prompt_core.backbone import has_mlm_head, unloadable
     from prompt_core.choice import SuggestError
 
     problem = _option_problem(args)
@@ -57,16 +59,28 @@ def command(args: argparse.Namespace) -> int:
         return 2
     try:
         config = load_config(args.config, args.set)
-        suggestions, ranking = run_suggest(config, args.top, args.pool_sample, args.patterns, args.expand)
-        print(report(suggestions, ranking, zero_label=suggestions[0].fit.accuracy is None))
+        if args.expand and config.learner != "cloze":  # else silently ignored: one phrase per label
+            raise ConfigError(f"--expand: adds neighbours of cloze label words; learner: {config.learner} "
+                              "chooses one phrase per label")
+        problem = unloadable(config.model, trust_remote_code=config.trust_remote_code)  # not transformers' OSError
+        if problem:
+            raise ConfigError(f"{args.config}: model: {problem}")
+        adapted = adapt_note(args.config) if config.adapt else None
+        try:
+            suggestions, ranking = run_suggest(config, args.top, args.pool_sample, args.patterns, args.expand)
+        except BackboneError as err:  # a headless checkpoint: `ipet adapt` gives it the head it lacks
+            headless = adapted and not has_mlm_head(config.model, trust_remote_code=config.trust_remote_code)
+            raise BackboneError(f"{err}; {adapted}" if headless else str(err)) from None
+        print(report(suggestions, ranking, zero_label=suggestions[0].fit.accuracy is None, adapted=adapted))
         if args.out:
-            write_config(args.config, suggestions, args.out)
+            try:
+                write_config(args.config, suggestions, args.out, args.set)
+            except OSError as err:  # a full disk, an unwritable place: exit 1, named by --out, not its temporary
+                print(f"ipet suggest: cannot write {args.out}: {err.strerror}", file=sys.stderr)
+                return 1
             print(f"\nwrote {args.out}: the config with these pvps and verbalizers (`ipet validate {args.out}`)")
     except (ConfigError, DataError, SuggestError, BackboneError) as err:
         print(f"ipet suggest: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        print(f"ipet suggest: cannot write {err.filename or args.out}: {err.strerror}", file=sys.stderr)
         return 2
     return 0
 
@@ -107,9 +121,16 @@ def run_suggest(config: RunConfig, top: int = 3, pool_sample: int = 400, search:
     return suggest(task, settings, [p.pattern for p in config.pvps], search)
 
 
-def report(suggestions, ranking, zero_label: bool) -> str:
-    """The ranked table of every PVP's candidates, the patterns' ranking, and the YAML snippet."""
-    lines = [ZERO_LABEL_NOTE, ""] if zero_label else []
+def adapt_note(config: str) -> str:
+    """Why suggestions for a config with ``adapt:`` may not fit its run: they score ``model`` as it is."""
+    return (f"scored with `model` as it is, while the run adapts it first (adapt:); to score with the adapted "
+            f"backbone, run `ipet adapt {config}` and suggest again with --set model=<the backbone it prints>")
+
+
+def report(suggestions, ranking, zero_label: bool, adapted: str | None = None) -> str:
+    """The ranked table of every PVP's candidates, the patterns' ranking, and the YAML snippet; ``adapted``:
+    the note that the backbone scored is not the run's."""
+    lines = ([ZERO_LABEL_NOTE, ""] if zero_label else []) + ([adapted, ""] if adapted else [])
     if len(ranking) > 1:
         lines += ["patterns, by their best verbalizer (accuracy · balance · margin):"]
         lines += [f"  {_fit(f)}  {p}" for p, f in ranking] + [""]
@@ -144,15 +165,19 @@ def yaml_text(tree: dict[str, Any]) -> str:
     return yaml.safe_dump(tree, sort_keys=False, allow_unicode=True, width=120)
 
 
-def write_config(source: str | Path, suggestions, out: str | Path) -> None:
+def write_config(source: str | Path, suggestions, out: str | Path, overrides: Sequence[str] = ()) -> None:
     """``source`` as written (its ``--set`` overrides are not baked in) with ``verbalizer`` and ``pvps``
     replaced, validated as ``ipet validate`` reads it, then written atomically: on any problem
-    ``out`` is left as it was."""
+    ``out`` is left as it was. Suggestions made under an override the file lacks (``--set
+    learner=similarity`` on a cloze config) may not fit it: then say that, naming the field."""
     raw = yaml.safe_load(Path(source).read_text()) or {}
     raw.update(sections(suggestions))
     try:
         RunConfig.model_validate(raw)
-    except ValidationError as err:  # a bug here, not the user's input: say which field
-        raise ConfigError(f"{out}: the suggested config does not validate: {err.errors()[0]['msg']}") from None
+    except ValidationError as err:
+        problem = "; ".join(line for e in err.errors() for line in _lines(e))
+        cause = (f"; --set {' '.join(overrides)} is not written into it: put that in {source} and suggest again"
+                 if overrides else "")
+        raise ConfigError(f"--out {out}: {source} with these suggestions does not validate: {problem}{cause}") from None
     with atomic_path(out) as tmp:
         tmp.write_text(f"# {Path(source).name} with the verbalizer and pvps of `ipet suggest`\n" + yaml_text(raw))

@@ -101,7 +101,8 @@ def fit(scores: Scores, choice: Sequence[Sequence[int]], targets: Sequence[int])
 
 
 def choose(scores: Scores, candidates: Sequence[Candidate], targets: Sequence[int], n_labels: int,
-           excluded: frozenset[str] = frozenset(), rounds: int = 3) -> tuple[list[int], dict[int, Fit]]:
+           excluded: frozenset[str] = frozenset(), rounds: int = 3, names: Sequence[str] = (),
+           ) -> tuple[list[int], dict[int, Fit]]:
     """One candidate per label, by coordinate ascent on ``Fit.key``.
 
     Starting from each label's best candidate alone (its mean score on the label's examples minus
@@ -115,6 +116,7 @@ def choose(scores: Scores, candidates: Sequence[Candidate], targets: Sequence[in
         n_labels: how many labels.
         excluded: texts not to choose (used by an earlier PVP with this pattern).
         rounds: at most this many passes over the labels.
+        names: the labels' names, for the error that names a label left without candidates.
 
     Returns:
         The chosen candidate index per label, and each candidate's ``Fit`` with the other labels'
@@ -123,7 +125,8 @@ def choose(scores: Scores, candidates: Sequence[Candidate], targets: Sequence[in
     options = [[i for i, c in enumerate(candidates) if c.label == label and c.text not in excluded]
                for label in range(n_labels)]
     if not all(options):
-        raise SuggestError(f"no candidates left for label index {[len(o) for o in options].index(0)}")
+        empty = [names[l] if names else l for l, o in enumerate(options) if not o]
+        raise SuggestError(f"no candidates left for label(s) {empty}")
     choice = [max(o, key=lambda i: _alone(scores.labeled[:, i], targets, label)) if len(targets) else o[0]
               for label, o in enumerate(options)]
     fits: dict[int, Fit] = {}

@@ -156,11 +156,25 @@ def suggest(task: Task, settings: SuggestSettings, patterns: Sequence[str], sear
     slots = [ranking[i % len(ranking)][0] for i in range(len(patterns))] if search else list(patterns)
     used: dict[str, set[str]] = {}
     out = []
-    for pattern in slots:
-        chosen = best[pattern] if pattern not in used else scorer.suggest(pattern, frozenset(used[pattern]))
+    for slot, pattern in enumerate(slots):
+        chosen = best[pattern] if pattern not in used else _again(scorer, slot, pattern, slots, used[pattern])
         used.setdefault(pattern, set()).update(w for ws in chosen.verbalizer.values() for w in ws)
         out.append(chosen)
     return out, ranking
+
+
+def _again(scorer, slot: int, pattern: str, slots: Sequence[str], used: set[str]) -> PVPSuggestion:
+    """Slot ``slot``'s suggestion for a pattern an earlier slot has: other words or phrases than theirs.
+    The candidates can run out (a small pool, no labels, a pattern in many PVPs); then say which PVP
+    and why, not just which label."""
+    try:
+        return scorer.suggest(pattern, frozenset(used))
+    except SuggestError as err:
+        earlier = ", ".join(f"pvps.{i}" for i in range(slot) if slots[i] == pattern)
+        fewer = ", or take fewer words per label (--top)" if scorer.settings.learner == "cloze" else ""
+        raise SuggestError(f"pvps.{slot}: {err} after {earlier} with the same pattern {pattern!r} took theirs "
+                           f"(PVPs that share a pattern get other words or phrases); give it another "
+                           f"pattern{fewer}") from None
 
 
 class Embedder(SimilarityLearner):
@@ -260,7 +274,7 @@ class PhraseScorer:
         candidates = [Candidate(l, template.format(x=self.terms[i]), "label name" if self.terms[i] in self.names
                                 else "term") for l, s in enumerate(short) for i in s]
         scores = Scores(labeled @ phrases[columns].T, pool @ phrases[columns].T, self.settings.temperature)
-        choice, fits = choose(scores, candidates, targets, n)
+        choice, fits = choose(scores, candidates, targets, n, names=self.task.labels)
         return Shortlisted(candidates, columns, choice, fits)
 
     def _held_out(self, template: str, labeled: np.ndarray, pool: np.ndarray, skip: frozenset[int]) -> float | None:
@@ -389,7 +403,7 @@ class WordScorer:
         columns = [self.words.index(c.text) for c in candidates]
         full = self.scores(pattern)
         scores = Scores(full.labeled[:, columns], full.pool[:, columns])
-        choice, fits = choose(scores, candidates, (), len(self.task.labels))
+        choice, fits = choose(scores, candidates, (), len(self.task.labels), names=self.task.labels)
         ranked = sorted((i for i in fits), key=lambda i: (candidates[i].label, [-k for k in fits[i].key]))
         chosen = [[columns[i] for i in ranked if candidates[i].label == l][: self.settings.top]
                   for l in range(len(self.task.labels))]

@@ -178,6 +178,17 @@ def test_cli_scores_no_zero_shot_before_adapting_a_checkpoint_without_an_mlm_hea
     assert [r[1] for r in rows] == ["–", "–"] and all(0 <= float(r[2]) <= 1 for r in rows), rows
 
 
+def test_cli_adapts_a_classifier_whose_label_names_are_no_words_of_the_model(
+        prefect_harness, toy_yaml: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A classifier's verbalizer only names the labels; `ipet run` takes 'okayish', so `ipet adapt` must too:
+    no cloze reading of it to score zero-shot (it refused the config), the backbone adapted all the same."""
+    assert main(["adapt", str(toy_yaml), "--run-dir", str(tmp_path / "run"), "--set", "learner=classifier",
+                 "--set", "verbalizer.neg=okayish", *CLI_ADAPT, "--set", "adapt.steps=3"]) == 0
+    out = capsys.readouterr().out
+    rows = re.findall(r"^\| `(.+)` \| (\S+) \| (\S+) \|$", out, re.MULTILINE)
+    assert [r[1:] for r in rows] == [("–", "–"), ("–", "–")] and "over 3 steps" in out, out
+
+
 @pytest.mark.parametrize("override, field", [("adapt.steps=0", "adapt.steps"), ("adapt.stepz=3", "adapt.stepz")])
 def test_cli_rejects_a_bad_adapt_setting(toy_yaml: Path, capsys: pytest.CaptureFixture, override: str,
                                          field: str) -> None:
@@ -193,6 +204,7 @@ def test_run_with_adapt_trains_every_learner_from_the_adapted_backbone(cli_adapt
     raw.update(adapt={"steps": 30, "learning_rate": 2e-3, "device": "cpu"}, final={"mode": "ensemble"})
     results = ipet(config=RunConfig.model_validate(raw), run_dir=str(run_dir))
     assert results["backbone"] == adapted_dir
+    assert results["tasks"] == {"trained": 2, "reused": 0, "backbone_adapted": 0, "backbone_reused": 1}
     pet = {d: json.loads((d / "learner.json").read_text()) for d in (run_dir / "models").glob("g0-*")}
     assert len(pet) == 2 and {s["backbone"] for s in pet.values()} == {f"../../backbones/{Path(adapted_dir).name}"}
     assert {(d / s["backbone"]).resolve() for d, s in pet.items()} == {Path(adapted_dir).resolve()}  # relative to it

@@ -257,6 +257,12 @@ CASES: dict[str, tuple[Build, int, str]] = {
         "no MLflow store at"),
     "`ipet suggest --out` naming a directory, or `--expand` below 0": (
         lambda toy, tmp: ["suggest", config(toy, tmp), "--out", str(tmp)], 2, "is a directory; give a file name"),
+    "`ipet suggest` of a config using one pattern in more PVPs than its words go round": (
+        lambda toy, tmp: ["suggest", config(toy, tmp, pvps=[{"pattern": "{text} it was {mask} ."}] * 2), "--top", "12",
+                          "--pool-sample", "20"], 2, "no word scores best for label(s) ['pos'] after pvps.0"),
+    "`ipet suggest` of a config whose model does not exist": (
+        lambda toy, tmp: ["suggest", config(toy, tmp, model="/nonexistent/model")], 2,
+        "config.yaml: model: '/nonexistent/model' does not exist"),
     "`ipet answer` of the sheet as written (no label filled in)": (answered(("1", ""), ("2", "")), 2,
                                                                     "sheet.csv: no label filled in"),
     "`ipet answer` of a sheet answering a row twice": (answered(("1", "pos"), ("1", "neg")), 2,

@@ -3,6 +3,7 @@ labeled examples it still ranks candidates from the pool (and says that this is 
 
 from __future__ import annotations
 
+import errno
 import random
 from pathlib import Path
 
@@ -12,8 +13,8 @@ import yaml
 
 from flows.cli import main
 from flows.suggest import ZERO_LABEL_NOTE
-from prompt_core.choice import (Candidate, Scores, centroid_offsets, choose, folds, likelihood_ratios, principal_axes,
-                                shortlist, top_words)
+from prompt_core.choice import (Candidate, Scores, SuggestError, centroid_offsets, choose, folds, likelihood_ratios,
+                                principal_axes, shortlist, top_words)
 from prompt_core.terms import terms
 from tiny import save_tiny, toy_run_config
 
@@ -81,6 +82,8 @@ def test_choose_prefers_the_separating_phrase_and_breaks_ties_by_balance() -> No
     assert choice == [1, 2]
     assert fits[1].accuracy == 1.0 and fits[0].accuracy < 1.0
     assert fits[2].accuracy == fits[3].accuracy and fits[2].balance > fits[3].balance
+    with pytest.raises(SuggestError, match=r"no candidates left for label\(s\) \['pos'\]$"):  # named, not index 1
+        choose(Scores(labeled, pool), candidates[:2], targets, 2, names=("neg", "pos"))
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +136,18 @@ def test_zero_label_mode_ranks_candidates_from_the_pool(toy: dict, tmp_path: Pat
     ({"model": "HEADLESS"}, [], "has no pretrained MLM head, so its scores at the mask are random"),
     ({}, ["--expand", "-1"], "ipet suggest: --expand: must be at least 0"),
     ({}, ["--out", "/"], "ipet suggest: --out /: is a directory; give a file name (e.g. /config.yaml)"),
+    ({"pvps": [{"pattern": "{text} it was {mask} ."}] * 2}, ["--top", "12", "--pool-sample", "20"],
+     "ipet suggest: pvps.1: pattern '{text} it was {mask} .': no word scores best for label(s) ['pos'] after "
+     "pvps.0 with the same pattern"),
+    ({}, ["--set", "learner=similarity", "--set", "pvps=[{pattern: '{text}'}]", "--pool-sample", "20"],
+     "pvps.0.pattern: pattern '{text}' must contain exactly one {mask}, found 0 (learner: cloze); --set "
+     "learner=similarity pvps=[{pattern: '{text}'}] is not written into it: put that in "),
+    ({"learner": "similarity", "pvps": [{"pattern": "{text}"}]}, ["--expand", "2"],
+     "ipet suggest: --expand: adds neighbours of cloze label words; learner: similarity chooses one phrase per label"),
+    ({"model": "/no/such/model"}, [], "config.yaml: model: '/no/such/model' does not exist (a local model directory"),
 ], ids=["classifier", "zero-label-cloze-without-word-names", "top-zero", "missing-data", "cloze-without-mlm-head",
-        "negative-expand", "out-a-directory"])
+        "negative-expand", "out-a-directory", "one-pattern-twice-runs-out-of-words", "set-learner-not-written",
+        "expand-on-similarity", "no-such-model"])
 def test_bad_input_is_one_line_and_exit_2_and_writes_nothing(toy: dict, tmp_path: Path, capsys, change: dict,
                                                               args: list[str], expected: str) -> None:
     if change.get("model") == "HEADLESS":  # a sentence encoder's checkpoint: no MLM head to rank words with
@@ -146,3 +159,35 @@ def test_bad_input_is_one_line_and_exit_2_and_writes_nothing(toy: dict, tmp_path
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert not out.exists() and not list(tmp_path.glob(".out.yaml*"))
+
+
+def test_a_failed_write_of_out_names_out_not_its_temporary(toy: dict, tmp_path: Path, capsys,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk (or an unwritable place) fails at the write, after the model ran: the one line names
+    the --out the user gave, not the hidden temporary beside it, and leaves neither behind."""
+    config, out = write(toy, tmp_path / "config.yaml"), tmp_path / "out.yaml"
+    write_text = Path.write_text
+
+    def full_disk(self: Path, *args, **kwargs):
+        if self.name.startswith(".out.yaml"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    assert main(["suggest", str(config), "--out", str(out), "--pool-sample", "20"]) == 1  # a write failed
+    err = capsys.readouterr().err
+    assert err == f"ipet suggest: cannot write {out}: No space left on device\n"
+    assert not out.exists() and not list(tmp_path.glob(".out.yaml*"))
+
+
+def test_a_config_with_adapt_says_its_suggestions_score_the_unadapted_model(toy: dict, tmp_path: Path, capsys) -> None:
+    """The run trains on the adapted backbone; suggest scores `model` as it is. It says so, and a checkpoint
+    refused for having no MLM head is pointed at `ipet adapt`, which trains one."""
+    config = write({**toy, "adapt": {"steps": 5}}, tmp_path / "adapt.yaml")
+    assert main(["suggest", str(config), "--pool-sample", "20"]) == 0
+    assert f"run `ipet adapt {config}` and suggest again with --set model=" in capsys.readouterr().out
+    headless = save_tiny("bert", tmp_path / "headless", headless=True)
+    capsys.readouterr()
+    assert main(["suggest", str(config), "--set", f"model={headless}", "--pool-sample", "20"]) == 2
+    err = capsys.readouterr().err
+    assert "has no pretrained MLM head" in err and f"run `ipet adapt {config}`" in err and len(err.splitlines()) == 1
