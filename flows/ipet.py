@@ -106,8 +106,6 @@ def ipet_stages(config: RunConfig, run_dir: str) -> dict:
             report.record(Stage.of("final", last.evaluation, train_size=last.train_size,
                                    pseudo_label_accuracy=run.pool_accuracy(models, weights),
                                    model=run.ensemble_model(models, weights)))
-        # The adaptation counted too: after `ipet adapt`, a run says that it reused its backbone.
-        adaptation = {"backbone_adapted": int(not adapted["reused"]), "backbone_reused": int(adapted["reused"])}
-        results = report.finish({**run.task_counts, **(adaptation if adapted else {})}, data.get("versions"))
+        results = report.finish(run.task_counts, data.get("versions"), adapted)
         # Champion/challenger: register the final model; it becomes champion only if it wins.
         return report.register(results, data.get("test")) if config.tracking.register_model else results

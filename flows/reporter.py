@@ -66,11 +66,14 @@ class Reporter:
                                      f"{fmt(stage.train_size)} · pseudo-label accuracy "
                                      f"{fmt(stage.pseudo_label_accuracy)}"))
 
-    def finish(self, tasks: dict[str, int], data_versions: dict | None = None) -> dict:
+    def finish(self, tasks: dict[str, int], data_versions: dict | None = None, adapted: dict | None = None) -> dict:
         """``results.json`` and ``summary.md`` written and logged with the run's sets, predictions and
         final model; ``tasks`` counts the models trained and reused, ``data_versions`` the dataset store
-        versions the data was read at (the prepared data's ``versions``: which ingest a run trained on).
-        Returns the results."""
+        versions the data was read at (the prepared data's ``versions``: which ingest a run trained on),
+        ``adapted`` the adaptation's result, counted too (after ``ipet adapt`` a run says it reused its
+        backbone). Returns the results."""
+        if adapted:
+            tasks = {**tasks, "backbone_adapted": int(not adapted["reused"]), "backbone_reused": int(adapted["reused"])}
         results = {
             "name": self.config.name,
             "run_dir": self.run_dir,

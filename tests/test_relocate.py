@@ -55,7 +55,8 @@ def test_a_copy_reruns_on_its_own_adapted_backbone_and_predicts_with_it(prefect_
     assert backbones(tmp_path / "copy") == {f"../../backbones/{Path(first['backbone']).name}"}
     (tmp_path / "moved").rename(tmp_path / "gone")  # nothing of the original is read from here on
     again = ipet(config=config, run_dir=str(tmp_path / "copy"))
-    assert again["tasks"] == {"trained": 0, "reused": first["tasks"]["trained"]}
+    assert again["tasks"] == {"trained": 0, "reused": first["tasks"]["trained"], "backbone_adapted": 0,
+                              "backbone_reused": 1}
     assert [s["test_accuracy"] for s in again["stages"]] == [s["test_accuracy"] for s in first["stages"]]
     client = MlflowClient(config.tracking.mlflow_uri)
     version = client.get_model_version(config.registered_model, again["registry"]["version"])
@@ -102,7 +103,8 @@ def test_a_run_from_before_keeps_its_models_in_place_and_a_copy_of_it_predicts(
         first = ipet(config=config, run_dir=str(tmp_path / "run"))
     assert backbones(tmp_path / "run") == {first["backbone"]}  # absolute, as earlier versions wrote
     again = ipet(config=config, run_dir=str(tmp_path / "run"))
-    assert again["tasks"] == {"trained": 0, "reused": first["tasks"]["trained"]}
+    assert again["tasks"] == {"trained": 0, "reused": first["tasks"]["trained"], "backbone_adapted": 0,
+                              "backbone_reused": 1}
     expected = probabilities(str(tmp_path / "run"), tmp_path, "original.parquet")
     shutil.copytree(tmp_path / "run", tmp_path / "copy")
     shutil.rmtree(tmp_path / "run")
