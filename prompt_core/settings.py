@@ -37,6 +37,8 @@ PRECISION_HELP = ("auto: bf16 on CUDA and on CPUs with AMX or AVX-512 BF16, else
                   "of any machine")
 
 PeftMethod = Literal["lora", "prompt", "ptuning", "prefix"]
+MLM_PROBABILITY = ("share of tokens masked for the MLM loss; at least 0.01: below it most batches mask nothing, "
+                   "and the draw is repeated until one does (a hang at 1e-9)")
 
 
 class PeftSettings(BaseModel):
@@ -115,7 +117,7 @@ class TrainConfig(BaseModel):
         "keep the prior (learning without forgetting): each step adds this weight times the KL divergence "
         "from the untrained model's class probabilities to the model's on a batch of pool rows, so a few "
         "labels the prior cannot read do not pull the model below it; null: off"))
-    mlm_probability: float = Field(0.15, gt=0, lt=1)
+    mlm_probability: float = Field(0.15, ge=0.01, lt=1, description=MLM_PROBABILITY)
     seed: int = 42
     device: DeviceName = "auto"
     precision: Precision = Field("auto", description=PRECISION_HELP)
@@ -152,7 +154,7 @@ class AdaptConfig(BaseModel):
     learning_rate: float = Field(1e-4, gt=0)
     batch_size: int = Field(16, ge=1)
     max_length: int = Field(128, ge=8, description="texts are truncated to this many tokens")
-    mlm_probability: float = Field(0.15, gt=0, lt=1)
+    mlm_probability: float = Field(0.15, ge=0.01, lt=1, description=MLM_PROBABILITY)
     warmup: float = Field(0.06, ge=0, lt=1, description="share of the steps the learning rate warms up over")
     weight_decay: float = Field(0.01, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)

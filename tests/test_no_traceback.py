@@ -153,6 +153,8 @@ CASES: dict[str, tuple[Build, int, str]] = {
                                                     "data: 'labeled_per_class: 4' draws the gold set from 'train'"),
     "`test_size` without a `test` source": (validate(data_test=None, data_test_size=50), 2,
                                             "data: 'test_size: 50' samples the test set, and there is no 'test' source"),
+    "an MLM mask share below 0.01 (`train.mlm_probability`, `adapt.mlm_probability`)": (
+        validate("train.mlm_probability=1e-9"), 2, "train.mlm_probability: Input should be greater than or equal to 0.01"),
     "growth/generations exceed the pool": (validate("ipet.growth=10"), 2, "but the pool has 200"),
     "a seed given twice": (validate("seeds=[1, 1]"), 2, "seeds: seed(s) [1] given more than once"),
     "fewer than two models per generation": (validate("pvps=[{pattern: '{text} it was {mask} .'}]", "ipet.generations=1"),
