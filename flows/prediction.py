@@ -122,14 +122,17 @@ def _resolved(model: str, registered_model: str | None,
         return
     path = location(model)
     if exists(path / "results.json") or exists(path / LOCK_FILE):  # a run directory: finished, or DataError
-        final = final_model(path)
+        results = run_results(path, fresh=True)
+        final = final_model(path, results)
         if not exists(final):
             raise PredictorError(f"{model}: its final model {final.name} is not in its models/ folder "
                                  "(removed since the run; `ipet run` again trains it)")
+        fetch = run_backbones(path, results.get("run_dir"))
         path = final
-    if not exists(path):
+    elif exists(path):  # a model directory: in a run directory (models/<name>), or not
+        fetch = run_backbones(path.parent.parent, _recorded_run_dir(path.parent.parent))
+    else:
         raise PredictorError(f"{model}: no such model directory, run directory or registered model")
-    fetch = run_backbones(path.parent.parent)
     if is_url(path):  # a run dir at a URL: its model, and an ensemble's members beside it, copied
         copy = local(path)
         for member in read_ensemble(copy)[0] if (copy / ENSEMBLE_FILE).is_file() else []:
@@ -139,19 +142,24 @@ def _resolved(model: str, registered_model: str | None,
     yield path, str(path.resolve()), fetch
 
 
-def run_backbones(run_dir: Path) -> Callable[[str], str]:
+def run_backbones(run_dir: Path, recorded: object) -> Callable[[str], str]:
     """How the models of ``run_dir`` (a model directory's run directory, if it is in one) find a backbone
-    kept there (``tasks.backbones.fetcher``); one recorded by absolute path under the run directory its
-    ``results.json`` names (a run from before backbones were recorded relative to the model) read from
-    this one, as ``final_model`` does: after a copy or a move, that path names the original's."""
+    kept there (``tasks.backbones.fetcher``); one recorded by absolute path under ``recorded``, the run
+    directory its ``results.json`` names (a run from before backbones were recorded relative to the
+    model), read from this one, as ``final_model`` does: after a copy or a move, that path names the
+    original's."""
     from tasks.backbones import fetcher
 
-    recorded = None
-    if exists(run_dir / "results.json"):
-        with contextlib.suppress(DataError):
-            recorded = run_results(run_dir).get("run_dir")
     in_this = fetcher(run_dir)
     return lambda backbone: in_this(_moved(backbone, recorded, run_dir))
+
+
+def _recorded_run_dir(run_dir: Path) -> object:
+    """The run directory ``run_dir``'s results.json names, if it has a readable one; else None."""
+    if exists(run_dir / "results.json"):
+        with contextlib.suppress(DataError):
+            return run_results(run_dir).get("run_dir")
+    return None
 
 
 def _moved(path: str, recorded: object, run_dir: Path) -> str:
@@ -161,13 +169,13 @@ def _moved(path: str, recorded: object, run_dir: Path) -> str:
     return str(run_dir / path.removeprefix(prefix)) if isinstance(recorded, str) and path.startswith(prefix) else path
 
 
-def final_model(run_dir: Path) -> Path:
-    """The final model of the run in ``run_dir``, as this directory holds it. ``results.json`` records
-    absolute paths, which still name the original after a copy (``cp -r``) or a move: a model under the
-    recorded run directory is read from this one (a copy used the original's while that existed, and
-    failed once it moved); one elsewhere (a hand-written results.json) as recorded, unless this run
-    directory's models/ folder has one of its name (results.json from before run_dir was recorded)."""
-    results = run_results(run_dir, fresh=True)
+def final_model(run_dir: Path, results: dict) -> Path:
+    """The final model of the run in ``run_dir`` (``results``: its results.json, ``run_results``), as this
+    directory holds it. ``results.json`` records absolute paths, which still name the original after a
+    copy (``cp -r``) or a move: a model under the recorded run directory is read from this one (a copy
+    used the original's while that existed, and failed once it moved); one elsewhere (a hand-written
+    results.json) as recorded, unless this run directory's models/ folder has one of its name
+    (results.json from before run_dir was recorded)."""
     final, recorded = results["stages"][-1].get("model"), results.get("run_dir")
     if not isinstance(final, str):
         raise PredictorError(f"{run_dir}/results.json: the final model is not one directory (a run from before "
