@@ -52,19 +52,19 @@ def tracked_session(config: RunConfig, run_dir: str, run_name: str) -> Iterator[
     and one parent MLflow run ``run_name`` open for the block, ended FINISHED or FAILED. The tasks' garbage
     collections walk only what the block makes (``collections_of_this_run``)."""
     uri = tracking.store_uri(config.tracking.mlflow_uri, run_dir if config.tracking.fallback_local else None)
-    tracking.experiment_id(uri, config.tracking.experiment)
+    exp_id = tracking.experiment_id(uri, config.tracking.experiment)
     data = prepare_data(config.data, config.fields, config.labels, run_dir)
     for line in Leaks.of(data.get("leaks")).lines(config.data.test.name if config.data.test else "test"):
         print(f"warning: {line}")  # the flow's log (log_prints), as `ipet validate` prints it
     tags = {"prefect.flow_run_id": entry_flow_run_id(), "run_dir": run_dir}
-    crash_killed_flow_runs(uri, config.tracking.experiment, run_dir)  # before their MLflow runs are ended
+    crash_killed_flow_runs(MlflowClient(uri), exp_id, run_dir)  # before their MLflow runs are ended
     with collections_of_this_run(), \
             tracking.parent_run(uri, config.tracking.experiment, run_name, tags) as (client, parent_id):
         log_provenance(client, parent_id, config, data)
         yield Session(data, tracking.TrackedRun(uri, parent_id), client)
 
 
-def crash_killed_flow_runs(uri: str, experiment: str, run_dir: str) -> list[str]:
+def crash_killed_flow_runs(client: MlflowClient, exp_id: str, run_dir: str) -> list[str]:
     """Mark Crashed the Prefect flow runs (and their subflows) of runs a SIGKILL stopped in this run
     directory: nothing else ends them (a deployment's worker does, a CLI run has none), so the UI showed
     them Running for ever. They are the ones the MLflow parent runs still RUNNING here name, found with
@@ -74,9 +74,8 @@ def crash_killed_flow_runs(uri: str, experiment: str, run_dir: str) -> list[str]
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId
     from prefect.states import Crashed
 
-    client = MlflowClient(uri)
-    ids = [run.data.tags["prefect.flow_run_id"] for run in tracking.killed_runs(
-        client, tracking.experiment_id(uri, experiment), run_dir) if "prefect.flow_run_id" in run.data.tags]
+    ids = [run.data.tags["prefect.flow_run_id"] for run in tracking.killed_runs(client, exp_id, run_dir)
+           if "prefect.flow_run_id" in run.data.tags]
     crashed: list[str] = []
     if not ids:
         return crashed
