@@ -26,8 +26,8 @@ def recorded(spec: LearnerSpec, run_dir: str | Path) -> LearnerSpec:
 
 def fetcher(run_dir: str | Path) -> Callable[[str], str]:
     """``load_learners``' fetch for the models of ``run_dir``: a backbone they record inside it (``recorded``)
-    as its local copy (downloaded into the mirror for a run dir at a URL); one at a URL (a run from before
-    ``recorded``) as its local copy; any other as is."""
+    as its local copy (downloaded into the mirror for a run dir at a URL); one at a URL (the plan's spec
+    before training records it, or a run from before ``recorded``) as its local copy; any other as is."""
     def fetch(backbone: str) -> str:
         return str(local(location(run_dir) / backbone.removeprefix(UP) if backbone.startswith(UP) else backbone))
     return fetch

@@ -40,8 +40,10 @@ def model_dir(run_dir: str, name: str, spec: LearnerSpec, key: Callable[[Learner
     a rerun in place reuses its models."""
     models, portable = location(run_dir) / "models", recorded(spec, run_dir)
     out = models / f"{name}-{key(portable)}"
+    if portable == spec or exists(out):  # no backbone inside the run directory: one key, as ever
+        return out
     earlier = models / f"{name}-{key(spec)}"
-    return earlier if portable != spec and not exists(out) and exists(earlier) else out
+    return earlier if exists(earlier) else out
 
 
 def untrained_model(name: str, spec: LearnerSpec, run_dir: str) -> str:
@@ -77,7 +79,7 @@ def train_model(name: str, spec: LearnerSpec, train_set: str, cfg: TrainConfig, 
         extra = TableRows(pq.read_table(local(unlabeled))) if uses_pool else None
         started = time.perf_counter()
         with devices.device() as dev:
-            learner = build_learner(spec, fetched(spec.backbone))
+            learner = build_learner(spec, fetcher(run_dir)(spec.backbone))
             result = train(learner, rows, targets, cfg.model_copy(update={"device": dev}), unlabeled=extra,
                            progress=False)
         with atomic_path(out, directory=True) as tmp:
@@ -108,11 +110,6 @@ def settings(cfg: TrainConfig | AdaptConfig, *leave_out: str) -> dict[str, Any]:
     run that does not use them keeps the model keys it had before they existed, so its models are reused.
     (``precision: auto`` is like ``device: auto``: what it computes in depends on the machine.)"""
     return cfg.model_dump(exclude={*leave_out, *(f for f, old in NEWER.items() if getattr(cfg, f, old) == old)})
-
-
-def fetched(backbone: str) -> str:
-    """A backbone at a URL (one adapted into a shared run dir) as its local copy; a name or path as is."""
-    return str(local(backbone))
 
 
 def _label_run_name() -> str:
