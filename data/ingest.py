@@ -68,12 +68,13 @@ def ingest_file(path: str | Path, dataset: str, store: str | Path, labeled: bool
     with target.lock() as parent:
         if parent is not None:
             _check_same_schema(target, parent, schema)
-        keep, duplicates, promoted = _new_rows(rows, schema.fields, kind, parent, test)
+        gold = parent.read("labeled") if parent is not None else None  # read once: duplicates, then conflicts
+        keep, duplicates, promoted = _new_rows(rows, schema.fields, kind, parent, gold, test)
         source = {"path": str(path) if is_url(path) else str(Path(path).resolve()), "sha256": digest,
                   "rows": rows.num_rows}
         summary = {"dataset": dataset, "kind": kind, "added": len(keep), "duplicates": sum(duplicates.values()),
                    "duplicates_by_origin": duplicates, "source": source,
-                   "label_conflicts": _label_conflicts(rows, schema.fields, keep, parent) if labeled else None}
+                   "label_conflicts": _label_conflicts(rows, schema.fields, keep, gold) if labeled else None}
         if not keep:
             return {**summary, "version": parent.number if parent else None, "manifest": None, "committed": False}
         columns = ["id", *schema.fields] + (["label"] if "label" in rows.column_names else [])
@@ -133,13 +134,13 @@ def _test_keys(schema: Schema) -> pa.Array:
     return text_keys(test, schema.fields).combine_chunks()
 
 
-def _new_rows(rows: pa.Table, fields: Sequence[str], kind: Kind, parent: Version | None,
+def _new_rows(rows: pa.Table, fields: Sequence[str], kind: Kind, parent: Version | None, gold: pa.Table | None,
               test: pa.Array) -> tuple[list[int], dict[str, int], int]:
-    """Row indices to keep, duplicates dropped by where the text was seen first, and (labeled
-    ingests) how many kept rows label a text of the unlabeled pool."""
+    """Row indices to keep, duplicates dropped by where the text was seen first (``gold``: the parent's
+    labeled rows), and (labeled ingests) how many kept rows label a text of the unlabeled pool."""
     seen_in = {"test": test}
     if parent is not None:
-        seen_in["labeled"] = text_keys(parent.read("labeled"), fields).combine_chunks()
+        seen_in["labeled"] = text_keys(gold, fields).combine_chunks()
         seen_in["unlabeled"] = text_keys(parent.read("unlabeled"), fields).combine_chunks()
     keys = text_keys(rows, fields)
     hits = {origin: pc.is_in(keys, value_set=known).to_pylist() for origin, known in seen_in.items()}
@@ -159,13 +160,13 @@ def _new_rows(rows: pa.Table, fields: Sequence[str], kind: Kind, parent: Version
     return keep, {o: duplicates[o] for o in ("file", "test", "labeled", "unlabeled")}, promoted
 
 
-def _label_conflicts(rows: pa.Table, fields: Sequence[str], keep: list[int], parent: Version | None) -> dict:
-    """The dropped rows whose text has another label, in the gold set or in an earlier row of the file:
-    how many, and the first ids. The earlier label stays (a store only grows), but a correction or
-    annotators' disagreement must not vanish among the duplicates unnoticed."""
+def _label_conflicts(rows: pa.Table, fields: Sequence[str], keep: list[int], gold: pa.Table | None) -> dict:
+    """The dropped rows whose text has another label, in the gold set (``gold``: the parent's labeled
+    rows) or in an earlier row of the file: how many, and the first ids. The earlier label stays (a
+    store only grows), but a correction or annotators' disagreement must not vanish among the
+    duplicates unnoticed."""
     known: dict[str, str] = {}
-    if parent is not None:
-        gold = parent.read("labeled")
+    if gold is not None:
         known = dict(zip(text_keys(gold, fields).to_pylist(), gold["label"].to_pylist()))
     keys, labels, ids = text_keys(rows, fields).to_pylist(), rows["label"].to_pylist(), rows["id"].to_pylist()
     for i in keep:
