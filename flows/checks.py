@@ -115,13 +115,10 @@ def _check_runner(config: RunConfig) -> list[str]:
 
 def _check_model(config: RunConfig) -> list[str]:
     from prompt_core import BackboneError
-    from prompt_core.backbone import check_backbone, load_tokenizer, unloadable
+    from prompt_core.backbone import check_backbone, checked_tokenizer
 
-    problem = unloadable(config.model, trust_remote_code=config.trust_remote_code)
-    if problem:
-        return [f"model: {problem}"]
-    tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
     try:
+        tokenizer = checked_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
         check_backbone(config.model, masked_lm=config.learner == "cloze" or bool(config.adapt),
                        trust_remote_code=config.trust_remote_code)
     except BackboneError as err:

@@ -97,7 +97,7 @@ def _train_overrides(value: dict[str, Any]) -> dict[str, Any]:
     try:
         TrainConfig(**value)
     except ValidationError as err:
-        raise ValueError("; ".join(line for e in err.errors() for line in _lines(e))) from None
+        raise ValueError("; ".join(problem_lines(err))) from None
     return value
 
 
@@ -403,7 +403,12 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError("\n".join(f"{path}: {line}" for e in err.errors() for line in _lines(e))) from None
+        raise ConfigError("\n".join(f"{path}: {line}" for line in problem_lines(err))) from None
+
+
+def problem_lines(err: ValidationError) -> list[str]:
+    """A validation error as problem lines, each naming its setting."""
+    return [line for error in err.errors() for line in _lines(error)]
 
 
 def _lines(error: dict) -> list[str]:

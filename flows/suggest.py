@@ -21,7 +21,7 @@ from data.outputs import atomic_path, check_file_path
 from data.prepare import load_sets
 from data.splits import sample_rows
 
-from .config import ConfigError, RunConfig, _lines, load_config
+from .config import ConfigError, RunConfig, load_config, problem_lines
 
 ZERO_LABEL_NOTE = ("no labeled examples: the candidates were chosen by the pool alone (how evenly they spread it "
                    "over the classes, and how confidently), a weaker signal than accuracy on labeled rows; read "
@@ -50,7 +50,7 @@ def add_parser(sub) -> None:
 def command(args: argparse.Namespace) -> int:
     """Run ``ipet suggest``; 2 with one line naming the field or file on bad input, 1 if --out cannot be written."""
     from prompt_core import BackboneError
-    from prompt_core.backbone import has_mlm_head, unloadable
+    from prompt_core.backbone import checked_tokenizer, has_mlm_head
     from prompt_core.choice import SuggestError
 
     problem = _option_problem(args)
@@ -62,9 +62,10 @@ def command(args: argparse.Namespace) -> int:
         if args.expand and config.learner != "cloze":  # else silently ignored: one phrase per label
             raise ConfigError(f"--expand: adds neighbours of cloze label words; learner: {config.learner} "
                               "chooses one phrase per label")
-        problem = unloadable(config.model, trust_remote_code=config.trust_remote_code)  # not transformers' OSError
-        if problem:
-            raise ConfigError(f"{args.config}: model: {problem}")
+        try:  # one line, not transformers' OSError minutes later
+            checked_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
+        except BackboneError as err:
+            raise ConfigError(f"{args.config}: model: {err}") from None
         adapted = adapt_note(args.config) if config.adapt else None
         try:
             suggestions, ranking = run_suggest(config, args.top, args.pool_sample, args.patterns, args.expand)
@@ -175,7 +176,7 @@ def write_config(source: str | Path, suggestions, out: str | Path, overrides: Se
     try:
         RunConfig.model_validate(raw)
     except ValidationError as err:
-        problem = "; ".join(line for e in err.errors() for line in _lines(e))
+        problem = "; ".join(problem_lines(err))
         cause = (f"; --set {' '.join(overrides)} is not written into it: put that in {source} and suggest again"
                  if overrides else "")
         raise ConfigError(f"--out {out}: {source} with these suggestions does not validate: {problem}{cause}") from None

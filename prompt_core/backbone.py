@@ -106,19 +106,20 @@ def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
         return AutoTokenizer.from_pretrained(resolve(name_or_path), trust_remote_code=trust_remote_code)
 
 
-def unloadable(name_or_path: str, *, trust_remote_code: bool = False) -> str | None:
-    """Why ``name_or_path`` cannot be loaded at all (no such directory, a file, no tokenizer, a hub name
-    offline), else None: transformers says it in an ``OSError`` at the bottom of a stack trace."""
+def checked_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
+    """``load_tokenizer``, with ``BackboneError`` saying in one line why ``name_or_path`` cannot be loaded
+    at all (no such directory, a file, no tokenizer, a hub name offline): transformers says it in an
+    ``OSError`` at the bottom of a stack trace."""
     if _looks_like_a_path(name_or_path) and not Path(name_or_path).expanduser().exists():
-        return f"{name_or_path!r} does not exist (a local model directory; a hub name looks like 'org/name')"
+        raise BackboneError(f"{name_or_path!r} does not exist (a local model directory; a hub name looks like "
+                            "'org/name')")
     if Path(name_or_path).expanduser().is_file():  # else "the config file at … is not a valid JSON file"
-        return (f"{name_or_path!r} is a file, not a model directory (the folder save_pretrained wrote, "
-                "with config.json)")
+        raise BackboneError(f"{name_or_path!r} is a file, not a model directory (the folder save_pretrained "
+                            "wrote, with config.json)")
     try:
-        load_tokenizer(name_or_path, trust_remote_code=trust_remote_code)
+        return load_tokenizer(name_or_path, trust_remote_code=trust_remote_code)
     except Exception as err:  # missing dir, no tokenizer files, bad hub name: all a user fix
-        return f"cannot load a tokenizer from {name_or_path!r}: {str(err).splitlines()[0]}"
-    return None
+        raise BackboneError(f"cannot load a tokenizer from {name_or_path!r}: {str(err).splitlines()[0]}") from None
 
 
 def _looks_like_a_path(model: str) -> bool:
