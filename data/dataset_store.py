@@ -8,8 +8,10 @@
 
 A version lists the segments it is made of (its parent's plus one new), so versions share rows
 instead of copying the pool. Segments and manifests are written before the pointer moves and are
-never rewritten, so a reader that resolved a version keeps reading exactly that version while
-later ingests commit.
+never rewritten once it has, so a reader that resolved a version keeps reading exactly that version
+while later ingests commit. A version is committed when the current one lists its segment: files an
+ingest killed before it moved the pointer left behind are refused to readers, and the next commit
+replaces them.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import pyarrow.parquet as pq
 
 from .location import is_url
 from .errors import DataError
-from .outputs import content_key, file_digest, read_json, write_json, write_parquet
+from .outputs import content_key, file_digest, read_json, remove_stale_temps, write_json, write_parquet
 
 Kind = Literal["unlabeled", "labeled"]
 KINDS: tuple[Kind, ...] = ("unlabeled", "labeled")
@@ -53,6 +55,11 @@ def dataset_dir(store: str | Path, dataset: str) -> Path:
     if path.parent != root:  # belt and braces: the pattern already rules out separators and '..'
         raise DataError(f"dataset name {dataset!r} leaves the store {root}")
     return path
+
+
+def segment_path(number: int) -> str:
+    """The segment a version adds, relative to the dataset directory (as its manifest lists it)."""
+    return f"segments/v{number:06d}.parquet"
 
 
 def text_keys(table: pa.Table, fields: Sequence[str]) -> pa.ChunkedArray:
@@ -110,15 +117,33 @@ class DatasetStore:
         return int(pointer.read_text()) if pointer.exists() else None
 
     def version(self, number: int | None = None) -> Version:
-        """A version (default: the current one), resolved once: read its rows from what this returns."""
-        number = self.current() if number is None else number
+        """A committed version (default: the current one), resolved once: read its rows from what this
+        returns. The pointer is read before the manifest, so a manifest that a commit may still replace
+        (a number past the pointer) is never taken for a committed one."""
+        current = self.current()
+        number = current if number is None else number
         if number is None:
             raise DataError(f"dataset store {self.directory}: no versions yet; add data with `ipet ingest FILE "
                             f"--dataset {self.name}`")
         path = Version(self.directory, {"version": number}).path
         if not path.exists():
-            raise DataError(f"dataset store {self.directory}: no version {number} (current: {self.current()})")
+            raise DataError(f"dataset store {self.directory}: no version {number} (current: {current})")
+        if number != current and not self._lists_segment_of(current, number):
+            pointer = f"CURRENT is {current}" if current else "no version is committed yet"
+            raise DataError(f"dataset store {self.directory}: version {number} was never committed: an ingest "
+                            f"stopped after writing it, before moving the pointer ({pointer}); pin a committed "
+                            f"version, or run that `ipet ingest` again: it commits the same rows as version "
+                            f"{(current or 0) + 1}")
         return Version(self.directory, read_json(path))
+
+    def _lists_segment_of(self, current: int | None, number: int) -> bool:
+        """Whether version ``current`` holds version ``number``'s segment, i.e. ``number`` was committed.
+        Numbers past the pointer never are; one below it may not be either in a store whose killed
+        ingest was followed by another before commits reused the number."""
+        if current is None or number > current:
+            return False
+        segments = read_json(Version(self.directory, {"version": current}).path)["segments"]
+        return any(s["path"] == segment_path(number) for k in KINDS for s in segments[k])
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[Version | None]:
@@ -140,17 +165,18 @@ class DatasetStore:
 
         Call under :meth:`lock`, with the version it yielded. ``record`` (schema, source,
         duplicates) goes into the manifest as it is. Row ids become ``<version>:<id>`` (``3:17``:
-        row 17 of version 3's file), unique across the dataset. The number is one past any version
-        on disk, so a version written by an ingest killed before it moved the pointer is never
-        overwritten.
+        row 17 of version 3's file), unique across the dataset. The number is one past the parent's:
+        what an ingest killed before it moved the pointer left at that number was never committed
+        (no reader was given it), so it is replaced, with its temporary files; ingesting the same
+        file again so writes the version the killed ingest would have.
         """
-        number = max([parent.number if parent else 0, *self._numbers()]) + 1
+        remove_stale_temps(self.directory)  # safe: every writer here holds the lock
+        number = (parent.number if parent else 0) + 1
         ids = pc.binary_join_element_wise(pa.scalar(str(number)), rows["id"], ":")
         rows = rows.set_column(rows.column_names.index("id"), "id", ids)
-        segment = write_parquet(rows, self.directory / "segments" / f"v{number:06d}.parquet")
+        segment = write_parquet(rows, self.directory / segment_path(number))
         segments = {k: list(parent.manifest["segments"][k]) if parent else [] for k in KINDS}
-        segments[kind].append({"path": str(segment.relative_to(self.directory)), "rows": rows.num_rows,
-                               "sha256": file_digest(segment)})
+        segments[kind].append({"path": segment_path(number), "rows": rows.num_rows, "sha256": file_digest(segment)})
         manifest = {
             "dataset": self.name,
             "version": number,
@@ -165,6 +191,3 @@ class DatasetStore:
         write_json(manifest, version.path)
         write_json(number, self.directory / POINTER)  # the commit point: readers see the new version from here
         return version
-
-    def _numbers(self) -> list[int]:
-        return [int(p.stem[1:]) for p in (self.directory / "versions").glob("v*.json")]

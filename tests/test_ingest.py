@@ -465,3 +465,47 @@ def test_an_unreachable_server_is_not_told_as_a_sent_event(tmp_path: Path, confi
                           "http://127.0.0.1:9/api does not answer (ConnectError")
     assert "`prefect event emit ipet.data.arrived --resource-id ipet.dataset.news`" in err
     assert DatasetStore(tmp_path / "stores", "news").current() == 1
+
+
+def test_a_version_killed_before_its_commit_is_never_read_and_a_rerun_commits_it(
+        tmp_path: Path, schema: Schema, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ingest killed between writing a version's manifest and moving CURRENT: pinning that version
+    is refused in one line (it was never committed), and ingesting the file again commits exactly what
+    an uninterrupted ingest would have, under the same number, with nothing left of the killed one."""
+    import data.dataset_store
+
+    batch = write(tmp_path / "b.csv", rows(2, "b"))
+    clean, store = tmp_path / "clean", tmp_path / "stores"
+    for where in (clean, store):
+        ingest_file(write(tmp_path / "a.csv", rows(2, "a")), "news", where, schema=schema)
+    ingest_file(batch, "news", clean)
+
+    real = data.dataset_store.write_json
+
+    def killed_at_the_pointer(obj: object, path: Path) -> Path:
+        if Path(path).name == "CURRENT":
+            raise KeyboardInterrupt  # as if killed here: the manifest is written, the pointer not moved
+        return real(obj, path)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(data.dataset_store, "write_json", killed_at_the_pointer)
+        with pytest.raises(KeyboardInterrupt):
+            ingest_file(batch, "news", store)
+    assert (store / "news/versions/v000002.json").exists() and DatasetStore(store, "news").current() == 1
+    (store / "news/segments/.v000002.parquet.0123456789ab.tmp").write_bytes(b"PAR1")  # what a kill mid-write leaves
+
+    pinned = DataConfig(root=str(tmp_path), unlabeled={"store": "stores", "dataset": "news", "version": 2})
+    with pytest.raises(DataError, match=r"version 2 was never committed: .* \(CURRENT is 1\); .* `ipet ingest` again"):
+        pin_versions(pinned)
+    assert load_sets(DataConfig(root=str(tmp_path), unlabeled={"store": "stores", "dataset": "news"}), FIELDS,
+                     LABELS)[0]["pool"].num_rows == 2  # the current version is untouched
+
+    again = ingest_file(batch, "news", store)
+    assert (again["version"], again["added"], again["committed"]) == (2, 2, True)
+    assert load_sets(pinned, FIELDS, LABELS)[0]["pool"].num_rows == 4
+    undated = {path: (bytes if not path.startswith("versions/") else
+                      {k: v for k, v in yaml.safe_load(bytes).items() if k != "created"})
+               for path, bytes in snapshot(store / "news").items()}
+    assert undated == {path: (bytes if not path.startswith("versions/") else
+                              {k: v for k, v in yaml.safe_load(bytes).items() if k != "created"})
+                       for path, bytes in snapshot(clean / "news").items()}
