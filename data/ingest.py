@@ -2,7 +2,9 @@
 
 A bad file raises :class:`DataError` before anything is written, so the current version stays
 current. The dataset's schema (input fields, labels, the test set to keep out) is fixed by its
-first ingest, which needs a run config; later ingests take it from the current version.
+first ingest, which needs a run config; later ingests take it from the current version, and refuse
+a test set whose texts are not the ones its versions kept out: the store cannot take back rows it
+holds, so a swapped test set would silently overlap them.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pydantic import ValidationError
 from .errors import DataError
 from .location import is_url, local
 from .sources import Source, dataset_store, read_source, source_path
-from .outputs import file_digest
+from .outputs import content_key, file_digest
 from .validate import SHOWN, check_examples
 from .dataset_store import DatasetStore, Kind, Version, text_keys
 
@@ -65,9 +67,10 @@ def ingest_file(path: str | Path, dataset: str, store: str | Path, labeled: bool
     schema = _schema(target, schema)
     rows, digest = _read_checked(str(path), schema, labeled, read or {})
     test = _test_keys(schema)
+    test_key = content_key(sorted(set(test.to_pylist())))  # the texts kept out, whichever file holds them
     with target.lock() as parent:
         if parent is not None:
-            _check_same_schema(target, parent, schema)
+            _check_same_schema(target, parent, schema, test_key)
         gold = parent.read("labeled") if parent is not None else None  # read once: duplicates, then conflicts
         keep, duplicates, promoted = _new_rows(rows, schema.fields, kind, parent, gold, test)
         source = {"path": str(path) if is_url(path) else str(Path(path).resolve()), "sha256": digest,
@@ -79,7 +82,7 @@ def ingest_file(path: str | Path, dataset: str, store: str | Path, labeled: bool
             return {**summary, "version": parent.number if parent else None, "manifest": None, "committed": False}
         columns = ["id", *schema.fields] + (["label"] if "label" in rows.column_names else [])
         version = target.commit(parent, kind, rows.take(keep).select(columns), {
-            "schema": schema.as_record(),
+            "schema": {**schema.as_record(), "test_key": test_key},
             "ingest": {"kind": kind, "source": source, "added": len(keep), "duplicates": duplicates,
                        "labels_for_pool_texts": promoted, "label_conflicts": summary["label_conflicts"]},
         })
@@ -96,12 +99,28 @@ def _schema(target: DatasetStore, given: Schema | None) -> Schema:
     return Schema(tuple(s["fields"]), tuple(s["labels"]), s["test"])
 
 
-def _check_same_schema(target: DatasetStore, parent: Version, schema: Schema) -> None:
+def _check_same_schema(target: DatasetStore, parent: Version, schema: Schema, test_key: str) -> None:
+    """Refuse other fields or labels, and a test set with other texts than ``parent`` recorded (a version
+    written before the texts' key was recorded: another test source)."""
     stored = parent.manifest["schema"]
     if list(schema.fields) != stored["fields"] or set(schema.labels) != set(stored["labels"]):
         raise DataError(f"--config: fields {list(schema.fields)} and labels {list(schema.labels)} differ from "
                         f"dataset {target.name!r} (fields {stored['fields']}, labels {stored['labels']}); "
                         "ingest into a new dataset instead")
+    same_source = schema.test == stored["test"]
+    if test_key == stored["test_key"] if "test_key" in stored else same_source:
+        return
+    if same_source:
+        raise DataError(f"dataset {target.name!r}: its test set {_named(schema.test)} no longer holds the texts that "
+                        f"version {parent.number} and those before it kept out of the store (the file changed); "
+                        "restore it, or ingest into a new dataset (with --config)")
+    raise DataError(f"--config: data.test ({_named(schema.test)}) is not the test set of dataset {target.name!r} "
+                    f"({_named(stored['test'])}), whose texts its versions keep out (rows already in the store cannot "
+                    "be taken back); point data.test at that test set, or ingest into a new dataset")
+
+
+def _named(test: dict | None) -> str:
+    return Source.model_validate(test).name if test else "none"
 
 
 def _read_checked(path: str, schema: Schema, labeled: bool, read: dict) -> tuple[pa.Table, str]:

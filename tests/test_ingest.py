@@ -4,6 +4,7 @@ ingests, prepared-data keys, and the ``ipet.data.arrived`` event on a real Prefe
 from __future__ import annotations
 
 import csv
+import json
 import threading
 import time
 from collections import Counter
@@ -17,7 +18,7 @@ import data.prepare
 from data.ingest import Schema, ingest_file
 from data.prepare import DataConfig, load_sets, pin_versions, prepare
 from data.errors import DataError
-from data.outputs import file_digest
+from data.outputs import content_key, file_digest
 from data.dataset_store import DatasetStore
 from flows.checks import check_run
 from flows.cli import main
@@ -78,7 +79,8 @@ def test_each_ingest_is_a_version_with_a_manifest(tmp_path: Path, schema: Schema
     assert dataset.current() == 2
     manifest = dataset.version().manifest
     assert manifest["parent"] == 1 and manifest["rows"] == {"unlabeled": 3, "labeled": 2}
-    assert manifest["schema"] == {"fields": list(FIELDS), "labels": list(LABELS), "test": schema.test}
+    assert manifest["schema"] == {"fields": list(FIELDS), "labels": list(LABELS), "test": schema.test,
+                                  "test_key": content_key(["held\x1fout"])}  # the test texts it kept out
     # version 2 shares version 1's segment instead of copying it, and adds one of its own
     assert manifest["segments"]["unlabeled"] == dataset.version(1).manifest["segments"]["unlabeled"]
     for segment in manifest["segments"]["unlabeled"] + manifest["segments"]["labeled"]:
@@ -190,6 +192,53 @@ def test_first_ingest_needs_a_config_and_later_ones_must_agree(tmp_path: Path, c
                  str(tmp_path / "other.yaml")]) == 2
     assert "differ from dataset 'news'" in capsys.readouterr().err
     assert DatasetStore(store, "news").current() == 1
+
+
+def test_a_test_set_with_other_texts_is_refused_naming_it(tmp_path: Path, config_file: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    """A store keeps its test set's texts out for good. A later --config naming another test set, or the
+    test file edited, would silently change what is kept out (and let rows already stored overlap the new
+    test set): refused, naming data.test or the file; the same texts in another file are the same test set."""
+    store = str(tmp_path / "stores")
+    ingest = ["--dataset", "news", "--store", store]
+    assert main(["ingest", str(write(tmp_path / "a.csv", rows(2, "a"))), *ingest, "--config", str(config_file)]) == 0
+    raw = yaml.safe_load(config_file.read_text())
+    for name, texts in (("other", rows(1, "a")), ("moved", [("held", "out", "pos")])):
+        write(tmp_path / f"{name}.csv", texts)
+        raw["data"]["test"] = {"path": f"{name}.csv"}
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(raw))
+    batch = str(write(tmp_path / "b.csv", rows(1, "b")))
+    capsys.readouterr()
+    assert main(["ingest", batch, *ingest, "--config", str(tmp_path / "other.yaml")]) == 2
+    assert capsys.readouterr().err == (f"--config: data.test ({tmp_path / 'other.csv'}) is not the test set of dataset "
+                                       f"'news' ({tmp_path / 'test.csv'}), whose texts its versions keep out (rows "
+                                       "already in the store cannot be taken back); point data.test at that test "
+                                       "set, or ingest into a new dataset\n")
+    assert DatasetStore(store, "news").current() == 1
+
+    assert main(["ingest", batch, *ingest, "--config", str(tmp_path / "moved.yaml")]) == 0
+    assert DatasetStore(store, "news").version().manifest["schema"]["test"] == {"path": str(tmp_path / "moved.csv")}
+    write(tmp_path / "moved.csv", [("held", "out", "pos"), ("c 0", "text", "pos")])  # edited: c 0 would be dropped
+    capsys.readouterr()
+    assert main(["ingest", str(write(tmp_path / "c.csv", rows(1, "c"))), *ingest]) == 2
+    assert capsys.readouterr().err.startswith(f"dataset 'news': its test set {tmp_path / 'moved.csv'} no longer "
+                                              "holds the texts that version 2 and those before it kept out")
+    assert DatasetStore(store, "news").current() == 2
+
+
+def test_a_version_without_its_test_texts_key_is_compared_by_test_source(tmp_path: Path, schema: Schema) -> None:
+    """A store written before versions recorded their test texts' key: its test source is what there is."""
+    store = tmp_path / "stores"
+    ingest_file(write(tmp_path / "a.csv", rows(1, "a")), "news", store, schema=schema)
+    manifest = DatasetStore(store, "news").version().path
+    older = yaml.safe_load(manifest.read_text())
+    del older["schema"]["test_key"]
+    manifest.write_text(json.dumps(older))
+    moved = Schema(FIELDS, LABELS, {"path": str(write(tmp_path / "moved.csv", [("held", "out", "pos")]))})
+    with pytest.raises(DataError, match=r"--config: data.test \(.*moved.csv\) is not the test set"):
+        ingest_file(write(tmp_path / "b.csv", rows(1, "b")), "news", store, schema=moved)
+    assert ingest_file(tmp_path / "b.csv", "news", store, schema=schema)["version"] == 2
+    assert DatasetStore(store, "news").version().manifest["schema"]["test_key"] == content_key(["held\x1fout"])
 
 
 def test_read_options_select_rows_of_a_headerless_file(tmp_path: Path, config_file: Path) -> None:

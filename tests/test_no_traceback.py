@@ -87,6 +87,15 @@ def gzipped(tmp: Path) -> str:
     return str(tmp / "data.csv")
 
 
+def other_test_set(toy: dict, tmp: Path) -> list[str]:
+    """A second ingest into a dataset whose ``--config`` names another test set than its first ingest's."""
+    train, store = str(Path(toy["data"]["root"]) / "train.csv"), str(tmp / "s")
+    main(["ingest", train, "--dataset", "d", "--store", store, "--config", config(toy, tmp), "--read", "rows=[0,5]"])
+    (tmp / "other.csv").write_text("text,label\nsomething else,pos\n")
+    return ["ingest", train, "--dataset", "d", "--store", store, "--config",
+            config(toy, tmp, data_test={"path": str(tmp / "other.csv")}), "--read", "rows=[5,10]"]
+
+
 def foreign_results(command: str) -> Build:
     """``command`` (gc, predict) on a folder whose results.json is another tool's, not a run's."""
     def build(toy: dict, tmp: Path) -> list[str]:
@@ -230,6 +239,8 @@ CASES: dict[str, tuple[Build, int, str]] = {
     "`ipet ingest --store` naming a file, without `--config`": (
         lambda toy, tmp: ["ingest", str(Path(toy["data"]["root"]) / "train.csv"), "--dataset", "d", "--store",
                           a_file(tmp)], 2, "is a file, not a directory"),
+    "`ipet ingest --config` whose `data.test` holds other texts than the dataset's test set": (
+        other_test_set, 2, "other.csv) is not the test set of dataset 'd' ("),
     "unparsable `--read` value": (lambda toy, tmp: ["ingest", "x.csv", "--dataset", "d", "--read", "rows=[0,"], 2,
                                   "--read 'rows=[0,': the value is not valid YAML"),
     "`ipet ingest --read path=…` (a second file)": (
