@@ -125,7 +125,14 @@ def _named(test: dict | None) -> str:
 
 def _read_checked(path: str, schema: Schema, labeled: bool, read: dict) -> tuple[pa.Table, str]:
     """The file's rows, checked, and its sha256. A file at a URL (new data landing in a bucket) is
-    read like a source's: copied into the local mirror, whose copy is then hashed."""
+    read like a source's: copied into the local mirror, whose copy is then hashed.
+
+    Read whole, as a run reads the same file as a source, not in batches as ``data.stream`` reads a
+    file to predict: a whole CSV's column types are inferred over all its rows (``1.0`` is the label
+    ``1``, ``007`` the text ``7``) while a stream's blocks stay strings, so streamed rows would be keyed
+    otherwise than the test set and a run read them (a test text would pass as new). Nor would a
+    stream bound memory: dropping duplicates holds the keys of the whole file and of the store's pool.
+    """
     if "path" in read:  # the FILE argument is what is read; a second path would be ignored without a word
         raise DataError(f"{path}: read option path: the file to ingest is the FILE argument; drop --read path")
     try:
