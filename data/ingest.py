@@ -112,7 +112,7 @@ def _check_same_schema(target: DatasetStore, parent: Version, schema: Schema, te
         return
     if same_source:
         raise DataError(f"dataset {target.name!r}: its test set {_named(schema.test)} no longer holds the texts that "
-                        f"version {parent.number} and those before it kept out of the store (the file changed); "
+                        f"version {parent.number} and those before it kept out of the store (it changed since); "
                         "restore it, or ingest into a new dataset (with --config)")
     raise DataError(f"--config: data.test ({_named(schema.test)}) is not the test set of dataset {target.name!r} "
                     f"({_named(stored['test'])}), whose texts its versions keep out (rows already in the store cannot "
