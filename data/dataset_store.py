@@ -138,8 +138,8 @@ class DatasetStore:
 
     def _lists_segment_of(self, current: int | None, number: int) -> bool:
         """Whether version ``current`` holds version ``number``'s segment, i.e. ``number`` was committed.
-        Numbers past the pointer never are; one below it may not be either in a store whose killed
-        ingest was followed by another before commits reused the number."""
+        A number past the pointer never was; one below it was not either if a killed ingest wrote it
+        before commits reused numbers (the next ingest then took the number after it)."""
         if current is None or number > current:
             return False
         segments = read_json(Version(self.directory, {"version": current}).path)["segments"]

@@ -108,7 +108,7 @@ def _check_same_schema(target: DatasetStore, parent: Version, schema: Schema, te
                         f"dataset {target.name!r} (fields {stored['fields']}, labels {stored['labels']}); "
                         "ingest into a new dataset instead")
     same_source = schema.test == stored["test"]
-    if test_key == stored["test_key"] if "test_key" in stored else same_source:
+    if (test_key == stored["test_key"]) if "test_key" in stored else same_source:
         return
     if same_source:
         raise DataError(f"dataset {target.name!r}: its test set {_named(schema.test)} no longer holds the texts that "
