@@ -3,13 +3,16 @@ ingests, prepared-data keys, and the ``ipet.data.arrived`` event on a real Prefe
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Iterator
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -19,7 +22,7 @@ from data.ingest import Schema, ingest_file
 from data.prepare import DataConfig, load_sets, pin_versions, prepare
 from data.errors import DataError
 from data.outputs import content_key, file_digest
-from data.dataset_store import DatasetStore
+from data.dataset_store import DatasetStore, Version
 from flows.checks import check_run
 from flows.cli import main
 from flows.config import RunConfig
@@ -516,30 +519,37 @@ def test_an_unreachable_server_is_not_told_as_a_sent_event(tmp_path: Path, confi
     assert DatasetStore(tmp_path / "stores", "news").current() == 1
 
 
+@contextlib.contextmanager
+def killed_before_the_pointer_moves(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """An ingest in this block stops as if killed after writing its version's manifest, before moving CURRENT."""
+    import data.dataset_store
+
+    real = data.dataset_store.write_json
+
+    def write_json(obj: object, path: Path) -> Path:
+        if Path(path).name == "CURRENT":
+            raise KeyboardInterrupt
+        return real(obj, path)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(data.dataset_store, "write_json", write_json)
+        with pytest.raises(KeyboardInterrupt):
+            yield
+
+
 def test_a_version_killed_before_its_commit_is_never_read_and_a_rerun_commits_it(
         tmp_path: Path, schema: Schema, monkeypatch: pytest.MonkeyPatch) -> None:
     """An ingest killed between writing a version's manifest and moving CURRENT: pinning that version
     is refused in one line (it was never committed), and ingesting the file again commits exactly what
     an uninterrupted ingest would have, under the same number, with nothing left of the killed one."""
-    import data.dataset_store
-
     batch = write(tmp_path / "b.csv", rows(2, "b"))
     clean, store = tmp_path / "clean", tmp_path / "stores"
     for where in (clean, store):
         ingest_file(write(tmp_path / "a.csv", rows(2, "a")), "news", where, schema=schema)
     ingest_file(batch, "news", clean)
 
-    real = data.dataset_store.write_json
-
-    def killed_at_the_pointer(obj: object, path: Path) -> Path:
-        if Path(path).name == "CURRENT":
-            raise KeyboardInterrupt  # as if killed here: the manifest is written, the pointer not moved
-        return real(obj, path)
-
-    with monkeypatch.context() as patched:
-        patched.setattr(data.dataset_store, "write_json", killed_at_the_pointer)
-        with pytest.raises(KeyboardInterrupt):
-            ingest_file(batch, "news", store)
+    with killed_before_the_pointer_moves(monkeypatch):
+        ingest_file(batch, "news", store)
     assert (store / "news/versions/v000002.json").exists() and DatasetStore(store, "news").current() == 1
     (store / "news/segments/.v000002.parquet.0123456789ab.tmp").write_bytes(b"PAR1")  # what a kill mid-write leaves
 
@@ -558,3 +568,22 @@ def test_a_version_killed_before_its_commit_is_never_read_and_a_rerun_commits_it
     assert undated == {path: (bytes if not path.startswith("versions/") else
                               {k: v for k, v in yaml.safe_load(bytes).items() if k != "created"})
                        for path, bytes in snapshot(clean / "news").items()}
+
+
+def test_a_killed_version_below_current_is_never_read(tmp_path: Path, schema: Schema,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store written while commits took the number past every version on disk: an ingest killed at
+    version 2, the next one committed version 3 on version 1. Version 2 is below CURRENT, never committed."""
+    store = tmp_path / "stores"
+    ingest_file(write(tmp_path / "a.csv", rows(2, "a")), "news", store, schema=schema)
+    with killed_before_the_pointer_moves(monkeypatch):
+        ingest_file(write(tmp_path / "b.csv", rows(2, "b")), "news", store)
+    dataset = DatasetStore(store, "news")
+    one = dataset.version(1)
+    with dataset.lock():  # the commit those stores made: on version 1, numbered past the killed version 2
+        dataset.commit(Version(dataset.directory, {**one.manifest, "version": 2}), "unlabeled",
+                       pa.table({"id": ["1"], "title": ["c"], "body": ["text"]}), {"schema": one.manifest["schema"]})
+    assert dataset.current() == 3 and dataset.version(3).read("unlabeled")["title"].to_pylist() == ["a 0", "a 1", "c"]
+    assert dataset.version(1).number == 1
+    with pytest.raises(DataError, match="version 2 was never committed: .* \\(CURRENT is 3\\)"):
+        dataset.version(2)
