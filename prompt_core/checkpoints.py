@@ -27,31 +27,33 @@ class Checkpoints:
     Attributes:
         save: writes a state; atomically, as a kill while it writes must leave the previous one whole.
         seconds: training time between two saves (0: after every step).
-        resume: the state last saved, or None to start at step 0.
+        resume: the state last saved, or None to start at step 0; let go of once restored (``start``), as a
+            big model's is gigabytes.
+        step: the steps ``resume`` had taken: where the optimisation goes on from.
     """
 
     save: Callable[[dict[str, Any]], None]
     seconds: float
     resume: dict[str, Any] | None = None
+    step: int = field(init=False)
     _saved_at: float = field(default=0.0, init=False)
 
-    @property
-    def step(self) -> int:
-        """The steps already taken: where the optimisation goes on from."""
-        return self.resume["step"] if self.resume else 0
+    def __post_init__(self) -> None:
+        self.step = self.resume["step"] if self.resume else 0
 
     def start(self, module: nn.Module, optimizer: torch.optim.Optimizer, scheduler, losses: list[float]) -> int:
         """Put ``resume`` (if any) back into the freshly built objects; the step to go on from."""
         self._saved_at = time.monotonic()
-        if self.resume is None:
+        state, self.resume = self.resume, None
+        if state is None:
             return 0
-        module.load_state_dict(self.resume["model"])
-        optimizer.load_state_dict(self.resume["optimizer"])
-        scheduler.load_state_dict(self.resume["scheduler"])
+        module.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
         device = _device(module)
-        if self.resume["rng_device"] == device.type:  # else dropout draws otherwise, as on any other device
-            set_rng_state(device, self.resume["rng"])
-        losses[:] = self.resume["losses"]
+        if state["rng_device"] == device.type:  # else dropout draws otherwise, as on any other device
+            set_rng_state(device, state["rng"])
+        losses[:] = state["losses"]
         return self.step
 
     def after(self, step: int, module: nn.Module, optimizer: torch.optim.Optimizer, scheduler,

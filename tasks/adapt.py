@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -72,12 +71,7 @@ def _adapt(backbone: str, pool: str, fields: Sequence[str], cfg: AdaptConfig, ou
     """Adapt ``backbone`` into ``out`` (atomically), going on from the checkpoint a killed run left."""
     logger = get_run_logger()
     texts = [" ".join(str(r[f]) for f in fields if r[f] is not None) for r in read_rows(pool, fields)]
-    checkpoint = checkpoint_of(out)
-    resume = torch.load(local(checkpoint, fresh=True), map_location="cpu", weights_only=True) \
-        if exists(checkpoint) else None
-    if resume:
-        logger.info("resuming the adaptation at step %d/%d from %s", resume["step"], cfg.steps, checkpoint.name)
-    earlier, started = resume.pop("seconds") if resume else 0.0, time.perf_counter()
+    checkpoint, started = checkpoint_of(out), time.perf_counter()
 
     def seconds() -> float:  # the adaptation's time, the killed runs' included
         return earlier + time.perf_counter() - started
@@ -86,6 +80,12 @@ def _adapt(backbone: str, pool: str, fields: Sequence[str], cfg: AdaptConfig, ou
         with atomic_path(checkpoint) as tmp:
             torch.save({**state, "seconds": seconds()}, tmp)
 
+    # held by checkpoints alone, which lets go of it once restored: a big model's state is gigabytes
+    checkpoints = Checkpoints(save, CHECKPOINT_SECONDS, resume=_saved(checkpoint))
+    earlier = checkpoints.resume.pop("seconds") if checkpoints.resume else 0.0
+    if checkpoints.step:
+        logger.info("resuming the adaptation at step %d/%d from %s", checkpoints.step, cfg.steps, checkpoint.name)
+
     def every_tenth(step: int, loss: float) -> None:  # minutes on a CPU: say how far it got
         if step % max(1, cfg.steps // 10) == 0:
             logger.info("adapt step %d/%d: MLM loss %.4f", step, cfg.steps, loss)
@@ -93,8 +93,14 @@ def _adapt(backbone: str, pool: str, fields: Sequence[str], cfg: AdaptConfig, ou
     with devices.device() as dev, atomic_path(out, directory=True) as tmp:
         result = adapt(str(local(backbone)), texts, cfg.model_copy(update={"device": dev}), tmp,
                        trust_remote_code=trust_remote_code, on_log=every_tenth, progress=False,
-                       checkpoints=Checkpoints(save, CHECKPOINT_SECONDS, resume))
+                       checkpoints=checkpoints)
         write_json({"losses": result.losses, "steps": result.steps, "texts": len(texts), "seconds": seconds()},
                    tmp / METRICS)
     logger.info("adapted %s on %d texts: MLM loss %.4f -> %.4f", backbone, len(texts), result.losses[0],
                 result.final_loss)
+
+
+def _saved(checkpoint: Path) -> dict[str, Any] | None:
+    """The state a killed adaptation saved last, if any."""
+    return torch.load(local(checkpoint, fresh=True), map_location="cpu", weights_only=True) \
+        if exists(checkpoint) else None

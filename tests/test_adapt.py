@@ -177,9 +177,11 @@ def test_killed_adaptation_goes_on_from_its_checkpoint_to_the_weights_it_would_h
     assert last["step"] == 3
 
     steps: list[int] = []
+    checkpoints = Checkpoints(save, seconds=0, resume=last)
     resumed = adapt(str(tiny_models["bert"]), TEXTS, config, tmp_path / "resumed", progress=False,
-                    on_log=lambda step, _: steps.append(step), checkpoints=Checkpoints(save, seconds=0, resume=last))
+                    on_log=lambda step, _: steps.append(step), checkpoints=checkpoints)
     assert steps == [4, 5, 6, 7, 8]  # not from step 1
+    assert checkpoints.resume is None and len(states) == 3 + 4  # let go of once restored; no save after the last step
     reference, expected = uninterrupted
     assert resumed.losses == expected.losses
     weights, reference_weights = saved_weights(tmp_path / "resumed"), saved_weights(reference)
