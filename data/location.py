@@ -127,6 +127,18 @@ def upload(source: Path, path: str | os.PathLike) -> None:
         url.fs.put_file(str(source), url.path)
 
 
+def remove(path: str | os.PathLike) -> None:
+    """Delete a file, at a URL with its mirrored copy; one that is not there is no error."""
+    if is_url(path):
+        url = UPath(str(path))
+        try:
+            url.fs.rm_file(url.path)
+        except FileNotFoundError:
+            pass
+        path = mirror(url)
+    Path(path).unlink(missing_ok=True)
+
+
 def names(folder: str | os.PathLike) -> list[str] | None:
     """The names in a folder (local or at a URL); None if it is not one."""
     if not is_url(folder):

@@ -54,7 +54,7 @@ class Executor:
 
     def train_all(self, generation: int, train_sets: dict[Member, str]) -> dict[Member, str]:
         """One model per member on its training set; their directories."""
-        with one_device(self.config.runner, self.config.train.device):
+        with one_device(self.config):
             futures = {
                 m: train_model.submit(self.plan.name(generation, m), self.plan.spec(m[0]), path,
                                       self.plan.train_config(m, generation), self.run_dir, self.tracked,
@@ -72,7 +72,7 @@ class Executor:
         """The final classifier trained on the ensemble's soft labels of the pool, and on a person's
         answer where the pool row was asked (``ask:``); its directory."""
         targets = with_gold_labels.submit(soft_pool, self.data["labeled"], self.config.labels, self.run_dir).result()
-        with one_device(self.config.runner, self.config.train.device):
+        with one_device(self.config):
             future = train_model.submit(self.plan.name("final", "distilled"), self.plan.distill_spec(), targets,
                                         self.config.distill_train, self.run_dir, self.tracked)
         final = self.progress.wait("final", {"final": future})["final"]
@@ -87,7 +87,7 @@ class Executor:
         shards = shard_count(self.data["rows"][dataset], labeling.shard_rows)
         adapters = all(models[m] in self.adapter_models for m in models)
         groups = [list(models)] if adapters else [[m] for m in models]
-        with one_device(self.config.runner, self.config.train.device):
+        with one_device(self.config):
             futures = [(group, label_set.submit({model_name(models[m]): models[m] for m in group}, dataset,
                                                 self.data[dataset], self.run_dir, labeling, shard))
                        for group in groups for shard in range(shards)]

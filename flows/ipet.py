@@ -57,7 +57,7 @@ def ipet_stages(config: RunConfig, run_dir: str) -> dict:
         # Adaptation (optional, TAPT): MLM training on the pool's text; every learner starts from it.
         adapted = None
         if config.adapt:
-            with one_device(config.runner, config.adapt.device):
+            with one_device(config):
                 adapted = adapt_backbone.submit(config.model, data["pool"], config.fields, config.adapt, run_dir,
                                                 session.tracked, config.trust_remote_code).result()
             config = config.model_copy(update={"model": adapted["model_dir"]})

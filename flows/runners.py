@@ -1,8 +1,8 @@
-"""Where the flow's training and labeling tasks run, chosen from the config's ``runner`` section.
+"""Where the flow's training, labeling and adaptation tasks run, chosen from the config's ``runner`` section.
 
 ``local``: a thread pool in the flow's process; ``tasks/devices.py`` pins each task to one local
 GPU (one task at a time on a CPU). ``ray``: prefect-ray's ``RayTaskRunner`` on the Ray cluster at
-``runner.address`` (or a local one it starts); every training and labeling task asks Ray for
+``runner.address`` (or a local one it starts); every training, labeling and adaptation task asks Ray for
 ``gpus_per_task`` GPUs and ``cpus_per_task`` CPUs, and Ray does the bin-packing: it sets the task
 process's ``CUDA_VISIBLE_DEVICES``, which ``devices.device()`` honours. Tasks pass paths only, so
 storage every Ray node reaches (a shared file system, or a bucket URL: ``data/location.py``) for the
@@ -18,7 +18,7 @@ from typing import Iterator
 from prefect.context import FlowRunContext
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from .config import RunnerConfig
+from .config import RunConfig, RunnerConfig
 
 MIN_THREADS = 4  # CPU-side tasks (selection, combining) run beside those waiting for a device
 
@@ -33,21 +33,29 @@ def task_runner(runner: RunnerConfig, device_slots: int) -> TaskRunner:
 
 
 @contextlib.contextmanager
-def one_device(runner: RunnerConfig, device: str = "auto") -> Iterator[None]:
-    """Around ``task.submit``: what each device-bound task asks Ray for; nothing with the local runner.
-
-    A cluster without GPUs, or ``device`` (``train.device``) ``cpu``, gets CPU-only requests, so
-    the same config runs on either; which GPU is Ray's choice, not ``device``'s.
-    """
+def one_device(config: RunConfig) -> Iterator[None]:
+    """Around ``task.submit``: what each device-bound task asks Ray for (``ray_request``); nothing with
+    the local runner."""
     if not _on_ray():
         yield
         return
     import ray
     from prefect_ray.context import remote_options
 
-    gpus = runner.gpus_per_task if device != "cpu" and ray.cluster_resources().get("GPU", 0) > 0 else 0
-    with remote_options(num_gpus=gpus, num_cpus=runner.cpus_per_task):
+    with remote_options(**ray_request(config, ray.cluster_resources().get("GPU", 0))):
         yield
+
+
+def ray_request(config: RunConfig, cluster_gpus: float) -> dict[str, float]:
+    """The resources a training, labeling or adaptation task of ``ipet run`` asks Ray for.
+
+    ``train.device`` decides for every one of them, the adaptation's too, as it does on the local runner
+    (whose device pool the flow builds from it; ``adapt.device`` is ``ipet adapt``'s). A cluster without
+    GPUs, or ``train.device: cpu``, gets CPU-only requests, so the same config runs on either; which
+    GPU is Ray's choice, not the device's.
+    """
+    gpus = config.runner.gpus_per_task if config.train.device != "cpu" and cluster_gpus > 0 else 0
+    return {"num_gpus": gpus, "num_cpus": config.runner.cpus_per_task}
 
 
 def _on_ray() -> bool:

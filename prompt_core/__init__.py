@@ -11,6 +11,7 @@ from importlib import import_module
 _WHERE = {
     ".adaptation": ["adapt"],
     ".backbone": ["BackboneError", "load_masked_lm"],
+    ".checkpoints": ["Checkpoints"],
     ".device": ["select_device"],
     ".ensembling": ["accuracy", "ensemble", "softmax"],
     ".label": ["predict_all", "predict_logits"],

@@ -15,6 +15,7 @@ from typing import Callable, Iterable
 import torch
 
 from .backbone import BackboneError, load_masked_lm, load_tokenizer, mask_for_mlm, mlm_loss, quiet_transformers
+from .checkpoints import Checkpoints
 from .device import autocast, select_device
 from .learners import pad_batch, seeded_loading
 from .seeding import seeded_training
@@ -24,7 +25,7 @@ from .training import TrainResult, index_batches, optimize
 
 def adapt(backbone: str, texts: Iterable[str], config: AdaptConfig, out_dir: str | Path, *,
           trust_remote_code: bool = False, on_log: Callable[[int, float], None] | None = None,
-          progress: bool = True) -> TrainResult:
+          progress: bool = True, checkpoints: Checkpoints | None = None) -> TrainResult:
     """Continue masked-LM training of ``backbone`` on ``texts``; save model and tokenizer to ``out_dir``.
 
     The loss is computed at the masked positions only (``mlm_loss``): projecting every position
@@ -38,6 +39,8 @@ def adapt(backbone: str, texts: Iterable[str], config: AdaptConfig, out_dir: str
         trust_remote_code: let transformers run the checkpoint's own code.
         on_log: called with (step, loss) after every step.
         progress: show a progress bar.
+        checkpoints: save the training's state now and then, and go on from ``checkpoints.resume``
+            (a killed adaptation's last one): the result is the same as without the interruption.
 
     Returns:
         The steps taken and the MLM loss of each.
@@ -53,19 +56,27 @@ def adapt(backbone: str, texts: Iterable[str], config: AdaptConfig, out_dir: str
     generator = torch.Generator().manual_seed(config.seed)
     batches = index_batches(len(sequences), config.batch_size, generator)
 
-    def step_loss() -> float:
+    def draw() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The next step's batch and its masks: inputs, attention mask, labels."""
         ids, attention = pad_batch([sequences[i] for i in next(batches)], tokenizer.pad_token_id)
         inputs, labels = _mask_some(ids, attention, tokenizer, config.mlm_probability, generator)
+        return inputs, attention, labels
+
+    def step_loss() -> float:
+        inputs, attention, labels = draw()
         with autocast(device, config.precision):
             loss = mlm_loss(model, inputs.to(device), attention.to(device), labels.to(device))
         loss.backward()
         return loss.item()
 
+    for _ in range(checkpoints.step if checkpoints else 0):  # the steps a checkpoint holds drew these batches
+        draw()  # and masks: drawn again, so the next step draws what it would have without the interruption
     with seeded_training(config.seed, device) as set_up:  # dropout's masks, whatever other threads do
         set_up()
         result = optimize(model, config.steps, step_loss, learning_rate=config.learning_rate,
                           weight_decay=config.weight_decay, warmup_steps=round(config.warmup * config.steps),
-                          max_grad_norm=config.max_grad_norm, desc="adapt", on_log=on_log, progress=progress)
+                          max_grad_norm=config.max_grad_norm, desc="adapt", on_log=on_log, progress=progress,
+                          checkpoints=checkpoints)
     model.eval()
     with quiet_transformers():
         model.save_pretrained(out_dir)

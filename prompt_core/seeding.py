@@ -64,3 +64,22 @@ def seeded_cpu(seed: int) -> Iterator[None]:
     with CPU_RNG, torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)
         yield
+
+
+def rng_state(device: torch.device) -> torch.Tensor:
+    """The state of the generator a training on ``device`` draws its dropout masks from (a checkpoint's)."""
+    if device.type == "cuda":
+        return torch.cuda.get_rng_state(device)
+    if device.type == "mps":
+        return torch.mps.get_rng_state()
+    return torch.get_rng_state()
+
+
+def set_rng_state(device: torch.device, state: torch.Tensor) -> None:
+    """Restore ``rng_state(device)``: the dropout masks go on as if the training had never stopped."""
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state, device)
+    elif device.type == "mps":
+        torch.mps.set_rng_state(state)
+    else:
+        torch.set_rng_state(state)

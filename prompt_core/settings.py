@@ -159,7 +159,8 @@ class AdaptConfig(BaseModel):
     weight_decay: float = Field(0.01, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
     seed: int = 42
-    device: DeviceName = "auto"
+    device: DeviceName = Field("auto", description="ipet adapt's device; ipet run adapts where it trains "
+                                                   "(train.device), on Ray too")
     precision: Precision = Field("auto", description=PRECISION_HELP)
 
 

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
+from .checkpoints import Checkpoints
 from .device import autocast, select_device
 from .learners import Learner
 from .seeding import seeded_training
@@ -155,12 +156,15 @@ def _targets(rows: Sequence[Mapping[str, Any]], targets: Sequence[int] | np.ndar
 
 def optimize(module: nn.Module, total_steps: int, step_loss: Callable[[], float], *, learning_rate: float,
              weight_decay: float, warmup_steps: int, max_grad_norm: float, desc: str = "train",
-             on_log: Callable[[int, float], None] | None = None, progress: bool = True) -> TrainResult:
+             on_log: Callable[[int, float], None] | None = None, progress: bool = True,
+             checkpoints: Checkpoints | None = None) -> TrainResult:
     """The optimisation loop fine-tuning and backbone adaptation share, so both train alike.
 
     AdamW without weight decay on biases and norms (as PET), linear warmup then linear decay,
     gradient clipping, a progress bar and the loss curve. ``step_loss`` runs the forward and
-    backward passes of one optimizer step and returns that step's loss.
+    backward passes of one optimizer step and returns that step's loss. With ``checkpoints`` the
+    state is saved now and then, and the loop goes on from ``checkpoints.resume``'s step: ``step_loss``
+    must then draw what the uninterrupted loop would draw at that step.
     """
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
     params = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
@@ -173,14 +177,17 @@ def optimize(module: nn.Module, total_steps: int, step_loss: Callable[[], float]
     )
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
     result = TrainResult(steps=total_steps)
-    bar = tqdm(total=total_steps, desc=desc, disable=not progress, leave=False)
-    for step in range(total_steps):
+    start = checkpoints.start(module, optimizer, scheduler, result.losses) if checkpoints else 0
+    bar = tqdm(total=total_steps, initial=start, desc=desc, disable=not progress, leave=False)
+    for step in range(start, total_steps):
         loss = step_loss()
         nn.utils.clip_grad_norm_(module.parameters(), max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         result.losses.append(loss)
+        if checkpoints and step + 1 < total_steps:  # the last step's state is the result itself
+            checkpoints.after(step + 1, module, optimizer, scheduler, result.losses)
         if on_log:
             on_log(step + 1, loss)
         bar.update(1)

@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from flows.cli import main
 from flows.config import RunConfig
 from flows.ipet import ipet
-from prompt_core import AdaptConfig, adapt, load_masked_lm
+from prompt_core import AdaptConfig, Checkpoints, adapt, load_masked_lm
 from prompt_core.backbone import load_tokenizer, mask_for_mlm, mlm_loss
 from prompt_core.learners import pad_batch, seeded_loading
 from tasks.adapt import adapt_backbone
@@ -136,6 +136,93 @@ def test_task_reuses_its_output(prefect_harness, tiny_models: dict[str, Path], t
     assert first["model_dir"] == second["model_dir"] != other["model_dir"]
     assert Path(first["model_dir"]).parent == tmp_path / "run" / "backbones"
     assert len(calls) == 2 and len(second["losses"]) == 3
+
+
+def saved_weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(Path(model_dir) / "model.safetensors")
+
+
+def stop_at(step: int, on_log=None):
+    """An ``on_log`` that stops the adaptation after ``step`` as Ctrl-C would (after ``on_log``'s own work)."""
+    def log(at: int, loss: float) -> None:
+        if on_log:
+            on_log(at, loss)
+        if at == step:
+            raise KeyboardInterrupt(f"killed after step {at}")
+    return log
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
+    """8 steps on the tiny BERT (dropout 0.1, so the generator's state matters) without a stop: (dir, result)."""
+    out = tmp_path_factory.mktemp("uninterrupted") / "bert"
+    return out, adapt(str(tiny_models["bert"]), TEXTS, AdaptConfig(steps=8, **SETTINGS), out, progress=False)
+
+
+def test_killed_adaptation_goes_on_from_its_checkpoint_to_the_weights_it_would_have_had(
+        tiny_models: dict[str, Path], uninterrupted, tmp_path: Path) -> None:
+    states: list[bytes] = []
+
+    def save(state: dict) -> None:  # serialized at once, as a file would be: the state holds the live tensors
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        states.append(buffer.getvalue())
+
+    config = AdaptConfig(steps=8, **SETTINGS)
+    with pytest.raises(KeyboardInterrupt):
+        adapt(str(tiny_models["bert"]), TEXTS, config, tmp_path / "killed", progress=False, on_log=stop_at(3),
+              checkpoints=Checkpoints(save, seconds=0))
+    assert len(states) == 3 and not (tmp_path / "killed").exists()
+    last = torch.load(io.BytesIO(states[-1]), weights_only=True)
+    assert last["step"] == 3
+
+    steps: list[int] = []
+    checkpoints = Checkpoints(save, seconds=0, resume=last)
+    resumed = adapt(str(tiny_models["bert"]), TEXTS, config, tmp_path / "resumed", progress=False,
+                    on_log=lambda step, _: steps.append(step), checkpoints=checkpoints)
+    assert steps == [4, 5, 6, 7, 8]  # not from step 1
+    assert checkpoints.resume is None and len(states) == 3 + 4  # let go of once restored; no save after the last step
+    reference, expected = uninterrupted
+    assert resumed.losses == expected.losses
+    weights, reference_weights = saved_weights(tmp_path / "resumed"), saved_weights(reference)
+    assert weights.keys() == reference_weights.keys()
+    assert all(torch.equal(weights[k], reference_weights[k]) for k in weights)
+
+
+def test_task_killed_mid_adaptation_resumes_on_the_rerun_and_then_drops_its_checkpoint(
+        prefect_harness, tiny_models: dict[str, Path], uninterrupted, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = tmp_path / "pool.parquet"
+    pq.write_table(pa.table({"id": [str(i) for i in range(len(TEXTS))], "text": TEXTS}), pool)
+    tasks_adapt = importlib.import_module("tasks.adapt")
+    monkeypatch.setattr(tasks_adapt, "CHECKPOINT_SECONDS", 0)
+    steps: list[int] = []
+
+    def killed_once(*args, on_log, **kwargs):
+        log = stop_at(3, on_log) if not steps else on_log
+        return adapt(*args, on_log=lambda step, loss: steps.append(step) or log(step, loss), **kwargs)
+
+    monkeypatch.setattr(tasks_adapt, "adapt", killed_once)
+    backbones = tmp_path / "run" / "backbones"
+
+    @flow(name="adapt-killed-then-rerun")
+    def adapt_flow() -> dict:
+        return adapt_backbone(str(tiny_models["bert"]), str(pool), ["text"], AdaptConfig(steps=8, **SETTINGS),
+                              str(tmp_path / "run"))
+
+    with pytest.raises(KeyboardInterrupt):
+        adapt_flow()
+    [checkpoint] = backbones.iterdir()  # no backbone directory: only the checkpoint, hidden, a file
+    assert re.fullmatch(r"\.adapted-[0-9a-f]{16}\.checkpoint\.pt", checkpoint.name) and checkpoint.is_file()
+    assert torch.load(checkpoint, weights_only=True)["step"] == 3
+
+    result = adapt_flow()
+    assert steps == [1, 2, 3, 4, 5, 6, 7, 8]  # the rerun took steps 4 to 8 only
+    assert [p.name for p in backbones.iterdir()] == [Path(result["model_dir"]).name]  # the checkpoint is gone
+    reference, expected = uninterrupted
+    assert result["losses"] == expected.losses
+    weights, reference_weights = saved_weights(result["model_dir"]), saved_weights(reference)
+    assert all(torch.equal(weights[k], reference_weights[k]) for k in reference_weights)
 
 
 # ------------------------------------------------------------------------ ipet adapt, and ipet run

@@ -1,5 +1,6 @@
 """The same iPET flow on Ray (prefect-ray, a local in-process cluster, CPU only) and on local threads:
-the same seeds must give the same models, the same selected sets and the same accuracies."""
+the same seeds must give the same models, the same selected sets and the same accuracies. And what
+each device-bound task asks Ray for."""
 
 from __future__ import annotations
 
@@ -10,9 +11,8 @@ import pytest
 
 from flows.config import RunConfig
 from flows.ipet import ipet
+from flows.runners import ray_request
 from tiny import toy_run_config
-
-ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +25,7 @@ def toy(tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def local_cluster():
     """Ray in this process, as ``ray.init()`` on a head node; the Ray runner joins it instead of starting one."""
+    ray = pytest.importorskip("ray", reason="the ray extra is not installed")
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20, log_to_driver=False)
     yield
     ray.shutdown()
@@ -53,3 +54,21 @@ def selected(run_dir: Path) -> dict[str, list]:
     """Each generation's training sets by name: (id, label, source) rows."""
     return {p.name: sorted(zip(*pq.read_table(p, columns=["id", "label", "source"]).to_pydict().values()))
             for p in sorted(run_dir.glob("sets/*.parquet"))}
+
+
+@pytest.mark.parametrize("train_device, adapt_device, cluster_gpus, asked", [
+    ("auto", "cpu", 2, 1),  # adapt.device is ipet adapt's: the run's adaptation takes a GPU as its trainings do
+    ("cpu", "auto", 2, 0),  # train.device: cpu: no task of the run asks for a GPU, the adaptation's neither
+    ("cuda", "cuda", 2, 1),
+    ("auto", "auto", 0, 0),  # a cluster without GPUs: the same config runs there, on CPUs
+])
+def test_every_task_of_a_run_asks_ray_for_the_gpus_train_device_says(toy, train_device: str, adapt_device: str,
+                                                                      cluster_gpus: int, asked: int) -> None:
+    """``ipet run`` on Ray: the adaptation, the trainings and the labeling all ask as ``one_device(config)`` says,
+    by ``train.device``, as the local runner's device pool places them (README, "Backbone adaptation")."""
+    config = RunConfig.model_validate({**toy, "train": {**toy["train"], "device": train_device},
+                                       "adapt": {"device": adapt_device},
+                                       "runner": {"kind": "ray", "gpus_per_task": 1, "cpus_per_task": 2}})
+    assert ray_request(config, cluster_gpus) == {"num_gpus": asked, "num_cpus": 2}
+    halves = config.model_copy(update={"runner": config.runner.model_copy(update={"gpus_per_task": 0.5})})
+    assert ray_request(halves, cluster_gpus) == {"num_gpus": asked / 2, "num_cpus": 2}

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from data.location import COMPLETE, exists, local, mirror, names
+from data.location import COMPLETE, exists, local, mirror, names, remove
 from data.lock import LOCK_FILE, RunDirBusy, run_dir_lock
 from data.outputs import atomic_path, read_json, write_json, write_parquet
 from flows.config import RunConfig
@@ -112,6 +112,17 @@ def test_results_that_change_are_read_fresh(bucket, cache):
     fs().pipe_file(f"{BUCKET}/fresh/results.json", json.dumps({"n": 2}).encode())  # another machine's run
     assert read_json(path)["n"] == 1  # content-addressed readers trust the mirror
     assert read_json(path, fresh=True)["n"] == 2
+
+
+def test_a_removed_file_leaves_the_bucket_and_the_mirror(bucket, cache):
+    """What a finished adaptation does with its checkpoint: gone for every machine, and no error if already gone."""
+    path = f"{bucket}/removed/backbones/.adapted-0.checkpoint.pt"
+    write_json({"step": 3}, path)
+    assert fs().isfile(f"{BUCKET}/removed/backbones/.adapted-0.checkpoint.pt") and mirror(path).is_file()
+    remove(path)
+    assert not fs().exists(f"{BUCKET}/removed/backbones/.adapted-0.checkpoint.pt") and not mirror(path).exists()
+    assert not exists(path)
+    remove(path)
 
 
 def test_the_run_dir_lease_admits_one_holder_and_outlives_a_killed_one(bucket, cache):
