@@ -205,13 +205,15 @@ def _locked(args, config, run_dir: Path, forget: Callable[[], None]) -> int:
     from data.errors import DataError
     from tasks.tracking import TrackingError
 
+    from .asking import pinned_config
     from .interrupt import stop_on_signals
     from .server import ServerError, prefect_api
 
     try:
         with prefect_api() as server, \
                 stop_on_signals(f"ipet {args.command}", lambda: (server and server.stop(), forget())):
-            config = _checked(args.config, config, quiet=args.verbosity == "quiet")
+            # the stores at the versions a question was asked with (before the check pins them to the newest)
+            config = _checked(args.config, pinned_config(config, str(run_dir)), quiet=args.verbosity == "quiet")
             if config is None:
                 return 2
             if server:
