@@ -24,10 +24,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .dataset_store import DatasetStore, text_keys
-from .errors import DataError
+from .errors import DataError, nearest
 from .ingest import Schema, ingest_file
 from .location import exists, local, location, names
-from .outputs import atomic_path, read_json, write_json
+from .outputs import atomic_path, file_digest, read_json, write_json
 from .prepare import DataConfig, SETS_DIR, write_set
 from .sources import Source, dataset_store, read_source
 
@@ -75,10 +75,10 @@ def open_requests(run_dir: str) -> list[dict]:
 
 
 def read_sheet(path: str | Path, run_dir: str) -> tuple[dict, dict[str, str]]:
-    """A filled-in sheet: the open request it answers and its labels by row id (``skip`` for an empty
-    cell). Raises DataError naming the file and row for a file that cannot be read, a sheet with nothing
-    filled in (an unedited sheet recorded by mistake), an id answered twice or not asked, or a label that
-    is not one of the run's."""
+    """A filled-in sheet: the request it answers and its labels by row id (``skip`` for an empty cell).
+    Raises DataError naming the file and row for a file that cannot be read, a sheet with nothing filled
+    in (an unedited sheet recorded by mistake), an id answered twice or not asked, a label that is not one
+    of the run's, or a question answered already with other labels (``check_recorded``)."""
     table = read_source(Source(path=str(path), id_column="id"))
     if "label" not in table.column_names:
         raise DataError(f"{path}: no 'label' column (the sheet's last column; fill it in)")
@@ -89,19 +89,21 @@ def read_sheet(path: str | Path, run_dir: str) -> tuple[dict, dict[str, str]]:
     if not any((label or "").strip() for label in labels):  # recorded, it would close the question unanswered
         raise DataError(f"{path}: no label filled in (write one, or {SKIP}, in the 'label' column of the rows)")
     requests = all_requests(run_dir)
+    if not requests:
+        raise DataError(f"{run_dir}: no question was asked there (no {ASK_DIR}/<stage>-<key>.json): "
+                        "is it the run directory of a run with ask: that stopped to ask?")
 
-    def shared(request: Mapping) -> int:
-        return len(set(ids) & {row["id"] for row in request["rows"]})
+    def fit(request: Mapping) -> tuple[int, int]:  # most rows shared, then fewest of its rows left out
+        asked = {row["id"] for row in request["rows"]}
+        return len(asked & set(ids)), -len(asked - set(ids))
 
-    request = max(requests, key=shared, default=None)  # the question it answers; an id it did not ask is named below
-    if request is not None and shared(request) and read_record(run_dir, request) is not None:
-        raise DataError(f"{path}: the question after {request['stage']} was answered already "
-                        f"({answers_path(run_dir, request, 'csv')}); run the same `ipet run` again to go on")
-    if request is None or not shared(request):
+    request = max(requests, key=fit)  # the question it answers (ties: the newest); an id it did not ask is named below
+    if not fit(request)[0]:
         asked = ", ".join(f"{r['stage']} ({len(r['rows'])} rows)" for r in open_requests(run_dir)) or "none"
-        raise DataError(f"{path}: its row ids match no open question of {run_dir} (open: {asked})")
+        raise DataError(f"{path}: its row ids match no question of {run_dir} (open: {asked})")
     answers = {i: (label or "").strip() or SKIP for i, label in zip(ids, labels)}
     check_answers(request, answers, str(path))
+    check_recorded(request, answers, run_dir, str(path))
     return request, answers
 
 
@@ -112,8 +114,26 @@ def check_answers(request: Mapping, answers: Mapping[str, str], source: str) -> 
         if row_id not in asked:
             raise DataError(f"{source}: row {i}: id {row_id!r} was not asked after {request['stage']}")
         if label != SKIP and label not in request["labels"]:
+            meant = nearest(label, [*request["labels"], SKIP])
             raise DataError(f"{source}: row {i} (id {row_id!r}): label {label!r} is not one of "
-                            f"{[*request['labels'], SKIP]}")
+                            f"{[*request['labels'], SKIP]}" + (f"; did you mean {meant!r}?" if meant else ""))
+
+
+def check_recorded(request: Mapping, answers: Mapping[str, str], run_dir: str, source: str) -> None:
+    """Answers to a question answered already must be the ones recorded (then recording them again
+    changes nothing); a row answered otherwise is DataError naming it: the recorded answers stand (the
+    store and the runs after the question have them), so the new one would be lost."""
+    record = read_record(run_dir, request)
+    if record is None:
+        return
+    recorded = {row["id"]: row["label"] for row in record["rows"]}
+    changed = [(i, row_id, label) for i, (row_id, label) in enumerate(answers.items(), start=1)
+               if recorded.get(row_id, SKIP) != label]
+    if changed:
+        i, row_id, label = changed[0]
+        raise DataError(f"{source}: row {i} (id {row_id!r}): label {label!r}, but {recorded.get(row_id, SKIP)!r} was "
+                        f"recorded for it ({len(changed)} row(s) differ); the question after {request['stage']} was "
+                        f"answered already ({answers_path(run_dir, request, 'csv')}) and its answers stand")
 
 
 def apply_answers(request: dict, answers: Mapping[str, str], run_dir: str, answered_by: str | None = None,

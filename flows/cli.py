@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import difflib
 import errno
 import itertools
 import os
@@ -116,8 +115,10 @@ def _refuse_typos(parser: argparse.ArgumentParser, commands: dict[str, argparse.
 
 
 def _nearest(word: str, choices) -> str:
-    match = difflib.get_close_matches(word, list(choices), n=1)
-    return f"; did you mean {match[0]}?" if match else ""
+    from data.errors import nearest
+
+    match = nearest(word, choices)
+    return f"; did you mean {match}?" if match else ""
 
 
 def _configured(args) -> int:
@@ -369,16 +370,20 @@ def _run(config, run_dir: Path) -> int:
 
 def _answer(args) -> int:
     """Check the sheet against the open question, record it (and add it to the ask's store)."""
-    from data.answers import apply_answers, read_sheet
+    from data.answers import answers_path, apply_answers, read_record, read_sheet
     from data.errors import DataError
     from data.location import location
     from data.lock import RunDirBusy, run_dir_lock
 
     run_dir = str(location(args.run_dir))
     try:
-        request, answers = read_sheet(args.file, run_dir)  # an open question there: the run dir exists
+        request, answers = read_sheet(args.file, run_dir)  # a question there: the run dir exists
+        if read_record(run_dir, request) is not None:  # the same answers again (read_sheet refuses others)
+            print(f"{run_dir}: these answers to the question after {request['stage']} were recorded already "
+                  f"({answers_path(run_dir, request, 'csv')}); nothing changed; run it again to continue")
+            return 0
         with run_dir_lock(run_dir):  # a run starting meanwhile would remove the answers' temporaries
-            record = apply_answers(request, answers, run_dir, os.environ.get("USER"))
+            record = apply_answers(request, answers, run_dir, _user())
     except RunDirBusy as err:
         return _refused(f"ipet: {err}", EXIT_BUSY)
     except DataError as err:
@@ -389,6 +394,16 @@ def _answer(args) -> int:
     print(f"{run_dir}: {len(record['rows'])} of {record['asked']} rows answered after {record['stage']}{added}; "
           "run it again to continue")
     return 0
+
+
+def _user() -> str | None:
+    """Who answers (the login name), for the answers' record; None where the system cannot say."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name variable and no passwd entry for the uid
+        return None
 
 
 def _predict_parser(sub) -> None:
