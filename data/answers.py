@@ -1,7 +1,8 @@
 """A person's answers to a run's questions: the files under ``RUN_DIR/ask/`` and what they change.
 
     ask/<stage>-<key>.json           the request: the picked pool rows, the ensemble's guesses, when asked
-    ask/<stage>.csv                  the same rows as a sheet to fill in (empty ``label`` column)
+    ask/<stage>.csv                  the rows the run stopped to ask, as a sheet to fill in (empty ``label`` column)
+    ask/<stage>-earlier-<hash>.csv   a sheet filled in for rows a later stop no longer asked, kept
     ask/<stage>-<key>-answers.csv    the answered rows, as ingested into the dataset store
     ask/<stage>-<key>-answers.json   the record: rows and labels, who and when, the store version made
 
@@ -44,15 +45,50 @@ def answers_path(run_dir: str, request: Mapping, suffix: str = "json") -> Path:
 
 
 def write_request(request: dict, run_dir: str) -> None:
-    """The request and its sheet (``ask/<stage>.csv``, id, fields, guess, confidence and an empty label)."""
+    write_json(request, request_path(run_dir, request["stage"], request["key"]))
+
+
+def sheet_path(run_dir: str, stage: str) -> Path:
+    return location(run_dir) / ASK_DIR / f"{stage}.csv"
+
+
+def write_sheet(request: Mapping, run_dir: str) -> str | None:
+    """The sheet the run stops with (``ask/<stage>.csv``: id, fields, guess, confidence, an empty label),
+    left as it is when it asks the same rows (a person may be filling it in). A sheet there for other
+    rows with labels written in is not overwritten but kept beside it (``<stage>-earlier-<hash>.csv``),
+    and its labels of rows asked again are carried over. Returns what was done with it, if anything."""
+    path = sheet_path(run_dir, request["stage"])
+    earlier = _sheet_rows(path) if exists(path) else []
+    if earlier is not None and {r["id"] for r in earlier} == {row["id"] for row in request["rows"]}:
+        return None
+    filled = {r["id"]: r["label"].strip() for r in earlier or [] if (r["label"] or "").strip()}
+    kept = None
+    if earlier is None or filled:  # labels a person wrote, or a sheet that cannot be read: keep it
+        kept = path.with_name(f"{request['stage']}-earlier-{file_digest(local(path))[:16]}.csv")
+        with atomic_path(kept) as tmp:
+            tmp.write_bytes(local(path).read_bytes())
     columns = ["id", *request["fields"], "guess", "confidence", "label"]
     sheet = io.StringIO()
     writer = csv.DictWriter(sheet, columns, extrasaction="ignore")
     writer.writeheader()
-    writer.writerows({**row, "label": ""} for row in request["rows"])
-    with atomic_path(location(run_dir) / ASK_DIR / f"{request['stage']}.csv") as tmp:
+    writer.writerows({**row, "label": filled.get(row["id"], "")} for row in request["rows"])
+    with atomic_path(path) as tmp:
         tmp.write_text(sheet.getvalue(), encoding="utf-8")
-    write_json(request, request_path(run_dir, request["stage"], request["key"]))
+    if kept is None:
+        return None
+    carried = sum(row["id"] in filled for row in request["rows"])
+    return (f"{path} had labels written in for other rows; kept as {kept}, "
+            f"{carried} of them carried over to the rows asked again")
+
+
+def _sheet_rows(path: Path) -> list[dict] | None:
+    """A sheet's rows, or None when it is no longer a readable sheet (then it is kept, never overwritten)."""
+    try:
+        with local(path).open(newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    return rows if all("id" in r and "label" in r for r in rows) else None
 
 
 def read_record(run_dir: str, request: Mapping) -> dict | None:
