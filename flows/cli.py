@@ -346,7 +346,7 @@ def _adapt(config, run_dir: Path) -> int:
 
 def _run(config, run_dir: Path) -> int:
     from .ipet import ipet
-    from .stages import stage_table
+    from .stages import ask_line, stage_table
 
     results = ipet(config=config, run_dir=str(run_dir))
     if "asked" in results:  # no deployment to suspend: the person answers in a file, then reruns
@@ -359,8 +359,9 @@ def _run(config, run_dir: Path) -> int:
     tasks = results["tasks"]
     backbone = (f" · adapted backbone {'reused' if tasks['backbone_reused'] else 'trained'}"
                 if "backbone_reused" in tasks else "")
+    asked = f" · {ask_line(results['ask'])}" if "ask" in results else ""
     print(f"\nresults: {run_dir / 'results.json'} · MLflow run {results['mlflow_run_id']} · "
-          f"trained {tasks['trained']}, reused {tasks['reused']}{backbone}")
+          f"trained {tasks['trained']}, reused {tasks['reused']}{backbone}{asked}")
     registry = results.get("registry")
     if registry:
         print(f"model registry: {registry['registered_model']} v{registry['version']} {registry['decision']} "
