@@ -1,7 +1,8 @@
 """A person's answers to a run's questions: the files under ``RUN_DIR/ask/`` and what they change.
 
     ask/<stage>-<key>.json           the request: the picked pool rows, the ensemble's guesses, when asked
-    ask/<stage>.csv                  the same rows as a sheet to fill in (empty ``label`` column)
+    ask/<stage>.csv                  the rows the run stopped to ask, as a sheet to fill in (empty ``label`` column)
+    ask/<stage>-earlier-<hash>.csv   a sheet filled in for rows a later stop no longer asked, kept
     ask/<stage>-<key>-answers.csv    the answered rows, as ingested into the dataset store
     ask/<stage>-<key>-answers.json   the record: rows and labels, who and when, the store version made
 
@@ -24,10 +25,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .dataset_store import DatasetStore, text_keys
-from .errors import DataError
+from .errors import DataError, nearest
 from .ingest import Schema, ingest_file
 from .location import exists, local, location, names
-from .outputs import atomic_path, read_json, write_json
+from .outputs import atomic_path, file_digest, read_json, write_json
 from .prepare import DataConfig, SETS_DIR, write_set
 from .sources import Source, dataset_store, read_source
 
@@ -44,15 +45,50 @@ def answers_path(run_dir: str, request: Mapping, suffix: str = "json") -> Path:
 
 
 def write_request(request: dict, run_dir: str) -> None:
-    """The request and its sheet (``ask/<stage>.csv``, id, fields, guess, confidence and an empty label)."""
+    write_json(request, request_path(run_dir, request["stage"], request["key"]))
+
+
+def sheet_path(run_dir: str, stage: str) -> Path:
+    return location(run_dir) / ASK_DIR / f"{stage}.csv"
+
+
+def write_sheet(request: Mapping, run_dir: str) -> str | None:
+    """The sheet the run stops with (``ask/<stage>.csv``: id, fields, guess, confidence, an empty label),
+    left as it is when it asks the same rows (a person may be filling it in). A sheet there for other
+    rows with labels written in is not overwritten but kept beside it (``<stage>-earlier-<hash>.csv``),
+    and its labels of rows asked again are carried over. Returns what was done with it, if anything."""
+    path = sheet_path(run_dir, request["stage"])
+    earlier = _sheet_rows(path) if exists(path) else []
+    if earlier is not None and {r["id"] for r in earlier} == {row["id"] for row in request["rows"]}:
+        return None
+    filled = {r["id"]: r["label"].strip() for r in earlier or [] if (r["label"] or "").strip()}
+    kept = None
+    if earlier is None or filled:  # labels a person wrote, or a sheet that cannot be read: keep it
+        kept = path.with_name(f"{request['stage']}-earlier-{file_digest(local(path))[:16]}.csv")
+        with atomic_path(kept) as tmp:
+            tmp.write_bytes(local(path).read_bytes())
     columns = ["id", *request["fields"], "guess", "confidence", "label"]
     sheet = io.StringIO()
     writer = csv.DictWriter(sheet, columns, extrasaction="ignore")
     writer.writeheader()
-    writer.writerows({**row, "label": ""} for row in request["rows"])
-    with atomic_path(location(run_dir) / ASK_DIR / f"{request['stage']}.csv") as tmp:
+    writer.writerows({**row, "label": filled.get(row["id"], "")} for row in request["rows"])
+    with atomic_path(path) as tmp:
         tmp.write_text(sheet.getvalue(), encoding="utf-8")
-    write_json(request, request_path(run_dir, request["stage"], request["key"]))
+    if kept is None:
+        return None
+    carried = sum(row["id"] in filled for row in request["rows"])
+    return (f"{path} had labels written in for other rows; kept as {kept}, "
+            f"{carried} of them carried over to the rows asked again")
+
+
+def _sheet_rows(path: Path) -> list[dict] | None:
+    """A sheet's rows, or None when it is no longer a readable sheet (then it is kept, never overwritten)."""
+    try:
+        with local(path).open(newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    return rows if all("id" in r and "label" in r for r in rows) else None
 
 
 def read_record(run_dir: str, request: Mapping) -> dict | None:
@@ -75,10 +111,10 @@ def open_requests(run_dir: str) -> list[dict]:
 
 
 def read_sheet(path: str | Path, run_dir: str) -> tuple[dict, dict[str, str]]:
-    """A filled-in sheet: the open request it answers and its labels by row id (``skip`` for an empty
-    cell). Raises DataError naming the file and row for a file that cannot be read, a sheet with nothing
-    filled in (an unedited sheet recorded by mistake), an id answered twice or not asked, or a label that
-    is not one of the run's."""
+    """A filled-in sheet: the request it answers and its labels by row id (``skip`` for an empty cell).
+    Raises DataError naming the file and row for a file that cannot be read, a sheet with nothing filled
+    in (an unedited sheet recorded by mistake), an id answered twice or not asked, a label that is not one
+    of the run's, or a question answered already with other labels (``check_recorded``)."""
     table = read_source(Source(path=str(path), id_column="id"))
     if "label" not in table.column_names:
         raise DataError(f"{path}: no 'label' column (the sheet's last column; fill it in)")
@@ -89,19 +125,21 @@ def read_sheet(path: str | Path, run_dir: str) -> tuple[dict, dict[str, str]]:
     if not any((label or "").strip() for label in labels):  # recorded, it would close the question unanswered
         raise DataError(f"{path}: no label filled in (write one, or {SKIP}, in the 'label' column of the rows)")
     requests = all_requests(run_dir)
+    if not requests:
+        raise DataError(f"{run_dir}: no question was asked there (no {ASK_DIR}/<stage>-<key>.json): "
+                        "is it the run directory of a run with ask: that stopped to ask?")
 
-    def shared(request: Mapping) -> int:
-        return len(set(ids) & {row["id"] for row in request["rows"]})
+    def fit(request: Mapping) -> tuple[int, int]:  # most rows shared, then fewest of its rows left out
+        asked = {row["id"] for row in request["rows"]}
+        return len(asked & set(ids)), -len(asked - set(ids))
 
-    request = max(requests, key=shared, default=None)  # the question it answers; an id it did not ask is named below
-    if request is not None and shared(request) and read_record(run_dir, request) is not None:
-        raise DataError(f"{path}: the question after {request['stage']} was answered already "
-                        f"({answers_path(run_dir, request, 'csv')}); run the same `ipet run` again to go on")
-    if request is None or not shared(request):
+    request = max(requests, key=fit)  # the question it answers (ties: the newest); an id it did not ask is named below
+    if not fit(request)[0]:
         asked = ", ".join(f"{r['stage']} ({len(r['rows'])} rows)" for r in open_requests(run_dir)) or "none"
-        raise DataError(f"{path}: its row ids match no open question of {run_dir} (open: {asked})")
+        raise DataError(f"{path}: its row ids match no question of {run_dir} (open: {asked})")
     answers = {i: (label or "").strip() or SKIP for i, label in zip(ids, labels)}
     check_answers(request, answers, str(path))
+    check_recorded(request, answers, run_dir, str(path))
     return request, answers
 
 
@@ -112,8 +150,26 @@ def check_answers(request: Mapping, answers: Mapping[str, str], source: str) -> 
         if row_id not in asked:
             raise DataError(f"{source}: row {i}: id {row_id!r} was not asked after {request['stage']}")
         if label != SKIP and label not in request["labels"]:
+            meant = nearest(label, [*request["labels"], SKIP])
             raise DataError(f"{source}: row {i} (id {row_id!r}): label {label!r} is not one of "
-                            f"{[*request['labels'], SKIP]}")
+                            f"{[*request['labels'], SKIP]}" + (f"; did you mean {meant!r}?" if meant else ""))
+
+
+def check_recorded(request: Mapping, answers: Mapping[str, str], run_dir: str, source: str) -> None:
+    """Answers to a question answered already must be the ones recorded (then recording them again
+    changes nothing); a row answered otherwise is DataError naming it: the recorded answers stand (the
+    store and the runs after the question have them), so the new one would be lost."""
+    record = read_record(run_dir, request)
+    if record is None:
+        return
+    recorded = {row["id"]: row["label"] for row in record["rows"]}
+    changed = [(i, row_id, label) for i, (row_id, label) in enumerate(answers.items(), start=1)
+               if recorded.get(row_id, SKIP) != label]
+    if changed:
+        i, row_id, label = changed[0]
+        raise DataError(f"{source}: row {i} (id {row_id!r}): label {label!r}, but {recorded.get(row_id, SKIP)!r} was "
+                        f"recorded for it ({len(changed)} row(s) differ); the question after {request['stage']} was "
+                        f"answered already ({answers_path(run_dir, request, 'csv')}) and its answers stand")
 
 
 def apply_answers(request: dict, answers: Mapping[str, str], run_dir: str, answered_by: str | None = None,

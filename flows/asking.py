@@ -15,7 +15,8 @@ from pathlib import Path
 
 from prefect import get_run_logger, runtime
 
-from data.answers import apply_answers, gold_with_answers, pinned, read_record
+from data.answers import (answers_path, apply_answers, gold_with_answers, pinned, read_record, sheet_path,
+                          write_sheet)
 from tasks.ask import announce, log_answers, pick_questions, wait_for_answers
 
 from .config import RunConfig
@@ -35,6 +36,7 @@ class Asker:
 
     def __init__(self, config: RunConfig, run: Executor, session: Session, run_dir: str):
         self.config, self.run, self.session, self.run_dir = config, run, session, run_dir
+        self.outcome: dict | None = None  # what the question gave the stages after it, for results.json
 
     def after(self, stage: str, models: dict[Member, str], weights: list[float] | None) -> dict | None:
         """After ``stage``: the request when the run must stop to ask, else None (go on)."""
@@ -52,13 +54,19 @@ class Asker:
             self.run.use_gold(gold["path"])
             log_answers(self.session.tracked, record)
             print(f"ask: {len(record['rows'])} answered row(s) after {stage} join the gold set ({gold['rows']} rows)")
+            self.outcome = {"after": stage, "asked": record["asked"], "answered": len(record["rows"]),
+                            "skipped": record["skipped"], "gold_rows": gold["rows"],
+                            "answers": str(answers_path(self.run_dir, request, "csv"))}
             return None
         due = deadline(request, ask.timeout)
         if due is not None and due <= _now():
             get_run_logger().warning("ask: no answers to the %d rows asked after %s by %s (ask.timeout: %s s); "
                                      "going on without them", len(request["rows"]), stage, due.isoformat(), ask.timeout)
             self.session.client.set_tag(self.session.tracked.parent_id, "ask.outcome", "timed out, no answers")
+            self.outcome = {"after": stage, "asked": len(request["rows"]), "answered": 0, "timed_out": True}
             return None
+        if kept := write_sheet(request, self.run_dir):
+            get_run_logger().warning("ask: %s", kept)
         return request
 
     def _context(self) -> dict:
@@ -100,6 +108,6 @@ def ask_person(request: dict, config: RunConfig, run_dir: str) -> bool:
 
 def stopped(request: dict, run_dir: str) -> str:
     """What a run that stopped to ask tells its user."""
-    sheet = Path(run_dir) / "ask" / f"{request['stage']}.csv"
+    sheet = sheet_path(run_dir, request["stage"])
     return (f"stopped after {request['stage']} to ask a person: {len(request['rows'])} rows in {sheet}. Fill in "
             f"its label column (a label, or empty to skip), then run `ipet answer {run_dir} {sheet}` and run again")

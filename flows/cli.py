@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import difflib
 import errno
 import itertools
 import os
@@ -116,8 +115,10 @@ def _refuse_typos(parser: argparse.ArgumentParser, commands: dict[str, argparse.
 
 
 def _nearest(word: str, choices) -> str:
-    match = difflib.get_close_matches(word, list(choices), n=1)
-    return f"; did you mean {match[0]}?" if match else ""
+    from data.errors import nearest
+
+    match = nearest(word, choices)
+    return f"; did you mean {match}?" if match else ""
 
 
 def _configured(args) -> int:
@@ -205,13 +206,15 @@ def _locked(args, config, run_dir: Path, forget: Callable[[], None]) -> int:
     from data.errors import DataError
     from tasks.tracking import TrackingError
 
+    from .asking import pinned_config
     from .interrupt import stop_on_signals
     from .server import ServerError, prefect_api
 
     try:
         with prefect_api() as server, \
                 stop_on_signals(f"ipet {args.command}", lambda: (server and server.stop(), forget())):
-            config = _checked(args.config, config, quiet=args.verbosity == "quiet")
+            # the stores at the versions a question was asked with (before the check pins them to the newest)
+            config = _checked(args.config, pinned_config(config, str(run_dir)), quiet=args.verbosity == "quiet")
             if config is None:
                 return 2
             if server:
@@ -343,7 +346,7 @@ def _adapt(config, run_dir: Path) -> int:
 
 def _run(config, run_dir: Path) -> int:
     from .ipet import ipet
-    from .stages import stage_table
+    from .stages import ask_line, stage_table
 
     results = ipet(config=config, run_dir=str(run_dir))
     if "asked" in results:  # no deployment to suspend: the person answers in a file, then reruns
@@ -356,8 +359,9 @@ def _run(config, run_dir: Path) -> int:
     tasks = results["tasks"]
     backbone = (f" · adapted backbone {'reused' if tasks['backbone_reused'] else 'trained'}"
                 if "backbone_reused" in tasks else "")
+    asked = f" · {ask_line(results['ask'])}" if "ask" in results else ""
     print(f"\nresults: {run_dir / 'results.json'} · MLflow run {results['mlflow_run_id']} · "
-          f"trained {tasks['trained']}, reused {tasks['reused']}{backbone}")
+          f"trained {tasks['trained']}, reused {tasks['reused']}{backbone}{asked}")
     registry = results.get("registry")
     if registry:
         print(f"model registry: {registry['registered_model']} v{registry['version']} {registry['decision']} "
@@ -367,16 +371,20 @@ def _run(config, run_dir: Path) -> int:
 
 def _answer(args) -> int:
     """Check the sheet against the open question, record it (and add it to the ask's store)."""
-    from data.answers import apply_answers, read_sheet
+    from data.answers import answers_path, apply_answers, read_record, read_sheet
     from data.errors import DataError
     from data.location import location
     from data.lock import RunDirBusy, run_dir_lock
 
     run_dir = str(location(args.run_dir))
     try:
-        request, answers = read_sheet(args.file, run_dir)  # an open question there: the run dir exists
+        request, answers = read_sheet(args.file, run_dir)  # a question there: the run dir exists
+        if read_record(run_dir, request) is not None:  # the same answers again (read_sheet refuses others)
+            print(f"{run_dir}: these answers to the question after {request['stage']} were recorded already "
+                  f"({answers_path(run_dir, request, 'csv')}); nothing changed; run it again to continue")
+            return 0
         with run_dir_lock(run_dir):  # a run starting meanwhile would remove the answers' temporaries
-            record = apply_answers(request, answers, run_dir, os.environ.get("USER"))
+            record = apply_answers(request, answers, run_dir, _user())
     except RunDirBusy as err:
         return _refused(f"ipet: {err}", EXIT_BUSY)
     except DataError as err:
@@ -387,6 +395,16 @@ def _answer(args) -> int:
     print(f"{run_dir}: {len(record['rows'])} of {record['asked']} rows answered after {record['stage']}{added}; "
           "run it again to continue")
     return 0
+
+
+def _user() -> str | None:
+    """Who answers (the login name), for the answers' record; None where the system cannot say."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name variable and no passwd entry for the uid
+        return None
 
 
 def _predict_parser(sub) -> None:

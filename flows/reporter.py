@@ -18,7 +18,7 @@ from tasks.tracking import TrackedRun
 
 from .config import RunConfig
 from .disk import disk_line, disk_usage
-from .stages import Stage, fall, floor, fmt, stage_table
+from .stages import Stage, ask_line, fall, floor, fmt, stage_table
 
 
 def entry_flow_run_id() -> str:
@@ -66,12 +66,14 @@ class Reporter:
                                      f"{fmt(stage.train_size)} · pseudo-label accuracy "
                                      f"{fmt(stage.pseudo_label_accuracy)}"))
 
-    def finish(self, tasks: dict[str, int], data_versions: dict | None = None, adapted: dict | None = None) -> dict:
+    def finish(self, tasks: dict[str, int], data_versions: dict | None = None, adapted: dict | None = None,
+               asked: dict | None = None) -> dict:
         """``results.json`` and ``summary.md`` written and logged with the run's sets, predictions and
         final model; ``tasks`` counts the models trained and reused, ``data_versions`` the dataset store
         versions the data was read at (the prepared data's ``versions``: which ingest a run trained on),
         ``adapted`` the adaptation's result, counted too (after ``ipet adapt`` a run says it reused its
-        backbone). Returns the results."""
+        backbone), ``asked`` what a person's answers gave the run (``Asker.outcome``: how many rows
+        the stages after the question trained on). Returns the results."""
         if adapted:
             tasks = {**tasks, "backbone_adapted": int(not adapted["reused"]), "backbone_reused": int(adapted["reused"])}
         results = {
@@ -87,6 +89,9 @@ class Reporter:
         if data_versions:
             results["data_versions"] = data_versions
         summary = stage_table(results["stages"])
+        if asked:
+            results["ask"] = asked
+            summary += f"\n\n{ask_line(asked)}."
         flagged = fall(self.stages)
         if flagged:
             results["final_below_earlier_stage"] = flagged

@@ -98,6 +98,14 @@ def stage_table(stages: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def ask_line(asked: dict) -> str:
+    """What a person's answers (``results.json``'s ``ask``) gave the stages after the question, in words."""
+    if asked.get("timed_out"):
+        return f"Asked a person after {asked['after']}: no answers by ask.timeout; the run went on without them"
+    return (f"Asked a person after {asked['after']}: {asked['answered']} of {asked['asked']} rows answered, "
+            f"in the gold set ({asked['gold_rows']} rows) of the stages after it")
+
+
 def fmt(value: Any) -> str:
     """A score for a table: four decimals, ``–`` when there is none."""
     if value is None:
