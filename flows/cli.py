@@ -22,6 +22,7 @@ EXIT_BUSY = 75  # EX_TEMPFAIL: another run holds the run directory; try again la
 EXIT_UNANNOUNCED = 69  # EX_UNAVAILABLE: ingested, but the Prefect server did not answer: no retraining starts
 WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS,
                 errno.ENOTDIR}
+DISTRIBUTION = "ipet-pipeline"  # [project] name in pyproject.toml: whose installed version --version prints
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,6 +68,7 @@ def _command(argv: list[str] | None) -> int:
 def parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """``ipet``'s parser, and each command's by name."""
     parser = argparse.ArgumentParser(prog="ipet", description=__doc__)
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (("run", "run the iPET flow"),
                        ("adapt", "MLM-train the backbone on the pool (TAPT); zero-shot accuracy before/after"),
@@ -97,6 +99,25 @@ def parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     return parser, sub.choices
 
 
+class _Version(argparse.Action):
+    """``--version``: one line, the installed version, exit 0. Looked up only when asked (the package
+    metadata is a scan of site-packages, which every other command would pay for)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **_) -> None:
+        super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, nargs=0,
+                         help="print the installed version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"{DISTRIBUTION} {version(DISTRIBUTION)}")
+        except PackageNotFoundError:  # run from a checkout that was never pip-installed
+            print(f"{DISTRIBUTION}: no version, as it is not installed (pip install -e .)")
+        parser.exit()
+
+
 def _refuse_typos(parser: argparse.ArgumentParser, commands: dict[str, argparse.ArgumentParser],
                   argv: list[str]) -> None:
     """A mistyped command or option, refused (exit 2) with the nearest real one. argparse names neither,
@@ -104,15 +125,24 @@ def _refuse_typos(parser: argparse.ArgumentParser, commands: dict[str, argparse.
     "the following arguments are required: --output"), under ``ipet``'s usage instead of the command's."""
     words = list(itertools.takewhile(lambda word: word != "--", argv))
     command = next((word for word in words if not word.startswith("-")), None)
+    # ipet's own options take no value: any word before the command that starts with '-' is one
+    _refuse_unknown_options(parser, words[:words.index(command)] if command else words, "-")
     if command is None:
         return
     if command not in commands:
         parser.error(f"unknown command {command!r}{_nearest(command, commands)} (commands: {', '.join(commands)})")
-    options = [o for action in commands[command]._actions for o in action.option_strings if o.startswith("--")]
-    for word in words[words.index(command) + 1:]:
+    # a command's options may take values such as -1: only a word with two dashes is surely an option
+    _refuse_unknown_options(commands[command], words[words.index(command) + 1:], "--")
+
+
+def _refuse_unknown_options(parser: argparse.ArgumentParser, words: list[str], dashes: str) -> None:
+    """The first of ``words`` that starts with ``dashes`` and is no option of ``parser`` (nor a prefix
+    of one: argparse's abbreviation), refused with the nearest real one."""
+    options = [o for action in parser._actions for o in action.option_strings if o.startswith(dashes)]
+    for word in words:
         option = word.split("=", 1)[0]
-        if option.startswith("--") and not any(o.startswith(option) for o in options):  # a prefix is argparse's
-            commands[command].error(f"unknown option {option}{_nearest(option, options)}")
+        if option.startswith(dashes) and not any(o.startswith(option) for o in options):
+            parser.error(f"unknown option {option}{_nearest(option, options)}")
 
 
 def _nearest(word: str, choices) -> str:

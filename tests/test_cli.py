@@ -164,13 +164,31 @@ def test_test_rows_in_the_training_data_are_reported_and_leave_the_pool(toy: dic
     (["predict", "--model", "m", "--input", "i.csv", "--outptu", "o.parquet"],
      ["ipet predict: error: unknown option --outptu; did you mean --output?"]),
     (["gc", "--keep=al", "x"], ["argument --keep: invalid choice: 'al'"]),  # argparse's own, for a value
-], ids=["command", "option", "option-of-validate", "option-beside-a-required-one", "value"])
+    # argparse said "the following arguments are required: command"
+    (["--verison"], ["usage: ipet [-h]", "ipet: error: unknown option --verison; did you mean --version?"]),
+], ids=["command", "option", "option-of-validate", "option-beside-a-required-one", "value", "option-of-ipet"])
 def test_a_mistyped_command_or_option_names_the_nearest(argv: list[str], expected: list[str],
                                                          capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(argv)
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and all(text in err for text in expected), err
+
+
+def test_version_is_one_line_of_the_installed_distribution(capsys: pytest.CaptureFixture) -> None:
+    """``ipet --version`` prints the version pip installed of the distribution pyproject.toml names, one
+    line, exit 0 (there was no --version: argparse asked for a command)."""
+    import tomllib
+    from importlib.metadata import version
+
+    from flows.cli import DISTRIBUTION
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert DISTRIBUTION == pyproject["project"]["name"]
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    out, err = capsys.readouterr()
+    assert exit_.value.code == 0 and out == f"ipet-pipeline {version(DISTRIBUTION)}\n" and err == "", (out, err)
 
 
 def test_an_abbreviated_option_is_still_argparses_and_the_readme_names_real_options() -> None:
