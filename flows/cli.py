@@ -13,7 +13,10 @@ import sys
 from pathlib import Path
 from typing import Callable, get_args
 
+from data.errors import DataError
+from data.lock import RunDirBusy, RunDirUnusable
 from prompt_core.settings import PRECISION_HELP, Precision
+from tasks.store_uri import TrackingError
 
 from . import suggest
 from .config import ConfigError, RunConfig, assignment, load_config
@@ -22,6 +25,10 @@ EXIT_BUSY = 75  # EX_TEMPFAIL: another run holds the run directory; try again la
 EXIT_UNANNOUNCED = 69  # EX_UNAVAILABLE: ingested, but the Prefect server did not answer: no retraining starts
 WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS,
                 errno.ENOTDIR}
+# what ``run`` and ``adapt`` report in one line ("ipet: <error>"), and so what Prefect's terminal log
+# leaves out (``_worded``); a write error (WRITE_ERRORS) too, in its own words. DataError: data that
+# changed, or storage unreadable, since the check
+WORDED = (RunDirBusy, RunDirUnusable, TrackingError, DataError)
 DISTRIBUTION = "ipet-pipeline"  # [project] name in pyproject.toml: whose installed version --version prints
 
 
@@ -186,7 +193,7 @@ def _run_command(args, config) -> int:
     """``run`` and ``adapt``: the run directory's lock first (a busy one is refused at once), then the
     checks while the temporary Prefect server starts, then the flow; Ctrl-C and SIGTERM stop it."""
     from data.location import location
-    from data.lock import RunDirBusy, RunDirUnusable, run_dir_lock
+    from data.lock import run_dir_lock
 
     from .interrupt import Interrupted
 
@@ -196,22 +203,20 @@ def _run_command(args, config) -> int:
     try:
         with run_dir_lock(run_dir):  # the flow holds it too (deployments call the flow directly)
             code = _locked(args, config, run_dir, forget)
-        if code == 2:
-            forget()
-        return code
     except Interrupted:  # while Prefect was imported, before _locked's handler (which forgets itself)
         forget()
         raise
-    except RunDirBusy as err:
-        return _refused(f"ipet: {err}", EXIT_BUSY)
-    except RunDirUnusable as err:
-        return _refused(f"ipet: {err}", 2)
+    except WORDED as err:
+        code = _refused(f"ipet: {err}", EXIT_BUSY if isinstance(err, RunDirBusy) else 2)
     except OSError as err:
-        if err.errno not in WRITE_ERRORS:
+        if not _write_error(err):
             raise
         print(f"ipet: cannot write {err.filename or run_dir}: {err.strerror}; finished outputs are kept, "
               "run again to resume", file=sys.stderr)
         return 1
+    if code == 2:
+        forget()
+    return code
 
 
 def _forget(run_dir: Path) -> None:
@@ -232,9 +237,6 @@ def _locked(args, config, run_dir: Path, forget: Callable[[], None]) -> int:
     from . import console
 
     console.configure(args.verbosity)
-    from data.errors import DataError
-    from tasks.tracking import TrackingError
-
     from .interrupt import stop_on_signals
     from .server import ServerError, prefect_api
 
@@ -248,23 +250,20 @@ def _locked(args, config, run_dir: Path, forget: Callable[[], None]) -> int:
                 server.ready()
             console.hide_worded(args.verbosity, _worded)
             return _adapt(config, run_dir) if args.command == "adapt" else _run(config, run_dir)
-    except (TrackingError, DataError) as err:  # DataError: data that changed, or storage unreadable, since the check
-        print(f"ipet: {err}", file=sys.stderr)
-        return 2
     except ServerError as err:
         print(f"ipet: {err}", file=sys.stderr)
         return 1
 
 
 def _worded(err: BaseException) -> bool:
-    """The errors of a flow that ``_run_command`` and ``_locked`` report in one line: Prefect's
-    traceback of them is not shown on the terminal (``--verbose`` shows it)."""
-    from data.errors import DataError
-    from data.lock import RunDirBusy, RunDirUnusable
-    from tasks.tracking import TrackingError
+    """The errors of a flow that ``_run_command`` reports in one line: Prefect's traceback of them is
+    not shown on the terminal (``--verbose`` shows it)."""
+    return isinstance(err, WORDED) or _write_error(err)
 
-    return (isinstance(err, (RunDirBusy, RunDirUnusable, TrackingError, DataError))
-            or isinstance(err, OSError) and err.errno in WRITE_ERRORS)
+
+def _write_error(err: BaseException) -> bool:
+    """A write that failed for a reason the user can fix (disk full, no permission, a file in the way)."""
+    return isinstance(err, OSError) and err.errno in WRITE_ERRORS
 
 
 def _no_op() -> None:
@@ -285,7 +284,6 @@ def _ingest_parser(sub) -> None:
 
 def _ingest(args) -> int:
     """The store work runs in this process; only the event needs Prefect, and only a configured server."""
-    from data.errors import DataError
     from data.ingest import ingest_file
 
     from .ingest import schema_of, summary
@@ -329,8 +327,7 @@ def _announce(result: dict) -> int:
 
 
 def _gc(args) -> int:
-    from data.errors import DataError
-    from data.lock import RunDirBusy, run_dir_lock
+    from data.lock import run_dir_lock
 
     from .gc import collect
     from .prediction import run_stages
@@ -398,9 +395,8 @@ def _run(config, run_dir: Path) -> int:
 def _answer(args) -> int:
     """Check the sheet against the open question, record it (and add it to the ask's store)."""
     from data.answers import apply_answers, read_sheet
-    from data.errors import DataError
     from data.location import location
-    from data.lock import RunDirBusy, run_dir_lock
+    from data.lock import run_dir_lock
 
     run_dir = str(location(args.run_dir))
     try:
@@ -477,7 +473,6 @@ def _predicted(kwargs: dict) -> int:
 def _predict_problem(args) -> str | None:
     """The mistakes ``ipet predict`` can name without loading anything: the batch size, the output
     path, a missing local input, a registry model without a local store."""
-    from data.errors import DataError
     from data.location import is_url
     from data.outputs import check_output_file
     from data.sources import not_a_file
