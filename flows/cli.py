@@ -11,7 +11,7 @@ import itertools
 import os
 import sys
 from pathlib import Path
-from typing import Callable, get_args
+from typing import TYPE_CHECKING, Callable, get_args
 
 from data.errors import DataError
 from data.lock import RunDirBusy, RunDirUnusable
@@ -20,6 +20,9 @@ from tasks.store_uri import TrackingError
 
 from . import suggest
 from .config import ConfigError, RunConfig, assignment, load_config
+
+if TYPE_CHECKING:
+    from .checks import Checked
 
 EXIT_BUSY = 75  # EX_TEMPFAIL: another run holds the run directory; try again later
 EXIT_UNANNOUNCED = 69  # EX_UNAVAILABLE: ingested, but the Prefect server did not answer: no retraining starts
@@ -165,7 +168,7 @@ def _configured(args) -> int:
         print(err, file=sys.stderr)
         return 2
     if args.command == "validate":
-        return 0 if _checked(args.config, config) else 2
+        return 0 if _checked(args.config, config) is not None else 2
     if args.command == "adapt":
         from .adapt import for_adapt
 
@@ -173,9 +176,9 @@ def _configured(args) -> int:
     return _run_command(args, config)
 
 
-def _checked(path: str, config: RunConfig, quiet: bool = False) -> RunConfig | None:
-    """The config with its stores pinned to the versions checked, after printing what was found; None
-    after printing every problem of the config and its data on its own line."""
+def _checked(path: str, config: RunConfig, quiet: bool = False) -> Checked | None:
+    """What the checks found (the config with its stores pinned to the versions checked, the warnings),
+    after printing it; None after printing every problem of the config and its data on its own line."""
     from .checks import check_run
 
     checked = check_run(config)
@@ -186,7 +189,7 @@ def _checked(path: str, config: RunConfig, quiet: bool = False) -> RunConfig | N
         print(f"{path}: ok · labels {list(config.labels)} · rows {checked.rows}")
     for warning in checked.warnings:
         print(f"{path}: warning: {warning}")
-    return checked.config
+    return checked
 
 
 def _run_command(args, config) -> int:
@@ -243,12 +246,13 @@ def _locked(args, config, run_dir: Path, forget: Callable[[], None]) -> int:
     try:
         with prefect_api() as server, \
                 stop_on_signals(f"ipet {args.command}", lambda: (server and server.stop(), forget())):
-            config = _checked(args.config, config, quiet=args.verbosity == "quiet")
-            if config is None:
+            checked = _checked(args.config, config, quiet=args.verbosity == "quiet")
+            if checked is None:
                 return 2
             if server:
                 server.ready()
-            console.hide_worded(args.verbosity, _worded)
+            console.hide_repeats(args.verbosity, _worded, checked.warnings)
+            config = checked.config
             return _adapt(config, run_dir) if args.command == "adapt" else _run(config, run_dir)
     except ServerError as err:
         print(f"ipet: {err}", file=sys.stderr)

@@ -285,7 +285,7 @@ def test_the_console_shows_no_traceback_of_an_error_the_command_words_but_keeps_
     import sys
 
     code = ("import errno, logging, sys\nfrom flows import console\nfrom flows.cli import _worded\n"
-            "console.configure(sys.argv[1])\nconsole.hide_worded(sys.argv[1], _worded)\nlog = logging.getLogger('prefect.task_runs')\n"
+            "console.configure(sys.argv[1])\nconsole.hide_repeats(sys.argv[1], _worded)\nlog = logging.getLogger('prefect.task_runs')\n"
             "for error in (OSError(errno.ENOSPC, 'No space left on device', '/run/x'), RuntimeError('a bug')):\n"
             "    try:\n        raise error\n    except Exception as err:\n"
             "        log.error(f'Task run failed with exception: {err!r}', exc_info=True)\n"
