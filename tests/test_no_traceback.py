@@ -189,6 +189,9 @@ CASES: dict[str, tuple[Build, int, str]] = {
                                   "holds list<item: string> values, not text"),
     "a JSONL column changing type": (with_train('{"text": "a", "label": "pos"}\n{"text": 5, "label": "neg"}\n',
                                                 "mixed.jsonl"), 2, "cannot read as jsonl"),
+    "a JSONL row naming a key twice": (predicting('{"id": "r1", "text": "great"}\n{"id": "r2", "text": "bad", '
+                                                  '"text": "fine"}\n', "new.jsonl"), 2,
+                                       "new.jsonl: line 2: key 'text' given twice in one object"),
     "`ipet predict` input with column names and no rows": (predicting("id,text\n"), 2,
                                                             "new.csv: no rows to predict (column names only)"),
     "duplicate ids in an `ipet predict` input": (predicting("id,text\nr1,great\nr2,bad\nr3,fine\nr2,good\n"), 2,
