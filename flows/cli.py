@@ -60,7 +60,9 @@ def _leave(code: int) -> None:
 def _command(argv: list[str] | None) -> int:
     parser, commands = parsers()
     _refuse_typos(parser, commands, sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # argparse's parse_args names them under ipet's usage, not the command's that has too few slots
+        commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command in ("ingest", "predict", "answer", "gc", "suggest"):
         return {"ingest": _ingest, "predict": _predict, "answer": _answer, "gc": _gc,
                 "suggest": suggest.command}[args.command](args)
