@@ -115,7 +115,7 @@ class _Version(argparse.Action):
     """``--version``: one line, the installed version, exit 0. Looked up only when asked (the package
     metadata is a scan of site-packages, which every other command would pay for)."""
 
-    def __init__(self, option_strings: list[str], dest: str, **_) -> None:
+    def __init__(self, option_strings: list[str], dest: str, **_: object) -> None:
         super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, nargs=0,
                          help="print the installed version and exit")
 

@@ -420,7 +420,8 @@ def _yaml_problem(err: yaml.YAMLError, text: str) -> str:
     mark = getattr(err, "problem_mark", None)
     if mark is None:  # ours (DuplicateKey), which names its line
         return " ".join(str(err).split())
-    line = text.splitlines()[mark.line] if mark.line < len(text.splitlines()) else ""
+    lines = text.splitlines()
+    line = lines[mark.line] if mark.line < len(lines) else ""
     within = f" ({err.context} on line {err.context_mark.line + 1})" if err.context and err.context_mark else ""
     tab = "; indent with spaces: YAML forbids tabs there" if "\t" in line[:len(line) - len(line.lstrip())] else ""
     return f"line {mark.line + 1}, column {mark.column + 1}: {err.problem}{within}{tab}"

@@ -1,7 +1,8 @@
 """What an ``ipet`` command shows on the terminal: by default the stage lines, each trained model,
 warnings once, and the final table; not Prefect's "Finished in state Completed()" after every task
 nor MLflow's download bars, nor Prefect's tracebacks of an error the command words in one line itself
-(a failed write), nor a flow's repeat of a warning the command printed. ``--verbose`` shows everything, ``--quiet`` only warnings and the final table."""
+(a failed write), nor a flow's repeat of a warning the command printed. ``--verbose`` shows everything,
+``--quiet`` only warnings and the final table."""
 
 from __future__ import annotations
 
