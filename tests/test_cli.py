@@ -169,7 +169,8 @@ def test_test_rows_in_the_training_data_are_reported_and_leave_the_pool(toy: dic
     # argparse said "the following arguments are required: command"
     (["--verison"], ["usage: ipet [-h]", "ipet: error: unknown option --verison; did you mean --version?"]),
     # argparse said it under ipet's usage, which has no CONFIG
-    (["validate", "c.yaml", "d.yaml"], ["usage: ipet validate ", "ipet validate: error: unrecognized arguments: d.yaml"]),
+    (["validate", "c.yaml", "d.yaml"], ["usage: ipet validate ",
+                                        "ipet validate: error: unrecognized arguments: d.yaml"]),
 ], ids=["command", "option", "option-of-validate", "option-beside-a-required-one", "value", "option-of-ipet",
         "one-argument-too-many"])
 def test_a_mistyped_command_or_option_names_the_nearest(argv: list[str], expected: list[str],
