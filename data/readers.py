@@ -10,9 +10,10 @@ raises ``DataError`` naming the file and, where the format has lines, the line.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -168,9 +169,12 @@ def _jsonl(path: Path, name: str, columns: Columns | None, rows: int) -> Iterato
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj = _DECODER.decode(line)
             except json.JSONDecodeError as err:
                 raise DataError(f"{name}: line {line_no}: not valid JSON ({err.msg})") from None
+            except _KeyTwice as err:
+                raise DataError(f"{name}: line {line_no}: key {err.key!r} given twice in one object, so one of its "
+                                "values would be dropped without a word; keep one") from None
             if not isinstance(obj, dict):
                 raise DataError(f"{name}: line {line_no}: expected a JSON object, got {type(obj).__name__}")
             seen.update((key, None) for key in obj if wanted is None or key in wanted)
@@ -185,6 +189,26 @@ def _jsonl(path: Path, name: str, columns: Columns | None, rows: int) -> Iterato
         columns.of(name, list(seen))  # a column no object has is a missing column
     if batch:
         yield _json_table(batch, wanted or list(seen))
+
+
+class _KeyTwice(ValueError):
+    """A JSON object naming ``key`` twice: ``json`` keeps the last value and drops the first silently
+    (``{"text": "a", "text": "b"}`` is the text "b"); which one a row means is not ours to guess."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """The object of ``pairs``, unless it names a key twice (at any depth: a nested object too)."""
+    obj = dict(pairs)
+    if len(obj) < len(pairs):
+        raise _KeyTwice(next(key for key, n in Counter(key for key, _ in pairs).items() if n > 1))
+    return obj
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)  # made once: json.loads with a hook makes one a line
 
 
 def _check_kinds(obj: dict, read: dict[str, None], kinds: dict[str, tuple[str, int]], name: str,

@@ -10,17 +10,28 @@ import itertools
 import os
 import sys
 from pathlib import Path
-from typing import Callable, get_args
+from typing import TYPE_CHECKING, Callable, get_args
 
+from data.errors import DataError
+from data.lock import RunDirBusy, RunDirUnusable
 from prompt_core.settings import PRECISION_HELP, Precision
+from tasks.store_uri import TrackingError
 
 from . import suggest
 from .config import ConfigError, RunConfig, assignment, load_config
+
+if TYPE_CHECKING:
+    from .checks import Checked
 
 EXIT_BUSY = 75  # EX_TEMPFAIL: another run holds the run directory; try again later
 EXIT_UNANNOUNCED = 69  # EX_UNAVAILABLE: ingested, but the Prefect server did not answer: no retraining starts
 WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS,
                 errno.ENOTDIR}
+# what ``run`` and ``adapt`` report in one line ("ipet: <error>"), and so what Prefect's terminal log
+# leaves out (``_worded``); a write error (WRITE_ERRORS) too, in its own words. DataError: data that
+# changed, or storage unreadable, since the check
+WORDED = (RunDirBusy, RunDirUnusable, TrackingError, DataError)
+DISTRIBUTION = "ipet-pipeline"  # [project] name in pyproject.toml: whose installed version --version prints
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +59,9 @@ def _leave(code: int) -> None:
 def _command(argv: list[str] | None) -> int:
     parser, commands = parsers()
     _refuse_typos(parser, commands, sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # argparse's parse_args names them under ipet's usage, not the command's that has too few slots
+        commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command in ("ingest", "predict", "answer", "gc", "suggest"):
         return {"ingest": _ingest, "predict": _predict, "answer": _answer, "gc": _gc,
                 "suggest": suggest.command}[args.command](args)
@@ -66,6 +79,7 @@ def _command(argv: list[str] | None) -> int:
 def parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """``ipet``'s parser, and each command's by name."""
     parser = argparse.ArgumentParser(prog="ipet", description=__doc__)
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (("run", "run the iPET flow"),
                        ("adapt", "MLM-train the backbone on the pool (TAPT); zero-shot accuracy before/after"),
@@ -96,6 +110,25 @@ def parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     return parser, sub.choices
 
 
+class _Version(argparse.Action):
+    """``--version``: one line, the installed version, exit 0. Looked up only when asked (the package
+    metadata is a scan of site-packages, which every other command would pay for)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **_: object) -> None:
+        super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, nargs=0,
+                         help="print the installed version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"{DISTRIBUTION} {version(DISTRIBUTION)}")
+        except PackageNotFoundError:  # run from a checkout that was never pip-installed
+            print(f"{DISTRIBUTION}: no version, as it is not installed (pip install -e .)")
+        parser.exit()
+
+
 def _refuse_typos(parser: argparse.ArgumentParser, commands: dict[str, argparse.ArgumentParser],
                   argv: list[str]) -> None:
     """A mistyped command or option, refused (exit 2) with the nearest real one. argparse names neither,
@@ -103,15 +136,24 @@ def _refuse_typos(parser: argparse.ArgumentParser, commands: dict[str, argparse.
     "the following arguments are required: --output"), under ``ipet``'s usage instead of the command's."""
     words = list(itertools.takewhile(lambda word: word != "--", argv))
     command = next((word for word in words if not word.startswith("-")), None)
+    # ipet's own options take no value: any word before the command that starts with '-' is one
+    _refuse_unknown_options(parser, words[:words.index(command)] if command else words, "-")
     if command is None:
         return
     if command not in commands:
         parser.error(f"unknown command {command!r}{_nearest(command, commands)} (commands: {', '.join(commands)})")
-    options = [o for action in commands[command]._actions for o in action.option_strings if o.startswith("--")]
-    for word in words[words.index(command) + 1:]:
+    # a command's options may take values such as -1: only a word with two dashes is surely an option
+    _refuse_unknown_options(commands[command], words[words.index(command) + 1:], "--")
+
+
+def _refuse_unknown_options(parser: argparse.ArgumentParser, words: list[str], dashes: str) -> None:
+    """The first of ``words`` that starts with ``dashes`` and is no option of ``parser`` (nor a prefix
+    of one: argparse's abbreviation), refused with the nearest real one."""
+    options = [o for action in parser._actions for o in action.option_strings if o.startswith(dashes)]
+    for word in words:
         option = word.split("=", 1)[0]
-        if option.startswith("--") and not any(o.startswith(option) for o in options):  # a prefix is argparse's
-            commands[command].error(f"unknown option {option}{_nearest(option, options)}")
+        if option.startswith(dashes) and not any(o.startswith(option) for o in options):
+            parser.error(f"unknown option {option}{_nearest(option, options)}")
 
 
 def _nearest(word: str, choices) -> str:
@@ -129,7 +171,7 @@ def _configured(args) -> int:
         print(err, file=sys.stderr)
         return 2
     if args.command == "validate":
-        return 0 if _checked(args.config, config) else 2
+        return 0 if _checked(args.config, config) is not None else 2
     if args.command == "adapt":
         from .adapt import for_adapt
 
@@ -137,9 +179,9 @@ def _configured(args) -> int:
     return _run_command(args, config)
 
 
-def _checked(path: str, config: RunConfig, quiet: bool = False) -> RunConfig | None:
-    """The config with its stores pinned to the versions checked, after printing what was found; None
-    after printing every problem of the config and its data on its own line."""
+def _checked(path: str, config: RunConfig, quiet: bool = False) -> Checked | None:
+    """What the checks found (the config with its stores pinned to the versions checked, the warnings),
+    after printing it; None after printing every problem of the config and its data on its own line."""
     from .checks import check_run
 
     checked = check_run(config)
@@ -150,14 +192,14 @@ def _checked(path: str, config: RunConfig, quiet: bool = False) -> RunConfig | N
         print(f"{path}: ok · labels {list(config.labels)} · rows {checked.rows}")
     for warning in checked.warnings:
         print(f"{path}: warning: {warning}")
-    return checked.config
+    return checked
 
 
 def _run_command(args, config) -> int:
     """``run`` and ``adapt``: the run directory's lock first (a busy one is refused at once), then the
     checks while the temporary Prefect server starts, then the flow; Ctrl-C and SIGTERM stop it."""
     from data.location import location
-    from data.lock import RunDirBusy, RunDirUnusable, run_dir_lock
+    from data.lock import run_dir_lock
 
     from .interrupt import Interrupted
 
@@ -167,22 +209,20 @@ def _run_command(args, config) -> int:
     try:
         with run_dir_lock(run_dir):  # the flow holds it too (deployments call the flow directly)
             code = _locked(args, config, run_dir, forget)
-        if code == 2:
-            forget()
-        return code
     except Interrupted:  # while Prefect was imported, before _locked's handler (which forgets itself)
         forget()
         raise
-    except RunDirBusy as err:
-        return _refused(f"ipet: {err}", EXIT_BUSY)
-    except RunDirUnusable as err:
-        return _refused(f"ipet: {err}", 2)
+    except WORDED as err:
+        code = _refused(f"ipet: {err}", EXIT_BUSY if isinstance(err, RunDirBusy) else 2)
     except OSError as err:
-        if err.errno not in WRITE_ERRORS:
+        if not _write_error(err):
             raise
         print(f"ipet: cannot write {err.filename or run_dir}: {err.strerror}; finished outputs are kept, "
               "run again to resume", file=sys.stderr)
         return 1
+    if code == 2:
+        forget()
+    return code
 
 
 def _forget(run_dir: Path) -> None:
@@ -203,9 +243,6 @@ def _locked(args, config, run_dir: Path, forget: Callable[[], None]) -> int:
     from . import console
 
     console.configure(args.verbosity)
-    from data.errors import DataError
-    from tasks.tracking import TrackingError
-
     from .asking import pinned_config
     from .interrupt import stop_on_signals
     from .server import ServerError, prefect_api
@@ -214,30 +251,28 @@ def _locked(args, config, run_dir: Path, forget: Callable[[], None]) -> int:
         with prefect_api() as server, \
                 stop_on_signals(f"ipet {args.command}", lambda: (server and server.stop(), forget())):
             # the stores at the versions a question was asked with (before the check pins them to the newest)
-            config = _checked(args.config, pinned_config(config, str(run_dir)), quiet=args.verbosity == "quiet")
-            if config is None:
+            checked = _checked(args.config, pinned_config(config, str(run_dir)), quiet=args.verbosity == "quiet")
+            if checked is None:
                 return 2
             if server:
                 server.ready()
-            console.hide_worded(args.verbosity, _worded)
+            console.hide_repeats(args.verbosity, _worded, checked.warnings)
+            config = checked.config
             return _adapt(config, run_dir) if args.command == "adapt" else _run(config, run_dir)
-    except (TrackingError, DataError) as err:  # DataError: data that changed, or storage unreadable, since the check
-        print(f"ipet: {err}", file=sys.stderr)
-        return 2
     except ServerError as err:
         print(f"ipet: {err}", file=sys.stderr)
         return 1
 
 
 def _worded(err: BaseException) -> bool:
-    """The errors of a flow that ``_run_command`` and ``_locked`` report in one line: Prefect's
-    traceback of them is not shown on the terminal (``--verbose`` shows it)."""
-    from data.errors import DataError
-    from data.lock import RunDirBusy, RunDirUnusable
-    from tasks.tracking import TrackingError
+    """The errors of a flow that ``_run_command`` reports in one line: Prefect's traceback of them is
+    not shown on the terminal (``--verbose`` shows it)."""
+    return isinstance(err, WORDED) or _write_error(err)
 
-    return (isinstance(err, (RunDirBusy, RunDirUnusable, TrackingError, DataError))
-            or isinstance(err, OSError) and err.errno in WRITE_ERRORS)
+
+def _write_error(err: BaseException) -> bool:
+    """A write that failed for a reason the user can fix (disk full, no permission, a file in the way)."""
+    return isinstance(err, OSError) and err.errno in WRITE_ERRORS
 
 
 def _no_op() -> None:
@@ -258,7 +293,6 @@ def _ingest_parser(sub) -> None:
 
 def _ingest(args) -> int:
     """The store work runs in this process; only the event needs Prefect, and only a configured server."""
-    from data.errors import DataError
     from data.ingest import ingest_file
 
     from .ingest import schema_of, summary
@@ -302,8 +336,7 @@ def _announce(result: dict) -> int:
 
 
 def _gc(args) -> int:
-    from data.errors import DataError
-    from data.lock import RunDirBusy, run_dir_lock
+    from data.lock import run_dir_lock
 
     from .gc import collect
     from .prediction import run_stages
@@ -372,9 +405,8 @@ def _run(config, run_dir: Path) -> int:
 def _answer(args) -> int:
     """Check the sheet against the open question, record it (and add it to the ask's store)."""
     from data.answers import answers_path, apply_answers, read_record, read_sheet
-    from data.errors import DataError
     from data.location import location
-    from data.lock import RunDirBusy, run_dir_lock
+    from data.lock import run_dir_lock
 
     run_dir = str(location(args.run_dir))
     try:
@@ -465,7 +497,6 @@ def _predicted(kwargs: dict) -> int:
 def _predict_problem(args) -> str | None:
     """The mistakes ``ipet predict`` can name without loading anything: the batch size, the output
     path, a missing local input, a registry model without a local store."""
-    from data.errors import DataError
     from data.location import is_url
     from data.outputs import check_output_file
     from data.sources import not_a_file

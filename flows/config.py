@@ -357,6 +357,9 @@ def _set(tree: dict, dotted: str, value: Any) -> None:
     """Set ``dotted`` (``ipet.generations``; ``pvps.0.pattern``, a list item by its index, as problem
     lines name it) in ``tree`` to ``value``, making missing mappings on the way."""
     *parents, leaf = dotted.split(".")
+    if "" in (*parents, leaf):  # `data..root` made a setting named '' (refused as "data.: Extra inputs ...")
+        raise ConfigError(f"--set {dotted}: a setting without a name between its dots; write section.setting, "
+                          "e.g. --set ipet.generations=2")
     for key in parents:
         tree = tree[_index(tree, key, dotted)] if isinstance(tree, list) else tree.setdefault(key, {})
         if not isinstance(tree, (dict, list)):
@@ -389,13 +392,17 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     """Read YAML, apply ``key.sub=value`` overrides (values parsed as YAML) and validate."""
     path = Path(path)
     try:
-        raw = _yaml(path.read_text()) or {}
+        text = path.read_text()
+        raw = _yaml(text)
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(err, text)}") from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: cannot read the config: {getattr(err, 'strerror', None) or err.reason}") from None
+    if raw is None:  # each required setting was named missing, as if the file were a config without them
+        raise ConfigError(f"{path}: the config file is empty (or only comments); examples/agnews.yaml is one to "
+                          "start from")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of settings")
     for item in overrides:
@@ -404,6 +411,20 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
         return RunConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError("\n".join(f"{path}: {line}" for line in problem_lines(err))) from None
+
+
+def _yaml_problem(err: yaml.YAMLError, text: str) -> str:
+    """A YAML error in one line: where (line, column) and what; for a line indented with a tab, which
+    YAML forbids and an editor hides, the fix. PyYAML's own text spans lines and names the file
+    "<unicode string>"."""
+    mark = getattr(err, "problem_mark", None)
+    if mark is None:  # ours (DuplicateKey), which names its line
+        return " ".join(str(err).split())
+    lines = text.splitlines()
+    line = lines[mark.line] if mark.line < len(lines) else ""
+    within = f" ({err.context} on line {err.context_mark.line + 1})" if err.context and err.context_mark else ""
+    tab = "; indent with spaces: YAML forbids tabs there" if "\t" in line[:len(line) - len(line.lstrip())] else ""
+    return f"line {mark.line + 1}, column {mark.column + 1}: {err.problem}{within}{tab}"
 
 
 def problem_lines(err: ValidationError) -> list[str]:

@@ -1,13 +1,14 @@
 """What an ``ipet`` command shows on the terminal: by default the stage lines, each trained model,
 warnings once, and the final table; not Prefect's "Finished in state Completed()" after every task
 nor MLflow's download bars, nor Prefect's tracebacks of an error the command words in one line itself
-(a failed write). ``--verbose`` shows everything, ``--quiet`` only warnings and the final table."""
+(a failed write), nor a flow's repeat of a warning the command printed. ``--verbose`` shows everything,
+``--quiet`` only warnings and the final table."""
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Callable
+from typing import Callable, Collection
 
 ROUTINE = "Finished in state Completed("
 REPEATED = ("prompt_core.backbone",)  # loggers whose warnings say the same for every model
@@ -65,10 +66,24 @@ def configure(verbosity: str) -> None:
         logging.getLogger(name).addFilter(quiet)
 
 
-def hide_worded(verbosity: str, worded: Callable[[BaseException], bool]) -> None:
+class _Warned(logging.Filter):
+    """For the terminal's handler: drops a flow's line that repeats a warning the command printed before
+    the flow started. ``ipet run`` prints what its checks found (a leak from the test set into the
+    training data); the flow then prints its data's leaks again, for a deployment, which runs it without
+    the command. The API's log keeps the flow's line."""
+
+    def __init__(self, warned: Collection[str]) -> None:
+        super().__init__()
+        self.repeats = {f"warning: {line}" for line in warned}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() not in self.repeats
+
+
+def hide_repeats(verbosity: str, worded: Callable[[BaseException], bool], warned: Collection[str] = ()) -> None:
     """After ``configure``, just before a flow runs (Prefect's logging is set up here if it is not yet):
     the terminal shows no Prefect report of an exception ``worded`` says the command reports in a line of
-    its own, unless ``verbose``."""
+    its own, and no flow's line repeating a warning the command printed (``warned``), unless ``verbose``."""
     from prefect.logging.configuration import ensure_logging_setup
     from prefect.logging.handlers import PrefectConsoleHandler
 
@@ -78,3 +93,4 @@ def hide_worded(verbosity: str, worded: Callable[[BaseException], bool]) -> None
     for handler in logging.getLogger().handlers:  # Prefect's console handler is the root logger's
         if isinstance(handler, PrefectConsoleHandler):
             handler.addFilter(_Worded(worded))
+            handler.addFilter(_Warned(warned))

@@ -14,6 +14,12 @@ class RegistryError(LookupError):
     """A registered model, version or alias that does not exist (a user mistake, not a crash)."""
 
 
+class TrackingError(RuntimeError):
+    """The tracking store cannot be reached or written; raised before any compute starts. Defined here,
+    without MLflow, so that ``ipet`` names it among the errors it words in one line without importing
+    MLflow before the run directory's lock (``tasks.tracking`` raises it)."""
+
+
 def resolve_uri(configured: str | None) -> str:
     """Configured URI, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlflow.db`` (absolute,
     so workers in other directories write to the same store)."""

@@ -23,7 +23,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from data.location import is_url, mirror
 
-from .store_uri import resolve_uri
+from .store_uri import TrackingError, resolve_uri
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +35,6 @@ class TrackedRun:
 
     uri: str
     parent_id: str
-
-
-class TrackingError(RuntimeError):
-    """The tracking store cannot be reached or written; raised before any compute starts."""
 
 
 def check_store(uri: str) -> None:

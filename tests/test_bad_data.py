@@ -92,6 +92,24 @@ def test_mixed_types_in_a_column_name_the_row(toy, rows, tmp_path, capsys):
                           "on line 1") in err
 
 
+@pytest.mark.parametrize("slot", ["labeled", "unlabeled"])
+def test_a_jsonl_key_given_twice_is_refused_in_the_labeled_set_and_the_pool(toy, rows, tmp_path, capsys, slot):
+    """``{"text": "a", "text": "b"}`` was read as the text "b", its "a" dropped without a word: both sets
+    are read by one reader, which names the file, the line and the key; the same files without it pass."""
+    records = {"labeled": [{"text": t, "label": lab} for t, lab in rows[:8]],
+               "unlabeled": [{"text": t} for t, _ in rows[8:]]}
+    paths = {name: jsonl(tmp_path / f"{name}.jsonl", found) for name, found in records.items()}
+    config = {**toy, "data": {"root": toy["data"]["root"], "test": {"path": "test.csv"},
+                              **{name: {"path": str(path)} for name, path in paths.items()}}}
+    assert validate(config, tmp_path, capsys)[0] == 0
+    lines = paths[slot].read_text().splitlines()
+    lines[2] = lines[2][:-1] + ', "text": "another film"}'
+    paths[slot].write_text("\n".join(lines) + "\n")
+    code, _, err = validate(config, tmp_path, capsys)
+    assert code == 2 and err == (f"{tmp_path / 'config.yaml'}: {paths[slot]}: line 3: key 'text' given twice in one "
+                                 "object, so one of its values would be dropped without a word; keep one\n"), err
+
+
 # --- labels: what types are accepted --------------------------------------------------------------
 
 @pytest.mark.parametrize(("value", "verbalizer"), [

@@ -55,12 +55,14 @@ def test_good_config_is_ok(toy: dict, tmp_path: Path, capsys: pytest.CaptureFixt
     (["runner.kind=cloud"], ["runner.kind: Input should be 'local' or 'ray'"]),
     (["labeling.batch_size=big"], ["labeling.batch_size", "'auto'"]),
     (["pvps.1.pattern='{text} was'"], ["pvps.1.pattern: pattern '{text} was' must contain exactly one {mask}"]),
+    # it said "data.: Extra inputs are not permitted"
+    (["data..root=x"], ["--set data..root: a setting without a name between its dots; write section.setting"]),
 ], ids=["unknown-key", "typo-in-a-section", "typo-in-a-list-item", "typo-in-stage-overrides",
         "two-masks", "no-mask", "slot-not-in-data", "label-not-in-verbalizer", "empty-verbalizer",
         "classifier-without-labels",
         "multi-token-word", "k-too-large", "growth-exceeds-pool", "zero-shot-base-exceeds-pool",
         "model-missing", "unknown-device", "missing-file",
-        "no-peers", "unknown-runner", "bad-batch-size", "set-a-list-item"])
+        "no-peers", "unknown-runner", "bad-batch-size", "set-a-list-item", "set-a-nameless-setting"])
 def test_bad_config_names_the_problem(toy: dict, tmp_path: Path, capsys: pytest.CaptureFixture,
                                       overrides: list[str], expected: list[str]) -> None:
     assert validate(toy, tmp_path, *overrides) == 2
@@ -164,13 +166,53 @@ def test_test_rows_in_the_training_data_are_reported_and_leave_the_pool(toy: dic
     (["predict", "--model", "m", "--input", "i.csv", "--outptu", "o.parquet"],
      ["ipet predict: error: unknown option --outptu; did you mean --output?"]),
     (["gc", "--keep=al", "x"], ["argument --keep: invalid choice: 'al'"]),  # argparse's own, for a value
-], ids=["command", "option", "option-of-validate", "option-beside-a-required-one", "value"])
+    # argparse said "the following arguments are required: command"
+    (["--verison"], ["usage: ipet [-h]", "ipet: error: unknown option --verison; did you mean --version?"]),
+    # argparse said it under ipet's usage, which has no CONFIG
+    (["validate", "c.yaml", "d.yaml"], ["usage: ipet validate ",
+                                        "ipet validate: error: unrecognized arguments: d.yaml"]),
+], ids=["command", "option", "option-of-validate", "option-beside-a-required-one", "value", "option-of-ipet",
+        "one-argument-too-many"])
 def test_a_mistyped_command_or_option_names_the_nearest(argv: list[str], expected: list[str],
                                                          capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(argv)
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and all(text in err for text in expected), err
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("", "the config file is empty (or only comments); examples/agnews.yaml is one to start from"),
+    ("# name: toy\n", "the config file is empty (or only comments); examples/agnews.yaml is one to start from"),
+    ("name: toy\nipet:\n\tgenerations: 2\n", "not valid YAML: line 3, column 1: found character '\\t' that cannot "
+                                            "start any token; indent with spaces: YAML forbids tabs there"),
+    ("name: toy\nseeds: [1, 2\n", "not valid YAML: line 3, column 1: expected ',' or ']', but got '<stream end>' "
+                                 "(while parsing a flow sequence on line 2)"),
+], ids=["empty", "only-comments", "tab-indented", "unclosed-bracket"])
+def test_an_empty_or_broken_config_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture, text: str,
+                                                    expected: str) -> None:
+    """An empty file named each required setting missing (three lines); PyYAML's error spanned lines,
+    called the file "<unicode string>" and never said that a tab indents the line."""
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    assert main(["validate", str(path)]) == 2
+    assert capsys.readouterr().err == f"{path}: {expected}\n"
+
+
+def test_version_is_one_line_of_the_installed_distribution(capsys: pytest.CaptureFixture) -> None:
+    """``ipet --version`` prints the version pip installed of the distribution pyproject.toml names, one
+    line, exit 0 (there was no --version: argparse asked for a command)."""
+    import tomllib
+    from importlib.metadata import version
+
+    from flows.cli import DISTRIBUTION
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert DISTRIBUTION == pyproject["project"]["name"]
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    out, err = capsys.readouterr()
+    assert exit_.value.code == 0 and out == f"ipet-pipeline {version(DISTRIBUTION)}\n" and err == "", (out, err)
 
 
 def test_an_abbreviated_option_is_still_argparses_and_the_readme_names_real_options() -> None:
@@ -267,7 +309,7 @@ def test_the_console_shows_no_traceback_of_an_error_the_command_words_but_keeps_
     import sys
 
     code = ("import errno, logging, sys\nfrom flows import console\nfrom flows.cli import _worded\n"
-            "console.configure(sys.argv[1])\nconsole.hide_worded(sys.argv[1], _worded)\nlog = logging.getLogger('prefect.task_runs')\n"
+            "console.configure(sys.argv[1])\nconsole.hide_repeats(sys.argv[1], _worded)\nlog = logging.getLogger('prefect.task_runs')\n"
             "for error in (OSError(errno.ENOSPC, 'No space left on device', '/run/x'), RuntimeError('a bug')):\n"
             "    try:\n        raise error\n    except Exception as err:\n"
             "        log.error(f'Task run failed with exception: {err!r}', exc_info=True)\n"

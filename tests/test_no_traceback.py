@@ -198,6 +198,9 @@ CASES: dict[str, tuple[Build, int, str]] = {
                                   "holds list<item: string> values, not text"),
     "a JSONL column changing type": (with_train('{"text": "a", "label": "pos"}\n{"text": 5, "label": "neg"}\n',
                                                 "mixed.jsonl"), 2, "cannot read as jsonl"),
+    "a JSONL row naming a key twice": (predicting('{"id": "r1", "text": "great"}\n{"id": "r2", "text": "bad", '
+                                                  '"text": "fine"}\n', "new.jsonl"), 2,
+                                       "new.jsonl: line 2: key 'text' given twice in one object"),
     "`ipet predict` input with column names and no rows": (predicting("id,text\n"), 2,
                                                             "new.csv: no rows to predict (column names only)"),
     "duplicate ids in an `ipet predict` input": (predicting("id,text\nr1,great\nr2,bad\nr3,fine\nr2,good\n"), 2,
@@ -220,6 +223,15 @@ CASES: dict[str, tuple[Build, int, str]] = {
     "config file not found": (lambda toy, tmp: ["validate", str(tmp / "nope.yaml")], 2, "config file not found"),
     "config file not YAML": (lambda toy, tmp: (tmp / "c.yaml").write_text("a: [") and ["validate", str(tmp / "c.yaml")],
                              2, "not valid YAML"),
+    "config file empty (or only comments)": (lambda toy, tmp: (tmp / "c.yaml").write_text("# todo\n") and [
+        "validate", str(tmp / "c.yaml")], 2, "c.yaml: the config file is empty (or only comments)"),
+    "config file indented with a tab": (lambda toy, tmp: (tmp / "c.yaml").write_text("ipet:\n\tgenerations: 2\n") and [
+        "validate", str(tmp / "c.yaml")], 2, "line 2, column 1: found character '\\t' that cannot start any token; "
+                                             "indent with spaces"),
+    "more arguments than the command takes": (lambda toy, tmp: ["validate", config(toy, tmp), "other.yaml"], 2,
+                                              "ipet validate: error: unrecognized arguments: other.yaml"),
+    "`--set` of a setting without a name (`data..root`)": (validate("data..root=x"), 2,
+                                                            "--set data..root: a setting without a name between"),
     "a mistyped command or option": (lambda toy, tmp: ["run", config(toy, tmp), "--run_dir", str(tmp / "run")], 2,
                                      "ipet run: error: unknown option --run_dir; did you mean --run-dir?"),
     "unparsable `--set` value": (validate("pvps=[{"), 2, "--set 'pvps=[{': the value is not valid YAML"),

@@ -52,6 +52,19 @@ def test_a_json_column_changing_type_is_the_same_line_either_way(tmp_path: Path)
                                  "string on line 1; give a column one JSON type")
 
 
+@pytest.mark.parametrize("row", ['{"text": "a", "label": "neg", "text": "b"}', '{"text": {"x": 1, "x": 2}}'],
+                         ids=["top-level", "nested"])
+def test_a_json_key_given_twice_is_the_same_line_either_way(tmp_path: Path, row: str) -> None:
+    """``json`` keeps the last of a key's values and drops the others without a word: refused, naming the
+    file, the line and the key."""
+    path = tmp_path / "twice.jsonl"
+    path.write_text("".join(json.dumps({"text": f"film {i}", "label": "pos"}) + "\n" for i in range(5)) + row + "\n")
+    whole, streamed = both_errors(path, ["text"])
+    key = "text" if row.count('"text"') == 2 else "x"
+    assert whole == streamed == (f"{path}: line 6: key {key!r} given twice in one object, so one of its values "
+                                 "would be dropped without a word; keep one")
+
+
 def test_typed_json_values_are_the_same_texts_either_way(tmp_path: Path) -> None:
     path = tmp_path / "typed.jsonl"
     records = [{"text": "a", "label": 1.0}, {"text": "b", "label": 2}, {"text": "c", "label": None},

@@ -357,16 +357,24 @@ def test_unwritable_run_dir_is_one_line(config_file, tmp_path, capsys):
     assert code == 1 and "ipet: cannot write" in err and "Not a directory" in err and "Traceback" not in err
 
 
-def test_a_write_error_inside_a_task_is_one_line(config_file, tmp_path):
+def test_a_write_error_inside_a_task_is_one_line(toy, config_file, tmp_path):
     """A file where a run folder goes (``predictions``) fails a task's write mid-run: ``ipet run`` says so in
-    one line, exit 1, without Prefect's traceback of the task and of each flow the error passed through."""
+    one line, exit 1, without Prefect's traceback of the task and of each flow the error passed through.
+    Its test set holds two pool rows: their leak is warned of once, by the check before the flow (the
+    flow's own line of it, for a deployment, was printed on the terminal too)."""
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "predictions").write_text("not a folder")
-    done = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(config_file), "--run-dir", str(run_dir)],
+    root = Path(toy["data"]["root"])
+    train = (root / "train.csv").read_text().splitlines()
+    (tmp_path / "leaky.csv").write_text((root / "test.csv").read_text() + f"{train[-1]}\n{train[-2]}\n")
+    done = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(config_file), "--run-dir", str(run_dir),
+                           "--set", f"data.test.path={tmp_path / 'leaky.csv'}"],
                           env={**ENV, "PREFECT_HOME": str(tmp_path / "prefect")}, cwd=tmp_path, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 1, done.stderr[-3000:]
+    leak = f"{tmp_path / 'leaky.csv'}: 2 test row(s) also in the unlabeled pool (leak), row id(s) ['41', '42']"
+    assert (done.stdout + done.stderr).count("(leak)") == 1 and f"{config_file}: warning: {leak}" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr and "ERROR" not in done.stderr, done.stderr[-3000:]
     assert done.stderr.strip().splitlines()[-1] == (f"ipet: cannot write {run_dir / 'predictions'}: Not a directory; "
                                                     "finished outputs are kept, run again to resume")
