@@ -294,6 +294,11 @@ CASES: dict[str, tuple[Build, int, str]] = {
                                                                     "sheet.csv: no label filled in"),
     "`ipet answer` of a sheet answering a row twice": (answered(("1", "pos"), ("1", "neg")), 2,
                                                         "sheet.csv: duplicate id(s) ['1']; answer each asked row once"),
+    "`ipet answer` of a mistyped label": (answered(("1", "pso"), ("2", "pos")), 2,
+                                          "label 'pso' is not one of ['neg', 'pos', 'skip']; did you mean 'pos'?"),
+    "`ipet answer` of a run directory that asked nothing (or does not exist)": (
+        lambda toy, tmp: [*answered(("1", "pos"))(toy, tmp)[:1], str(tmp / "elsewhere"), str(tmp / "sheet.csv")], 2,
+        "elsewhere: no question was asked there"),
     "`ipet gc` of a folder with another tool's `results.json`": (
         foreign_results("gc"), 2, "other/results.json: no stages in it, so not the results of `ipet run`"),
     "`ipet predict --model` of a folder with another tool's `results.json`": (
