@@ -18,12 +18,11 @@ import yaml
 from mlflow.entities import Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from tasks.tracking import log_batch
+from tasks.tracking import log_batch, param_value
 
 from .config import RunConfig
 
 PACKAGE = "ipet-pipeline"
-MAX_PARAM = 6000  # MLflow's limit on a param value
 SETTING = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -35,7 +34,7 @@ def log_provenance(client: MlflowClient, run_id: str, config: RunConfig, data: d
     commit = _git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit
-    log_batch(client, run_id, params=[Param(k, str(v)[:MAX_PARAM]) for k, v in params.items()],
+    log_batch(client, run_id, params=[Param(k, param_value(v)) for k, v in params.items()],
               tags=[RunTag(k, v) for k, v in tags.items()])
     client.log_text(run_id, yaml.safe_dump(settings, sort_keys=False), "config.yaml")
     client.log_text(run_id, json.dumps(data, indent=2), "data-manifest.json")

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -119,6 +120,47 @@ def test_mlflow_parent_records_the_config_the_data_and_the_ipet_curve(finished, 
     assert manifest["rows"] == {"labeled": 8, "pool": 200, "test": 40} and len(manifest["sources"]["train.csv"]) == 64
     series = client.get_metric_history(parent.info.run_id, "test_accuracy")
     assert [(m.step, m.value) for m in series] == [(i, s["test_accuracy"]) for i, s in enumerate(results["stages"])]
+
+
+def _search_runs(uri: str, **kwargs):
+    """``mlflow.search_runs`` on ``uri``: the query behind MLflow's compare view, a column per param, metric, tag."""
+    mlflow.set_tracking_uri(uri)
+    try:
+        return mlflow.search_runs(experiment_names=["toy"], **kwargs)
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+def test_a_failed_run_is_failed_with_its_cause_and_so_are_its_unfinished_children(toy_config, tmp_path):
+    """An error mid-run (not Ctrl-C): the parent FAILED with the error as tag ``error``, and a child a task
+    was logging when it happened FAILED too, not RUNNING for ever."""
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    from tasks.tracking import parent_run
+
+    uri = toy_config["tracking"]["mlflow_uri"]
+    with pytest.raises(RuntimeError), parent_run(uri, "toy", "toy", {"run_dir": str(tmp_path)}) as (client, parent):
+        client.create_run(client.get_run(parent).info.experiment_id, tags={MLFLOW_PARENT_RUN_ID: parent})
+        raise RuntimeError("CUDA out of memory")
+    runs = _search_runs(uri, filter_string=f"tags.run_dir = '{tmp_path}'")
+    assert list(zip(runs["status"], runs["tags.error"])) == [("FAILED", "RuntimeError: CUDA out of memory")]
+    assert list(_search_runs(uri, filter_string=f"tags.mlflow.parentRunId = '{parent}'")["status"]) == ["FAILED"]
+
+
+def test_params_past_mlflows_limit_are_cut_visibly_and_stay_distinct(toy_config, tmp_path):
+    """MLflow refuses a param over 6000 characters. Two values that differ only past the cut must not look
+    the same in the compare view, and the cut must say so."""
+    from tasks.tracking import log_child, parent_run
+
+    uri = toy_config["tracking"]["mlflow_uri"]
+    with parent_run(uri, "toy", "toy", {"run_dir": str(tmp_path)}) as (_, parent):
+        for name in ("a", "b"):
+            log_child(uri, parent, name, params={"pvps": "x" * 7000 + name, "seed": 1})
+    children = _search_runs(uri, filter_string=f"tags.mlflow.parentRunId = '{parent}'")
+    cut = dict(zip(children["tags.mlflow.runName"], children["params.pvps"]))
+    assert [len(v) for v in cut.values()] == [6000] * 2 and cut["a"] != cut["b"]
+    assert all(v.startswith("x" * 5000) and "cut: 7001 characters, sha256 " in v for v in cut.values())
+    assert children["params.seed"].tolist() == ["1", "1"]
 
 
 def test_reruns_of_a_finished_run_add_under_a_megabyte_of_artifacts(prefect_harness, finished, toy_config):
