@@ -131,6 +131,32 @@ def _search_runs(uri: str, **kwargs):
         mlflow.set_tracking_uri(None)
 
 
+def test_mlflow_runs_line_up_in_the_compare_view(finished, toy_config):
+    """What a user comparing runs reads: a name that tells runs apart, one key per stage's score whatever
+    stages a run had (the final accuracy sorts runs), the data's content and the backbone as params, the
+    models trained, the stage table as the description, and each child's stage."""
+    results, run_dir = finished
+    uri, run_id = toy_config["tracking"]["mlflow_uri"], results["mlflow_run_id"]
+    parent = _search_runs(uri, filter_string=f"attributes.run_id = '{run_id}'",
+                          order_by=["metrics.test_accuracy.final DESC"]).iloc[0]
+    assert parent["tags.mlflow.runName"] == f"toy · cloze · {run_dir.name}"
+    for stage in results["stages"]:
+        assert parent[f"metrics.test_accuracy.{stage['stage']}"] == stage["test_accuracy"]
+        assert parent[f"metrics.train_size.{stage['stage']}"] == stage["train_size"]
+    assert parent["metrics.tasks.trained"] == results["tasks"]["trained"] and parent["metrics.tasks.reused"] == 0
+    assert parent["params.backbone"] == toy_config["model"]
+    sets = {p.stem.split("-")[0]: p.stem.split("-")[1] for p in (run_dir / "data").glob("*.parquet")}
+    assert set(sets) == {"labeled", "pool", "test"}
+    assert {k: parent[f"params.data.sets.{k}"] for k in sets} == sets
+    note = parent["tags.mlflow.note.content"]
+    assert "| final |" in note and f"Models: trained {results['tasks']['trained']}, reused 0." in note
+    children = _search_runs(uri, filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
+    assert dict(zip(children["tags.mlflow.runName"], children["tags.stage"])) == {
+        **{f"g{g}-p{p}-s1": "pet" if g == 0 else f"ipet-{g}" for g in range(GENERATIONS + 1) for p in (0, 1)},
+        "final-distilled": "final"}
+    assert children["metrics.test_accuracy"].notna().all()
+
+
 def test_a_failed_run_is_failed_with_its_cause_and_so_are_its_unfinished_children(toy_config, tmp_path):
     """An error mid-run (not Ctrl-C): the parent FAILED with the error as tag ``error``, and a child a task
     was logging when it happened FAILED too, not RUNNING for ever."""
@@ -180,9 +206,15 @@ def test_reruns_of_a_finished_run_add_under_a_megabyte_of_artifacts(prefect_harn
     client = MlflowClient(toy_config["tracking"]["mlflow_uri"])
     first = client.get_run(results["mlflow_run_id"]).data.tags["final_model.uri"]
     assert first == f"runs:/{results['mlflow_run_id']}/final-model"
-    for rerun in reruns:
+    for rerun in reruns:  # a new parent run each, named as the first, that says it trained nothing
         assert rerun["tasks"]["trained"] == 0
-        assert client.get_run(rerun["mlflow_run_id"]).data.tags["final_model.uri"] == first
+        parent = client.get_run(rerun["mlflow_run_id"])
+        assert parent.data.tags["final_model.uri"] == first and parent.info.run_name.endswith(f" · {run_dir.name}")
+        assert parent.data.metrics["tasks.reused"] == _total(finished) and parent.data.metrics["tasks.trained"] == 0
+        children = _search_runs(toy_config["tracking"]["mlflow_uri"],
+                                filter_string=f"tags.mlflow.parentRunId = '{rerun['mlflow_run_id']}'")
+        assert len(children) == _total(finished) and set(children["tags.reused"]) == {"true"}
+        assert children["tags.stage"].notna().all()
         assert "final-model" not in {a.path for a in client.list_artifacts(rerun["mlflow_run_id"])}
 
 
