@@ -67,6 +67,9 @@ class Asker:
             return None
         if kept := write_sheet(request, self.run_dir):
             get_run_logger().warning("ask: %s", kept)
+        # the run ends FINISHED without a final stage: the list view says why
+        self.session.client.set_tag(self.session.tracked.parent_id, "ask.outcome",
+                                    f"stopped after {stage} to ask a person about {len(request['rows'])} rows")
         return request
 
     def _context(self) -> dict:

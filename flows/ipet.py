@@ -28,6 +28,7 @@ from .checks import missing_prior
 from .config import RunConfig, RunnerConfig, load_config
 from .executor import Executor
 from .plan import Plan
+from .provenance import log_backbone, run_name
 from .reporter import Reporter
 from .runners import one_device, task_runner
 from .session import owned_run_dir, tracked_session
@@ -52,7 +53,7 @@ def ipet(config: RunConfig | str, run_dir: str = "runs/ipet", runner: RunnerConf
 @flow(name="ipet-stages", log_prints=True)
 def ipet_stages(config: RunConfig, run_dir: str) -> dict:
     """The method, on whichever task runner ``ipet`` chose; ``run_dir`` is absolute or a URL (Ray workers share it)."""
-    with tracked_session(config, run_dir, config.name) as session:
+    with tracked_session(config, run_dir, run_name(config, run_dir)) as session:
         data = session.data
         # Adaptation (optional, TAPT): MLM training on the pool's text; every learner starts from it.
         adapted = None
@@ -61,6 +62,7 @@ def ipet_stages(config: RunConfig, run_dir: str) -> dict:
                 adapted = adapt_backbone.submit(config.model, data["pool"], config.fields, config.adapt, run_dir,
                                                 session.tracked, config.trust_remote_code).result()
             config = config.model_copy(update={"model": adapted["model_dir"]})
+        log_backbone(session.client, session.tracked.parent_id, config.model, run_dir)
         plan = Plan(config, data["rows"], missing_prior(config))
         run = Executor(plan, run_dir, data, session.tracked)
         report = Reporter(config, run_dir, session.tracked, session.client)

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 
 import pyarrow.parquet as pq
+from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 from prefect import runtime
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from data.location import is_url, local, location, names
 from data.outputs import atomic_path, write_json
 from tasks.registry import register_final_model
-from tasks.tracking import TrackedRun
+from tasks.tracking import TrackedRun, log_batch
 
 from .config import RunConfig
 from .disk import disk_line, disk_usage
@@ -47,16 +50,18 @@ class Reporter:
         return len(self.stages)
 
     def record(self, stage: Stage) -> None:
-        """A finished stage: its scores as parent-run metrics (step = stage index), each trained model's
-        test accuracy on its own run, a table artifact and a line in the log."""
-        step = len(self.stages)
+        """A finished stage: its scores on the parent run twice, as one series per score (step = stage
+        index: a curve over the run) and under the stage's own key (``test_accuracy.pet``,
+        ``test_accuracy.final``), which lines up across runs whatever stages they had; each trained
+        model's test accuracy, and its stage as tag ``stage``, on its own run; a table artifact and a
+        line in the log."""
+        step, now = len(self.stages), int(time.time() * 1000)
         self.stages.append(stage)
-        for key in ("test_accuracy", "train_size", "pseudo_label_accuracy"):
-            value = getattr(stage, key)
-            if value is not None:
-                self.client.log_metric(self.parent, key, value, step=step)
+        scores = {k: getattr(stage, k) for k in ("test_accuracy", "train_size", "pseudo_label_accuracy")}
+        log_batch(self.client, self.parent, [m for k, v in scores.items() if v is not None for m in
+                                             (Metric(k, v, now, step), Metric(f"{k}.{stage.stage}", v, now, 0))])
         for run_id, acc in stage.tracked.items():
-            self.client.log_metric(run_id, "test_accuracy", acc)
+            log_batch(self.client, run_id, [Metric("test_accuracy", acc, now, 0)], tags=[RunTag("stage", stage.stage)])
         rows = [{"model": m["name"], **{k: fmt(v) for k, v in m.items() if k != "name"}} for m in stage.models]
         create_table_artifact(rows or [{"model": "-"}], key=artifact_key(self.config.name, stage.stage),
                               description=f"{stage.stage}: test accuracy {fmt(stage.test_accuracy)}, "
@@ -97,6 +102,7 @@ class Reporter:
             results["final_below_earlier_stage"] = flagged
             summary += f"\n\n**Warning:** {flagged}."
             self.client.set_tag(self.parent, "final_below_earlier_stage", flagged)
+        self._log_outcome(tasks, summary)
         summary += f"\n\n{disk_line(results['disk'])}"
         if not is_url(self.run_dir):
             summary += f" `ipet gc {self.run_dir}` frees the weights of every model but the final one."
@@ -114,6 +120,15 @@ class Reporter:
         create_markdown_artifact(f"# iPET run `{self.config.name}`\n\n{summary}\n\nMLflow run: `{self.parent}`",
                                  key=artifact_key(self.config.name, "summary"))
         return results
+
+    def _log_outcome(self, tasks: dict[str, int], summary: str) -> None:
+        """The models trained and reused as metrics ``tasks.<what>`` (a rerun that trained nothing stands
+        out in the compare view), and the stage table under the run's description."""
+        now = int(time.time() * 1000)
+        note = self.client.get_run(self.parent).data.tags.get(MLFLOW_RUN_NOTE, "")
+        counts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in tasks.items())
+        log_batch(self.client, self.parent, [Metric(f"tasks.{k}", v, now, 0) for k, v in tasks.items()],
+                  tags=[RunTag(MLFLOW_RUN_NOTE, f"{note}\n\n{summary}\n\nModels: {counts}.".strip())])
 
     def _log_final_model(self, final: str) -> None:
         """Log the final model's directory once: a rerun that reused it links to the copy an earlier

@@ -8,6 +8,7 @@ nothing here relies on it: the flow creates the parent run, and every child is c
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import tempfile
@@ -26,6 +27,8 @@ from data.location import is_url, mirror
 from .store_uri import TrackingError, resolve_uri
 
 log = logging.getLogger(__name__)
+
+MAX_PARAM = 6000  # MLflow's limit on a param value, in characters
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,8 @@ def experiment_id(uri: str, name: str) -> str:
 
 @contextlib.contextmanager
 def parent_run(uri: str, experiment: str, name: str, tags: Mapping[str, str]) -> Iterator[tuple[MlflowClient, str]]:
-    """One parent run per flow run, ended FINISHED or FAILED however the block exits."""
+    """One parent run per flow run, ended however the block exits: FINISHED; FAILED on an error, KILLED on
+    Ctrl-C or SIGTERM, either with the exception as tag ``error`` and with the children still RUNNING."""
     client = MlflowClient(uri)
     exp_id = experiment_id(uri, experiment)
     if "run_dir" in tags:
@@ -138,11 +142,11 @@ def parent_run(uri: str, experiment: str, name: str, tags: Mapping[str, str]) ->
     run = client.create_run(exp_id, run_name=name, tags=dict(tags))
     try:
         yield client, run.info.run_id
-    except BaseException as err:  # Ctrl-C, SIGTERM: stopped, not failed; children stopped with it
-        if _stopped(err):
-            end_runs(client, exp_id, [run.info.run_id], "KILLED")
-        else:
-            client.set_terminated(run.info.run_id, "FAILED")
+    except BaseException as err:  # Ctrl-C, SIGTERM: stopped, not failed; children ended with it either way
+        cause = ": ".join(filter(None, (type(err).__name__, str(err))))
+        with contextlib.suppress(Exception):  # the list view says why, without opening the Prefect logs
+            client.set_tag(run.info.run_id, "error", cause[:MAX_PARAM])
+        end_runs(client, exp_id, [run.info.run_id], "KILLED" if _stopped(err) else "FAILED")
         raise
     client.set_terminated(run.info.run_id, "FINISHED")
 
@@ -202,9 +206,20 @@ def log_child(uri: str, parent_id: str, name: str, params: Mapping[str, object],
     now = int(time.time() * 1000)
     points = [Metric("loss", float(v), now, step) for step, v in enumerate(curve, start=1)]
     points += [Metric(k, float(v), now, 0) for k, v in dict(metrics).items() if v is not None]
-    log_batch(client, run.info.run_id, points, [Param(k, str(v)[:6000]) for k, v in params.items()])
+    log_batch(client, run.info.run_id, points, [Param(k, param_value(v)) for k, v in params.items()])
     client.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id
+
+
+def param_value(value: object) -> str:
+    """``value`` as an MLflow param. MLflow refuses one over ``MAX_PARAM`` characters; a longer one is cut
+    and marked with its length and hash, so nobody reads the cut for the value, and two values that
+    differ only past the cut still differ in the compare view."""
+    text = str(value)
+    if len(text) <= MAX_PARAM:
+        return text
+    mark = f" …[cut: {len(text)} characters, sha256 {hashlib.sha256(text.encode()).hexdigest()[:16]}]"
+    return text[: MAX_PARAM - len(mark)] + mark
 
 
 def log_batch(client: MlflowClient, run_id: str, metrics: Sequence[Metric] = (), params: Sequence[Param] = (),

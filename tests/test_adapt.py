@@ -303,4 +303,6 @@ def test_run_with_adapt_trains_every_learner_from_the_adapted_backbone(cli_adapt
                                   filter_string=f"tags.mlflow.parentRunId = '{results['mlflow_run_id']}'")
     adapt_child = next(c for c in children if c.info.run_name == "adapt")
     assert adapt_child.data.tags["reused"] == "true"
+    parent = client.get_run(results["mlflow_run_id"]).data.params  # the same key for one adaptation in any run dir
+    assert parent["backbone"] == f"backbones/{Path(adapted_dir).name}" and parent["model"] == raw["model"]
     assert len(client.get_metric_history(adapt_child.info.run_id, "loss")) == 30

@@ -276,6 +276,11 @@ def test_past_the_timeout_a_rerun_goes_on_without_answers(prefect_harness, store
     config = store_run["config"]
     config = config.model_copy(update={"ask": config.ask.model_copy(update={"timeout": 1})})
     assert set(ipet(config=config, run_dir=str(tmp_path / "run"))) == {"asked"}
+    client = MlflowClient(config.tracking.mlflow_uri)
+    stopped = client.search_runs([client.get_experiment_by_name(config.tracking.experiment).experiment_id],
+                                 filter_string=f"tags.run_dir = '{tmp_path / 'run'}'")
+    assert [(r.info.status, r.data.tags["ask.outcome"]) for r in stopped] == [
+        ("FINISHED", f"stopped after pet to ask a person about {config.ask.rows} rows")], "why it has no final stage"
     time.sleep(1.5)
     finished = ipet(config=config, run_dir=str(tmp_path / "run"))
     assert [s["stage"] for s in finished["stages"]] == ["zero-shot", "pet", "ipet-1", "final"]

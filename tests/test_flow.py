@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -121,6 +122,73 @@ def test_mlflow_parent_records_the_config_the_data_and_the_ipet_curve(finished, 
     assert [(m.step, m.value) for m in series] == [(i, s["test_accuracy"]) for i, s in enumerate(results["stages"])]
 
 
+def _search_runs(uri: str, **kwargs):
+    """``mlflow.search_runs`` on ``uri``: the query behind MLflow's compare view, a column per param, metric, tag."""
+    mlflow.set_tracking_uri(uri)
+    try:
+        return mlflow.search_runs(experiment_names=["toy"], **kwargs)
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+def test_mlflow_runs_line_up_in_the_compare_view(finished, toy_config):
+    """What a user comparing runs reads: a name that tells runs apart, one key per stage's score whatever
+    stages a run had (the final accuracy sorts runs), the data's content and the backbone as params, the
+    models trained, the stage table as the description, and each child's stage."""
+    results, run_dir = finished
+    uri, run_id = toy_config["tracking"]["mlflow_uri"], results["mlflow_run_id"]
+    parent = _search_runs(uri, filter_string=f"attributes.run_id = '{run_id}'",
+                          order_by=["metrics.test_accuracy.final DESC"]).iloc[0]
+    assert parent["tags.mlflow.runName"] == f"toy · cloze · {run_dir.name}"
+    for stage in results["stages"]:
+        assert parent[f"metrics.test_accuracy.{stage['stage']}"] == stage["test_accuracy"]
+        assert parent[f"metrics.train_size.{stage['stage']}"] == stage["train_size"]
+    assert parent["metrics.tasks.trained"] == results["tasks"]["trained"] and parent["metrics.tasks.reused"] == 0
+    assert parent["params.backbone"] == toy_config["model"]
+    sets = {p.stem.split("-")[0]: p.stem.split("-")[1] for p in (run_dir / "data").glob("*.parquet")}
+    assert set(sets) == {"labeled", "pool", "test"}
+    assert {k: parent[f"params.data.sets.{k}"] for k in sets} == sets
+    note = parent["tags.mlflow.note.content"]
+    assert "| final |" in note and f"Models: trained {results['tasks']['trained']}, reused 0." in note
+    children = _search_runs(uri, filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
+    assert dict(zip(children["tags.mlflow.runName"], children["tags.stage"])) == {
+        **{f"g{g}-p{p}-s1": "pet" if g == 0 else f"ipet-{g}" for g in range(GENERATIONS + 1) for p in (0, 1)},
+        "final-distilled": "final"}
+    assert children["metrics.test_accuracy"].notna().all()
+
+
+def test_a_failed_run_is_failed_with_its_cause_and_so_are_its_unfinished_children(toy_config, tmp_path):
+    """An error mid-run (not Ctrl-C): the parent FAILED with the error as tag ``error``, and a child a task
+    was logging when it happened FAILED too, not RUNNING for ever."""
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    from tasks.tracking import parent_run
+
+    uri = toy_config["tracking"]["mlflow_uri"]
+    with pytest.raises(RuntimeError), parent_run(uri, "toy", "toy", {"run_dir": str(tmp_path)}) as (client, parent):
+        client.create_run(client.get_run(parent).info.experiment_id, tags={MLFLOW_PARENT_RUN_ID: parent})
+        raise RuntimeError("CUDA out of memory")
+    runs = _search_runs(uri, filter_string=f"tags.run_dir = '{tmp_path}'")
+    assert list(zip(runs["status"], runs["tags.error"])) == [("FAILED", "RuntimeError: CUDA out of memory")]
+    assert list(_search_runs(uri, filter_string=f"tags.mlflow.parentRunId = '{parent}'")["status"]) == ["FAILED"]
+
+
+def test_params_past_mlflows_limit_are_cut_visibly_and_stay_distinct(toy_config, tmp_path):
+    """MLflow refuses a param over 6000 characters. Two values that differ only past the cut must not look
+    the same in the compare view, and the cut must say so."""
+    from tasks.tracking import log_child, parent_run
+
+    uri = toy_config["tracking"]["mlflow_uri"]
+    with parent_run(uri, "toy", "toy", {"run_dir": str(tmp_path)}) as (_, parent):
+        for name in ("a", "b"):
+            log_child(uri, parent, name, params={"pvps": "x" * 7000 + name, "seed": 1})
+    children = _search_runs(uri, filter_string=f"tags.mlflow.parentRunId = '{parent}'")
+    cut = dict(zip(children["tags.mlflow.runName"], children["params.pvps"]))
+    assert [len(v) for v in cut.values()] == [6000] * 2 and cut["a"] != cut["b"]
+    assert all(v.startswith("x" * 5000) and "cut: 7001 characters, sha256 " in v for v in cut.values())
+    assert children["params.seed"].tolist() == ["1", "1"]
+
+
 def test_reruns_of_a_finished_run_add_under_a_megabyte_of_artifacts(prefect_harness, finished, toy_config):
     """Everything reused: the final model is not logged again; each rerun's parent links to the first copy."""
     results, run_dir = finished
@@ -138,9 +206,15 @@ def test_reruns_of_a_finished_run_add_under_a_megabyte_of_artifacts(prefect_harn
     client = MlflowClient(toy_config["tracking"]["mlflow_uri"])
     first = client.get_run(results["mlflow_run_id"]).data.tags["final_model.uri"]
     assert first == f"runs:/{results['mlflow_run_id']}/final-model"
-    for rerun in reruns:
+    for rerun in reruns:  # a new parent run each, named as the first, that says it trained nothing
         assert rerun["tasks"]["trained"] == 0
-        assert client.get_run(rerun["mlflow_run_id"]).data.tags["final_model.uri"] == first
+        parent = client.get_run(rerun["mlflow_run_id"])
+        assert parent.data.tags["final_model.uri"] == first and parent.info.run_name.endswith(f" · {run_dir.name}")
+        assert parent.data.metrics["tasks.reused"] == _total(finished) and parent.data.metrics["tasks.trained"] == 0
+        children = _search_runs(toy_config["tracking"]["mlflow_uri"],
+                                filter_string=f"tags.mlflow.parentRunId = '{rerun['mlflow_run_id']}'")
+        assert len(children) == _total(finished) and set(children["tags.reused"]) == {"true"}
+        assert children["tags.stage"].notna().all()
         assert "final-model" not in {a.path for a in client.list_artifacts(rerun["mlflow_run_id"])}
 
 
