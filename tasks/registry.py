@@ -11,6 +11,7 @@ tracking URI global to the process), so this runs in any worker thread.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
@@ -24,6 +25,7 @@ import mlflow.pyfunc
 import numpy as np
 import pyarrow.parquet as pq
 from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode
@@ -34,11 +36,12 @@ from prefect.cache_policies import NO_CACHE
 
 import prompt_core
 from data.location import local, location
+from data.outputs import file_digest
 from data.stream import read_batches
 from prompt_core.predictor import (ENSEMBLE_FILE, PROB_PREFIX, Predictor, PredictorError, adapter_backbones,
                                    bundle_backbones, describe, read_ensemble, save_ensemble)
 
-from . import devices
+from . import adapt, devices, models
 from .backbones import fetcher
 from .store_uri import CHAMPION, RegistryError
 from .tracking import TrackedRun
@@ -46,6 +49,9 @@ from .tracking import TrackedRun
 ARTIFACT = "model"  # the artifact name tasks/mlflow_model.py loads
 MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
 LATEST = "latest"  # models:/NAME/latest: the newest version (MLflow's meaning)
+CONTENT_KEY = "content_key"  # version tag: ``files_key`` of the model it holds
+# a training's record (its loss curve and seconds), not the model: two trainings of the same weights differ in it
+TELEMETRY = {models.METRICS, adapt.METRICS}
 
 
 @dataclass
@@ -61,6 +67,7 @@ class Decision:
     champion_score: float | None
     previous_champion: str | None
     champion: str
+    reused: bool  # an earlier version holds the same model (``files_key``), so no new version was made
 
 
 def decide(challenger: float | None, champion: float | None, previous: str | None,
@@ -95,11 +102,16 @@ def register_final_model(name: str, model_dir: str, test_set: str | None, challe
     uri, parent = tracked.uri, tracked.parent_id
     client = MlflowClient(uri, registry_uri=uri)
     previous = champion_version(client, name)
-    version = registered_version(client, name, model_dir) or log_model(
-        client, parent, model_dir, name, {"test_accuracy": challenger_score, "model_dir": model_dir})
+    with tempfile.TemporaryDirectory() as tmp:
+        model = stage(model_dir, Path(tmp))
+        earlier = registered_version(client, name, model)
+        version = str(earlier.version) if earlier else log_staged(client, parent, model, name,
+                                                                  {"test_accuracy": challenger_score})
+    same = earlier and (f"this final model is v{version}, registered from {earlier.tags.get('model_dir', 'another run')} "
+                        f"(the same files, content key {model.key[:12]})")
     champion_score = problem = None
     if version == previous:
-        promote, reason = False, f"v{version} is already the champion: this final model was registered before"
+        promote, reason = False, f"v{version} is already the champion: {same}"
     else:
         if previous is not None and test_set and challenger_score is not None:
             try:
@@ -108,17 +120,19 @@ def register_final_model(name: str, model_dir: str, test_set: str | None, challe
             except Exception as err:  # a champion we cannot use must not fail a finished run; say why
                 problem = f"{type(err).__name__}: {err}"
         promote, reason = decide(challenger_score, champion_score, previous, problem, floor)
+        reason = f"no new version: {same}; {reason}" if same else reason
     if promote:
         client.set_registered_model_alias(name, CHAMPION, version)
     decision = Decision(name, version, f"models:/{name}/{version}", "promoted" if promote else "kept", reason,
-                        challenger_score, champion_score, previous, version if promote else previous)
+                        challenger_score, champion_score, previous, version if promote else previous, bool(earlier))
     for key, value in (("challenger_score", challenger_score), ("champion_score", champion_score)):
         if value is not None:
             client.log_metric(parent, key, value)
     for key in ("registered_model", "version", "decision", "reason", "previous_champion", "champion"):
         client.set_tag(parent, f"registry.{key}", str(getattr(decision, key)))
-    # the version's own record: a champion was promoted, also when a rerun finds it so ("kept" is this run's word)
-    client.set_model_version_tag(name, version, "decision", "promoted" if decision.champion == version else "kept")
+    client.set_tag(parent, "registry.reused", str(decision.reused).lower())
+    if promote or not earlier:  # the version's own record: what its registration decided, or a later promotion
+        client.set_model_version_tag(name, version, "decision", decision.decision)
     logger.info("registered %s v%s: %s (%s)", name, version, decision.decision, reason)
     return asdict(decision)
 
@@ -135,34 +149,48 @@ def champion_version(client: MlflowClient, name: str) -> str | None:
     return None if champion is None else str(champion)
 
 
-def registered_version(client: MlflowClient, name: str, model_dir: str) -> str | None:
-    """The version already registered from ``model_dir`` (a resumed run's final model, reused
-    whole), so finishing a run again adds no copy of the same model to the registry."""
-    if "'" in model_dir:  # cannot be quoted in a filter; such a model is registered again
-        return None
+def registered_version(client: MlflowClient, name: str, model: Staged) -> ModelVersion | None:
+    """The version of ``name`` that already holds ``model``, so that finishing a run again, or a copy of
+    its run directory (``cp -r``), or any training that gave the same files adds no second copy of one
+    model to the registry: the one tagged with its content key, else (a version registered before
+    versions had one) the one registered from the same model directory."""
+    found = _versions(client, f"name='{name}' and tags.{CONTENT_KEY}='{model.key}'")
+    if not found and "'" not in model.source:  # such a directory cannot be quoted in a filter
+        found = [v for v in _versions(client, f"name='{name}' and tags.model_dir='{model.source}'")
+                 if CONTENT_KEY not in v.tags]
+    return min(found, key=lambda v: int(v.version)) if found else None
+
+
+def _versions(client: MlflowClient, query: str) -> list[ModelVersion]:
     try:
-        found = client.search_model_versions(f"name='{name}' and tags.model_dir='{model_dir}'")
+        return list(client.search_model_versions(query))
     except MlflowException:
-        return None
-    return str(max(int(v.version) for v in found)) if found else None
+        return []
 
 
 def log_model(client: MlflowClient, run_id: str, model_dir: str, name: str, tags: dict[str, Any]) -> str:
-    """Log ``model_dir`` as a pyfunc LoggedModel of ``run_id`` and register it; the new version."""
-    run = client.get_run(run_id)
+    """Log ``model_dir`` as a pyfunc LoggedModel of ``run_id`` and register it as a new version; that version."""
     with tempfile.TemporaryDirectory() as tmp:
-        artifact, backbones = staged(local(model_dir), Path(tmp) / "final-model", location(model_dir).parent.parent)
-        if backbones:  # where an adapter model's backbone comes from: inside the model, or the hub by name
-            tags = {**tags, "backbone": "; ".join(f"{how}: {name}" for name, how in backbones.items())}
+        return log_staged(client, run_id, stage(model_dir, Path(tmp)), name, tags)
+
+
+def log_staged(client: MlflowClient, run_id: str, model: Staged, name: str, tags: dict[str, Any]) -> str:
+    """Log a staged model as a pyfunc LoggedModel of ``run_id`` and register it as a new version of
+    ``name``, tagged with its directory and content key; the new version."""
+    run = client.get_run(run_id)
+    tags = {**tags, "model_dir": model.source, CONTENT_KEY: model.key}
+    if model.backbones:  # where an adapter model's backbone comes from: inside the model, or the hub by name
+        tags["backbone"] = "; ".join(f"{how}: {name}" for name, how in model.backbones.items())
+    with tempfile.TemporaryDirectory() as tmp:
         logged = client.create_logged_model(run.info.experiment_id, name="final-model", source_run_id=run_id,
-                                            tags={"model_dir": model_dir})
+                                            tags={"model_dir": model.source})
         try:
             with warnings.catch_warnings():  # "no input example": we give a signature instead
                 warnings.filterwarnings("ignore", message=".*An input example was not provided")
                 mlflow.pyfunc.save_model(
-                    Path(tmp) / "mlflow", python_model=str(MODEL_CODE), artifacts={ARTIFACT: str(artifact)},
+                    Path(tmp) / "mlflow", python_model=str(MODEL_CODE), artifacts={ARTIFACT: str(model.path)},
                     code_paths=[str(Path(prompt_core.__file__).parent)], pip_requirements=pip_requirements(),
-                    signature=signature(*describe(artifact)),
+                    signature=signature(*describe(model.path)),
                     mlflow_model=Model(artifact_path=logged.artifact_location, model_uuid=logged.model_id,
                                        run_id=run_id, model_id=logged.model_id))
             client.log_model_artifacts(logged.model_id, str(Path(tmp) / "mlflow"))
@@ -182,6 +210,32 @@ def log_model(client: MlflowClient, run_id: str, model_dir: str, name: str, tags
     version = client.create_model_version(name, logged.artifact_location, run_id=run_id, model_id=logged.model_id,
                                           tags={k: str(v) for k, v in tags.items() if v is not None})
     return str(version.version)
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A final model as the registry stores it: ``source``, the run's model directory; ``path``, the
+    directory to log (``staged``); where its adapter backbones come from; and its content key (``files_key``)."""
+
+    source: str
+    path: Path
+    backbones: dict[str, str]
+    key: str
+
+
+def stage(model_dir: str, tmp: Path) -> Staged:
+    """``model_dir`` staged under ``tmp`` (copied only where ``staged`` must), with its content key."""
+    path, backbones = staged(local(model_dir), tmp / "final-model", location(model_dir).parent.parent)
+    return Staged(model_dir, path, backbones, files_key(path))
+
+
+def files_key(directory: Path) -> str:
+    """SHA-256 of every file the registered model holds (its path in the model and its bytes), but a
+    training's record (``TELEMETRY``): equal keys, the same model, wherever its run directory is."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name not in TELEMETRY):
+        digest.update(f"{path.relative_to(directory).as_posix()}\0{file_digest(path)}\n".encode())
+    return digest.hexdigest()
 
 
 def staged(model_dir: Path, out: Path, run_dir: str | Path) -> tuple[Path, dict[str, str]]:

@@ -3,8 +3,8 @@ tiny classifiers whose accuracy is known by construction (a head that always say
 
 from __future__ import annotations
 
+import itertools
 import shutil
-import uuid
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -24,6 +24,7 @@ from tasks.tracking import TrackedRun, experiment_id
 from tiny import save_classifier, save_tiny, toy_run_config
 
 NAME = "ipet-test"
+RUNS = itertools.count(1)  # each run's final model its own (a head margin of its own)
 
 
 @pytest.mark.parametrize(("challenger", "champion", "previous", "problem", "promote", "says"), [
@@ -59,19 +60,22 @@ def store(tmp_path_factory) -> dict:
     pq.write_table(pa.table({"id": list("123456"), "text": ["great film", "good", "fine movie", "wonderful",
                                                              "bad", "awful plot"],
                              "label": ["pos"] * 4 + ["neg"] * 2}), test_set)
-    models = {label: save_classifier(root / f"always-{label}", backbone, always=label) for label in ("neg", "pos")}
-    models["other-labels"] = save_classifier(root / "other-labels", backbone, labels=("sports", "world"),
-                                             always="world")
+    recipes = {"neg": {"always": "neg"}, "pos": {"always": "pos"},
+               "other-labels": {"labels": ("sports", "world"), "always": "world"}}
+    models = {kind: save_classifier(root / kind, backbone, **recipe) for kind, recipe in recipes.items()}
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    return {"uri": uri, "test_set": str(test_set), "models": models, "experiment": experiment_id(uri, "registry")}
+    return {"uri": uri, "test_set": str(test_set), "models": models, "experiment": experiment_id(uri, "registry"),
+            "backbone": backbone, "recipes": recipes}
 
 
 def register(store: dict, model: str, score: float | None, test_set: bool = True, name: str = NAME,
              model_dir: Path | None = None, floor: tuple[str, float] | None = None) -> tuple[dict, str]:
-    """One run's final model registered: by default a copy of ``model`` of its own, as each run has."""
+    """One run's final model registered: by default a model of its own (another head margin, the same
+    predictions as ``model``), as each run trains its own."""
     if model_dir is None:
-        model_dir = store["models"][model].parent / f"run-{uuid.uuid4().hex[:8]}-{model}"
-        shutil.copytree(store["models"][model], model_dir)
+        run = next(RUNS)
+        model_dir = save_classifier(store["models"][model].parent / f"run-{run}-{model}", store["backbone"],
+                                    **store["recipes"][model], margin=10 + run / 100)
     client = MlflowClient(store["uri"])
     parent = client.create_run(store["experiment"]).info.run_id
     decision = register_final_model(name, str(model_dir), store["test_set"] if test_set else None,
@@ -134,22 +138,51 @@ def test_a_one_class_model_is_not_promoted(prefect_harness, store):
     assert not MlflowClient(store["uri"]).get_registered_model(name).aliases
 
 
-def test_a_resumed_run_adds_no_version(prefect_harness, store):
-    """Finishing a run again (every task reused) gives the same final model directory: it keeps its
-    version instead of registering a copy, and the decision says so."""
+@pytest.mark.parametrize("again", ["resumed", "copied", "resumed-registered-before-content-keys"])
+def test_a_model_registered_before_adds_no_version(prefect_harness, store, again):
+    """Finishing a run again (every task reused) gives the same final model directory, and a copy of the
+    run directory (``cp -r``) another directory of the same files: either keeps the version the model got
+    the first time instead of registering it twice, and the decision, its reason and the run's
+    ``registry.reused`` tag say so. A version from before content keys is found by its directory."""
     client = MlflowClient(store["uri"])
-    name = "ipet-resumed"
-    final = store["models"]["pos"].parent / "resumed-run-final"
+    name = f"ipet-{again}"
+    final = store["models"]["pos"].parent / f"{again}-run" / "models" / "final-distilled-abc"
     shutil.copytree(store["models"]["pos"], final)
     first, _ = register(store, "pos", 4 / 6, name=name, model_dir=final)
-    again, parent = register(store, "pos", 4 / 6, name=name, model_dir=final)
-    assert (again["version"], again["decision"], again["champion"]) == (first["version"], "kept", first["version"])
-    assert "already the champion" in again["reason"]
+    assert first["reused"] is False and client.get_model_version(name, "1").tags["content_key"]
+    if again == "resumed-registered-before-content-keys":
+        client.delete_model_version_tag(name, "1", "content_key")
+    run_dir = final.parents[1]
+    model_dir = shutil.copytree(run_dir, run_dir.with_name(f"{again}-copy")) / "models" / final.name \
+        if again == "copied" else final
+    second, parent = register(store, "pos", 4 / 6, name=name, model_dir=model_dir)
+    assert (second["version"], second["decision"], second["champion"], second["reused"]) == ("1", "kept", "1", True)
+    assert second["reason"].startswith(f"v1 is already the champion: this final model is v1, registered from {final} ")
     assert [str(v.version) for v in client.search_model_versions(f"name = '{name}'")] == ["1"]
-    assert client.get_run(parent).data.tags["registry.version"] == "1"
+    tags = client.get_run(parent).data.tags
+    assert (tags["registry.version"], tags["registry.reused"]) == ("1", "true")
     assert client.get_model_version(name, "1").tags["decision"] == "promoted", "the champion's tag is kept"
-    other, _ = register(store, "pos", 4 / 6, name=name)  # another run's equal model: a version of its own
-    assert (other["version"], other["decision"]) == ("2", "kept")
+    other, parent = register(store, "pos", 4 / 6, name=name)  # another run's model of the same predictions
+    assert (other["version"], other["decision"], other["reused"]) == ("2", "kept", False)
+    assert client.get_run(parent).data.tags["registry.reused"] == "false"
+
+
+def test_a_copy_of_a_model_that_is_not_champion_is_not_registered_again(prefect_harness, store, tmp_path):
+    """A model kept out of the champion's place (here: below its run's floor), copied with its run directory
+    and finished again: the same version, decided again, the reason naming it."""
+    client = MlflowClient(store["uri"])
+    name, floor_ = "ipet-copied-fell", ("its own pet stage", 0.5)
+    final = shutil.copytree(store["models"]["neg"], tmp_path / "run" / "models" / "final-distilled-abc")
+    first, _ = register(store, "neg", 2 / 6, name=name, model_dir=final, floor=floor_)
+    copy = shutil.copytree(tmp_path / "run", tmp_path / "copy") / "models" / final.name
+    again, _ = register(store, "neg", 2 / 6, name=name, model_dir=copy, floor=floor_)
+    assert (first["version"], again["version"], again["decision"], again["reused"]) == ("1", "1", "kept", True)
+    assert again["reason"].startswith(f"no new version: this final model is v1, registered from {final} (the same "
+                                      "files, content key ")
+    assert again["reason"].endswith("; not promoted: the final model's 0.3333 is below its own pet stage 0.5000 on "
+                                    "this run's test set")
+    assert [str(v.version) for v in client.search_model_versions(f"name = '{name}'")] == ["1"]
+    assert client.get_model_version(name, "1").tags["decision"] == "kept"
 
 
 def test_a_registration_that_fails_leaves_no_pending_model(prefect_harness, store, tmp_path):
@@ -211,19 +244,25 @@ def ensemble_runs(prefect_harness, tmp_path_factory) -> tuple[dict, dict, dict]:
     raw["final"] = {"mode": "ensemble"}
     config = RunConfig.model_validate(raw)
     first = ipet(config=config, run_dir=str(root / "run"))
-    again = ipet(config=config, run_dir=str(root / "run-again"))
+    again = ipet(config=config, run_dir=str(shutil.copytree(root / "run", root / "run-copy")))
     return raw, first, again
 
 
 def test_flow_registers_its_final_model(ensemble_runs):
+    """The final model registered; a copy of its run directory (``cp -r``) run again registers no second
+    version of it (the ensemble's members are copied into the registered model, so the copy's have the
+    same files), and its reason, which ``ipet run``'s last line prints, says so."""
     raw, first, again = ensemble_runs
     final = first["stages"][-1]
     assert first["registry"]["registered_model"] == "ipet-toy"
-    assert first["registry"]["decision"] == "promoted"
+    assert (first["registry"]["decision"], first["registry"]["reused"]) == ("promoted", False)
     assert first["registry"]["challenger_score"] == final["test_accuracy"]
-    # the same run again scores the same: a tie, and the champion stays
-    assert again["registry"]["decision"] == "kept" and again["registry"]["champion"] == first["registry"]["version"]
-    assert again["registry"]["champion_score"] == pytest.approx(final["test_accuracy"])
+    assert (again["registry"]["version"], again["registry"]["decision"], again["registry"]["reused"]) == \
+        (first["registry"]["version"], "kept", True)
+    assert again["registry"]["reason"].startswith(f"v{first['registry']['version']} is already the champion: this "
+                                                  f"final model is v1, registered from {final['model']} ")
+    assert [v.version for v in MlflowClient(raw["tracking"]["mlflow_uri"]).search_model_versions("name='ipet-toy'")] \
+        == [1]
     written = pd.read_json(Path(first["run_dir"]) / "results.json", typ="series")
     assert written["registry"]["version"] == first["registry"]["version"]
 

@@ -135,9 +135,10 @@ def _write_csv(path: Path, rows: list[tuple[str, str]]) -> None:
 
 
 def save_classifier(directory: Path, backbone: Path, labels: tuple[str, ...] = ("neg", "pos"),
-                    always: str | None = None, template: str = "{text}") -> Path:
+                    always: str | None = None, template: str = "{text}", margin: float = 10.0) -> Path:
     """A tiny sequence-classifier learner saved as a model directory; with ``always`` its head
-    predicts that label for every input (a model of known accuracy, no training needed)."""
+    predicts that label for every input (a model of known accuracy, no training needed), by ``margin``
+    (another margin: another model, of the same predictions)."""
     from prompt_core import LearnerSpec, build_learner
 
     learner = build_learner(LearnerSpec.classifier(str(backbone), template, labels, max_length=32))
@@ -145,7 +146,7 @@ def save_classifier(directory: Path, backbone: Path, labels: tuple[str, ...] = (
         head = learner.model.classifier
         with torch.no_grad():
             head.weight.zero_()
-            head.bias.copy_(torch.tensor([10.0 if label == always else -10.0 for label in labels]))
+            head.bias.copy_(torch.tensor([margin if label == always else -margin for label in labels]))
     learner.save(directory)
     return Path(directory)
 
