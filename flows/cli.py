@@ -496,11 +496,11 @@ def _predicted(kwargs: dict) -> int:
 
 def _predict_problem(args) -> str | None:
     """The mistakes ``ipet predict`` can name without loading anything: the batch size, the output
-    path, a missing local input, a registry model without a local store."""
+    path, a missing local input, a malformed ``models:/`` URI, a registry model without a local store."""
     from data.location import is_url
     from data.outputs import check_output_file
     from data.sources import not_a_file
-    from tasks.store_uri import missing_store, resolve_uri
+    from tasks.store_uri import RegistryError, in_store, missing_store, named, resolve_uri
 
     if args.batch_size < 1:
         return "--batch-size: must be at least 1"
@@ -510,7 +510,11 @@ def _predict_problem(args) -> str | None:
         return f"--output {err}"
     if not is_url(args.input) and not Path(args.input).is_file():
         return f"--input {args.input}: {not_a_file(Path(args.input))}"
-    if args.model == "champion" or args.model.startswith("models:/"):
+    if in_store(args.model):
+        try:
+            named(args.model, args.registered_model)
+        except RegistryError as err:
+            return str(err)
         return missing_store(resolve_uri(args.tracking_uri))
     return None
 

@@ -1,10 +1,11 @@
 """Predicting with a final model: a CSV/TSV/JSONL/parquet file in, a parquet file of labels out.
 
 The model is the registry's champion (or any ``models:/NAME@alias`` / ``models:/NAME/V`` /
-``models:/NAME/latest``), a run directory (its ``results.json`` names the final model) or a model
-directory. The input is streamed in batches, so memory stays flat however long it is (but for 8
-bytes per id, to refuse an id given twice: data/seen.py); the output is written to a temporary
-file and renamed at the end, so a failed prediction leaves no output behind.
+``models:/NAME/latest``, read as MLflow 3 reads them: tasks/model_uri.py), a run directory (its
+``results.json`` names the final model) or a model directory. The input is streamed in batches, so
+memory stays flat however long it is (but for 8 bytes per id, to refuse an id given twice:
+data/seen.py); the output is written to a temporary file and renamed at the end, so a failed
+prediction leaves no output behind.
 
 Output columns: ``id`` (the input's ``id``, else the 1-based row number), ``label``,
 ``prob_<label>`` per class, ``model_version`` (``NAME/vN`` or the model directory) and ``error``.
@@ -15,6 +16,7 @@ and the reason in ``error``; the summary lists those rows.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import tempfile
 from pathlib import Path
@@ -32,7 +34,7 @@ from data.stream import read_batches
 from prompt_core.backbone import BackboneError
 from prompt_core.predictor import ENSEMBLE_FILE, PROB_PREFIX, Predictor, PredictorError, read_ensemble
 from prompt_core.settings import Precision
-from tasks.store_uri import CHAMPION, RegistryError, missing_store, resolve_uri
+from tasks.store_uri import CHAMPION, RegistryError, in_store, missing_store, resolve_uri
 
 SHOWN = 20  # error rows listed in the summary
 # user mistakes: exit 2, a message, no output (BackboneError: a model whose backbone is not there)
@@ -109,16 +111,16 @@ def _resolved(model: str, registered_model: str | None,
               tracking_uri: str | None) -> Iterator[tuple[Path, str, Callable[[str], str]]]:
     """The model directory, its version string, and how to find a backbone it names (``Predictor.load``'s
     fetch); a downloaded one lives until the block ends."""
-    if model == CHAMPION or model.startswith("models:/"):
+    if in_store(model):
         uri = resolve_uri(tracking_uri)
         if missing_store(uri):
             raise RegistryError(missing_store(uri))
-        from tasks.registry import download, resolve_version  # MLflow: only for a registered model
+        from tasks.model_uri import refuse_run_uri, registered_model_dir  # MLflow: only for a registered model
 
-        name, alias = _registry_name(model, registered_model, uri)
-        version = resolve_version(uri, name, alias)
+        if model.startswith("runs:/"):
+            refuse_run_uri(uri, model)
         with tempfile.TemporaryDirectory(prefix="ipet-model-") as tmp:
-            yield download(uri, name, version, Path(tmp)), f"{name}/v{version}", str
+            yield (*registered_model_dir(uri, model, registered_model, Path(tmp)), str)
         return
     path = location(model)
     if exists(path / "results.json") or exists(path / LOCK_FILE):  # a run directory: finished, or DataError
@@ -132,7 +134,7 @@ def _resolved(model: str, registered_model: str | None,
     elif exists(path):  # a model directory: in a run directory (models/<name>), or not
         fetch = run_backbones(path.parent.parent, _recorded_run_dir(path.parent.parent))
     else:
-        raise PredictorError(f"{model}: no such model directory, run directory or registered model")
+        raise PredictorError(f"{model}: no such model directory, run directory or registered model{_meant(model)}")
     if is_url(path):  # a run dir at a URL: its model, and an ensemble's members beside it, copied
         copy = local(path)
         for member in read_ensemble(copy)[0] if (copy / ENSEMBLE_FILE).is_file() else []:
@@ -209,27 +211,12 @@ def run_results(run_dir: str | Path, fresh: bool = False) -> dict:
     return results
 
 
-def _registry_name(model: str, registered_model: str | None, uri: str) -> tuple[str, str]:
-    """``champion`` → (name, "champion"); ``models:/NAME@alias``, ``models:/NAME/V`` and
-    ``models:/NAME/latest`` → parsed (``resolve_version`` reads the second part)."""
-    from mlflow.tracking import MlflowClient
-
-    if model.startswith("models:/"):
-        ref = model.removeprefix("models:/")
-        name, sep, alias = ref.partition("@") if "@" in ref else ref.rpartition("/")
-        if not (name and sep and alias):
-            raise RegistryError(f"{model}: expected models:/NAME@ALIAS, models:/NAME/VERSION or models:/NAME/latest")
-        if registered_model and registered_model != name:  # which of the two was meant is not ours to guess
-            raise RegistryError(f"{model} names registered model {name!r}, --registered-model {registered_model!r}; "
-                                "give one of them")
-        return name, alias
-    if registered_model:
-        return registered_model, CHAMPION
-    names = [m.name for m in MlflowClient(uri, registry_uri=uri).search_registered_models() if CHAMPION in m.aliases]
-    if len(names) != 1:
-        found = f"registered models with a champion: {names}" if names else "no registered model has a champion"
-        raise RegistryError(f"--model champion needs --registered-model NAME ({found} in {uri})")
-    return names[0], CHAMPION
+def _meant(model: str) -> str:
+    """A hint for a ``--model`` that names nothing: ``models:/`` or ``champion`` misspelled."""
+    scheme, colon, rest = model.partition(":")
+    if colon and difflib.get_close_matches(scheme.lower(), ["models"], cutoff=0.6):
+        return f"; did you mean models:/{rest.lstrip('/')}?"
+    return f"; did you mean {CHAMPION}?" if difflib.get_close_matches(model.lower(), [CHAMPION], cutoff=0.75) else ""
 
 
 def summary_text(summary: dict) -> str:

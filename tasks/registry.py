@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import mlflow.artifacts
 import mlflow.pyfunc
 import numpy as np
 import pyarrow.parquet as pq
@@ -43,12 +42,11 @@ from prompt_core.predictor import (ENSEMBLE_FILE, PROB_PREFIX, Predictor, Predic
 
 from . import adapt, devices, models
 from .backbones import fetcher
-from .store_uri import CHAMPION, RegistryError
+from .model_uri import ARTIFACT, download
+from .store_uri import CHAMPION
 from .tracking import TrackedRun
 
-ARTIFACT = "model"  # the artifact name tasks/mlflow_model.py loads
 MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
-LATEST = "latest"  # models:/NAME/latest: the newest version (MLflow's meaning)
 CONTENT_KEY = "content_key"  # version tag: ``files_key`` of the model it holds
 # a training's record (its loss curve and seconds), not the model: two trainings of the same weights differ in it
 TELEMETRY = {models.METRICS, adapt.METRICS}
@@ -107,8 +105,9 @@ def register_final_model(name: str, model_dir: str, test_set: str | None, challe
         earlier = registered_version(client, name, model)
         version = str(earlier.version) if earlier else log_staged(client, parent, model, name,
                                                                   {"test_accuracy": challenger_score})
-    same = earlier and (f"this final model is v{version}, registered from {earlier.tags.get('model_dir', 'another run')} "
-                        f"(the same files, content key {model.key[:12]})")
+    same = None if earlier is None else (
+        f"this final model is v{version}, registered from {earlier.tags.get('model_dir', 'another run')} "
+        f"(the same files, content key {model.key[:12]})")
     champion_score = problem = None
     if version == previous:
         promote, reason = False, f"v{version} is already the champion: {same}"
@@ -280,49 +279,7 @@ def signature(fields: tuple[str, ...], labels: tuple[str, ...]) -> ModelSignatur
                           outputs=Schema(outputs), params=ParamSchema([ParamSpec("precision", "string", "auto")]))
 
 
-# --- reading models back --------------------------------------------------------------------------
-
-def download(uri: str, name: str, version: str, dst: Path) -> Path:
-    """A registered version's model directory (the pyfunc's ``model`` artifact): in place for a
-    local artifact store, else downloaded under ``dst``."""
-    location = MlflowClient(uri, registry_uri=uri).get_model_version_download_uri(name, version)
-    # resolved here, not as models:/NAME/V, which MLflow looks up in the process-global registry
-    folder = location.removeprefix("file://") if location.startswith("file://") else None
-    if folder is None or not Path(folder).is_dir():
-        try:
-            folder = mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(dst), tracking_uri=uri)
-        except MlflowException as err:  # the registry names files its artifact store no longer has
-            raise RegistryError(f"registered model {name!r} v{version}: its files cannot be read from {location} "
-                                f"({str(err).splitlines()[-1]}; was the artifact store moved or deleted?)") from None
-    conf = Model.load(folder).flavors["python_function"]
-    return Path(folder) / conf["artifacts"][ARTIFACT]["path"]
-
-
-def resolve_version(uri: str, name: str, alias_or_version: str) -> str:
-    """``champion`` (or any alias), a version number or ``latest`` → the version number. An alias is
-    looked up in the model's aliases: MLflow's own lookup reports an unknown alias as an invalid
-    parameter, not as a missing resource, so it could not be told from a broken store. ``latest`` (any
-    case) is the newest version, as in MLflow's ``models:/NAME/latest`` (MLflow refuses it as an
-    alias name, so it cannot mean one)."""
-    client = MlflowClient(uri, registry_uri=uri)
-    latest = alias_or_version.lower() == LATEST
-    try:
-        if alias_or_version.isdigit():
-            return str(client.get_model_version(name, alias_or_version).version)
-        model = client.get_registered_model(name)
-    except MlflowException as err:
-        if err.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
-            raise
-        model = None
-    if latest and model is not None:  # latest_versions: the newest of each stage, as MLflow's own lookup reads
-        if not model.latest_versions:
-            raise RegistryError(f"registered model {name!r} has no versions in {uri}")
-        return str(max(int(v.version) for v in model.latest_versions))
-    version = None if model is None else model.aliases.get(alias_or_version)
-    if version is None:
-        raise RegistryError(f"registered model {name!r} has no version or alias {alias_or_version!r} in {uri}")
-    return str(version)
-
+# --- scoring a registered version -----------------------------------------------------------------
 
 def score(uri: str, name: str, version: str, test_set: str, batch_size: int, device: str) -> float:
     """Accuracy of a registered version on a labeled parquet set, whose rows are streamed.

@@ -1,17 +1,30 @@
 """Which MLflow store and registered model a command uses, decided without importing MLflow (a
-second or more), so a command can refuse a missing store before it loads anything."""
+second or more), so a command can refuse a missing store or a malformed ``models:/`` URI before it
+loads anything."""
 
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 
 CHAMPION = "champion"
+LATEST = "latest"  # models:/NAME/latest: the newest version (MLflow's meaning)
+STAGES = ("None", "Staging", "Production", "Archived")  # MLflow's registry stages (deprecated since 2.9)
+FORMS = "models:/NAME@ALIAS, models:/NAME/VERSION or models:/NAME/latest"
 
 
 class RegistryError(LookupError):
-    """A registered model, version or alias that does not exist (a user mistake, not a crash)."""
+    """A registered model, version or alias that does not exist, a URI that names none, a store that
+    cannot be read: a user's mistake or setting, not a crash."""
+
+
+def in_store(model: str) -> bool:
+    """Whether ``ipet predict --model`` names something the MLflow store holds (``champion``, a
+    ``models:/`` or a ``runs:/`` URI) rather than a directory."""
+    return model == CHAMPION or model.startswith(("models:/", "runs:/"))
 
 
 class TrackingError(RuntimeError):
@@ -33,3 +46,51 @@ def missing_store(uri: str) -> str | None:
         return (f"no MLflow store at {uri} "
                 "(run from the project directory, or set --tracking-uri or MLFLOW_TRACKING_URI)")
     return None
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A registered model and one of its versions, as ``text`` (what the user gave) names them:
+    ``suffix`` (``models:/NAME/SUFFIX``: a version number, ``latest`` or a stage) or ``alias``."""
+
+    text: str
+    name: str
+    suffix: str | None = None
+    alias: str | None = None
+
+
+def named(model: str, registered_model: str | None) -> Ref | None:
+    """The registered version ``ipet predict --model`` names, as far as the text says: a ``models:/`` URI
+    parsed, ``champion`` of ``registered_model``; None for ``champion`` alone (the store knows whose)."""
+    if not model.startswith("models:/"):
+        return None if registered_model is None else Ref(f"models:/{registered_model}@{CHAMPION}", registered_model,
+                                                         alias=CHAMPION)
+    ref = parse(model)
+    if registered_model and registered_model != ref.name:  # which of the two was meant is not ours to guess
+        raise RegistryError(f"{model} names registered model {ref.name!r}, --registered-model {registered_model!r}; "
+                            "give one of them")
+    return ref
+
+
+def parse(model: str) -> Ref:
+    """``models:/NAME/SUFFIX`` and ``models:/NAME@ALIAS`` split as MLflow splits them. A suffix that is
+    none of a version, ``latest`` or a stage is refused with the alias form (MLflow would read it as a
+    stage that does not exist), and so is a bare ``models:/NAME`` (MLflow 3's LoggedModel id, which
+    names no registered version)."""
+    ref = model.removeprefix("models:/")
+    name, slash, suffix = ref.partition("/")
+    plain = bool(name) and ":" not in name and "@" not in ref
+    if plain and slash and suffix and "/" not in suffix:
+        if re.fullmatch(r"[vV]\d+", suffix):
+            raise RegistryError(f"{model}: a version is its number alone: models:/{name}/{suffix[1:]}")
+        if not (suffix.isdigit() or suffix.lower() == LATEST or suffix.lower() in map(str.lower, STAGES)):
+            raise RegistryError(f"{model}: {suffix!r} is not a version number, 'latest' or a stage; "
+                                f"an alias is written models:/{name}@{suffix}")
+        return Ref(model, name, suffix=suffix)
+    name, at, alias = ref.rpartition("@")
+    if at and name and alias and "/" not in ref and ":" not in name:
+        return Ref(model, name, alias=alias)
+    if plain and not slash:
+        raise RegistryError(f"{model}: no version or alias; give models:/{ref}@{CHAMPION}, models:/{ref}/VERSION "
+                            f"or models:/{ref}/{LATEST}")
+    raise RegistryError(f"{model}: expected {FORMS}")

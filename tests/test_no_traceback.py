@@ -280,6 +280,19 @@ CASES: dict[str, tuple[Build, int, str]] = {
         lambda toy, tmp: ["predict", "--model", "champion", "--input", str(Path(toy["data"]["root"]) / "test.csv"),
                           "--output", str(tmp / "o.parquet"), "--tracking-uri", f"sqlite:///{tmp}/none.db"], 2,
         "no MLflow store at"),
+    "`ipet predict --model` a `models:/` URI that names no version": (
+        lambda toy, tmp: ["predict", "--model", "models:/ipet-toy/champion", "--input",
+                          str(Path(toy["data"]["root"]) / "test.csv"), "--output", str(tmp / "o.parquet")], 2,
+        "models:/ipet-toy/champion: 'champion' is not a version number, 'latest' or a stage; an alias is written "
+        "models:/ipet-toy@champion"),
+    "`ipet predict --model` misspelled": (
+        lambda toy, tmp: ["predict", "--model", "model:/ipet-toy@champion", "--input",
+                          str(Path(toy["data"]["root"]) / "test.csv"), "--output", str(tmp / "o.parquet")], 2,
+        "did you mean models:/ipet-toy@champion?"),
+    "`ipet predict --tracking-uri` of a server that does not answer": (
+        lambda toy, tmp: ["predict", "--model", "champion", "--input", str(Path(toy["data"]["root"]) / "test.csv"),
+                          "--output", str(tmp / "o.parquet"), "--tracking-uri", "http://127.0.0.1:9"], 2,
+        "MLflow tracking server 'http://127.0.0.1:9' is not reachable"),
     "`ipet suggest --out` naming a directory, or `--expand` below 0": (
         lambda toy, tmp: ["suggest", config(toy, tmp), "--out", str(tmp)], 2, "is a directory; give a file name"),
     "`ipet suggest` of a config using one pattern in more PVPs than its words go round": (

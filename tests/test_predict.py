@@ -197,56 +197,110 @@ def test_a_run_directory_without_its_final_model_says_so(inputs, tmp_path, capsy
     assert f"{run_dir}: its final model final-distilled-abc is not in its models/ folder" in capsys.readouterr().err
 
 
-def test_champion_comes_from_the_registry(model, inputs, tmp_path, capsys):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+@pytest.fixture(scope="module")
+def registry(model, tmp_path_factory) -> dict:
+    """A store holding 'ipet-predict' v1 (alias champion) and v2 (the newest, alias challenger), both the
+    classifier, and 'ipet-empty' without versions; the MLflow run that registered them tagged as an iPET
+    run's parent is."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('registry') / 'mlflow.db'}"
     client = MlflowClient(uri)
-    parent = client.create_run(experiment_id(uri, "predict")).info.run_id
-    version = log_model(client, parent, str(model), "ipet-predict", {})
-    client.set_registered_model_alias("ipet-predict", CHAMPION, version)
-    reference = tmp_path / "reference.parquet"
-    assert run("--model", str(model), "--input", str(inputs["csv"]), "--output", str(reference)) == 0
-    for how in (["--model", "champion", "--registered-model", "ipet-predict"],
-                ["--model", "champion"],  # the store's only registered model with a champion
-                ["--model", f"models:/ipet-predict/{version}"]):
-        out = tmp_path / "champion.parquet"
-        assert run(*how, "--tracking-uri", uri, "--input", str(inputs["csv"]), "--output", str(out)) == 0, how
-        got = pq.read_table(out).to_pandas()
-        assert set(got["model_version"]) == {f"ipet-predict/v{version}"}
-        want = pq.read_table(reference).to_pandas()
-        pd.testing.assert_frame_equal(got.drop(columns="model_version"), want.drop(columns="model_version"))
-    assert run("--model", "champion", "--registered-model", "nope", "--tracking-uri", uri,
-               "--input", str(inputs["csv"]), "--output", str(tmp_path / "x.parquet")) == 2
-    assert "registered model 'nope' has no version or alias 'champion'" in capsys.readouterr().err
-    for absent, which in (("models:/ipet-predict@nope", "nope"), ("models:/ipet-predict/99", "99")):
-        assert run("--model", absent, "--tracking-uri", uri, "--input", str(inputs["csv"]),  # the model exists
-                   "--output", str(tmp_path / "x.parquet")) == 2, absent
-        err = capsys.readouterr().err
-        assert f"registered model 'ipet-predict' has no version or alias '{which}'" in err
-        assert "Traceback" not in err and not (tmp_path / "x.parquet").exists()
-    assert run("--model", f"models:/ipet-predict/{version}", "--registered-model", "other", "--tracking-uri", uri,
-               "--input", str(inputs["csv"]), "--output", str(tmp_path / "x.parquet")) == 2  # two models named
-    assert "names registered model 'ipet-predict', --registered-model 'other'; give one of them" in \
-        capsys.readouterr().err
-
-
-def test_latest_means_the_newest_version_as_in_mlflow(model, inputs, tmp_path, capsys):
-    """``models:/NAME/latest`` (any case) is MLflow's newest version of NAME, not an alias named latest."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = MlflowClient(uri)
-    parent = client.create_run(experiment_id(uri, "predict")).info.run_id
-    versions = [log_model(client, parent, str(model), "ipet-latest", {}) for _ in range(2)]
-    client.set_registered_model_alias("ipet-latest", CHAMPION, versions[0])  # not what latest means
-    for spelled in ("latest", "Latest"):
-        out = tmp_path / f"{spelled}.parquet"
-        assert run("--model", f"models:/ipet-latest/{spelled}", "--tracking-uri", uri, "--input", str(inputs["csv"]),
-                   "--output", str(out)) == 0, capsys.readouterr().err
-        assert set(pq.read_table(out)["model_version"].to_pylist()) == {f"ipet-latest/v{versions[1]}"}
+    run = client.create_run(experiment_id(uri, "predict")).info.run_id
+    versions = [log_model(client, run, str(model), "ipet-predict", {}) for _ in range(2)]
+    client.set_registered_model_alias("ipet-predict", CHAMPION, versions[0])
+    client.set_registered_model_alias("ipet-predict", "challenger", versions[1])
     client.create_registered_model("ipet-empty")
-    assert run("--model", "models:/ipet-empty/latest", "--tracking-uri", uri, "--input", str(inputs["csv"]),
-               "--output", str(tmp_path / "x.parquet")) == 2
+    client.set_tag(run, "registry.registered_model", "ipet-predict")
+    client.set_tag(run, "registry.version", versions[0])
+    return {"uri": uri, "run": run, "versions": versions}
+
+
+@pytest.mark.parametrize(("how", "version"), [
+    (["--model", "champion", "--registered-model", "ipet-predict"], 0),
+    (["--model", "champion"], 0),  # the store's only registered model with a champion
+    (["--model", "models:/ipet-predict/1"], 0),
+    (["--model", "models:/ipet-predict@challenger"], 1),
+    (["--model", "models:/ipet-predict/latest"], 1),  # the newest version, as MLflow reads it; not an alias
+    (["--model", "models:/ipet-predict/Latest"], 1),
+    (["--model", "models:/ipet-predict/None"], 1),  # MLflow's stage None: the newest version in it
+], ids=["champion", "the-only-champion", "version", "alias", "latest", "Latest", "stage-None"])
+def test_a_registered_model_predicts_as_the_model_itself(model, inputs, registry, tmp_path, how, version):
+    reference, out = tmp_path / "reference.parquet", tmp_path / "registered.parquet"
+    assert run("--model", str(model), "--input", str(inputs["csv"]), "--output", str(reference)) == 0
+    assert run(*how, "--tracking-uri", registry["uri"], "--input", str(inputs["csv"]), "--output", str(out)) == 0
+    got = pq.read_table(out).to_pandas()
+    assert set(got["model_version"]) == {f"ipet-predict/v{registry['versions'][version]}"}
+    pd.testing.assert_frame_equal(got.drop(columns="model_version"),
+                                  pq.read_table(reference).to_pandas().drop(columns="model_version"))
+
+
+HOLDS = "its aliases: champion (v1), challenger (v2); newest version v2"
+NAMES_NOTHING = {  # --model (and options) -> the line ipet predict prints; {uri}, {run}: the registry's
+    # MLflow 3 reads /Production as a stage; this registry sets none, it moves aliases
+    "stage": (["models:/ipet-predict/Production"], "models:/ipet-predict/Production: no version of 'ipet-predict' is "
+              "in stage 'Production': this registry marks versions with aliases, not stages (deprecated since MLflow "
+              f"2.9); {HOLDS}; use models:/ipet-predict@champion"),
+    "stage-of-a-model-without-versions": (["models:/ipet-empty/Staging"], "models:/ipet-empty/Staging: no version "
+                                          "of 'ipet-empty' is in stage 'Staging': this registry marks versions with "
+                                          "aliases, not stages (deprecated since MLflow 2.9); it has no aliases; no "
+                                          "versions"),
+    "missing-version": (["models:/ipet-predict/99"], "models:/ipet-predict/99: registered model 'ipet-predict' has no "
+                        f"version 99 in {{uri}} ({HOLDS})"),
+    "missing-alias": (["models:/ipet-predict@nope"], "models:/ipet-predict@nope: registered model 'ipet-predict' has no "
+                      f"alias 'nope' in {{uri}} ({HOLDS})"),
+    "missing-name-misspelled": (["models:/ipet-predcit@champion"], "models:/ipet-predcit@champion: no registered model "
+                                "'ipet-predcit' in {uri} (did you mean 'ipet-predict'?)"),
+    "missing-name": (["models:/nope/1"], "models:/nope/1: no registered model 'nope' in {uri} (registered models: "
+                     "ipet-empty, ipet-predict)"),
+    "champion-of-a-missing-name": (["champion", "--registered-model", "nope"], "models:/nope@champion: no registered "
+                                   "model 'nope' in {uri}"),
+    "no-versions": (["models:/ipet-empty/latest"], "models:/ipet-empty/latest: registered model 'ipet-empty' has no "
+                    "versions in {uri}"),
+    "two-names": (["models:/ipet-predict/1", "--registered-model", "other"], "models:/ipet-predict/1 names registered "
+                  "model 'ipet-predict', --registered-model 'other'; give one of them"),
+    "runs-uri": (["runs:/{run}/final-model"], "runs:/{run}/final-model: ipet predict reads registered models, run "
+                 "directories and model directories, not a run's artifacts; its final model is registered as "
+                 "models:/ipet-predict/1"),
+    "runs-uri-of-a-missing-run": (["runs:/0123abcd/final-model"], "runs:/0123abcd/final-model: no MLflow run "
+                                  "'0123abcd' in {uri}"),
+    "no-suffix": (["models:/ipet-predict"], "models:/ipet-predict: no version or alias; give "
+                  "models:/ipet-predict@champion, models:/ipet-predict/VERSION or models:/ipet-predict/latest"),
+    "alias-as-suffix": (["models:/ipet-predict/champion"], "models:/ipet-predict/champion: 'champion' is not a version "
+                        "number, 'latest' or a stage; an alias is written models:/ipet-predict@champion"),
+    "v-version": (["models:/ipet-predict/v1"], "models:/ipet-predict/v1: a version is its number alone: "
+                  "models:/ipet-predict/1"),
+    "two-slashes": (["models://ipet-predict/1"], "models://ipet-predict/1: expected models:/NAME@ALIAS, "
+                    "models:/NAME/VERSION or models:/NAME/latest"),  # a traceback
+    "a-path-after-the-version": (["models:/ipet-predict/1/x"], "models:/ipet-predict/1/x: expected "
+                                 "models:/NAME@ALIAS"),  # a traceback
+    "scheme-misspelled": (["model:/ipet-predict@champion"], "model:/ipet-predict@champion: no such model directory, "
+                          "run directory or registered model; did you mean models:/ipet-predict@champion?"),
+    "champion-misspelled": (["champoin"], "champoin: no such model directory, run directory or registered model; did "
+                            "you mean champion?"),
+    # a store that cannot be read: each was a traceback, the server's after 4 minutes of MLflow's retries
+    "server-unreachable": (["champion", "--tracking-uri", "http://127.0.0.1:9"], "MLflow tracking server "
+                           "'http://127.0.0.1:9' is not reachable: "),
+    "sqlite-uri-with-two-slashes": (["champion", "--tracking-uri", "sqlite://mlflow.db"], "MLflow store "
+                                    "sqlite://mlflow.db cannot be read: Invalid SQLite URL: sqlite://mlflow.db"),
+    "not-a-store-uri": (["models:/ipet-predict/1", "--tracking-uri", "htp://host"], "MLflow store htp://host cannot be "
+                        "read: Model registry functionality is unavailable; got unsupported URI 'htp://host'"),
+    "not-an-sqlite-file": (["champion", "--tracking-uri", "sqlite:///{inputs}"], "MLflow store sqlite:///{inputs} "
+                           "cannot be read: (sqlite3.DatabaseError) file is not a database"),
+}
+
+
+@pytest.mark.parametrize("case", list(NAMES_NOTHING))
+def test_a_registered_model_uri_that_names_nothing_is_one_line(inputs, registry, tmp_path, capsys, case):
+    """Each a user's mistake: exit 2, one line that says what the store holds or how to write the URI,
+    no output file."""
+    given, says = NAMES_NOTHING[case]
+    fill = {"uri": registry["uri"], "run": registry["run"], "inputs": inputs["csv"]}
+    given = [arg.format(**fill) for arg in given]
+    out = tmp_path / "out.parquet"
+    uri = [] if "--tracking-uri" in given else ["--tracking-uri", registry["uri"]]
+    assert run("--model", *given, *uri, "--input", str(inputs["csv"]), "--output", str(out)) == 2
     err = capsys.readouterr().err
-    assert "registered model 'ipet-empty' has no versions" in err and "Traceback" not in err
-    assert not (tmp_path / "x.parquet").exists()
+    assert err.startswith(f"ipet predict: {says.format(**fill)}") and len(err.strip().splitlines()) == 1, err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
 def test_a_registered_model_whose_files_are_gone_exits_2(model, inputs, tmp_path, capsys):
