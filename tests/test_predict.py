@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -199,15 +200,18 @@ def test_a_run_directory_without_its_final_model_says_so(inputs, tmp_path, capsy
 
 @pytest.fixture(scope="module")
 def registry(model, tmp_path_factory) -> dict:
-    """A store holding 'ipet-predict' v1 (alias champion) and v2 (the newest, alias challenger), both the
-    classifier, and 'ipet-empty' without versions; the MLflow run that registered them tagged as an iPET
-    run's parent is."""
+    """A store holding 'ipet-predict' v1 (alias champion) and v2 (the newest, alias challenger, put in stage
+    Staging by hand), both the classifier, and 'ipet-empty' without versions; the MLflow run that registered
+    them tagged as an iPET run's parent is."""
     uri = f"sqlite:///{tmp_path_factory.mktemp('registry') / 'mlflow.db'}"
     client = MlflowClient(uri)
     run = client.create_run(experiment_id(uri, "predict")).info.run_id
     versions = [log_model(client, run, str(model), "ipet-predict", {}) for _ in range(2)]
     client.set_registered_model_alias("ipet-predict", CHAMPION, versions[0])
     client.set_registered_model_alias("ipet-predict", "challenger", versions[1])
+    with warnings.catch_warnings():  # stages are deprecated; a user may still set one
+        warnings.simplefilter("ignore", FutureWarning)
+        client.transition_model_version_stage("ipet-predict", versions[1], "Staging")
     client.create_registered_model("ipet-empty")
     client.set_tag(run, "registry.registered_model", "ipet-predict")
     client.set_tag(run, "registry.version", versions[0])
@@ -221,8 +225,9 @@ def registry(model, tmp_path_factory) -> dict:
     (["--model", "models:/ipet-predict@challenger"], 1),
     (["--model", "models:/ipet-predict/latest"], 1),  # the newest version, as MLflow reads it; not an alias
     (["--model", "models:/ipet-predict/Latest"], 1),
-    (["--model", "models:/ipet-predict/None"], 1),  # MLflow's stage None: the newest version in it
-], ids=["champion", "the-only-champion", "version", "alias", "latest", "Latest", "stage-None"])
+    (["--model", "models:/ipet-predict/staging"], 1),  # a stage, as MLflow reads it: the newest version in it
+    (["--model", "models:/ipet-predict/None"], 0),
+], ids=["champion", "the-only-champion", "version", "alias", "latest", "Latest", "stage-set-by-hand", "stage-None"])
 def test_a_registered_model_predicts_as_the_model_itself(model, inputs, registry, tmp_path, how, version):
     reference, out = tmp_path / "reference.parquet", tmp_path / "registered.parquet"
     assert run("--model", str(model), "--input", str(inputs["csv"]), "--output", str(reference)) == 0
