@@ -23,8 +23,8 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_
 from mlflow.tracking import MlflowClient
 from sqlalchemy.exc import SQLAlchemyError
 
-from .store_uri import CHAMPION, LATEST, Ref, RegistryError, named
-from .tracking import TrackingError, check_store
+from .store_uri import CHAMPION, LATEST, Ref, RegistryError, TrackingError, named
+from .tracking import check_store
 
 ARTIFACT = "model"  # the pyfunc's artifact that holds the model directory (tasks/mlflow_model.py loads it)
 SHOWN = 10  # registered models or aliases named in a message

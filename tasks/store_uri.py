@@ -21,16 +21,16 @@ class RegistryError(LookupError):
     cannot be read: a user's mistake or setting, not a crash."""
 
 
-def in_store(model: str) -> bool:
-    """Whether ``ipet predict --model`` names something the MLflow store holds (``champion``, a
-    ``models:/`` or a ``runs:/`` URI) rather than a directory."""
-    return model == CHAMPION or model.startswith(("models:/", "runs:/"))
-
-
 class TrackingError(RuntimeError):
     """The tracking store cannot be reached or written; raised before any compute starts. Defined here,
     without MLflow, so that ``ipet`` names it among the errors it words in one line without importing
     MLflow before the run directory's lock (``tasks.tracking`` raises it)."""
+
+
+def in_store(model: str) -> bool:
+    """Whether ``ipet predict --model`` names something the MLflow store holds (``champion``, a
+    ``models:/`` or a ``runs:/`` URI) rather than a directory."""
+    return model == CHAMPION or model.startswith(("models:/", "runs:/"))
 
 
 def resolve_uri(configured: str | None) -> str:
