@@ -31,6 +31,7 @@ METRICS = "adapt.json"
 # a kill loses at most this much adaptation. Saving MiniLM's state (weights and AdamW's moments, 273 MB)
 # took 0.4-0.8 s on our CI disk, so a BERT-large's (4 GB) some 10 s: a few percent of the time at most
 CHECKPOINT_SECONDS = 300.0
+CHECKPOINT_SUFFIX = ".checkpoint.pt"
 
 
 @task(task_run_name="adapt {backbone}", cache_policy=NO_CACHE)
@@ -63,7 +64,7 @@ def adapt_backbone(backbone: str, pool: str, fields: Sequence[str], cfg: AdaptCo
 
 def checkpoint_of(out: Path) -> Path:
     """Where the adaptation into ``out`` keeps its checkpoint: a hidden file beside it."""
-    return out.parent / f".{out.name}.checkpoint.pt"
+    return out.parent / f".{out.name}{CHECKPOINT_SUFFIX}"
 
 
 def _adapt(backbone: str, pool: str, fields: Sequence[str], cfg: AdaptConfig, out: Path,
