@@ -25,6 +25,7 @@ from flows.config import RunConfig
 from flows.ipet import ipet
 from prompt_core import AdaptConfig, Checkpoints, adapt, load_masked_lm
 from prompt_core.backbone import load_tokenizer, mask_for_mlm, mlm_loss
+from prompt_core.device import native_bf16
 from prompt_core.learners import pad_batch, seeded_loading
 from tasks.adapt import adapt_backbone
 from tiny import WORDS, save_tiny, toy_run_config
@@ -337,6 +338,8 @@ def test_run_with_adapt_trains_every_learner_from_the_adapted_backbone(cli_adapt
                                   filter_string=f"tags.mlflow.parentRunId = '{results['mlflow_run_id']}'")
     adapt_child = next(c for c in children if c.info.run_name == "adapt")
     assert adapt_child.data.tags["reused"] == "true"
+    native = "bf16" if native_bf16(torch.device("cpu")) else "fp32"  # adapt.precision: auto, on the CPU
+    assert (adapt_child.data.tags["precision.used"], adapt_child.data.tags["device.used"]) == (native, "cpu")
     parent = client.get_run(results["mlflow_run_id"]).data.params  # the same key for one adaptation in any run dir
     assert parent["backbone"] == f"backbones/{Path(adapted_dir).name}" and parent["model"] == raw["model"]
     assert len(client.get_metric_history(adapt_child.info.run_id, "loss")) == 30
