@@ -68,6 +68,12 @@ def text_keys(table: pa.Table, fields: Sequence[str]) -> pa.ChunkedArray:
     return pc.binary_join_element_wise(*parts, "\x1f")
 
 
+def texts_key(keys: pa.Array | pa.ChunkedArray) -> str:
+    """A key over a set's distinct ``text_keys``: a test set's identity for what a store keeps out (a version's
+    ``schema.test_key``), the same whichever file, order or repeats hold the texts."""
+    return content_key(sorted(set(keys.to_pylist())))
+
+
 @dataclass(frozen=True)
 class Version:
     """One committed version: its manifest, and its rows read from the segments it lists."""

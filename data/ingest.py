@@ -21,9 +21,9 @@ from pydantic import ValidationError
 from .errors import DataError
 from .location import is_url, local
 from .sources import Source, dataset_store, read_source, source_path
-from .outputs import content_key, file_digest
+from .outputs import file_digest
 from .validate import SHOWN, check_examples
-from .dataset_store import DatasetStore, Kind, Version, text_keys
+from .dataset_store import DatasetStore, Kind, Version, text_keys, texts_key
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def ingest_file(path: str | Path, dataset: str, store: str | Path, labeled: bool
     schema = _schema(target, schema)
     rows, digest = _read_checked(str(path), schema, labeled, read or {})
     test = _test_keys(schema)
-    test_key = content_key(sorted(set(test.to_pylist())))  # the texts kept out, whichever file holds them
+    test_key = texts_key(test)  # the texts kept out, whichever file holds them
     with target.lock() as parent:
         if parent is not None:
             _check_same_schema(target, parent, schema, test_key)
@@ -110,16 +110,18 @@ def _check_same_schema(target: DatasetStore, parent: Version, schema: Schema, te
     same_source = schema.test == stored["test"]
     if (test_key == stored["test_key"]) if "test_key" in stored else same_source:
         return
+    given = named_test_set(schema.test)
     if same_source:
-        raise DataError(f"dataset {target.name!r}: its test set {_named(schema.test)} no longer holds the texts that "
+        raise DataError(f"dataset {target.name!r}: its test set {given} no longer holds the texts that "
                         f"version {parent.number} and those before it kept out of the store (it changed since); "
                         "restore it, or ingest into a new dataset (with --config)")
-    raise DataError(f"--config: data.test ({_named(schema.test)}) is not the test set of dataset {target.name!r} "
-                    f"({_named(stored['test'])}), whose texts its versions keep out (rows already in the store cannot "
-                    "be taken back); point data.test at that test set, or ingest into a new dataset")
+    raise DataError(f"--config: data.test ({given}) is not the test set of dataset {target.name!r} "
+                    f"({named_test_set(stored['test'])}), whose texts its versions keep out (rows already in the store "
+                    "cannot be taken back); point data.test at that test set, or ingest into a new dataset")
 
 
-def _named(test: dict | None) -> str:
+def named_test_set(test: dict | None) -> str:
+    """A version's recorded test set (``schema.test``) by its source's name."""
     return Source.model_validate(test).name if test else "none"
 
 

@@ -21,15 +21,22 @@ SHOWN = 10  # row ids listed per finding
 
 @dataclass(frozen=True)
 class Leaks:
-    """Test row ids whose text is in the labeled set, and in the pool (whose copies were dropped)."""
+    """Test row ids whose text is in the labeled set, and in the pool (whose copies were dropped); and the
+    dataset store versions read whose own test set is not the run's (``other_test_sets``: ``store``,
+    ``version``, ``test``, the name of the store's test set or None), which kept other texts out of their rows."""
 
     in_labeled: list[str] = field(default_factory=list)
     in_pool: list[str] = field(default_factory=list)
     dropped: int = 0
+    other_test_sets: list[dict] = field(default_factory=list)
 
     def lines(self, test: str) -> list[str]:
-        """One line per finding, naming the test source, the count and the first row ids."""
-        found = []
+        """One line per finding, naming the test source (and the store), the count and the first row ids."""
+        found = [f"dataset store {s['store']} (version {s['version']}) kept "
+                 + (f"the texts of its own test set ({s['test']})" if s["test"] else "no test set's texts")
+                 + f" out of its rows, not those of this run's test set {test}: it never checked its rows against "
+                 "this one; the run drops pool rows whose text is in its test set, and reports labeled ones"
+                 for s in self.other_test_sets]
         if self.in_pool:
             found.append(f"{test}: {len(self.in_pool)} test row(s) also in the unlabeled pool (leak), row id(s) "
                          f"{_ids(self.in_pool)}; their {self.dropped} pool row(s) were dropped")
@@ -39,13 +46,15 @@ class Leaks:
         return found
 
     def record(self) -> dict:
-        return {"in_labeled": self.in_labeled, "in_pool": self.in_pool, "pool_rows_dropped": self.dropped}
+        return {"in_labeled": self.in_labeled, "in_pool": self.in_pool, "pool_rows_dropped": self.dropped,
+                "other_test_sets": self.other_test_sets}
 
     @classmethod
     def of(cls, record: dict | None) -> "Leaks":
         """From a data manifest's ``leaks`` (none in a manifest written before leaks were checked)."""
         record = record or {}
-        return cls(record.get("in_labeled", []), record.get("in_pool", []), record.get("pool_rows_dropped", 0))
+        return cls(record.get("in_labeled", []), record.get("in_pool", []), record.get("pool_rows_dropped", 0),
+                   record.get("other_test_sets", []))
 
 
 def drop_leaks(pool: pa.Table, labeled: pa.Table, test: pa.Table | None,

@@ -7,7 +7,7 @@ trains on them, they only score pseudo-label accuracy.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -15,9 +15,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .dataset_store import Version
+from .dataset_store import Version, text_keys, texts_key
 from .location import checksum, exists, is_url, location
 from .errors import DataError
+from .ingest import named_test_set
 from .leaks import Leaks, drop_leaks
 from .sources import Source, dataset_store, read_source, source_path
 from .splits import draw_per_class, sample_rows
@@ -168,9 +169,11 @@ def load_sets(data: DataConfig | Pinned, fields: Sequence[str],
             if absent:  # balanced selection would never pseudo-label them
                 raise DataError(f"{config.labeled.name}: no examples of label(s) {absent}; give every label at "
                                 "least one, or leave out `labeled` for zero-shot")
+    others = _other_test_sets(pinned, test) if test is not None else []  # the whole test set, as a store records it
     if test is not None:
         test = sample_rows(test, config.test_size, config.seed)
     pool, leaks = drop_leaks(pool, labeled, test, fields)
+    leaks = replace(leaks, other_test_sets=others)
     if pool.num_rows == 0:  # a `train` source drawn empty, or a pool that is all test rows
         source = (config.train or config.unlabeled).name
         raise DataError(f"{source}: no rows left for the unlabeled pool after drawing labeled_per_class="
@@ -178,6 +181,25 @@ def load_sets(data: DataConfig | Pinned, fields: Sequence[str],
                         if not leaks.dropped
                         else f"{source}: no rows left for the unlabeled pool: every one is also in the test set")
     return _select(labeled, sample_rows(pool, config.pool_size, config.seed), test, fields), leaks
+
+
+def _other_test_sets(pinned: Pinned, test: pa.Table) -> list[dict]:
+    """The dataset store versions the run trains on whose test set holds other texts than ``test``: each kept
+    its own test set's texts out of its rows (``ipet ingest``), not this one's, so the store never guarded
+    against rows that are this run's test rows (``drop_leaks`` still does, on the sets drawn). Compared by the
+    key over their distinct texts (``schema.test_key``); a version that recorded none is not compared."""
+    found = {}
+    for slot, version in pinned.versions.items():
+        schema, source = version.manifest["schema"], getattr(pinned.config, slot)
+        if slot == "test" or "test_key" not in schema:
+            continue
+        fields = schema["fields"]
+        key = texts_key(text_keys(test, fields)) if set(fields) <= set(test.column_names) else None
+        if key != schema["test_key"]:
+            found[(source.store, source.dataset, version.number)] = {
+                "store": f"{source.store}/{source.dataset}", "version": version.number,
+                "test": named_test_set(schema["test"]) if schema["test"] else None}
+    return list(found.values())
 
 
 def _select(labeled: pa.Table, pool: pa.Table, test: pa.Table | None, fields: Sequence[str]) -> dict[str, pa.Table]:

@@ -22,8 +22,9 @@ class Checked:
             trains on exactly the data that was checked even if an ingest commits meanwhile.
         problems: one line each, naming the field or file; none means the run can start.
         rows: each set's row count, when the data loaded.
-        warnings: test rows leaking into the training data; a ``pool_size`` or ``test_size`` the data cannot
-            fill; a learner that has no prior on this backbone.
+        warnings: test rows leaking into the training data, and dataset stores that kept another test set's
+            texts out; a ``pool_size`` or ``test_size`` the data cannot fill; a learner that has no prior on this
+            backbone.
     """
 
     config: RunConfig

@@ -39,6 +39,7 @@ class Executor:
         self.tracked = tracked
         self.models_trained: list[dict] = []  # every training task's result, reused or not
         self.adapter_models: set[str] = set()  # trained as adapters: they label through one shared backbone
+        self.computed: list[dict] = []  # each training's (where known) and labeling's device type and precision
         generations = plan.config.ipet.generations + (1 if plan.gold_size else 0)
         self.progress = Progress(len(plan.members) * generations + (plan.config.final.mode == "distill"),
                                  artifact_key(plan.config.name, "progress"))
@@ -64,6 +65,7 @@ class Executor:
             }
         results = self.progress.wait("pet" if generation == 0 else f"ipet-{generation}", futures)
         self.models_trained.extend(results.values())
+        self.computed += [c for r in results.values() for c in r["computed"]]
         self.adapter_models |= {r["model_dir"] for m, r in results.items()
                                 if self.plan.train_config(m, generation).peft}
         return {m: r["model_dir"] for m, r in results.items()}
@@ -77,6 +79,7 @@ class Executor:
                                         self.config.distill_train, self.run_dir, self.tracked)
         final = self.progress.wait("final", {"final": future})["final"]
         self.models_trained.append(final)
+        self.computed += final["computed"]
         return final["model_dir"]
 
     def label_all(self, models: dict[Member, str], dataset: str) -> dict[Member, str]:
@@ -92,6 +95,7 @@ class Executor:
                                                 self.data[dataset], self.run_dir, labeling, shard))
                        for group in groups for shard in range(shards)]
         results = [(group, future.result()) for group, future in futures]
+        self.computed += [r["computed"] for _, result in results for r in result.values() if "computed" in r]
         return {m: result[model_name(models[m])]["path"] for group, result in results for m in group}
 
     def pseudo_labeled_sets(self, generation: int, models: dict[Member, str], weights: list[float]) -> dict:

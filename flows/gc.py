@@ -4,7 +4,8 @@ again exactly what was removed (and reuses everything else); nothing else is tou
 
 ``--keep final`` keeps the final model (an ensemble's members with it); ``last-generation`` also
 the last iPET generation's models (what a rerun with more generations continues from); ``all``
-removes nothing and only reports sizes.
+removes nothing and only reports sizes. Besides models, the first two remove the checkpoints killed
+backbone adaptations left (``backbones/.adapted-<key>.checkpoint.pt``, up to gigabytes each).
 """
 
 from __future__ import annotations
@@ -41,6 +42,21 @@ def removable(run_dir: Path, keep: str) -> list[Path]:
     return [p for p in models if p.name not in needed]
 
 
+def adaptation_checkpoints(run_dir: Path, keep: str) -> list[Path]:
+    """The checkpoints in ``backbones/`` that ``keep`` lets go: every one unless ``keep`` is ``all``.
+
+    An adaptation deletes its checkpoint once its backbone is saved, and holds the run directory's lock
+    while it trains, as gc does; so a checkpoint gc finds is a killed adaptation's: of the backbone this
+    finished run already has, or of settings the run no longer asks for (a user who killed an adaptation
+    and changed them). Only an ``ipet adapt`` of those very settings would go on from it; without gc it
+    would stay for ever."""
+    from tasks.adapt import CHECKPOINT_SUFFIX
+
+    if keep == "all":
+        return []
+    return sorted(p for p in (run_dir / "backbones").glob(f".*{CHECKPOINT_SUFFIX}") if p.is_file())
+
+
 def last_generation(stages: list[dict]) -> int:
     """The finished run's last generation (0: PET), from its stages rather than the models on disk,
     which may hold later generations of an earlier run with more of them."""
@@ -49,13 +65,18 @@ def last_generation(stages: list[dict]) -> int:
 
 def collect(run_dir: Path, keep: str) -> str:
     """Remove what ``keep`` lets go (the caller holds the run directory's lock); what was freed."""
-    gone = removable(run_dir, keep)
-    freed = sum(tree_bytes(p) for p in gone)
+    gone, checkpoints = removable(run_dir, keep), adaptation_checkpoints(run_dir, keep)
+    freed = sum(tree_bytes(p) for p in gone) + sum(p.stat().st_size for p in checkpoints)
     for path in gone:
         discard(path)
-    return (f"{run_dir}: removed {len(gone)} model director{'y' if len(gone) == 1 else 'ies'}, freed "
-            f"{megabytes(freed)}; the run directory is now {megabytes(tree_bytes(run_dir))}"
-            + ("; a rerun trains them again" if gone else ""))
+    for checkpoint in checkpoints:  # one unlink: never left half-written under its name
+        checkpoint.unlink()
+    removed = f"{len(gone)} model director{'y' if len(gone) == 1 else 'ies'}"
+    if checkpoints:
+        removed += (" and 1 killed adaptation's checkpoint" if len(checkpoints) == 1
+                    else f" and {len(checkpoints)} killed adaptations' checkpoints")
+    return (f"{run_dir}: removed {removed}, freed {megabytes(freed)}; the run directory is now "
+            f"{megabytes(tree_bytes(run_dir))}" + ("; a rerun trains them again" if gone or checkpoints else ""))
 
 
 def discard(model: Path) -> None:

@@ -108,6 +108,6 @@ def ipet_stages(config: RunConfig, run_dir: str) -> dict:
             report.record(Stage.of("final", last.evaluation, train_size=last.train_size,
                                    pseudo_label_accuracy=run.pool_accuracy(models, weights),
                                    model=run.ensemble_model(models, weights)))
-        results = report.finish(run.task_counts, data.get("versions"), adapted, ask.outcome)
+        results = report.finish(run.task_counts, data.get("versions"), adapted, ask.outcome, run.computed)
         # Champion/challenger: register the final model; it becomes champion only if it wins.
         return report.register(results, data.get("test")) if config.tracking.register_model else results

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import re
 import time
+from typing import Sequence
 
 import pyarrow.parquet as pq
 from mlflow.entities import Metric, RunTag
@@ -17,7 +18,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from data.location import is_url, local, location, names
 from data.outputs import atomic_path, write_json
 from tasks.registry import register_final_model
-from tasks.tracking import TrackedRun, log_batch
+from tasks.tracking import TrackedRun, log_batch, used_tags
 
 from .config import RunConfig
 from .disk import disk_line, disk_usage
@@ -72,9 +73,11 @@ class Reporter:
                                      f"{fmt(stage.pseudo_label_accuracy)}"))
 
     def finish(self, tasks: dict[str, int], data_versions: dict | None = None, adapted: dict | None = None,
-               asked: dict | None = None) -> dict:
+               asked: dict | None = None, computed: Sequence[dict] = ()) -> dict:
         """``results.json`` and ``summary.md`` written and logged with the run's sets, predictions and
-        final model; ``tasks`` counts the models trained and reused, ``data_versions`` the dataset store
+        final model; ``computed`` the device types and precisions the run's tasks used (``Executor.computed``),
+        as the parent's tags ``precision.used`` and ``device.used``; ``tasks`` counts the models trained and
+        reused, ``data_versions`` the dataset store
         versions the data was read at (the prepared data's ``versions``: which ingest a run trained on),
         ``adapted`` the adaptation's result, counted too (after ``ipet adapt`` a run says it reused its
         backbone), ``asked`` what a person's answers gave the run (``Asker.outcome``: how many rows
@@ -102,7 +105,7 @@ class Reporter:
             results["final_below_earlier_stage"] = flagged
             summary += f"\n\n**Warning:** {flagged}."
             self.client.set_tag(self.parent, "final_below_earlier_stage", flagged)
-        self._log_outcome(tasks, summary)
+        self._log_outcome(tasks, summary, [*computed, *(adapted or {}).get("computed", [])])
         summary += f"\n\n{disk_line(results['disk'])}"
         if not is_url(self.run_dir):
             summary += f" `ipet gc {self.run_dir}` frees the weights of every model but the final one."
@@ -121,14 +124,16 @@ class Reporter:
                                  key=artifact_key(self.config.name, "summary"))
         return results
 
-    def _log_outcome(self, tasks: dict[str, int], summary: str) -> None:
+    def _log_outcome(self, tasks: dict[str, int], summary: str, computed: Sequence[dict]) -> None:
         """The models trained and reused as metrics ``tasks.<what>`` (a rerun that trained nothing stands
-        out in the compare view), and the stage table under the run's description."""
+        out in the compare view), the stage table under the run's description, and the device types and
+        precisions ``computed`` as tags."""
         now = int(time.time() * 1000)
         note = self.client.get_run(self.parent).data.tags.get(MLFLOW_RUN_NOTE, "")
         counts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in tasks.items())
         log_batch(self.client, self.parent, [Metric(f"tasks.{k}", v, now, 0) for k, v in tasks.items()],
-                  tags=[RunTag(MLFLOW_RUN_NOTE, f"{note}\n\n{summary}\n\nModels: {counts}.".strip())])
+                  tags=[RunTag(MLFLOW_RUN_NOTE, f"{note}\n\n{summary}\n\nModels: {counts}.".strip()),
+                        *(RunTag(k, v) for k, v in used_tags(computed).items())])
 
     def _log_final_model(self, final: str) -> None:
         """Log the final model's directory once: a rerun that reused it links to the copy an earlier

@@ -12,7 +12,7 @@ _WHERE = {
     ".adaptation": ["adapt"],
     ".backbone": ["BackboneError", "load_masked_lm"],
     ".checkpoints": ["Checkpoints"],
-    ".device": ["select_device"],
+    ".device": ["computed_on", "select_device"],
     ".ensembling": ["accuracy", "ensemble", "softmax"],
     ".label": ["predict_all", "predict_logits"],
     ".learners": ["ClassifierLearner", "ClozeLearner", "KINDS", "Learner", "LearnerSpec", "SimilarityLearner",

@@ -34,9 +34,22 @@ def autocast(device: torch.device, precision: Precision = "auto"):
         device: where the computation runs.
         precision: ``bf16``, ``fp32``, or ``auto``: bf16 where ``native_bf16(device)``.
     """
-    if precision == "bf16" or (precision == "auto" and native_bf16(device)):
+    if precision_used(device, precision) == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def precision_used(device: torch.device, precision: Precision = "auto") -> str:
+    """What ``autocast(device, precision)`` computes in: ``bf16`` or ``fp32``, ``auto`` resolved."""
+    return "bf16" if precision == "bf16" or (precision == "auto" and native_bf16(device)) else "fp32"
+
+
+def computed_on(device: str, precision: Precision) -> dict[str, str]:
+    """The device type (``cpu``, ``cuda``) and precision (``bf16``, ``fp32``) a training, labeling or adaptation
+    given ``device`` and ``precision`` computes on and in, ``auto`` resolved on this machine. Both change the
+    numbers a run ends with, and ``auto`` alone does not say which were used: runs record this."""
+    resolved = select_device(device)
+    return {"precision": precision_used(resolved, precision), "device": resolved.type}
 
 
 def native_bf16(device: torch.device) -> bool:

@@ -20,7 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from data.location import exists, local, location, remove
 from data.outputs import atomic_path, content_key, file_digest, read_json, write_json
 from data.parquet import read_rows
-from prompt_core import AdaptConfig, Checkpoints, adapt
+from prompt_core import AdaptConfig, Checkpoints, adapt, computed_on
 
 from . import devices, tracking
 from .memory import returns_memory
@@ -31,6 +31,7 @@ METRICS = "adapt.json"
 # a kill loses at most this much adaptation. Saving MiniLM's state (weights and AdamW's moments, 273 MB)
 # took 0.4-0.8 s on our CI disk, so a BERT-large's (4 GB) some 10 s: a few percent of the time at most
 CHECKPOINT_SECONDS = 300.0
+CHECKPOINT_SUFFIX = ".checkpoint.pt"
 
 
 @task(task_run_name="adapt {backbone}", cache_policy=NO_CACHE)
@@ -50,20 +51,22 @@ def adapt_backbone(backbone: str, pool: str, fields: Sequence[str], cfg: AdaptCo
         _adapt(backbone, pool, fields, cfg, out, trust_remote_code)
     remove(checkpoint_of(out))  # done with it (also one a kill left between the rename and this line)
     metrics = read_json(out / METRICS)
+    computed = [metrics["computed"]] if "computed" in metrics else []  # unknown for a backbone adapted before
     run_id = None
     if tracked is not None:
         run_id = tracking.log_child(
             tracked.uri, tracked.parent_id, "adapt",
             params={"kind": "adapt", "backbone": backbone, "fields": list(fields), **keyed},
             curve=metrics["losses"], metrics={"texts": metrics["texts"], "adapt_seconds": metrics["seconds"]},
-            tags={"reused": str(reused).lower(), "model_dir": str(out)},
+            tags={"reused": str(reused).lower(), "model_dir": str(out), **tracking.used_tags(computed)},
         )
-    return {"model_dir": str(out), "reused": reused, "losses": metrics["losses"], "mlflow_run_id": run_id}
+    return {"model_dir": str(out), "reused": reused, "losses": metrics["losses"], "mlflow_run_id": run_id,
+            "computed": computed}
 
 
 def checkpoint_of(out: Path) -> Path:
     """Where the adaptation into ``out`` keeps its checkpoint: a hidden file beside it."""
-    return out.parent / f".{out.name}.checkpoint.pt"
+    return out.parent / f".{out.name}{CHECKPOINT_SUFFIX}"
 
 
 def _adapt(backbone: str, pool: str, fields: Sequence[str], cfg: AdaptConfig, out: Path,
@@ -94,8 +97,8 @@ def _adapt(backbone: str, pool: str, fields: Sequence[str], cfg: AdaptConfig, ou
         result = adapt(str(local(backbone)), texts, cfg.model_copy(update={"device": dev}), tmp,
                        trust_remote_code=trust_remote_code, on_log=every_tenth, progress=False,
                        checkpoints=checkpoints)
-        write_json({"losses": result.losses, "steps": result.steps, "texts": len(texts), "seconds": seconds()},
-                   tmp / METRICS)
+        write_json({"losses": result.losses, "steps": result.steps, "texts": len(texts), "seconds": seconds(),
+                    "computed": computed_on(dev, cfg.precision)}, tmp / METRICS)
     logger.info("adapted %s on %d texts: MLM loss %.4f -> %.4f", backbone, len(texts), result.losses[0],
                 result.final_loss)
 

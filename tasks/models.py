@@ -22,8 +22,8 @@ from prefect.cache_policies import NO_CACHE
 from data.location import exists, local, location
 from data.outputs import atomic_path, content_key, read_json, write_json
 from data.parquet import SHARD, TableRows, iter_rows, logits_column, num_rows, read_logits, ref, shard_count
-from prompt_core import (AdaptConfig, Learner, LearnerSpec, TrainConfig, build_learner, load_learners, predict_logits,
-                         save_spec, train)
+from prompt_core import (AdaptConfig, Learner, LearnerSpec, TrainConfig, build_learner, computed_on, load_learners,
+                         predict_logits, save_spec, train)
 from prompt_core.settings import LabelingConfig
 
 from . import devices, tracking
@@ -85,19 +85,21 @@ def train_model(name: str, spec: LearnerSpec, train_set: str, cfg: TrainConfig, 
         with atomic_path(out, directory=True) as tmp:
             learner.save(tmp, recorded(learner.spec, run_dir))
             write_json({"losses": result.losses, "train_size": len(rows), "steps": result.steps,
-                        "seconds": time.perf_counter() - started}, tmp / METRICS)
+                        "seconds": time.perf_counter() - started, "computed": computed_on(dev, cfg.precision)},
+                       tmp / METRICS)
         logger.info("trained %s on %d examples, final loss %.4f", name, len(rows), result.final_loss)
     metrics = read_json(out / METRICS)
+    computed = [metrics["computed"]] if "computed" in metrics else []  # unknown for a model trained before
     run_id = tracking.log_child(
         tracked.uri, tracked.parent_id, name,
         params={**(params or {}), "kind": spec.kind, "backbone": spec.backbone, "template": spec.template,
                 **settings(cfg, "device")},
         curve=metrics["losses"],
         metrics={"train_size": metrics["train_size"], "train_seconds": metrics["seconds"]},
-        tags={"reused": str(reused).lower(), "model_dir": str(out)},
+        tags={"reused": str(reused).lower(), "model_dir": str(out), **tracking.used_tags(computed)},
     )
     return {"name": name, "model_dir": str(out), "reused": reused, "train_size": metrics["train_size"],
-            "mlflow_run_id": run_id}
+            "mlflow_run_id": run_id, "computed": computed}
 
 
 # settings added after runs whose models must still be reused, with their values that leave the models' keys as
@@ -128,7 +130,8 @@ def label_set(models: Mapping[str, str], dataset_name: str, dataset: str, run_di
 
     A dataset of more than ``labeling.shard_rows`` rows is labeled by one task per shard: this one
     writes rows ``shard·shard_rows`` up to the next shard's into its own file of the set's shard
-    directory. ``path`` in each model's result is the set's logits (file or directory) either way.
+    directory. ``path`` in each model's result is the set's logits (file or directory) either way, and
+    ``computed`` where this task labeled it: the device type and precision it did (``computed_on``).
     Adapter models of one backbone are loaded as one backbone with an adapter each
     (``load_learners``); the task logs its process's peak RSS.
     """
@@ -148,8 +151,9 @@ def label_set(models: Mapping[str, str], dataset_name: str, dataset: str, run_di
     span = (0, rows) if shards == 1 else (shard * labeling.shard_rows, min(rows, (shard + 1) * labeling.shard_rows))
     learners = load_learners([local(models[name]) for name in todo], fetcher(run_dir))
     with devices.device() as dev:
-        for learner, out in zip(learners, todo.values()):
+        for learner, (name, out) in zip(learners, todo.items()):
             write_logits(learner, dataset, span, out, labeling, dev)
+            results[name]["computed"] = computed_on(dev, labeling.precision)
     get_run_logger().info("labeled %s with %s; peak RSS %.0f MiB", dataset_name, ", ".join(todo), peak_rss_mib())
     return results
 

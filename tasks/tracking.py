@@ -15,7 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 from urllib.parse import urlparse
 
 from mlflow.entities import LoggedModelStatus, Metric, Param, RunTag
@@ -209,6 +209,16 @@ def log_child(uri: str, parent_id: str, name: str, params: Mapping[str, object],
     log_batch(client, run.info.run_id, points, [Param(k, param_value(v)) for k, v in params.items()])
     client.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id
+
+
+def used_tags(computed: Iterable[Mapping[str, str]]) -> dict[str, str]:
+    """Tags ``precision.used`` and ``device.used``: the values in ``computed`` (``prompt_core.computed_on``'s),
+    sorted and joined by commas: one model's run gets one of each, a parent run the set its tasks used.
+    ``auto`` in the params does not say whether a run computed in bf16 or float32, on a CPU or CUDA; its
+    numbers depend on it. None where nothing is known (models trained before this was recorded)."""
+    computed = list(computed)
+    return {f"{what}.used": ",".join(sorted({c[what] for c in computed})) for what in ("precision", "device")
+            if computed}
 
 
 def param_value(value: object) -> str:

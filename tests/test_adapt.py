@@ -25,6 +25,7 @@ from flows.config import RunConfig
 from flows.ipet import ipet
 from prompt_core import AdaptConfig, Checkpoints, adapt, load_masked_lm
 from prompt_core.backbone import load_tokenizer, mask_for_mlm, mlm_loss
+from prompt_core.device import native_bf16
 from prompt_core.learners import pad_batch, seeded_loading
 from tasks.adapt import adapt_backbone
 from tiny import WORDS, save_tiny, toy_run_config
@@ -189,27 +190,35 @@ def test_killed_adaptation_goes_on_from_its_checkpoint_to_the_weights_it_would_h
     assert all(torch.equal(weights[k], reference_weights[k]) for k in weights)
 
 
-def test_task_killed_mid_adaptation_resumes_on_the_rerun_and_then_drops_its_checkpoint(
-        prefect_harness, tiny_models: dict[str, Path], uninterrupted, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def adaptation_killed_once(tiny_models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                           steps: list[int]):
+    """A flow adapting the tiny BERT 8 steps into ``tmp_path / "run"``, saving a checkpoint after every step,
+    whose first call is killed after step 3 as Ctrl-C would; ``steps`` gets every step taken."""
     pool = tmp_path / "pool.parquet"
     pq.write_table(pa.table({"id": [str(i) for i in range(len(TEXTS))], "text": TEXTS}), pool)
     tasks_adapt = importlib.import_module("tasks.adapt")
     monkeypatch.setattr(tasks_adapt, "CHECKPOINT_SECONDS", 0)
-    steps: list[int] = []
 
     def killed_once(*args, on_log, **kwargs):
         log = stop_at(3, on_log) if not steps else on_log
         return adapt(*args, on_log=lambda step, loss: steps.append(step) or log(step, loss), **kwargs)
 
     monkeypatch.setattr(tasks_adapt, "adapt", killed_once)
-    backbones = tmp_path / "run" / "backbones"
 
     @flow(name="adapt-killed-then-rerun")
     def adapt_flow() -> dict:
         return adapt_backbone(str(tiny_models["bert"]), str(pool), ["text"], AdaptConfig(steps=8, **SETTINGS),
                               str(tmp_path / "run"))
 
+    return adapt_flow
+
+
+def test_task_killed_mid_adaptation_resumes_on_the_rerun_and_then_drops_its_checkpoint(
+        prefect_harness, tiny_models: dict[str, Path], uninterrupted, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    steps: list[int] = []
+    adapt_flow = adaptation_killed_once(tiny_models, tmp_path, monkeypatch, steps)
+    backbones = tmp_path / "run" / "backbones"
     with pytest.raises(KeyboardInterrupt):
         adapt_flow()
     [checkpoint] = backbones.iterdir()  # no backbone directory: only the checkpoint, hidden, a file
@@ -223,6 +232,32 @@ def test_task_killed_mid_adaptation_resumes_on_the_rerun_and_then_drops_its_chec
     assert result["losses"] == expected.losses
     weights, reference_weights = saved_weights(result["model_dir"]), saved_weights(reference)
     assert all(torch.equal(weights[k], reference_weights[k]) for k in reference_weights)
+
+
+def test_gc_of_a_finished_run_removes_the_checkpoint_a_killed_adaptation_left(
+        prefect_harness, tiny_models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    """An adaptation killed, then its settings changed: no rerun goes on from its checkpoint (another key),
+    and the run finishes beside it. ``ipet gc`` frees it, counted with the models; ``--keep all`` removes
+    nothing."""
+    from prompt_core.predictor import SPEC_FILE
+
+    with pytest.raises(KeyboardInterrupt):
+        adaptation_killed_once(tiny_models, tmp_path, monkeypatch, [])()
+    run = tmp_path / "run"
+    [checkpoint] = (run / "backbones").iterdir()
+    size = checkpoint.stat().st_size
+    final = run / "models" / "final-distilled-ff"  # the run finished with other adaptation settings
+    final.mkdir(parents=True)
+    (final / SPEC_FILE).write_text("{}")
+    (run / "results.json").write_text(json.dumps({"stages": [{"stage": "final", "model": str(final)}]}))
+    assert main(["gc", str(run), "--keep", "all"]) == 0 and checkpoint.is_file()
+    assert "removed 0 model directories, freed 0.0 MB" in capsys.readouterr().out
+    assert main(["gc", str(run)]) == 0
+    assert not checkpoint.exists() and [p.name for p in run.rglob("*") if p.is_file()].count(SPEC_FILE) == 1
+    out = capsys.readouterr().out
+    assert size > 100_000 and (f"removed 0 model directories and 1 killed adaptation's checkpoint, freed "
+                               f"{size / 1e6:.1f} MB;") in out, out
 
 
 # ------------------------------------------------------------------------ ipet adapt, and ipet run
@@ -303,6 +338,8 @@ def test_run_with_adapt_trains_every_learner_from_the_adapted_backbone(cli_adapt
                                   filter_string=f"tags.mlflow.parentRunId = '{results['mlflow_run_id']}'")
     adapt_child = next(c for c in children if c.info.run_name == "adapt")
     assert adapt_child.data.tags["reused"] == "true"
+    native = "bf16" if native_bf16(torch.device("cpu")) else "fp32"  # adapt.precision: auto, on the CPU
+    assert (adapt_child.data.tags["precision.used"], adapt_child.data.tags["device.used"]) == (native, "cpu")
     parent = client.get_run(results["mlflow_run_id"]).data.params  # the same key for one adaptation in any run dir
     assert parent["backbone"] == f"backbones/{Path(adapted_dir).name}" and parent["model"] == raw["model"]
     assert len(client.get_metric_history(adapt_child.info.run_id, "loss")) == 30

@@ -157,6 +157,24 @@ def test_mlflow_runs_line_up_in_the_compare_view(finished, toy_config):
     assert children["metrics.test_accuracy"].notna().all()
 
 
+def test_mlflow_runs_say_which_precision_and_device_auto_resolved_to(finished, toy_config):
+    """The toy config leaves ``precision: auto`` (train and labeling) on ``device: cpu``: bf16 on a CPU with bf16 in
+    hardware (AMX, AVX-512 BF16), float32 elsewhere; the numbers differ. Each model's run says which it trained
+    in, the parent which its trainings and labelings used."""
+    import torch
+
+    from prompt_core.device import native_bf16
+
+    assert "precision" not in toy_config["train"] and "labeling" not in toy_config, "auto"
+    used = "bf16" if native_bf16(torch.device("cpu")) else "fp32"
+    uri, run_id = toy_config["tracking"]["mlflow_uri"], finished[0]["mlflow_run_id"]
+    children = _search_runs(uri, filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
+    assert len(children) == _total(finished)
+    assert set(children["tags.precision.used"]) == {used} and set(children["tags.device.used"]) == {"cpu"}
+    parent = _search_runs(uri, filter_string=f"attributes.run_id = '{run_id}'").iloc[0]
+    assert (parent["tags.precision.used"], parent["tags.device.used"]) == (used, "cpu")
+
+
 def test_a_failed_run_is_failed_with_its_cause_and_so_are_its_unfinished_children(toy_config, tmp_path):
     """An error mid-run (not Ctrl-C): the parent FAILED with the error as tag ``error``, and a child a task
     was logging when it happened FAILED too, not RUNNING for ever."""

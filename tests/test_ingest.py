@@ -357,6 +357,39 @@ def test_prepared_data_follows_the_version(tmp_path: Path, schema: Schema) -> No
     assert pq.read_table(second["pool"]).num_rows == 9
 
 
+def test_a_run_whose_test_set_is_not_its_stores_is_told_once_per_store_version(tmp_path: Path,
+                                                                              schema: Schema) -> None:
+    """The store kept its own test set's texts out of its rows, not those of the run's ``data.test``: its rows
+    may be the run's test rows. One line naming the store, both test sets and what it means, printed with the
+    leaks (``ipet validate``, ``ipet run``, the flow: from the prepared data's manifest); the same texts in
+    another file are the same test set; a store that kept no test set out is named as such."""
+    from data.leaks import Leaks
+
+    store = tmp_path / "stores"
+    ingest_file(write(tmp_path / "a.csv", rows(3, "a")), "news", store, schema=schema)
+    ingest_file(write(tmp_path / "g.csv", rows(1, "g") + rows(1, "h", "neg")), "news", store, labeled=True)
+    ingest_file(write(tmp_path / "b.csv", rows(3, "b")), "bare", store, schema=Schema(FIELDS, LABELS))
+    write(tmp_path / "moved.csv", [("held", "out", "pos")])
+    write(tmp_path / "other.csv", [("a 0", "text", "pos"), ("new", "text", "neg")])  # a 0 is a pool row
+
+    def warned(test: str, pool: str = "news") -> list[str]:
+        config = DataConfig(root=str(tmp_path), unlabeled={"store": "stores", "dataset": pool},
+                            labeled={"store": "stores", "dataset": "news"}, test={"path": test})
+        lines = load_sets(config, FIELDS, LABELS)[1].lines(test)
+        assert Leaks.of(prepare(config, FIELDS, LABELS, tmp_path / "run")["leaks"]).lines(test) == lines
+        return lines
+
+    assert warned("test.csv") == warned("moved.csv") == []
+    meaning = ("out of its rows, not those of this run's test set other.csv: it never checked its rows against this "
+               "one; the run drops pool rows whose text is in its test set, and reports labeled ones")
+    assert warned("other.csv") == [  # labeled and pool read version 2 of one store: one line
+        f"dataset store stores/news (version 2) kept the texts of its own test set ({tmp_path / 'test.csv'}) {meaning}",
+        "other.csv: 1 test row(s) also in the unlabeled pool (leak), row id(s) ['1']; their 1 pool row(s) were dropped"]
+    assert warned("other.csv", pool="bare")[:2] == [
+        f"dataset store stores/news (version 2) kept the texts of its own test set ({tmp_path / 'test.csv'}) {meaning}",
+        f"dataset store stores/bare (version 1) kept no test set's texts {meaning}"]
+
+
 def test_store_sources_take_their_slot_kind_and_check_names() -> None:
     config = DataConfig(unlabeled={"store": "s", "dataset": "d"}, labeled={"store": "s", "dataset": "d"})
     assert (config.unlabeled.kind, config.labeled.kind) == ("unlabeled", "labeled")

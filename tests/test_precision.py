@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from prompt_core import (PVP, AdaptConfig, LabelingConfig, SimilarityLearner, Template, TrainConfig, Verbalizer,
                          build_learner, predict_all, train)
-from prompt_core.device import autocast, native_bf16
+from prompt_core.device import autocast, computed_on, native_bf16
 from tasks.models import settings
 from tiny import save_tiny
 
@@ -43,6 +43,8 @@ def test_auto_is_bf16_on_a_cpu_only_with_bf16_in_hardware(monkeypatch, amx: bool
     assert autocast_dtype("auto").dtype == (torch.bfloat16 if native else torch.float32)
     assert autocast_dtype("bf16").dtype == torch.bfloat16, "bf16 when asked, whatever the chip"
     assert autocast_dtype("fp32").dtype == torch.float32, "fp32 when asked, whatever the chip"
+    assert computed_on("cpu", "auto") == {"precision": "bf16" if native else "fp32", "device": "cpu"}
+    assert [computed_on("cpu", p)["precision"] for p in ("bf16", "fp32")] == ["bf16", "fp32"]
 
 
 def test_labeling_computes_in_the_precision_asked(encoder: Path) -> None:
