@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from .dataset_store import Version
 from .location import checksum, exists, is_url, location
 from .errors import DataError
+from .labels import known_labels
 from .leaks import Leaks, drop_leaks
 from .sources import Source, dataset_store, read_source, source_path
 from .splits import draw_per_class, sample_rows
@@ -142,7 +143,7 @@ def load_sets(data: DataConfig | Pinned, fields: Sequence[str],
         if source is None:
             return None
         try:
-            table = read_source(source, root, pinned.versions.get(slot))
+            table = known_labels(read_source(source, root, pinned.versions.get(slot)), labels)
         except DataError as err:
             problems.append(str(err))
             return None
