@@ -236,20 +236,25 @@ def _json_table(batch: list[dict], columns: list[str]) -> pa.Table:
 
 
 def as_strings(column: pa.ChunkedArray, where: str, offset: int) -> pa.ChunkedArray:
-    """A column as strings, the one way every reader makes them: floats that are whole numbers as
-    integers (``1.0`` is ``1``, to match integer verbalizer keys), booleans as ``true``/``false``,
-    binary as UTF-8 (else a DataError naming ``where`` and the row, counted from ``offset``);
-    nested columns (lists, structs) kept as they are, for the checks to name."""
+    """A column as strings, the one way every reader makes them. CSV and JSONL columns are text as
+    written already (JSON booleans aside); a parquet file's or the hub's typed values have no written
+    form, so each is its value's text: integers in decimal, floats that are whole numbers as integers
+    (``1.0`` is ``1`` and ``1e16`` is ``10000000000000000``: pandas stores an int column with a gap as
+    floats), other floats in their shortest exact form (``0.1``, ``1e+30``, ``nan``), booleans as
+    ``true``/``false``, binary as UTF-8 (else a DataError naming ``where`` and the row, counted from
+    ``offset``); nested columns (lists, structs) kept as they are, for the checks to name."""
     if pa.types.is_nested(column.type):
         return column
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
         return column.cast(pa.string())
     if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
         _check_utf8(column, where, offset)
-    if pa.types.is_floating(column.type):
-        as_int = pc.cast(column, pa.int64(), safe=False)
-        if pc.all(pc.equal(pc.cast(as_int, column.type), column)).as_py() is not False:
-            return pc.cast(as_int, pa.string())
+    if pa.types.is_float16(column.type):  # pyarrow's compute has no kernels for half floats; float32 holds each
+        column = column.cast(pa.float32())
+    if pa.types.is_floating(column.type):  # pyarrow writes 1.0 as 1, but 1e16 as 1e+16: a float id loses its digits
+        whole = pc.and_(pc.equal(pc.floor(column), column), pc.less(pc.abs(column), 2.0 ** 63))  # in int64's range
+        digits = pc.cast(pc.cast(pc.if_else(whole, column, 0), pa.int64()), pa.string())
+        return pc.if_else(whole, digits, pc.cast(column, pa.string()))
     return pc.cast(column, pa.string())
 
 

@@ -115,6 +115,26 @@ def test_json_numbers_are_texts_as_written_either_way(tmp_path: Path) -> None:
         {"id": "1E3", "text": "2.5e-1", "label": None, "flag": None}]
 
 
+def test_parquet_numbers_are_the_texts_of_their_values_either_way(tmp_path: Path) -> None:
+    """A parquet column holds values, not what was typed: an int is its digits, a whole float an int (a
+    float past 2**53 was a pyarrow traceback), any other float its shortest exact form, a boolean
+    ``true``/``false``; the same in a stream."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "typed.parquet"
+    pq.write_table(pa.table({"id": pa.array([7, -3, 2**62, 0, 1], pa.int64()), "text": [7.0, 0.1, None, 1e16, 1e30],
+                             "label": [True, False, None, None, None],
+                             "half": pa.array([1.0, 2.5, None, None, None], pa.float16())}), path)
+    whole, streamed = whole_and_streamed(Source(path=str(path), id_column="id"), ["text"], ["label", "half"])
+    assert whole == streamed == [
+        {"id": "7", "text": "7", "label": "true", "half": "1"},
+        {"id": "-3", "text": "0.1", "label": "false", "half": "2.5"},
+        {"id": str(2**62), "text": None, "label": None, "half": None},
+        {"id": "0", "text": "10000000000000000", "label": None, "half": None},
+        {"id": "1", "text": "1e+30", "label": None, "half": None}]
+
+
 def test_a_missing_id_column_in_a_semicolon_sheet_hints_at_the_delimiter(tmp_path: Path) -> None:
     """A spreadsheet saved with ';' (some locales' CSV) reads as one column named 'id;text;label':
     the id column is merged, not missing, and the message says where to look."""
