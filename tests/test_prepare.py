@@ -96,3 +96,17 @@ def test_texts_and_ids_of_numbers_are_prepared_as_written_and_labels_matched(tmp
     # a leak is a text written the same: the test's 1 is the pool's 1 (dropped), and its 1e3 gold's 1e3 (kept),
     # never a text that is the same number (7.0 and the pool's 7, 1e3 and the pool's 1000, 1 and gold's 1.0)
     assert manifest["leaks"] == {"in_labeled": ["3"], "in_pool": ["2"], "pool_rows_dropped": 1}
+
+
+def test_a_run_directory_prepared_by_earlier_readers_reads_its_data_again(tmp_path: Path, monkeypatch) -> None:
+    """Readers that read otherwise (CSV columns of numbers typed: ``007`` was ``7``) prepared sets that
+    must not be reused; sets that come out the same keep their files, and what was trained on them."""
+    import data.prepare
+
+    config, run = DataConfig.model_validate(toy_run_config(tmp_path)["data"]), tmp_path / "run"
+    monkeypatch.setattr(data.prepare, "READER", data.prepare.READER - 1)
+    earlier = prepare(config, FIELDS, LABELS, run)
+    monkeypatch.undo()
+    now = prepare(config, FIELDS, LABELS, run)
+    assert now["key"] != earlier["key"] and (run / f"data-{now['key']}" / "manifest.json").is_file()
+    assert [now[n] for n in ("labeled", "pool", "test")] == [earlier[n] for n in ("labeled", "pool", "test")]
