@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from .dataset_store import DatasetStore, text_keys
 from .errors import DataError, nearest
 from .ingest import Schema, ingest_file
+from .labels import aliases
 from .location import exists, local, location, names
 from .outputs import atomic_path, file_digest, read_json, write_json
 from .prepare import DataConfig, SETS_DIR, write_set
@@ -137,7 +138,9 @@ def read_sheet(path: str | Path, run_dir: str) -> tuple[dict, dict[str, str]]:
     if not fit(request)[0]:
         asked = ", ".join(f"{r['stage']} ({len(r['rows'])} rows)" for r in open_requests(run_dir)) or "none"
         raise DataError(f"{path}: its row ids match no question of {run_dir} (open: {asked})")
-    answers = {i: (label or "").strip() or SKIP for i, label in zip(ids, labels)}
+    written = {i: (label or "").strip() or SKIP for i, label in zip(ids, labels)}
+    found = aliases(written.values(), request["labels"])  # a sheet's 1.0 for the label 1, as a data file's
+    answers = {i: found.get(label, label) for i, label in written.items()}
     check_answers(request, answers, str(path))
     check_recorded(request, answers, run_dir, str(path))
     return request, answers

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 from pydantic import ValidationError
 
 from .errors import DataError
+from .labels import known_labels
 from .location import is_url, local
 from .sources import Source, dataset_store, read_source, source_path
 from .outputs import file_digest
@@ -129,11 +130,9 @@ def _read_checked(path: str, schema: Schema, labeled: bool, read: dict) -> tuple
     """The file's rows, checked, and its sha256. A file at a URL (new data landing in a bucket) is
     read like a source's: copied into the local mirror, whose copy is then hashed.
 
-    Read whole, as a run reads the same file as a source, not in batches as ``data.stream`` reads a
-    file to predict: a whole CSV's column types are inferred over all its rows (``1.0`` is the label
-    ``1``, ``007`` the text ``7``) while a stream's blocks stay strings, so streamed rows would be keyed
-    otherwise than the test set and a run read them (a test text would pass as new). Nor would a
-    stream bound memory: dropping duplicates holds the keys of the whole file and of the store's pool.
+    Read whole, as a run reads the same file as a source (the same read options, the same texts, so a
+    test text is keyed as a run keys it); a stream would not bound memory: dropping duplicates holds
+    the keys of the whole file and of the store's pool.
     """
     if "path" in read:  # the FILE argument is what is read; a second path would be ignored without a word
         raise DataError(f"{path}: read option path: the file to ingest is the FILE argument; drop --read path")
@@ -145,7 +144,7 @@ def _read_checked(path: str, schema: Schema, labeled: bool, read: dict) -> tuple
     if source.store or source.hub:
         raise DataError(f"{path}: ingest reads the FILE argument (a local file or a URL); drop the 'store'/'hub' "
                         "read options")
-    table = read_source(source)
+    table = known_labels(read_source(source), schema.labels)
     problems = check_examples(table, schema.fields, schema.labels, str(path), labels_required=labeled)
     if problems:
         raise DataError("\n".join(problems))

@@ -19,6 +19,7 @@ from .dataset_store import Version, text_keys, texts_key
 from .location import checksum, exists, is_url, location
 from .errors import DataError
 from .ingest import named_test_set
+from .labels import known_labels
 from .leaks import Leaks, drop_leaks
 from .sources import Source, dataset_store, read_source, source_path
 from .splits import draw_per_class, sample_rows
@@ -29,6 +30,10 @@ MANIFEST = "manifest.json"
 SETS_DIR = "data"  # the prepared sets of every data key, each named by its content
 SET_NAMES = ("labeled", "pool", "test")  # the sets a manifest names (test may be None)
 STORE_FIELDS = ("store", "dataset", "kind", "version")
+# How files are read into sets, in every data key, so a run directory prepared by readers that read
+# otherwise reads its data again (2: CSV/JSONL values as written; a CSV column of numbers was typed, so
+# `007` was `7`). A set that comes out row for row the same keeps its file name and what was trained on it.
+READER = 2
 
 
 class DataConfig(BaseModel):
@@ -143,7 +148,7 @@ def load_sets(data: DataConfig | Pinned, fields: Sequence[str],
         if source is None:
             return None
         try:
-            table = read_source(source, root, pinned.versions.get(slot))
+            table = known_labels(read_source(source, root, pinned.versions.get(slot)), labels)
         except DataError as err:
             problems.append(str(err))
             return None
@@ -220,8 +225,8 @@ def prepare(config: DataConfig, fields: Sequence[str], labels: Sequence[str], ou
     """Write the run's sets as parquet under ``out_root/data/`` and their manifest as
     ``out_root/data-<key>/manifest.json`` (reused when present).
 
-    The key covers the data settings, the bytes of every source file and the version of every
-    store source (pinned here), so changed data is never mistaken for prepared data. Each set's
+    The key covers the data settings, the bytes of every source file, the version of every store
+    source (pinned here) and ``READER``, so changed data is never mistaken for prepared data. Each set's
     file is named by its own bytes, not by the key: a change that leaves a set as it was (new
     unlabeled rows leave the gold set alone) gives it the same path, so what was computed from it
     (models, logits) is reused. The manifest is written last: present means every set is.
@@ -229,7 +234,7 @@ def prepare(config: DataConfig, fields: Sequence[str], labels: Sequence[str], ou
     pinned = pin_versions(config)
     config = pinned.config
     digests = {s.name: _digest(pinned, slot) for slot, s in config.slots().items()}
-    key = content_key("data", _settings(config), digests, list(fields), list(labels))
+    key = content_key("data", READER, _settings(config), digests, list(fields), list(labels))
     manifest_path = location(out_root) / f"data-{key}" / MANIFEST
     if exists(manifest_path):
         return _sets_in(read_json(manifest_path), out_root)

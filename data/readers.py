@@ -23,8 +23,7 @@ from .textfile import check_text, line_of
 
 FORMATS = ("csv", "tsv", "jsonl", "parquet")
 BLOCK_ROWS = 65_536  # rows a JSONL or parquet block holds when a whole file is read
-CSV_BLOCK = 1 << 20  # bytes a streamed CSV block holds
-MAX_BLOCK = (1 << 31) - 1  # pyarrow's largest CSV block; a larger file's types come from its first 2 GiB
+CSV_BLOCK = 1 << 20  # bytes a CSV block holds
 SHOWN = 5
 
 
@@ -50,17 +49,18 @@ def blocks(path: Path, name: str, fmt: str, columns: Columns | None = None, bloc
 
     Args:
         fmt: one of ``FORMATS``.
-        columns: the columns a stream reads, or None for every column of a whole-file read. A whole
-            CSV is one block whose column types are inferred over all its rows, as pyarrow's
-            ``read_csv`` does (so ``1.0`` is the label ``1``); a streamed CSV's columns are strings,
-            since a type inferred from its first block could fail a later one.
-        block_rows: how many rows a JSONL or parquet block holds (a streamed CSV's blocks are 1 MiB).
+        columns: the columns a stream reads, or None for every column of a whole-file read.
+        block_rows: how many rows a JSONL or parquet block holds (a CSV's blocks are 1 MiB).
         header, names: a CSV's header row, or the names of its columns when it has none.
 
     Yields:
-        The blocks; a problem raises ``DataError``, possibly after earlier blocks were yielded. A
-        CSV or parquet file without rows gives one empty block that has its columns; a JSONL file
-        without an object is a problem.
+        The blocks. A CSV's and a JSONL file's values are their text as written, never parsed as
+        numbers or booleans: ``007``, ``1.0``, ``1e3``, ``true``, ``NA`` and an empty field are those
+        texts (a JSONL number is a string column, a JSON ``true`` a boolean one). Texts and ids must
+        reach the model and the predictions exactly as the user wrote them; only labels are matched
+        loosely, against the config's labels (``data/labels.py``). A problem raises ``DataError``,
+        possibly after earlier blocks were yielded. A CSV or parquet file without rows gives one empty
+        block that has its columns; a JSONL file without an object is a problem.
     """
     if fmt != "parquet":
         check_text(path, name, fmt)
@@ -122,18 +122,16 @@ def _csv(path: Path, name: str, fmt: str, columns: Columns | None, header: bool,
         ragged.append(row)
         return "skip"
 
-    block = CSV_BLOCK if columns is not None else min(max(path.stat().st_size, 1), MAX_BLOCK)
-    read = pacsv.ReadOptions(column_names=None if header else list(names), block_size=block)
+    read = pacsv.ReadOptions(column_names=None if header else list(names), block_size=CSV_BLOCK)
     parse = pacsv.ParseOptions(delimiter="\t" if fmt == "tsv" else ",", newlines_in_values=fmt == "csv",
                                quote_char=False if fmt == "tsv" else '"', invalid_row_handler=collect)
-    convert = pacsv.ConvertOptions(strings_can_be_null=False, quoted_strings_can_be_null=False)
-    if columns is not None:
-        with pacsv.open_csv(path, read_options=read, parse_options=parse) as first:
-            wanted = columns.of(name, _named_once(first.schema.names, name))
-        ragged.clear()  # the second open reads the same rows again
-        convert.include_columns, convert.column_types = wanted, {c: pa.string() for c in wanted}
+    with pacsv.open_csv(path, read_options=read, parse_options=parse) as first:  # the header, to type every column
+        available = _named_once(first.schema.names, name)
+    ragged.clear()  # the second open reads the same rows again
+    wanted = list(available) if columns is None else columns.of(name, available)
+    convert = pacsv.ConvertOptions(include_columns=wanted, column_types={c: pa.string() for c in wanted},
+                                   strings_can_be_null=False, quoted_strings_can_be_null=False)
     with pacsv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert) as reader:
-        _named_once(reader.schema.names, name)
         empty = True
         for batch in reader:
             _no_ragged(ragged, path, name, fmt)
@@ -157,8 +155,9 @@ def _no_ragged(ragged: list, path: Path, name: str, fmt: str) -> None:
 
 def _jsonl(path: Path, name: str, columns: Columns | None, rows: int) -> Iterator[pa.Table]:
     """One JSON object per line, parsed line by line, so a bad line is named (pyarrow's block
-    reader cannot say which line broke). A column keeps one JSON type (null aside), as a typed
-    column must; a key missing from an object is a null there, and one no object has is missing."""
+    reader cannot say which line broke). A number is kept as written (``_Number``). A column keeps
+    one JSON type (null aside), as a typed column must; a key missing from an object is a null there,
+    and one no object has is missing."""
     wanted = None if columns is None else list(dict.fromkeys([*columns.required, *columns.optional]))
     seen: dict[str, None] = {}  # the keys read so far, in the order they first came
     kinds: dict[str, tuple[str, int]] = {}  # a column's JSON type and the line that set it
@@ -208,7 +207,14 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
-_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)  # made once: json.loads with a hook makes one a line
+class _Number(str):
+    """A JSON number as written: ``7.0`` stays ``7.0`` and ``1e3`` stays ``1e3`` (as floats they would be
+    ``7`` and ``1000``), a 30-digit id keeps every digit; a string still, told from one for the type check."""
+
+
+# made once: json.loads with hooks makes one a line
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_int=_Number, parse_float=_Number,
+                            parse_constant=_Number)
 
 
 def _check_kinds(obj: dict, read: dict[str, None], kinds: dict[str, tuple[str, int]], name: str,
@@ -217,7 +223,7 @@ def _check_kinds(obj: dict, read: dict[str, None], kinds: dict[str, tuple[str, i
     for key, value in obj.items():
         if value is None or key not in read:
             continue
-        kind = ("a boolean" if isinstance(value, bool) else "a number" if isinstance(value, (int, float))
+        kind = ("a boolean" if isinstance(value, bool) else "a number" if isinstance(value, _Number)
                 else "a string" if isinstance(value, str) else "an object" if isinstance(value, dict) else "an array")
         first, where = kinds.setdefault(key, (kind, line_no))
         if kind != first:
@@ -230,20 +236,25 @@ def _json_table(batch: list[dict], columns: list[str]) -> pa.Table:
 
 
 def as_strings(column: pa.ChunkedArray, where: str, offset: int) -> pa.ChunkedArray:
-    """A column as strings, the one way every reader makes them: floats that are whole numbers as
-    integers (``1.0`` is ``1``, to match integer verbalizer keys), booleans as ``true``/``false``,
-    binary as UTF-8 (else a DataError naming ``where`` and the row, counted from ``offset``);
-    nested columns (lists, structs) kept as they are, for the checks to name."""
+    """A column as strings, the one way every reader makes them. CSV and JSONL columns are text as
+    written already (JSON booleans aside); a parquet file's or the hub's typed values have no written
+    form, so each is its value's text: integers in decimal, floats that are whole numbers as integers
+    (``1.0`` is ``1`` and ``1e16`` is ``10000000000000000``: pandas stores an int column with a gap as
+    floats), other floats in their shortest exact form (``0.1``, ``1e+30``, ``nan``), booleans as
+    ``true``/``false``, binary as UTF-8 (else a DataError naming ``where`` and the row, counted from
+    ``offset``); nested columns (lists, structs) kept as they are, for the checks to name."""
     if pa.types.is_nested(column.type):
         return column
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
         return column.cast(pa.string())
     if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
         _check_utf8(column, where, offset)
-    if pa.types.is_floating(column.type):
-        as_int = pc.cast(column, pa.int64(), safe=False)
-        if pc.all(pc.equal(pc.cast(as_int, column.type), column)).as_py() is not False:
-            return pc.cast(as_int, pa.string())
+    if pa.types.is_float16(column.type):  # pyarrow's compute has no kernels for half floats; float32 holds each
+        column = column.cast(pa.float32())
+    if pa.types.is_floating(column.type):  # pyarrow writes 1.0 as 1, but 1e16 as 1e+16: a float id loses its digits
+        whole = pc.and_(pc.equal(pc.floor(column), column), pc.less(pc.abs(column), 2.0 ** 63))  # in int64's range
+        digits = pc.cast(pc.cast(pc.if_else(whole, column, 0), pa.int64()), pa.string())
+        return pc.if_else(whole, digits, pc.cast(column, pa.string()))
     return pc.cast(column, pa.string())
 
 

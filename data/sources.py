@@ -160,13 +160,3 @@ def _read_hub(source: Source) -> pa.Table:
     except Exception as err:  # the hub raises many types; the user needs the message either way
         raise DataError(f"hub:{source.hub}: cannot load split {source.split!r}: {err}") from None
     return ds.with_format("arrow")[0 : len(ds)]
-
-
-def label_text(value: object) -> str:
-    """A label as the text every set and verbalizer compares: what ``as_strings`` makes of a typed
-    value, so a YAML key ``1``, ``1.0`` or ``true`` matches the data's ``1``, ``1.0`` or ``true``."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)

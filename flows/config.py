@@ -11,7 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from data.prepare import DataConfig
-from data.sources import label_text
+from data.labels import label_text
 from prompt_core import PVP, AdaptConfig, Pattern, PatternError, Template, TrainConfig, Verbalizer, VerbalizerError
 from prompt_core.asking import PickConfig
 from prompt_core.settings import IpetConfig, LabelingConfig, LearnerKind
@@ -26,9 +26,9 @@ class Strict(BaseModel):
 
 
 def _label_keys(words: Any) -> Any:
-    """YAML reads ``1:``, ``1.0:`` or ``true:`` as numbers and booleans; labels are compared as text,
-    written the way the data's typed values are (``label_text``). Two keys that are one label as text
-    (``1:`` and ``"1":``) are refused: one of their words would be dropped without a word."""
+    """YAML reads ``1:``, ``1.0:`` or ``true:`` as numbers and booleans; labels are text (``label_text``).
+    Two keys that are one label as text (``1:`` and ``"1":``) are refused: one of their words would be
+    dropped without a word."""
     if not isinstance(words, dict):
         return words
     keys: dict[str, Any] = {}

@@ -211,6 +211,21 @@ def test_write_sheet_keeps_what_a_person_wrote_whichever_question_comes_next(tmp
     assert any(p.read_bytes() == b"\xff\xfe not a sheet" for p in sheet.parent.glob("pet-earlier-*.csv"))
 
 
+def test_a_sheet_is_read_with_its_ids_as_written_and_its_labels_as_the_runs(tmp_path):
+    """Pool ids ``007``, ``7`` and ``1e3`` were one number to a CSV reader that typed the id column (the sheet
+    was refused: ``duplicate id(s) ['7']``); a label written ``1.0`` is the run's label ``1``."""
+    from data.answers import read_sheet, write_request
+
+    request = {"stage": "pet", "key": "k", "asked_at": "2024-01-01T00:00:00", "labels": ["1", "2"],
+               "fields": ["text"], "rows": [{"id": i, "text": f"t{i}", "guess": "1", "confidence": 0.5}
+                                            for i in ("007", "7", "1e3")]}
+    write_request(request, str(tmp_path))
+    write_sheet(request, str(tmp_path))
+    sheet = tmp_path / "ask" / "pet.csv"
+    _fill(sheet, sheet, {"007": "1.0", "7": "2", "1e3": ""})
+    assert read_sheet(sheet, str(tmp_path))[1] == {"007": "1", "7": "2", "1e3": "skip"}
+
+
 def test_answers_are_recorded_once_and_the_rerun_continues_past_the_question(asked, capsys):
     run_dir, root, rows, hidden = asked["run_dir"], asked["root"], asked["rows"], asked["hidden"]
     answers = {r["id"]: hidden[r["id"]] for r in rows[:ASKED - 1]}  # the last row is skipped

@@ -128,6 +128,32 @@ def test_typed_labels_match_by_their_text(toy, rows, tmp_path, capsys, value, ve
     assert "'labeled': 8" in out
 
 
+@pytest.mark.parametrize(("written", "verbalizer"), [
+    (("0.0", "1.0"), {0: "bad", 1: "great"}),            # a CSV's 1.0 is the label 1
+    (("0", "1e0"), {0.0: "bad", 1.0: "great"}),          # any way of writing the number
+    (("False", "TRUE"), {False: "bad", True: "great"}),  # a boolean in any case
+    (("neg", "pos"), {"neg": "bad", "pos": "great"}),    # words as they are
+], ids=["float", "exponent", "bool", "words"])
+def test_csv_labels_match_the_verbalizer_as_the_numbers_they_write(toy, rows, tmp_path, capsys, written, verbalizer):
+    """A CSV's values are read as written (its texts and ids must be); its labels are matched to the
+    verbalizer's as numbers or booleans where they are not one of its labels as written."""
+    path = tmp_path / "numbers.csv"
+    path.write_text("text,label\n" + "".join(f"{t},{written[lab == 'pos']}\n" for t, lab in rows))
+    test = tmp_path / "numbers-test.csv"
+    test.write_text("text,label\n" + "".join(f"held out {t},{written[lab == 'pos']}\n" for t, lab in rows[:10]))
+    code, out, err = validate({**with_train(toy, path, test=test), "verbalizer": verbalizer}, tmp_path, capsys)
+    assert code == 0 and "'labeled': 8" in out, err
+
+
+def test_a_label_two_verbalizer_keys_could_mean_is_named(toy, rows, tmp_path, capsys):
+    """``1.00`` is the number of both ``1`` and ``1.0``: which label it means is not ours to guess."""
+    path = tmp_path / "two.csv"
+    path.write_text("text,label\n" + "".join(f"{t},{'1.00' if lab == 'pos' else '1'}\n" for t, lab in rows))
+    code, _, err = validate({**with_train(toy, path), "verbalizer": {"1": "bad", "1.0": "great"}}, tmp_path, capsys)
+    assert code == 2 and "two.csv: label(s) ['1.00'] not in the verbalizer (labels: ['1', '1.0']) at row id(s) " \
+                          "['2', '4', " in err, err
+
+
 def test_labels_that_match_no_verbalizer_key_are_named(toy, rows, tmp_path, capsys):
     records = [{"text": t, "label": 1.5 if lab == "pos" else 0} for t, lab in rows]
     path = jsonl(tmp_path / "half.jsonl", records)

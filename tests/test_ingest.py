@@ -116,6 +116,34 @@ def test_duplicates_are_dropped_and_counted_by_origin(tmp_path: Path, schema: Sc
     assert titles == ["text", "one", "two"]
 
 
+def test_texts_that_are_the_same_number_are_not_duplicates(tmp_path: Path, schema: Schema) -> None:
+    """A CSV column of numbers was typed: ``007`` and ``7`` were one text, so the second file's rows were
+    dropped as duplicates of the first's, and the store held ``7`` and ``1`` for what was written."""
+    store = tmp_path / "stores"
+    first = ingest_file(write(tmp_path / "a.csv", [("007", "1.0", "pos"), ("1e3", "true", "pos")]), "news", store,
+                        schema=schema)
+    second = ingest_file(write(tmp_path / "b.csv", [("7", "1", "pos"), ("1000", "True", "pos"), ("007", "1.0", "neg")]),
+                         "news", store)
+    assert (first["added"], second["added"], second["duplicates_by_origin"]["unlabeled"]) == (2, 2, 1)
+    pool = DatasetStore(store, "news").version().read("unlabeled")
+    assert list(zip(pool["title"].to_pylist(), pool["body"].to_pylist())) == [
+        ("007", "1.0"), ("1e3", "true"), ("7", "1"), ("1000", "True")]
+
+
+def test_labels_are_stored_as_the_schema_writes_them(tmp_path: Path) -> None:
+    """A labeled file's ``1.0`` is the label ``1`` (its texts as written): stored as ``1``, so a run's sets
+    and the verbalizer agree; a label that is no number of the schema's is refused, naming it."""
+    schema = Schema(FIELDS, ("1", "2"), None)
+    result = ingest_file(write(tmp_path / "l.csv", [("a", "007", "1.0"), ("b", "1e3", "2")]), "news",
+                         tmp_path / "stores", labeled=True, schema=schema)
+    gold = DatasetStore(tmp_path / "stores", "news").version().read("labeled")
+    assert result["added"] == 2 and gold.select(["body", "label"]).to_pylist() == [
+        {"body": "007", "label": "1"}, {"body": "1e3", "label": "2"}]
+    with pytest.raises(DataError, match=r"l3.csv: label\(s\) \['1.5'\] not in the verbalizer \(labels: \['1', "
+                                        r"'2'\]\) at row id\(s\) \['1'\]$"):
+        ingest_file(write(tmp_path / "l3.csv", [("c", "x", "1.5")]), "news", tmp_path / "stores", labeled=True)
+
+
 def test_labeling_a_pool_text_moves_it_to_the_gold_set(tmp_path: Path, schema: Schema) -> None:
     store = tmp_path / "stores"
     ingest_file(write(tmp_path / "u.csv", rows(3, "u")), "news", store, schema=schema)

@@ -74,3 +74,39 @@ def test_a_copied_run_directory_reads_its_own_sets_after_the_original_moves(tmp_
                                                    for n in ("labeled", "pool", "test")}}))
     (tmp_path / "moved").rename(tmp_path / "gone")
     assert prepare(data, FIELDS, LABELS, tmp_path / "copy") == again
+
+
+def test_texts_and_ids_of_numbers_are_prepared_as_written_and_labels_matched(tmp_path: Path) -> None:
+    """CSV columns of numbers were typed: the texts ``007`` and ``7.0`` both became ``7`` (a test row then
+    "leaked" from a gold row it only resembles) and ids lost their zeros. Prepared as written; only a
+    label is matched to the config's (``1.0`` is the label ``1``, ``True`` the label ``true``)."""
+    (tmp_path / "gold.csv").write_text("id,text,label\n007,007,1.0\n008,1.0,2.0\n009,1e3,True\n")
+    (tmp_path / "pool.csv").write_text("id,text\n01,7\n02,1\n03,1000\n04,NA\n05,true\n")
+    (tmp_path / "test.csv").write_text("id,text,label\n1,7.0,1\n2,1,2\n3,1e3,true\n")
+    data = DataConfig.model_validate({"root": str(tmp_path), "test": {"path": "test.csv"},
+                                      "labeled": {"path": "gold.csv", "id_column": "id"},
+                                      "unlabeled": {"path": "pool.csv", "id_column": "id"}})
+    manifest = prepare(data, FIELDS, ("1", "2", "true"), tmp_path / "run")
+    sets = {name: pq.read_table(manifest[name]).to_pylist() for name in ("labeled", "pool", "test")}
+    assert sets["labeled"] == [{"id": "007", "text": "007", "label": "1"}, {"id": "008", "text": "1.0", "label": "2"},
+                               {"id": "009", "text": "1e3", "label": "true"}]
+    assert sorted((r["id"], r["text"]) for r in sets["pool"]) == [("01", "7"), ("03", "1000"), ("04", "NA"),
+                                                                  ("05", "true")]
+    assert [r["text"] for r in sets["test"]] == ["7.0", "1", "1e3"]
+    # a leak is a text written the same: the test's 1 is the pool's 1 (dropped), and its 1e3 gold's 1e3 (kept),
+    # never a text that is the same number (7.0 and the pool's 7, 1e3 and the pool's 1000, 1 and gold's 1.0)
+    assert manifest["leaks"] == {"in_labeled": ["3"], "in_pool": ["2"], "pool_rows_dropped": 1}
+
+
+def test_a_run_directory_prepared_by_earlier_readers_reads_its_data_again(tmp_path: Path, monkeypatch) -> None:
+    """Readers that read otherwise (CSV columns of numbers typed: ``007`` was ``7``) prepared sets that
+    must not be reused; sets that come out the same keep their files, and what was trained on them."""
+    import data.prepare
+
+    config, run = DataConfig.model_validate(toy_run_config(tmp_path)["data"]), tmp_path / "run"
+    monkeypatch.setattr(data.prepare, "READER", data.prepare.READER - 1)
+    earlier = prepare(config, FIELDS, LABELS, run)
+    monkeypatch.undo()
+    now = prepare(config, FIELDS, LABELS, run)
+    assert now["key"] != earlier["key"] and (run / f"data-{now['key']}" / "manifest.json").is_file()
+    assert [now[n] for n in ("labeled", "pool", "test")] == [earlier[n] for n in ("labeled", "pool", "test")]

@@ -65,18 +65,74 @@ def test_a_json_key_given_twice_is_the_same_line_either_way(tmp_path: Path, row:
                                  "would be dropped without a word; keep one")
 
 
-def test_typed_json_values_are_the_same_texts_either_way(tmp_path: Path) -> None:
-    path = tmp_path / "typed.jsonl"
-    records = [{"text": "a", "label": 1.0}, {"text": "b", "label": 2}, {"text": "c", "label": None},
-               {"text": "d", "label": 2.5}, {"text": "2020-01-01", "flag": True}]
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    whole = read_source(Source(path=str(path))).select(["text", "label", "flag"]).to_pylist()
-    streamed = [row for batch in read_batches(str(path), ["text"], ["label", "flag"], batch_size=2)
+# columns a reader that types them damages (numbers, booleans, nulls: 007 is 7, True is true, NA a null), and a
+# mix of them (a string column to that reader too); each value a text or an id a user means as written
+AS_WRITTEN = {"numbers": ["007", "1.0", "1e3", "-0", "12345678901234567890123"], "booleans": ["true", "False"],
+              "nulls": ["nan", "NA", "", "3"], "mixed": ["007", "1.0", "1e3", "true", "nan", "NA", ""]}
+
+
+def whole_and_streamed(source: Source, columns: list[str], optional: list[str]) -> tuple[list[dict], list[dict]]:
+    """The rows of a whole-file read (``read_source``) and of a stream (2-row batches), as dicts."""
+    whole = read_source(source).select(["id", *columns, *optional]).to_pylist()
+    streamed = [row for batch in read_batches(source.path, columns, ["id", *optional], batch_size=2)
                 for row in batch.to_pylist()]
+    return whole, [{"id": r["id"], **{c: r[c] for c in [*columns, *optional]}} for r in streamed]
+
+
+@pytest.mark.parametrize("values", AS_WRITTEN)
+@pytest.mark.parametrize("fmt", ["csv", "tsv"])
+def test_csv_texts_and_ids_are_read_as_written_either_way(tmp_path: Path, fmt: str, values: str) -> None:
+    """A whole CSV was one block whose column types pyarrow inferred over all its rows: a text or id column
+    of numbers lost what made each value itself (``007`` was ``7``, ``1e3`` ``1000``, ``true`` a boolean,
+    ``NA`` and ``nan`` nulls), while a stream read the same file as strings. Both read it as written."""
+    sep = "," if fmt == "csv" else "\t"
+    path = tmp_path / f"numbers.{fmt}"
+    path.write_text(f"id{sep}text{sep}label\n" + "".join(f"{v}{sep}{v}{sep}1.0\n" for v in AS_WRITTEN[values]))
+    whole, streamed = whole_and_streamed(Source(path=str(path), id_column="id"), ["text"], ["label"])
+    assert whole == streamed == [{"id": v, "text": v, "label": "1.0"} for v in AS_WRITTEN[values]]
+
+
+def test_a_headerless_csv_is_read_as_written(tmp_path: Path) -> None:
+    path = tmp_path / "bare.csv"
+    path.write_text("".join(f"{v},{v}\n" for v in AS_WRITTEN["numbers"]))
+    table = read_source(Source(path=str(path), header=False, columns=["key", "text"], id_column="key", rows=(1, 4)))
+    assert table.select(["id", "text"]).to_pylist() == [{"id": v, "text": v} for v in AS_WRITTEN["numbers"][1:4]]
+
+
+def test_json_numbers_are_texts_as_written_either_way(tmp_path: Path) -> None:
+    """A JSON number in a text or id field is the text the line writes (a float made ``7.0`` the text
+    ``7`` and ``1e3`` ``1000``, and an id past 64 bits a traceback); a JSON boolean is ``true``/``false``."""
+    path = tmp_path / "typed.jsonl"
+    lines = ['{"id": 7, "text": 7, "label": 1.0, "flag": true}', '{"id": 7.0, "text": 1e3, "label": 2}',
+             '{"id": 12345678901234567890123, "text": -0.50, "label": null, "flag": false}',
+             '{"id": 1E3, "text": 2.5e-1}']
+    path.write_text("\n".join(lines) + "\n")
+    whole, streamed = whole_and_streamed(Source(path=str(path), id_column="id"), ["text"], ["label", "flag"])
     assert whole == streamed == [
-        {"text": "a", "label": "1", "flag": None}, {"text": "b", "label": "2", "flag": None},
-        {"text": "c", "label": None, "flag": None}, {"text": "d", "label": "2.5", "flag": None},
-        {"text": "2020-01-01", "label": None, "flag": "true"}]
+        {"id": "7", "text": "7", "label": "1.0", "flag": "true"},
+        {"id": "7.0", "text": "1e3", "label": "2", "flag": None},
+        {"id": "12345678901234567890123", "text": "-0.50", "label": None, "flag": "false"},
+        {"id": "1E3", "text": "2.5e-1", "label": None, "flag": None}]
+
+
+def test_parquet_numbers_are_the_texts_of_their_values_either_way(tmp_path: Path) -> None:
+    """A parquet column holds values, not what was typed: an int is its digits, a whole float an int (a
+    float past 2**53 was a pyarrow traceback), any other float its shortest exact form, a boolean
+    ``true``/``false``; the same in a stream."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "typed.parquet"
+    pq.write_table(pa.table({"id": pa.array([7, -3, 2**62, 0, 1], pa.int64()), "text": [7.0, 0.1, None, 1e16, 1e30],
+                             "label": [True, False, None, None, None],
+                             "half": pa.array([1.0, 2.5, None, None, None], pa.float16())}), path)
+    whole, streamed = whole_and_streamed(Source(path=str(path), id_column="id"), ["text"], ["label", "half"])
+    assert whole == streamed == [
+        {"id": "7", "text": "7", "label": "true", "half": "1"},
+        {"id": "-3", "text": "0.1", "label": "false", "half": "2.5"},
+        {"id": str(2**62), "text": None, "label": None, "half": None},
+        {"id": "0", "text": "10000000000000000", "label": None, "half": None},
+        {"id": "1", "text": "1e+30", "label": None, "half": None}]
 
 
 def test_a_missing_id_column_in_a_semicolon_sheet_hints_at_the_delimiter(tmp_path: Path) -> None:
