@@ -35,8 +35,11 @@ Each (dataset, seed, unit) runs in its own subprocess, so its peak RSS (``ru_max
 that beat 1 job with 2 threads, see bench/RESULTS.md). Similarity units of every seed run first
 (the product's rows), then supervised and SetFit, then cloze and classifier. All flows talk to one
 Prefect server started here. Finished units are cached as JSON under ``<run-dir>/results/`` (the
-key holds the unit's resolved config), and the flows' outputs are content-addressed, so a re-run
-(or the full run after ``--quick``, which is its seed 0) reuses what is done.
+key holds the unit's resolved config; each file records the code version it was made with: the commit,
+uncommitted changes, the pipeline's sources), and the flows' outputs are content-addressed, so a re-run
+(or the full run after ``--quick``, which is its seed 0) with the same code reuses what is done. A unit
+cached with other code runs again, unless ``--reuse-stale``: then it is reused and the printed lines,
+the markdown and ``results.json`` (``meta.stale_units``, ``meta.units_made_at``) name it and its code.
 
 Settings are the examples' and the built-in defaults; ``--pool-size-cloze``, ``--set-similarity``
 and ``--set-cloze`` change them explicitly (recorded, and part of the cache key). Outputs: a
@@ -61,6 +64,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
@@ -120,6 +124,8 @@ UNSET_LATER = (("ask",), ("train", "peft"), ("final", "train", "peft"),  # setti
                ("train", "prior_weight"))
 SUPERVISED_LR = 1e-4  # the supervised rows' learning rate (run_supervised)
 RESULT_TAG = "BENCH_RESULT "
+NOT_CODE = ("*.md", "*.png", "docs", "bench/results*.json")  # edits that leave the tree's code as committed: the
+# benchmark's own outputs and the notes written beside a run, which would otherwise make every unit stale
 ZERO_SHOT_MODEL_SEED = 42  # the examples' `seeds`; seed 0 of zero-shot iPET keeps it
 DATA_ROOT = ROOT.parent / "shared" / "data"  # set from --data-root in main()
 
@@ -349,18 +355,82 @@ def code_digest() -> str:
     return h.hexdigest()[:12]
 
 
+# --- code versions: a cached unit is reused only with the code that made it --------------------------
+def git(*args: str) -> str | None:
+    """``git``'s output in the repository, or None where git or the repository is missing."""
+    try:
+        done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)
+    except OSError:
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def code_version() -> dict:
+    """The code this invocation's units run, read once at its start: the commit, whether tracked files other
+    than ``NOT_CODE`` differ from it and then a hash of the difference (two edits of one commit are two codes),
+    and the pipeline's sources (``code_digest``; the only part without git)."""
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return {"commit": None, "dirty": None, "sources": code_digest()}
+    diff = git("diff", "HEAD", "--", ".", *(f":(exclude){p}" for p in NOT_CODE)) or ""
+    return {"commit": commit.strip(), "dirty": bool(diff), "sources": code_digest(),
+            **({"diff": hashlib.sha256(diff.encode()).hexdigest()[:12]} if diff else {})}
+
+
+def version_tag(version: dict | None) -> str:
+    """A code version in a few characters, for the printed lines, cache file names and results.json."""
+    if not version:
+        return "unrecorded"
+    if version["commit"] is None:
+        return f"nogit-{version['sources']}"
+    digest = hashlib.sha256(json.dumps(version, sort_keys=True).encode()).hexdigest()[:8]
+    return version["commit"][:10] + (f"-dirty-{digest}" if version["dirty"] else "")
+
+
+def cached_unit(records: list[dict], version: dict, reuse_stale: bool) -> dict | None:
+    """The cached result to reuse for a unit, or None to run it.
+
+    Args:
+        records: the unit's cached results (the same settings), oldest first.
+        version: this invocation's ``code_version``.
+        reuse_stale: ``--reuse-stale``: without a result of this code, take the newest of other code (or of
+            none recorded, from before versions were), which the outputs then name as such.
+    """
+    same = [r for r in records if r.get("code_version") == version]
+    if same:
+        return same[-1]
+    return records[-1] if reuse_stale and records else None
+
+
+def reuse_summary(results: dict, version: dict) -> str:
+    """One line: how many units were reused, and from which code versions."""
+    reused = [r for r in results.values() if r.get("cached")]
+    tags = Counter(version_tag(r.get("code_version")) for r in reused)
+    this = version_tag(version)
+    parts = [f"{n} made at {tag}" + (" (this code)" if tag == this else " (other code: --reuse-stale)")
+             for tag, n in sorted(tags.items(), key=lambda item: item[0] != this)]
+    return f"reused {len(reused)} of {len(results)} units" + (": " + ", ".join(parts) if parts else "")
+
+
 # --- the driver --------------------------------------------------------------------------------------
-def unit(args, dataset: str, seed: int, name: str, s: dict, run_root: Path, env: dict) -> dict:
-    """Run one unit in a subprocess, or reuse its cached JSON from an earlier run."""
+def unit(args, dataset: str, seed: int, name: str, s: dict, run_root: Path, env: dict, version: dict) -> dict:
+    """Run one unit in a subprocess, or reuse its cached JSON from an earlier run (``cached_unit``)."""
     from data.outputs import write_json
 
     key_parts = [dataset, seed, name, unit_settings(name, dataset, seed, s, run_root)]
     key = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:12]
-    cache = run_root / "results" / f"{dataset}-s{seed}-{name}-{key}.json"
-    if cache.exists():
-        result = json.loads(cache.read_text())
-        print(f"  {dataset} seed {seed} {name}: cached ({cache.name}) {summary(result)}", flush=True)
-        return {**result, "cached": True}
+    stem = f"{dataset}-s{seed}-{name}-{key}"  # + "-<version tag>.json" (before versions: ".json")
+    files = sorted((run_root / "results").glob(stem + "*.json"), key=lambda f: f.stat().st_mtime)
+    records = [json.loads(f.read_text()) for f in files]
+    result = cached_unit(records, version, args.reuse_stale)
+    if result is not None:
+        stale = result.get("code_version") != version
+        print(f"  {dataset} seed {seed} {name}: cached, made at {version_tag(result.get('code_version'))}"
+              f"{' (other code: --reuse-stale)' if stale else ''} {summary(result)}", flush=True)
+        return {**result, "cached": True, "stale": stale}
+    if records:
+        other = ", ".join(dict.fromkeys(version_tag(r.get("code_version")) for r in records))
+        print(f"  {dataset} seed {seed} {name}: cached only with other code ({other}): running again", flush=True)
     log = run_root / "logs" / f"{dataset}-s{seed}-{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     print(f"  {dataset} seed {seed} {name}: running (log {log})", flush=True)
@@ -379,7 +449,10 @@ def unit(args, dataset: str, seed: int, name: str, s: dict, run_root: Path, env:
         return {"error": error}
     result = {**json.loads(lines[-1][len(RESULT_TAG):]), "process_seconds": time.time() - started,
               "started_utc": utc(started), "ended_utc": utc(time.time())}  # process: with imports and start-up
-    write_json(result, cache)
+    # the sources the unit imported, if they changed after the invocation read its version: other code
+    made = version if result["code"] == version["sources"] else {**version, "dirty": True, "sources": result["code"]}
+    result["code_version"] = made
+    write_json(result, run_root / "results" / f"{stem}-{version_tag(made)}.json")
     print(f"  {dataset} seed {seed} {name}: done in {result['process_seconds']:.0f} s {summary(result)}", flush=True)
     return result
 
@@ -670,6 +743,9 @@ def main() -> None:
                    help="extra override of the cloze and classifier flows' config; part of the cache key")
     p.add_argument("--setfit-steps", type=int, default=0,
                    help="SetFit contrastive steps of 16 pairs (0: SetFit's own default, one epoch of its pairs)")
+    p.add_argument("--reuse-stale", action="store_true",
+                   help="reuse cached units made with other code (another commit or uncommitted changes) instead of "
+                        "running them again; the outputs name each such unit and the code it was made with")
     p.add_argument("--jobs", type=int, default=2, help="units run at the same time (each its own process)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per unit")
     p.add_argument("--run-dir", default=str(ROOT / "bench" / "runs"))
@@ -703,10 +779,12 @@ def main() -> None:
     command = "python " + " ".join([str(Path(sys.argv[0]))] + sys.argv[1:])
     started, date = time.time(), dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     load_start = os.getloadavg()
+    version = code_version()  # once: every unit of this invocation is recorded with it
     server, api_url = start_prefect(run_root)
     env = {**os.environ, "PREFECT_API_URL": api_url, "TOKENIZERS_PARALLELISM": "false"}
     print(f"bench/accuracy.py {mode}: datasets {args.datasets}, seeds {seeds}, units {args.methods}, "
-          f"settings {json.dumps(s)}\nPrefect API {api_url} · run dir {run_root}", flush=True)
+          f"settings {json.dumps(s)}\ncode {version_tag(version)} · Prefect API {api_url} · run dir {run_root}",
+          flush=True)
 
     md_path = Path(args.results) if args.results else run_root / f"accuracy-{mode}.md"
     png_path = md_path.with_suffix(".png")
@@ -731,7 +809,7 @@ def main() -> None:
                 for dataset in args.datasets:
                     gold_sets(dataset, seed, s, run_root)
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            futures = {pool.submit(unit, args, d, seed, name, s, run_root, env): (seed, d, name)
+            futures = {pool.submit(unit, args, d, seed, name, s, run_root, env, version): (seed, d, name)
                        for seed, d, name in order}
             for future in as_completed(futures):
                 results[futures[future]] = future.result()
@@ -751,15 +829,22 @@ def main() -> None:
     check_text = "\n\n".join(f"### {DATASETS[d]}\n\n" + "\n".join(checks(table, d)) for d in args.datasets)
     title = title_of(recorded, args.datasets, seeds)
     plot(table, args.datasets, png_path, title)
-    commit = sh("git rev-parse HEAD")
-    dirty = bool(sh("git status --porcelain --untracked-files=no"))
+    commit, dirty = version["commit"] or "", bool(version["dirty"])
+    by_unit = {f"{d}-s{sd}-{n}": r for (sd, d, n), r in sorted(results.items())}
+    made_at = {u: version_tag(r.get("code_version")) for u, r in by_unit.items() if "error" not in r}
+    stale = [u for u, r in by_unit.items() if r.get("stale")]
+    reuse = reuse_summary(results, version)
+    print(reuse, flush=True)
     meta = {"command": command, "date": date, "commit": commit, "uncommitted_changes": dirty, "mode": mode,
+            "code_version": version, "reuse": reuse, "units_made_at": made_at, "stale_units": stale,
             "elapsed_minutes": round(elapsed / 60, 2), "load_average": {"start": load_start, "end": load_end},
             "machine": machine(), "jobs": args.jobs, "seeds": seeds, "units": args.methods, "settings": recorded}
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(results_json(table, args.datasets, meta), indent=1) + "\n")
-    doc = (f"## {mode} run: {title}\n\n{text}\n\n{check_text}\n\n"
-           f"command: `{command}` · date {date} · commit `{commit[:10]}`{' (with uncommitted changes)' if dirty else ''}"
+    stale_text = ("**Units made with other code (`--reuse-stale`)**: "
+                  + ", ".join(f"{u} at {made_at[u]}" for u in stale) + "\n\n") if stale else ""
+    doc = (f"## {mode} run: {title}\n\n{text}\n\n{stale_text}{check_text}\n\n"
+           f"command: `{command}` · date {date} · code `{version_tag(version)}` · {reuse}"
            f" · elapsed {elapsed / 60:.1f} min (cached units not re-run) · `--jobs {args.jobs}` × "
            f"`--threads {args.threads}` · load average (1/5/15 min) at start → end: {load}\n\n"
            f"machine: {machine()}\n\nsettings: `{json.dumps(s)}`; resolved configs: `{json_path.name}` (meta.settings)\n")
