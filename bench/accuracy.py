@@ -36,8 +36,10 @@ that beat 1 job with 2 threads, see bench/RESULTS.md). Similarity units of every
 (the product's rows), then supervised and SetFit, then cloze and classifier. All flows talk to one
 Prefect server started here. Finished units are cached as JSON under ``<run-dir>/results/`` (the
 key holds the unit's resolved config; each file records the code version it was made with: the commit,
-uncommitted changes, the pipeline's sources), and the flows' outputs are content-addressed, so a re-run
-(or the full run after ``--quick``, which is its seed 0) with the same code reuses what is done. A unit
+uncommitted changes, the pipeline's sources), and the flows' outputs are content-addressed in a run directory
+per version of the pipeline's sources (``<run-dir>/code-<digest>/``), so a re-run (or the full run after
+``--quick``, which is its seed 0) with the same code reuses what is done, and a flow unit run again after a
+commit that left the pipeline as it was reuses its tasks. A unit
 cached with other code runs again, unless ``--reuse-stale``: then it is reused and the printed lines,
 the markdown and ``results.json`` (``meta.stale_units``, ``meta.units_made_at``) name it and its code.
 
@@ -215,7 +217,10 @@ def recorded_settings(s: dict, datasets: list[str], units: list[str], run_root: 
 
 
 def flow_dir(run_root: Path, dataset: str, flow: str, seed: int) -> Path:
-    return run_root / f"{dataset}-{flow}-s{seed}"
+    """A flow unit's run directory, one per version of the pipeline's sources: its tasks are content-addressed by
+    their inputs, not by the code, so a unit run again after a pipeline change would otherwise reuse the models
+    and logits of the old code and report their numbers as the new code's."""
+    return run_root / f"code-{code_digest()}" / f"{dataset}-{flow}-s{seed}"
 
 
 def prepared(config, run_dir: Path) -> dict:

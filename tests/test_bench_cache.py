@@ -81,3 +81,14 @@ def test_edited_code_is_other_code_but_edited_results_and_notes_are_not(tmp_path
     assert edited["dirty"] is True and edited != committed
     (tmp_path / "bench/accuracy.py").write_text("2\n")
     assert code_version() != edited  # another edit of the same commit: other code again
+
+
+def test_a_flow_unit_runs_in_a_directory_of_its_pipeline_code_so_a_rerun_trains_anew(tmp_path, monkeypatch):
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "train.py").write_text("STEPS = 8\n")
+    monkeypatch.setattr(accuracy, "ROOT", tmp_path)
+    before = accuracy.flow_dir(tmp_path / "runs", "sst2", "similarity", 0)
+    assert before == accuracy.flow_dir(tmp_path / "runs", "sst2", "similarity", 0)
+    assert before.name == "sst2-similarity-s0"
+    (tmp_path / "tasks" / "train.py").write_text("STEPS = 9\n")  # a pipeline change: its models are other models
+    assert accuracy.flow_dir(tmp_path / "runs", "sst2", "similarity", 0) != before
