@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import secrets
+import socket
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -24,7 +27,7 @@ import pyarrow.parquet as pq
 from .errors import DataError
 from .location import is_url, local, location, mirror, upload
 
-TMP_SUFFIX = ".tmp"  # atomic_path's temporaries: ".<final name>.<random>.tmp" beside the final path
+TMP_SUFFIX = ".tmp"  # atomic_path's temporaries: ".<final name>.<host>.<pid>.<random>.tmp" beside the final path
 
 
 def content_key(*parts: Any) -> str:
@@ -50,7 +53,7 @@ def atomic_path(final: str | Path, directory: bool = False) -> Iterator[Path]:
     temporary is beside its local mirror, and is uploaded before the rename.
     """
     url = final if is_url(final) else None
-    final = mirror(url) if url else location(final)
+    final = _on_disk(final)
     _folder(final.parent)
     tmp = _temporary(final, directory)
     try:
@@ -78,11 +81,18 @@ def _folder(path: Path) -> None:
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), err.filename) from None
 
 
+def _on_disk(final: str | Path) -> Path:
+    """Where ``final`` and its temporaries are on this machine: a URL's local mirror, else the path."""
+    return mirror(final) if is_url(final) else location(final)
+
+
 def _temporary(final: Path, directory: bool) -> Path:
-    """A new ``.<name>.<random>.tmp`` beside ``final``, created with the permissions the umask gives
-    (``tempfile``'s are 0600/0700, which would make outputs private unlike the rest of the run dir)."""
+    """A new ``.<name>.<host>.<pid>.<random>.tmp`` beside ``final`` (its writer in its name, for
+    ``remove_dead_temps``), created with the permissions the umask gives (``tempfile``'s are
+    0600/0700, which would make outputs private unlike the rest of the run dir)."""
     while True:
-        tmp = final.parent / f".{final.name}.{secrets.token_hex(6)}{TMP_SUFFIX}"
+        writer = f"{socket.gethostname()}.{os.getpid()}"
+        tmp = final.parent / f".{final.name}.{writer}.{secrets.token_hex(6)}{TMP_SUFFIX}"
         try:
             if directory:
                 os.mkdir(tmp, 0o777)
@@ -102,9 +112,38 @@ def remove_stale_temps(root: str | Path) -> list[Path]:
     """
     root = mirror(root) if is_url(root) else Path(root)  # a URL's temporaries are only in its mirror
     stale = [path for depth in ("", "*/", "*/*/") for path in root.glob(f"{depth}.*{TMP_SUFFIX}")]
-    for path in stale:
-        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    _remove(stale)
     return stale
+
+
+def remove_dead_temps(final: str | Path) -> list[Path]:
+    """Delete the temporaries of ``final`` whose writers were killed (``kill -9``: nothing ran to remove
+    them), so that running the same command again leaves none beside it. Only ``final``'s own, and only
+    those written on this host by a process that no longer exists: another live writer's stay. Safe
+    without a lock, where ``remove_stale_temps`` needs one."""
+    final = _on_disk(final)
+    host = re.escape(f".{final.name}.{socket.gethostname()}.")
+    mine = re.compile(rf"{host}(\d+)\.[0-9a-f]{{12}}{re.escape(TMP_SUFFIX)}")
+    dead = [path for path in final.parent.glob(f".{glob.escape(final.name)}.*{TMP_SUFFIX}")
+            if (match := mine.fullmatch(path.name)) and not _running(int(match[1]))]
+    _remove(dead)
+    return dead
+
+
+def _remove(temporaries: list[Path]) -> None:
+    for path in temporaries:
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (another user's too: signalling it is refused)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        pass
+    return True
 
 
 TEXT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "text", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}

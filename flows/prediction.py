@@ -5,7 +5,8 @@ The model is the registry's champion (or any ``models:/NAME@alias`` / ``models:/
 ``results.json`` names the final model) or a model directory. The input is streamed in batches, so
 memory stays flat however long it is (but for 8 bytes per id, to refuse an id given twice:
 data/seen.py); the output is written to a temporary file and renamed at the end, so a failed
-prediction leaves no output behind.
+prediction leaves no output behind (one killed with ``kill -9`` leaves its temporary, which running
+the same command again removes).
 
 Output columns: ``id`` (the input's ``id``, else the 1-based row number), ``label``,
 ``prob_<label>`` per class, ``model_version`` (``NAME/vN`` or the model directory) and ``error``.
@@ -28,7 +29,7 @@ import pyarrow.parquet as pq
 from data.location import exists, is_url, local, location
 from data.errors import DataError
 from data.lock import LOCK_FILE
-from data.outputs import atomic_path, check_output_file, read_json
+from data.outputs import atomic_path, check_output_file, read_json, remove_dead_temps
 from data.seen import Seen
 from data.stream import read_batches
 from prompt_core.backbone import BackboneError
@@ -46,6 +47,7 @@ def predict_file(model: str, input: str, output: str, registered_model: str | No
                  precision: Precision = "auto") -> dict:
     """Predict every row of ``input`` into ``output``; returns a summary (rows, errors, version)."""
     check_output_file(output, input)
+    remove_dead_temps(output)  # what a killed run of this command left beside the output
     with _resolved(model, registered_model, tracking_uri) as (model_dir, version, fetch):
         predictor = Predictor.load(model_dir, fetch)
     labels = list(predictor.labels)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import time
 from typing import Sequence
@@ -17,12 +18,14 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from data.location import is_url, local, location, names
 from data.outputs import atomic_path, write_json
-from tasks.registry import register_final_model
+from tasks.registry import CONTENT_KEY, files_key, register_final_model
 from tasks.tracking import TrackedRun, log_batch, used_tags
 
 from .config import RunConfig
 from .disk import disk_line, disk_usage
 from .stages import Stage, ask_line, fall, floor, fmt, stage_table
+
+FINAL_KEY = f"final_model.{CONTENT_KEY}"  # parent run tag: the content key of the final model it logged
 
 
 def entry_flow_run_id() -> str:
@@ -136,17 +139,29 @@ class Reporter:
                         *(RunTag(k, v) for k, v in used_tags(computed).items())])
 
     def _log_final_model(self, final: str) -> None:
-        """Log the final model's directory once: a rerun that reused it links to the copy an earlier
-        run of the experiment logged (tag ``final_model.uri``) instead of adding another."""
-        run = self.client.get_run(self.parent)
-        earlier = [] if "'" in final else self.client.search_runs(
-            [run.info.experiment_id], max_results=1, order_by=["attributes.start_time ASC"],
-            filter_string=f"tags.`final_model.dir` = '{final}' and tags.`final_model.uri` LIKE 'runs:/%'")
-        uri = earlier[0].data.tags["final_model.uri"] if earlier else f"runs:/{self.parent}/final-model"
-        if not earlier:
+        """Log the final model's directory once: a rerun that reused it, or a copy of its run directory
+        (``cp -r``), links to the copy an earlier run of the experiment logged (tag ``final_model.uri``)
+        instead of adding another."""
+        key = files_key(local(final))
+        uri = self._earlier_upload(final, key)
+        if uri is None:
+            uri = f"runs:/{self.parent}/final-model"
             self.client.log_artifacts(self.parent, str(local(final)), "final-model")
         self.client.set_tag(self.parent, "final_model.dir", final)
+        self.client.set_tag(self.parent, FINAL_KEY, key)
         self.client.set_tag(self.parent, "final_model.uri", uri)
+
+    def _earlier_upload(self, final: str, key: str) -> str | None:
+        """Where the experiment's first run that logged these files logged them: found by their content
+        key ``key`` (``files_key``, the registry's), wherever its run directory was; a run tagged before
+        there was one, by the directory ``final``."""
+        search = functools.partial(self.client.search_runs, [self.client.get_run(self.parent).info.experiment_id],
+                                   order_by=["attributes.start_time ASC"])
+        logged = " and tags.`final_model.uri` LIKE 'runs:/%'"
+        runs = search(f"tags.`{FINAL_KEY}` = '{key}'{logged}", max_results=1)
+        if not runs and "'" not in final:  # such a directory cannot be quoted in a filter
+            runs = [r for r in search(f"tags.`final_model.dir` = '{final}'{logged}") if FINAL_KEY not in r.data.tags]
+        return runs[0].data.tags["final_model.uri"] if runs else None
 
     def register(self, results: dict, test_set: str | None) -> dict:
         """Champion/challenger (tasks/registry.py); results.json gains ``registry``. A failure is

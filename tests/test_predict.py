@@ -421,6 +421,45 @@ def test_a_signalled_prediction_stops_with_one_line_and_leaves_no_partial_file(m
     assert out.read_bytes() == b"the previous output" and [p.name for p in tmp_path.glob(".out*")] == []
 
 
+def test_a_rerun_removes_the_temporary_a_killed_prediction_left_and_no_other(model, inputs, tmp_path):
+    """``kill -9`` while the output is written leaves its temporary beside it (nothing runs to remove it);
+    the same command run again removes it, but neither another output's nor one a live writer holds."""
+    rows = tmp_path / "many.csv"
+    pd.DataFrame({"text": [TEXTS[i % 2] for i in range(200_000)]}).to_csv(rows, index=False)
+    out = tmp_path / "out.parquet"
+    killed = _python(["-m", "flows.cli", "predict", "--model", str(model), "--input", str(rows), "--output", str(out),
+                      "--batch-size", "64"], tmp_path)
+    deadline = time.time() + 120
+    while killed.poll() is None and time.time() < deadline and not list(tmp_path.glob(".out.parquet.*")):
+        time.sleep(0.01)
+    assert killed.poll() is None, "killed while writing"
+    killed.kill()
+    killed.wait()
+    left = {p.name for p in tmp_path.glob(".out.parquet.*")}
+    assert len(left) == 1 and not out.exists()
+    writer = ("import os, signal, sys; from data.outputs import atomic_path; "
+              "w = atomic_path(sys.argv[1]); w.__enter__(); ")  # w: the writer, not closed when collected
+    other = _python(["-c", writer + "os.kill(os.getpid(), signal.SIGKILL)", str(tmp_path / "out.parquet.old")],
+                    tmp_path)
+    live = _python(["-c", writer + "print(flush=True); sys.stdin.read()", str(out)], tmp_path, stdin=subprocess.PIPE)
+    try:
+        assert other.wait(60) == -signal.SIGKILL and live.stdout.readline() == "\n"
+        kept = {p.name for p in tmp_path.glob(".out.parquet.*")} - left
+        assert len(kept) == 2, kept
+        assert run("--model", str(model), "--input", str(inputs["csv"]), "--output", str(out)) == 0
+        assert {p.name for p in tmp_path.glob(".out.parquet.*")} == kept, "the killed run's gone, the others kept"
+        assert pq.read_table(out).num_rows == len(TEXTS)
+    finally:
+        live.communicate("", timeout=60)
+
+
+def _python(args: list[str], cwd: Path, **popen) -> subprocess.Popen:
+    """This repository's Python, as ``ipet`` runs: its stdout read as text."""
+    repo = Path(__file__).parents[1]
+    return subprocess.Popen([sys.executable, *args], cwd=cwd, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": f"{repo}{os.pathsep}{repo / 'tests'}"}, **popen)
+
+
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_output_onto_the_input_is_refused_and_the_input_kept(model, inputs, tmp_path, capsys, fmt):
     """The output replaces its path when complete: at the input's own path (however spelled) that

@@ -17,9 +17,10 @@ from mlflow.tracking import MlflowClient
 from flows.config import RunConfig
 from flows.ipet import ipet
 from flows.predict import predict_file
+from flows.reporter import FINAL_KEY
 from flows.stages import Stage, floor
 from prompt_core import Predictor
-from tasks.registry import CHAMPION, decide, register_final_model
+from tasks.registry import CHAMPION, decide, files_key, register_final_model
 from tasks.tracking import TrackedRun, experiment_id
 from tiny import save_classifier, save_tiny, toy_run_config
 
@@ -265,6 +266,19 @@ def test_flow_registers_its_final_model(ensemble_runs):
         == [1]
     written = pd.read_json(Path(first["run_dir"]) / "results.json", typ="series")
     assert written["registry"]["version"] == first["registry"]["version"]
+
+
+def test_a_copied_run_directory_logs_no_second_copy_of_its_final_model(ensemble_runs):
+    """The copy's final model is another directory with the same files: its parent run links to the
+    first run's upload (tag ``final_model.uri``), found by the registry's content key, and logs none."""
+    raw, first, again = ensemble_runs
+    client = MlflowClient(raw["tracking"]["mlflow_uri"])
+    tags = [client.get_run(r["mlflow_run_id"]).data.tags for r in (first, again)]
+    assert tags[0]["final_model.dir"] != tags[1]["final_model.dir"] == again["stages"][-1]["model"]
+    assert tags[0][FINAL_KEY] == tags[1][FINAL_KEY] == files_key(Path(again["stages"][-1]["model"]))
+    assert tags[0]["final_model.uri"] == tags[1]["final_model.uri"] == f"runs:/{first['mlflow_run_id']}/final-model"
+    logged = [{a.path for a in client.list_artifacts(r["mlflow_run_id"])} for r in (first, again)]
+    assert "final-model" in logged[0] and "final-model" not in logged[1]
 
 
 def test_registered_ensemble_predicts_like_the_run_scored_it(ensemble_runs, tmp_path):

@@ -140,7 +140,7 @@ def test_a_killed_shard_writers_temporary_is_removed_when_the_run_dir_is_taken(p
     _, pool, _, run_dir, models = setup
     shard_dir = Path(label_set({"m0": models[0]}, "pool", pool, run_dir,
                                LabelingConfig(batch_size=16, shard_rows=SHARD_ROWS), 0)["m0"]["path"])
-    left = shard_dir / f".{SHARD.format(1, 5)}.0123456789ab{TMP_SUFFIX}"  # atomic_path's name for shard 1
+    left = shard_dir / f".{SHARD.format(1, 5)}.host.4242.0123456789ab{TMP_SUFFIX}"  # as atomic_path names shard 1
     left.write_bytes(b"PAR1 half a shard")
     with owned_run_dir(run_dir):
         pass
