@@ -147,9 +147,8 @@ class Reporter:
         if uri is None:
             uri = f"runs:/{self.parent}/final-model"
             self.client.log_artifacts(self.parent, str(local(final)), "final-model")
-        self.client.set_tag(self.parent, "final_model.dir", final)
-        self.client.set_tag(self.parent, FINAL_KEY, key)
-        self.client.set_tag(self.parent, "final_model.uri", uri)
+        tags = {"final_model.dir": final, FINAL_KEY: key, "final_model.uri": uri}
+        log_batch(self.client, self.parent, tags=[RunTag(k, v) for k, v in tags.items()])
 
     def _earlier_upload(self, final: str, key: str) -> str | None:
         """Where the experiment's first run that logged these files logged them: found by their content
