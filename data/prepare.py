@@ -6,6 +6,7 @@ trains on them, they only score pseudo-label accuracy.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -193,14 +194,16 @@ def _other_test_sets(pinned: Pinned, test: pa.Table) -> list[dict]:
     its own test set's texts out of its rows (``ipet ingest``), not this one's, so the store never guarded
     against rows that are this run's test rows (``drop_leaks`` still does, on the sets drawn). Compared by the
     key over their distinct texts (``schema.test_key``); a version that recorded none is not compared."""
+    @functools.cache  # once per store's fields: the labeled and unlabeled slots of one store share them
+    def key_of(fields: tuple[str, ...]) -> str | None:
+        return texts_key(text_keys(test, fields)) if set(fields) <= set(test.column_names) else None
+
     found = {}
     for slot, version in pinned.versions.items():
         schema, source = version.manifest["schema"], getattr(pinned.config, slot)
         if slot == "test" or "test_key" not in schema:
             continue
-        fields = schema["fields"]
-        key = texts_key(text_keys(test, fields)) if set(fields) <= set(test.column_names) else None
-        if key != schema["test_key"]:
+        if key_of(tuple(schema["fields"])) != schema["test_key"]:
             found[(source.store, source.dataset, version.number)] = {
                 "store": f"{source.store}/{source.dataset}", "version": version.number,
                 "test": named_test_set(schema["test"]) if schema["test"] else None}
