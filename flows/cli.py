@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, get_args
 
-from data.errors import DataError
+from data.errors import DataError, nearest
 from data.lock import RunDirBusy, RunDirUnusable
 from prompt_core.settings import PRECISION_HELP, Precision
 from tasks.store_uri import TrackingError
@@ -157,8 +157,6 @@ def _refuse_unknown_options(parser: argparse.ArgumentParser, words: list[str], d
 
 
 def _nearest(word: str, choices) -> str:
-    from data.errors import nearest
-
     match = nearest(word, choices)
     return f"; did you mean {match}?" if match else ""
 
