@@ -6,7 +6,9 @@ directory as the ``model`` artifact). So, for anyone with torch and transformers
 
 returns one row per input row, on the input's index: ``label``, ``prob_<label>`` per class, and
 ``error`` (set, with no label, where every input field is empty). A frame without a column the model
-reads, or with a list or dict where text belongs, is refused. ``params={"precision": "fp32"}``
+reads, or with a list or dict where text belongs, is refused with an ``MlflowException`` of
+``INVALID_PARAMETER_VALUE``: ``mlflow models serve`` answers that with a 400 carrying its message (any
+other exception becomes a generic message and a stack trace). ``params={"precision": "fp32"}``
 computes in float32 (the default ``auto`` is bf16 on CUDA and on CPUs with AMX). Our own code loads
 the same model with ``Predictor``.
 """
@@ -18,6 +20,7 @@ from typing import get_args
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PythonModel
 
 from prompt_core.predictor import PROB_PREFIX, Predictor
@@ -36,12 +39,15 @@ class IpetModel(PythonModel):
         rows = frame.astype(object).where(frame.notna(), None).to_dict("records")
         precision = (params or {}).get("precision", "auto")
         if precision not in get_args(Precision):
-            raise ValueError(f"params precision: {precision!r} is not one of {', '.join(get_args(Precision))}")
+            raise MlflowException.invalid_parameter_value(
+                f"params precision: {precision!r} is not one of {', '.join(get_args(Precision))}")
         result = self.predictor.predict(rows, precision=precision)
-        out = pd.DataFrame({"label": result.labels}, index=frame.index)
+        # object columns keep None: pandas' own string columns would make it NaN, which a served
+        # response writes as ``NaN``, no JSON (a strict client refuses the whole answer)
+        out = pd.DataFrame({"label": pd.Series(result.labels, index=frame.index, dtype=object)})
         for i, label in enumerate(self.predictor.labels):
             out[PROB_PREFIX + label] = result.probabilities[:, i]
-        out["error"] = result.errors
+        out["error"] = pd.Series(result.errors, index=frame.index, dtype=object)
         return out
 
 
@@ -53,8 +59,9 @@ def refuse_nested(frame: pd.DataFrame) -> None:
         nested = frame[column].map(lambda value: isinstance(value, (list, tuple, dict, set, np.ndarray))).to_numpy()
         if nested.any():
             at = int(nested.argmax())
-            raise ValueError(f"column {column!r} holds a {type(frame[column].iloc[at]).__name__} in row "
-                             f"{frame.index.tolist()[at]!r}, not text (one text per row)")
+            raise MlflowException.invalid_parameter_value(
+                f"column {column!r} holds a {type(frame[column].iloc[at]).__name__} in row "
+                f"{frame.index.tolist()[at]!r}, not text (one text per row)")
 
 
 mlflow.models.set_model(IpetModel())
