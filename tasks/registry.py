@@ -15,13 +15,13 @@ import hashlib
 import os
 import shutil
 import tempfile
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 from mlflow.entities import LoggedModelOutput, LoggedModelStatus
 from mlflow.entities.model_registry import ModelVersion
@@ -184,14 +184,13 @@ def log_staged(client: MlflowClient, run_id: str, model: Staged, name: str, tags
         logged = client.create_logged_model(run.info.experiment_id, name="final-model", source_run_id=run_id,
                                             tags={"model_dir": model.source})
         try:
-            with warnings.catch_warnings():  # "no input example": we give a signature instead
-                warnings.filterwarnings("ignore", message=".*An input example was not provided")
-                mlflow.pyfunc.save_model(
-                    Path(tmp) / "mlflow", python_model=str(MODEL_CODE), artifacts={ARTIFACT: str(model.path)},
-                    code_paths=[str(Path(prompt_core.__file__).parent)], pip_requirements=pip_requirements(),
-                    signature=signature(*describe(model.path)),
-                    mlflow_model=Model(artifact_path=logged.artifact_location, model_uuid=logged.model_id,
-                                       run_id=run_id, model_id=logged.model_id))
+            fields, labels = describe(model.path)
+            mlflow.pyfunc.save_model(
+                Path(tmp) / "mlflow", python_model=str(MODEL_CODE), artifacts={ARTIFACT: str(model.path)},
+                code_paths=[str(Path(prompt_core.__file__).parent)], pip_requirements=pip_requirements(),
+                signature=signature(fields, labels), input_example=input_example(fields),
+                mlflow_model=Model(artifact_path=logged.artifact_location, model_uuid=logged.model_id,
+                                   run_id=run_id, model_id=logged.model_id))
             client.log_model_artifacts(logged.model_id, str(Path(tmp) / "mlflow"))
         except BaseException:  # not left PENDING for ever beside the copy a rerun logs (a SIGKILL: end_runs)
             with contextlib.suppress(Exception):
@@ -272,11 +271,19 @@ def pip_requirements() -> list[str]:
 def signature(fields: tuple[str, ...], labels: tuple[str, ...]) -> ModelSignature:
     """Every field the model reads is a required input column (its values may be null), as for
     ``ipet predict``: MLflow drops the columns a frame has beyond an optional input, so a frame
-    without the model's column came back as zero rows, with no error."""
-    outputs = [ColSpec("string", "label"), *(ColSpec("double", PROB_PREFIX + l) for l in labels),
+    without the model's column came back as zero rows, with no error. In the output, ``label`` and
+    ``error`` are each null where the other is set (a row with no text: NaN probabilities)."""
+    outputs = [ColSpec("string", "label", required=False), *(ColSpec("double", PROB_PREFIX + l) for l in labels),
                ColSpec("string", "error", required=False)]
     return ModelSignature(inputs=Schema([ColSpec("string", f) for f in fields]),
                           outputs=Schema(outputs), params=ParamSchema([ParamSpec("precision", "string", "auto")]))
+
+
+def input_example(fields: tuple[str, ...]) -> pd.DataFrame:
+    """One row naming each field the model reads, made up rather than drawn from the run's data (a
+    registered model is shared beyond it): MLflow shows it, checks it against the signature, and saves
+    it as the request ``mlflow models serve`` takes (``serving_input_example.json``)."""
+    return pd.DataFrame({field: [f"the {field} of a row to label"] for field in fields})
 
 
 # --- scoring a registered version -----------------------------------------------------------------
