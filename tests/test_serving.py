@@ -16,6 +16,7 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -28,6 +29,10 @@ from mlflow.models import get_model_info
 from mlflow.tracking import MlflowClient
 
 from flows.predict import predict_file
+from prompt_core import PVP, LearnerSpec, build_learner
+from prompt_core.predictor import save_ensemble
+from prompt_core.settings import PeftSettings, TrainConfig
+from prompt_core.training import train
 from tasks.registry import CHAMPION, log_model
 from tasks.tracking import experiment_id
 from tiny import save_classifier, save_tiny
@@ -154,6 +159,36 @@ def test_the_logged_model_describes_its_input_and_output(served):
     assert info.saved_input_example_info is not None
     request = json.loads((model_dir / "serving_input_example.json").read_text())
     assert request["dataframe_split"]["columns"] == ["title", "text"]
+
+
+def test_requests_at_once_get_the_answers_each_gets_alone(served):
+    """``mlflow models serve`` predicts each request in a thread of its own on one loaded model. The
+    members of an adapter ensemble share one backbone and switch its active adapter in turn, so two
+    requests at once read with each other's adapters unless the model predicts one request at a time."""
+    root = served["root"] / "lora-ensemble"
+    pvp = PVP.from_dict({"pattern": "{text} it was {mask} .", "verbalizer": {"pos": "great", "neg": "bad"}})
+    backbone, texts = save_tiny("bert", root / "headless", headless=True), [r["text"] for r in ROWS]
+    members = []
+    for seed, labels in ((1, [0, 1, 0]), (2, [1, 0, 1])):  # two adapters taught opposite answers
+        learner = build_learner(LearnerSpec.cloze(str(backbone), pvp, max_length=32))
+        train(learner, [{"text": t} for t in texts], labels, TrainConfig(
+            min_steps=20, max_steps=20, batch_size=4, device="cpu", seed=seed, learning_rate=1e-2,
+            peft=PeftSettings(method="lora")), progress=False)
+        learner.save(root / f"member-{seed}")
+        members.append(root / f"member-{seed}")
+    save_ensemble(root, members, [0.9, 0.1])
+    client = MlflowClient(served["uri"])
+    version = log_model(client, client.create_run(experiment_id(served["uri"], "served")).info.run_id, str(root),
+                        "ipet-lora-ensemble", {})
+    with tracking(served["uri"]):
+        model = mlflow.pyfunc.load_model(f"models:/ipet-lora-ensemble/{version}")
+    frame = pd.DataFrame({"text": texts * 10})
+    alone = model.predict(frame, params={"precision": "fp32"})
+    with ThreadPoolExecutor(8) as pool:
+        at_once = list(pool.map(lambda _: model.predict(frame, params={"precision": "fp32"}), range(24)))
+    differ = [i for i, got in enumerate(at_once) if not np.allclose(got[["prob_neg", "prob_pos"]],
+                                                                      alone[["prob_neg", "prob_pos"]], atol=1e-6)]
+    assert differ == [], f"{len(differ)} of {len(at_once)} answers given at once differ from the answer alone"
 
 
 @contextlib.contextmanager
