@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -126,6 +127,10 @@ class Predictor:
             if learner.labels != labels:
                 raise PredictorError(f"ensemble members disagree on labels: {list(labels)} vs {list(learner.labels)}")
         self.learners, self.weights, self.labels = list(learners), weights, tuple(labels)
+        # one prediction at a time: adapter members of one backbone switch its active adapter in turn, and
+        # a similarity learner caches its label embeddings, so two threads at once (``mlflow models serve``
+        # runs each request in a thread of its own on one loaded model) read with each other's adapters
+        self._busy = threading.Lock()
 
     @classmethod
     def load(cls, directory: str | Path, fetch: Callable[[str], str] = str) -> "Predictor":
@@ -153,8 +158,9 @@ class Predictor:
         ``batch_size`` rows at a time on ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``), in
         ``precision`` (``auto``: bf16 on CUDA and on CPUs with AMX or AVX-512 BF16; ``fp32`` gives the same
         numbers on every CPU)."""
-        scores = [predict_all(learner, rows, batch_size=batch_size, device=device, precision=precision)
-                  for learner in self.learners]
+        with self._busy:
+            scores = [predict_all(learner, rows, batch_size=batch_size, device=device, precision=precision)
+                      for learner in self.learners]
         return scores[0] if len(scores) == 1 else ensemble(scores, self.weights).astype(np.float32)
 
     def predict_proba(self, rows: Sequence[Mapping[str, Any]], batch_size: int = 64, device: str = "auto",
@@ -170,15 +176,22 @@ class Predictor:
         never learned what they mean); a field missing from some rows but not all reads as "".
         ``batch_size``, ``device`` and ``precision`` as for ``logits``."""
         fields = self.fields
-        errors = [None if any(str(r.get(f) or "").strip() for f in fields)
+        errors = [None if any(str(_value(r, f)).strip() for f in fields)
                   else empty_text(fields) for r in rows]
         kept = [i for i, e in enumerate(errors) if e is None]
         probs = np.full((len(rows), len(self.labels)), np.nan)
         if kept:
-            good = [{f: rows[i].get(f) or "" for f in fields} for i in kept]
+            good = [{f: _value(rows[i], f) for f in fields} for i in kept]
             probs[kept] = self.predict_proba(good, batch_size, device, precision)
         labels = [None if e else self.labels[int(p.argmax())] for p, e in zip(probs, errors)]
         return Prediction(labels, probs, errors)
+
+
+def _value(row: Mapping[str, Any], field: str) -> Any:
+    """A row's value of ``field``; a missing or None one is no text ("") but ``0`` or ``False`` is a
+    value, as ``ipet predict`` reads the text "0" from a file."""
+    value = row.get(field)
+    return "" if value is None else value
 
 
 @dataclass

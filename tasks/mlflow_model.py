@@ -15,7 +15,6 @@ the same model with ``Predictor``.
 
 from __future__ import annotations
 
-import threading
 from typing import get_args
 
 import mlflow
@@ -30,11 +29,8 @@ from prompt_core.settings import Precision
 
 class IpetModel(PythonModel):
     def load_context(self, context) -> None:
+        # ``Predictor`` predicts one request at a time: ``mlflow models serve`` runs each in a thread of its own
         self.predictor = Predictor.load(context.artifacts["model"])
-        # one prediction at a time: ``mlflow models serve`` runs each request in a thread of its own on
-        # this one model, and the members of an adapter ensemble share a backbone whose active adapter
-        # each switches to in turn (two requests at once read with each other's adapters: wrong answers)
-        self.busy = threading.Lock()
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         """One output row per input row, on the input's index, so assigning or joining the output
@@ -46,8 +42,7 @@ class IpetModel(PythonModel):
         if precision not in get_args(Precision):
             raise MlflowException.invalid_parameter_value(
                 f"params precision: {precision!r} is not one of {', '.join(get_args(Precision))}")
-        with self.busy:
-            result = self.predictor.predict(rows, precision=precision)
+        result = self.predictor.predict(rows, precision=precision)
         # object columns keep None: pandas' own string columns would make it NaN, which a served
         # response writes as ``NaN``, no JSON (a strict client refuses the whole answer)
         out = pd.DataFrame({"label": pd.Series(result.labels, index=frame.index, dtype=object)})

@@ -83,6 +83,17 @@ def test_predicts_every_row_and_reports_blank_ones(model, inputs, tmp_path, caps
     assert "rows with no text (label left empty): 3, 5" in printed
 
 
+def test_the_number_zero_is_text_not_an_empty_row(model):
+    """A Python caller's (or a pyfunc frame's) ``0`` or ``False`` is a value, predicted as its text, as
+    ``ipet predict`` predicts the text "0" from a file; only None or a missing field is no text."""
+    predictor = Predictor.load(model)
+    got = predictor.predict([{"text": 0}, {"text": False}, {"text": None}, {}])
+    expected = predictor.predict([{"text": "0"}, {"text": "False"}])
+    assert got.errors[:2] == [None, None] and got.labels[:2] == expected.labels
+    assert np.allclose(got.probabilities[:2], expected.probabilities)
+    assert got.labels[2:] == [None, None] and all(e and e.startswith("empty text") for e in got.errors[2:])
+
+
 @pytest.mark.parametrize("fmt", ["tsv", "jsonl", "parquet"])
 def test_every_format_and_batch_size_gives_the_same_output(model, inputs, tmp_path, fmt):
     reference, out = tmp_path / "csv.parquet", tmp_path / f"{fmt}.parquet"
