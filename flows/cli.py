@@ -177,12 +177,12 @@ def _configured(args) -> int:
     return _run_command(args, config)
 
 
-def _checked(path: str, config: RunConfig, quiet: bool = False) -> Checked | None:
+def _checked(path: str, config: RunConfig, quiet: bool = False, adapting: bool = False) -> Checked | None:
     """What the checks found (the config with its stores pinned to the versions checked, the warnings),
     after printing it; None after printing every problem of the config and its data on its own line."""
     from .checks import check_run
 
-    checked = check_run(config)
+    checked = check_run(config, adapting)
     if checked.problems:
         print("\n".join(f"{path}: {p}" for p in checked.problems), file=sys.stderr)
         return None
@@ -249,7 +249,8 @@ def _locked(args, config, run_dir: Path, forget: Callable[[], None]) -> int:
         with prefect_api() as server, \
                 stop_on_signals(f"ipet {args.command}", lambda: (server and server.stop(), forget())):
             # the stores at the versions a question was asked with (before the check pins them to the newest)
-            checked = _checked(args.config, pinned_config(config, str(run_dir)), quiet=args.verbosity == "quiet")
+            checked = _checked(args.config, pinned_config(config, str(run_dir)), quiet=args.verbosity == "quiet",
+                               adapting=args.command == "adapt")
             if checked is None:
                 return 2
             if server:
