@@ -18,7 +18,7 @@ from prompt_core.settings import PRECISION_HELP, Precision
 from tasks.store_uri import TrackingError
 
 from . import suggest
-from .config import ConfigError, RunConfig, assignment, load_config
+from .config import ConfigError, RunConfig, assignments, load_config
 
 if TYPE_CHECKING:
     from .checks import Checked
@@ -297,7 +297,7 @@ def _ingest(args) -> int:
     from .ingest import schema_of, summary
 
     try:
-        read = dict(assignment(item, "--read", "header=false") for item in args.read)
+        read = dict(assignments(args.read, "--read", "header=false"))
         result = ingest_file(args.file, args.dataset, args.store, args.labeled, schema_of(args.config), read)
     except (ConfigError, DataError) as err:
         print(err, file=sys.stderr)

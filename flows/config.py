@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -373,6 +373,20 @@ def _index(items: list, key: str, dotted: str) -> int:
     return int(key)
 
 
+def assignments(items: Sequence[str], option: str, example: str) -> list[tuple[str, Any]]:
+    """A command line's ``key=value`` items in order; a key given twice is refused, as a config's key set
+    twice is: the last would replace the first without a word (a pasted line, a shell alias's default)."""
+    pairs, first = [], {}
+    for item in items:
+        key, value = assignment(item, option, example)
+        if key in first:
+            raise ConfigError(f"{option} {key}: given twice ({first[key]!r}, then {item!r}), and the last would "
+                              "silently replace the first; keep one")
+        first[key] = item
+        pairs.append((key, value))
+    return pairs
+
+
 def assignment(item: str, option: str, example: str) -> tuple[str, Any]:
     """A command line's ``key=value`` (``--set``, ``--read``) as the key and the value parsed as YAML."""
     key, sep, value = item.partition("=")
@@ -405,8 +419,8 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
                           "start from")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of settings")
-    for item in overrides:
-        _set(raw, *assignment(item, "--set", "ipet.generations=2"))
+    for key, value in assignments(overrides, "--set", "ipet.generations=2"):
+        _set(raw, key, value)
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as err:

@@ -199,6 +199,24 @@ def test_an_empty_or_broken_config_file_is_one_line(tmp_path: Path, capsys: pyte
     assert capsys.readouterr().err == f"{path}: {expected}\n"
 
 
+def test_a_key_given_twice_on_the_command_line_is_refused_before_anything_is_written(
+        toy: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``--set k=1 --set k=2`` let the last win without a word (a config's key set twice is refused);
+    ``--read`` of ``ipet ingest`` the same. One line naming the key, exit 2, no run directory, no store."""
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(toy))
+    run_dir, store = tmp_path / "run", tmp_path / "store"
+    assert main(["run", str(path), "--run-dir", str(run_dir), "--set", "ipet.generations=1", "--set", "seeds=[1]",
+                 "--set", "ipet.generations=2"]) == 2
+    assert capsys.readouterr().err == ("--set ipet.generations: given twice ('ipet.generations=1', then "
+                                       "'ipet.generations=2'), and the last would silently replace the first; "
+                                       "keep one\n")
+    assert main(["ingest", str(Path(toy["data"]["root"]) / "train.csv"), "--dataset", "d", "--store", str(store),
+                 "--config", str(path), "--read", "rows=[0,10]", "--read", "rows=[0,20]"]) == 2
+    assert capsys.readouterr().err.startswith("--read rows: given twice ('rows=[0,10]', then 'rows=[0,20]')")
+    assert not run_dir.exists() and not store.exists()
+
+
 def test_version_is_one_line_of_the_installed_distribution(capsys: pytest.CaptureFixture) -> None:
     """``ipet --version`` prints the version pip installed of the distribution pyproject.toml names, one
     line, exit 0 (there was no --version: argparse asked for a command)."""

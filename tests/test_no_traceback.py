@@ -238,6 +238,9 @@ CASES: dict[str, tuple[Build, int, str]] = {
     "a key set twice (config or `--set`)": (lambda toy, tmp: (tmp / "c.yaml").write_text(
         Path(config(toy, tmp)).read_text() + "seeds: [2]\n") and ["validate", str(tmp / "c.yaml")], 2,
         "duplicate key 'seeds' (first set on line"),
+    "a `--set` (or `--read`) key given twice": (validate("ipet.generations=1", "ipet.generations=2"), 2,
+                                                 "--set ipet.generations: given twice ('ipet.generations=1', then "
+                                                 "'ipet.generations=2'), and the last would silently replace"),
     "`--set` of a list item past the list's end": (validate("pvps.2.pattern='{mask} {text}'"), 2,
                                                     "--set pvps.2.pattern: '2' is not an index of a list of 2 item(s)"),
     "`--run-dir` naming a file": (lambda toy, tmp: ["run", config(toy, tmp), "--run-dir", a_file(tmp)], 2,
