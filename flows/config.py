@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import typing
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -11,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from data.prepare import DataConfig
+from data.errors import nearest
 from data.labels import label_text
 from prompt_core import PVP, AdaptConfig, Pattern, PatternError, Template, TrainConfig, Verbalizer, VerbalizerError
 from prompt_core.asking import PickConfig
@@ -91,7 +91,7 @@ def _train_overrides(value: dict[str, Any]) -> dict[str, Any]:
     """Overrides of ``train`` for one stage: settings of ``train``, each valid on its own."""
     unknown = sorted(set(value) - set(TrainConfig.model_fields))
     if unknown:
-        meant = [m for u in unknown for m in difflib.get_close_matches(u, TrainConfig.model_fields, n=1)]
+        meant = [m for u in unknown if (m := nearest(u, TrainConfig.model_fields))]
         raise ValueError(f"unknown setting(s) {unknown}; use those of `train`"
                          + (f" (did you mean {', '.join(meant)}?)" if meant else ""))
     try:
@@ -452,8 +452,8 @@ def _lines(error: dict) -> list[str]:
     if not error["loc"]:
         return message.split(PROBLEM_SEPARATOR)
     if error["type"] == "extra_forbidden":  # a typo is the usual cause: name the setting it was meant to be
-        match = difflib.get_close_matches(str(error["loc"][-1]), _settings_at(error["loc"]), n=1)
-        message += f"; did you mean {_loc((*error['loc'][:-1], match[0]))}?" if match else ""
+        match = nearest(str(error["loc"][-1]), _settings_at(error["loc"]))
+        message += f"; did you mean {_loc((*error['loc'][:-1], match))}?" if match else ""
     return [f"{_loc(error['loc'])}: {message}"]
 
 

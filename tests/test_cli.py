@@ -161,6 +161,7 @@ def test_test_rows_in_the_training_data_are_reported_and_leave_the_pool(toy: dic
     (["rnu", "c.yaml"], ["ipet: error: unknown command 'rnu'; did you mean run? (commands: run, adapt, validate,"]),
     (["run", "c.yaml", "--run_dir", "x"], ["usage: ipet run ", "ipet run: error: unknown option --run_dir; did you "
                                                                 "mean --run-dir?"]),
+    (["run", "c.yaml", "--RUN_DIR", "x"], ["ipet run: error: unknown option --RUN_DIR; did you mean --run-dir?"]),
     (["validate", "c.yaml", "--sett", "a=1"], ["ipet validate: error: unknown option --sett; did you mean --set?"]),
     # argparse said only "the following arguments are required: --output"
     (["predict", "--model", "m", "--input", "i.csv", "--outptu", "o.parquet"],
@@ -171,7 +172,7 @@ def test_test_rows_in_the_training_data_are_reported_and_leave_the_pool(toy: dic
     # argparse said it under ipet's usage, which has no CONFIG
     (["validate", "c.yaml", "d.yaml"], ["usage: ipet validate ",
                                         "ipet validate: error: unrecognized arguments: d.yaml"]),
-], ids=["command", "option", "option-of-validate", "option-beside-a-required-one", "value", "option-of-ipet",
+], ids=["command", "option", "option-in-capitals", "option-of-validate", "option-beside-a-required-one", "value", "option-of-ipet",
         "one-argument-too-many"])
 def test_a_mistyped_command_or_option_names_the_nearest(argv: list[str], expected: list[str],
                                                          capsys: pytest.CaptureFixture) -> None:

@@ -254,6 +254,8 @@ NAMES_NOTHING = {  # --model (and options) -> the line ipet predict prints; {uri
                       f"alias 'nope' in {{uri}} ({HOLDS})"),
     "missing-name-misspelled": (["models:/ipet-predcit@champion"], "models:/ipet-predcit@champion: no registered model "
                                 "'ipet-predcit' in {uri} (did you mean 'ipet-predict'?)"),
+    "missing-name-misspelled-in-other-case": (["models:/IPET-Predcit@champion"], "models:/IPET-Predcit@champion: no "
+                                              "registered model 'IPET-Predcit' in {uri} (did you mean 'ipet-predict'?)"),
     "missing-name": (["models:/nope/1"], "models:/nope/1: no registered model 'nope' in {uri} (registered models: "
                      "ipet-empty, ipet-predict)"),
     "champion-of-a-missing-name": (["champion", "--registered-model", "nope"], "models:/nope@champion: no registered "
