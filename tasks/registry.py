@@ -167,12 +167,6 @@ def _versions(client: MlflowClient, query: str) -> list[ModelVersion]:
         return []
 
 
-def log_model(client: MlflowClient, run_id: str, model_dir: str, name: str, tags: dict[str, Any]) -> str:
-    """Log ``model_dir`` as a pyfunc LoggedModel of ``run_id`` and register it as a new version; that version."""
-    with tempfile.TemporaryDirectory() as tmp:
-        return log_staged(client, run_id, stage(model_dir, Path(tmp)), name, tags)
-
-
 def log_staged(client: MlflowClient, run_id: str, model: Staged, name: str, tags: dict[str, Any]) -> str:
     """Log a staged model as a pyfunc LoggedModel of ``run_id`` and register it as a new version of
     ``name``, tagged with its directory and content key; the new version."""
