@@ -11,6 +11,7 @@ tracking URI global to the process), so this runs in any worker thread.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import shutil
@@ -224,10 +225,19 @@ def stage(model_dir: str, tmp: Path) -> Staged:
 
 def files_key(directory: Path) -> str:
     """SHA-256 of every file the registered model holds (its path in the model and its bytes), but a
-    training's record (``TELEMETRY``): equal keys, the same model, wherever its run directory is."""
+    training's record (``TELEMETRY``): equal keys, the same model, wherever its run directory is. Read once
+    per state of the files: the run tags its final model with it (flows/reporter.py), then registers it."""
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name not in TELEMETRY)
+    stamp = tuple((p.relative_to(directory).as_posix(), s.st_size, s.st_mtime_ns) for p in files for s in [p.stat()])
+    return _files_key(str(directory.resolve()), stamp)
+
+
+@functools.lru_cache(maxsize=8)
+def _files_key(directory: str, stamp: tuple) -> str:
+    """``files_key`` of ``directory`` whose files are as ``stamp`` (their paths, sizes and modification times)."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name not in TELEMETRY):
-        digest.update(f"{path.relative_to(directory).as_posix()}\0{file_digest(path)}\n".encode())
+    for name, *_ in stamp:
+        digest.update(f"{name}\0{file_digest(Path(directory) / name)}\n".encode())
     return digest.hexdigest()
 
 
