@@ -111,8 +111,9 @@ def open_requests(run_dir: str) -> list[dict]:
     return [r for r in all_requests(run_dir) if read_record(run_dir, r) is None]
 
 
-def read_sheet(path: str | Path, run_dir: str) -> tuple[dict, dict[str, str]]:
-    """A filled-in sheet: the request it answers and its labels by row id (``skip`` for an empty cell).
+def read_sheet(path: str | Path, run_dir: str) -> tuple[dict, dict[str, str], dict | None]:
+    """A filled-in sheet: the request it answers, its labels by row id (``skip`` for an empty cell), and the
+    record of these same answers if they were recorded already (``check_recorded``).
     Raises DataError naming the file and row for a file that cannot be read, a sheet with nothing filled
     in (an unedited sheet recorded by mistake), an id answered twice or not asked, a label that is not one
     of the run's, or a question answered already with other labels (``check_recorded``)."""
@@ -142,8 +143,7 @@ def read_sheet(path: str | Path, run_dir: str) -> tuple[dict, dict[str, str]]:
     found = aliases(written.values(), request["labels"])  # a sheet's 1.0 for the label 1, as a data file's
     answers = {i: found.get(label, label) for i, label in written.items()}
     check_answers(request, answers, str(path))
-    check_recorded(request, answers, run_dir, str(path))
-    return request, answers
+    return request, answers, check_recorded(request, answers, run_dir, str(path))
 
 
 def check_answers(request: Mapping, answers: Mapping[str, str], source: str) -> None:
@@ -158,13 +158,13 @@ def check_answers(request: Mapping, answers: Mapping[str, str], source: str) -> 
                             f"{[*request['labels'], SKIP]}" + (f"; did you mean {meant!r}?" if meant else ""))
 
 
-def check_recorded(request: Mapping, answers: Mapping[str, str], run_dir: str, source: str) -> None:
+def check_recorded(request: Mapping, answers: Mapping[str, str], run_dir: str, source: str) -> dict | None:
     """Answers to a question answered already must be the ones recorded (then recording them again
-    changes nothing); a row answered otherwise is DataError naming it: the recorded answers stand (the
-    store and the runs after the question have them), so the new one would be lost."""
+    changes nothing: their record is returned); a row answered otherwise is DataError naming it: the recorded
+    answers stand (the store and the runs after the question have them), so the new one would be lost."""
     record = read_record(run_dir, request)
     if record is None:
-        return
+        return None
     recorded = {row["id"]: row["label"] for row in record["rows"]}
     changed = [(i, row_id, label) for i, (row_id, label) in enumerate(answers.items(), start=1)
                if recorded.get(row_id, SKIP) != label]
@@ -173,6 +173,7 @@ def check_recorded(request: Mapping, answers: Mapping[str, str], run_dir: str, s
         raise DataError(f"{source}: row {i} (id {row_id!r}): label {label!r}, but {recorded.get(row_id, SKIP)!r} was "
                         f"recorded for it ({len(changed)} row(s) differ); the question after {request['stage']} was "
                         f"answered already ({answers_path(run_dir, request, 'csv')}) and its answers stand")
+    return record
 
 
 def apply_answers(request: dict, answers: Mapping[str, str], run_dir: str, answered_by: str | None = None,

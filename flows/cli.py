@@ -403,14 +403,14 @@ def _run(config, run_dir: Path) -> int:
 
 def _answer(args) -> int:
     """Check the sheet against the open question, record it (and add it to the ask's store)."""
-    from data.answers import answers_path, apply_answers, read_record, read_sheet
+    from data.answers import answers_path, apply_answers, read_sheet
     from data.location import location
     from data.lock import run_dir_lock
 
     run_dir = str(location(args.run_dir))
     try:
-        request, answers = read_sheet(args.file, run_dir)  # a question there: the run dir exists
-        if read_record(run_dir, request) is not None:  # the same answers again (read_sheet refuses others)
+        request, answers, recorded = read_sheet(args.file, run_dir)  # a question there: the run dir exists
+        if recorded is not None:  # the same answers again (read_sheet refuses others)
             print(f"{run_dir}: these answers to the question after {request['stage']} were recorded already "
                   f"({answers_path(run_dir, request, 'csv')}); nothing changed; run it again to continue")
             return 0
