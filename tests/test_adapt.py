@@ -306,7 +306,7 @@ def test_cli_adapts_a_classifier_whose_label_names_are_no_words_of_the_model(
     """A classifier's verbalizer only names the labels; `ipet run` takes 'okayish', so `ipet adapt` must too:
     no cloze reading of it to score zero-shot (it refused the config), the backbone adapted all the same."""
     assert main(["adapt", str(toy_yaml), "--run-dir", str(tmp_path / "run"), "--set", "learner=classifier",
-                 "--set", "verbalizer.neg=okayish", *CLI_ADAPT, "--set", "adapt.steps=3"]) == 0
+                 "--set", "verbalizer.neg=okayish", *CLI_ADAPT[2:], "--set", "adapt.steps=3"]) == 0  # not 30
     out = capsys.readouterr().out
     rows = re.findall(r"^\| `(.+)` \| (\S+) \| (\S+) \|$", out, re.MULTILINE)
     assert [r[1:] for r in rows] == [("–", "–"), ("–", "–")] and "over 3 steps" in out, out
