@@ -18,7 +18,7 @@ import io
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -111,11 +111,13 @@ def open_requests(run_dir: str) -> list[dict]:
     return [r for r in all_requests(run_dir) if read_record(run_dir, r) is None]
 
 
-def read_sheet(path: str | Path, run_dir: str) -> tuple[dict, dict[str, str]]:
-    """A filled-in sheet: the request it answers and its labels by row id (``skip`` for an empty cell).
+def read_sheet(path: str | Path, run_dir: str) -> tuple[dict, dict[str, str], dict | None]:
+    """A filled-in sheet: the request it answers, its labels by row id (``skip`` for an empty cell), and the
+    record of these same answers if they were recorded already (``check_recorded``).
     Raises DataError naming the file and row for a file that cannot be read, a sheet with nothing filled
     in (an unedited sheet recorded by mistake), an id answered twice or not asked, a label that is not one
-    of the run's, or a question answered already with other labels (``check_recorded``)."""
+    of the run's, a question answered already with other labels (``check_recorded``), or one the run no longer
+    asks (``check_current``)."""
     table = read_source(Source(path=str(path), id_column="id"))
     if "label" not in table.column_names:
         raise DataError(f"{path}: no 'label' column (the sheet's last column; fill it in)")
@@ -130,20 +132,41 @@ def read_sheet(path: str | Path, run_dir: str) -> tuple[dict, dict[str, str]]:
         raise DataError(f"{run_dir}: no question was asked there (no {ASK_DIR}/<stage>-<key>.json): "
                         "is it the run directory of a run with ask: that stopped to ask?")
 
-    def fit(request: Mapping) -> tuple[int, int]:  # most rows shared, then fewest of its rows left out
-        asked = {row["id"] for row in request["rows"]}
-        return len(asked & set(ids)), -len(asked - set(ids))
-
-    request = max(requests, key=fit)  # the question it answers (ties: the newest); an id it did not ask is named below
-    if not fit(request)[0]:
+    request = _question_of(ids, requests)  # an id it did not ask is named below
+    if not {row["id"] for row in request["rows"]} & set(ids):
         asked = ", ".join(f"{r['stage']} ({len(r['rows'])} rows)" for r in open_requests(run_dir)) or "none"
         raise DataError(f"{path}: its row ids match no question of {run_dir} (open: {asked})")
     written = {i: (label or "").strip() or SKIP for i, label in zip(ids, labels)}
     found = aliases(written.values(), request["labels"])  # a sheet's 1.0 for the label 1, as a data file's
     answers = {i: found.get(label, label) for i, label in written.items()}
     check_answers(request, answers, str(path))
-    check_recorded(request, answers, run_dir, str(path))
-    return request, answers
+    recorded = check_recorded(request, answers, run_dir, str(path))
+    if recorded is None:
+        check_current(request, requests, run_dir, str(path))
+    return request, answers, recorded
+
+
+def check_current(request: Mapping, requests: Sequence[Mapping], run_dir: str, source: str) -> None:
+    """The question a sheet answers must be the one in ``ask/<stage>.csv``, which the run stopped with last and
+    a rerun asks again: a sheet kept as ``<stage>-earlier-<hash>.csv`` answers an older one, whose answers would
+    be recorded and never used. DataError naming the sheet to answer instead."""
+    current = sheet_path(run_dir, request["stage"])
+    rows = _sheet_rows(current) if exists(current) else None
+    asked = _question_of([r["id"] for r in rows], requests) if rows else request
+    if asked["key"] != request["key"]:
+        raise DataError(f"{source}: answers the question asked after {request['stage']} at {request['asked_at']}, "
+                        f"not the one the run stopped with last (asked at {asked['asked_at']}), so the next run "
+                        f"would not use these answers; answer {current} instead")
+
+
+def _question_of(ids: Sequence[str], requests: Sequence[Mapping]) -> Mapping:
+    """The request a sheet of row ``ids`` answers: most rows shared, then fewest of its rows left out, then the
+    newest (``requests`` come newest first)."""
+    def fit(request: Mapping) -> tuple[int, int]:
+        asked = {row["id"] for row in request["rows"]}
+        return len(asked & set(ids)), -len(asked - set(ids))
+
+    return max(requests, key=fit)
 
 
 def check_answers(request: Mapping, answers: Mapping[str, str], source: str) -> None:
@@ -158,13 +181,13 @@ def check_answers(request: Mapping, answers: Mapping[str, str], source: str) -> 
                             f"{[*request['labels'], SKIP]}" + (f"; did you mean {meant!r}?" if meant else ""))
 
 
-def check_recorded(request: Mapping, answers: Mapping[str, str], run_dir: str, source: str) -> None:
+def check_recorded(request: Mapping, answers: Mapping[str, str], run_dir: str, source: str) -> dict | None:
     """Answers to a question answered already must be the ones recorded (then recording them again
-    changes nothing); a row answered otherwise is DataError naming it: the recorded answers stand (the
-    store and the runs after the question have them), so the new one would be lost."""
+    changes nothing: their record is returned); a row answered otherwise is DataError naming it: the recorded
+    answers stand (the store and the runs after the question have them), so the new one would be lost."""
     record = read_record(run_dir, request)
     if record is None:
-        return
+        return None
     recorded = {row["id"]: row["label"] for row in record["rows"]}
     changed = [(i, row_id, label) for i, (row_id, label) in enumerate(answers.items(), start=1)
                if recorded.get(row_id, SKIP) != label]
@@ -173,6 +196,7 @@ def check_recorded(request: Mapping, answers: Mapping[str, str], run_dir: str, s
         raise DataError(f"{source}: row {i} (id {row_id!r}): label {label!r}, but {recorded.get(row_id, SKIP)!r} was "
                         f"recorded for it ({len(changed)} row(s) differ); the question after {request['stage']} was "
                         f"answered already ({answers_path(run_dir, request, 'csv')}) and its answers stand")
+    return record
 
 
 def apply_answers(request: dict, answers: Mapping[str, str], run_dir: str, answered_by: str | None = None,

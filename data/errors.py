@@ -10,10 +10,18 @@ class DataError(ValueError):
     """Input data that cannot be used; the message names the file and, where known, the row."""
 
 
-def nearest(word: str, choices: Iterable[str]) -> str | None:
-    """The choice ``word`` most likely mistypes (the same but for case, else the closest spelling), for a
-    message's "did you mean"; None when none is close."""
-    choices = list(choices)
-    same = [c for c in choices if c.casefold() == word.casefold()]
-    match = same or difflib.get_close_matches(word, choices, n=1)
-    return match[0] if match else None
+def nearest(word: str, choices: Iterable[str], cutoff: float = 0.6) -> str | None:
+    """The choice ``word`` most likely mistypes, for a message's "did you mean"; None when none is close
+    (``nearby``'s first)."""
+    return next(iter(nearby(word, choices, 1, cutoff)), None)
+
+
+def nearby(word: str, choices: Iterable[str], n: int, cutoff: float = 0.6) -> list[str]:
+    """Up to ``n`` choices ``word`` may mistype, nearest first: the same but for case, then the closest
+    spellings with case ignored (``MODELS:/x`` mistypes ``models:/``), at least ``cutoff`` alike (difflib's
+    ratio: 0.6 its default; a higher one where a wrong guess would mislead, such as a registered model's name)."""
+    spelled: dict[str, list[str]] = {}
+    for choice in choices:
+        spelled.setdefault(choice.casefold(), []).append(choice)
+    close = difflib.get_close_matches(word.casefold(), list(spelled), n=n, cutoff=cutoff)
+    return [choice for folded in close for choice in spelled[folded]][:n]

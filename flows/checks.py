@@ -33,9 +33,9 @@ class Checked:
     warnings: list[str] = field(default_factory=list)
 
 
-def check_run(config: RunConfig) -> Checked:
-    """Every problem a run of ``config`` would meet. The quick checks first; the model last, as it
-    alone needs torch (seconds to import)."""
+def check_run(config: RunConfig, adapting: bool = False) -> Checked:
+    """Every problem a run of ``config`` would meet (``adapting``: of ``ipet adapt``). The quick checks first;
+    the model last, as it alone needs torch (seconds to import)."""
     problems = _check_tracking(config) + _check_runner(config)
     try:
         pinned = pin_versions(config.data)
@@ -47,6 +47,8 @@ def check_run(config: RunConfig) -> Checked:
     warnings = leaks.lines(config.data.test.name) if config.data.test else []
     rows = {name: table.num_rows for name, table in sets.items()}
     warnings += _capped(config, rows)
+    if not adapting and (unused := unused_adapt_device(config)):
+        warnings.append(unused)
     gold, pool = rows["labeled"], rows["pool"]
     if not problems and not config.adapt and (why := _random_head(config)):
         if keeping := config.keeping_prior:
@@ -71,6 +73,16 @@ def check_run(config: RunConfig) -> Checked:
             problems.append(f"{fields}: generation {config.ipet.generations} needs {need} pseudo-labeled examples "
                             f"but the pool has {pool}; lower {lower}, or raise data.pool_size")
     return Checked(config, problems, rows, warnings)
+
+
+def unused_adapt_device(config: RunConfig) -> str | None:
+    """A warning for an ``adapt.device`` set in a config ``ipet run`` reads: the run adapts where it trains, so
+    the setting does nothing there, and a user who set it expects it to matter."""
+    adapt = config.adapt
+    if adapt is None or "device" not in adapt.model_fields_set or adapt.device == config.train.device:
+        return None
+    return (f"adapt.device: {adapt.device} is ipet adapt's; ipet run adapts the backbone where it trains "
+            f"(train.device: {config.train.device})")
 
 
 def _capped(config: RunConfig, rows: dict[str, int]) -> list[str]:

@@ -18,7 +18,7 @@ from prompt_core.settings import PRECISION_HELP, Precision
 from tasks.store_uri import TrackingError
 
 from . import suggest
-from .config import ConfigError, RunConfig, assignment, load_config
+from .config import ConfigError, RunConfig, assignments, load_config
 
 if TYPE_CHECKING:
     from .checks import Checked
@@ -177,12 +177,12 @@ def _configured(args) -> int:
     return _run_command(args, config)
 
 
-def _checked(path: str, config: RunConfig, quiet: bool = False) -> Checked | None:
+def _checked(path: str, config: RunConfig, quiet: bool = False, adapting: bool = False) -> Checked | None:
     """What the checks found (the config with its stores pinned to the versions checked, the warnings),
     after printing it; None after printing every problem of the config and its data on its own line."""
     from .checks import check_run
 
-    checked = check_run(config)
+    checked = check_run(config, adapting)
     if checked.problems:
         print("\n".join(f"{path}: {p}" for p in checked.problems), file=sys.stderr)
         return None
@@ -249,7 +249,8 @@ def _locked(args, config, run_dir: Path, forget: Callable[[], None]) -> int:
         with prefect_api() as server, \
                 stop_on_signals(f"ipet {args.command}", lambda: (server and server.stop(), forget())):
             # the stores at the versions a question was asked with (before the check pins them to the newest)
-            checked = _checked(args.config, pinned_config(config, str(run_dir)), quiet=args.verbosity == "quiet")
+            checked = _checked(args.config, pinned_config(config, str(run_dir)), quiet=args.verbosity == "quiet",
+                               adapting=args.command == "adapt")
             if checked is None:
                 return 2
             if server:
@@ -296,7 +297,7 @@ def _ingest(args) -> int:
     from .ingest import schema_of, summary
 
     try:
-        read = dict(assignment(item, "--read", "header=false") for item in args.read)
+        read = dict(assignments(args.read, "--read", "header=false"))
         result = ingest_file(args.file, args.dataset, args.store, args.labeled, schema_of(args.config), read)
     except (ConfigError, DataError) as err:
         print(err, file=sys.stderr)
@@ -402,14 +403,14 @@ def _run(config, run_dir: Path) -> int:
 
 def _answer(args) -> int:
     """Check the sheet against the open question, record it (and add it to the ask's store)."""
-    from data.answers import answers_path, apply_answers, read_record, read_sheet
+    from data.answers import answers_path, apply_answers, read_sheet
     from data.location import location
     from data.lock import run_dir_lock
 
     run_dir = str(location(args.run_dir))
     try:
-        request, answers = read_sheet(args.file, run_dir)  # a question there: the run dir exists
-        if read_record(run_dir, request) is not None:  # the same answers again (read_sheet refuses others)
+        request, answers, recorded = read_sheet(args.file, run_dir)  # a question there: the run dir exists
+        if recorded is not None:  # the same answers again (read_sheet refuses others)
             print(f"{run_dir}: these answers to the question after {request['stage']} were recorded already "
                   f"({answers_path(run_dir, request, 'csv')}); nothing changed; run it again to continue")
             return 0

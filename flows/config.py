@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import difflib
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from data.prepare import DataConfig
+from data.errors import nearest
 from data.labels import label_text
 from prompt_core import PVP, AdaptConfig, Pattern, PatternError, Template, TrainConfig, Verbalizer, VerbalizerError
 from prompt_core.asking import PickConfig
@@ -91,7 +91,7 @@ def _train_overrides(value: dict[str, Any]) -> dict[str, Any]:
     """Overrides of ``train`` for one stage: settings of ``train``, each valid on its own."""
     unknown = sorted(set(value) - set(TrainConfig.model_fields))
     if unknown:
-        meant = [m for u in unknown for m in difflib.get_close_matches(u, TrainConfig.model_fields, n=1)]
+        meant = [m for u in unknown if (m := nearest(u, TrainConfig.model_fields))]
         raise ValueError(f"unknown setting(s) {unknown}; use those of `train`"
                          + (f" (did you mean {', '.join(meant)}?)" if meant else ""))
     try:
@@ -373,6 +373,20 @@ def _index(items: list, key: str, dotted: str) -> int:
     return int(key)
 
 
+def assignments(items: Sequence[str], option: str, example: str) -> list[tuple[str, Any]]:
+    """A command line's ``key=value`` items in order; a key given twice is refused, as a config's key set
+    twice is: the last would replace the first without a word (a pasted line, a shell alias's default)."""
+    pairs, first = [], {}
+    for item in items:
+        key, value = assignment(item, option, example)
+        if key in first:
+            raise ConfigError(f"{option} {key}: given twice ({first[key]!r}, then {item!r}), and the last would "
+                              "silently replace the first; keep one")
+        first[key] = item
+        pairs.append((key, value))
+    return pairs
+
+
 def assignment(item: str, option: str, example: str) -> tuple[str, Any]:
     """A command line's ``key=value`` (``--set``, ``--read``) as the key and the value parsed as YAML."""
     key, sep, value = item.partition("=")
@@ -405,8 +419,8 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
                           "start from")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of settings")
-    for item in overrides:
-        _set(raw, *assignment(item, "--set", "ipet.generations=2"))
+    for key, value in assignments(overrides, "--set", "ipet.generations=2"):
+        _set(raw, key, value)
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as err:
@@ -438,8 +452,8 @@ def _lines(error: dict) -> list[str]:
     if not error["loc"]:
         return message.split(PROBLEM_SEPARATOR)
     if error["type"] == "extra_forbidden":  # a typo is the usual cause: name the setting it was meant to be
-        match = difflib.get_close_matches(str(error["loc"][-1]), _settings_at(error["loc"]), n=1)
-        message += f"; did you mean {_loc((*error['loc'][:-1], match[0]))}?" if match else ""
+        match = nearest(str(error["loc"][-1]), _settings_at(error["loc"]))
+        message += f"; did you mean {_loc((*error['loc'][:-1], match))}?" if match else ""
     return [f"{_loc(error['loc'])}: {message}"]
 
 

@@ -24,7 +24,7 @@ from tasks import devices
 from tasks.adapt import adapt_backbone
 
 from .asking import Asker, ask_person, pinned_config
-from .checks import missing_prior
+from .checks import missing_prior, unused_adapt_device
 from .config import RunConfig, RunnerConfig, load_config
 from .executor import Executor
 from .plan import Plan
@@ -41,6 +41,8 @@ def ipet(config: RunConfig | str, run_dir: str = "runs/ipet", runner: RunnerConf
     ``runner``, when given, replaces its ``runner`` section (a deployment's choice of engine)."""
     config = config if isinstance(config, RunConfig) else load_config(config)
     config = config.model_copy(update={"runner": runner}) if runner else config
+    if unused := unused_adapt_device(config):  # a deployment's too; `ipet run` printed it already
+        print(f"warning: {unused}")
     with owned_run_dir(run_dir) as locked:
         slots = devices.configure(config.train.device, config.max_parallel)
         stages = ipet_stages.with_options(task_runner=task_runner(config.runner, slots))

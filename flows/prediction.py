@@ -17,7 +17,6 @@ and the reason in ``error``; the summary lists those rows.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import json
 import tempfile
 from pathlib import Path
@@ -27,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data.location import exists, is_url, local, location
-from data.errors import DataError
+from data.errors import DataError, nearest
 from data.lock import LOCK_FILE
 from data.outputs import atomic_path, check_output_file, read_json, remove_dead_temps
 from data.seen import Seen
@@ -216,9 +215,9 @@ def run_results(run_dir: str | Path, fresh: bool = False) -> dict:
 def _meant(model: str) -> str:
     """A hint for a ``--model`` that names nothing: ``models:/`` or ``champion`` misspelled."""
     scheme, colon, rest = model.partition(":")
-    if colon and difflib.get_close_matches(scheme.lower(), ["models"], cutoff=0.6):
+    if colon and nearest(scheme, ["models"]):
         return f"; did you mean models:/{rest.lstrip('/')}?"
-    return f"; did you mean {CHAMPION}?" if difflib.get_close_matches(model.lower(), [CHAMPION], cutoff=0.75) else ""
+    return f"; did you mean {CHAMPION}?" if nearest(model, [CHAMPION], cutoff=0.75) else ""
 
 
 def summary_text(summary: dict) -> str:

@@ -9,6 +9,7 @@ projection is onto the needed vocabulary rows only.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import importlib.util
 import logging
@@ -177,22 +178,32 @@ def has_mlm_head(name_or_path: str, *, trust_remote_code: bool = False) -> bool:
     model built on the meta device, so nothing is allocated) against the names in its safetensors
     files' headers (no weights are read). A sentence encoder's checkpoint has none, and a cloze
     learner on it starts from a random head: no zero-shot prior. A hub name not on this machine, or
-    a checkpoint that is no masked LM at all, is taken to have one: loading it warns, or refuses it."""
-    from safetensors import safe_open
-
+    a checkpoint that is no masked LM at all, is taken to have one: loading it warns, or refuses it.
+    Read once per state of the checkpoint's files: ``ipet run``'s checks and its flow both ask."""
     path = Path(resolve(name_or_path))
     files = sorted(path.glob("*.safetensors")) if path.is_dir() else []
     if not files:
         return True
+    stamp = tuple((f.name, s.st_size, s.st_mtime_ns) for f in [*files, path / "config.json"] if f.exists()
+                  for s in [f.stat()])
+    return _saves_mlm_head(str(path), stamp, trust_remote_code)
+
+
+@functools.lru_cache(maxsize=16)
+def _saves_mlm_head(path: str, stamp: tuple, trust_remote_code: bool) -> bool:
+    """``has_mlm_head`` of the checkpoint directory ``path`` whose files are as ``stamp`` (names, sizes and
+    modification times: a checkpoint rewritten in place is read again)."""
+    from safetensors import safe_open
+
     try:
         with quiet_transformers(), torch.device("meta"):
-            config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+            config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
             model = AutoModelForMaskedLM.from_config(config, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError):  # not a masked LM at all: loading it says so, in one line
         return True
     head = {k for k in model.state_dict() if not k.startswith(f"{model.base_model_prefix}.")}
     saved: set[str] = set()
-    for file in files:
+    for file in sorted(Path(path).glob("*.safetensors")):
         with safe_open(str(file), framework="pt") as weights:
             saved.update(weights.keys())
     return bool(head & saved)

@@ -11,7 +11,6 @@ aliases and newest version), so the URI to use is in the message.
 from __future__ import annotations
 
 import contextlib
-import difflib
 from pathlib import Path
 from typing import Iterator
 
@@ -22,6 +21,8 @@ from mlflow.models import Model
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.tracking import MlflowClient
 from sqlalchemy.exc import SQLAlchemyError
+
+from data.errors import nearby
 
 from .store_uri import CHAMPION, LATEST, Ref, RegistryError, TrackingError, named
 from .tracking import check_store
@@ -102,7 +103,7 @@ def _registered(client: MlflowClient, ref: Ref, uri: str) -> RegisteredModel:
         if err.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
             raise
     names = [m.name for m in client.search_registered_models()]
-    close = difflib.get_close_matches(ref.name, names, n=3, cutoff=0.8)
+    close = nearby(ref.name, names, 3, cutoff=0.8)
     known = (f"did you mean {' or '.join(map(repr, close))}?" if close else
              f"registered models: {', '.join(names[:SHOWN])}{', …' if len(names) > SHOWN else ''}" if names else
              "it has no registered models")

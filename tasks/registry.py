@@ -11,6 +11,7 @@ tracking URI global to the process), so this runs in any worker thread.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import shutil
@@ -167,12 +168,6 @@ def _versions(client: MlflowClient, query: str) -> list[ModelVersion]:
         return []
 
 
-def log_model(client: MlflowClient, run_id: str, model_dir: str, name: str, tags: dict[str, Any]) -> str:
-    """Log ``model_dir`` as a pyfunc LoggedModel of ``run_id`` and register it as a new version; that version."""
-    with tempfile.TemporaryDirectory() as tmp:
-        return log_staged(client, run_id, stage(model_dir, Path(tmp)), name, tags)
-
-
 def log_staged(client: MlflowClient, run_id: str, model: Staged, name: str, tags: dict[str, Any]) -> str:
     """Log a staged model as a pyfunc LoggedModel of ``run_id`` and register it as a new version of
     ``name``, tagged with its directory and content key; the new version."""
@@ -229,10 +224,19 @@ def stage(model_dir: str, tmp: Path) -> Staged:
 
 def files_key(directory: Path) -> str:
     """SHA-256 of every file the registered model holds (its path in the model and its bytes), but a
-    training's record (``TELEMETRY``): equal keys, the same model, wherever its run directory is."""
+    training's record (``TELEMETRY``): equal keys, the same model, wherever its run directory is. Read once
+    per state of the files: the run tags its final model with it (flows/reporter.py), then registers it."""
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name not in TELEMETRY)
+    stamp = tuple((p.relative_to(directory).as_posix(), s.st_size, s.st_mtime_ns) for p in files for s in [p.stat()])
+    return _files_key(str(directory.resolve()), stamp)
+
+
+@functools.lru_cache(maxsize=8)
+def _files_key(directory: str, stamp: tuple) -> str:
+    """``files_key`` of ``directory`` whose files are as ``stamp`` (their paths, sizes and modification times)."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name not in TELEMETRY):
-        digest.update(f"{path.relative_to(directory).as_posix()}\0{file_digest(path)}\n".encode())
+    for name, *_ in stamp:
+        digest.update(f"{name}\0{file_digest(Path(directory) / name)}\n".encode())
     return digest.hexdigest()
 
 

@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 from prefect import flow
 from safetensors.torch import load_file
 
+from flows.checks import check_run, unused_adapt_device
 from flows.cli import main
 from flows.config import RunConfig
 from flows.ipet import ipet
@@ -305,10 +306,24 @@ def test_cli_adapts_a_classifier_whose_label_names_are_no_words_of_the_model(
     """A classifier's verbalizer only names the labels; `ipet run` takes 'okayish', so `ipet adapt` must too:
     no cloze reading of it to score zero-shot (it refused the config), the backbone adapted all the same."""
     assert main(["adapt", str(toy_yaml), "--run-dir", str(tmp_path / "run"), "--set", "learner=classifier",
-                 "--set", "verbalizer.neg=okayish", *CLI_ADAPT, "--set", "adapt.steps=3"]) == 0
+                 "--set", "verbalizer.neg=okayish", *CLI_ADAPT[2:], "--set", "adapt.steps=3"]) == 0  # not 30
     out = capsys.readouterr().out
     rows = re.findall(r"^\| `(.+)` \| (\S+) \| (\S+) \|$", out, re.MULTILINE)
     assert [r[1:] for r in rows] == [("–", "–"), ("–", "–")] and "over 3 steps" in out, out
+
+
+def test_validate_warns_that_a_run_adapts_where_it_trains_not_on_adapt_device(
+        toy_yaml: Path, capsys: pytest.CaptureFixture) -> None:
+    """A user who sets ``adapt.device`` for ``ipet run`` expects it to matter; it does only in ``ipet adapt``,
+    which is not warned (nor is a run whose adapt.device is its train.device)."""
+    assert main(["validate", str(toy_yaml), "--set", "adapt.device=cuda"]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        f"{toy_yaml}: warning: adapt.device: cuda is ipet adapt's; ipet run adapts the backbone where it trains "
+        "(train.device: cpu)"]
+    config = RunConfig.model_validate({**yaml.safe_load(toy_yaml.read_text()), "adapt": {"device": "cuda"}})
+    assert check_run(config.for_adaptation(), adapting=True).warnings == []
+    same = config.model_copy(update={"adapt": config.adapt.model_copy(update={"device": "cpu"})})
+    assert unused_adapt_device(same) is None and unused_adapt_device(config) is not None
 
 
 @pytest.mark.parametrize("override, field", [("adapt.steps=0", "adapt.steps"), ("adapt.stepz=3", "adapt.stepz")])
@@ -318,13 +333,18 @@ def test_cli_rejects_a_bad_adapt_setting(toy_yaml: Path, capsys: pytest.CaptureF
     assert f"{toy_yaml}: {field}: " in capsys.readouterr().err
 
 
-def test_run_with_adapt_trains_every_learner_from_the_adapted_backbone(cli_adapted, toy_yaml: Path) -> None:
-    """Same settings and run dir as ``ipet adapt``: the flow reuses its backbone and builds on it."""
+def test_run_with_adapt_trains_every_learner_from_the_adapted_backbone(cli_adapted, toy_yaml: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """Same settings and run dir as ``ipet adapt``: the flow reuses its backbone and builds on it. Its
+    ``adapt.device`` (not a setting of the backbone's key) is ``ipet adapt``'s: the flow warns so, once."""
     _, out, run_dir = cli_adapted
     adapted_dir = re.search(r"usable as `model:`: (\S+)", out).group(1)
     raw = yaml.safe_load(toy_yaml.read_text())
-    raw.update(adapt={"steps": 30, "learning_rate": 2e-3, "device": "cpu"}, final={"mode": "ensemble"})
+    raw.update(adapt={"steps": 30, "learning_rate": 2e-3, "device": "auto"}, final={"mode": "ensemble"})
     results = ipet(config=RunConfig.model_validate(raw), run_dir=str(run_dir))
+    unused = ("warning: adapt.device: auto is ipet adapt's; ipet run adapts the backbone where it trains "
+              "(train.device: cpu)")
+    assert caplog.messages.count(unused) == 1, caplog.messages
     assert results["backbone"] == adapted_dir
     assert results["tasks"] == {"trained": 2, "reused": 0, "backbone_adapted": 0, "backbone_reused": 1}
     pet = {d: json.loads((d / "learner.json").read_text()) for d in (run_dir / "models").glob("g0-*")}

@@ -7,6 +7,7 @@ import contextlib
 import csv
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from mlflow.tracking import MlflowClient
 from prefect.artifacts import Artifact
 
 from data.answers import write_sheet
+from data.errors import DataError
 from data.dataset_store import DatasetStore
 from flows.asking import pinned_config
 from flows.cli import EXIT_BUSY, main
@@ -175,7 +177,7 @@ def test_answering_a_run_directory_that_asked_nothing_is_refused(asked, tmp_path
                        "the run directory of a run with ask: that stopped to ask?"]
 
 
-def test_a_sheet_filled_in_for_rows_no_longer_asked_is_kept_and_its_labels_carried(asked, tmp_path):
+def test_a_sheet_filled_in_for_rows_no_longer_asked_is_kept_and_its_labels_carried(asked, tmp_path, capsys):
     run_dir = tmp_path / "run"  # a copy: the module's run directory stays at its question
     shutil.copytree(asked["run_dir"], run_dir)
     sheet = run_dir / "ask" / "pet.csv"
@@ -188,6 +190,13 @@ def test_a_sheet_filled_in_for_rows_no_longer_asked_is_kept_and_its_labels_carri
     now = list(csv.DictReader(sheet.open()))
     assert len(now) == ASKED + 2 and {r["id"]: r["label"] for r in now} == {r["id"]: filled.get(r["id"], "")
                                                                           for r in now}
+    # the kept sheet answers the earlier question: recorded, its answers would never be used; refused
+    capsys.readouterr()
+    assert main(["answer", str(run_dir), str(kept[0])]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"ipet answer: {kept[0]}: answers the question asked after pet at ")
+    assert err[0].endswith(f"), so the next run would not use these answers; answer {sheet} instead"), err
+    assert not list((run_dir / "ask").glob("*-answers.*"))  # nothing recorded
 
 
 def test_write_sheet_keeps_what_a_person_wrote_whichever_question_comes_next(tmp_path):
@@ -209,6 +218,32 @@ def test_write_sheet_keeps_what_a_person_wrote_whichever_question_comes_next(tmp
     sheet.write_bytes(b"\xff\xfe not a sheet")  # unreadable: kept too, never overwritten unseen
     assert "0 of them carried over" in write_sheet(second, str(tmp_path))
     assert any(p.read_bytes() == b"\xff\xfe not a sheet" for p in sheet.parent.glob("pet-earlier-*.csv"))
+
+
+def test_only_the_question_the_run_stopped_with_last_is_answered_whichever_was_asked_first(tmp_path):
+    """A run asked rows a-c, then (settings changed) c-d, then (changed back) a-c again, which it finds asked
+    already: ``ask/pet.csv`` holds a-c, and its answers are what the next run uses, though c-d was asked later.
+    The kept sheet of c-d answers a question no run asks now: refused, naming ``ask/pet.csv``."""
+    from data.answers import read_sheet, write_request
+
+    def request(key, day, ids):
+        return {"stage": "pet", "key": key, "asked_at": f"2024-01-0{day}T00:00:00", "labels": ["neg", "pos"],
+                "fields": ["text"], "rows": [{"id": i, "text": f"t{i}", "guess": "neg", "confidence": 0.5}
+                                             for i in ids]}
+
+    first, second = request("k1", 1, ["a", "b", "c"]), request("k2", 2, ["c", "d"])
+    sheet = tmp_path / "ask" / "pet.csv"
+    for asked in (first, second):
+        write_request(asked, str(tmp_path))
+        write_sheet(asked, str(tmp_path))
+        _fill(sheet, sheet, {"c": "pos"})
+    assert "kept as" in write_sheet(first, str(tmp_path))  # back to the first question
+    assert read_sheet(sheet, str(tmp_path))[0]["key"] == "k1"
+    kept = next(p for p in sheet.parent.glob("pet-earlier-*.csv") if "\nd," in p.read_text())
+    with pytest.raises(DataError, match=r"answers the question asked after pet at 2024-01-02T00:00:00, not the one "
+                                        r"the run stopped with last \(asked at 2024-01-01T00:00:00\), so the next run "
+                                        rf"would not use these answers; answer {re.escape(str(sheet))} instead"):
+        read_sheet(kept, str(tmp_path))
 
 
 def test_a_sheet_is_read_with_its_ids_as_written_and_its_labels_as_the_runs(tmp_path):

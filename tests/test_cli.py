@@ -161,6 +161,7 @@ def test_test_rows_in_the_training_data_are_reported_and_leave_the_pool(toy: dic
     (["rnu", "c.yaml"], ["ipet: error: unknown command 'rnu'; did you mean run? (commands: run, adapt, validate,"]),
     (["run", "c.yaml", "--run_dir", "x"], ["usage: ipet run ", "ipet run: error: unknown option --run_dir; did you "
                                                                 "mean --run-dir?"]),
+    (["run", "c.yaml", "--RUN_DIR", "x"], ["ipet run: error: unknown option --RUN_DIR; did you mean --run-dir?"]),
     (["validate", "c.yaml", "--sett", "a=1"], ["ipet validate: error: unknown option --sett; did you mean --set?"]),
     # argparse said only "the following arguments are required: --output"
     (["predict", "--model", "m", "--input", "i.csv", "--outptu", "o.parquet"],
@@ -171,7 +172,7 @@ def test_test_rows_in_the_training_data_are_reported_and_leave_the_pool(toy: dic
     # argparse said it under ipet's usage, which has no CONFIG
     (["validate", "c.yaml", "d.yaml"], ["usage: ipet validate ",
                                         "ipet validate: error: unrecognized arguments: d.yaml"]),
-], ids=["command", "option", "option-of-validate", "option-beside-a-required-one", "value", "option-of-ipet",
+], ids=["command", "option", "option-in-capitals", "option-of-validate", "option-beside-a-required-one", "value", "option-of-ipet",
         "one-argument-too-many"])
 def test_a_mistyped_command_or_option_names_the_nearest(argv: list[str], expected: list[str],
                                                          capsys: pytest.CaptureFixture) -> None:
@@ -197,6 +198,24 @@ def test_an_empty_or_broken_config_file_is_one_line(tmp_path: Path, capsys: pyte
     path.write_text(text)
     assert main(["validate", str(path)]) == 2
     assert capsys.readouterr().err == f"{path}: {expected}\n"
+
+
+def test_a_key_given_twice_on_the_command_line_is_refused_before_anything_is_written(
+        toy: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``--set k=1 --set k=2`` let the last win without a word (a config's key set twice is refused);
+    ``--read`` of ``ipet ingest`` the same. One line naming the key, exit 2, no run directory, no store."""
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(toy))
+    run_dir, store = tmp_path / "run", tmp_path / "store"
+    assert main(["run", str(path), "--run-dir", str(run_dir), "--set", "ipet.generations=1", "--set", "seeds=[1]",
+                 "--set", "ipet.generations=2"]) == 2
+    assert capsys.readouterr().err == ("--set ipet.generations: given twice ('ipet.generations=1', then "
+                                       "'ipet.generations=2'), and the last would silently replace the first; "
+                                       "keep one\n")
+    assert main(["ingest", str(Path(toy["data"]["root"]) / "train.csv"), "--dataset", "d", "--store", str(store),
+                 "--config", str(path), "--read", "rows=[0,10]", "--read", "rows=[0,20]"]) == 2
+    assert capsys.readouterr().err.startswith("--read rows: given twice ('rows=[0,10]', then 'rows=[0,20]')")
+    assert not run_dir.exists() and not store.exists()
 
 
 def test_version_is_one_line_of_the_installed_distribution(capsys: pytest.CaptureFixture) -> None:

@@ -129,6 +129,19 @@ def answered(*answers: tuple[str, str]) -> Build:
     return build
 
 
+def answered_earlier(toy: dict, tmp: Path) -> list[str]:
+    """``ipet answer`` of a sheet for rows 1 and 2 to a run that then asked rows 3 and 4 instead (its
+    settings changed): the sheet it stopped with last, ``ask/pet.csv``, holds those."""
+    from data.answers import write_request, write_sheet
+
+    argv = answered(("1", "pos"), ("2", "neg"))(toy, tmp)
+    later = {"stage": "pet", "key": "k2", "asked_at": "2026-01-02T00:00:00+00:00", "fields": ["text"],
+             "labels": ["neg", "pos"], "rows": [{"id": "3", "text": "c"}, {"id": "4", "text": "d"}]}
+    write_request(later, str(tmp / "run"))
+    write_sheet(later, str(tmp / "run"))
+    return argv
+
+
 BALANCED = lines(40, lambda i: f"film number {i} was {'great' if i % 2 else 'bad'},{'pos' if i % 2 else 'neg'}")
 CASES: dict[str, tuple[Build, int, str]] = {
     # -- bad config
@@ -238,6 +251,9 @@ CASES: dict[str, tuple[Build, int, str]] = {
     "a key set twice (config or `--set`)": (lambda toy, tmp: (tmp / "c.yaml").write_text(
         Path(config(toy, tmp)).read_text() + "seeds: [2]\n") and ["validate", str(tmp / "c.yaml")], 2,
         "duplicate key 'seeds' (first set on line"),
+    "a `--set` (or `--read`) key given twice": (validate("ipet.generations=1", "ipet.generations=2"), 2,
+                                                 "--set ipet.generations: given twice ('ipet.generations=1', then "
+                                                 "'ipet.generations=2'), and the last would silently replace"),
     "`--set` of a list item past the list's end": (validate("pvps.2.pattern='{mask} {text}'"), 2,
                                                     "--set pvps.2.pattern: '2' is not an index of a list of 2 item(s)"),
     "`--run-dir` naming a file": (lambda toy, tmp: ["run", config(toy, tmp), "--run-dir", a_file(tmp)], 2,
@@ -307,6 +323,9 @@ CASES: dict[str, tuple[Build, int, str]] = {
                                                                     "sheet.csv: no label filled in"),
     "`ipet answer` of a sheet answering a row twice": (answered(("1", "pos"), ("1", "neg")), 2,
                                                         "sheet.csv: duplicate id(s) ['1']; answer each asked row once"),
+    "`ipet answer` of a sheet kept from an earlier question (`ask/<stage>-earlier-<hash>.csv`)": (
+        answered_earlier, 2, "answers the question asked after pet at 2026-01-01T00:00:00+00:00, not the one the run "
+                             "stopped with last (asked at 2026-01-02T00:00:00+00:00), so the next run would not use"),
     "`ipet answer` of a mistyped label": (answered(("1", "pso"), ("2", "pos")), 2,
                                           "label 'pso' is not one of ['neg', 'pos', 'skip']; did you mean 'pos'?"),
     "`ipet answer` of a run directory that asked nothing (or does not exist)": (

@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -25,7 +26,7 @@ from prompt_core import (PVP, BackboneError, LearnerSpec, PeftSettings, Predicto
                          load_learner, load_learners, predict_all, train)
 from prompt_core.settings import LabelingConfig
 from tasks.models import label_set, settings
-from tasks.registry import log_model
+from tasks.registry import log_staged, stage
 from tasks.tracking import experiment_id
 from tiny import save_tiny
 
@@ -145,7 +146,8 @@ def test_registered_adapters_carry_their_local_backbone_and_load_as_pyfuncs(trai
         shutil.copytree(t["dir"], copy)
         spec_file = copy / "learner.json"  # named by a backbone that disappears before loading
         spec_file.write_text(spec_file.read_text().replace(str(backbones["bert"].parent), str(tmp_path)))
-        versions[method, kind] = log_model(client, parent, str(copy), "ipet-peft", {})
+        with tempfile.TemporaryDirectory() as staging:  # as register_final_model stages and logs it
+            versions[method, kind] = log_staged(client, parent, stage(str(copy), Path(staging)), "ipet-peft", {})
     bundled_tags = {client.get_model_version("ipet-peft", v).tags["backbone"] for v in versions.values()}
     assert bundled_tags == {f"bundled: {moved['headless']}", f"bundled: {moved['bert']}"}
     for path in moved.values():

@@ -27,7 +27,7 @@ from flows.predict import predict
 from flows.prediction import _check_unique, predict_file
 from prompt_core import Predictor
 from prompt_core.predictor import save_ensemble
-from tasks.registry import CHAMPION, log_model
+from tasks.registry import CHAMPION, log_staged, stage
 from tasks.tracking import experiment_id
 from tiny import save_classifier, save_tiny
 
@@ -217,7 +217,8 @@ def registry(model, tmp_path_factory) -> dict:
     uri = f"sqlite:///{tmp_path_factory.mktemp('registry') / 'mlflow.db'}"
     client = MlflowClient(uri)
     run = client.create_run(experiment_id(uri, "predict")).info.run_id
-    versions = [log_model(client, run, str(model), "ipet-predict", {}) for _ in range(2)]
+    staged = stage(str(model), tmp_path_factory.mktemp("staged"))  # as register_final_model logs it
+    versions = [log_staged(client, run, staged, "ipet-predict", {}) for _ in range(2)]
     client.set_registered_model_alias("ipet-predict", CHAMPION, versions[0])
     client.set_registered_model_alias("ipet-predict", "challenger", versions[1])
     with warnings.catch_warnings():  # stages are deprecated; a user may still set one
@@ -265,6 +266,8 @@ NAMES_NOTHING = {  # --model (and options) -> the line ipet predict prints; {uri
                       f"alias 'nope' in {{uri}} ({HOLDS})"),
     "missing-name-misspelled": (["models:/ipet-predcit@champion"], "models:/ipet-predcit@champion: no registered model "
                                 "'ipet-predcit' in {uri} (did you mean 'ipet-predict'?)"),
+    "missing-name-misspelled-in-other-case": (["models:/IPET-Predcit@champion"], "models:/IPET-Predcit@champion: no "
+                                              "registered model 'IPET-Predcit' in {uri} (did you mean 'ipet-predict'?)"),
     "missing-name": (["models:/nope/1"], "models:/nope/1: no registered model 'nope' in {uri} (registered models: "
                      "ipet-empty, ipet-predict)"),
     "champion-of-a-missing-name": (["champion", "--registered-model", "nope"], "models:/nope@champion: no registered "
@@ -323,8 +326,8 @@ def test_a_registered_model_whose_files_are_gone_exits_2(model, inputs, tmp_path
     """The registry's copy of the model removed (the artifact store moved or deleted): a message, no traceback."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
-    version = log_model(client, client.create_run(experiment_id(uri, "predict")).info.run_id, str(model),
-                        "ipet-gone", {})
+    version = log_staged(client, client.create_run(experiment_id(uri, "predict")).info.run_id,
+                         stage(str(model), tmp_path), "ipet-gone", {})
     (tmp_path / "mlartifacts").rename(tmp_path / "elsewhere")
     assert run("--model", f"models:/ipet-gone/{version}", "--tracking-uri", uri, "--input", str(inputs["csv"]),
                "--output", str(tmp_path / "out.parquet")) == 2

@@ -268,6 +268,22 @@ def test_flow_registers_its_final_model(ensemble_runs):
     assert written["registry"]["version"] == first["registry"]["version"]
 
 
+def test_a_final_models_files_are_read_once_for_its_key_until_they_change(tmp_path, monkeypatch):
+    """The run tags its final model with ``files_key`` (flows/reporter.py), then registers it, which keys it
+    again: a model of gigabytes was read twice. A file written again (atomically: a new modification
+    time) is read again, and changes the key."""
+    import tasks.registry
+
+    read = []
+    digest = tasks.registry.file_digest
+    monkeypatch.setattr(tasks.registry, "file_digest", lambda path: read.append(Path(path).name) or digest(path))
+    model = save_classifier(tmp_path / "model", save_tiny("bert", tmp_path / "backbone"))
+    first = files_key(model)
+    assert files_key(model) == first and len(read) == len(set(read)) > 1
+    (model / "config.json").write_text((model / "config.json").read_text() + " ")
+    assert files_key(model) != first and read.count("config.json") == 2
+
+
 def test_a_copied_run_directory_logs_no_second_copy_of_its_final_model(ensemble_runs):
     """The copy's final model is another directory with the same files: its parent run links to the
     first run's upload (tag ``final_model.uri``), found by the registry's content key, and logs none."""

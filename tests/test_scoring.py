@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import ElectraConfig, ElectraForMaskedLM
+from transformers import AutoModelForMaskedLM, ElectraConfig, ElectraForMaskedLM
 
 from prompt_core import (PVP, BackboneError, ClozeLearner, LearnerSpec, build_learner, learner_class, load_masked_lm,
                          predict_all, predict_logits)
@@ -92,6 +93,20 @@ def test_a_pretrained_mlm_head_is_found_in_the_checkpoint_without_loading_it(tin
     assert not has_mlm_head(str(save_tiny("bert", tmp_path / "headless", headless=True)))  # a sentence encoder's
     assert learner_class("cloze").missing_prior(str(tiny_models[kind])) is None
     assert learner_class("classifier").missing_prior(str(tiny_models[kind])) == "its head starts random"
+
+
+def test_a_checkpoint_is_read_for_its_mlm_head_once_until_its_files_change(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ipet run``'s checks and its flow both ask (``missing_prior``): the meta model is built once; a
+    checkpoint saved again in place (a head now) is read again."""
+    built = []
+    from_config = AutoModelForMaskedLM.from_config
+    monkeypatch.setattr(AutoModelForMaskedLM, "from_config", lambda *a, **kw: built.append(a) or from_config(*a, **kw))
+    directory = save_tiny("bert", tmp_path / "model", headless=True)
+    assert [has_mlm_head(str(directory)) for _ in range(3)] == [False] * 3 and len(built) == 1
+    time.sleep(0.01)  # a later modification time, even on a coarse clock
+    save_tiny("bert", directory)
+    assert has_mlm_head(str(directory)) and len(built) == 2
 
 
 @pytest.mark.parametrize("kind", ["cloze", "classifier"])

@@ -55,6 +55,13 @@ def asking(strategy: str) -> tuple[str, ...]:
     return "ask.after=pet", "ask.rows=20", f"ask.strategy={strategy}"
 
 
+def replaced(overrides: tuple[str, ...], by: list[str]) -> tuple[str, ...]:
+    """``k=v`` ``overrides`` with those of ``by`` in place of any of the same key (``ipet run`` refuses a
+    ``--set`` key given twice)."""
+    settings = dict(o.split("=", 1) for o in [*overrides, *by])
+    return tuple(f"{k}={v}" for k, v in settings.items())
+
+
 def row_key(row: dict, fields: list[str]) -> tuple[str, ...]:
     """A pool row by its text fields: how the oracle finds a request's row among the hidden labels."""
     return tuple(row[f] for f in fields)
@@ -127,7 +134,7 @@ def main() -> None:
     fields = list(read_csv(base / "pool.csv")[0])  # the config's input fields: the pool's columns
     hidden = {row_key(r, fields): r["label"] for r in read_csv(base / "pool-hidden.csv")}
     if args.arm:
-        return arm(args.dir, config, fields, hidden, args.arm, (*asking(STRATEGIES[0]), *args.ask))
+        return arm(args.dir, config, fields, hidden, args.arm, replaced(asking(STRATEGIES[0]), args.ask))
     if args.control:
         return control(args.dir, config, fields, hidden, args.parallel)
     asks = {}
