@@ -1,6 +1,6 @@
 """The registered model served outside ``ipet``, as an ML engineer serves an MLflow 3 model: loaded with
 ``mlflow.pyfunc.load_model`` in a fresh process, and behind ``mlflow models serve`` (slow). Real MLflow
-(SQLite store), a tiny two-field classifier registered by our own ``log_model``; the answers are compared
+(SQLite store), a tiny two-field classifier registered as ``register_final_model`` registers (``stage`` + ``log_staged``); the answers are compared
 with ``ipet predict``'s on the same rows."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from prompt_core import PVP, LearnerSpec, build_learner
 from prompt_core.predictor import save_ensemble
 from prompt_core.settings import PeftSettings, TrainConfig
 from prompt_core.training import train
-from tasks.registry import CHAMPION, log_model
+from tasks.registry import CHAMPION, log_staged, stage
 from tasks.tracking import experiment_id
 from tiny import save_classifier, save_tiny
 
@@ -51,7 +51,8 @@ def served(tmp_path_factory) -> dict:
     model = save_classifier(root / "model", save_tiny("bert", root / "backbone"), template="{title} : {text}")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     client = MlflowClient(uri)
-    version = log_model(client, client.create_run(experiment_id(uri, "served")).info.run_id, str(model), NAME, {})
+    version = log_staged(client, client.create_run(experiment_id(uri, "served")).info.run_id,
+                         stage(str(model), root / "staged"), NAME, {})
     client.set_registered_model_alias(NAME, CHAMPION, version)
     pd.DataFrame(ROWS).to_csv(root / "rows.csv", index=False)
     return {"uri": uri, "root": root, "csv": root / "rows.csv"}
@@ -178,8 +179,8 @@ def test_requests_at_once_get_the_answers_each_gets_alone(served):
         members.append(root / f"member-{seed}")
     save_ensemble(root, members, [0.9, 0.1])
     client = MlflowClient(served["uri"])
-    version = log_model(client, client.create_run(experiment_id(served["uri"], "served")).info.run_id, str(root),
-                        "ipet-lora-ensemble", {})
+    version = log_staged(client, client.create_run(experiment_id(served["uri"], "served")).info.run_id,
+                         stage(str(root), served["root"] / "staged-lora"), "ipet-lora-ensemble", {})
     with tracking(served["uri"]):
         model = mlflow.pyfunc.load_model(f"models:/ipet-lora-ensemble/{version}")
     frame = pd.DataFrame({"text": texts * 10})
