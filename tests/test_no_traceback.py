@@ -274,6 +274,9 @@ CASES: dict[str, tuple[Build, int, str]] = {
                           "--output", str(tmp / "preds.csv")], 2, "preds.csv: the file is written as parquet, not csv"),
     "`ipet predict --batch-size 0`": (lambda toy, tmp: ["predict", "--model", "m", "--input", "i.csv", "--output",
                                                         "o.parquet", "--batch-size", "0"], 2, "must be at least 1"),
+    "`ipet predict --device` naming no device": (
+        lambda toy, tmp: [*predicting("text\nit was great\n")(toy, tmp), "--device", "mps"], 2,
+        "ipet predict: --device: unknown device 'mps': use auto, cpu, cuda or cuda:N"),
     "`ipet predict --input` missing": (lambda toy, tmp: ["predict", "--model", "m", "--input", str(tmp / "i.csv"),
                                                          "--output", str(tmp / "o.parquet")], 2, "file not found"),
     "`ipet predict --model champion` without an MLflow store": (
