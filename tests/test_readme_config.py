@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel
 
 from data.sources import Source
-from flows.config import RunConfig
+from flows.config import RunConfig, load_config
 from prompt_core import TrainConfig
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -149,3 +149,21 @@ def test_a_default_the_readme_states_is_the_models():
             if candidates and float(number) not in candidates:
                 wrong.append(f"{name} {number} (the model's: {candidates})")
     assert wrong == [], "defaults the README states that the model does not have"
+
+
+def test_the_readmes_commands_on_the_examples_load():
+    """Each `ipet run|adapt|validate|suggest examples/X.yaml --set …` the README shows: the example with those
+    overrides is a valid config (read without its data: the shared data and buckets are not here)."""
+    text = README.read_text().replace("\\\n", " ")
+    commands = re.findall(r"ipet (?:run|adapt|validate|suggest) (examples/[\w.-]+\.yaml)([^\n`#]*)", text)
+    for example, rest in commands:
+        load_config(README.parent / example, re.findall(r"--set (\S+)", rest))
+    assert len(commands) >= 6 and {e for e, _ in commands} >= {p.relative_to(README.parent).as_posix()
+                                                           for p in (README.parent / "examples").glob("agnews*.yaml")}
+
+
+def test_every_example_config_loads():
+    examples = sorted((README.parent / "examples").glob("*.yaml"))
+    assert len(examples) >= 5
+    for example in examples:
+        load_config(example)
