@@ -477,6 +477,18 @@ def test_output_onto_the_input_is_refused_and_the_input_kept(model, inputs, tmp_
         predict_file(model=str(model), input=str(given), output=str(spelled))
 
 
+def test_a_device_that_is_none_is_refused_before_the_model_loads(inputs, tmp_path, capsys):
+    """`--device mps` (which --help once offered) or a typo: one line, exit 2, before torch; it was a traceback
+    once the model had loaded. The flow (a deployment's `device` parameter) refuses it the same way."""
+    assert run("--model", str(tmp_path / "not-loaded"), "--input", str(inputs["csv"]), "--output",
+               str(tmp_path / "o.parquet"), "--device", "mps") == 2
+    assert capsys.readouterr().err == "ipet predict: --device: unknown device 'mps': use auto, cpu, cuda or cuda:N\n"
+    with pytest.raises(DataError, match="^device: unknown device 'gpu'"):
+        predict_file(model=str(tmp_path / "not-loaded"), input=str(inputs["csv"]), output=str(tmp_path / "o.parquet"),
+                     device="gpu")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_unknown_model_exits_2(inputs, tmp_path, capsys):
     assert run("--model", str(tmp_path / "nothing"), "--input", str(inputs["csv"]),
                "--output", str(tmp_path / "o.parquet")) == 2
