@@ -19,9 +19,10 @@ from prompt_core import TrainConfig
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 CONFIGURATION = "## Configuration"  # the section that lists the top-level settings
-# Dotted names in the README that are not settings: an event, its resource, MLflow params and tags, results.json keys
+# Dotted names in the README that are not settings: an event, its resource, a parquet metadata key, MLflow params
+# and tags
 NOT_SETTINGS = ("ipet.data.arrived", "ipet.dataset.", "ipet.labels", "data.sets.", "data.rows.", "data.<slot>",
-                "ask.*", "ask.outcome", "tasks.")
+                "ask.*", "ask.outcome")
 
 
 def _models(annotation: Any) -> list[type[BaseModel]]:
@@ -93,6 +94,7 @@ def mentions(block: str, name: str, within: str = ".") -> bool:
 
 
 def documented(section: str, setting: str, text: str) -> bool:
+    """Whether ``text`` documents ``setting`` of ``section`` ("" top level, "source" a data source's)."""
     if f"`{section}.{setting}" in text:
         return True
     if not section:  # a top-level setting: in the Configuration section's own text
