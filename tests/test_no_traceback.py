@@ -77,6 +77,15 @@ def custom_code(tmp: Path) -> Path:
     return directory
 
 
+def without_cuda(toy: dict, tmp: Path) -> list[str]:
+    """``train.device: cuda`` where there is none (on a machine with CUDA there is nothing to refuse)."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    return validate("train.device=cuda")(toy, tmp)
+
+
 def a_file(tmp: Path) -> str:
     (tmp / "a-file").write_text("x")
     return str(tmp / "a-file")
@@ -179,6 +188,8 @@ CASES: dict[str, tuple[Build, int, str]] = {
     "a pattern's own words fill `max_length`": (validate("max_length=8", "pvps=[{pattern: 'the movie was really very "
                                                          "good {text} it was {mask} .'}, {pattern: '{mask} {text}'}]"),
                                                 2, "pvps.0.pattern: its own words (and special tokens) are 12 tokens"),
+    "`train.device: cuda` on a machine without CUDA (local runner)": (
+        without_cuda, 2, "train.device: device 'cuda' was asked for, but CUDA is not available here"),
     "unknown device": (validate("train.device=tpu"), 2, "unknown device 'tpu'"),
     "run `name` with `../`, `/`": (validate("name=../escape"), 2, "name: String should match pattern"),
     "checkpoint needs its own code (unknown `model_type`)": (with_model(custom_code), 2, "trust_remote_code"),
