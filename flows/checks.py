@@ -42,8 +42,8 @@ def check_run(config: RunConfig, adapting: bool = False) -> Checked:
         config = config.model_copy(update={"data": pinned.config})
         sets, leaks = load_sets(pinned, config.fields, config.labels)
     except DataError as err:
-        return Checked(config, problems + str(err).splitlines() + _check_model(config))
-    problems += _check_model(config)
+        return Checked(config, problems + str(err).splitlines() + _check_model(config) + _check_devices(config))
+    problems += _check_model(config) + _check_devices(config)
     warnings = leaks.lines(config.data.test.name) if config.data.test else []
     rows = {name: table.num_rows for name, table in sets.items()}
     warnings += _capped(config, rows)
@@ -124,6 +124,25 @@ def _check_runner(config: RunConfig) -> list[str]:
     if config.runner.kind == "ray" and importlib.util.find_spec("prefect_ray") is None:
         return ["runner.kind: ray needs prefect-ray, which is not installed: pip install -e '.[ray]'"]
     return []
+
+
+def _check_devices(config: RunConfig) -> list[str]:
+    """CUDA asked for where there is none would fail every task of the run, each with a traceback. Not on Ray,
+    whose nodes may have the GPUs this process lacks (there ``train.device`` says whether to ask for them)."""
+    if config.runner.kind != "local":
+        return []
+    from prompt_core.device import select_device
+
+    asked = {"train": config.train.device, **{f"{stage}.train": overrides["device"] for stage, overrides in
+                                              (("pet", config.pet.train), ("final", config.final.train))
+                                              if "device" in overrides}}
+    problems = []
+    for where, device in asked.items():
+        try:
+            select_device(device)
+        except ValueError as err:
+            problems.append(f"{where}.device: {err}")
+    return problems
 
 
 def _check_model(config: RunConfig) -> list[str]:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable, get_args
 
 from data.errors import DataError, nearest
 from data.lock import RunDirBusy, RunDirUnusable
-from prompt_core.settings import PRECISION_HELP, Precision
+from prompt_core.settings import PRECISION_HELP, Precision, known_device
 from tasks.store_uri import TrackingError
 
 from . import suggest
@@ -450,7 +450,7 @@ def _predict_parser(sub) -> None:
     p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
     p.add_argument("--batch-size", type=int, default=1024, metavar="N",
                    help="rows read, labeled and written at a time (default: %(default)s)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 (default: %(default)s)")
     p.add_argument("--precision", default="auto", choices=get_args(Precision),
                    help=f"{PRECISION_HELP} (default: %(default)s)")
 
@@ -494,8 +494,8 @@ def _predicted(kwargs: dict) -> int:
 
 
 def _predict_problem(args) -> str | None:
-    """The mistakes ``ipet predict`` can name without loading anything: the batch size, the output
-    path, a missing local input, a malformed ``models:/`` URI, a registry model without a local store."""
+    """The mistakes ``ipet predict`` can name without loading anything: the batch size, the device, the
+    output path, a missing local input, a malformed ``models:/`` URI, a registry model without a local store."""
     from data.location import is_url
     from data.outputs import check_output_file
     from data.sources import not_a_file
@@ -503,6 +503,10 @@ def _predict_problem(args) -> str | None:
 
     if args.batch_size < 1:
         return "--batch-size: must be at least 1"
+    try:  # else a traceback once the model has loaded, where the first batch picks its device
+        known_device(args.device)
+    except ValueError as err:
+        return f"--device: {err}"
     try:
         check_output_file(args.output, args.input)
     except DataError as err:

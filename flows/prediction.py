@@ -32,6 +32,7 @@ from data.outputs import atomic_path, check_output_file, read_json, remove_dead_
 from data.seen import Seen
 from data.stream import read_batches
 from prompt_core.backbone import BackboneError
+from prompt_core.device import select_device
 from prompt_core.predictor import ENSEMBLE_FILE, PROB_PREFIX, Predictor, PredictorError, read_ensemble
 from prompt_core.settings import Precision
 from tasks.store_uri import CHAMPION, RegistryError, in_store, missing_store, resolve_uri
@@ -45,6 +46,10 @@ def predict_file(model: str, input: str, output: str, registered_model: str | No
                  tracking_uri: str | None = None, batch_size: int = 1024, device: str = "auto",
                  precision: Precision = "auto") -> dict:
     """Predict every row of ``input`` into ``output``; returns a summary (rows, errors, version)."""
+    try:  # no such device, or CUDA where there is none: refused before the model loads, not a traceback at its
+        select_device(device)  # first batch (a deployment's parameter; ipet predict names a mistyped one sooner)
+    except ValueError as err:
+        raise DataError(str(err)) from None
     check_output_file(output, input)
     remove_dead_temps(output)  # what a killed run of this command left beside the output
     with _resolved(model, registered_model, tracking_uri) as (model_dir, version, fetch):

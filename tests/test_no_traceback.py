@@ -77,6 +77,15 @@ def custom_code(tmp: Path) -> Path:
     return directory
 
 
+def without_cuda(toy: dict, tmp: Path) -> list[str]:
+    """``train.device: cuda`` where there is none (on a machine with CUDA there is nothing to refuse)."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    return validate("train.device=cuda")(toy, tmp)
+
+
 def a_file(tmp: Path) -> str:
     (tmp / "a-file").write_text("x")
     return str(tmp / "a-file")
@@ -192,6 +201,8 @@ CASES: dict[str, tuple[Build, int, str]] = {
     "a pattern's own words fill `max_length`": (validate("max_length=8", "pvps=[{pattern: 'the movie was really very "
                                                          "good {text} it was {mask} .'}, {pattern: '{mask} {text}'}]"),
                                                 2, "pvps.0.pattern: its own words (and special tokens) are 12 tokens"),
+    "`train.device: cuda` on a machine without CUDA (local runner)": (
+        without_cuda, 2, "train.device: device 'cuda' was asked for, but CUDA is not available here"),
     "unknown device": (validate("train.device=tpu"), 2, "unknown device 'tpu'"),
     "run `name` with `../`, `/`": (validate("name=../escape"), 2, "name: String should match pattern"),
     "checkpoint needs its own code (unknown `model_type`)": (with_model(custom_code), 2, "trust_remote_code"),
@@ -290,6 +301,9 @@ CASES: dict[str, tuple[Build, int, str]] = {
                           "--output", str(tmp / "preds.csv")], 2, "preds.csv: the file is written as parquet, not csv"),
     "`ipet predict --batch-size 0`": (lambda toy, tmp: ["predict", "--model", "m", "--input", "i.csv", "--output",
                                                         "o.parquet", "--batch-size", "0"], 2, "must be at least 1"),
+    "`ipet predict --device` naming no device": (
+        lambda toy, tmp: [*predicting("text\nit was great\n")(toy, tmp), "--device", "mps"], 2,
+        "ipet predict: --device: unknown device 'mps': use auto, cpu, cuda or cuda:N"),
     "`ipet predict --input` missing": (lambda toy, tmp: ["predict", "--model", "m", "--input", str(tmp / "i.csv"),
                                                          "--output", str(tmp / "o.parquet")], 2, "file not found"),
     "`ipet predict --model champion` without an MLflow store": (

@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from data.errors import DataError
@@ -489,6 +490,28 @@ def test_output_onto_the_input_is_refused_and_the_input_kept(model, inputs, tmp_
     assert given.read_bytes() == inputs[fmt].read_bytes()
     with pytest.raises(DataError, match="is the input file"):  # the flow's path too
         predict_file(model=str(model), input=str(given), output=str(spelled))
+
+
+def test_a_device_that_is_none_is_refused_before_the_model_loads(inputs, tmp_path, capsys):
+    """`--device mps` (which --help once offered) or a typo: one line, exit 2, before torch; it was a traceback
+    once the model had loaded. The flow (a deployment's `device` parameter) refuses it the same way."""
+    assert run("--model", str(tmp_path / "not-loaded"), "--input", str(inputs["csv"]), "--output",
+               str(tmp_path / "o.parquet"), "--device", "mps") == 2
+    assert capsys.readouterr().err == "ipet predict: --device: unknown device 'mps': use auto, cpu, cuda or cuda:N\n"
+    with pytest.raises(DataError, match="^unknown device 'gpu'"):
+        predict_file(model=str(tmp_path / "not-loaded"), input=str(inputs["csv"]), output=str(tmp_path / "o.parquet"),
+                     device="gpu")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="asks for CUDA where there is none")
+def test_cuda_where_there_is_none_is_one_line(model, inputs, tmp_path, capsys):
+    """`--device cuda` on a machine without CUDA: one line, exit 2, before the model loads (a traceback at the
+    first batch)."""
+    assert run("--model", str(model), "--input", str(inputs["csv"]), "--output", str(tmp_path / "o.parquet"),
+               "--device", "cuda") == 2
+    assert capsys.readouterr().err == "ipet predict: device 'cuda' was asked for, but CUDA is not available here\n"
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_unknown_model_exits_2(inputs, tmp_path, capsys):
