@@ -42,8 +42,9 @@ def check_run(config: RunConfig, adapting: bool = False) -> Checked:
         config = config.model_copy(update={"data": pinned.config})
         sets, leaks = load_sets(pinned, config.fields, config.labels)
     except DataError as err:
-        return Checked(config, problems + str(err).splitlines() + _check_model(config) + _check_devices(config))
-    problems += _check_model(config) + _check_devices(config)
+        return Checked(config, problems + str(err).splitlines() + _check_model(config)
+                       + _check_devices(config, adapting))
+    problems += _check_model(config) + _check_devices(config, adapting)
     warnings = leaks.lines(config.data.test.name) if config.data.test else []
     rows = {name: table.num_rows for name, table in sets.items()}
     warnings += _capped(config, rows)
@@ -126,16 +127,20 @@ def _check_runner(config: RunConfig) -> list[str]:
     return []
 
 
-def _check_devices(config: RunConfig) -> list[str]:
+def _check_devices(config: RunConfig, adapting: bool = False) -> list[str]:
     """CUDA asked for where there is none would fail every task of the run, each with a traceback. Not on Ray,
-    whose nodes may have the GPUs this process lacks (there ``train.device`` says whether to ask for them)."""
+    whose nodes may have the GPUs this process lacks (there ``train.device`` says whether to ask for them).
+    ``ipet adapt`` (``adapting``) trains on ``adapt.device`` alone."""
     if config.runner.kind != "local":
         return []
     from prompt_core.device import select_device
 
-    asked = {"train": config.train.device, **{f"{stage}.train": overrides["device"] for stage, overrides in
-                                              (("pet", config.pet.train), ("final", config.final.train))
-                                              if "device" in overrides}}
+    if adapting:
+        asked = {"adapt": config.adapt.device} if config.adapt else {}
+    else:
+        asked = {"train": config.train.device, **{f"{stage}.train": overrides["device"] for stage, overrides in
+                                                  (("pet", config.pet.train), ("final", config.final.train))
+                                                  if "device" in overrides}}
     problems = []
     for where, device in asked.items():
         try:

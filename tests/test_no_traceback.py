@@ -77,13 +77,21 @@ def custom_code(tmp: Path) -> Path:
     return directory
 
 
-def without_cuda(toy: dict, tmp: Path) -> list[str]:
-    """``train.device: cuda`` where there is none (on a machine with CUDA there is nothing to refuse)."""
-    import torch
+def without_cuda(build: Build) -> Build:
+    """``build``'s command, which asks for CUDA, where there is none (on a machine with CUDA there is nothing
+    to refuse)."""
+    def skipped(toy: dict, tmp: Path) -> list[str]:
+        import torch
 
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")
-    return validate("train.device=cuda")(toy, tmp)
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+        return build(toy, tmp)
+    return skipped
+
+
+def adapt(*overrides: str) -> Build:
+    return lambda toy, tmp: ["adapt", config(toy, tmp), "--run-dir", str(tmp / "run"),
+                             *[a for o in ("adapt.steps=1", *overrides) for a in ("--set", o)]]
 
 
 def a_file(tmp: Path) -> str:
@@ -202,7 +210,11 @@ CASES: dict[str, tuple[Build, int, str]] = {
                                                          "good {text} it was {mask} .'}, {pattern: '{mask} {text}'}]"),
                                                 2, "pvps.0.pattern: its own words (and special tokens) are 12 tokens"),
     "`train.device: cuda` on a machine without CUDA (local runner)": (
-        without_cuda, 2, "train.device: device 'cuda' was asked for, but CUDA is not available here"),
+        without_cuda(validate("train.device=cuda")), 2,
+        "train.device: device 'cuda' was asked for, but CUDA is not available here"),
+    "`ipet adapt` with `adapt.device: cuda` on a machine without CUDA": (
+        without_cuda(adapt("adapt.device=cuda")), 2,
+        "adapt.device: device 'cuda' was asked for, but CUDA is not available here"),
     "unknown device": (validate("train.device=tpu"), 2, "unknown device 'tpu'"),
     "run `name` with `../`, `/`": (validate("name=../escape"), 2, "name: String should match pattern"),
     "checkpoint needs its own code (unknown `model_type`)": (with_model(custom_code), 2, "trust_remote_code"),
