@@ -78,7 +78,7 @@ def decide(challenger: float | None, champion: float | None, previous: str | Non
     whose final model is worse than its own earlier stages, or than always guessing the commonest
     class, has failed, and its model is registered but never made champion, first or not."""
     if floor is not None and challenger is not None and challenger < floor[1]:
-        return False, (f"not promoted: the final model's {challenger:.4f} is below {floor[0]} {floor[1]:.4f} "
+        return False, (f"not promoted: the final model's {challenger:.4f} is below {floor[0]} = {floor[1]:.4f} "
                        "on this run's test set" + (f"; champion v{previous} kept" if previous else ""))
     if previous is None:
         return True, "no champion yet"

@@ -43,8 +43,8 @@ def test_decision(challenger, champion, previous, problem, promote, says):
 
 
 @pytest.mark.parametrize(("challenger", "champion", "previous", "promote", "says"), [
-    (0.244, None, None, False, "not promoted: the final model's 0.2440 is below its own pet stage 0.4900"),
-    (0.244, 0.2, "1", False, "below its own pet stage 0.4900 on this run's test set; champion v1 kept"),
+    (0.244, None, None, False, "not promoted: the final model's 0.2440 is below its own pet stage = 0.4900"),
+    (0.244, 0.2, "1", False, "below its own pet stage = 0.4900 on this run's test set; champion v1 kept"),
     (0.49, None, None, True, "no champion yet"),  # level with the floor is no failure
 ], ids=["first-below-floor", "better-than-champion-but-below-floor", "at-floor"])
 def test_a_final_model_worse_than_its_own_run_is_never_champion(challenger, champion, previous, promote, says):
@@ -180,7 +180,7 @@ def test_a_copy_of_a_model_that_is_not_champion_is_not_registered_again(prefect_
     assert (first["version"], again["version"], again["decision"], again["reused"]) == ("1", "1", "kept", True)
     assert again["reason"].startswith(f"no new version: this final model is v1, registered from {final} (the same "
                                       "files, content key ")
-    assert again["reason"].endswith("; not promoted: the final model's 0.3333 is below its own pet stage 0.5000 on "
+    assert again["reason"].endswith("; not promoted: the final model's 0.3333 is below its own pet stage = 0.5000 on "
                                     "this run's test set")
     assert [str(v.version) for v in client.search_model_versions(f"name = '{name}'")] == ["1"]
     assert client.get_model_version(name, "1").tags["decision"] == "kept"
