@@ -198,6 +198,21 @@ def test_pool_drawn_empty(toy, tmp_path, capsys):
     assert code == 2 and "train.csv: no rows left for the unlabeled pool after drawing labeled_per_class=120" in err
 
 
+def test_pool_rows_that_are_gold_texts_do_not_count_toward_a_generation(toy, rows, tmp_path, capsys):
+    """A gold text in the pool is never pseudo-labeled, so a pool of mostly the labeled file's own texts
+    cannot fill a generation: the check counted them and passed, and the run trained on the gold set
+    alone (its only sign a warning in the task's log)."""
+    (tmp_path / "gold.csv").write_text("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in rows[:12]))
+    (tmp_path / "pool.csv").write_text("text\n" + "".join(f"{t}\n" for t, _ in rows[:18]))
+    config = {**toy, "ipet": {"generations": 1, "growth": 2},
+              "data": {"labeled": {"path": str(tmp_path / "gold.csv")}, "unlabeled": {"path": str(tmp_path / "pool.csv")}}}
+    code, _, err = validate(config, tmp_path, capsys)
+    assert code == 2 and ("ipet.growth/ipet.generations: generation 1 needs 12 pseudo-labeled examples but the pool "
+                          "has 6 (18 rows, 12 of them texts of the labeled set, which are never pseudo-labeled)") in err
+    (tmp_path / "pool.csv").write_text("text\n" + "".join(f"{t}\n" for t, _ in rows[:24]))
+    assert validate(config, tmp_path, capsys)[0] == 0
+
+
 def test_duplicate_ids(toy, rows, tmp_path, capsys):
     records = [{"id": f"r{i}", "text": t, "label": lab} for i, (t, lab) in enumerate(rows)]
     records[7]["id"] = records[2]["id"] = "dup"

@@ -96,6 +96,17 @@ def other_test_set(toy: dict, tmp: Path) -> list[str]:
             config(toy, tmp, data_test={"path": str(tmp / "other.csv")}), "--read", "rows=[5,10]"]
 
 
+def gold_and_pool(gold: str, pool: str, **changes) -> Build:
+    """``validate`` of a labeled file ``gold`` and an unlabeled file ``pool`` (no ``train`` draw)."""
+    def build(toy: dict, tmp: Path) -> list[str]:
+        (tmp / "gold.csv").write_text(gold)
+        (tmp / "pool.csv").write_text(pool)
+        return ["validate", config(toy, tmp, data_train=None, data_labeled_per_class=None, data_pool_size=None,
+                                   data_labeled={"path": str(tmp / "gold.csv")},
+                                   data_unlabeled={"path": str(tmp / "pool.csv")}, **changes)]
+    return build
+
+
 def foreign_results(command: str) -> Build:
     """``command`` (gc, predict) on a folder whose results.json is another tool's, not a run's."""
     def build(toy: dict, tmp: Path) -> list[str]:
@@ -210,6 +221,10 @@ CASES: dict[str, tuple[Build, int, str]] = {
             tmp / "empty.csv")})], 2, "empty.csv: no rows"),
     "pool drawn empty": (validate(data_labeled_per_class=120, data_pool_size=None), 2,
                          "no rows left for the unlabeled pool"),
+    "a pool mostly of the labeled set's own texts": (
+        gold_and_pool(BALANCED, lines(48, lambda i: BALANCED.splitlines()[1 + i].rsplit(",", 1)[0]
+                                      if i < 40 else f"another film {i}", "text"), ipet={"generations": 1, "growth": 2}),
+        2, "needs 40 pseudo-labeled examples but the pool has 8 (48 rows, 40 of them texts of the labeled set"),
     "duplicate ids (`id_column`)": (with_train(lines(4, lambda i: f"dup,film {i},{'pos' if i % 2 else 'neg'}",
                                                      "id,text,label"), id_column="id"), 2, "duplicate id(s) ['dup']"),
     "a UTF-8 byte order mark, CRLF line ends": (with_train("\ufeff" + "".join(
