@@ -215,6 +215,9 @@ class RunConfig(Strict):
                 problems.extend(f"{where}: {same}" for same in _same_words(v))
             if labels is None:
                 labels = v.labels
+                if len(labels) < 2:  # every input would get it, at probability 1: nothing to learn or to score
+                    problems.append(f"{where}: one label {list(labels)}; a classifier chooses between labels, so "
+                                    "give at least two")
             elif set(v.labels) != set(labels):
                 problems.append(f"pvps.{i}.verbalizer: labels {list(v.labels)} differ from {list(labels)}")
         if problems:  # one error; load_config prints each problem on its own line

@@ -182,6 +182,18 @@ def test_verbalizer_label_absent_from_the_data(toy, rows, tmp_path, capsys):
     assert code == 2 and "few.csv: no examples of label(s) ['meh']" in err
 
 
+def test_a_file_of_one_class_is_refused_with_either_verbalizer(toy, rows, tmp_path, capsys):
+    """A labeled file of one class: with both labels in the verbalizer the other is named; with only its
+    own label the run was accepted, every prediction that label at probability 1."""
+    path = tmp_path / "neg.csv"
+    path.write_text("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in rows if lab == "neg"))
+    code, _, err = validate(with_train(toy, path), tmp_path, capsys)
+    assert code == 2 and "neg.csv: label 'pos' has 0 examples, fewer than labeled_per_class=4" in err
+    code, _, err = validate({**with_train(toy, path), "verbalizer": {"neg": "bad"}}, tmp_path, capsys)
+    assert code == 2 and err.endswith("verbalizer: one label ['neg']; a classifier chooses between labels, so give "
+                                      "at least two\n"), err
+
+
 # --- pool and ids ---------------------------------------------------------------------------------
 
 def test_empty_unlabeled_pool_file(toy, rows, tmp_path, capsys):
