@@ -13,6 +13,8 @@ import pyarrow.compute as pc
 
 from prompt_core.pattern import empty_text
 
+from .errors import nearest
+
 SHOWN = 5
 
 
@@ -44,7 +46,7 @@ def check_examples(table: pa.Table, fields: Sequence[str], labels: Sequence[str]
         problems += _rows(table, blank, source, empty_text(fields))
     if labels_required:
         if "label" not in table.column_names:
-            problems.append(f"{source}: no 'label' column (set label_column: or rename:)")
+            problems.append(_no_label_column(table.column_names[1:], source))
         else:
             known = pa.array(list(labels or []), pa.string())
             missing = pc.equal(pc.utf8_trim_whitespace(pc.fill_null(table["label"], "")), "")
@@ -58,6 +60,14 @@ def check_examples(table: pa.Table, fields: Sequence[str], labels: Sequence[str]
     if dupes:
         problems.append(f"{source}: duplicate id(s) {dupes[:SHOWN]}{' …' if len(dupes) > SHOWN else ''}")
     return problems
+
+
+def _no_label_column(columns: Sequence[str], source: str) -> str:
+    """The columns there are, and the one a user most likely means (``Label``, `` label`` after a
+    ``, `` separator, ``labels``), as the setting that reads it."""
+    near = nearest("label", columns)
+    fix = f"set label_column: {near!r}" if near else "set label_column: or rename:"
+    return f"{source}: no 'label' column (columns: {list(columns)}; {fix}){delimiter_hint(columns)}"
 
 
 def _rows(table: pa.Table, flags: pa.ChunkedArray, source: str, what: str) -> list[str]:

@@ -64,8 +64,21 @@ def test_missing_text_column(toy, rows, tmp_path, capsys):
 def test_missing_label_column(toy, rows, tmp_path, capsys):
     path = jsonl(tmp_path / "nolabel.jsonl", [{"text": t, "y": lab} for t, lab in rows])
     code, _, err = validate(with_train(toy, path), tmp_path, capsys)
-    assert code == 2 and "nolabel.jsonl: no 'label' column (set label_column: or rename:)" in err
+    assert code == 2 and "nolabel.jsonl: no 'label' column (columns: ['text', 'y']; set label_column: or rename:)" in err
     assert validate(with_train(toy, path, label_column="y"), tmp_path, capsys)[0] == 0
+
+
+@pytest.mark.parametrize("header", ["Label", " label", "labels"])
+def test_a_label_column_named_nearly_label_is_named_with_the_setting_that_reads_it(toy, rows, tmp_path, capsys,
+                                                                                   header):
+    """``Label`` from a spreadsheet, `` label`` after a ``, `` separator: the message said only that there is
+    no 'label' column; it names the column meant and the setting, which then reads the file."""
+    path = tmp_path / "near.csv"
+    path.write_text(f"text,{header}\n" + "".join(f"{t},{lab}\n" for t, lab in rows))
+    code, _, err = validate(with_train(toy, path), tmp_path, capsys)
+    assert code == 2 and f"near.csv: no 'label' column (columns: ['text', {header!r}]; set label_column: {header!r})" \
+        in err, err
+    assert validate(with_train(toy, path, label_column=header), tmp_path, capsys)[0] == 0
 
 
 def test_wrong_delimiter_names_the_columns_it_found(toy, rows, tmp_path, capsys):
@@ -143,6 +156,25 @@ def test_csv_labels_match_the_verbalizer_as_the_numbers_they_write(toy, rows, tm
     test.write_text("text,label\n" + "".join(f"held out {t},{written[lab == 'pos']}\n" for t, lab in rows[:10]))
     code, out, err = validate({**with_train(toy, path, test=test), "verbalizer": verbalizer}, tmp_path, capsys)
     assert code == 0 and "'labeled': 8" in out, err
+
+
+def test_labels_with_surrounding_spaces_are_the_labels(toy, rows, tmp_path, capsys):
+    """A sheet saved with ", " between its cells (``great film, pos``): every label was refused as
+    `label(s) [' neg', ' pos'] not in the verbalizer`; trimmed, each is its label, and so is ``1 `` a number."""
+    from data.prepare import DataConfig, load_sets
+
+    path = tmp_path / "spaced.csv"
+    path.write_text("text, label\n" + "".join(f"{t}, {lab}\n" for t, lab in rows))
+    test = tmp_path / "spaced-test.csv"
+    test.write_text("text,label\n" + "".join(f"held out {t},{'1 ' if lab == 'pos' else ' 0'}\n" for t, lab in rows[:10]))
+    config = with_train(toy, path, label_column=" label")
+    code, out, err = validate(config, tmp_path, capsys)
+    assert code == 0 and "'labeled': 8" in out, err
+    sets, _ = load_sets(DataConfig.model_validate(config["data"]), ["text"], ["neg", "pos"])
+    assert sorted(sets["labeled"]["label"].to_pylist()) == ["neg"] * 4 + ["pos"] * 4
+    assert set(sets["pool"]["hidden_label"].to_pylist()) == {"neg", "pos"}
+    numbers = DataConfig(train={"path": str(test)}, labeled_per_class=4)
+    assert sorted(load_sets(numbers, ["text"], ["0", "1"])[0]["labeled"]["label"].to_pylist()) == ["0"] * 4 + ["1"] * 4
 
 
 def test_a_label_two_verbalizer_keys_could_mean_is_named(toy, rows, tmp_path, capsys):
