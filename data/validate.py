@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 
 from prompt_core.pattern import empty_text
 
+from .dataset_store import text_keys
 from .errors import nearest
 
 SHOWN = 5
@@ -60,6 +61,23 @@ def check_examples(table: pa.Table, fields: Sequence[str], labels: Sequence[str]
     if dupes:
         problems.append(f"{source}: duplicate id(s) {dupes[:SHOWN]}{' …' if len(dupes) > SHOWN else ''}")
     return problems
+
+
+def label_conflicts(labeled: pa.Table, fields: Sequence[str], source: str) -> list[str]:
+    """A warning naming the gold set's texts that stand under two labels or more (annotators who disagreed, a
+    pasted row relabeled): every model trains on each of the rows, which teach opposite things. Texts are
+    compared as ``ipet ingest`` compares them (``text_keys``), which reports such rows as label conflicts."""
+    keys = text_keys(labeled, fields).to_pylist()
+    labels_of: dict[str, set] = {}
+    for key, label in zip(keys, labeled["label"].to_pylist()):
+        labels_of.setdefault(key, set()).add(label)
+    ids = [i for i, key in zip(labeled["id"].to_pylist(), keys) if len(labels_of[key]) > 1]
+    if not ids:
+        return []
+    texts = sum(len(v) > 1 for v in labels_of.values())
+    more = f" and {len(ids) - SHOWN} more" if len(ids) > SHOWN else ""
+    return [f"{source}: {texts} text(s) of the labeled set stand under two labels or more, at row id(s) "
+            f"{ids[:SHOWN]}{more}; every model trains on each of those rows: keep the right label"]
 
 
 def _no_label_column(columns: Sequence[str], source: str) -> str:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from data.prepare import load_sets, pin_versions
 from data.errors import DataError
 from data.leaks import gold_texts_in_pool
+from data.validate import label_conflicts
 from prompt_core.selection import new_examples
 from tasks import tracking
 
@@ -46,6 +47,8 @@ def check_run(config: RunConfig) -> Checked:
         return Checked(config, problems + str(err).splitlines() + _check_model(config))
     problems += _check_model(config)
     warnings = leaks.lines(config.data.test.name) if config.data.test else []
+    warnings += label_conflicts(sets["labeled"], config.fields, (config.data.train or config.data.labeled or
+                                                                 config.data.unlabeled).name)
     rows = {name: table.num_rows for name, table in sets.items()}
     warnings += _capped(config, rows)
     gold, pool = rows["labeled"], rows["pool"]

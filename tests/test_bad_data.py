@@ -226,6 +226,22 @@ def test_a_file_of_one_class_is_refused_with_either_verbalizer(toy, rows, tmp_pa
                                       "at least two\n"), err
 
 
+def test_a_gold_text_under_two_labels_is_reported(toy, rows, tmp_path, capsys):
+    """The same text labeled neg in one row and pos in another (annotators who disagreed): both were
+    trained on without a word, as ``ipet ingest`` already reports them; now a warning names the rows."""
+    gold = [f"{t},{lab}" for t, lab in rows[:8]] + [f"  {rows[0][0]},{'pos' if rows[0][1] == 'neg' else 'neg'}",
+                                                     f"{rows[1][0]},{rows[1][1]}"]
+    (tmp_path / "gold.csv").write_text("text,label\n" + "\n".join(gold) + "\n")
+    config = {**toy, "data": {"root": toy["data"]["root"], "labeled": {"path": str(tmp_path / "gold.csv")},
+                              "unlabeled": {"path": "train.csv"}}}
+    code, out, err = validate(config, tmp_path, capsys)
+    assert code == 0, err
+    assert (f"{tmp_path / 'gold.csv'}: 1 text(s) of the labeled set stand under two labels or more, at row id(s) "
+            "['1', '9']; every model trains on each of those rows: keep the right label") in out, out
+    (tmp_path / "gold.csv").write_text("text,label\n" + "\n".join(gold[:8] + gold[9:]) + "\n")  # a repeat agrees
+    assert "two labels" not in validate(config, tmp_path, capsys)[1]
+
+
 # --- pool and ids ---------------------------------------------------------------------------------
 
 def test_empty_unlabeled_pool_file(toy, rows, tmp_path, capsys):
