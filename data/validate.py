@@ -56,7 +56,8 @@ def check_examples(table: pa.Table, fields: Sequence[str], labels: Sequence[str]
             if pc.any(unknown).as_py():
                 values = sorted(set(pc.filter(table["label"], unknown).to_pylist()), key=str)[:SHOWN]
                 problems += _rows(table, unknown, source,
-                                  f"label(s) {values} not in the verbalizer (labels: {list(labels or [])})")
+                                  f"label(s) {values} not in the verbalizer (labels: {list(labels or [])}"
+                                  f"{_by_case(values, labels or [])})")
     dupes = [i for i, n in Counter(table["id"].to_pylist()).items() if n > 1]
     if dupes:
         problems.append(f"{source}: duplicate id(s) {dupes[:SHOWN]}{' …' if len(dupes) > SHOWN else ''}")
@@ -78,6 +79,13 @@ def label_conflicts(labeled: pa.Table, fields: Sequence[str], source: str) -> li
     more = f" and {len(ids) - SHOWN} more" if len(ids) > SHOWN else ""
     return [f"{source}: {texts} text(s) of the labeled set stand under two labels or more, at row id(s) "
             f"{ids[:SHOWN]}{more}; every model trains on each of those rows: keep the right label"]
+
+
+def _by_case(values: Sequence[str], labels: Sequence[str]) -> str:
+    """Why a value that is a label but for its case is not that label: labels are matched with their case
+    (``POS`` and ``pos`` may be two labels), which a file written in capitals does not show."""
+    pairs = [(v, label) for v in values for label in labels if v != label and v.casefold() == label.casefold()]
+    return f"; labels are matched with their case: {pairs[0][0]!r} is not {pairs[0][1]!r}" if pairs else ""
 
 
 def _no_label_column(columns: Sequence[str], source: str) -> str:

@@ -195,6 +195,20 @@ def test_labels_that_match_no_verbalizer_key_are_named(toy, rows, tmp_path, caps
     assert "at row id(s) ['2', '4'," in err
 
 
+def test_labels_written_in_other_capitals_are_named_with_why(toy, rows, tmp_path, capsys):
+    """``NEG``/``POS`` against a verbalizer of ``neg``/``pos``: refused (two labels may differ only by case), and
+    the line says that the case is the difference, which the bare list of labels left to the eye."""
+    path = tmp_path / "caps.csv"
+    path.write_text("text,label\n" + "".join(f"{t},{lab.upper()}\n" for t, lab in rows))
+    code, _, err = validate(with_train(toy, path), tmp_path, capsys)
+    assert code == 2 and ("caps.csv: label(s) ['NEG', 'POS'] not in the verbalizer (labels: ['neg', 'pos']; labels are "
+                          "matched with their case: 'NEG' is not 'neg') at row id(s) ['1', '2',") in err, err
+    test = tmp_path / "caps-test.csv"
+    test.write_text("text,label\n" + "".join(f"held out {t},{lab.upper()}\n" for t, lab in rows[:10]))
+    config = {**with_train(toy, path, test=test), "verbalizer": {"NEG": "bad", "POS": "great"}}
+    assert validate(config, tmp_path, capsys)[0] == 0
+
+
 def test_missing_labels_are_named(toy, rows, tmp_path, capsys):
     records = [{"text": t, "label": None if i in (3, 9) else lab} for i, (t, lab) in enumerate(rows)]
     path = jsonl(tmp_path / "nulls.jsonl", records)
