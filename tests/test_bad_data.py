@@ -297,6 +297,19 @@ def test_duplicate_ids(toy, rows, tmp_path, capsys):
     assert validate(with_train(toy, jsonl(path, records), id_column="id"), tmp_path, capsys)[0] == 0
 
 
+@pytest.mark.parametrize("blank", ['null', '""', '"  "'])
+def test_a_row_without_an_id_is_named(toy, rows, tmp_path, capsys, blank):
+    """An ``id_column`` cell left empty (or null) was accepted as the id ``''`` (None): leaks, asked rows and a
+    person's answers name rows by id; a second such row was then reported as the "duplicate id ['']"."""
+    records = [{"id": f"r{i}", "text": t, "label": lab} for i, (t, lab) in enumerate(rows)]
+    path = tmp_path / "ids.jsonl"
+    path.write_text("".join(json.dumps(r).replace('"r3"', blank).replace('"r9"', blank) + "\n" for r in records))
+    code, _, err = validate(with_train(toy, path, id_column="id"), tmp_path, capsys)
+    assert code == 2 and err.endswith("ids.jsonl: no id in column 'id' at row(s) [4, 10]; give every row an id, or "
+                                      "leave out id_column to number the rows\n"), err
+    assert validate(with_train(toy, path), tmp_path, capsys)[0] == 0
+
+
 def test_megabyte_text_is_truncated_not_fatal(toy, rows, tmp_path, capsys):
     """A 1 MB text reads, validates, and labels as max_length tokens, in seconds."""
     from prompt_core import LearnerSpec, build_learner, predict_logits

@@ -228,6 +228,9 @@ CASES: dict[str, tuple[Build, int, str]] = {
         gold_and_pool(BALANCED, lines(48, lambda i: BALANCED.splitlines()[1 + i].rsplit(",", 1)[0]
                                       if i < 40 else f"another film {i}", "text"), ipet={"generations": 1, "growth": 2}),
         2, "needs 40 pseudo-labeled examples but the pool has 8 (48 rows, 40 of them texts of the labeled set"),
+    "a row without an id (`id_column`)": (with_train(lines(4, lambda i: f"{'' if i == 2 else i},film {i},"
+                                                             f"{'pos' if i % 2 else 'neg'}", "id,text,label"),
+                                                       id_column="id"), 2, "bad.csv: no id in column 'id' at row(s) [3]"),
     "duplicate ids (`id_column`)": (with_train(lines(4, lambda i: f"dup,film {i},{'pos' if i % 2 else 'neg'}",
                                                      "id,text,label"), id_column="id"), 2, "duplicate id(s) ['dup']"),
     "a UTF-8 byte order mark, CRLF line ends": (with_train("\ufeff" + "".join(
