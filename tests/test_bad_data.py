@@ -90,6 +90,20 @@ def test_wrong_delimiter_names_the_columns_it_found(toy, rows, tmp_path, capsys)
     assert validate(with_train(toy, path, format="tsv"), tmp_path, capsys)[0] == 0
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32"])
+def test_a_utf16_file_is_named_as_such_not_as_binary(toy, rows, tmp_path, capsys, encoding):
+    """Excel's "Unicode Text" export is a UTF-16 TSV: it was refused as "a NUL byte, so a binary file"."""
+    path = tmp_path / "excel.tsv"
+    text = "text\tlabel\n" + "".join(f"{t}\t{lab}\n" for t, lab in rows)
+    path.write_bytes(("\ufeff" if encoding == "utf-16-be" else "").encode(encoding) + text.encode(encoding))
+    code, _, err = validate(with_train(toy, path), tmp_path, capsys)
+    wide = encoding[:6].upper()
+    assert code == 2 and err.endswith(f"excel.tsv: {wide} text, not UTF-8 (Excel's \"Unicode Text\" is UTF-16); save "
+                                      "the file as UTF-8 (Excel: CSV UTF-8)\n"), err
+    path.write_text(text)
+    assert validate(with_train(toy, path), tmp_path, capsys)[0] == 0
+
+
 def test_list_valued_text_is_refused_not_crashed(toy, rows, tmp_path, capsys):
     path = jsonl(tmp_path / "lists.jsonl", [{"text": [t], "label": lab} for t, lab in rows])
     code, _, err = validate(with_train(toy, path), tmp_path, capsys)

@@ -237,6 +237,8 @@ CASES: dict[str, tuple[Build, int, str]] = {
         json.dumps({"text": f"film number {i} was {'great' if i % 2 else 'bad'}", "label": "pos" if i % 2 else "neg"})
         + "\r\n" for i in range(40)), name="bom.jsonl"), 0, "ok · labels"),
     "a 1 MB single text": (with_train(BALANCED + f"{'great film ' * 100_000},pos\n"), 0, "ok · labels"),
+    "a UTF-16 file (Excel's \"Unicode Text\")": (with_train(BALANCED.encode("utf-16")), 2,
+                                                "bad.csv: UTF-16 text, not UTF-8"),
     "a binary or compressed file as data": (with_train(gzip.compress(BALANCED.encode())), 2,
                                             "not csv text but a gzip-compressed file"),
     "a NUL byte in a text file": (with_train(BALANCED + "a \x00 film,pos\n"), 2, "line 42: a NUL byte"),
