@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -75,6 +75,13 @@ def _same_words(verbalizer: Verbalizer) -> list[str]:
             problems.append(f"labels {first!r} and {label!r} have the same word(s) {list(words)}, so no input could "
                             "score one above the other; give each label its own")
     return problems
+
+
+def _one_label(labels: Sequence[str], where: str) -> list[str]:
+    """A verbalizer of one label gives every input that label at probability 1: nothing to learn or to score
+    (validate said ok to a labeled file of one class whose verbalizer named only it)."""
+    return [f"{where}: one label {list(labels)}; a classifier chooses between labels, so give at least two"] \
+        if len(labels) < 2 else []
 
 
 def _distinct_seeds(value: list[int]) -> list[int]:
@@ -215,9 +222,7 @@ class RunConfig(Strict):
                 problems.extend(f"{where}: {same}" for same in _same_words(v))
             if labels is None:
                 labels = v.labels
-                if len(labels) < 2:  # every input would get it, at probability 1: nothing to learn or to score
-                    problems.append(f"{where}: one label {list(labels)}; a classifier chooses between labels, so "
-                                    "give at least two")
+                problems += _one_label(labels, where)
             elif set(v.labels) != set(labels):
                 problems.append(f"pvps.{i}.verbalizer: labels {list(v.labels)} differ from {list(labels)}")
         if problems:  # one error; load_config prints each problem on its own line
