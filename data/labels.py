@@ -3,8 +3,9 @@
 The readers give every CSV and JSONL value as written (``data/readers.py``), so texts and ids are
 exact. A label is matched more loosely, here and only here, because a file and a YAML verbalizer
 write the same label differently: a value that is one of the config's labels as written is that
-label; else a value that is the same number (``1.0``, ``1e0``, ``01`` for ``1``) or the same boolean
-(``True`` for ``true``) as exactly one label is that label. Anything else stays as written, for
+label; else, its surrounding whitespace aside (`` pos`` after a ``, `` separator), a value that is a
+label, or the same number (``1.0``, ``1e0``, ``01`` for ``1``) or the same boolean (``True`` for
+``true``) as exactly one label, is that label. Anything else stays as written, for
 ``check_examples`` (data/validate.py) to name with its file and rows.
 """
 
@@ -41,8 +42,8 @@ def _value(text: str) -> tuple[str, object] | None:
 
 
 def aliases(values: Iterable[str | None], labels: Sequence[str]) -> dict[str, str]:
-    """The label each of ``values`` that is no label as written stands for, where exactly one label
-    is the same number or boolean; the others are left out (unknown, or ambiguous between two labels)."""
+    """The label each of ``values`` that is no label as written stands for: trimmed, a label, or the same
+    number or boolean as exactly one label; the others are left out (unknown, or ambiguous between two labels)."""
     by_value: dict[tuple[str, object], list[str]] = {}
     for label in labels:
         if (value := _value(label)) is not None:
@@ -51,7 +52,8 @@ def aliases(values: Iterable[str | None], labels: Sequence[str]) -> dict[str, st
     found = {}
     for text in values:
         if text is not None and text not in known:
-            same = by_value.get(_value(text), [])
+            trimmed = text.strip()  # a value after a ", " separator, a cell with a stray space
+            same = [trimmed] if trimmed in known else by_value.get(_value(trimmed), [])
             if len(same) == 1:
                 found[text] = same[0]
     return found

@@ -73,6 +73,15 @@ def drop_leaks(pool: pa.Table, labeled: pa.Table, test: pa.Table | None,
     return pool.filter(pc.invert(in_pool)), leaks
 
 
+def gold_texts_in_pool(pool: pa.Table, labeled: pa.Table, fields: Sequence[str]) -> int:
+    """How many pool rows have a gold row's text. They stay in the pool (the final model learns their gold
+    label, tasks/pseudo.py), but iPET never pseudo-labels them, so they cannot fill a generation."""
+    if not labeled.num_rows or not pool.num_rows:
+        return 0
+    gold = text_keys(labeled, fields).combine_chunks()
+    return pc.sum(pc.is_in(text_keys(pool, fields), value_set=gold)).as_py() or 0
+
+
 def _where(ids: list[str], mask: pa.Array) -> list[str]:
     return [i for i, hit in zip(ids, mask.to_pylist()) if hit]
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -186,7 +187,7 @@ def load_sets(data: DataConfig | Pinned, fields: Sequence[str],
                         f"{config.labeled_per_class} per label; add rows or lower labeled_per_class"
                         if not leaks.dropped
                         else f"{source}: no rows left for the unlabeled pool: every one is also in the test set")
-    return _select(labeled, sample_rows(pool, config.pool_size, config.seed), test, fields), leaks
+    return _select(labeled, sample_rows(pool, config.pool_size, config.seed), test, fields, labels), leaks
 
 
 def _other_test_sets(pinned: Pinned, test: pa.Table) -> list[dict]:
@@ -210,10 +211,16 @@ def _other_test_sets(pinned: Pinned, test: pa.Table) -> list[dict]:
     return list(found.values())
 
 
-def _select(labeled: pa.Table, pool: pa.Table, test: pa.Table | None, fields: Sequence[str]) -> dict[str, pa.Table]:
-    """The columns each set keeps; the pool's labels, if it has any, as ``hidden_label``."""
+def _select(labeled: pa.Table, pool: pa.Table, test: pa.Table | None, fields: Sequence[str],
+            labels: Sequence[str]) -> dict[str, pa.Table]:
+    """The columns each set keeps; the pool's labels, if it has any, as ``hidden_label``: only those that
+    are labels, the others (``-1``, the hub's mark of an unlabeled row) null, and none at all if none is."""
     if "label" in pool.column_names:
-        pool = pool.rename_columns(["hidden_label" if c == "label" else c for c in pool.column_names])
+        hidden = pool["label"]
+        known = pc.is_in(hidden, value_set=pa.array(list(labels), pa.string()))
+        pool = pool.drop_columns(["label"])
+        if pc.any(known).as_py():  # else no hidden labels: a pool of -1s scored 0 pseudo-label accuracy
+            pool = pool.append_column("hidden_label", pc.if_else(known, hidden, pa.scalar(None, pa.string())))
     keep = ["id", *fields]
     sets = {
         "labeled": labeled.select(keep + ["label"]),

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .dataset_store import DatasetStore, Version
@@ -101,6 +102,7 @@ def read_source(source: Source, base_dir: str | Path = ".", version: Version | N
             raise DataError(f"{source.name}: id column {id_column!r} not found (columns: {table.column_names})"
                             f"{delimiter_hint(table.column_names)}")
         ids = table[id_column]
+        _every_row_has_an_id(ids, source.name, id_column, offset)
     else:
         ids = pa.array([str(offset + i + 1) for i in range(table.num_rows)], pa.string())
     table = table.drop_columns([c for c in ("id",) if c in table.column_names])
@@ -108,6 +110,17 @@ def read_source(source: Source, base_dir: str | Path = ".", version: Version | N
     if source.label_column != "label" and source.label_column in table.column_names:
         table = table.rename_columns(["label" if c == source.label_column else c for c in table.column_names])
     return table
+
+
+def _every_row_has_an_id(ids: pa.ChunkedArray, name: str, id_column: str, offset: int) -> None:
+    """A row whose id cell is empty or null had no id (or ``''``, which a second one then "duplicated"): the
+    leak report, a person's answers and the asked rows name a row by it. Rows counted as without an id column."""
+    blank = pc.equal(pc.utf8_trim_whitespace(pc.fill_null(ids, "")), "").to_pylist() if len(ids) else []
+    rows = [offset + i + 1 for i, empty in enumerate(blank) if empty]
+    if rows:
+        more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
+        raise DataError(f"{name}: no id in column {id_column!r} at row(s) {rows[:5]}{more}; give every row an id, "
+                        "or leave out id_column to number the rows")
 
 
 def source_path(source: Source, base_dir: str | Path) -> Path:

@@ -19,6 +19,9 @@ MAGIC = {b"\x1f\x8b": "a gzip-compressed file; decompress it first (gunzip)",
          b"\xfd7zXZ\x00": "an xz-compressed file; decompress it first",
          b"\x28\xb5\x2f\xfd": "a zstd-compressed file; decompress it first",
          b"PAR1": "a parquet file; name it *.parquet or set format: parquet"}
+# byte order marks of the other Unicode encodings (Excel's "Unicode Text" is UTF-16): text, but not UTF-8;
+# their NUL bytes read as a binary file. UTF-32's first: its little-endian mark starts as UTF-16's does.
+WIDE = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16", b"\xfe\xff": "UTF-16"}
 
 
 def check_text(path: Path, name: str, fmt: str) -> None:
@@ -29,6 +32,10 @@ def check_text(path: Path, name: str, fmt: str) -> None:
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):
             if at == 0:
+                wide = next((what for mark, what in WIDE.items() if chunk.startswith(mark)), None)
+                if wide:
+                    raise DataError(f"{name}: {wide} text, not UTF-8 (Excel's \"Unicode Text\" is UTF-16); save the "
+                                    "file as UTF-8 (Excel: CSV UTF-8)")
                 kind = next((what for magic, what in MAGIC.items() if chunk.startswith(magic)), None)
                 if kind:
                     raise DataError(f"{name}: not {fmt} text but {kind}")

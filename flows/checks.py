@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from data.prepare import load_sets, pin_versions
 from data.errors import DataError
+from data.leaks import gold_texts_in_pool
+from data.validate import label_conflicts
 from prompt_core.selection import new_examples
 from tasks import tracking
 
@@ -46,6 +48,8 @@ def check_run(config: RunConfig, adapting: bool = False) -> Checked:
                        + _check_devices(config, adapting))
     problems += _check_model(config) + _check_devices(config, adapting)
     warnings = leaks.lines(config.data.test.name) if config.data.test else []
+    warnings += label_conflicts(sets["labeled"], config.fields, (config.data.train or config.data.labeled or
+                                                                 config.data.unlabeled).name)
     rows = {name: table.num_rows for name, table in sets.items()}
     warnings += _capped(config, rows)
     if not adapting and (unused := unused_adapt_device(config)):
@@ -67,12 +71,15 @@ def check_run(config: RunConfig, adapting: bool = False) -> Checked:
                             + ("" if gold else " (zero-shot: at least two PVPs)"))
         need = new_examples(gold, config.ipet.generations, config.ipet.growth,
                             config.ipet.zero_shot_per_class * len(config.labels))
-        if need > pool:
+        gold_texts = gold_texts_in_pool(sets["pool"], sets["labeled"], config.fields)
+        if need > pool - gold_texts:
             fields = "ipet.growth/ipet.generations" + ("" if gold else "/ipet.zero_shot_per_class")
             lower = "growth or generations" + ("" if gold else
                                                f" or zero_shot_per_class (now {config.ipet.zero_shot_per_class})")
+            has = (f"{pool - gold_texts} ({pool} rows, {gold_texts} of them texts of the labeled set, which are never "
+                   "pseudo-labeled)" if gold_texts else str(pool))
             problems.append(f"{fields}: generation {config.ipet.generations} needs {need} pseudo-labeled examples "
-                            f"but the pool has {pool}; lower {lower}, or raise data.pool_size")
+                            f"but the pool has {has}; lower {lower}, or raise data.pool_size")
     return Checked(config, problems, rows, warnings)
 
 

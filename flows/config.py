@@ -77,6 +77,13 @@ def _same_words(verbalizer: Verbalizer) -> list[str]:
     return problems
 
 
+def _one_label(labels: Sequence[str], where: str) -> list[str]:
+    """A verbalizer of one label gives every input that label at probability 1: nothing to learn or to score
+    (validate said ok to a labeled file of one class whose verbalizer named only it)."""
+    return [f"{where}: one label {list(labels)}; a classifier chooses between labels, so give at least two"] \
+        if len(labels) < 2 else []
+
+
 def _distinct_seeds(value: list[int]) -> list[int]:
     """A seed given twice trains the same model twice: no more ensemble, and a PVP's "peer" in
     iPET would be itself (the two-models check would pass with one)."""
@@ -215,6 +222,7 @@ class RunConfig(Strict):
                 problems.extend(f"{where}: {same}" for same in _same_words(v))
             if labels is None:
                 labels = v.labels
+                problems += _one_label(labels, where)
             elif set(v.labels) != set(labels):
                 problems.append(f"pvps.{i}.verbalizer: labels {list(v.labels)} differ from {list(labels)}")
         if problems:  # one error; load_config prints each problem on its own line

@@ -25,6 +25,12 @@ def empty_text(fields: Sequence[str]) -> str:
     return f"empty text in every input field {list(fields)}"
 
 
+def slot_text(value: object) -> str:
+    """A row's value for a slot as text: a missing one (a JSONL ``null`` or absent key, a parquet null)
+    is no text, as an empty field is; ``str`` would make it the word "None" in the prompt."""
+    return "" if value is None else str(value)
+
+
 @dataclass(frozen=True)
 class Template:
     """An input template such as ``"{title} {text}"``: its slots are the input fields it reads, and
@@ -72,7 +78,7 @@ class Template:
 
     def render(self, row: Mapping[str, str], mask_token: str) -> str:
         """The template filled with ``row``'s slot values, and ``mask_token`` at ``{mask}``."""
-        return self.template.format(**{s: str(row[s]) for s in self.slots}, **{MASK: mask_token})
+        return self.template.format(**{s: slot_text(row[s]) for s in self.slots}, **{MASK: mask_token})
 
     def encode(self, tokenizer, rows: Sequence[Mapping[str, str]], max_length: int) -> list[list[int]]:
         """Token ids (with special tokens, from ``tokenizer``) of each of ``rows`` rendered, at most
@@ -83,7 +89,7 @@ class Template:
         string (offset mapping), so nothing is re-spelled by decoding.
         """
         mask_token = tokenizer.mask_token
-        values = [{s: _scrub(str(row[s]), mask_token) for s in self.slots} for row in rows]
+        values = [{s: _scrub(slot_text(row[s]), mask_token) for s in self.slots} for row in rows]
         encoded = self._tokenize(tokenizer, values, mask_token)
         for i, ids in enumerate(encoded):
             excess = len(ids) - max_length

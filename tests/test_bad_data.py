@@ -64,8 +64,21 @@ def test_missing_text_column(toy, rows, tmp_path, capsys):
 def test_missing_label_column(toy, rows, tmp_path, capsys):
     path = jsonl(tmp_path / "nolabel.jsonl", [{"text": t, "y": lab} for t, lab in rows])
     code, _, err = validate(with_train(toy, path), tmp_path, capsys)
-    assert code == 2 and "nolabel.jsonl: no 'label' column (set label_column: or rename:)" in err
+    assert code == 2 and "nolabel.jsonl: no 'label' column (columns: ['text', 'y']; set label_column: or rename:)" in err
     assert validate(with_train(toy, path, label_column="y"), tmp_path, capsys)[0] == 0
+
+
+@pytest.mark.parametrize("header", ["Label", " label", "labels"])
+def test_a_label_column_named_nearly_label_is_named_with_the_setting_that_reads_it(toy, rows, tmp_path, capsys,
+                                                                                   header):
+    """``Label`` from a spreadsheet, `` label`` after a ``, `` separator: the message said only that there is
+    no 'label' column; it names the column meant and the setting, which then reads the file."""
+    path = tmp_path / "near.csv"
+    path.write_text(f"text,{header}\n" + "".join(f"{t},{lab}\n" for t, lab in rows))
+    code, _, err = validate(with_train(toy, path), tmp_path, capsys)
+    assert code == 2 and f"near.csv: no 'label' column (columns: ['text', {header!r}]; set label_column: {header!r})" \
+        in err, err
+    assert validate(with_train(toy, path, label_column=header), tmp_path, capsys)[0] == 0
 
 
 def test_wrong_delimiter_names_the_columns_it_found(toy, rows, tmp_path, capsys):
@@ -75,6 +88,20 @@ def test_wrong_delimiter_names_the_columns_it_found(toy, rows, tmp_path, capsys)
     assert code == 2 and "tabs.csv: missing column(s) ['text']" in err and "'text\\tlabel'" in err
     assert "delimiter" in err
     assert validate(with_train(toy, path, format="tsv"), tmp_path, capsys)[0] == 0
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32"])
+def test_a_utf16_file_is_named_as_such_not_as_binary(toy, rows, tmp_path, capsys, encoding):
+    """Excel's "Unicode Text" export is a UTF-16 TSV: it was refused as "a NUL byte, so a binary file"."""
+    path = tmp_path / "excel.tsv"
+    text = "text\tlabel\n" + "".join(f"{t}\t{lab}\n" for t, lab in rows)
+    path.write_bytes(("\ufeff" if encoding == "utf-16-be" else "").encode(encoding) + text.encode(encoding))
+    code, _, err = validate(with_train(toy, path), tmp_path, capsys)
+    wide = encoding[:6].upper()
+    assert code == 2 and err.endswith(f"excel.tsv: {wide} text, not UTF-8 (Excel's \"Unicode Text\" is UTF-16); save "
+                                      "the file as UTF-8 (Excel: CSV UTF-8)\n"), err
+    path.write_text(text)
+    assert validate(with_train(toy, path), tmp_path, capsys)[0] == 0
 
 
 def test_list_valued_text_is_refused_not_crashed(toy, rows, tmp_path, capsys):
@@ -145,6 +172,25 @@ def test_csv_labels_match_the_verbalizer_as_the_numbers_they_write(toy, rows, tm
     assert code == 0 and "'labeled': 8" in out, err
 
 
+def test_labels_with_surrounding_spaces_are_the_labels(toy, rows, tmp_path, capsys):
+    """A sheet saved with ", " between its cells (``great film, pos``): every label was refused as
+    `label(s) [' neg', ' pos'] not in the verbalizer`; trimmed, each is its label, and so is ``1 `` a number."""
+    from data.prepare import DataConfig, load_sets
+
+    path = tmp_path / "spaced.csv"
+    path.write_text("text, label\n" + "".join(f"{t}, {lab}\n" for t, lab in rows))
+    test = tmp_path / "spaced-test.csv"
+    test.write_text("text,label\n" + "".join(f"held out {t},{'1 ' if lab == 'pos' else ' 0'}\n" for t, lab in rows[:10]))
+    config = with_train(toy, path, label_column=" label")
+    code, out, err = validate(config, tmp_path, capsys)
+    assert code == 0 and "'labeled': 8" in out, err
+    sets, _ = load_sets(DataConfig.model_validate(config["data"]), ["text"], ["neg", "pos"])
+    assert sorted(sets["labeled"]["label"].to_pylist()) == ["neg"] * 4 + ["pos"] * 4
+    assert set(sets["pool"]["hidden_label"].to_pylist()) == {"neg", "pos"}
+    numbers = DataConfig(train={"path": str(test)}, labeled_per_class=4)
+    assert sorted(load_sets(numbers, ["text"], ["0", "1"])[0]["labeled"]["label"].to_pylist()) == ["0"] * 4 + ["1"] * 4
+
+
 def test_a_label_two_verbalizer_keys_could_mean_is_named(toy, rows, tmp_path, capsys):
     """``1.00`` is the number of both ``1`` and ``1.0``: which label it means is not ours to guess."""
     path = tmp_path / "two.csv"
@@ -161,6 +207,20 @@ def test_labels_that_match_no_verbalizer_key_are_named(toy, rows, tmp_path, caps
     code, _, err = validate(config, tmp_path, capsys)
     assert code == 2 and "half.jsonl: label(s) ['1.5'] not in the verbalizer (labels: ['0', '1'])" in err
     assert "at row id(s) ['2', '4'," in err
+
+
+def test_labels_written_in_other_capitals_are_named_with_why(toy, rows, tmp_path, capsys):
+    """``NEG``/``POS`` against a verbalizer of ``neg``/``pos``: refused (two labels may differ only by case), and
+    the line says that the case is the difference, which the bare list of labels left to the eye."""
+    path = tmp_path / "caps.csv"
+    path.write_text("text,label\n" + "".join(f"{t},{lab.upper()}\n" for t, lab in rows))
+    code, _, err = validate(with_train(toy, path), tmp_path, capsys)
+    assert code == 2 and ("caps.csv: label(s) ['NEG', 'POS'] not in the verbalizer (labels: ['neg', 'pos']; labels are "
+                          "matched with their case: 'NEG' is not 'neg') at row id(s) ['1', '2',") in err, err
+    test = tmp_path / "caps-test.csv"
+    test.write_text("text,label\n" + "".join(f"held out {t},{lab.upper()}\n" for t, lab in rows[:10]))
+    config = {**with_train(toy, path, test=test), "verbalizer": {"NEG": "bad", "POS": "great"}}
+    assert validate(config, tmp_path, capsys)[0] == 0
 
 
 def test_missing_labels_are_named(toy, rows, tmp_path, capsys):
@@ -182,6 +242,34 @@ def test_verbalizer_label_absent_from_the_data(toy, rows, tmp_path, capsys):
     assert code == 2 and "few.csv: no examples of label(s) ['meh']" in err
 
 
+def test_a_file_of_one_class_is_refused_with_either_verbalizer(toy, rows, tmp_path, capsys):
+    """A labeled file of one class: with both labels in the verbalizer the other is named; with only its
+    own label the run was accepted, every prediction that label at probability 1."""
+    path = tmp_path / "neg.csv"
+    path.write_text("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in rows if lab == "neg"))
+    code, _, err = validate(with_train(toy, path), tmp_path, capsys)
+    assert code == 2 and "neg.csv: label 'pos' has 0 examples, fewer than labeled_per_class=4" in err
+    code, _, err = validate({**with_train(toy, path), "verbalizer": {"neg": "bad"}}, tmp_path, capsys)
+    assert code == 2 and err.endswith("verbalizer: one label ['neg']; a classifier chooses between labels, so give "
+                                      "at least two\n"), err
+
+
+def test_a_gold_text_under_two_labels_is_reported(toy, rows, tmp_path, capsys):
+    """The same text labeled neg in one row and pos in another (annotators who disagreed): both were
+    trained on without a word, as ``ipet ingest`` already reports them; now a warning names the rows."""
+    gold = [f"{t},{lab}" for t, lab in rows[:8]] + [f"  {rows[0][0]},{'pos' if rows[0][1] == 'neg' else 'neg'}",
+                                                     f"{rows[1][0]},{rows[1][1]}"]
+    (tmp_path / "gold.csv").write_text("text,label\n" + "\n".join(gold) + "\n")
+    config = {**toy, "data": {"root": toy["data"]["root"], "labeled": {"path": str(tmp_path / "gold.csv")},
+                              "unlabeled": {"path": "train.csv"}}}
+    code, out, err = validate(config, tmp_path, capsys)
+    assert code == 0, err
+    assert (f"{tmp_path / 'gold.csv'}: 1 text(s) of the labeled set stand under two labels or more, at row id(s) "
+            "['1', '9']; every model trains on each of those rows: keep the right label") in out, out
+    (tmp_path / "gold.csv").write_text("text,label\n" + "\n".join(gold[:8] + gold[9:]) + "\n")  # a repeat agrees
+    assert "two labels" not in validate(config, tmp_path, capsys)[1]
+
+
 # --- pool and ids ---------------------------------------------------------------------------------
 
 def test_empty_unlabeled_pool_file(toy, rows, tmp_path, capsys):
@@ -198,6 +286,21 @@ def test_pool_drawn_empty(toy, tmp_path, capsys):
     assert code == 2 and "train.csv: no rows left for the unlabeled pool after drawing labeled_per_class=120" in err
 
 
+def test_pool_rows_that_are_gold_texts_do_not_count_toward_a_generation(toy, rows, tmp_path, capsys):
+    """A gold text in the pool is never pseudo-labeled, so a pool of mostly the labeled file's own texts
+    cannot fill a generation: the check counted them and passed, and the run trained on the gold set
+    alone (its only sign a warning in the task's log)."""
+    (tmp_path / "gold.csv").write_text("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in rows[:12]))
+    (tmp_path / "pool.csv").write_text("text\n" + "".join(f"{t}\n" for t, _ in rows[:18]))
+    config = {**toy, "ipet": {"generations": 1, "growth": 2},
+              "data": {"labeled": {"path": str(tmp_path / "gold.csv")}, "unlabeled": {"path": str(tmp_path / "pool.csv")}}}
+    code, _, err = validate(config, tmp_path, capsys)
+    assert code == 2 and ("ipet.growth/ipet.generations: generation 1 needs 12 pseudo-labeled examples but the pool "
+                          "has 6 (18 rows, 12 of them texts of the labeled set, which are never pseudo-labeled)") in err
+    (tmp_path / "pool.csv").write_text("text\n" + "".join(f"{t}\n" for t, _ in rows[:24]))
+    assert validate(config, tmp_path, capsys)[0] == 0
+
+
 def test_duplicate_ids(toy, rows, tmp_path, capsys):
     records = [{"id": f"r{i}", "text": t, "label": lab} for i, (t, lab) in enumerate(rows)]
     records[7]["id"] = records[2]["id"] = "dup"
@@ -206,6 +309,19 @@ def test_duplicate_ids(toy, rows, tmp_path, capsys):
     assert code == 2 and "ids.jsonl: duplicate id(s) ['dup']" in err
     records[7]["id"] = "r7"
     assert validate(with_train(toy, jsonl(path, records), id_column="id"), tmp_path, capsys)[0] == 0
+
+
+@pytest.mark.parametrize("blank", ['null', '""', '"  "'])
+def test_a_row_without_an_id_is_named(toy, rows, tmp_path, capsys, blank):
+    """An ``id_column`` cell left empty (or null) was accepted as the id ``''`` (None): leaks, asked rows and a
+    person's answers name rows by id; a second such row was then reported as the "duplicate id ['']"."""
+    records = [{"id": f"r{i}", "text": t, "label": lab} for i, (t, lab) in enumerate(rows)]
+    path = tmp_path / "ids.jsonl"
+    path.write_text("".join(json.dumps(r).replace('"r3"', blank).replace('"r9"', blank) + "\n" for r in records))
+    code, _, err = validate(with_train(toy, path, id_column="id"), tmp_path, capsys)
+    assert code == 2 and err.endswith("ids.jsonl: no id in column 'id' at row(s) [4, 10]; give every row an id, or "
+                                      "leave out id_column to number the rows\n"), err
+    assert validate(with_train(toy, path), tmp_path, capsys)[0] == 0
 
 
 def test_megabyte_text_is_truncated_not_fatal(toy, rows, tmp_path, capsys):

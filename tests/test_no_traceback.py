@@ -113,6 +113,17 @@ def other_test_set(toy: dict, tmp: Path) -> list[str]:
             config(toy, tmp, data_test={"path": str(tmp / "other.csv")}), "--read", "rows=[5,10]"]
 
 
+def gold_and_pool(gold: str, pool: str, **changes) -> Build:
+    """``validate`` of a labeled file ``gold`` and an unlabeled file ``pool`` (no ``train`` draw)."""
+    def build(toy: dict, tmp: Path) -> list[str]:
+        (tmp / "gold.csv").write_text(gold)
+        (tmp / "pool.csv").write_text(pool)
+        return ["validate", config(toy, tmp, data_train=None, data_labeled_per_class=None, data_pool_size=None,
+                                   data_labeled={"path": str(tmp / "gold.csv")},
+                                   data_unlabeled={"path": str(tmp / "pool.csv")}, **changes)]
+    return build
+
+
 def foreign_results(command: str) -> Build:
     """``command`` (gc, predict) on a folder whose results.json is another tool's, not a run's."""
     def build(toy: dict, tmp: Path) -> list[str]:
@@ -173,7 +184,7 @@ CASES: dict[str, tuple[Build, int, str]] = {
                                                                    "max_steps would cut the distillation short"),
     "pattern slot not in the data": (validate("pvps=[{pattern: '{review} {mask}'}, {pattern: '{mask} {review}'}]"), 2,
                                      "missing column(s) ['review'] that the patterns use"),
-    "label in the data, not in the verbalizer": (validate("verbalizer={neg: bad}"), 2, "not in the verbalizer"),
+    "label in the data, not in the verbalizer": (validate("verbalizer={neg: bad, meh: fine}"), 2, "['pos'] not in the verb"),
     "label in the verbalizer, not in the data": (validate("verbalizer={neg: bad, pos: great, meh: fine}"), 2,
                                                  "label 'meh' has 0 examples"),
     "two labels with the same words": (validate("verbalizer={neg: great, pos: great}"), 2,
@@ -182,6 +193,7 @@ CASES: dict[str, tuple[Build, int, str]] = {
         validate("verbalizer={neg: bad, pos: great, 1: good, '1': fine}"), 2,
         "verbalizer: keys 1 and '1' are both the label '1'"),
     "empty verbalizer": (validate("verbalizer={}"), 2, "verbalizer is empty"),
+    "a verbalizer of one label": (validate("verbalizer={neg: bad}"), 2, "verbalizer: one label ['neg']; a classifier"),
     "label word of several tokens": (validate("verbalizer={neg: bad, pos: goods}"), 2, "is 2 tokens"),
     "`labeled_per_class` larger than a class": (validate("data.labeled_per_class=500"), 2,
                                                 "fewer than labeled_per_class=500"),
@@ -246,12 +258,21 @@ CASES: dict[str, tuple[Build, int, str]] = {
             tmp / "empty.csv")})], 2, "empty.csv: no rows"),
     "pool drawn empty": (validate(data_labeled_per_class=120, data_pool_size=None), 2,
                          "no rows left for the unlabeled pool"),
+    "a pool mostly of the labeled set's own texts": (
+        gold_and_pool(BALANCED, lines(48, lambda i: BALANCED.splitlines()[1 + i].rsplit(",", 1)[0]
+                                      if i < 40 else f"another film {i}", "text"), ipet={"generations": 1, "growth": 2}),
+        2, "needs 40 pseudo-labeled examples but the pool has 8 (48 rows, 40 of them texts of the labeled set"),
+    "a row without an id (`id_column`)": (with_train(lines(4, lambda i: f"{'' if i == 2 else i},film {i},"
+                                                             f"{'pos' if i % 2 else 'neg'}", "id,text,label"),
+                                                       id_column="id"), 2, "bad.csv: no id in column 'id' at row(s) [3]"),
     "duplicate ids (`id_column`)": (with_train(lines(4, lambda i: f"dup,film {i},{'pos' if i % 2 else 'neg'}",
                                                      "id,text,label"), id_column="id"), 2, "duplicate id(s) ['dup']"),
     "a UTF-8 byte order mark, CRLF line ends": (with_train("\ufeff" + "".join(
         json.dumps({"text": f"film number {i} was {'great' if i % 2 else 'bad'}", "label": "pos" if i % 2 else "neg"})
         + "\r\n" for i in range(40)), name="bom.jsonl"), 0, "ok · labels"),
     "a 1 MB single text": (with_train(BALANCED + f"{'great film ' * 100_000},pos\n"), 0, "ok · labels"),
+    "a UTF-16 file (Excel's \"Unicode Text\")": (with_train(BALANCED.encode("utf-16")), 2,
+                                                "bad.csv: UTF-16 text, not UTF-8"),
     "a binary or compressed file as data": (with_train(gzip.compress(BALANCED.encode())), 2,
                                             "not csv text but a gzip-compressed file"),
     "a NUL byte in a text file": (with_train(BALANCED + "a \x00 film,pos\n"), 2, "line 42: a NUL byte"),

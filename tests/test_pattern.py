@@ -112,6 +112,16 @@ def test_render_and_encode_use_the_tokenizers_own_mask(tiny_tokenizers: dict[str
     assert ids == tokenizer(f"a film It was {mask}.")["input_ids"]
 
 
+def test_a_missing_field_renders_as_no_text_not_none(tiny_tokenizers: dict[str, Any]) -> None:
+    """A null field (a JSONL ``null`` or absent key, a parquet null) beside a field with text is no text:
+    it was rendered as the word "None", which every such row then had in its prompt."""
+    tokenizer = tiny_tokenizers["bert"]
+    pattern = Pattern("{title} {body} It was {mask}.")
+    assert pattern.render({"title": "a film", "body": None}, "[MASK]") == "a film  It was [MASK]."
+    assert pattern.encode(tokenizer, [{"title": "a film", "body": None}], max_length=64) == \
+        pattern.encode(tokenizer, [{"title": "a film", "body": ""}], max_length=64)
+
+
 def test_roberta_mask_swallows_the_space_before_it(tiny_tokenizers: dict[str, Any]) -> None:
     tokenizer = tiny_tokenizers["roberta"]
     (ids,) = Pattern("{text} it was {mask} .").encode(tokenizer, [{"text": "x movie"}], max_length=64)

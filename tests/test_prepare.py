@@ -110,3 +110,19 @@ def test_a_run_directory_prepared_by_earlier_readers_reads_its_data_again(tmp_pa
     now = prepare(config, FIELDS, LABELS, run)
     assert now["key"] != earlier["key"] and (run / f"data-{now['key']}" / "manifest.json").is_file()
     assert [now[n] for n in ("labeled", "pool", "test")] == [earlier[n] for n in ("labeled", "pool", "test")]
+
+
+def test_pool_labels_that_are_no_labels_are_not_hidden_labels(tmp_path: Path) -> None:
+    """A pool whose label column marks its rows unlabeled (``-1``, as the hub's test splits do) had those
+    values as hidden labels: pseudo-label and pool accuracy were scored against ``-1`` (0.0), the pool
+    labeled again only for that. Values that are no label are null; a pool with no label at all has none."""
+    from data.prepare import load_sets
+
+    (tmp_path / "gold.csv").write_text("text,label\na fine film,pos\na dull film,neg\n")
+    (tmp_path / "pool.csv").write_text("text,label\n" + "".join(f"film {i},-1\n" for i in range(6)))
+    config = DataConfig(labeled={"path": str(tmp_path / "gold.csv")}, unlabeled={"path": str(tmp_path / "pool.csv")})
+    pool = load_sets(config, FIELDS, LABELS)[0]["pool"]
+    assert pool.column_names == ["id", "text"] and pool.num_rows == 6
+    (tmp_path / "pool.csv").write_text("text,label\nfilm 0,-1\nfilm 1,pos\nfilm 2,\nfilm 3,neg\n")
+    pool = load_sets(config, FIELDS, LABELS)[0]["pool"]
+    assert pool["hidden_label"].to_pylist() == [None, "pos", None, "neg"]

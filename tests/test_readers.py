@@ -87,9 +87,40 @@ def test_csv_texts_and_ids_are_read_as_written_either_way(tmp_path: Path, fmt: s
     ``NA`` and ``nan`` nulls), while a stream read the same file as strings. Both read it as written."""
     sep = "," if fmt == "csv" else "\t"
     path = tmp_path / f"numbers.{fmt}"
-    path.write_text(f"id{sep}text{sep}label\n" + "".join(f"{v}{sep}{v}{sep}1.0\n" for v in AS_WRITTEN[values]))
+    ids = [v or "-" for v in AS_WRITTEN[values]]  # an empty id is no id (refused), an empty text a text
+    path.write_text(f"id{sep}text{sep}label\n" + "".join(f"{i}{sep}{v}{sep}1.0\n" for i, v in zip(ids, AS_WRITTEN[values])))
     whole, streamed = whole_and_streamed(Source(path=str(path), id_column="id"), ["text"], ["label"])
-    assert whole == streamed == [{"id": v, "text": v, "label": "1.0"} for v in AS_WRITTEN[values]]
+    assert whole == streamed == [{"id": i, "text": v, "label": "1.0"} for i, v in zip(ids, AS_WRITTEN[values])]
+
+
+@pytest.mark.parametrize(("fmt", "written", "text"), [
+    ("tsv", 'he said "great" twice', 'he said "great" twice'),  # a TSV has no quoting: quotes are text
+    ("tsv", '"all of it quoted"', '"all of it quoted"'),
+    ("tsv", 'an odd " quote', 'an odd " quote'),
+    ("csv", '"he said ""great"", twice"', 'he said "great", twice'),  # a CSV's quoting, commas inside
+])
+def test_quotes_inside_texts_are_read_as_the_format_writes_them(tmp_path: Path, fmt: str, written: str,
+                                                                 text: str) -> None:
+    sep = "," if fmt == "csv" else "\t"
+    path = tmp_path / f"quotes.{fmt}"
+    path.write_text(f"text{sep}label\nfirst{sep}pos\n{written}{sep}neg\nlast{sep}pos\n")
+    whole = read_source(Source(path=str(path))).to_pylist()
+    streamed = [row for batch in read_batches(str(path), ["text", "label"], batch_size=2) for row in batch.to_pylist()]
+    assert [{"id": r.pop("id"), **r} for r in whole] == [{"id": "1", "text": "first", "label": "pos"},
+                                                         {"id": "2", "text": text, "label": "neg"},
+                                                         {"id": "3", "text": "last", "label": "pos"}]
+    assert streamed == [{k: v for k, v in r.items() if k != "id"} for r in whole]
+
+
+def test_blank_lines_in_a_jsonl_file_are_no_rows(tmp_path: Path) -> None:
+    """A trailing newline too many, or a blank line between objects (an editor's, a concatenation's), is
+    not an object: skipped, and the rows keep their numbers, whichever way the file is read."""
+    path = tmp_path / "blank.jsonl"
+    path.write_text('{"text": "a"}\n\n{"text": "b"}\n  \n{"text": "c"}\n\n\r\n')
+    whole = read_source(Source(path=str(path))).to_pylist()
+    streamed = [row for batch in read_batches(str(path), ["text"], batch_size=2) for row in batch.to_pylist()]
+    assert whole == [{"id": str(i), "text": t} for i, t in enumerate("abc", start=1)]
+    assert streamed == [{"text": t} for t in "abc"]
 
 
 def test_a_headerless_csv_is_read_as_written(tmp_path: Path) -> None:
