@@ -48,7 +48,17 @@ def add_parser(sub) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    """Run ``ipet suggest``; 2 with one line naming the field or file on bad input, 1 if --out cannot be written."""
+    """Run ``ipet suggest``; 2 with one line naming the field or file on bad input, 1 if --out cannot be written.
+    Ctrl-C or SIGTERM (while the model loads, scores or --out is written) stops it with one line, exit 130
+    (143): --out is written whole or not at all (``atomic_path``), a previous file there kept."""
+    from .interrupt import stop_on_signals
+
+    stopped = f"{args.out} was not written (a previous file there is as it was)" if args.out else "nothing was written"
+    with stop_on_signals("ipet suggest", lambda: None, stopped):
+        return _suggested(args)
+
+
+def _suggested(args: argparse.Namespace) -> int:
     from prompt_core import BackboneError
     from prompt_core.backbone import checked_tokenizer, has_mlm_head
     from prompt_core.choice import SuggestError
@@ -91,11 +101,16 @@ def _option_problem(args: argparse.Namespace) -> str | None:
     for option, least in (("top", 1), ("pool_sample", 1), ("expand", 0)):
         if getattr(args, option) < least:
             return f"--{option.replace('_', '-')}: must be at least {least}"
+    if not args.out:
+        return None
     try:
-        if args.out:
-            check_file_path(args.out, "config.yaml")
+        check_file_path(args.out, "config.yaml")
     except DataError as err:
         return f"--out {err}"
+    out, config = Path(args.out), Path(args.config)
+    if out.exists() and config.exists() and out.samefile(config):  # its comments and bare verbalizer lost
+        return (f"--out {args.out}: is the config itself, which would lose its comments and verbalizer; write the "
+                "suggestions to another file")
     return None
 
 

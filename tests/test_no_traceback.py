@@ -300,6 +300,9 @@ CASES: dict[str, tuple[Build, int, str]] = {
                           "--pool-sample", "20"], 2,
         # which labels run out of words depends on the tiny model's random weights; that pvps.1 is named does not
         "pvps.1: pattern '{text} it was {mask} .': no word scores best for label(s) ['"),
+    "`ipet suggest --out` naming the config itself": (
+        lambda toy, tmp: ["suggest", config(toy, tmp), "--out", str(tmp / "config.yaml")], 2,
+        "config.yaml: is the config itself, which would lose its comments and verbalizer"),
     "`ipet suggest` of a config whose model does not exist": (
         lambda toy, tmp: ["suggest", config(toy, tmp, model="/nonexistent/model")], 2,
         "config.yaml: model: '/nonexistent/model' does not exist"),

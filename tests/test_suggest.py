@@ -4,7 +4,10 @@ labeled examples it still ranks candidates from the pool (and says that this is 
 from __future__ import annotations
 
 import errno
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -145,20 +148,23 @@ def test_zero_label_mode_ranks_candidates_from_the_pool(toy: dict, tmp_path: Pat
     ({"learner": "similarity", "pvps": [{"pattern": "{text}"}]}, ["--expand", "2"],
      "ipet suggest: --expand: adds neighbours of cloze label words; learner: similarity chooses one phrase per label"),
     ({"model": "/no/such/model"}, [], "config.yaml: model: '/no/such/model' does not exist (a local model directory"),
+    ({}, ["--out", "CONFIG"], "config.yaml: is the config itself, which would lose its comments and verbalizer; write"),
 ], ids=["classifier", "zero-label-cloze-without-word-names", "top-zero", "missing-data", "cloze-without-mlm-head",
         "negative-expand", "out-a-directory", "one-pattern-twice-runs-out-of-words", "set-learner-not-written",
-        "expand-on-similarity", "no-such-model"])
+        "expand-on-similarity", "no-such-model", "out-the-config-itself"])
 def test_bad_input_is_one_line_and_exit_2_and_writes_nothing(toy: dict, tmp_path: Path, capsys, change: dict,
                                                               args: list[str], expected: str) -> None:
     if change.get("model") == "HEADLESS":  # a sentence encoder's checkpoint: no MLM head to rank words with
         change = {"model": str(save_tiny("bert", tmp_path / "headless", headless=True))}
         capsys.readouterr()  # saving prints a progress bar
     config = write({**toy, **change}, tmp_path / "config.yaml")
+    written = config.read_text()
     out = tmp_path / "out.yaml"
+    args = [str(config) if a == "CONFIG" else a for a in args]
     assert main(["suggest", str(config), "--out", str(out), *args]) == 2
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    assert not out.exists() and not list(tmp_path.glob(".out.yaml*"))
+    assert not out.exists() and not list(tmp_path.glob(".out.yaml*")) and config.read_text() == written
 
 
 def test_a_failed_write_of_out_names_out_not_its_temporary(toy: dict, tmp_path: Path, capsys,
@@ -191,3 +197,40 @@ def test_a_config_with_adapt_says_its_suggestions_score_the_unadapted_model(toy:
     assert main(["suggest", str(config), "--set", f"model={headless}", "--pool-sample", "20"]) == 2
     err = capsys.readouterr().err
     assert "has no pretrained MLM head" in err and f"run `ipet adapt {config}`" in err and len(err.splitlines()) == 1
+
+
+INTERRUPTING = """
+import os, signal, sys, time
+from pathlib import Path
+import prompt_core.suggest
+from flows.cli import main
+
+def interrupt(*args, **kwargs):  # the signal a terminal's Ctrl-C (or a `kill`) sends, mid-way
+    os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+    time.sleep(60)
+
+if sys.argv[2] == "writing":  # half the config in the temporary beside --out, then the signal
+    write_text = Path.write_text
+    Path.write_text = lambda self, text, *a, **k: (write_text(self, text[: len(text) // 2]), interrupt())
+else:
+    prompt_core.suggest.WordScorer.suggest = interrupt
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.parametrize(("sig", "code", "when"), [("SIGINT", 130, "writing"),
+                                                  pytest.param("SIGTERM", 143, "scoring", marks=pytest.mark.slow)])
+def test_a_signal_stops_it_with_one_line_and_leaves_out_as_it_was(toy: dict, tmp_path: Path, sig: str, code: int,
+                                                                  when: str) -> None:
+    """Ctrl-C or SIGTERM while it scores or writes --out: exit 130 (143) with one line, no traceback, no
+    temporary beside --out, and a previous file there as it was (a KeyboardInterrupt's traceback)."""
+    config, out = write(toy, tmp_path / "config.yaml"), tmp_path / "out.yaml"
+    out.write_text("the previous output")
+    repo = Path(__file__).parents[1]
+    done = subprocess.run([sys.executable, "-c", INTERRUPTING, sig, when, "suggest", str(config), "--out", str(out),
+                           "--pool-sample", "20"], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": f"{repo}{os.pathsep}{repo / 'tests'}"})
+    assert done.returncode == code and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines() == [f"ipet: {sig}: ipet suggest stopped; {out} was not written "
+                                                "(a previous file there is as it was)"]
+    assert out.read_text() == "the previous output" and [p.name for p in tmp_path.glob(".out*")] == []
