@@ -23,6 +23,16 @@ from data.splits import sample_rows
 
 from .config import ConfigError, RunConfig, load_config, problem_lines
 
+# how the printed score of a candidate was made, per learner (and without labels): said above the tables
+SCORED = {
+    "similarity": ("score: the mean log-probability of the right label on the labeled rows plus balance, with this "
+                   "phrase in its label's place and the other labels' chosen ones"),
+    "cloze": ("score: PETAL's likelihood ratio of the word for its label (its labeled rows against the pool "
+              "sample); accuracy and balance with this word alone in its label's place"),
+    None: "score: balance × margin on the pool sample, with this candidate in its label's place (no labels)",
+}
+COLUMNS = ("accuracy: on the labeled rows; balance: how evenly the pool sample is spread over the classes (1: "
+           "evenly); margin: the mean gap between the two likeliest classes on the pool sample")
 ZERO_LABEL_NOTE = ("no labeled examples: the candidates were chosen by the pool alone (how evenly they spread it "
                    "over the classes, and how confidently), a weaker signal than accuracy on labeled rows; read "
                    "them before running")
@@ -82,14 +92,16 @@ def _suggested(args: argparse.Namespace) -> int:
         except BackboneError as err:  # a headless checkpoint: `ipet adapt` gives it the head it lacks
             headless = adapted and not has_mlm_head(config.model, trust_remote_code=config.trust_remote_code)
             raise BackboneError(f"{err}; {adapted}" if headless else str(err)) from None
-        print(report(suggestions, ranking, zero_label=suggestions[0].fit.accuracy is None, adapted=adapted))
+        zero_label = suggestions[0].fit.accuracy is None
+        print(report(suggestions, ranking, SCORED[None if zero_label else config.learner], zero_label, adapted))
         if args.out:
             try:
                 write_config(args.config, suggestions, args.out, args.set)
             except OSError as err:  # a full disk, an unwritable place: exit 1, named by --out, not its temporary
                 print(f"ipet suggest: cannot write {args.out}: {err.strerror}", file=sys.stderr)
                 return 1
-            print(f"\nwrote {args.out}: the config with these pvps and verbalizers (`ipet validate {args.out}`)")
+            print(f"\nwrote {args.out}: {args.config} with these pvps and verbalizers, every other setting as "
+                  f"it was, its comments not kept (`ipet validate {args.out}`)")
     except (ConfigError, DataError, SuggestError, BackboneError) as err:
         print(f"ipet suggest: {err}", file=sys.stderr)
         return 2
@@ -143,16 +155,18 @@ def adapt_note(config: str) -> str:
             f"backbone, run `ipet adapt {config}` and suggest again with --set model=<the backbone it prints>")
 
 
-def report(suggestions, ranking, zero_label: bool, adapted: str | None = None) -> str:
-    """The ranked table of every PVP's candidates, the patterns' ranking, and the YAML snippet; ``adapted``:
-    the note that the backbone scored is not the run's."""
+def report(suggestions, ranking, scored: str, zero_label: bool, adapted: str | None = None) -> str:
+    """The ranked table of every PVP's candidates, the patterns' ranking, and the YAML snippet; ``scored``:
+    how a candidate's score was made (``SCORED``); ``adapted``: the note that the backbone scored is not the run's."""
     lines = ([ZERO_LABEL_NOTE, ""] if zero_label else []) + ([adapted, ""] if adapted else [])
+    lines += [scored, COLUMNS, ""]
     if len(ranking) > 1:
         lines += ["patterns, by their best verbalizer (accuracy · balance · margin):"]
         lines += [f"  {_fit(f)}  {p}" for p, f in ranking] + [""]
     for i, s in enumerate(suggestions):
         held_out = "" if s.held_out is None else f" · held-out accuracy {s.held_out:.3f} (chosen without each fold)"
-        lines += [f"pvps.{i}: {s.pattern!r} · {_fit(s.fit)}{held_out}",
+        fitted = f"accuracy {_num(s.fit.accuracy)} · balance {s.fit.balance:.3f} · margin {s.fit.margin:.3f}"
+        lines += [f"pvps.{i}: {s.pattern!r} · {fitted}{held_out}",
                   f"  {'label':<10} {'score':>8} {'accuracy':>8} {'balance':>7}  candidate (origin)"]
         lines += [f"  {r.label:<10} {r.score:>8.3f} {_num(r.fit.accuracy):>8} {r.fit.balance:>7.3f}  "
                   f"{r.text} ({r.origin})" for r in s.ranked]

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from flows.cli import main
-from flows.suggest import ZERO_LABEL_NOTE
+from flows.suggest import SCORED, ZERO_LABEL_NOTE
 from prompt_core.choice import (Candidate, Scores, SuggestError, centroid_offsets, choose, folds, likelihood_ratios,
                                 principal_axes, shortlist, top_words)
 from prompt_core.terms import terms
@@ -109,11 +109,14 @@ def test_the_written_config_validates(toy: dict, tmp_path: Path, learner: str,
     assert main(["suggest", str(config), "--out", str(out), "--pool-sample", "60"]) == 0
     printed = capsys.readouterr().out
     assert "pvps.0:" in printed and "pvps.1:" in printed and "# suggested, for the config:" in printed
+    assert SCORED[learner] in printed and "its comments not kept" in printed  # how each candidate was scored
     written = yaml.safe_load(out.read_text())
     assert [p["pattern"] for p in written["pvps"]] == [pattern, pattern]
     first, second = (p["verbalizer"] for p in written["pvps"])
     assert set(first) == set(second) == {"neg", "pos"} and first != second  # one pattern twice: other words
-    assert written["verbalizer"] == first and written["data"] == toy["data"]
+    assert written["verbalizer"] == first
+    assert {k: v for k, v in written.items() if k not in ("verbalizer", "pvps")} == {
+        k: v for k, v in yaml.safe_load(config.read_text()).items() if k not in ("verbalizer", "pvps")}
     assert main(["validate", str(out)]) == 0
 
 
@@ -123,7 +126,9 @@ def test_zero_label_mode_ranks_candidates_from_the_pool(toy: dict, tmp_path: Pat
                     "verbalizer": {"neg": "bad", "pos": "great"}}, tmp_path / "zero.yaml")
     assert main(["suggest", str(config), "--set", "data.labeled_per_class=0", "--pool-sample", "60"]) == 0
     printed = capsys.readouterr().out
-    assert ZERO_LABEL_NOTE in printed
+    assert ZERO_LABEL_NOTE in printed and SCORED[None] in printed  # weaker, and scored by the pool alone
+    assert main(["suggest", str(config), "--set", "data.labeled_per_class=0", "--pool-sample", "60"]) == 0
+    assert capsys.readouterr().out == printed  # the same command, the same suggestion
     first = printed[printed.index("pvps.0:"):printed.index("pvps.1:")]
     rows = [line.split() for line in first.splitlines() if line.startswith(("  neg ", "  pos "))]
     assert len(rows) >= 4 and all(r[2] == "–" for r in rows)  # scored, with no accuracy to show
