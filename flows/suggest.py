@@ -72,6 +72,7 @@ def _suggested(args: argparse.Namespace) -> int:
     from prompt_core import BackboneError
     from prompt_core.backbone import checked_tokenizer, has_mlm_head
     from prompt_core.choice import SuggestError
+    from prompt_core.suggest import check_learner
 
     problem = _option_problem(args)
     if problem:
@@ -79,6 +80,7 @@ def _suggested(args: argparse.Namespace) -> int:
         return 2
     try:
         config = load_config(args.config, args.set)
+        check_learner(config.learner)  # before the data and the model are read
         if args.expand and config.learner != "cloze":  # else silently ignored: one phrase per label
             raise ConfigError(f"--expand: adds neighbours of cloze label words; learner: {config.learner} "
                               "chooses one phrase per label")

@@ -147,8 +147,7 @@ def suggest(task: Task, settings: SuggestSettings, patterns: Sequence[str], sear
         One ``PVPSuggestion`` per slot (as many as ``patterns``; a pattern used twice gets other
         words or phrases the second time, so the ensemble's members differ), and the ranking.
     """
-    if settings.learner not in SCORERS:
-        raise SuggestError(f"learner: {settings.learner} has no verbalizer to suggest; use similarity or cloze")
+    check_learner(settings.learner)
     scorer = SCORERS[settings.learner](task, settings)
     candidates = list(dict.fromkeys([*patterns, *(library(settings.learner, task.fields) if search else [])]))
     best = {p: scorer.suggest(p, frozenset()) for p in candidates}
@@ -161,6 +160,12 @@ def suggest(task: Task, settings: SuggestSettings, patterns: Sequence[str], sear
         used.setdefault(pattern, set()).update(w for ws in chosen.verbalizer.values() for w in ws)
         out.append(chosen)
     return out, ranking
+
+
+def check_learner(learner: str) -> None:
+    """Raise ``SuggestError`` for a learner with no verbalizer to suggest (a classifier's head starts random)."""
+    if learner not in SCORERS:
+        raise SuggestError(f"learner: {learner} has no verbalizer to suggest; use similarity or cloze")
 
 
 def _again(scorer, slot: int, pattern: str, slots: Sequence[str], used: set[str]) -> PVPSuggestion:

@@ -303,6 +303,9 @@ CASES: dict[str, tuple[Build, int, str]] = {
     "`ipet suggest --out` naming the config itself": (
         lambda toy, tmp: ["suggest", config(toy, tmp), "--out", str(tmp / "config.yaml")], 2,
         "config.yaml: is the config itself, which would lose its comments and verbalizer"),
+    "`ipet suggest` of a config with `learner: classifier`": (
+        lambda toy, tmp: ["suggest", config(toy, tmp, learner="classifier", data_train={"path": "missing.csv"})], 2,
+        "ipet suggest: learner: classifier has no verbalizer to suggest; use similarity or cloze"),
     "`ipet suggest` of a config whose model does not exist": (
         lambda toy, tmp: ["suggest", config(toy, tmp, model="/nonexistent/model")], 2,
         "config.yaml: model: '/nonexistent/model' does not exist"),

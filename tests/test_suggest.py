@@ -138,6 +138,8 @@ def test_zero_label_mode_ranks_candidates_from_the_pool(toy: dict, tmp_path: Pat
 
 @pytest.mark.parametrize(("change", "args", "expected"), [
     ({"learner": "classifier"}, [], "learner: classifier has no verbalizer to suggest"),
+    ({"learner": "classifier"}, ["--set", "data.train.path=missing.csv"],  # said before the data is read
+     "ipet suggest: learner: classifier has no verbalizer to suggest"),
     ({}, ["--set", "data.labeled_per_class=0"], "label(s) ['neg', 'pos'] are not one-token words"),
     ({}, ["--top", "0"], "ipet suggest: --top: must be at least 1"),
     ({}, ["--set", "data.train.path=missing.csv"], "missing.csv: file not found"),
@@ -154,7 +156,7 @@ def test_zero_label_mode_ranks_candidates_from_the_pool(toy: dict, tmp_path: Pat
      "ipet suggest: --expand: adds neighbours of cloze label words; learner: similarity chooses one phrase per label"),
     ({"model": "/no/such/model"}, [], "config.yaml: model: '/no/such/model' does not exist (a local model directory"),
     ({}, ["--out", "CONFIG"], "config.yaml: is the config itself, which would lose its comments and verbalizer; write"),
-], ids=["classifier", "zero-label-cloze-without-word-names", "top-zero", "missing-data", "cloze-without-mlm-head",
+], ids=["classifier", "classifier-before-the-data", "zero-label-cloze-without-word-names", "top-zero", "missing-data", "cloze-without-mlm-head",
         "negative-expand", "out-a-directory", "one-pattern-twice-runs-out-of-words", "set-learner-not-written",
         "expand-on-similarity", "no-such-model", "out-the-config-itself"])
 def test_bad_input_is_one_line_and_exit_2_and_writes_nothing(toy: dict, tmp_path: Path, capsys, change: dict,
