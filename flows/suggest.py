@@ -164,7 +164,7 @@ def report(suggestions, ranking, scored: str, zero_label: bool, adapted: str | N
     lines += [scored, COLUMNS, ""]
     if len(ranking) > 1:
         lines += ["patterns, by their best verbalizer (accuracy · balance · margin):"]
-        lines += [f"  {_fit(f)}  {p}" for p, f in ranking] + [""]
+        lines += [f"  {_fit(f) if f else '(skipped: a label gets no word)':<21}  {p}" for p, f in ranking] + [""]
     for i, s in enumerate(suggestions):
         held_out = "" if s.held_out is None else f" · held-out accuracy {s.held_out:.3f} (chosen without each fold)"
         fitted = f"accuracy {_num(s.fit.accuracy)} · balance {s.fit.balance:.3f} · margin {s.fit.margin:.3f}"

@@ -33,6 +33,8 @@ from .terms import document_frequency, frequent_words, join_fields, words
 from .verbalizer import word_pieces
 
 PHRASE_TEMPLATES = ("{x}", "This is about {x}.", "It was {x}.")  # around a label name or a term
+NO_WORD = (" (the labeled rows' words at the mask do not set the labels apart); give them more or more typical "
+           "labeled examples")  # why a cloze pattern leaves a label without a word, and what helps
 CV_FOLDS = 5  # folds of the labeled rows for the held-out accuracy of the chosen phrases
 # Generic patterns: {input} is every input field, {first} the first one alone (only with several).
 PATTERN_LIBRARY = {
@@ -133,7 +135,7 @@ def library(learner: str, fields: Sequence[str]) -> list[str]:
 
 
 def suggest(task: Task, settings: SuggestSettings, patterns: Sequence[str], search: bool = False,
-            ) -> tuple[list[PVPSuggestion], list[tuple[str, Fit]]]:
+            ) -> tuple[list[PVPSuggestion], list[tuple[str, Fit | None]]]:
     """A verbalizer for each PVP slot, and the patterns ranked by their best verbalizer's fit.
 
     Args:
@@ -145,14 +147,27 @@ def suggest(task: Task, settings: SuggestSettings, patterns: Sequence[str], sear
 
     Returns:
         One ``PVPSuggestion`` per slot (as many as ``patterns``; a pattern used twice gets other
-        words or phrases the second time, so the ensemble's members differ), and the ranking.
+        words or phrases the second time, so the ensemble's members differ), and the ranking; with
+        ``search``, a pattern that leaves a label without a word is skipped (its fit None, last), and
+        only a search where every pattern does is refused.
     """
     check_learner(settings.learner)
     scorer = SCORERS[settings.learner](task, settings)
     candidates = list(dict.fromkeys([*patterns, *(library(settings.learner, task.fields) if search else [])]))
-    best = {p: scorer.suggest(p, frozenset()) for p in candidates}
+    best, failed = {}, {}
+    for p in candidates:
+        try:
+            best[p] = scorer.suggest(p, frozenset())
+        except SuggestError as err:
+            if not search:
+                raise
+            failed[p] = err
+    if not best:
+        raise SuggestError(f"none of the {len(failed)} patterns tried, the config's and the library's, gives every "
+                           f"label a word{NO_WORD}")
     ranking = sorted(((p, s.fit) for p, s in best.items()), key=lambda pf: pf[1].key, reverse=True)
     slots = [ranking[i % len(ranking)][0] for i in range(len(patterns))] if search else list(patterns)
+    ranking += [(p, None) for p in failed]
     used: dict[str, set[str]] = {}
     out = []
     for slot, pattern in enumerate(slots):
@@ -359,8 +374,9 @@ class WordScorer:
         ratios = likelihood_ratios(scores.labeled, self.task.targets, len(self.task.labels), scores.pool)
         chosen = self._expand(top_words(ratios, self.settings.top, skip), ratios, skip)
         empty = [self.task.labels[l] for l, ws in enumerate(chosen) if not ws]
-        if empty:
-            raise SuggestError(f"pattern {pattern!r}: no word scores best for label(s) {empty}")
+        if empty:  # a PVP sharing the pattern says why itself (``_again``)
+            why = "" if excluded else f"{NO_WORD}, or try other patterns (--patterns)"
+            raise SuggestError(f"pattern {pattern!r}: no word scores best for label(s) {empty}{why}")
         ranked = []
         for label, name in enumerate(self.task.labels):
             for w in top_words(ratios, 2 * self.settings.top, skip)[label]:

@@ -212,6 +212,9 @@ CASES: dict[str, tuple[Build, int, str]] = {
                          "no rows left for the unlabeled pool"),
     "duplicate ids (`id_column`)": (with_train(lines(4, lambda i: f"dup,film {i},{'pos' if i % 2 else 'neg'}",
                                                      "id,text,label"), id_column="id"), 2, "duplicate id(s) ['dup']"),
+    "`ipet suggest` (cloze) of labeled rows whose words at the mask do not set the labels apart (every text the same)": (
+        lambda toy, tmp: ["suggest", with_train(lines(40, lambda i: f"the movie,{'pos' if i % 2 else 'neg'}"))(toy, tmp)[1],
+                          "--pool-sample", "20"], 2, "(the labeled rows' words at the mask do not set the labels apart)"),
     "a UTF-8 byte order mark, CRLF line ends": (with_train("\ufeff" + "".join(
         json.dumps({"text": f"film number {i} was {'great' if i % 2 else 'bad'}", "label": "pos" if i % 2 else "neg"})
         + "\r\n" for i in range(40)), name="bom.jsonl"), 0, "ok · labels"),

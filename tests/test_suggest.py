@@ -155,8 +155,9 @@ def test_zero_label_mode_ranks_candidates_from_the_pool(toy: dict, tmp_path: Pat
     ({"learner": "similarity", "pvps": [{"pattern": "{text}"}]}, ["--expand", "2"],
      "ipet suggest: --expand: adds neighbours of cloze label words; learner: similarity chooses one phrase per label"),
     ({"model": "/no/such/model"}, [], "config.yaml: model: '/no/such/model' does not exist (a local model directory"),
-    ({}, ["--out", "CONFIG"], "config.yaml: is the config itself, which would lose its comments and verbalizer; write"),
-], ids=["classifier", "classifier-before-the-data", "zero-label-cloze-without-word-names", "top-zero", "missing-data", "cloze-without-mlm-head",
+    ({}, ["--out", "CONFIG"], "config.yaml: is the config itself, which would lose its comments and verbalizer"),
+], ids=["classifier", "classifier-before-the-data", "zero-label-cloze-without-word-names", "top-zero", "missing-data",
+        "cloze-without-mlm-head",
         "negative-expand", "out-a-directory", "one-pattern-twice-runs-out-of-words", "set-learner-not-written",
         "expand-on-similarity", "no-such-model", "out-the-config-itself"])
 def test_bad_input_is_one_line_and_exit_2_and_writes_nothing(toy: dict, tmp_path: Path, capsys, change: dict,
@@ -225,8 +226,8 @@ sys.exit(main(sys.argv[3:]))
 """
 
 
-@pytest.mark.parametrize(("sig", "code", "when"), [("SIGINT", 130, "writing"),
-                                                  pytest.param("SIGTERM", 143, "scoring", marks=pytest.mark.slow)])
+@pytest.mark.slow  # a fresh interpreter importing torch: 20 s on 2 loaded cores
+@pytest.mark.parametrize(("sig", "code", "when"), [("SIGINT", 130, "writing"), ("SIGTERM", 143, "scoring")])
 def test_a_signal_stops_it_with_one_line_and_leaves_out_as_it_was(toy: dict, tmp_path: Path, sig: str, code: int,
                                                                   when: str) -> None:
     """Ctrl-C or SIGTERM while it scores or writes --out: exit 130 (143) with one line, no traceback, no
@@ -241,3 +242,49 @@ def test_a_signal_stops_it_with_one_line_and_leaves_out_as_it_was(toy: dict, tmp
     assert done.stderr.strip().splitlines() == [f"ipet: {sig}: ipet suggest stopped; {out} was not written "
                                                 "(a previous file there is as it was)"]
     assert out.read_text() == "the previous output" and [p.name for p in tmp_path.glob(".out*")] == []
+
+
+def test_a_pattern_search_skips_a_pattern_that_leaves_a_label_without_a_word(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --patterns, one pattern of the library (or the config's) that gives some label no word is shown
+    skipped and the PVPs take the others (one such pattern refused the whole search); without the search,
+    or when every pattern fails, it is refused."""
+    from prompt_core.choice import Fit
+    from prompt_core.suggest import SCORERS, PVPSuggestion, SuggestSettings, Task, library, suggest
+
+    failing = "{text} It was {mask} ."
+
+    class Planted:  # a scorer whose fits are known: longer patterns fit better, one pattern fails
+        def __init__(self, task: Task, settings: SuggestSettings):
+            self.settings = settings
+
+        def suggest(self, pattern: str, excluded: frozenset[str]) -> PVPSuggestion:
+            if pattern == failing or self.settings.top == 0:
+                raise SuggestError(f"pattern {pattern!r}: no word scores best for label(s) ['pos']")
+            words = {"neg": (f"n{len(excluded)}",), "pos": (f"p{len(excluded)}",)}
+            return PVPSuggestion(pattern, words, Fit(0.5, len(pattern) / 100, 0.5, 0.1), ())
+
+    monkeypatch.setitem(SCORERS, "cloze", Planted)
+    task = Task(("neg", "pos"), ("text",), (), (), (), ())
+    mine = "{text} it was {mask} ."
+    out, ranking = suggest(task, SuggestSettings("m", "cloze"), [failing, mine], search=True)
+    tried = library("cloze", ["text"])
+    assert ranking[-1] == (failing, None) and len(ranking) == len(set([mine, *tried]))
+    best = max((p for p in tried if p != failing), key=len)
+    assert [s.pattern for s in out] == [best, sorted(tried, key=len)[-2]]
+    with pytest.raises(SuggestError, match=r"^pattern '\{text\} It was \{mask\} \.': no word"):
+        suggest(task, SuggestSettings("m", "cloze"), [failing, mine])
+    with pytest.raises(SuggestError, match="none of the 6 patterns tried, the config's and the library's, gives"):
+        suggest(task, SuggestSettings("m", "cloze", top=0), [failing, mine], search=True)
+
+
+def test_identical_texts_are_refused_in_one_line_saying_what_helps(toy: dict, tmp_path: Path, capsys) -> None:
+    """Every row the same text: no word at the mask tells the labels apart. One line, exit 2, --out not
+    written, with or without the pattern search (it named no cause)."""
+    (tmp_path / "same.csv").write_text("text,label\n" + "the movie was it,neg\nthe movie was it,pos\n" * 30)
+    config = write({**toy, "data": {**toy["data"], "root": str(tmp_path), "train": {"path": "same.csv"}, "test": None,
+                                    "pool_size": None}}, tmp_path / "config.yaml")
+    for search in ([], ["--patterns"]):
+        assert main(["suggest", str(config), "--out", str(tmp_path / "out.yaml"), "--pool-sample", "20", *search]) == 2
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and "do not set the labels apart); give them more or more typical" in err, err
+    assert not (tmp_path / "out.yaml").exists()
