@@ -102,8 +102,9 @@ def _suggested(args: argparse.Namespace) -> int:
             except OSError as err:  # a full disk, an unwritable place: exit 1, named by --out, not its temporary
                 print(f"ipet suggest: cannot write {args.out}: {err.strerror}", file=sys.stderr)
                 return 1
+            unset = f"; --set {' '.join(args.set)} is not in it: give it to `ipet run` too" if args.set else ""
             print(f"\nwrote {args.out}: {args.config} with these pvps and verbalizers, every other setting as "
-                  f"it was, its comments not kept (`ipet validate {args.out}`)")
+                  f"it was, its comments not kept{unset} (`ipet validate {args.out}`)")
     except (ConfigError, DataError, SuggestError, BackboneError) as err:
         print(f"ipet suggest: {err}", file=sys.stderr)
         return 2

@@ -106,10 +106,11 @@ def test_the_written_config_validates(toy: dict, tmp_path: Path, learner: str,
     config = write({**toy, "learner": learner, "pvps": [{"pattern": pattern}, {"pattern": pattern}],
                     "verbalizer": {"neg": "neg", "pos": "pos"}}, tmp_path / "bare.yaml")
     out = tmp_path / "suggested.yaml"
-    assert main(["suggest", str(config), "--out", str(out), "--pool-sample", "60"]) == 0
+    assert main(["suggest", str(config), "--out", str(out), "--pool-sample", "60", "--set", "data.seed=0"]) == 0
     printed = capsys.readouterr().out
     assert "pvps.0:" in printed and "pvps.1:" in printed and "# suggested, for the config:" in printed
-    assert SCORED[learner] in printed and "its comments not kept" in printed  # how each candidate was scored
+    assert SCORED[learner] in printed  # how each candidate was scored; and what --out holds and lacks:
+    assert "its comments not kept; --set data.seed=0 is not in it: give it to `ipet run` too" in printed
     written = yaml.safe_load(out.read_text())
     assert [p["pattern"] for p in written["pvps"]] == [pattern, pattern]
     first, second = (p["verbalizer"] for p in written["pvps"])
