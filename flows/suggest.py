@@ -134,7 +134,7 @@ def run_suggest(config: RunConfig, top: int = 3, pool_sample: int = 400, search:
     PVP of the config (``search``: the best patterns of the library and the config), and the
     patterns ranked."""
     from prompt_core.suggest import SuggestSettings, Task, suggest
-    from prompt_core.terms import join_fields
+    from prompt_core.terms import join_fields, words
 
     sets, _ = load_sets(config.data, config.fields, config.labels)  # leaked test rows already left out of the pool
     fields = config.fields
@@ -143,7 +143,9 @@ def run_suggest(config: RunConfig, top: int = 3, pool_sample: int = 400, search:
     task = Task(labels=config.labels, fields=fields, labeled=tuple({f: r[f] for f in fields} for r in labeled),
                 targets=tuple(config.labels.index(r["label"]) for r in labeled),
                 pool=tuple({f: r[f] for f in fields} for r in sample),
-                background=tuple(join_fields(r, fields) for r in sets["pool"].select(list(fields)).to_pylist()))
+                background=tuple(join_fields(r, fields) for r in sets["pool"].select(list(fields)).to_pylist()),
+                names=tuple(label if words(label) else config.pvp(0).verbalizer.words[label][0]
+                            for label in config.labels))
     batch = config.labeling.batch_size
     settings = SuggestSettings(backbone=config.model, learner=config.learner, top=top, expand=expand,
                                temperature=config.similarity_temperature, max_length=config.max_length,

@@ -12,8 +12,8 @@ for the process); every candidate is then scored from that one matrix (``prompt_
   not the task (bench/RESULTS.md, "Suggested phrases").
 - **Cloze**: candidates are the pool's frequent words that are one token; the top words per label
   by PETAL's likelihood ratio, optionally widened with embedding neighbours (KPT-style).
-- **No labels**: candidates grow from the label names (their neighbours among the pool's terms or
-  words) and are chosen by the pool alone: spread across the classes, with a confident margin.
+- **No labels**: candidates grow from the label names, or a name that is no word's first verbalizer
+  word (their neighbours among the pool's terms or words) and are chosen by the pool alone: spread across the classes, with a confident margin.
 """
 
 from __future__ import annotations
@@ -55,6 +55,8 @@ class Task:
         targets: each labeled row's label index.
         pool: the pool sample every pattern is scored on.
         background: the pool's text (all of it, or a sample) for word and term statistics.
+        names: the word each label's search starts from (a candidate too; without labeled rows, the
+            only lead): its name, or where that is no word (``1``) its first verbalizer word. Empty: the labels.
     """
 
     labels: tuple[str, ...]
@@ -63,6 +65,11 @@ class Task:
     targets: tuple[int, ...]
     pool: tuple[Mapping[str, Any], ...]
     background: tuple[str, ...]
+    names: tuple[str, ...] = ()
+
+    @property
+    def starts(self) -> tuple[str, ...]:
+        return self.names or self.labels
 
 
 @dataclass(frozen=True)
@@ -237,11 +244,11 @@ class PhraseScorer:
                            max_length=settings.max_length, trust_remote_code=settings.trust_remote_code,
                            temperature=settings.temperature)
         self.encoder = build_learner(spec)
-        self.names = [n for n in task.labels if words(n)]
+        self.names = [n for n in task.starts if words(n)]
         if not task.targets and len(self.names) < len(task.labels):
-            raise SuggestError(f"no labeled examples, and label(s) {[n for n in task.labels if n not in self.names]} "
-                               "have no name to start from: give labeled examples, or name the labels with words "
-                               "in the verbalizer")
+            nameless = [label for label, n in zip(task.labels, task.starts) if not words(n)]
+            raise SuggestError(f"no labeled examples, and label(s) {nameless} have no word to start from (their name, "
+                               "else their first verbalizer word): give labeled examples, or a word in the verbalizer")
         frequent = document_frequency(task.background, settings.max_n).most_common(settings.phrases)
         self.terms = list(dict.fromkeys([*self.names, *(t for t, n in frequent if n > 1)]))
         self.phrases = {t: self.embed("{text}", [{"text": t.format(x=term)} for term in self.terms])
@@ -287,7 +294,7 @@ class PhraseScorer:
             groups = [np.flatnonzero(np.asarray(targets) == l) for l in range(n)]
             offsets = centroid_offsets(labeled, groups) @ axes.T @ axes
         else:  # no labels: the direction of each label's name
-            offsets = centroid_offsets(phrases[[self.terms.index(name) for name in self.task.labels]],
+            offsets = centroid_offsets(phrases[[self.terms.index(name) for name in self.task.starts]],
                                        [[l] for l in range(n)])
         short = shortlist(offsets @ phrases.T, self.settings.terms, skip)
         columns = [i for s in short for i in s]
@@ -340,7 +347,7 @@ class WordScorer:
         self.model = load_masked_lm(settings.backbone, trust_remote_code=settings.trust_remote_code,
                                     require_head=True)
         texts = [join_fields(r, task.fields) for r in task.labeled] + list(task.background)
-        names = [n for n in task.labels if words(n) == [n.lower()]]
+        names = [n for n in task.starts if words(n) == [n.lower()]]
         self.words, ids = self._one_token([*names, *frequent_words(texts, settings.vocabulary)])
         self.word_ids = torch.tensor(ids)
         self._scores: dict[str, Scores] = {}
@@ -412,12 +419,13 @@ class WordScorer:
     def _by_pool(self, pattern: str, skip: frozenset[int]) -> PVPSuggestion:
         """Without labels: each label's name and its embedding neighbours, chosen by the pool alone."""
         names = {n.lower(): i for i, n in enumerate(self.words)}
-        missing = [n for n in self.task.labels if n.lower() not in names]
+        missing = [label for label, n in zip(self.task.labels, self.task.starts) if n.lower() not in names]
         if missing:
-            raise SuggestError(f"no labeled examples, and label(s) {missing} are not one-token words of the model "
-                               "to start from: give labeled examples, or name the labels with such words")
+            raise SuggestError(f"no labeled examples, and label(s) {missing} have no one-token word of the model to "
+                               "start from (their name, else their first verbalizer word): give labeled examples, or "
+                               "such a word in the verbalizer")
         candidates = []
-        for label, name in enumerate(self.task.labels):
+        for label, name in enumerate(self.task.starts):
             near = [names[name.lower()], *self._neighbours(names[name.lower()])[: self.settings.terms]]
             candidates += [Candidate(label, self.words[w], "label name" if k == 0 else "neighbour")
                            for k, w in enumerate(near) if w not in skip]

@@ -141,7 +141,7 @@ def test_zero_label_mode_ranks_candidates_from_the_pool(toy: dict, tmp_path: Pat
     ({"learner": "classifier"}, [], "learner: classifier has no verbalizer to suggest"),
     ({"learner": "classifier"}, ["--set", "data.train.path=missing.csv"],  # said before the data is read
      "ipet suggest: learner: classifier has no verbalizer to suggest"),
-    ({}, ["--set", "data.labeled_per_class=0"], "label(s) ['neg', 'pos'] are not one-token words"),
+    ({}, ["--set", "data.labeled_per_class=0"], "label(s) ['neg', 'pos'] have no one-token word of the model to start"),
     ({}, ["--top", "0"], "ipet suggest: --top: must be at least 1"),
     ({}, ["--set", "data.train.path=missing.csv"], "missing.csv: file not found"),
     ({"model": "HEADLESS"}, [], "has no pretrained MLM head, so its scores at the mask are random"),
@@ -289,3 +289,23 @@ def test_identical_texts_are_refused_in_one_line_saying_what_helps(toy: dict, tm
         err = capsys.readouterr().err
         assert len(err.splitlines()) == 1 and "do not set the labels apart); give them more or more typical" in err, err
     assert not (tmp_path / "out.yaml").exists()
+
+
+def test_without_labels_a_label_that_is_no_word_starts_from_its_verbalizer_word(toy: dict, tmp_path: Path,
+                                                                              capsys) -> None:
+    """Labels 1 and 2 (no words) and no labeled rows: the search starts from the verbalizer's words, as the
+    README's bare-verbalizer start suggests (it refused, telling the user to put words in the verbalizer,
+    which it then ignored); with bare ids there, one line says what to give."""
+    rows = Path(toy["data"]["root"], "train.csv").read_text().replace(",neg\n", ",1\n").replace(",pos\n", ",2\n")
+    (tmp_path / "train.csv").write_text(rows)
+    numbered = {**toy, "learner": "similarity", "pvps": [{"pattern": "{text}"}] * 2, "verbalizer": {1: "bad", 2: "great"},
+                "data": {"root": str(tmp_path), "train": {"path": "train.csv"}, "labeled_per_class": 0}}
+    config = write(numbered, tmp_path / "config.yaml")
+    assert main(["suggest", str(config), "--pool-sample", "40", "--out", str(tmp_path / "out.yaml")]) == 0
+    assert ZERO_LABEL_NOTE in capsys.readouterr().out
+    assert set(yaml.safe_load((tmp_path / "out.yaml").read_text())["verbalizer"]) == {"1", "2"}
+    write({**numbered, "verbalizer": {1: "1", 2: "2"}}, config)
+    assert main(["suggest", str(config), "--pool-sample", "40"]) == 2
+    assert capsys.readouterr().err == ("ipet suggest: no labeled examples, and label(s) ['1', '2'] have no word to start "
+                                       "from (their name, else their first verbalizer word): give labeled examples, or a "
+                                       "word in the verbalizer\n")
