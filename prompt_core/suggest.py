@@ -12,8 +12,9 @@ for the process); every candidate is then scored from that one matrix (``prompt_
   not the task (bench/RESULTS.md, "Suggested phrases").
 - **Cloze**: candidates are the pool's frequent words that are one token; the top words per label
   by PETAL's likelihood ratio, optionally widened with embedding neighbours (KPT-style).
-- **No labels**: candidates grow from the label names, or a name that is no word's first verbalizer
-  word (their neighbours among the pool's terms or words) and are chosen by the pool alone: spread across the classes, with a confident margin.
+- **No labels**: candidates grow from the label names, or where a name is no word its first verbalizer
+  word (their neighbours among the pool's terms or words), and are chosen by the pool alone: spread
+  across the classes, with a confident margin.
 """
 
 from __future__ import annotations
@@ -297,6 +298,11 @@ class PhraseScorer:
             offsets = centroid_offsets(phrases[[self.terms.index(name) for name in self.task.starts]],
                                        [[l] for l in range(n)])
         short = shortlist(offsets @ phrases.T, self.settings.terms, skip)
+        if not skip and not all(short):  # too few terms to go round (with a skip, ``_again`` says why)
+            empty = [self.task.labels[l] for l, s in enumerate(short) if not s]
+            raise SuggestError(f"no candidate phrase for label(s) {empty}: the pool gives {len(self.terms)} "
+                               f"candidate(s) for {n} labels (label names that are words, and terms in at least 2 "
+                               "of its rows); give a larger pool")
         columns = [i for s in short for i in s]
         candidates = [Candidate(l, template.format(x=self.terms[i]), "label name" if self.terms[i] in self.names
                                 else "term") for l, s in enumerate(short) for i in s]

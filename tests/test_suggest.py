@@ -309,3 +309,19 @@ def test_without_labels_a_label_that_is_no_word_starts_from_its_verbalizer_word(
     assert capsys.readouterr().err == ("ipet suggest: no labeled examples, and label(s) ['1', '2'] have no word to start "
                                        "from (their name, else their first verbalizer word): give labeled examples, or a "
                                        "word in the verbalizer\n")
+
+
+def test_a_pool_too_small_for_a_phrase_a_label_is_refused_saying_so(toy: dict, tmp_path: Path, capsys) -> None:
+    """One pool row: no term is in two rows, so the label names are the only candidates, and one label is
+    left without a phrase. One line naming it and the pool (it said `no candidates left for label(s)`)."""
+    rows = Path(toy["data"]["root"], "train.csv").read_text().splitlines()
+    (tmp_path / "labeled.csv").write_text("\n".join(rows[:9]) + "\n")
+    (tmp_path / "pool.csv").write_text("text\n" + rows[9].rsplit(",", 1)[0] + "\n")
+    data = {"root": str(tmp_path), "labeled": {"path": "labeled.csv"}, "unlabeled": {"path": "pool.csv"}}
+    config = write({**toy, "learner": "similarity", "pvps": [{"pattern": "{text}"}, {"pattern": "Text: {text}"}],
+                    "verbalizer": {"neg": "neg", "pos": "pos"}, "data": data}, tmp_path / "config.yaml")
+    assert main(["suggest", str(config), "--out", str(tmp_path / "out.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ipet suggest: no candidate phrase for label(s) ['") and len(err.splitlines()) == 1, err
+    assert err.endswith("the pool gives 2 candidate(s) for 2 labels (label names that are words, and terms in at "
+                        "least 2 of its rows); give a larger pool\n") and not (tmp_path / "out.yaml").exists()
