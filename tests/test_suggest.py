@@ -325,3 +325,16 @@ def test_a_pool_too_small_for_a_phrase_a_label_is_refused_saying_so(toy: dict, t
     assert err.startswith("ipet suggest: no candidate phrase for label(s) ['") and len(err.splitlines()) == 1, err
     assert err.endswith("the pool gives 2 candidate(s) for 2 labels (label names that are words, and terms in at "
                         "least 2 of its rows); give a larger pool\n") and not (tmp_path / "out.yaml").exists()
+
+
+def test_the_candidate_terms_cut_at_a_tie_are_the_same_in_every_process() -> None:
+    """The pool's most frequent terms are cut at ``phrases`` (500); terms tied at the cut were kept in
+    the iteration order of a set of strings, which differs per process (PYTHONHASHSEED), so the same
+    command could score other candidates. Now every process keeps the same ones."""
+    probe = ("from prompt_core.terms import document_frequency; "
+             "print(document_frequency(['alpha beta gamma delta epsilon zeta eta theta']).most_common(3))")
+    repo = Path(__file__).parents[1]
+    kept = {subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=repo,
+                           env={**os.environ, "PYTHONHASHSEED": str(seed), "PYTHONPATH": str(repo)}).stdout
+            for seed in range(1, 6)}
+    assert kept == {"[('alpha', 1), ('alpha beta', 1), ('beta', 1)]\n"}
