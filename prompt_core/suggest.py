@@ -72,6 +72,10 @@ class Task:
     def starts(self) -> tuple[str, ...]:
         return self.names or self.labels
 
+    def origin(self, start: str) -> str:
+        """Where a start word came from, as the printed table says it."""
+        return "label name" if start in self.labels else "verbalizer word"
+
 
 @dataclass(frozen=True)
 class SuggestSettings:
@@ -304,8 +308,8 @@ class PhraseScorer:
                                f"candidate(s) for {n} labels (label names that are words, and terms in at least 2 "
                                "of its rows); give a larger pool")
         columns = [i for s in short for i in s]
-        candidates = [Candidate(l, template.format(x=self.terms[i]), "label name" if self.terms[i] in self.names
-                                else "term") for l, s in enumerate(short) for i in s]
+        candidates = [Candidate(l, template.format(x=self.terms[i]), self.task.origin(self.terms[i])
+                                if self.terms[i] in self.names else "term") for l, s in enumerate(short) for i in s]
         scores = Scores(labeled @ phrases[columns].T, pool @ phrases[columns].T, self.settings.temperature)
         choice, fits = choose(scores, candidates, targets, n, names=self.task.labels)
         return Shortlisted(candidates, columns, choice, fits)
@@ -433,7 +437,7 @@ class WordScorer:
         candidates = []
         for label, name in enumerate(self.task.starts):
             near = [names[name.lower()], *self._neighbours(names[name.lower()])[: self.settings.terms]]
-            candidates += [Candidate(label, self.words[w], "label name" if k == 0 else "neighbour")
+            candidates += [Candidate(label, self.words[w], self.task.origin(name) if k == 0 else "neighbour")
                            for k, w in enumerate(near) if w not in skip]
         columns = [self.words.index(c.text) for c in candidates]
         full = self.scores(pattern)

@@ -302,7 +302,8 @@ def test_without_labels_a_label_that_is_no_word_starts_from_its_verbalizer_word(
                 "data": {"root": str(tmp_path), "train": {"path": "train.csv"}, "labeled_per_class": 0}}
     config = write(numbered, tmp_path / "config.yaml")
     assert main(["suggest", str(config), "--pool-sample", "40", "--out", str(tmp_path / "out.yaml")]) == 0
-    assert ZERO_LABEL_NOTE in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert ZERO_LABEL_NOTE in printed and "(verbalizer word)" in printed and "(label name)" not in printed
     assert set(yaml.safe_load((tmp_path / "out.yaml").read_text())["verbalizer"]) == {"1", "2"}
     write({**numbered, "verbalizer": {1: "1", 2: "2"}}, config)
     assert main(["suggest", str(config), "--pool-sample", "40"]) == 2
