@@ -105,7 +105,7 @@ def test_the_written_config_validates(toy: dict, tmp_path: Path, learner: str,
     pattern = "{text}" if learner == "similarity" else "{text} it was {mask} ."
     config = write({**toy, "learner": learner, "pvps": [{"pattern": pattern}, {"pattern": pattern}],
                     "verbalizer": {"neg": "neg", "pos": "pos"}}, tmp_path / "bare.yaml")
-    out = tmp_path / "suggested.yaml"
+    out = tmp_path / "new" / "suggested.yaml"  # a folder not made yet: made
     assert main(["suggest", str(config), "--out", str(out), "--pool-sample", "60", "--set", "data.seed=0"]) == 0
     printed = capsys.readouterr().out
     assert "pvps.0:" in printed and "pvps.1:" in printed and "# suggested, for the config:" in printed
@@ -119,6 +119,10 @@ def test_the_written_config_validates(toy: dict, tmp_path: Path, learner: str,
     assert {k: v for k, v in written.items() if k not in ("verbalizer", "pvps")} == {
         k: v for k, v in yaml.safe_load(config.read_text()).items() if k not in ("verbalizer", "pvps")}
     assert main(["validate", str(out)]) == 0
+    if learner == "cloze":  # seconds: the same command again replaces --out with the same file, nothing beside it
+        suggested = out.read_text()
+        assert main(["suggest", str(config), "--out", str(out), "--pool-sample", "60", "--set", "data.seed=0"]) == 0
+        assert out.read_text() == suggested and [p.name for p in out.parent.iterdir()] == ["suggested.yaml"]
 
 
 def test_zero_label_mode_ranks_candidates_from_the_pool(toy: dict, tmp_path: Path,
