@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from .checks import Checked
 
 EXIT_BUSY = 75  # EX_TEMPFAIL: another run holds the run directory; try again later
+EXIT_PIPE = 141  # 128 + SIGPIPE: what a shell shows for a command whose output pipe closed
 EXIT_UNANNOUNCED = 69  # EX_UNAVAILABLE: ingested, but the Prefect server did not answer: no retraining starts
 WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS,
                 errno.ENOTDIR}
@@ -39,7 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     then ends without the native libraries' teardown: Python's exit handlers run and output is
     flushed, but the threads of pyarrow, tokenizers and torch are not raced by C++ destructors, which
     now and then aborted a finished command ("terminate called without an active exception", 134)."""
-    code = _command(argv)
+    try:
+        code = _command(argv)
+    except BrokenPipeError:  # `ipet suggest … | head`: the reader left, which is no error to show a traceback of
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit writes nowhere
+        code = EXIT_PIPE
     if argv is None:
         _leave(code)
     return code

@@ -23,6 +23,16 @@ from data.splits import sample_rows
 
 from .config import ConfigError, RunConfig, load_config, problem_lines
 
+# how the printed score of a candidate was made, per learner (and without labels): said above the tables
+SCORED = {
+    "similarity": ("score: the mean log-probability of the right label on the labeled rows plus balance, with this "
+                   "phrase in its label's place and the other labels' chosen ones"),
+    "cloze": ("score: PETAL's likelihood ratio of the word for its label (its labeled rows against the pool "
+              "sample); accuracy and balance with this word alone in its label's place"),
+    None: "score: balance × margin on the pool sample, with this candidate in its label's place (no labels)",
+}
+COLUMNS = ("accuracy: on the labeled rows; balance: how evenly the pool sample is spread over the classes (1: "
+           "evenly); margin: the mean gap between the two likeliest classes on the pool sample")
 ZERO_LABEL_NOTE = ("no labeled examples: the candidates were chosen by the pool alone (how evenly they spread it "
                    "over the classes, and how confidently), a weaker signal than accuracy on labeled rows; read "
                    "them before running")
@@ -48,10 +58,21 @@ def add_parser(sub) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    """Run ``ipet suggest``; 2 with one line naming the field or file on bad input, 1 if --out cannot be written."""
+    """Run ``ipet suggest``; 2 with one line naming the field or file on bad input, 1 if --out cannot be written.
+    Ctrl-C or SIGTERM (while the model loads, scores or --out is written) stops it with one line, exit 130
+    (143): --out is written whole or not at all (``atomic_path``), a previous file there kept."""
+    from .interrupt import stop_on_signals
+
+    stopped = f"{args.out} was not written (a previous file there is as it was)" if args.out else "nothing was written"
+    with stop_on_signals("ipet suggest", lambda: None, stopped):
+        return _suggested(args)
+
+
+def _suggested(args: argparse.Namespace) -> int:
     from prompt_core import BackboneError
     from prompt_core.backbone import checked_tokenizer, has_mlm_head
     from prompt_core.choice import SuggestError
+    from prompt_core.suggest import check_learner
 
     problem = _option_problem(args)
     if problem:
@@ -59,6 +80,7 @@ def command(args: argparse.Namespace) -> int:
         return 2
     try:
         config = load_config(args.config, args.set)
+        check_learner(config.learner)  # before the data and the model are read
         if args.expand and config.learner != "cloze":  # else silently ignored: one phrase per label
             raise ConfigError(f"--expand: adds neighbours of cloze label words; learner: {config.learner} "
                               "chooses one phrase per label")
@@ -72,14 +94,17 @@ def command(args: argparse.Namespace) -> int:
         except BackboneError as err:  # a headless checkpoint: `ipet adapt` gives it the head it lacks
             headless = adapted and not has_mlm_head(config.model, trust_remote_code=config.trust_remote_code)
             raise BackboneError(f"{err}; {adapted}" if headless else str(err)) from None
-        print(report(suggestions, ranking, zero_label=suggestions[0].fit.accuracy is None, adapted=adapted))
+        zero_label = suggestions[0].fit.accuracy is None
+        print(report(suggestions, ranking, SCORED[None if zero_label else config.learner], zero_label, adapted))
         if args.out:
             try:
                 write_config(args.config, suggestions, args.out, args.set)
             except OSError as err:  # a full disk, an unwritable place: exit 1, named by --out, not its temporary
                 print(f"ipet suggest: cannot write {args.out}: {err.strerror}", file=sys.stderr)
                 return 1
-            print(f"\nwrote {args.out}: the config with these pvps and verbalizers (`ipet validate {args.out}`)")
+            unset = f"; --set {' '.join(args.set)} is not in it: give it to `ipet run` too" if args.set else ""
+            print(f"\nwrote {args.out}: {args.config} with these pvps and verbalizers, every other setting as "
+                  f"it was, its comments not kept{unset} (`ipet validate {args.out}`)")
     except (ConfigError, DataError, SuggestError, BackboneError) as err:
         print(f"ipet suggest: {err}", file=sys.stderr)
         return 2
@@ -91,11 +116,16 @@ def _option_problem(args: argparse.Namespace) -> str | None:
     for option, least in (("top", 1), ("pool_sample", 1), ("expand", 0)):
         if getattr(args, option) < least:
             return f"--{option.replace('_', '-')}: must be at least {least}"
+    if not args.out:
+        return None
     try:
-        if args.out:
-            check_file_path(args.out, "config.yaml")
+        check_file_path(args.out, "config.yaml")
     except DataError as err:
         return f"--out {err}"
+    out, config = Path(args.out), Path(args.config)
+    if out.exists() and config.exists() and out.samefile(config):  # its comments and bare verbalizer lost
+        return (f"--out {args.out}: is the config itself, which would lose its comments and verbalizer; write the "
+                "suggestions to another file")
     return None
 
 
@@ -104,7 +134,7 @@ def run_suggest(config: RunConfig, top: int = 3, pool_sample: int = 400, search:
     PVP of the config (``search``: the best patterns of the library and the config), and the
     patterns ranked."""
     from prompt_core.suggest import SuggestSettings, Task, suggest
-    from prompt_core.terms import join_fields
+    from prompt_core.terms import join_fields, words
 
     sets, _ = load_sets(config.data, config.fields, config.labels)  # leaked test rows already left out of the pool
     fields = config.fields
@@ -113,7 +143,9 @@ def run_suggest(config: RunConfig, top: int = 3, pool_sample: int = 400, search:
     task = Task(labels=config.labels, fields=fields, labeled=tuple({f: r[f] for f in fields} for r in labeled),
                 targets=tuple(config.labels.index(r["label"]) for r in labeled),
                 pool=tuple({f: r[f] for f in fields} for r in sample),
-                background=tuple(join_fields(r, fields) for r in sets["pool"].select(list(fields)).to_pylist()))
+                background=tuple(join_fields(r, fields) for r in sets["pool"].select(list(fields)).to_pylist()),
+                names=tuple(label if words(label) else config.pvp(0).verbalizer.words[label][0]
+                            for label in config.labels))
     batch = config.labeling.batch_size
     settings = SuggestSettings(backbone=config.model, learner=config.learner, top=top, expand=expand,
                                temperature=config.similarity_temperature, max_length=config.max_length,
@@ -128,16 +160,18 @@ def adapt_note(config: str) -> str:
             f"backbone, run `ipet adapt {config}` and suggest again with --set model=<the backbone it prints>")
 
 
-def report(suggestions, ranking, zero_label: bool, adapted: str | None = None) -> str:
-    """The ranked table of every PVP's candidates, the patterns' ranking, and the YAML snippet; ``adapted``:
-    the note that the backbone scored is not the run's."""
+def report(suggestions, ranking, scored: str, zero_label: bool, adapted: str | None = None) -> str:
+    """The ranked table of every PVP's candidates, the patterns' ranking, and the YAML snippet; ``scored``:
+    how a candidate's score was made (``SCORED``); ``adapted``: the note that the backbone scored is not the run's."""
     lines = ([ZERO_LABEL_NOTE, ""] if zero_label else []) + ([adapted, ""] if adapted else [])
+    lines += [scored, COLUMNS, ""]
     if len(ranking) > 1:
         lines += ["patterns, by their best verbalizer (accuracy · balance · margin):"]
-        lines += [f"  {_fit(f)}  {p}" for p, f in ranking] + [""]
+        lines += [f"  {_fit(f) if f else '(skipped: a label gets no word)':<21}  {p}" for p, f in ranking] + [""]
     for i, s in enumerate(suggestions):
         held_out = "" if s.held_out is None else f" · held-out accuracy {s.held_out:.3f} (chosen without each fold)"
-        lines += [f"pvps.{i}: {s.pattern!r} · {_fit(s.fit)}{held_out}",
+        fitted = f"accuracy {_num(s.fit.accuracy)} · balance {s.fit.balance:.3f} · margin {s.fit.margin:.3f}"
+        lines += [f"pvps.{i}: {s.pattern!r} · {fitted}{held_out}",
                   f"  {'label':<10} {'score':>8} {'accuracy':>8} {'balance':>7}  candidate (origin)"]
         lines += [f"  {r.label:<10} {r.score:>8.3f} {_num(r.fit.accuracy):>8} {r.fit.balance:>7.3f}  "
                   f"{r.text} ({r.origin})" for r in s.ranked]

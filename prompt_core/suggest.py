@@ -12,8 +12,9 @@ for the process); every candidate is then scored from that one matrix (``prompt_
   not the task (bench/RESULTS.md, "Suggested phrases").
 - **Cloze**: candidates are the pool's frequent words that are one token; the top words per label
   by PETAL's likelihood ratio, optionally widened with embedding neighbours (KPT-style).
-- **No labels**: candidates grow from the label names (their neighbours among the pool's terms or
-  words) and are chosen by the pool alone: spread across the classes, with a confident margin.
+- **No labels**: candidates grow from the label names, or where a name is no word its first verbalizer
+  word (their neighbours among the pool's terms or words), and are chosen by the pool alone: spread
+  across the classes, with a confident margin.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from .terms import document_frequency, frequent_words, join_fields, words
 from .verbalizer import word_pieces
 
 PHRASE_TEMPLATES = ("{x}", "This is about {x}.", "It was {x}.")  # around a label name or a term
+NO_WORD = (" (the labeled rows' words at the mask do not set the labels apart); give them more or more typical "
+           "labeled examples")  # why a cloze pattern leaves a label without a word, and what helps
 CV_FOLDS = 5  # folds of the labeled rows for the held-out accuracy of the chosen phrases
 # Generic patterns: {input} is every input field, {first} the first one alone (only with several).
 PATTERN_LIBRARY = {
@@ -53,6 +56,8 @@ class Task:
         targets: each labeled row's label index.
         pool: the pool sample every pattern is scored on.
         background: the pool's text (all of it, or a sample) for word and term statistics.
+        names: the word each label's search starts from (a candidate too; without labeled rows, the
+            only lead): its name, or where that is no word (``1``) its first verbalizer word. Empty: the labels.
     """
 
     labels: tuple[str, ...]
@@ -61,6 +66,15 @@ class Task:
     targets: tuple[int, ...]
     pool: tuple[Mapping[str, Any], ...]
     background: tuple[str, ...]
+    names: tuple[str, ...] = ()
+
+    @property
+    def starts(self) -> tuple[str, ...]:
+        return self.names or self.labels
+
+    def origin(self, start: str) -> str:
+        """Where a start word came from, as the printed table says it."""
+        return "label name" if start in self.labels else "verbalizer word"
 
 
 @dataclass(frozen=True)
@@ -133,7 +147,7 @@ def library(learner: str, fields: Sequence[str]) -> list[str]:
 
 
 def suggest(task: Task, settings: SuggestSettings, patterns: Sequence[str], search: bool = False,
-            ) -> tuple[list[PVPSuggestion], list[tuple[str, Fit]]]:
+            ) -> tuple[list[PVPSuggestion], list[tuple[str, Fit | None]]]:
     """A verbalizer for each PVP slot, and the patterns ranked by their best verbalizer's fit.
 
     Args:
@@ -145,15 +159,27 @@ def suggest(task: Task, settings: SuggestSettings, patterns: Sequence[str], sear
 
     Returns:
         One ``PVPSuggestion`` per slot (as many as ``patterns``; a pattern used twice gets other
-        words or phrases the second time, so the ensemble's members differ), and the ranking.
+        words or phrases the second time, so the ensemble's members differ), and the ranking; with
+        ``search``, a pattern that leaves a label without a word is skipped (its fit None, last), and
+        only a search where every pattern does is refused.
     """
-    if settings.learner not in SCORERS:
-        raise SuggestError(f"learner: {settings.learner} has no verbalizer to suggest; use similarity or cloze")
+    check_learner(settings.learner)
     scorer = SCORERS[settings.learner](task, settings)
     candidates = list(dict.fromkeys([*patterns, *(library(settings.learner, task.fields) if search else [])]))
-    best = {p: scorer.suggest(p, frozenset()) for p in candidates}
+    best, failed = {}, {}
+    for p in candidates:
+        try:
+            best[p] = scorer.suggest(p, frozenset())
+        except SuggestError as err:
+            if not search:
+                raise
+            failed[p] = err
+    if not best:
+        raise SuggestError(f"none of the {len(failed)} patterns tried, the config's and the library's, gives every "
+                           f"label a word{NO_WORD}")
     ranking = sorted(((p, s.fit) for p, s in best.items()), key=lambda pf: pf[1].key, reverse=True)
     slots = [ranking[i % len(ranking)][0] for i in range(len(patterns))] if search else list(patterns)
+    ranking += [(p, None) for p in failed]
     used: dict[str, set[str]] = {}
     out = []
     for slot, pattern in enumerate(slots):
@@ -161,6 +187,12 @@ def suggest(task: Task, settings: SuggestSettings, patterns: Sequence[str], sear
         used.setdefault(pattern, set()).update(w for ws in chosen.verbalizer.values() for w in ws)
         out.append(chosen)
     return out, ranking
+
+
+def check_learner(learner: str) -> None:
+    """Raise ``SuggestError`` for a learner with no verbalizer to suggest (a classifier's head starts random)."""
+    if learner not in SCORERS:
+        raise SuggestError(f"learner: {learner} has no verbalizer to suggest; use similarity or cloze")
 
 
 def _again(scorer, slot: int, pattern: str, slots: Sequence[str], used: set[str]) -> PVPSuggestion:
@@ -217,11 +249,11 @@ class PhraseScorer:
                            max_length=settings.max_length, trust_remote_code=settings.trust_remote_code,
                            temperature=settings.temperature)
         self.encoder = build_learner(spec)
-        self.names = [n for n in task.labels if words(n)]
+        self.names = [n for n in task.starts if words(n)]
         if not task.targets and len(self.names) < len(task.labels):
-            raise SuggestError(f"no labeled examples, and label(s) {[n for n in task.labels if n not in self.names]} "
-                               "have no name to start from: give labeled examples, or name the labels with words "
-                               "in the verbalizer")
+            nameless = [label for label, n in zip(task.labels, task.starts) if not words(n)]
+            raise SuggestError(f"no labeled examples, and label(s) {nameless} have no word to start from (their name, "
+                               "else their first verbalizer word): give labeled examples, or a word in the verbalizer")
         frequent = document_frequency(task.background, settings.max_n).most_common(settings.phrases)
         self.terms = list(dict.fromkeys([*self.names, *(t for t, n in frequent if n > 1)]))
         self.phrases = {t: self.embed("{text}", [{"text": t.format(x=term)} for term in self.terms])
@@ -267,12 +299,17 @@ class PhraseScorer:
             groups = [np.flatnonzero(np.asarray(targets) == l) for l in range(n)]
             offsets = centroid_offsets(labeled, groups) @ axes.T @ axes
         else:  # no labels: the direction of each label's name
-            offsets = centroid_offsets(phrases[[self.terms.index(name) for name in self.task.labels]],
+            offsets = centroid_offsets(phrases[[self.terms.index(name) for name in self.task.starts]],
                                        [[l] for l in range(n)])
         short = shortlist(offsets @ phrases.T, self.settings.terms, skip)
+        if not skip and not all(short):  # too few terms to go round (with a skip, ``_again`` says why)
+            empty = [self.task.labels[l] for l, s in enumerate(short) if not s]
+            raise SuggestError(f"no candidate phrase for label(s) {empty}: the pool gives {len(self.terms)} "
+                               f"candidate(s) for {n} labels (label names that are words, and terms in at least 2 "
+                               "of its rows); give a larger pool")
         columns = [i for s in short for i in s]
-        candidates = [Candidate(l, template.format(x=self.terms[i]), "label name" if self.terms[i] in self.names
-                                else "term") for l, s in enumerate(short) for i in s]
+        candidates = [Candidate(l, template.format(x=self.terms[i]), self.task.origin(self.terms[i])
+                                if self.terms[i] in self.names else "term") for l, s in enumerate(short) for i in s]
         scores = Scores(labeled @ phrases[columns].T, pool @ phrases[columns].T, self.settings.temperature)
         choice, fits = choose(scores, candidates, targets, n, names=self.task.labels)
         return Shortlisted(candidates, columns, choice, fits)
@@ -320,7 +357,7 @@ class WordScorer:
         self.model = load_masked_lm(settings.backbone, trust_remote_code=settings.trust_remote_code,
                                     require_head=True)
         texts = [join_fields(r, task.fields) for r in task.labeled] + list(task.background)
-        names = [n for n in task.labels if words(n) == [n.lower()]]
+        names = [n for n in task.starts if words(n) == [n.lower()]]
         self.words, ids = self._one_token([*names, *frequent_words(texts, settings.vocabulary)])
         self.word_ids = torch.tensor(ids)
         self._scores: dict[str, Scores] = {}
@@ -354,8 +391,9 @@ class WordScorer:
         ratios = likelihood_ratios(scores.labeled, self.task.targets, len(self.task.labels), scores.pool)
         chosen = self._expand(top_words(ratios, self.settings.top, skip), ratios, skip)
         empty = [self.task.labels[l] for l, ws in enumerate(chosen) if not ws]
-        if empty:
-            raise SuggestError(f"pattern {pattern!r}: no word scores best for label(s) {empty}")
+        if empty:  # a PVP sharing the pattern says why itself (``_again``)
+            why = "" if excluded else f"{NO_WORD}, or try other patterns (--patterns)"
+            raise SuggestError(f"pattern {pattern!r}: no word scores best for label(s) {empty}{why}")
         ranked = []
         for label, name in enumerate(self.task.labels):
             for w in top_words(ratios, 2 * self.settings.top, skip)[label]:
@@ -391,14 +429,15 @@ class WordScorer:
     def _by_pool(self, pattern: str, skip: frozenset[int]) -> PVPSuggestion:
         """Without labels: each label's name and its embedding neighbours, chosen by the pool alone."""
         names = {n.lower(): i for i, n in enumerate(self.words)}
-        missing = [n for n in self.task.labels if n.lower() not in names]
+        missing = [label for label, n in zip(self.task.labels, self.task.starts) if n.lower() not in names]
         if missing:
-            raise SuggestError(f"no labeled examples, and label(s) {missing} are not one-token words of the model "
-                               "to start from: give labeled examples, or name the labels with such words")
+            raise SuggestError(f"no labeled examples, and label(s) {missing} have no one-token word of the model to "
+                               "start from (their name, else their first verbalizer word): give labeled examples, or "
+                               "such a word in the verbalizer")
         candidates = []
-        for label, name in enumerate(self.task.labels):
+        for label, name in enumerate(self.task.starts):
             near = [names[name.lower()], *self._neighbours(names[name.lower()])[: self.settings.terms]]
-            candidates += [Candidate(label, self.words[w], "label name" if k == 0 else "neighbour")
+            candidates += [Candidate(label, self.words[w], self.task.origin(name) if k == 0 else "neighbour")
                            for k, w in enumerate(near) if w not in skip]
         columns = [self.words.index(c.text) for c in candidates]
         full = self.scores(pattern)

@@ -42,7 +42,7 @@ def document_frequency(texts: Iterable[str], max_n: int = 2) -> Counter:
     """In how many of ``texts`` each term occurs."""
     counts: Counter = Counter()
     for text in texts:
-        counts.update(terms(text, max_n))
+        counts.update(sorted(terms(text, max_n)))  # a set, in hash order (per process): ties at the cut differed
     return counts
 
 

@@ -3,6 +3,8 @@ or row, and exit status 2; a good one says what it found."""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -406,3 +408,20 @@ def test_every_deployment_matches_its_flow_and_its_files() -> None:
             assert trigger.expect == {"ipet.data.arrived"} and resource in read, (d["name"], resource, read)
     names = [(d["entrypoint"], d["name"]) for d in deployments]
     assert len(names) == len(set(names))
+
+
+def test_output_into_a_closed_pipe_is_no_traceback(toy: dict, tmp_path: Path) -> None:
+    """`ipet suggest … | head` closes the pipe before the output ends: exit 141 (128 + SIGPIPE), as a
+    shell reports such a command, and nothing on stderr (it was BrokenPipeError's traceback)."""
+    import subprocess
+
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(toy))
+    read, write = os.pipe()
+    os.close(read)  # the reader has gone before the first line
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", "flows.cli", "validate", str(config)], stdout=write,
+                          stderr=subprocess.PIPE, text=True, cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)},
+                          timeout=120)
+    os.close(write)
+    assert (done.returncode, done.stderr) == (141, "")

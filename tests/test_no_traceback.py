@@ -267,6 +267,16 @@ CASES: dict[str, tuple[Build, int, str]] = {
                                                        id_column="id"), 2, "bad.csv: no id in column 'id' at row(s) [3]"),
     "duplicate ids (`id_column`)": (with_train(lines(4, lambda i: f"dup,film {i},{'pos' if i % 2 else 'neg'}",
                                                      "id,text,label"), id_column="id"), 2, "duplicate id(s) ['dup']"),
+    "`ipet suggest` (cloze) of labeled rows all of the same text": (
+        lambda toy, tmp: ["suggest", with_train(lines(40, lambda i: f"the movie,{['neg', 'pos'][i % 2]}"))(toy, tmp)[1],
+                          "--pool-sample", "20"], 2, "(the labeled rows' words at the mask do not set the labels apart)"),
+    "`ipet suggest` (similarity) of a one-row pool": (
+        lambda toy, tmp: (tmp / "pool.csv").write_text("text\nthe plot was great\n") and [
+            "suggest", config(toy, tmp, learner="similarity", pvps=[{"pattern": "{text}"}] * 2, data_train=None,
+                              data_labeled_per_class=None, data_pool_size=None,
+                              data_unlabeled={"path": str(tmp / "pool.csv")},
+                              data_labeled={"path": str(Path(toy["data"]["root"]) / "test.csv")})], 2,
+        "2 candidate(s) for 2 labels (label names that are words, and terms in at least 2 of its rows); give a larger"),
     "a UTF-8 byte order mark, CRLF line ends": (with_train("\ufeff" + "".join(
         json.dumps({"text": f"film number {i} was {'great' if i % 2 else 'bad'}", "label": "pos" if i % 2 else "neg"})
         + "\r\n" for i in range(40)), name="bom.jsonl"), 0, "ok · labels"),
@@ -363,6 +373,12 @@ CASES: dict[str, tuple[Build, int, str]] = {
                           "--pool-sample", "20"], 2,
         # which labels run out of words depends on the tiny model's random weights; that pvps.1 is named does not
         "pvps.1: pattern '{text} it was {mask} .': no word scores best for label(s) ['"),
+    "`ipet suggest --out` naming the config itself": (
+        lambda toy, tmp: ["suggest", config(toy, tmp), "--out", str(tmp / "config.yaml")], 2,
+        "config.yaml: is the config itself, which would lose its comments and verbalizer"),
+    "`ipet suggest` of a config with `learner: classifier`": (
+        lambda toy, tmp: ["suggest", config(toy, tmp, learner="classifier", data_train={"path": "missing.csv"})], 2,
+        "ipet suggest: learner: classifier has no verbalizer to suggest; use similarity or cloze"),
     "`ipet suggest` of a config whose model does not exist": (
         lambda toy, tmp: ["suggest", config(toy, tmp, model="/nonexistent/model")], 2,
         "config.yaml: model: '/nonexistent/model' does not exist"),
