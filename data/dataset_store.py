@@ -31,11 +31,14 @@ import pyarrow.parquet as pq
 from .location import is_url
 from .errors import DataError
 from .outputs import content_key, file_digest, read_json, remove_stale_temps, write_json, write_parquet
+from .readers import READER
 
 Kind = Literal["unlabeled", "labeled"]
 KINDS: tuple[Kind, ...] = ("unlabeled", "labeled")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 POINTER = "CURRENT"
+# What a column of an earlier reader's typing holds (READER): numbers as pyarrow wrote them, or true/false
+TYPED = r"-?(\d+(\.\d+)?(e[+-]?\d+)?|inf|nan)|true|false"
 
 
 def dataset_dir(store: str | Path, dataset: str) -> Path:
@@ -103,12 +106,27 @@ class Version:
             table = table.filter(pc.invert(pc.is_in(text_keys(table, self.fields), value_set=labeled.combine_chunks())))
         return table
 
+    def typed_fields(self) -> list[str]:
+        """The input fields an earlier reader may have changed on their way in: in a segment that records no
+        ``reader`` (ingested before ``READER`` 2), a field holding nothing but numbers or true/false, as a CSV
+        or JSONL column of them was then typed (``007`` kept as ``7``, ``1.50`` as ``1.5``, ``7.0`` dropped as
+        a duplicate of ``7``). A text field of words never was; a field of numbers may be as written."""
+        earlier = [s for k in KINDS for s in self.manifest["segments"][k] if "reader" not in s]
+        tables = [pq.read_table(self.directory / s["path"], columns=self.fields) for s in earlier]
+        return [f for f in self.fields if any(t.num_rows and _all_typed(t[f]) for t in tables)]
+
     def _segments(self, kind: Kind) -> pa.Table:
         tables = [pq.read_table(self.directory / s["path"]) for s in self.manifest["segments"][kind]]
         if not tables:
             columns = ["id", *self.fields] + (["label"] if kind == "labeled" else [])
             return pa.table({c: pa.array([], pa.string()) for c in columns})
         return pa.concat_tables(tables, promote_options="default")
+
+
+def _all_typed(column: pa.ChunkedArray) -> bool:
+    """Whether every value of ``column`` is what a typed column became as text (a null too)."""
+    matches = pc.match_substring_regex(pc.fill_null(column, "true"), f"^({TYPED})$", ignore_case=True)
+    return bool(pc.all(matches).as_py())
 
 
 class DatasetStore:
@@ -182,7 +200,8 @@ class DatasetStore:
         rows = rows.set_column(rows.column_names.index("id"), "id", ids)
         segment = write_parquet(rows, self.directory / segment_path(number))
         segments = {k: list(parent.manifest["segments"][k]) if parent else [] for k in KINDS}
-        segments[kind].append({"path": segment_path(number), "rows": rows.num_rows, "sha256": file_digest(segment)})
+        segments[kind].append({"path": segment_path(number), "rows": rows.num_rows, "sha256": file_digest(segment),
+                               "reader": READER})
         manifest = {
             "dataset": self.name,
             "version": number,

@@ -23,12 +23,15 @@ SHOWN = 10  # row ids listed per finding
 class Leaks:
     """Test row ids whose text is in the labeled set, and in the pool (whose copies were dropped); and the
     dataset store versions read whose own test set is not the run's (``other_test_sets``: ``store``,
-    ``version``, ``test``, the name of the store's test set or None), which kept other texts out of their rows."""
+    ``version``, ``test``, the name of the store's test set or None), which kept other texts out of their rows;
+    and those whose rows an earlier reader may have changed (``typed_fields``: ``store``, ``version``,
+    ``fields``; ``Version.typed_fields``)."""
 
     in_labeled: list[str] = field(default_factory=list)
     in_pool: list[str] = field(default_factory=list)
     dropped: int = 0
     other_test_sets: list[dict] = field(default_factory=list)
+    typed_fields: list[dict] = field(default_factory=list)
 
     def lines(self, test: str) -> list[str]:
         """One line per finding, naming the test source (and the store), the count and the first row ids."""
@@ -37,6 +40,11 @@ class Leaks:
                  + f" out of its rows, not those of this run's test set {test}: it never checked its rows against "
                  "this one; the run drops pool rows whose text is in its test set, and reports labeled ones"
                  for s in self.other_test_sets]
+        found += [f"dataset store {s['store']} (version {s['version']}): field(s) {s['fields']} hold only numbers "
+                  "or true/false in rows ingested by an ipet older than 2026-12-05, which read such a CSV or JSONL "
+                  "column as numbers (007 as 7, 1.50 as 1.5, 7.0 dropped as a duplicate of 7), so they may not be "
+                  "the files' text; to be sure, ipet ingest those files (its versions/*.json name them) into a new "
+                  "dataset" for s in self.typed_fields]
         if self.in_pool:
             found.append(f"{test}: {len(self.in_pool)} test row(s) also in the unlabeled pool (leak), row id(s) "
                          f"{_ids(self.in_pool)}; their {self.dropped} pool row(s) were dropped")
@@ -47,14 +55,14 @@ class Leaks:
 
     def record(self) -> dict:
         return {"in_labeled": self.in_labeled, "in_pool": self.in_pool, "pool_rows_dropped": self.dropped,
-                "other_test_sets": self.other_test_sets}
+                "other_test_sets": self.other_test_sets, "typed_fields": self.typed_fields}
 
     @classmethod
     def of(cls, record: dict | None) -> "Leaks":
         """From a data manifest's ``leaks`` (none in a manifest written before leaks were checked)."""
         record = record or {}
         return cls(record.get("in_labeled", []), record.get("in_pool", []), record.get("pool_rows_dropped", 0),
-                   record.get("other_test_sets", []))
+                   record.get("other_test_sets", []), record.get("typed_fields", []))
 
 
 def drop_leaks(pool: pa.Table, labeled: pa.Table, test: pa.Table | None,

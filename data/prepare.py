@@ -26,16 +26,13 @@ from .leaks import Leaks, drop_leaks
 from .sources import Source, dataset_store, read_source, source_path
 from .splits import draw_per_class, sample_rows
 from .outputs import atomic_path, content_key, file_digest, read_json, write_json
+from .readers import READER
 from .validate import check_examples
 
 MANIFEST = "manifest.json"
 SETS_DIR = "data"  # the prepared sets of every data key, each named by its content
 SET_NAMES = ("labeled", "pool", "test")  # the sets a manifest names (test may be None)
 STORE_FIELDS = ("store", "dataset", "kind", "version")
-# How files are read into sets, in every data key, so a run directory prepared by readers that read
-# otherwise reads its data again (2: CSV/JSONL values as written; a CSV column of numbers was typed, so
-# `007` was `7`). A set that comes out row for row the same keeps its file name and what was trained on it.
-READER = 2
 
 
 class DataConfig(BaseModel):
@@ -180,7 +177,7 @@ def load_sets(data: DataConfig | Pinned, fields: Sequence[str],
     if test is not None:
         test = sample_rows(test, config.test_size, config.seed)
     pool, leaks = drop_leaks(pool, labeled, test, fields)
-    leaks = replace(leaks, other_test_sets=others)
+    leaks = replace(leaks, other_test_sets=others, typed_fields=_typed_fields(pinned))
     if pool.num_rows == 0:  # a `train` source drawn empty, or a pool that is all test rows
         source = (config.train or config.unlabeled).name
         raise DataError(f"{source}: no rows left for the unlabeled pool after drawing labeled_per_class="
@@ -209,6 +206,16 @@ def _other_test_sets(pinned: Pinned, test: pa.Table) -> list[dict]:
                 "store": f"{source.store}/{source.dataset}", "version": version.number,
                 "test": named_test_set(schema["test"]) if schema["test"] else None}
     return list(found.values())
+
+
+def _typed_fields(pinned: Pinned) -> list[dict]:
+    """The store versions read whose rows an earlier reader may have changed (``Version.typed_fields``), once each."""
+    read = {}
+    for slot, version in pinned.versions.items():
+        source = getattr(pinned.config, slot)
+        read[f"{source.store}/{source.dataset}", version.number] = version
+    return [{"store": store, "version": number, "fields": fields}
+            for (store, number), version in read.items() if (fields := version.typed_fields())]
 
 
 def _select(labeled: pa.Table, pool: pa.Table, test: pa.Table | None, fields: Sequence[str],

@@ -25,6 +25,11 @@ FORMATS = ("csv", "tsv", "jsonl", "parquet")
 BLOCK_ROWS = 65_536  # rows a JSONL or parquet block holds when a whole file is read
 CSV_BLOCK = 1 << 20  # bytes a CSV block holds
 SHOWN = 5
+# How files are read, in every data key (data/prepare.py) and every store segment ``ipet ingest`` writes, so
+# a run directory prepared by readers that read otherwise reads its data again, and a store's rows they
+# ingested are known (2: CSV/JSONL values as written; before, a CSV column of numbers was typed, so `007`
+# was `7`). A set that comes out row for row the same keeps its file name and what was trained on it.
+READER = 2
 
 
 @dataclass(frozen=True)

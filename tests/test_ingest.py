@@ -648,3 +648,61 @@ def test_a_killed_version_below_current_is_never_read(tmp_path: Path, schema: Sc
     assert dataset.version(1).number == 1
     with pytest.raises(DataError, match="version 2 was never committed: .* \\(CURRENT is 3\\)"):
         dataset.version(2)
+
+
+def write_earlier_store(directory: Path, segments: list[tuple[str, list[tuple]]]) -> None:
+    """A dataset store as ipet before READER 2 wrote it (2026-12-05 and earlier): one version per segment,
+    each a (kind, rows) pair, whose manifest lists its segments without ``reader``; the rows as its typing
+    reader had made them of the files; its test set ``test.csv`` beside the store."""
+    listed: dict[str, list[dict]] = {"unlabeled": [], "labeled": []}
+    for number, (kind, got) in enumerate(segments, start=1):
+        columns = ["id", *FIELDS] + (["label"] if kind == "labeled" else [])
+        table = pa.table({c: [f"{number}:{i}" for i in range(len(got))] if c == "id" else [r[j - 1] for r in got]
+                          for j, c in enumerate(columns)})
+        segment = directory / "segments" / f"v{number:06d}.parquet"
+        segment.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, segment)
+        listed[kind].append({"path": f"segments/{segment.name}", "rows": len(got), "sha256": file_digest(segment)})
+        manifest = {"dataset": directory.name, "version": number, "parent": number - 1 or None,
+                    "schema": {"fields": list(FIELDS), "labels": list(LABELS),
+                               "test": {"path": str(directory.parent.parent / "test.csv")}},
+                    "segments": {k: list(v) for k, v in listed.items()},
+                    "rows": {k: sum(s["rows"] for s in v) for k, v in listed.items()},
+                    "hashes": {k: content_key([s["sha256"] for s in v]) for k, v in listed.items()}}
+        (directory / "versions").mkdir(exist_ok=True)
+        (directory / "versions" / f"v{number:06d}.json").write_text(json.dumps(manifest))
+    (directory / "CURRENT").write_text(str(len(segments)))
+
+
+def test_a_store_version_an_earlier_reader_ingested_names_the_fields_it_may_have_typed(tmp_path: Path,
+                                                                                     schema: Schema) -> None:
+    """ipet before READER 2 ingested a CSV column of numbers as numbers (007 kept as 7, 1.50 as 1.5) and no
+    file is read again, so a run on such a store read them silently. A field that holds only numbers or
+    true/false in a segment of that ipet is named once per store version, with the leaks (``ipet validate``,
+    ``ipet run``, the flow: from the prepared data's manifest); a field of words is not, nor the same
+    numbers ingested now, and a version ingested now on top of the old ones still is."""
+    from data.leaks import Leaks
+
+    write_earlier_store(tmp_path / "stores" / "old", [("labeled", [("7", "1.5", "pos"), ("12", "text", "neg")]),
+                                                       ("unlabeled", [("a 1", "TRUE"), ("a 2", None)])])
+    write_earlier_store(tmp_path / "stores" / "words", [("labeled", [("a 7", "b", "pos"), ("a 9", "c", "neg")]),
+                                                         ("unlabeled", [("a 1", "text")])])
+    ingest_file(write(tmp_path / "n.csv", [("007", "1.50", "pos"), ("12", "true", "neg")]), "new", tmp_path / "stores",
+                labeled=True, schema=schema)
+    ingest_file(write(tmp_path / "p.csv", [("0012", "x")], header=FIELDS), "new", tmp_path / "stores", schema=schema)
+
+    def warned(dataset: str, run: str) -> list[str]:
+        store = {"store": "stores", "dataset": dataset}
+        config = DataConfig(root=str(tmp_path), unlabeled=store, labeled=store, test={"path": "test.csv"})
+        lines = load_sets(config, FIELDS, LABELS)[1].lines("test.csv")
+        assert Leaks.of(prepare(config, FIELDS, LABELS, tmp_path / run)["leaks"]).lines("test.csv") == lines
+        return lines
+
+    assert warned("words", "w") == warned("new", "n") == []
+    line = ("dataset store stores/old (version 2): field(s) ['title', 'body'] hold only numbers or true/false in "
+            "rows ingested by an ipet older than 2026-12-05, which read such a CSV or JSONL column as numbers (007 as "
+            "7, 1.50 as 1.5, 7.0 dropped as a duplicate of 7), so they may not be the files' text; to be sure, ipet "
+            "ingest those files (its versions/*.json name them) into a new dataset")
+    assert warned("old", "o") == [line]  # labeled and pool read one version: one line
+    ingest_file(write(tmp_path / "q.csv", [("b 1", "words")], header=FIELDS), "old", tmp_path / "stores", schema=schema)
+    assert warned("old", "o") == [line.replace("(version 2)", "(version 3)")]
