@@ -95,7 +95,8 @@ def test_texts_and_ids_of_numbers_are_prepared_as_written_and_labels_matched(tmp
     assert [r["text"] for r in sets["test"]] == ["7.0", "1", "1e3"]
     # a leak is a text written the same: the test's 1 is the pool's 1 (dropped), and its 1e3 gold's 1e3 (kept),
     # never a text that is the same number (7.0 and the pool's 7, 1e3 and the pool's 1000, 1 and gold's 1.0)
-    assert manifest["leaks"] == {"in_labeled": ["3"], "in_pool": ["2"], "pool_rows_dropped": 1, "other_test_sets": []}
+    assert manifest["leaks"] == {"in_labeled": ["3"], "in_pool": ["2"], "pool_rows_dropped": 1, "other_test_sets": [],
+                                 "typed_fields": []}
 
 
 def test_a_run_directory_prepared_by_earlier_readers_reads_its_data_again(tmp_path: Path, monkeypatch) -> None:
