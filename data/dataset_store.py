@@ -129,6 +129,14 @@ def _all_typed(column: pa.ChunkedArray) -> bool:
     return bool(pc.all(matches).as_py())
 
 
+def typed_line(store: str, version: int, fields: Sequence[str]) -> str:
+    """The warning for a store version with ``typed_fields``: what they may hold, and what to do."""
+    return (f"dataset store {store} (version {version}): field(s) {list(fields)} hold only numbers or true/false in "
+            "rows ingested by an ipet older than 2026-12-05, which read such a CSV or JSONL column as numbers (007 "
+            "as 7, 1.50 as 1.5, 7.0 dropped as a duplicate of 7), so they may not be the files' text; to be sure, "
+            "ipet ingest those files (its versions/*.json name them) into a new dataset")
+
+
 class DatasetStore:
     """The versions of one dataset under a store directory."""
 

@@ -73,12 +73,14 @@ def ingest_file(path: str | Path, dataset: str, store: str | Path, labeled: bool
         if parent is not None:
             _check_same_schema(target, parent, schema, test_key)
         gold = parent.read("labeled") if parent is not None else None  # read once: duplicates, then conflicts
+        typed = parent.typed_fields() if parent is not None else []  # compared as an earlier reader left them
         keep, duplicates, promoted = _new_rows(rows, schema.fields, kind, parent, gold, test)
         source = {"path": str(path) if is_url(path) else str(Path(path).resolve()), "sha256": digest,
                   "rows": rows.num_rows}
         summary = {"dataset": dataset, "kind": kind, "added": len(keep), "duplicates": sum(duplicates.values()),
                    "duplicates_by_origin": duplicates, "source": source,
-                   "label_conflicts": _label_conflicts(rows, schema.fields, keep, gold) if labeled else None}
+                   "label_conflicts": _label_conflicts(rows, schema.fields, keep, gold) if labeled else None,
+                   "typed_fields": {"store": f"{store}/{dataset}", "version": parent.number, "fields": typed} if typed else None}
         if not keep:
             return {**summary, "version": parent.number if parent else None, "manifest": None, "committed": False}
         columns = ["id", *schema.fields] + (["label"] if "label" in rows.column_names else [])

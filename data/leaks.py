@@ -14,7 +14,7 @@ from typing import Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .dataset_store import text_keys
+from .dataset_store import text_keys, typed_line
 
 SHOWN = 10  # row ids listed per finding
 
@@ -40,11 +40,7 @@ class Leaks:
                  + f" out of its rows, not those of this run's test set {test}: it never checked its rows against "
                  "this one; the run drops pool rows whose text is in its test set, and reports labeled ones"
                  for s in self.other_test_sets]
-        found += [f"dataset store {s['store']} (version {s['version']}): field(s) {s['fields']} hold only numbers "
-                  "or true/false in rows ingested by an ipet older than 2026-12-05, which read such a CSV or JSONL "
-                  "column as numbers (007 as 7, 1.50 as 1.5, 7.0 dropped as a duplicate of 7), so they may not be "
-                  "the files' text; to be sure, ipet ingest those files (its versions/*.json name them) into a new "
-                  "dataset" for s in self.typed_fields]
+        found += [typed_line(s["store"], s["version"], s["fields"]) for s in self.typed_fields]
         if self.in_pool:
             found.append(f"{test}: {len(self.in_pool)} test row(s) also in the unlabeled pool (leak), row id(s) "
                          f"{_ids(self.in_pool)}; their {self.dropped} pool row(s) were dropped")

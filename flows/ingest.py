@@ -10,6 +10,7 @@ from typing import Any
 from prefect import flow
 from prefect.events import Event, emit_event
 
+from data.dataset_store import typed_line
 from data.errors import DataError
 from data.ingest import Schema, ingest_file
 
@@ -59,15 +60,18 @@ def ingest(file: str, dataset: str, labeled: bool = False, store: str = "stores"
 
 
 def summary(result: dict) -> str:
-    """One line: what the ingest added, what it dropped, which version is current."""
+    """One line: what the ingest added, what it dropped, which version is current; and a warning where the
+    store's rows an earlier reader ingested may not be their files' text (``Version.typed_fields``)."""
     by_origin = ", ".join(f"{n} {o}" for o, n in result["duplicates_by_origin"].items() if n)
     dropped = f"{result['duplicates']} duplicate(s) dropped" + (f" ({by_origin})" if by_origin else "")
     clashes = result.get("label_conflicts") or {"rows": 0}
     if clashes["rows"]:
         dropped += (f", {clashes['rows']} row(s) labeled otherwise than the same text already is, kept as it was: "
                     f"row id(s) {clashes['ids']}{' …' if clashes['rows'] > len(clashes['ids']) else ''}")
+    typed = result.get("typed_fields")
+    warning = f"\nwarning: {typed_line(**typed)}" if typed else ""
     if not result["committed"]:
         return (f"{result['dataset']}: nothing new in {result['source']['path']}, {dropped}; version "
-                f"{result['version']} stays current")
+                f"{result['version']} stays current{warning}")
     return (f"{result['dataset']}: version {result['version']} ({result['kind']}) · {result['added']} row(s) added · "
-            f"{dropped} · {result['manifest']}")
+            f"{dropped} · {result['manifest']}{warning}")

@@ -680,8 +680,10 @@ def test_a_store_version_an_earlier_reader_ingested_names_the_fields_it_may_have
     file is read again, so a run on such a store read them silently. A field that holds only numbers or
     true/false in a segment of that ipet is named once per store version, with the leaks (``ipet validate``,
     ``ipet run``, the flow: from the prepared data's manifest); a field of words is not, nor the same
-    numbers ingested now, and a version ingested now on top of the old ones still is."""
+    numbers ingested now, and a version ingested now on top of the old ones still is. ``ipet ingest`` into
+    such a version, which compares the new rows with them, says so as well."""
     from data.leaks import Leaks
+    from flows.ingest import summary
 
     write_earlier_store(tmp_path / "stores" / "old", [("labeled", [("7", "1.5", "pos"), ("12", "text", "neg")]),
                                                        ("unlabeled", [("a 1", "TRUE"), ("a 2", None)])])
@@ -689,7 +691,8 @@ def test_a_store_version_an_earlier_reader_ingested_names_the_fields_it_may_have
                                                          ("unlabeled", [("a 1", "text")])])
     ingest_file(write(tmp_path / "n.csv", [("007", "1.50", "pos"), ("12", "true", "neg")]), "new", tmp_path / "stores",
                 labeled=True, schema=schema)
-    ingest_file(write(tmp_path / "p.csv", [("0012", "x")], header=FIELDS), "new", tmp_path / "stores", schema=schema)
+    now = ingest_file(write(tmp_path / "p.csv", [("0012", "x")], header=FIELDS), "new", tmp_path / "stores")
+    assert now["typed_fields"] is None and "warning" not in summary(now)
 
     def warned(dataset: str, run: str) -> list[str]:
         store = {"store": "stores", "dataset": dataset}
@@ -704,5 +707,7 @@ def test_a_store_version_an_earlier_reader_ingested_names_the_fields_it_may_have
             "7, 1.50 as 1.5, 7.0 dropped as a duplicate of 7), so they may not be the files' text; to be sure, ipet "
             "ingest those files (its versions/*.json name them) into a new dataset")
     assert warned("old", "o") == [line]  # labeled and pool read one version: one line
-    ingest_file(write(tmp_path / "q.csv", [("b 1", "words")], header=FIELDS), "old", tmp_path / "stores", schema=schema)
+    added = ingest_file(write(tmp_path / "q.csv", [("b 1", "words")], header=FIELDS), "old", tmp_path / "stores",
+                        schema=schema)  # ipet ingest compared its rows with the typed ones: said too
+    assert summary(added).splitlines()[1] == f"warning: {line.replace('stores/old', f'{tmp_path}/stores/old')}"
     assert warned("old", "o") == [line.replace("(version 2)", "(version 3)")]
