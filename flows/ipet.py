@@ -27,6 +27,7 @@ from tasks.adapt import adapt_backbone
 from .asking import Asker, ask_person, pinned_config
 from .checks import missing_prior, unused_adapt_device
 from .config import ConfigError, RunConfig, RunnerConfig, flow_config
+from .console import refused
 from .executor import Executor
 from .plan import Plan
 from .provenance import log_backbone, run_name
@@ -43,8 +44,6 @@ def ipet(config: RunConfig | str, run_dir: str = "runs/ipet", runner: RunnerConf
     (a deployment's choice of engine). They are validated here (``flow_config``), not by Prefect, so that
     a mistake typed into the form, or a run directory that cannot be used, fails the run with one line
     naming it and no traceback; a caller gets the error raised."""
-    from prefect.states import Failed
-
     try:
         config = flow_config(config, runner)
         if unused := unused_adapt_device(config):  # a deployment's too; `ipet run` printed it already
@@ -52,7 +51,7 @@ def ipet(config: RunConfig | str, run_dir: str = "runs/ipet", runner: RunnerConf
         with owned_run_dir(run_dir) as locked:
             return _stages_on(config, locked)
     except (ConfigError, RunDirBusy, RunDirUnusable) as err:
-        return Failed(message=str(err), data=err)
+        return refused(err)
 
 
 def _stages_on(config: RunConfig, locked: str) -> dict:
