@@ -435,6 +435,37 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
         raise ConfigError("\n".join(f"{path}: {line}" for line in problem_lines(err))) from None
 
 
+def flow_config(config: RunConfig | dict | str, runner: RunnerConfig | dict | None = None) -> RunConfig:
+    """A flow's ``config`` and ``runner`` parameters as one validated config, as a deployment's run
+    form (the UI's JSON) sends them: the settings themselves or the path of a YAML file; ``runner``,
+    when given, replaces the config's ``runner`` section. Prefect's own validation of them named
+    pydantic's validator chain and the other branch of the union (``config.str: Input should be a
+    valid string``) in lines spread over the state message, and logged the whole dict; here a
+    problem is a line naming its setting, as ``ipet validate`` words it."""
+    if isinstance(config, str):
+        config = load_config(config)
+    elif not isinstance(config, RunConfig):
+        config = _settings(config, "config: ", ())
+    if runner is None:
+        return config
+    return config.model_copy(update={"runner": _settings(runner, "", ("runner",), RunnerConfig)})
+
+
+def _settings(value: Any, prefix: str, loc: tuple, model: type[BaseModel] = RunConfig) -> Any:
+    """``value`` validated as ``model``, found at ``loc`` in a config; ConfigError with its problem lines."""
+    if isinstance(value, model):
+        return value
+    if not isinstance(value, dict):
+        where = _loc(loc) if loc else "config"
+        raise ConfigError(f"{where}: expected a mapping of settings{'' if loc else ' or the path of a YAML file'}, "
+                          f"not {type(value).__name__} {value!r}")
+    try:
+        return model.model_validate(value)
+    except ValidationError as err:
+        lines = [line for e in err.errors() for line in _lines({**e, "loc": (*loc, *e["loc"])})]
+        raise ConfigError("\n".join(prefix + line for line in lines)) from None
+
+
 def _yaml_problem(err: yaml.YAMLError, text: str) -> str:
     """A YAML error in one line: where (line, column) and what; for a line indented with a tab, which
     YAML forbids and an editor hides, the fix. PyYAML's own text spans lines and names the file

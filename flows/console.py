@@ -94,3 +94,26 @@ def hide_repeats(verbosity: str, worded: Callable[[BaseException], bool], warned
         if isinstance(handler, PrefectConsoleHandler):
             handler.addFilter(_Worded(worded))
             handler.addFilter(_Warned(warned))
+
+
+class _Only(logging.Filter):
+    """Drops the records that carry ``error`` (the very exception object)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__()
+        self.error = error
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and record.exc_info[1] is self.error)
+
+
+def refused(error: Exception):
+    """A flow's end for a user mistake ``error`` it words in one line: Failed, with that line as the
+    state message (the UI shows it) and the error as its data (a caller gets it raised). The engine
+    that runs a deployment's flow run raises that error once more after the flow, and logged it with its
+    traceback in the flow run's log ("Engine execution exited with unexpected exception"); that record
+    is dropped, and only that: any other exception keeps its traceback."""
+    from prefect.states import Failed
+
+    logging.getLogger("prefect.flow_runs").addFilter(_Only(error))
+    return Failed(message=str(error), data=error)

@@ -15,6 +15,7 @@ from data.errors import DataError
 from data.ingest import Schema, ingest_file
 
 from .config import ConfigError, RunConfig, load_config
+from .console import refused
 
 EVENT = "ipet.data.arrived"
 
@@ -46,12 +47,10 @@ def ingest(file: str, dataset: str, labeled: bool = False, store: str = "stores"
     mistake (a bad file, a config that does not load) fails the run with the one line ``ipet ingest``
     prints, without a traceback, and re-raises it to a caller.
     """
-    from prefect.states import Failed
-
     try:
         result = ingest_file(file, dataset, store, labeled, schema_of(config), read or {})
     except (ConfigError, DataError) as err:
-        return Failed(message=str(err), data=err)
+        return refused(err)
     print(summary(result))
     if result["committed"]:
         event = announce(result)

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 from prefect import flow
 
+from data.lock import RunDirBusy, RunDirUnusable
 from tasks import devices
 from tasks.adapt import adapt_backbone
 
 from .asking import Asker, ask_person, pinned_config
 from .checks import missing_prior, unused_adapt_device
-from .config import RunConfig, RunnerConfig, load_config
+from .config import ConfigError, RunConfig, RunnerConfig, flow_config
+from .console import refused
 from .executor import Executor
 from .plan import Plan
 from .provenance import log_backbone, run_name
@@ -35,21 +37,31 @@ from .session import owned_run_dir, tracked_session
 from .stages import Stage
 
 
-@flow(name="ipet", log_prints=True)
+@flow(name="ipet", log_prints=True, validate_parameters=False)
 def ipet(config: RunConfig | str, run_dir: str = "runs/ipet", runner: RunnerConfig | None = None) -> dict:
-    """``config`` is a validated config, or the path of its YAML file (as deployments pass it);
-    ``runner``, when given, replaces its ``runner`` section (a deployment's choice of engine)."""
-    config = config if isinstance(config, RunConfig) else load_config(config)
-    config = config.model_copy(update={"runner": runner}) if runner else config
-    if unused := unused_adapt_device(config):  # a deployment's too; `ipet run` printed it already
-        print(f"warning: {unused}")
-    with owned_run_dir(run_dir) as locked:
-        slots = devices.configure(config.train.device, config.max_parallel)
-        stages = ipet_stages.with_options(task_runner=task_runner(config.runner, slots))
+    """``config`` is a validated config, or the path of its YAML file (as deployments pass it), or its
+    settings (a deployment run's form in the UI); ``runner``, when given, replaces its ``runner`` section
+    (a deployment's choice of engine). They are validated here (``flow_config``), not by Prefect, so that
+    a mistake typed into the form, or a run directory that cannot be used, fails the run with one line
+    naming it and no traceback; a caller gets the error raised."""
+    try:
+        config = flow_config(config, runner)
+        if unused := unused_adapt_device(config):  # a deployment's too; `ipet run` printed it already
+            print(f"warning: {unused}")
+        with owned_run_dir(run_dir) as locked:
+            return _stages_on(config, locked)
+    except (ConfigError, RunDirBusy, RunDirUnusable) as err:
+        return refused(err)
+
+
+def _stages_on(config: RunConfig, locked: str) -> dict:
+    """The stages on the task runner the config asks for, again after a person's answers."""
+    slots = devices.configure(config.train.device, config.max_parallel)
+    stages = ipet_stages.with_options(task_runner=task_runner(config.runner, slots))
+    results = stages(config=pinned_config(config, locked), run_dir=locked)
+    if "asked" in results and ask_person(results["asked"], config, locked):  # answered: go on with them
         results = stages(config=pinned_config(config, locked), run_dir=locked)
-        if "asked" in results and ask_person(results["asked"], config, locked):  # answered: go on with them
-            results = stages(config=pinned_config(config, locked), run_dir=locked)
-        return results
+    return results
 
 
 @flow(name="ipet-stages", log_prints=True)

@@ -7,6 +7,7 @@ from prefect import flow
 
 from prompt_core.settings import Precision
 
+from .console import refused
 from .prediction import PREDICT_ERRORS, predict_file, summary_text
 
 
@@ -17,12 +18,11 @@ def predict(model: str, input: str, output: str, registered_model: str | None = 
     """``predict_file`` as a Prefect flow (deployments, the UI); the summary is its result. A user
     mistake fails the run with its message (and re-raises it to a caller), without a traceback."""
     from prefect.artifacts import create_markdown_artifact
-    from prefect.states import Failed
 
     try:
         summary = predict_file(model, input, output, registered_model, tracking_uri, batch_size, device, precision)
     except PREDICT_ERRORS as err:
-        return Failed(message=str(err), data=err)
+        return refused(err)
     print(summary_text(summary))
     create_markdown_artifact(f"# Predictions\n\n{summary_text(summary)}", key="predict-summary")
     return summary

@@ -237,6 +237,47 @@ def test_second_flow_on_a_busy_run_dir_refuses(prefect_harness, holder, toy):
             pass
 
 
+def test_a_flow_given_wrong_settings_fails_in_one_line_naming_them(prefect_harness, toy, tmp_path):
+    """What a deployment run's form in the UI sends: the config as a dict (a cross-field rule broken, a typo),
+    a runner section with a typo, a run directory that is a file. The flow run's state message is the
+    line(s) ``ipet validate`` would print, with no traceback; a caller gets the error; nothing is written.
+    (tests/test_ui_deploy.py sends them through a server and a worker.)"""
+    from flows.config import ConfigError
+    from flows.ipet import ipet
+
+    (tmp_path / "a-file").write_text("x")
+    run_dir = str(tmp_path / "run")
+    no_mask = {**toy, "pvps": [{"pattern": "{text} no mask ."}, {"pattern": "{mask} : {text}"}]}
+    cases = [({"config": no_mask}, "config: pvps.0.pattern: pattern '{text} no mask .' must contain exactly one "
+                                   "{mask}, found 0 (learner: cloze)"),
+             ({"config": {**toy, "ipet": {"generatoins": 2}}},
+              "config: ipet.generatoins: Extra inputs are not permitted; did you mean ipet.generations?"),
+             ({"config": toy, "runner": {"knd": "ray"}},
+              "runner.knd: Extra inputs are not permitted; did you mean runner.kind?"),
+             ({"config": toy, "run_dir": str(tmp_path / "a-file")},
+              f"run directory {tmp_path / 'a-file'} is not usable: it is a file, not a directory; give --run-dir "
+              "a directory (new or an earlier run's)")]
+    for params, line in cases:
+        state = ipet(**{"run_dir": run_dir, **params}, return_state=True)
+        assert state.is_failed() and state.message == line, state
+        logs = _flow_run_logs(state.state_details.flow_run_id)
+        assert f"Finished in state Failed({line!r})" in logs and not [log for log in logs if "Traceback" in log], logs
+    with pytest.raises(ConfigError, match="config: pvps.0.pattern"):
+        ipet(config=no_mask, run_dir=run_dir)
+    assert sorted(os.listdir(tmp_path)) == ["a-file"], "nothing written"
+
+
+def _flow_run_logs(flow_run_id) -> list[str]:
+    """A flow run's log lines as the UI shows them (the API's)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10)
+    with get_client(sync_client=True) as client:
+        return [log.message for log in client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))]
+
+
 # --- MLflow store unusable ------------------------------------------------------------------------
 
 def _unusable_stores(tmp_path: Path) -> list[tuple[str, str]]:
