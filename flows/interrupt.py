@@ -7,19 +7,27 @@ Python cannot stop; every output is written under a temporary name and renamed w
 nothing half-written is visible, and a rerun reuses every finished task. The process therefore
 exits ``GRACE_S`` after the signal however far the unwinding got, and at once on a second signal.
 Exit status 128 + the signal's number: 130 for SIGINT, 143 for SIGTERM.
+
+SIGPIPE (a write to stdout or stderr after its reader left: ``ipet run 2>&1 | head``) stops the run
+the same way, without a line (there is no reader for it), exit 141, as any command in a pipe; the closed
+stream is pointed at /dev/null so the unwinding's log lines go nowhere. Python ignores SIGPIPE by
+default, so every such write raised ``BrokenPipeError`` (rich's console, under Prefect's log handler,
+made it ``SystemExit(1)``) wherever it happened, a task's thread too. A SIGPIPE from a socket whose
+peer left is ignored as before: its write fails with ``EPIPE`` and the client retries.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import sys
 import threading
 from typing import Callable, Iterator
 
 GRACE_S = 6.0
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -35,6 +43,14 @@ RESUMES = "finished outputs are kept, and running the same command again resumes
 
 def resume_line(command: str, signum: int, outcome: str = RESUMES) -> str:
     return f"ipet: {signal.Signals(signum).name}: {command} stopped; {outcome}\n"
+
+
+def closed_outputs() -> list[int]:
+    """stdout and stderr where they are pipes whose reader has gone (poll reports POLLERR on them)."""
+    poll = select.poll()
+    for fd in (1, 2):
+        poll.register(fd, 0)  # no events asked: only the errors poll always reports
+    return [fd for fd, events in poll.poll(0) if events & select.POLLERR]
 
 
 @contextlib.contextmanager
@@ -57,10 +73,17 @@ def stop_on_signals(command: str, cleanup: Callable[[], None], outcome: str = RE
         os._exit(code)
 
     def handler(signum: int, frame) -> None:
-        if seen:
+        if signum == signal.SIGPIPE:
+            closed = closed_outputs()
+            for fd in closed:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+            if not closed or seen:  # a socket's peer left (its write fails, as with SIGPIPE ignored), or stopping
+                return
+        elif seen:
             os._exit(128 + seen[0])
         seen.append(signum)
-        os.write(2, resume_line(command, signum, outcome).encode())  # not print: the handler may interrupt a print
+        if signum != signal.SIGPIPE:  # not print: the handler may interrupt a print
+            os.write(2, resume_line(command, signum, outcome).encode())
         threading.Thread(target=lambda: (threading.Event().wait(GRACE_S), finish(128 + signum)),
                          name="ipet-interrupt-deadline", daemon=True).start()
         raise Interrupted(signum)

@@ -514,6 +514,32 @@ def test_a_signalled_run_stops_at_once_and_leaves_no_process(prefect_harness, to
         assert outputs(run_dir) == outputs(reference[1])
 
 
+@pytest.mark.slow  # a run to its first model and a rerun: 40-110 s on 2 loaded cores
+def test_a_run_whose_output_pipe_closes_stops_like_ctrl_c(prefect_harness, toy, config_file, reference, tmp_path):
+    """``ipet run … 2>&1 | head``: the reader leaves after the first trained model's line, and the next
+    log line meets a closed pipe. The run stops as Ctrl-C stops it (MLflow parent KILLED, finished
+    models kept, the rerun resumes to the same results) with exit 141 (128 + SIGPIPE), as any command
+    in a pipe; it ran on with no exit within 60 s (rich's console, under Prefect's log handler, raised
+    SystemExit in whichever thread logged), and at the start it ended with exit 1."""
+    from flows.ipet import ipet
+
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", str(config_file), "--run-dir", str(run_dir)],
+                            env={**ENV, "OMP_NUM_THREADS": "1", "PREFECT_HOME": str(tmp_path / "prefect")},
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        if "1/2 models" in line:
+            break
+    proc.stdout.close()  # `head` has read its lines
+    assert proc.wait(timeout=60) == 141
+    client = MlflowClient(toy["tracking"]["mlflow_uri"])
+    runs = client.search_runs([client.get_experiment_by_name("toy").experiment_id],
+                              filter_string=f"tags.run_dir = '{run_dir}'")
+    assert [r.info.status for r in runs] == ["KILLED"]
+    resumed = ipet(config=RunConfig.model_validate(toy), run_dir=str(run_dir))
+    assert resumed["tasks"]["reused"] >= 1 and metrics(resumed) == metrics(reference[0])
+
+
 @pytest.mark.parametrize("when", ["importing Prefect", "checking"])
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_run_signalled_while_it_starts_stops_with_one_line(config_file, tmp_path, sig, code, when):
