@@ -425,3 +425,18 @@ def test_output_into_a_closed_pipe_is_no_traceback(toy: dict, tmp_path: Path) ->
                           timeout=120)
     os.close(write)
     assert (done.returncode, done.stderr) == (141, "")
+
+
+def test_output_onto_a_full_disk_is_one_line(toy: dict, tmp_path: Path) -> None:
+    """`ipet validate … > /dev/full`: the "ok" line cannot be written. One line on stderr and exit 1, as
+    for any failed write; it was an `OSError: [Errno 28] No space left on device` traceback."""
+    import subprocess
+
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(toy))
+    repo = Path(__file__).resolve().parents[1]
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "flows.cli", "validate", str(config)], stdout=full,
+                              stderr=subprocess.PIPE, text=True, cwd=repo,
+                              env={**os.environ, "PYTHONPATH": str(repo)}, timeout=120)
+    assert (done.returncode, done.stderr) == (1, "ipet: cannot write standard output: No space left on device\n")

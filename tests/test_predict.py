@@ -436,6 +436,23 @@ def test_a_signalled_prediction_stops_with_one_line_and_leaves_no_partial_file(m
     assert out.read_bytes() == b"the previous output" and [p.name for p in tmp_path.glob(".out*")] == []
 
 
+def test_a_prediction_whose_summary_meets_a_closed_pipe_exits_141_quietly(model, inputs, tmp_path):
+    """``ipet predict … | head -0``: the reader left before the summary line. Exit 141 (128 + SIGPIPE),
+    nothing on stderr, and the finished output kept; it was exit 141 with a traceback of ``Interrupted:
+    SIGPIPE``, the signal's handler having run only as the command's block ended."""
+    out = tmp_path / "out.parquet"
+    read, write = os.pipe()
+    os.close(read)
+    repo = Path(__file__).parents[1]
+    done = subprocess.run([sys.executable, "-m", "flows.cli", "predict", "--model", str(model), "--input",
+                           str(inputs["csv"]), "--output", str(out)], stdout=write, stderr=subprocess.PIPE, text=True,
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": f"{repo}{os.pathsep}{repo / 'tests'}"},
+                          timeout=120)
+    os.close(write)
+    assert (done.returncode, done.stderr) == (141, "")
+    assert pq.read_table(out).num_rows == len(TEXTS)
+
+
 def test_a_rerun_removes_the_temporary_a_killed_prediction_left_and_no_other(model, inputs, tmp_path):
     """``kill -9`` while the output is written leaves its temporary beside it (nothing runs to remove it);
     the same command run again removes it, but neither another output's nor one a live writer holds."""
