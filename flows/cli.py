@@ -382,6 +382,7 @@ def _adapt(config, run_dir: Path) -> int:
 
 
 def _run(config, run_dir: Path) -> int:
+    from .gc import not_reused
     from .ipet import ipet
     from .stages import ask_line, stage_table
 
@@ -399,6 +400,8 @@ def _run(config, run_dir: Path) -> int:
     asked = f" · {ask_line(results['ask'])}" if "ask" in results else ""
     print(f"\nresults: {run_dir / 'results.json'} · MLflow run {results['mlflow_run_id']} · "
           f"trained {tasks['trained']}, reused {tasks['reused']}{backbone}{asked}")
+    if unused := not_reused(run_dir, results["stages"]):
+        print(unused)
     registry = results.get("registry")
     if registry:
         print(f"model registry: {registry['registered_model']} v{registry['version']} {registry['decision']} "
