@@ -3,7 +3,8 @@ does not need. Every model directory is an output keyed by its inputs, so a late
 again exactly what was removed (and reuses everything else); nothing else is touched.
 
 ``--keep final`` keeps the final model (an ensemble's members with it); ``last-generation`` also
-the last iPET generation's models (what a rerun with more generations continues from); ``all``
+the last iPET generation's models the run used (what a rerun with more generations continues from;
+by name alone where ``results.json``, an earlier ipet's, does not name their directories); ``all``
 removes nothing and only reports sizes. Besides models, the first two remove the checkpoints killed
 backbone adaptations left (``backbones/.adapted-<key>.checkpoint.pt``, up to gigabytes each).
 """
@@ -38,8 +39,9 @@ def removable(run_dir: Path, keep: str) -> list[Path]:
         return []
     final = run_dir / "models" / Path(final).name  # the run directory may have moved since
     needed = {final.name, *(m.name for m in member_dirs(final))}
-    if keep == "last-generation":
-        needed |= {p.name for p in models if p.name.startswith(f"g{last_generation(stages)}-")}
+    if keep == "last-generation":  # the run's own, where it names them: not an earlier ipet's or other settings'
+        generation = f"g{last_generation(stages)}-"
+        needed |= {n for n in used_dirs(stages) or [p.name for p in models] if n.startswith(generation)}
     return [p for p in models if p.name not in needed]
 
 

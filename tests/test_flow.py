@@ -317,6 +317,24 @@ def test_gc_keeps_the_runs_own_last_generation_not_an_earlier_runs_later_one(tmp
     assert [p.name for p in flows.gc.removable(tmp_path, "last-generation")] == ["g0-p0-s1-00", "g2-p0-s1-22"]
 
 
+def test_gc_keeps_of_the_last_generation_only_the_models_the_run_used(tmp_path):
+    """After an upgrade or a change of settings, generation 1 has models under the old keys too; the run's
+    results.json names the directories it used, and ``--keep last-generation`` keeps only those."""
+    import flows.gc
+    from prompt_core.predictor import SPEC_FILE
+
+    models = tmp_path / "models"
+    names = ["g0-p0-s1-00", "g1-p0-s1-11", "g1-p0-s1-12", "final-distilled-ff"]
+    for name in names:
+        (models / name).mkdir(parents=True)
+        (models / name / SPEC_FILE).write_text("{}")
+    stages = [{"stage": "pet", "models": [{"name": "g0-p0-s1", "dir": "g0-p0-s1-00"}]},
+              {"stage": "ipet-1", "models": [{"name": "g1-p0-s1", "dir": "g1-p0-s1-12"}]},
+              {"stage": "final", "model": str(models / names[-1])}]
+    (tmp_path / "results.json").write_text(json.dumps({"stages": stages}))
+    assert [p.name for p in flows.gc.removable(tmp_path, "last-generation")] == ["g0-p0-s1-00", "g1-p0-s1-11"]
+
+
 def test_a_rerun_names_the_finished_models_of_other_settings_it_does_not_reuse(tmp_path):
     """After an upgrade or a change of settings a rerun trains again while finished models sit beside the
     new ones under other keys: one line says so, and what removes them; none for a run that used them all,
