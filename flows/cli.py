@@ -471,9 +471,16 @@ def _predict(args) -> int:
     if problem:
         print(f"ipet predict: {problem}", file=sys.stderr)
         return 2
+    from data.outputs import earlier_temps
+
     from .interrupt import stop_on_signals
     from .prediction import PREDICT_ERRORS
 
+    if left := earlier_temps(args.output):  # never removed for it: maybe an earlier ipet predict still writing
+        them = "it" if len(left) == 1 else "them"
+        print(f"ipet predict: warning: {', '.join(p.name for p in left)} beside {args.output}: left by an ipet "
+              f"predict from before 2026-12-05, killed or still writing it; remove {them} once none is running",
+              file=sys.stderr)
     kwargs = dict(model=args.model, input=args.input, output=args.output, registered_model=args.registered_model,
                   tracking_uri=args.tracking_uri, batch_size=args.batch_size, device=args.device,
                   precision=args.precision)
