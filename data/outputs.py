@@ -124,10 +124,23 @@ def remove_dead_temps(final: str | Path) -> list[Path]:
     final = _on_disk(final)
     host = re.escape(f".{final.name}.{socket.gethostname()}.")
     mine = re.compile(rf"{host}(\d+)\.[0-9a-f]{{12}}{re.escape(TMP_SUFFIX)}")
-    dead = [path for path in final.parent.glob(f".{glob.escape(final.name)}.*{TMP_SUFFIX}")
-            if (match := mine.fullmatch(path.name)) and not _running(int(match[1]))]
+    dead = [path for path in _temps_of(final) if (match := mine.fullmatch(path.name)) and not _running(int(match[1]))]
     _remove(dead)
     return dead
+
+
+def earlier_temps(final: str | Path) -> list[Path]:
+    """``final``'s temporaries as an ipet before 2026-12-05 named them, ``.<name>.<random>.tmp``: without
+    their writer in the name, a killed writer's cannot be told from a live one's (an earlier ipet predict
+    still writing), so ``remove_dead_temps`` leaves them, and the caller names them to the user instead."""
+    final = _on_disk(final)
+    earlier = re.compile(rf"\.{re.escape(final.name)}\.[0-9a-f]{{12}}{re.escape(TMP_SUFFIX)}")
+    return [path for path in _temps_of(final) if earlier.fullmatch(path.name)]
+
+
+def _temps_of(final: Path) -> list[Path]:
+    """Every temporary beside ``final`` named after it, whoever wrote it."""
+    return sorted(final.parent.glob(f".{glob.escape(final.name)}.*{TMP_SUFFIX}"))
 
 
 def _remove(temporaries: list[Path]) -> None:

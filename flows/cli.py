@@ -399,6 +399,7 @@ def _adapt(config, run_dir: Path) -> int:
 
 
 def _run(config, run_dir: Path) -> int:
+    from .gc import not_reused
     from .ipet import ipet
     from .stages import ask_line, stage_table
 
@@ -416,6 +417,8 @@ def _run(config, run_dir: Path) -> int:
     asked = f" · {ask_line(results['ask'])}" if "ask" in results else ""
     print(f"\nresults: {run_dir / 'results.json'} · MLflow run {results['mlflow_run_id']} · "
           f"trained {tasks['trained']}, reused {tasks['reused']}{backbone}{asked}")
+    if unused := not_reused(run_dir, results["stages"]):
+        print(unused)
     registry = results.get("registry")
     if registry:
         print(f"model registry: {registry['registered_model']} v{registry['version']} {registry['decision']} "
@@ -485,9 +488,16 @@ def _predict(args) -> int:
     if problem:
         print(f"ipet predict: {problem}", file=sys.stderr)
         return 2
+    from data.outputs import earlier_temps
+
     from .interrupt import stop_on_signals
     from .prediction import PREDICT_ERRORS
 
+    if left := earlier_temps(args.output):  # never removed for it: maybe an earlier ipet predict still writing
+        them = "it" if len(left) == 1 else "them"
+        print(f"ipet predict: warning: {', '.join(p.name for p in left)} beside {args.output}: left by an ipet "
+              f"predict from before 2026-12-05, killed or still writing it; remove {them} once none is running",
+              file=sys.stderr)
     kwargs = dict(model=args.model, input=args.input, output=args.output, registered_model=args.registered_model,
                   tracking_uri=args.tracking_uri, batch_size=args.batch_size, device=args.device,
                   precision=args.precision)

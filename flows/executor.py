@@ -148,10 +148,10 @@ class Executor:
         return str(out)
 
     def evaluate(self, models: dict[Member, str], weights: list[float] | None, stage: int) -> Evaluation:
-        """Each model's and the ensemble's accuracy on the test set (none without one); ``stage``
-        numbers the ensemble's predictions file."""
+        """Each model's and the ensemble's accuracy on the test set (none without one), with the model's directory
+        in ``models/`` (what the run used: ``flows/gc.py``); ``stage`` numbers the ensemble's predictions file."""
         if not self.data.get("test"):
-            return Evaluation(None, [{"name": model_name(d)} for d in models.values()])
+            return Evaluation(None, [{"name": model_name(d), "dir": Path(d).name} for d in models.values()])
         logits = self.label_all(models, "test")
         rows, tracked = [], {}
         for m, d in models.items():
@@ -159,7 +159,7 @@ class Executor:
             trained = next((t for t in self.models_trained if t["model_dir"] == d), None)
             if trained:
                 tracked[trained["mlflow_run_id"]] = acc
-            rows.append({"name": model_name(d), "test_accuracy": acc,
+            rows.append({"name": model_name(d), "dir": Path(d).name, "test_accuracy": acc,
                          "reused": trained["reused"] if trained else None})
         ensembled = self.combine(f"stage{stage}", logits, models, weights, "test")["accuracy"]
         return Evaluation(ensembled, rows, tracked)

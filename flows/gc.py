@@ -3,7 +3,8 @@ does not need. Every model directory is an output keyed by its inputs, so a late
 again exactly what was removed (and reuses everything else); nothing else is touched.
 
 ``--keep final`` keeps the final model (an ensemble's members with it); ``last-generation`` also
-the last iPET generation's models (what a rerun with more generations continues from); ``all``
+the last iPET generation's models the run used (what a rerun with more generations continues from;
+by name alone where ``results.json``, an earlier ipet's, does not name their directories); ``all``
 removes nothing and only reports sizes. Besides models, the first two remove the checkpoints killed
 backbone adaptations left (``backbones/.adapted-<key>.checkpoint.pt``, up to gigabytes each).
 """
@@ -16,6 +17,7 @@ import secrets
 import shutil
 from pathlib import Path
 
+from data.location import names
 from data.outputs import TMP_SUFFIX
 
 from .disk import tree_bytes
@@ -37,9 +39,36 @@ def removable(run_dir: Path, keep: str) -> list[Path]:
         return []
     final = run_dir / "models" / Path(final).name  # the run directory may have moved since
     needed = {final.name, *(m.name for m in member_dirs(final))}
-    if keep == "last-generation":
-        needed |= {p.name for p in models if p.name.startswith(f"g{last_generation(stages)}-")}
+    if keep == "last-generation":  # the run's own, where it names them: not an earlier ipet's or other settings'
+        generation = f"g{last_generation(stages)}-"
+        needed |= {n for n in used_dirs(stages) or [p.name for p in models] if n.startswith(generation)}
     return [p for p in models if p.name not in needed]
+
+
+def not_reused(run_dir: Path, stages: list[dict]) -> str | None:
+    """Why a rerun trained models while finished ones sit beside them: the line naming how many trained
+    models in ``run_dir`` its ``stages`` (``results.json``'s) did not use, keyed by other settings or by an
+    earlier ipet; None where there are none, or the stages do not name the directories (an earlier ipet's)."""
+    from tasks.models import METRICS  # only a trained model has it: not a zero-shot spec, not an ensemble
+
+    used, models = used_dirs(stages), Path(run_dir) / "models"
+    if used is None:
+        return None
+    others = [n for n in names(models) or [] if n[0] != "." and n not in used and (models / n / METRICS).is_file()]
+    if not others:
+        return None
+    one = len(others) == 1
+    return (f"{len(others)} finished model{'' if one else 's'} in {models} {'was' if one else 'were'} made with "
+            f"other settings or an earlier ipet and {'is' if one else 'are'} not reused; `ipet gc {run_dir}` "
+            f"removes {'it' if one else 'them'}")
+
+
+def used_dirs(stages: list[dict]) -> set[str] | None:
+    """The model directories (names in ``models/``) a finished run's stages used: each model's ``dir`` and the
+    final model; None for the stages of an ipet before 2026-12-06, which named no directory."""
+    used = {m["dir"] for s in stages for m in s.get("models") or [] if isinstance(m, dict) and "dir" in m}
+    final = stages[-1].get("model")
+    return used | ({Path(final).name} if isinstance(final, str) else set()) if used else None
 
 
 def adaptation_checkpoints(run_dir: Path, keep: str) -> list[Path]:

@@ -38,12 +38,15 @@ def finished(prefect_harness, toy_config, tmp_path_factory) -> tuple[dict, Path]
 
 
 def test_results_have_every_stage(finished):
+    from flows.gc import used_dirs
+
     results, run_dir = finished
     stages = [s["stage"] for s in results["stages"]]
     assert stages == ["zero-shot", "pet", "ipet-1", "ipet-2", "final"]
     assert (run_dir / "results.json").exists() and results["mlflow_run_id"] and results["prefect_flow_run_id"]
     assert all(s["test_accuracy"] is not None for s in results["stages"])
     assert results["tasks"] == {"trained": 2 * (1 + GENERATIONS) + 1, "reused": 0}
+    assert used_dirs(results["stages"]) == {p.name for p in (run_dir / "models").iterdir()}, "every model it used"
 
 
 def test_training_sets_grow_as_configured_and_keep_gold(finished, toy_config):
@@ -312,6 +315,47 @@ def test_gc_keeps_the_runs_own_last_generation_not_an_earlier_runs_later_one(tmp
     stages = [{"stage": s} for s in ("zero-shot", "pet", "ipet-1")] + [{"stage": "final", "model": str(models / names[-1])}]
     (tmp_path / "results.json").write_text(json.dumps({"stages": stages}))
     assert [p.name for p in flows.gc.removable(tmp_path, "last-generation")] == ["g0-p0-s1-00", "g2-p0-s1-22"]
+
+
+def test_gc_keeps_of_the_last_generation_only_the_models_the_run_used(tmp_path):
+    """After an upgrade or a change of settings, generation 1 has models under the old keys too; the run's
+    results.json names the directories it used, and ``--keep last-generation`` keeps only those."""
+    import flows.gc
+    from prompt_core.predictor import SPEC_FILE
+
+    models = tmp_path / "models"
+    names = ["g0-p0-s1-00", "g1-p0-s1-11", "g1-p0-s1-12", "final-distilled-ff"]
+    for name in names:
+        (models / name).mkdir(parents=True)
+        (models / name / SPEC_FILE).write_text("{}")
+    stages = [{"stage": "pet", "models": [{"name": "g0-p0-s1", "dir": "g0-p0-s1-00"}]},
+              {"stage": "ipet-1", "models": [{"name": "g1-p0-s1", "dir": "g1-p0-s1-12"}]},
+              {"stage": "final", "model": str(models / names[-1])}]
+    (tmp_path / "results.json").write_text(json.dumps({"stages": stages}))
+    assert [p.name for p in flows.gc.removable(tmp_path, "last-generation")] == ["g0-p0-s1-00", "g1-p0-s1-11"]
+
+
+def test_a_rerun_names_the_finished_models_of_other_settings_it_does_not_reuse(tmp_path):
+    """After an upgrade or a change of settings a rerun trains again while finished models sit beside the
+    new ones under other keys: one line says so, and what removes them; none for a run that used them all,
+    or whose results.json (an earlier ipet's) does not name the directories. Only trained models count."""
+    from flows.gc import not_reused
+    from tasks.models import METRICS
+
+    for name in ("zero-shot-p0-aa", "zero-shot-p0-ab", "g1-p0-s1-11", "g1-p0-s1-22", "final-distilled-ff",
+                 ".g1-p0-s1-33.x.1.ab.tmp"):
+        (tmp_path / "models" / name).mkdir(parents=True)
+        (tmp_path / "models" / name / METRICS).write_text("{}")
+    (tmp_path / "models" / "zero-shot-p0-ab" / METRICS).unlink()  # an untrained spec: nothing was trained for it
+    final = {"stage": "final", "model": str(tmp_path / "models" / "final-distilled-ff")}
+    stages = [{"stage": "zero-shot", "models": [{"name": "zero-shot-p0", "dir": "zero-shot-p0-aa"}]},
+              {"stage": "ipet-1", "models": [{"name": "g1-p0-s1", "dir": "g1-p0-s1-22"}]}, final]
+    assert not_reused(tmp_path, stages) == (
+        f"1 finished model in {tmp_path / 'models'} was made with other settings or an earlier ipet and is not "
+        f"reused; `ipet gc {tmp_path}` removes it")
+    stages[1]["models"].append({"name": "g1-p0-s1", "dir": "g1-p0-s1-11"})
+    assert not_reused(tmp_path, stages) is None
+    assert not_reused(tmp_path, [{"stage": "ipet-1", "models": [{"name": "g1-p0-s1"}]}, final]) is None
 
 
 def test_killed_run_resumes_without_redoing_finished_tasks(prefect_harness, toy_config, finished, tmp_path):

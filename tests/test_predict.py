@@ -485,6 +485,22 @@ def test_a_rerun_removes_the_temporary_a_killed_prediction_left_and_no_other(mod
         live.communicate("", timeout=60)
 
 
+def test_an_earlier_ipets_temporary_is_named_not_removed(model, inputs, tmp_path, capsys):
+    """An ipet predict from before 2026-12-05 named its temporary ``.<out>.<random>.tmp``, without its writer:
+    killed, it is never removed, and it may be one still writing. It is named in one line, and kept."""
+    out = tmp_path / "out.parquet"
+    earlier = tmp_path / ".out.parquet.0123456789ab.tmp"
+    others = [tmp_path / ".other.parquet.0123456789ab.tmp", tmp_path / ".out.parquet.host.1.0123456789ab.tmp"]
+    for path in (earlier, *others):
+        path.write_bytes(b"half a parquet file")
+    assert run("--model", str(model), "--input", str(inputs["csv"]), "--output", str(out)) == 0
+    assert capsys.readouterr().err.strip() == (
+        f"ipet predict: warning: {earlier.name} beside {out}: left by an ipet predict from before 2026-12-05, "
+        "killed or still writing it; remove it once none is running")
+    assert earlier.read_bytes() == b"half a parquet file" and all(p.exists() for p in others)
+    assert pq.read_table(out).num_rows == len(TEXTS)
+
+
 def _python(args: list[str], cwd: Path, **popen) -> subprocess.Popen:
     """This repository's Python, as ``ipet`` runs: its stdout read as text."""
     repo = Path(__file__).parents[1]
