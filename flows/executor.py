@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 
 from data.location import exists, local, location
 from data.outputs import atomic_path, content_key
-from prompt_core import accuracy, save_ensemble
+from prompt_core import accuracy
 from data.parquet import read_logits, ref, shard_count
 from tasks.models import label_set, train_model, untrained_model
 from tasks.ensembles import combine
@@ -139,6 +139,8 @@ class Executor:
     def ensemble_model(self, models: dict[Member, str], weights: list[float] | None) -> str:
         """The ensemble as one model directory (``ensemble.json``: members and weights, combined
         as ``combine`` does), so it can be registered and predicted with like a single model."""
+        from prompt_core import save_ensemble  # imports torch: here, so importing the flow stays fast
+
         w = self.plan.member_weights(models, weights)
         key = content_key("ensemble", [ref(d) for d in models.values()], w)
         out = location(self.run_dir) / "models" / f"final-ensemble-{key}"
