@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 
 from data.location import exists, local, location
 from data.outputs import atomic_path, content_key
-from prompt_core import accuracy, save_ensemble
+import prompt_core  # its names load on first use: save_ensemble's torch not when the flow is imported
 from data.parquet import read_logits, ref, shard_count
 from tasks.models import label_set, train_model, untrained_model
 from tasks.ensembles import combine
@@ -144,7 +144,7 @@ class Executor:
         out = location(self.run_dir) / "models" / f"final-ensemble-{key}"
         if not exists(out):  # members are named relative to it: copies beside its own (a URL's mirror)
             with atomic_path(out, directory=True) as tmp:
-                save_ensemble(tmp, [local(d) for d in models.values()], w)
+                prompt_core.save_ensemble(tmp, [local(d) for d in models.values()], w)
         return str(out)
 
     def evaluate(self, models: dict[Member, str], weights: list[float] | None, stage: int) -> Evaluation:
@@ -167,7 +167,7 @@ class Executor:
     def _accuracy(self, logits_path: str, dataset: str) -> float:
         index = {label: i for i, label in enumerate(self.config.labels)}
         truth = [index[t] for t in pq.read_table(local(self.data[dataset]), columns=["label"])["label"].to_pylist()]
-        return accuracy(read_logits(logits_path), truth)
+        return prompt_core.accuracy(read_logits(logits_path), truth)
 
     @property
     def task_counts(self) -> dict[str, int]:

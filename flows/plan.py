@@ -7,9 +7,12 @@ unit-tested without any server (``tests/test_plan.py``). ``flows/executor.py`` c
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
-from prompt_core import PVP, LearnerSpec, Template, TrainConfig, learner_class
+from prompt_core import PVP, Template, TrainConfig
+
+if TYPE_CHECKING:  # learners import torch: only when a plan makes a spec, so importing the flow stays fast
+    from prompt_core import LearnerSpec
 
 from .config import RunConfig
 
@@ -51,6 +54,8 @@ class Plan:
     @property
     def has_prior(self) -> bool:
         """Whether an untrained learner of this run already scores (not a random head)."""
+        from prompt_core import learner_class
+
         return self.no_prior is None and learner_class(self.config.learner).has_prior
 
     def name(self, generation: int | str, member: Member | str) -> str:
@@ -64,12 +69,16 @@ class Plan:
 
     def spec(self, p: int) -> LearnerSpec:
         """The learner spec of PVP ``p``."""
+        from prompt_core import learner_class
+
         c = self.config
         return learner_class(c.learner).spec_for(c.model, c.pvp(p), **self._spec_options)
 
     def distill_spec(self) -> LearnerSpec:
         """The final model: a similarity learner keeps its prior's form (the text fields matched to the
         first PVP's phrases); otherwise a sequence classifier on the text fields."""
+        from prompt_core import learner_class
+
         c = self.config
         template = " ".join(f"{{{f}}}" for f in c.fields)
         pvp = PVP(Template(template), c.pvp(0).verbalizer)

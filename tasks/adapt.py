@@ -13,14 +13,13 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from data.location import exists, local, location, remove
 from data.outputs import atomic_path, content_key, file_digest, read_json, write_json
 from data.parquet import read_rows
-from prompt_core import AdaptConfig, Checkpoints, adapt, computed_on
+from prompt_core.settings import AdaptConfig
 
 from . import devices, tracking
 from .memory import returns_memory
@@ -72,6 +71,9 @@ def checkpoint_of(out: Path) -> Path:
 def _adapt(backbone: str, pool: str, fields: Sequence[str], cfg: AdaptConfig, out: Path,
            trust_remote_code: bool) -> None:
     """Adapt ``backbone`` into ``out`` (atomically), going on from the checkpoint a killed run left."""
+    import torch  # here, not at the top: importing the flow (as Prefect's cancellation does) stays fast
+    from prompt_core import Checkpoints, adapt, computed_on
+
     logger = get_run_logger()
     texts = [" ".join(str(r[f]) for f in fields if r[f] is not None) for r in read_rows(pool, fields)]
     checkpoint, started = checkpoint_of(out), time.perf_counter()
@@ -105,5 +107,7 @@ def _adapt(backbone: str, pool: str, fields: Sequence[str], cfg: AdaptConfig, ou
 
 def _saved(checkpoint: Path) -> dict[str, Any] | None:
     """The state a killed adaptation saved last, if any."""
+    import torch
+
     return torch.load(local(checkpoint, fresh=True), map_location="cpu", weights_only=True) \
         if exists(checkpoint) else None

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from data.location import local, location
-from prompt_core.learners import LearnerSpec
+
+if TYPE_CHECKING:  # not at run time: it would import torch into everything that imports this (the flow)
+    from prompt_core.learners import LearnerSpec
 
 UP = "../../"  # from a model directory (<run dir>/models/<name>) to its run directory
 

@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict
 from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -22,14 +22,15 @@ from prefect.cache_policies import NO_CACHE
 from data.location import exists, local, location
 from data.outputs import atomic_path, content_key, read_json, write_json
 from data.parquet import SHARD, TableRows, iter_rows, logits_column, num_rows, read_logits, ref, shard_count
-from prompt_core import (AdaptConfig, Learner, LearnerSpec, TrainConfig, build_learner, computed_on, load_learners,
-                         predict_logits, save_spec, train)
-from prompt_core.settings import LabelingConfig
+from prompt_core.settings import AdaptConfig, LabelingConfig, TrainConfig
 
 from . import devices, tracking
 from .backbones import fetcher, recorded
 from .memory import returns_memory
 from .tracking import TrackedRun
+
+if TYPE_CHECKING:  # torch is imported by the tasks that compute, so importing the flow stays fast (a cancel does)
+    from prompt_core import Learner, LearnerSpec
 
 METRICS = "metrics.json"
 
@@ -48,6 +49,8 @@ def model_dir(run_dir: str, name: str, spec: LearnerSpec, key: Callable[[Learner
 
 def untrained_model(name: str, spec: LearnerSpec, run_dir: str) -> str:
     """A model directory holding only the learner spec: the backbone as is (zero-shot)."""
+    from prompt_core import save_spec
+
     out = model_dir(run_dir, name, spec, lambda s: content_key("untrained", asdict(s)))
     if not exists(out):
         with atomic_path(out, directory=True) as tmp:
@@ -60,6 +63,8 @@ def untrained_model(name: str, spec: LearnerSpec, run_dir: str) -> str:
 def train_model(name: str, spec: LearnerSpec, train_set: str, cfg: TrainConfig, run_dir: str, tracked: TrackedRun,
                 unlabeled: str | None = None, params: dict | None = None) -> dict[str, Any]:
     """Train one learner on a parquet training set (hard ``label`` or soft ``logits`` targets)."""
+    from prompt_core import build_learner, computed_on, train
+
     logger = get_run_logger()
     uses_pool = cfg.uses_unlabeled and unlabeled is not None
     out = model_dir(run_dir, name, spec, lambda s: content_key("model", asdict(s), ref(train_set),
@@ -135,6 +140,8 @@ def label_set(models: Mapping[str, str], dataset_name: str, dataset: str, run_di
     Adapter models of one backbone are loaded as one backbone with an adapter each
     (``load_learners``); the task logs its process's peak RSS.
     """
+    from prompt_core import computed_on, load_learners
+
     rows = num_rows(dataset)
     shards = shard_count(rows, labeling.shard_rows)
     results, todo = {}, {}
@@ -162,6 +169,8 @@ def write_logits(learner: Learner, dataset: str, span: tuple[int, int], out, lab
                  device: str) -> None:
     """Rows ``span`` (start, stop) of ``dataset`` labeled by ``learner`` (``labeling``'s batch size and
     precision), written atomically to ``out``."""
+    from prompt_core import predict_logits
+
     start, stop = span
     ids = (row["id"] for row in iter_rows(dataset, ["id"], start=start, stop=stop))
     with atomic_path(out) as tmp:

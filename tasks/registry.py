@@ -38,8 +38,9 @@ import prompt_core
 from data.location import local, location
 from data.outputs import file_digest
 from data.stream import read_batches
-from prompt_core.predictor import (ENSEMBLE_FILE, PROB_PREFIX, Predictor, PredictorError, adapter_backbones,
-                                   bundle_backbones, describe, read_ensemble, save_ensemble)
+
+# prompt_core.predictor (torch, transformers) is imported in the functions that stage or score a model: a
+# process that only imports the flow (Prefect's cancellation hooks, a deployment's start) does not wait for it
 
 from . import adapt, devices, models
 from .backbones import fetcher
@@ -171,6 +172,8 @@ def _versions(client: MlflowClient, query: str) -> list[ModelVersion]:
 def log_staged(client: MlflowClient, run_id: str, model: Staged, name: str, tags: dict[str, Any]) -> str:
     """Log a staged model as a pyfunc LoggedModel of ``run_id`` and register it as a new version of
     ``name``, tagged with its directory and content key; the new version."""
+    from prompt_core.predictor import describe
+
     run = client.get_run(run_id)
     tags = {**tags, "model_dir": model.source, CONTENT_KEY: model.key}
     if model.backbones:  # where an adapter model's backbone comes from: inside the model, or the hub by name
@@ -245,6 +248,8 @@ def staged(model_dir: Path, out: Path, run_dir: str | Path) -> tuple[Path, dict[
     ``hub``). A whole learner as is; an ensemble copied with its members inside, and an adapter
     model with its local backbones (``bundle_backbones``; one in ``run_dir``, the model's, from there),
     so the registered model depends neither on the run directory nor on this machine's files."""
+    from prompt_core.predictor import ENSEMBLE_FILE, adapter_backbones, bundle_backbones, read_ensemble, save_ensemble
+
     ensemble = (model_dir / ENSEMBLE_FILE).is_file()
     if not ensemble and not adapter_backbones(model_dir):
         return model_dir, {}
@@ -277,6 +282,8 @@ def signature(fields: tuple[str, ...], labels: tuple[str, ...]) -> ModelSignatur
     ``ipet predict``: MLflow drops the columns a frame has beyond an optional input, so a frame
     without the model's column came back as zero rows, with no error. In the output, ``label`` and
     ``error`` are each null where the other is set (a row with no text: NaN probabilities)."""
+    from prompt_core.predictor import PROB_PREFIX
+
     outputs = [ColSpec("string", "label", required=False), *(ColSpec("double", PROB_PREFIX + l) for l in labels),
                ColSpec("string", "error", required=False)]
     return ModelSignature(inputs=Schema([ColSpec("string", f) for f in fields]),
@@ -298,6 +305,8 @@ def score(uri: str, name: str, version: str, test_set: str, batch_size: int, dev
     Compared as labels, not with ``prompt_core.accuracy`` on the probabilities: a row the model
     cannot predict (no text in any field it reads) has no label and counts as wrong, where the
     argmax of its NaN probabilities would read as the first label."""
+    from prompt_core.predictor import Predictor, PredictorError
+
     with tempfile.TemporaryDirectory() as tmp:
         predictor = Predictor.load(download(uri, name, version, Path(tmp)))
     test_set = str(local(test_set))

@@ -3,7 +3,9 @@ or row, and exit status 2; a good one says what it found."""
 
 from __future__ import annotations
 
+import ast
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -259,17 +261,27 @@ def test_an_abbreviated_option_is_still_argparses_and_the_readme_names_real_opti
         assert default in " ".join(shown.split()), default
 
 
-def test_reading_a_config_imports_no_torch() -> None:
-    """``ipet ingest`` and ``ipet --help`` read configs only: they must not pay torch's and
-    transformers' import (seconds) through ``prompt_core``."""
-    import subprocess
-    import sys
-
-    code = ("import sys, flows.cli, flows.config; "
-            "sys.exit(sorted(m for m in ('torch', 'transformers') if m in sys.modules) or 0)")
+def heavy_imports(*modules: str) -> list[str]:
+    """Which of torch, transformers and peft importing ``modules`` imports, in a fresh interpreter."""
+    code = (f"import sys, {', '.join(modules)}; "
+            "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parent.parent)
     assert done.returncode == 0, done.stderr
+    return ast.literal_eval(done.stdout.strip().splitlines()[-1])
+
+
+def test_reading_a_config_imports_no_torch() -> None:
+    """``ipet ingest`` and ``ipet --help`` read configs only: they must not pay torch's and
+    transformers' import (seconds) through ``prompt_core``."""
+    assert heavy_imports("flows.cli", "flows.config") == []
+
+
+def test_importing_the_flow_imports_no_torch() -> None:
+    """Cancelling a deployment's flow run starts a process that imports the flow module only to run its
+    cancellation hooks; with torch that took ~30 s of the cancel on a loaded machine. The tasks import
+    torch when they compute."""
+    assert heavy_imports("flows.ipet") == []
 
 
 def test_prompt_core_exports_are_its_functions_not_its_modules() -> None:
