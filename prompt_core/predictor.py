@@ -22,7 +22,7 @@ from .ensembling import ensemble, softmax
 from .label import predict_all
 from .adapters import is_adapter
 from .learners import SPEC_FILE, Learner, LearnerSpec, load_learners
-from .pattern import Template, empty_text
+from .pattern import Template, empty_text, slot_text
 from .settings import Precision
 
 ENSEMBLE_FILE = "ensemble.json"
@@ -176,22 +176,15 @@ class Predictor:
         never learned what they mean); a field missing from some rows but not all reads as "".
         ``batch_size``, ``device`` and ``precision`` as for ``logits``."""
         fields = self.fields
-        errors = [None if any(str(_value(r, f)).strip() for f in fields)
+        errors = [None if any(slot_text(r.get(f)).strip() for f in fields)
                   else empty_text(fields) for r in rows]
         kept = [i for i, e in enumerate(errors) if e is None]
         probs = np.full((len(rows), len(self.labels)), np.nan)
         if kept:
-            good = [{f: _value(rows[i], f) for f in fields} for i in kept]
+            good = [{f: slot_text(rows[i].get(f)) for f in fields} for i in kept]
             probs[kept] = self.predict_proba(good, batch_size, device, precision)
         labels = [None if e else self.labels[int(p.argmax())] for p, e in zip(probs, errors)]
         return Prediction(labels, probs, errors)
-
-
-def _value(row: Mapping[str, Any], field: str) -> Any:
-    """A row's value of ``field``; a missing or None one is no text ("") but ``0`` or ``False`` is a
-    value, as ``ipet predict`` reads the text "0" from a file."""
-    value = row.get(field)
-    return "" if value is None else value
 
 
 @dataclass
