@@ -40,31 +40,25 @@ def main(argv: list[str] | None = None) -> int:
     then ends without the native libraries' teardown: Python's exit handlers run and output is
     flushed, but the threads of pyarrow, tokenizers and torch are not raced by C++ destructors, which
     now and then aborted a finished command ("terminate called without an active exception", 134)."""
-    from .interrupt import Interrupted, closed_outputs
+    from .interrupt import Interrupted, closed_outputs, discard
 
     try:
         code = _command(argv)
     except (BrokenPipeError, Interrupted) as err:
         # `ipet predict … | head`: the reader left, which is no error to show a traceback of; or a signal
         # (SIGPIPE for that write) whose handler ran only as its command's block ended
-        _discard(closed_outputs() or [sys.stdout.fileno()])
+        discard(closed_outputs() or [sys.stdout.fileno()])
         code = err.code if isinstance(err, Interrupted) else EXIT_PIPE
     except OSError as err:
         if not _write_error(err):
             raise
         # `ipet validate … > /dev/full`: the commands word their own files' write errors, so this is stdout
         print(f"ipet: cannot write {err.filename or 'standard output'}: {err.strerror}", file=sys.stderr)
-        _discard([sys.stdout.fileno()])
+        discard([sys.stdout.fileno()])
         code = 1
     if argv is None:
         _leave(code)
     return code
-
-
-def _discard(fds: list[int]) -> None:
-    """Point ``fds`` at /dev/null, so what is still buffered for them (the flush at exit) writes nowhere."""
-    for fd in fds:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
 
 
 def _leave(code: int) -> None:

@@ -53,6 +53,14 @@ def closed_outputs() -> list[int]:
     return [fd for fd, events in poll.poll(0) if events & select.POLLERR]
 
 
+def discard(fds: list[int]) -> None:
+    """Point ``fds`` at /dev/null, so what is still written or buffered for them (the flush at exit) goes nowhere."""
+    for fd in fds:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd)
+        os.close(null)
+
+
 @contextlib.contextmanager
 def stop_on_signals(command: str, cleanup: Callable[[], None], outcome: str = RESUMES) -> Iterator[None]:
     """For the block: the first signal says so on stderr (``outcome``: what survives) and raises
@@ -75,8 +83,7 @@ def stop_on_signals(command: str, cleanup: Callable[[], None], outcome: str = RE
     def handler(signum: int, frame) -> None:
         if signum == signal.SIGPIPE:
             closed = closed_outputs()
-            for fd in closed:
-                os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+            discard(closed)
             if not closed or seen:  # a socket's peer left (its write fails, as with SIGPIPE ignored), or stopping
                 return
         elif seen:
