@@ -277,11 +277,13 @@ def test_reading_a_config_imports_no_torch() -> None:
     assert heavy_imports("flows.cli", "flows.config") == []
 
 
-def test_importing_the_flow_imports_no_torch() -> None:
+@pytest.mark.parametrize("flow", ["flows.ipet", "flows.predict"])
+def test_importing_the_flow_imports_no_torch(flow: str) -> None:
     """Cancelling a deployment's flow run starts a process that imports the flow module only to run its
-    cancellation hooks; with torch that took ~30 s of the cancel on a loaded machine. The tasks import
-    torch when they compute."""
-    assert heavy_imports("flows.ipet") == []
+    cancellation hooks; with torch that took ~30 s of the cancel on a loaded machine. The tasks (and
+    ``predict_file``) import torch when they compute; ``flows.predict`` imported it through the errors
+    it refuses."""
+    assert heavy_imports(flow) == []
 
 
 def test_prompt_core_exports_are_its_functions_not_its_modules() -> None:
