@@ -19,6 +19,7 @@ from tasks.store_uri import TrackingError
 
 from . import suggest
 from .config import ConfigError, RunConfig, assignments, load_config
+from .console import OutputError, say
 
 if TYPE_CHECKING:
     from .checks import Checked
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from .interrupt import Interrupted, closed_outputs, discard
 
     try:
-        code = _command(argv)
+        code = _written(argv)
     except (BrokenPipeError, Interrupted) as err:
         # `ipet predict … | head`: the reader left, which is no error to show a traceback of; or a signal
         # (SIGPIPE for that write) whose handler ran only as its command's block ended
@@ -61,14 +62,29 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+def _written(argv: list[str] | None) -> int:
+    """``_command``'s status once its output is written. Standard output into a file or a pipe is
+    buffered, so a full disk or a reader that left shows when it is flushed: here, rather than at the
+    exit, where it was a traceback and status 120. argparse's ``--help`` and ``--version`` leave theirs
+    in the buffer as they exit."""
+    try:
+        code = _command(argv)
+    except SystemExit:
+        sys.stdout.flush()
+        raise
+    sys.stdout.flush()
+    return code
+
+
 def _leave(code: int) -> None:
     import atexit
     import logging
 
     atexit._run_exitfuncs()
     logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):  # the command's own output is flushed already (``_written``)
+        with contextlib.suppress(OSError):
+            stream.flush()
     os._exit(code)
 
 
@@ -94,7 +110,7 @@ def _command(argv: list[str] | None) -> int:
 
 def parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """``ipet``'s parser, and each command's by name."""
-    parser = argparse.ArgumentParser(prog="ipet", description=__doc__)
+    parser = _Parser(prog="ipet", description=__doc__)
     parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (("run", "run the iPET flow"),
@@ -124,6 +140,15 @@ def parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
                     help="what to keep besides the final model (default: only it); a rerun retrains the rest")
     suggest.add_parser(sub)
     return parser, sub.choices
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser (each command's too: subparsers are of their parent's class), whose help is
+    written as any output is: argparse ignores a failed write of it (``ipet --help > /dev/full`` said
+    nothing and exited 0), which ``main`` says as for any command."""
+
+    def print_help(self, file=None) -> None:
+        (file or sys.stdout).write(self.format_help())
 
 
 class _Version(argparse.Action):
@@ -203,9 +228,9 @@ def _checked(path: str, config: RunConfig, quiet: bool = False, adapting: bool =
         print("\n".join(f"{path}: {p}" for p in checked.problems), file=sys.stderr)
         return None
     if not quiet:
-        print(f"{path}: ok · labels {list(config.labels)} · rows {checked.rows}")
+        say(f"{path}: ok · labels {list(config.labels)} · rows {checked.rows}")
     for warning in checked.warnings:
-        print(f"{path}: warning: {warning}")
+        say(f"{path}: warning: {warning}")
     return checked
 
 
@@ -223,8 +248,8 @@ def _run_command(args, config) -> int:
     try:
         with run_dir_lock(run_dir):  # the flow holds it too (deployments call the flow directly)
             code = _locked(args, config, run_dir, forget)
-    except Interrupted:  # while Prefect was imported, before _locked's handler (which forgets itself)
-        forget()
+    except (Interrupted, OutputError):  # a signal while Prefect was imported, before _locked's handler (which
+        forget()  # forgets itself); standard output failed (main says so), maybe before anything was written
         raise
     except WORDED as err:
         code = _refused(f"ipet: {err}", EXIT_BUSY if isinstance(err, RunDirBusy) else 2)
@@ -384,11 +409,11 @@ def _adapt(config, run_dir: Path) -> int:
 
     report = adapt(config=config, run_dir=str(run_dir))
     losses = report["losses"]
-    print()
-    print(accuracy_table(report))
-    print(f"\nMLM loss {losses[0]:.4f} -> {losses[-1]:.4f} over {len(losses)} steps"
-          f"{' (reused)' if report['reused'] else ''} · MLflow run {report['mlflow_run_id']}")
-    print(f"adapted backbone, usable as `model:`: {report['model_dir']}")
+    say()
+    say(accuracy_table(report))
+    say(f"\nMLM loss {losses[0]:.4f} -> {losses[-1]:.4f} over {len(losses)} steps"
+        f"{' (reused)' if report['reused'] else ''} · MLflow run {report['mlflow_run_id']}")
+    say(f"adapted backbone, usable as `model:`: {report['model_dir']}")
     return 0
 
 
@@ -401,22 +426,22 @@ def _run(config, run_dir: Path) -> int:
     if "asked" in results:  # no deployment to suspend: the person answers in a file, then reruns
         from .asking import stopped
 
-        print(f"\nipet: {stopped(results['asked'], str(run_dir))}")
+        say(f"\nipet: {stopped(results['asked'], str(run_dir))}")
         return 0
-    print()
-    print(stage_table(results["stages"]))
+    say()
+    say(stage_table(results["stages"]))
     tasks = results["tasks"]
     backbone = (f" · adapted backbone {'reused' if tasks['backbone_reused'] else 'trained'}"
                 if "backbone_reused" in tasks else "")
     asked = f" · {ask_line(results['ask'])}" if "ask" in results else ""
-    print(f"\nresults: {run_dir / 'results.json'} · MLflow run {results['mlflow_run_id']} · "
-          f"trained {tasks['trained']}, reused {tasks['reused']}{backbone}{asked}")
+    say(f"\nresults: {run_dir / 'results.json'} · MLflow run {results['mlflow_run_id']} · "
+        f"trained {tasks['trained']}, reused {tasks['reused']}{backbone}{asked}")
     if unused := not_reused(run_dir, results["stages"]):
-        print(unused)
+        say(unused)
     registry = results.get("registry")
     if registry:
-        print(f"model registry: {registry['registered_model']} v{registry['version']} {registry['decision']} "
-              f"({registry['reason']})" if "version" in registry else f"model registry: {registry['error']}")
+        say(f"model registry: {registry['registered_model']} v{registry['version']} {registry['decision']} "
+            f"({registry['reason']})" if "version" in registry else f"model registry: {registry['error']}")
     return 0
 
 

@@ -14,6 +14,22 @@ ROUTINE = "Finished in state Completed("
 REPEATED = ("prompt_core.backbone",)  # loggers whose warnings say the same for every model
 
 
+class OutputError(OSError):
+    """A write to standard output that failed (``ipet run … > /dev/full``): ``ipet`` says it as it says any
+    command's (``cannot write standard output``), where ``run``'s other failed writes are its run directory's."""
+
+
+def say(*text: object) -> None:
+    """``print`` for a command whose other failed writes name its run directory: a failure here is an
+    :class:`OutputError` (a reader that left stays ``BrokenPipeError``: exit 141)."""
+    try:
+        print(*text)
+    except BrokenPipeError:
+        raise
+    except OSError as err:
+        raise OutputError(err.errno, err.strerror) from None
+
+
 class _Quiet(logging.Filter):
     """Drops routine state lines, and a message already shown once."""
 

@@ -31,9 +31,7 @@ from data.lock import LOCK_FILE
 from data.outputs import atomic_path, check_output_file, read_json, remove_dead_temps
 from data.seen import Seen
 from data.stream import read_batches
-from prompt_core.backbone import BackboneError
-from prompt_core.device import select_device
-from prompt_core.predictor import ENSEMBLE_FILE, PROB_PREFIX, Predictor, PredictorError, read_ensemble
+from prompt_core.errors import BackboneError, PredictorError
 from prompt_core.settings import Precision
 from tasks.store_uri import CHAMPION, RegistryError, in_store, missing_store, resolve_uri
 
@@ -45,7 +43,11 @@ PREDICT_ERRORS = (DataError, PredictorError, RegistryError, BackboneError)
 def predict_file(model: str, input: str, output: str, registered_model: str | None = None,
                  tracking_uri: str | None = None, batch_size: int = 1024, device: str = "auto",
                  precision: Precision = "auto") -> dict:
-    """Predict every row of ``input`` into ``output``; returns a summary (rows, errors, version)."""
+    """Predict every row of ``input`` into ``output``; returns a summary (rows, errors, version).
+    torch is imported here, not with the module (``flows/predict.py``'s flow imports it)."""
+    from prompt_core.device import select_device
+    from prompt_core.predictor import PROB_PREFIX, Predictor
+
     try:  # no such device, or CUDA where there is none: refused before the model loads, not a traceback at its
         select_device(device)  # first batch (a deployment's parameter; ipet predict names a mistyped one sooner)
     except ValueError as err:
@@ -142,6 +144,8 @@ def _resolved(model: str, registered_model: str | None,
     else:
         raise PredictorError(f"{model}: no such model directory, run directory or registered model{_meant(model)}")
     if is_url(path):  # a run dir at a URL: its model, and an ensemble's members beside it, copied
+        from prompt_core.predictor import ENSEMBLE_FILE, read_ensemble
+
         copy = local(path)
         for member in read_ensemble(copy)[0] if (copy / ENSEMBLE_FILE).is_file() else []:
             local(path.parent / member.name)

@@ -10,15 +10,16 @@ from importlib import import_module
 
 _WHERE = {
     ".adaptation": ["adapt"],
-    ".backbone": ["BackboneError", "load_masked_lm"],
+    ".backbone": ["load_masked_lm"],
     ".checkpoints": ["Checkpoints"],
     ".device": ["computed_on", "select_device"],
     ".ensembling": ["accuracy", "ensemble", "softmax"],
+    ".errors": ["BackboneError", "PredictorError"],
     ".label": ["predict_all", "predict_logits"],
     ".learners": ["ClassifierLearner", "ClozeLearner", "KINDS", "Learner", "LearnerSpec", "SimilarityLearner",
                   "build_learner", "learner_class", "load_learner", "load_learners", "save_spec"],
     ".pattern": ["Pattern", "PatternError", "Template"],
-    ".predictor": ["Predictor", "PredictorError", "save_ensemble"],
+    ".predictor": ["Predictor", "save_ensemble"],
     ".pvp": ["PVP"],
     ".settings": ["AdaptConfig", "IpetConfig", "LabelingConfig", "PeftSettings", "TrainConfig"],
     ".training": ["TrainResult", "train"],

@@ -24,11 +24,9 @@ from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
 from transformers.activations import ACT2FN
 from transformers.utils import logging as hf_logging
 
+from .errors import BackboneError
+
 log = logging.getLogger(__name__)
-
-
-class BackboneError(ValueError):
-    """A model path or name that cannot serve as a masked-LM backbone."""
 
 
 def _roberta_like(model: nn.Module) -> nn.Module:

@@ -21,6 +21,7 @@ import numpy as np
 from .ensembling import ensemble, softmax
 from .label import predict_all
 from .adapters import is_adapter
+from .errors import PredictorError
 from .learners import SPEC_FILE, Learner, LearnerSpec, load_learners
 from .pattern import Template, empty_text, slot_text
 from .settings import Precision
@@ -28,10 +29,6 @@ from .settings import Precision
 ENSEMBLE_FILE = "ensemble.json"
 BACKBONES_FILE = "backbones.json"  # a portable model's bundled backbones: name → folder inside it
 PROB_PREFIX = "prob_"  # output column of each class's probability: prob_<label>
-
-
-class PredictorError(ValueError):
-    """A directory that is not a saved final model, or members that do not agree on their labels."""
 
 
 def save_ensemble(directory: str | Path, members: Sequence[str | Path], weights: Sequence[float] | None) -> None:

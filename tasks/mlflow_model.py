@@ -4,8 +4,9 @@ directory as the ``model`` artifact). So, for anyone with torch and transformers
 
     mlflow.pyfunc.load_model("models:/ipet-agnews@champion").predict(pandas.DataFrame({"text": [...]}))
 
-returns one row per input row, on the input's index: ``label``, ``prob_<label>`` per class, and
-``error`` (set, with no label, where every input field is empty). A frame without a column the model
+returns one row per input row, on the input's index: ``label``, ``prob_<label>`` per class (pandas'
+nullable ``Float64``), and ``error`` (set where every input field is empty: that row's label is None and
+its probabilities ``pd.NA``, which ``mlflow models serve`` answers as JSON ``null``). A frame without a column the model
 reads, or with a list or dict where text belongs, is refused with an ``MlflowException`` of
 ``INVALID_PARAMETER_VALUE``: ``mlflow models serve`` answers that with a 400 carrying its message (any
 other exception becomes a generic message and a stack trace). ``params={"precision": "fp32"}``
@@ -43,11 +44,13 @@ class IpetModel(PythonModel):
             raise MlflowException.invalid_parameter_value(
                 f"params precision: {precision!r} is not one of {', '.join(get_args(Precision))}")
         result = self.predictor.predict(rows, precision=precision)
-        # object columns keep None: pandas' own string columns would make it NaN, which a served
-        # response writes as ``NaN``, no JSON (a strict client refuses the whole answer)
+        # a row with no text has none of these: object columns keep None (pandas' own string columns
+        # would make it NaN) and the probabilities are nullable floats (NA, not NaN), which a served
+        # response writes as JSON null; NaN it writes as ``NaN``, no JSON (a strict client refused the
+        # whole answer)
         out = pd.DataFrame({"label": pd.Series(result.labels, index=frame.index, dtype=object)})
         for i, label in enumerate(self.predictor.labels):
-            out[PROB_PREFIX + label] = result.probabilities[:, i]
+            out[PROB_PREFIX + label] = pd.Series(result.probabilities[:, i], index=frame.index).astype("Float64")
         out["error"] = pd.Series(result.errors, index=frame.index, dtype=object)
         return out
 

@@ -280,11 +280,12 @@ def pip_requirements() -> list[str]:
 def signature(fields: tuple[str, ...], labels: tuple[str, ...]) -> ModelSignature:
     """Every field the model reads is a required input column (its values may be null), as for
     ``ipet predict``: MLflow drops the columns a frame has beyond an optional input, so a frame
-    without the model's column came back as zero rows, with no error. In the output, ``label`` and
-    ``error`` are each null where the other is set (a row with no text: NaN probabilities)."""
+    without the model's column came back as zero rows, with no error. In the output, ``error`` is null
+    where ``label`` and the probabilities are set, and set where they are null (a row with no text)."""
     from prompt_core.predictor import PROB_PREFIX
 
-    outputs = [ColSpec("string", "label", required=False), *(ColSpec("double", PROB_PREFIX + l) for l in labels),
+    outputs = [ColSpec("string", "label", required=False),
+               *(ColSpec("double", PROB_PREFIX + l, required=False) for l in labels),
                ColSpec("string", "error", required=False)]
     return ModelSignature(inputs=Schema([ColSpec("string", f) for f in fields]),
                           outputs=Schema(outputs), params=ParamSchema([ParamSpec("precision", "string", "auto")]))

@@ -4,6 +4,7 @@ or row, and exit status 2; a good one says what it found."""
 from __future__ import annotations
 
 import ast
+import json
 import os
 import subprocess
 import sys
@@ -277,11 +278,13 @@ def test_reading_a_config_imports_no_torch() -> None:
     assert heavy_imports("flows.cli", "flows.config") == []
 
 
-def test_importing_the_flow_imports_no_torch() -> None:
+@pytest.mark.parametrize("flow", ["flows.ipet", "flows.predict"])
+def test_importing_the_flow_imports_no_torch(flow: str) -> None:
     """Cancelling a deployment's flow run starts a process that imports the flow module only to run its
-    cancellation hooks; with torch that took ~30 s of the cancel on a loaded machine. The tasks import
-    torch when they compute."""
-    assert heavy_imports("flows.ipet") == []
+    cancellation hooks; with torch that took ~30 s of the cancel on a loaded machine. The tasks (and
+    ``predict_file``) import torch when they compute; ``flows.predict`` imported it through the errors
+    it refuses."""
+    assert heavy_imports(flow) == []
 
 
 def test_prompt_core_exports_are_its_functions_not_its_modules() -> None:
@@ -422,33 +425,72 @@ def test_every_deployment_matches_its_flow_and_its_files() -> None:
     assert len(names) == len(set(names))
 
 
-def test_output_into_a_closed_pipe_is_no_traceback(toy: dict, tmp_path: Path) -> None:
-    """`ipet suggest … | head` closes the pipe before the output ends: exit 141 (128 + SIGPIPE), as a
-    shell reports such a command, and nothing on stderr (it was BrokenPipeError's traceback)."""
-    import subprocess
+COMMAND_LINES = {"validate": ["validate", "CONFIG"], "help": ["--help"], "command-help": ["run", "--help"],
+                 "version": ["--version"]}
 
+
+def cli_env(buffered: bool) -> dict[str, str]:
+    """The environment of ``ipet`` run from this checkout; standard output into a file or pipe block-buffered,
+    as a user's Python has it, or written at once (``PYTHONUNBUFFERED``, as in some CI runners)."""
+    repo = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    return {**env, "PYTHONPATH": str(repo)} | ({} if buffered else {"PYTHONUNBUFFERED": "1"})
+
+
+def ipet_onto(stdout: int, words: list[str], config: Path, buffered: bool,
+              **env: str) -> subprocess.CompletedProcess:
+    """``ipet WORDS`` (``CONFIG`` standing for ``config``) with its standard output on ``stdout``."""
+    argv = [str(config) if word == "CONFIG" else word for word in words]
+    return subprocess.run([sys.executable, "-m", "flows.cli", *argv], stdout=stdout, stderr=subprocess.PIPE,
+                          text=True, cwd=Path(__file__).resolve().parents[1], env=cli_env(buffered) | env,
+                          timeout=600)
+
+
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
+@pytest.mark.parametrize("command", ["validate", "help", "command-help"])
+def test_output_into_a_closed_pipe_is_no_traceback(toy: dict, tmp_path: Path, command: str, buffered: bool) -> None:
+    """`ipet suggest … | head` closes the pipe before the output ends: exit 141 (128 + SIGPIPE), as a
+    shell reports such a command, and nothing on stderr (it was BrokenPipeError's traceback; with a
+    buffered standard output, Python's traceback at exit and status 120; `--help` exited 0)."""
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(toy))
     read, write = os.pipe()
     os.close(read)  # the reader has gone before the first line
-    repo = Path(__file__).resolve().parents[1]
-    done = subprocess.run([sys.executable, "-m", "flows.cli", "validate", str(config)], stdout=write,
-                          stderr=subprocess.PIPE, text=True, cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)},
-                          timeout=120)
+    done = ipet_onto(write, COMMAND_LINES[command], config, buffered)
     os.close(write)
     assert (done.returncode, done.stderr) == (141, "")
 
 
-def test_output_onto_a_full_disk_is_one_line(toy: dict, tmp_path: Path) -> None:
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
+@pytest.mark.parametrize("command", list(COMMAND_LINES))
+def test_output_onto_a_full_disk_is_one_line(toy: dict, tmp_path: Path, command: str, buffered: bool) -> None:
     """`ipet validate … > /dev/full`: the "ok" line cannot be written. One line on stderr and exit 1, as
-    for any failed write; it was an `OSError: [Errno 28] No space left on device` traceback."""
-    import subprocess
-
+    for any failed write; it was an `OSError: [Errno 28] No space left on device` traceback (with a
+    buffered standard output, at exit, status 120). `ipet --help` and `ipet run --help` exited 0 in silence:
+    argparse ignores a failed write of its help."""
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(toy))
-    repo = Path(__file__).resolve().parents[1]
     with open("/dev/full", "w") as full:
-        done = subprocess.run([sys.executable, "-m", "flows.cli", "validate", str(config)], stdout=full,
-                              stderr=subprocess.PIPE, text=True, cwd=repo,
-                              env={**os.environ, "PYTHONPATH": str(repo)}, timeout=120)
+        done = ipet_onto(full.fileno(), COMMAND_LINES[command], config, buffered)
     assert (done.returncode, done.stderr) == (1, "ipet: cannot write standard output: No space left on device\n")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
+def test_a_run_onto_a_full_disk_names_standard_output(toy: dict, tmp_path: Path, buffered: bool) -> None:
+    """`ipet run … > /dev/full` says what every command says, exit 1: it said `ipet: cannot write run: No
+    space left on device; finished outputs are kept, run again to resume`, naming the run directory (and,
+    buffered, Python's traceback at exit, status 120). Buffered, as a user's Python writes a file, its
+    output fails at the end: the run is done and kept. Unbuffered, its first line (the checks') fails: it
+    stops there, and the run directory it made and wrote nothing to is removed."""
+    config, run_dir = tmp_path / "config.yaml", tmp_path / "run"
+    config.write_text(yaml.safe_dump(toy))
+    with open("/dev/full", "w") as full:
+        done = ipet_onto(full.fileno(), ["run", "CONFIG", "--run-dir", str(run_dir)], config, buffered,
+                         PREFECT_HOME=str(tmp_path / "prefect"))
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1] == "ipet: cannot write standard output: No space left on device"
+    if buffered:
+        assert json.loads((run_dir / "results.json").read_text())["stages"][-1]["test_accuracy"] >= 0
+    else:
+        assert not run_dir.exists()

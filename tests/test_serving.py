@@ -70,8 +70,9 @@ def fresh_process(served: dict, body: str) -> dict:
     """Run ``body`` in a new Python process that has loaded the champion as ``model`` (no code of ours
     imported); what it prints as JSON."""
     script = textwrap.dedent("""
-        import json, sys
+        import io, json, sys
         import mlflow, numpy as np, pandas as pd
+        from mlflow.pyfunc.scoring_server import predictions_to_json
         mlflow.set_tracking_uri(sys.argv[1])
         model = mlflow.pyfunc.load_model(sys.argv[2])
         def outcome(call):
@@ -79,8 +80,11 @@ def fresh_process(served: dict, body: str) -> dict:
                 out = call()
             except Exception as err:
                 return {"raised": type(err).__name__, "code": getattr(err, "error_code", None), "message": str(err)}
+            served = io.StringIO()  # the body ``mlflow models serve`` answers with
+            predictions_to_json(out, served)
             return {"columns": list(out.columns), "dtypes": [str(t) for t in out.dtypes],
-                    "rows": json.loads(out.to_json(orient="records")), "as_records": out.to_dict("records")}
+                    "rows": json.loads(out.to_json(orient="records")), "as_records": out.to_dict("records"),
+                    "served": served.getvalue()}
         """) + textwrap.dedent(body)
     done = subprocess.run([sys.executable, "-c", script, served["uri"], URI], capture_output=True, text=True,
                           env=user_env(None), cwd=served["root"], timeout=300)
@@ -136,26 +140,40 @@ def test_a_fresh_process_refuses_what_is_not_the_models_input(outcomes):
 
 
 def test_a_row_without_text_is_null_not_nan(outcomes):
-    """A row with no text in any field: no label and the reason, as None (JSON null) rather than NaN, which a
-    served response would write as ``NaN``, no JSON; a row with one of its fields empty is predicted."""
+    """A row with no text in any field: no label, no probabilities and the reason, as None and ``pd.NA``
+    (JSON null) rather than NaN, which a served response wrote as ``NaN``, no JSON: a strict parser
+    (JavaScript's ``JSON.parse``) refused the whole answer. A row with one of its fields empty is predicted."""
     nulls = outcomes["nulls"]
-    assert nulls["dtypes"][0] == nulls["dtypes"][-1] == "object"
-    first, second, third = nulls["as_records"]
-    assert first["label"] in ("neg", "pos") and first["error"] is None
-    assert second["label"] is None and second["error"].startswith("empty text in every input field")
-    assert third["label"] in ("neg", "pos") and third["error"] is None
+    assert nulls["dtypes"] == ["object", "Float64", "Float64", "object"]
+    served = strict_json(nulls["served"])["predictions"]
+    for rows in (nulls["as_records"], served):
+        first, second, third = rows
+        assert first["label"] in ("neg", "pos") and first["error"] is None
+        assert second["label"] is None and second["error"].startswith("empty text in every input field")
+        assert second["prob_neg"] is None and second["prob_pos"] is None, second
+        assert third["label"] in ("neg", "pos") and third["error"] is None
+        for row in (first, third):
+            assert isinstance(row["prob_neg"], float) and abs(row["prob_neg"] + row["prob_pos"] - 1) < 1e-6, row
+
+
+def strict_json(text: str):
+    """``text`` read as a strict JSON parser reads it: ``NaN`` and ``Infinity`` are no JSON."""
+    def refuse(constant: str):
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
 
 
 def test_the_logged_model_describes_its_input_and_output(served):
-    """The signature: each field a required string, the output's columns (``label`` null where ``error``
-    says why); an input example of the model's fields, saved as a request ``mlflow models serve`` takes."""
+    """The signature: each field a required string, the output's columns (``label`` and the probabilities
+    null where ``error`` says why); an input example of the model's fields, saved as a request ``mlflow models serve`` takes."""
     with tracking(served["uri"]):
         info = get_model_info(URI)
         model_dir = Path(mlflow.artifacts.download_artifacts(URI, dst_path=str(served["root"] / "downloaded")))
     assert info.signature.inputs.to_dict() == [{"type": "string", "name": "title", "required": True},
                                                {"type": "string", "name": "text", "required": True}]
     assert [(c["name"], c["type"], c["required"]) for c in info.signature.outputs.to_dict()] == [
-        ("label", "string", False), ("prob_neg", "double", True), ("prob_pos", "double", True),
+        ("label", "string", False), ("prob_neg", "double", False), ("prob_pos", "double", False),
         ("error", "string", False)]
     assert info.saved_input_example_info is not None
     request = json.loads((model_dir / "serving_input_example.json").read_text())
@@ -184,11 +202,13 @@ def test_requests_at_once_get_the_answers_each_gets_alone(served):
     with tracking(served["uri"]):
         model = mlflow.pyfunc.load_model(f"models:/ipet-lora-ensemble/{version}")
     frame = pd.DataFrame({"text": texts * 10})
-    alone = model.predict(frame, params={"precision": "fp32"})
+    def probabilities() -> np.ndarray:
+        return model.predict(frame, params={"precision": "fp32"})[["prob_neg", "prob_pos"]].to_numpy(float)
+
+    alone = probabilities()
     with ThreadPoolExecutor(8) as pool:
-        at_once = list(pool.map(lambda _: model.predict(frame, params={"precision": "fp32"}), range(24)))
-    differ = [i for i, got in enumerate(at_once) if not np.allclose(got[["prob_neg", "prob_pos"]],
-                                                                      alone[["prob_neg", "prob_pos"]], atol=1e-6)]
+        at_once = list(pool.map(lambda _: probabilities(), range(24)))
+    differ = [i for i, got in enumerate(at_once) if not np.allclose(got, alone, atol=1e-6)]
     assert differ == [], f"{len(differ)} of {len(at_once)} answers given at once differ from the answer alone"
 
 
@@ -246,15 +266,15 @@ def invoke(url: str, body: dict | str, content_type: str = "application/json") -
     request = urllib.request.Request(f"{url}/invocations", data, {"Content-Type": content_type})
     try:
         with urllib.request.urlopen(request, timeout=120) as response:
-            return response.status, json.loads(response.read())
+            return response.status, strict_json(response.read())
     except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
+        return err.code, strict_json(err.read())
 
 
 @pytest.mark.slow
 def test_the_served_model_answers_as_ipet_predict(served, server, tmp_path):
     """Every request format gives ``ipet predict``'s labels and probabilities on the same rows; a row with
-    no text gets a null label and its reason."""
+    no text gets a null label, null probabilities and its reason. Every answer is strict JSON."""
     predict_file(URI, str(served["csv"]), str(tmp_path / "p.parquet"), tracking_uri=served["uri"])
     ours = pq.read_table(tmp_path / "p.parquet").to_pandas()
     columns = ["title", "text"]
@@ -270,6 +290,7 @@ def test_the_served_model_answers_as_ipet_predict(served, server, tmp_path):
     assert status == 200 and [p["label"] for p in answer["predictions"]] == list(ours["label"])
     status, answer = invoke(server, {"dataframe_records": [{"title": None, "text": None}, ROWS[0]]})
     assert status == 200 and answer["predictions"][0]["label"] is None
+    assert answer["predictions"][0]["prob_neg"] is None and answer["predictions"][0]["prob_pos"] is None
     assert answer["predictions"][0]["error"].startswith("empty text in every input field")
     assert answer["predictions"][1]["error"] is None and answer["predictions"][1]["label"] == ours["label"][0]
 
