@@ -711,3 +711,43 @@ def test_a_store_version_an_earlier_reader_ingested_names_the_fields_it_may_have
                         schema=schema)  # ipet ingest compared its rows with the typed ones: said too
     assert summary(added).splitlines()[1] == f"warning: {line.replace('stores/old', f'{tmp_path}/stores/old')}"
     assert warned("old", "o") == [line.replace("(version 2)", "(version 3)")]
+
+
+def test_a_segment_an_earlier_reader_ingested_is_read_for_typed_fields_once(tmp_path: Path, schema: Schema,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Which fields of a segment an earlier reader may have typed is read from the segment once, then from its
+    record (``typed/<sha256>.json``): a second load of the version, a load of a later version that lists it and
+    an ingest on top read only the rows they use, and warn the same. A store where no record can be written
+    (a file in its way) reads the segments every time, as before, and warns the same too."""
+    import data.dataset_store
+
+    write_earlier_store(tmp_path / "stores" / "old", [("labeled", [("7", "1.5", "pos"), ("12", "text", "neg")]),
+                                                       ("unlabeled", [("a 1", "TRUE"), ("a 2", None)])])
+    reads: list[tuple[str, tuple | None]] = []
+    real = data.dataset_store.read_segment
+    monkeypatch.setattr(data.dataset_store, "read_segment", lambda path, columns=None: reads.append(
+        (path.name, columns and tuple(columns))) or real(path, columns))
+
+    def load(dataset: str = "old") -> tuple[list[dict], Counter]:
+        store = {"store": "stores", "dataset": dataset}
+        reads.clear()
+        config = DataConfig(root=str(tmp_path), unlabeled=store, labeled=store, test={"path": "test.csv"})
+        return load_sets(config, FIELDS, LABELS)[1].typed_fields, Counter(reads)
+
+    # the rows a load uses: the gold set's (for its slot and for the pool's filter) and the pool's
+    rows_read = Counter({("v000001.parquet", None): 2, ("v000002.parquet", None): 1})
+    checked = Counter({("v000001.parquet", FIELDS): 1, ("v000002.parquet", FIELDS): 1})
+    typed = [{"store": "stores/old", "version": 2, "fields": list(FIELDS)}]
+    assert load() == (typed, rows_read + checked)
+    assert load() == (typed, rows_read)
+    reads.clear()
+    added = ingest_file(write(tmp_path / "q.csv", [("b 1", "words")], header=FIELDS), "old", tmp_path / "stores",
+                        schema=schema)
+    assert added["typed_fields"]["fields"] == list(FIELDS) and not [r for r in reads if r[1]]
+    assert load() == ([{**typed[0], "version": 3}], rows_read + Counter({("v000003.parquet", None): 1}))
+
+    write_earlier_store(tmp_path / "stores" / "unwritable", [("labeled", [("7", "1.5", "pos"), ("12", "text", "neg")]),
+                                                              ("unlabeled", [("a 1", "TRUE"), ("a 2", None)])])
+    (tmp_path / "stores" / "unwritable" / "typed").write_text("in the way of the records")
+    unwritable = [{**typed[0], "store": "stores/unwritable"}]
+    assert load("unwritable") == load("unwritable") == (unwritable, rows_read + checked)
