@@ -751,3 +751,23 @@ def test_a_segment_an_earlier_reader_ingested_is_read_for_typed_fields_once(tmp_
     (tmp_path / "stores" / "unwritable" / "typed").write_text("in the way of the records")
     unwritable = [{**typed[0], "store": "stores/unwritable"}]
     assert load("unwritable") == load("unwritable") == (unwritable, rows_read + checked)
+
+
+def test_a_run_directory_prepared_before_typed_fields_were_recorded_is_warned_and_records_them(
+        tmp_path: Path, schema: Schema) -> None:
+    """A run directory prepared between READER 2 and the typed-fields record (2026-12-05 22:27 to 12-06 01:06) has
+    this version's data key, so its data manifest is reused: without them it warned no one (a deployment's run
+    has only the manifest's warnings). The reuse finds them and records them, as a preparation now would."""
+    from data.leaks import Leaks
+
+    write_earlier_store(tmp_path / "stores" / "old", [("labeled", [("7", "1.5", "pos"), ("12", "text", "neg")]),
+                                                       ("unlabeled", [("a 1", "TRUE"), ("a 2", None)])])
+    store = {"store": "stores", "dataset": "old"}
+    config = DataConfig(root=str(tmp_path), unlabeled=store, labeled=store, test={"path": "test.csv"})
+    warned = Leaks.of(prepare(config, FIELDS, LABELS, tmp_path / "run")["leaks"]).lines("test.csv")
+    manifest = next((tmp_path / "run").glob("data-*/manifest.json"))
+    now = json.loads(manifest.read_text())
+    then = {**now, "leaks": {k: v for k, v in now["leaks"].items() if k != "typed_fields"}}
+    manifest.write_text(json.dumps(then))
+    assert Leaks.of(prepare(config, FIELDS, LABELS, tmp_path / "run")["leaks"]).lines("test.csv") == warned != []
+    assert json.loads(manifest.read_text()) == now
