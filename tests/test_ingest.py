@@ -272,6 +272,30 @@ def test_a_version_without_its_test_texts_key_is_compared_by_test_source(tmp_pat
     assert DatasetStore(store, "news").version().manifest["schema"]["test_key"] == content_key(["held\x1fout"])
 
 
+def test_a_version_without_its_test_texts_key_refuses_a_test_set_that_now_holds_its_rows(tmp_path: Path,
+                                                                                         schema: Schema) -> None:
+    """Without ``test_key`` a change of the test file cannot be told, but for the one that harms: a text of the
+    test set now that is a row of the store (its ingest would have dropped it). That is refused, changing
+    nothing; the file restored, the ingest goes on and records the key."""
+    store = tmp_path / "stores"
+    ingest_file(write(tmp_path / "a.csv", rows(2, "a")), "news", store, schema=schema)
+    manifest = DatasetStore(store, "news").version().path
+    older = json.loads(manifest.read_text())
+    del older["schema"]["test_key"]
+    manifest.write_text(json.dumps(older))
+    test = Path(schema.test["path"])
+    kept = test.read_text()
+    write(test, [("held", "out", "pos"), ("a 1", "text", "neg")])
+    before = snapshot(store / "news")
+    with pytest.raises(DataError, match=rf"^dataset 'news': its test set {test} holds 1 text\(s\) that are rows of the "
+                                        r"store, which version 1 and those before it kept their test set's texts out "
+                                        r"of: it changed since .*; restore it, or ingest into a new dataset"):
+        ingest_file(write(tmp_path / "b.csv", rows(1, "b")), "news", store, schema=schema)
+    assert snapshot(store / "news") == before
+    test.write_text(kept)
+    assert ingest_file(tmp_path / "b.csv", "news", store)["version"] == 2
+
+
 def test_read_options_select_rows_of_a_headerless_file(tmp_path: Path, config_file: Path) -> None:
     raw = tmp_path / "raw.csv"
     raw.write_text("".join(f'"pos","t{i}","b"\n' for i in range(10)))
