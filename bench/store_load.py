@@ -7,11 +7,13 @@ files with the segments' ``reader`` left out of every manifest, as an ipet befor
 the check for rows its typing reader may have changed (``Version.typed_fields``) has every segment to look at.
 
 Then, per store and in a fresh process each, with no typed record yet (``typed/``, removed first): ``load_sets``
-(what ``ipet validate`` and ``ipet run``'s checks read) three times, each load's seconds and parquet reads, and
-``ipet validate`` end to end (a tiny BERT, so the model check costs only torch's import). A text of synthetic
-words: no field is numbers only, so no warning is printed.
+(what ``ipet validate`` and ``ipet run``'s checks read) ``--loads`` times: the first load's seconds and parquet
+reads, the median seconds and the most reads of the later ones; and ``ipet validate`` end to end (a tiny
+BERT, so the model check costs only torch's import). A text of synthetic words: no field is numbers only, so no
+warning is printed.
 
-    python bench/store_load.py [--out /tmp/store-load] [--versions 50] [--rows 2000] [--big 200000] [--code DIR]
+    python bench/store_load.py [--out /tmp/store-load] [--versions 50] [--rows 2000] [--big 200000]
+                               [--loads 6] [--code DIR]
 """
 
 from __future__ import annotations
@@ -90,35 +92,41 @@ def build(out: Path, versions: int, rows: int, big: int) -> None:
 
 
 LOAD = """
-import sys, time
+import statistics, sys, time
 import pyarrow.parquet as pq
 from flows.config import load_config
 from data.prepare import load_sets
 config = load_config(sys.argv[1], [])
 reads, read_table = [], pq.read_table
 pq.read_table = lambda *args, **kwargs: reads.append(args[0]) or read_table(*args, **kwargs)
-for _ in range(3):
+seconds, counts = [], []
+for _ in range(int(sys.argv[2])):
     reads.clear()
     start = time.perf_counter()
     load_sets(config.data, config.fields, config.labels)
-    print(f"{time.perf_counter() - start:.2f}/{len(reads)}", end=" ")
+    seconds.append(time.perf_counter() - start)
+    counts.append(len(reads))
+print(f"{seconds[0]:.2f} {counts[0]} {statistics.median(seconds[1:]):.2f} {max(counts[1:])}")
 """
 
 
-def measure(out: Path, code: Path) -> dict:
-    """Per store, with the code under ``code`` and no typed record yet: three loads in one process (seconds and
-    segment reads each), then ``ipet validate``'s wall seconds."""
+def measure(out: Path, code: Path, loads: int) -> dict:
+    """Per store, with the code under ``code`` and no typed record yet, ``loads`` loads in one process: the first
+    one's seconds and parquet reads, the median seconds of the others and their most reads; then ``ipet
+    validate``'s wall seconds."""
     env = {**ENV, "PYTHONPATH": str(code)}
     for records in (out / "stores").glob("*/typed"):
         shutil.rmtree(records)
     found = {}
     for name in ("many", "many-earlier", "big", "big-earlier"):
         config = str(out / f"{name}.yaml")
-        loads = subprocess.run([sys.executable, "-c", LOAD, config], cwd=code, env=env, check=True,
-                               capture_output=True, text=True).stdout.split()
+        first_s, first_reads, later_s, later_reads = subprocess.run(
+            [sys.executable, "-c", LOAD, config, str(loads)], cwd=code, env=env, check=True, capture_output=True,
+            text=True).stdout.split()
         start = time.perf_counter()
         subprocess.run([*IPET, "validate", config], cwd=code, env=env, check=True, stdout=subprocess.DEVNULL)
-        found[name] = {"loads (s/segment reads)": loads, "validate_s": round(time.perf_counter() - start, 2)}
+        found[name] = {"first_s": float(first_s), "first_reads": int(first_reads), "later_s": float(later_s),
+                       "later_reads": int(later_reads), "validate_s": round(time.perf_counter() - start, 2)}
         print(name, found[name], flush=True)
     return found
 
@@ -129,6 +137,7 @@ def main() -> None:
     parser.add_argument("--versions", type=int, default=50)
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--big", type=int, default=200_000)
+    parser.add_argument("--loads", type=int, default=6, help="loads per store in one process")
     parser.add_argument("--code", type=Path, default=ROOT, help="the checkout whose code is measured (another "
                         "worktree: the code before a change)")
     args = parser.parse_args()
@@ -136,7 +145,7 @@ def main() -> None:
         start = time.perf_counter()
         build(args.out, args.versions, args.rows, args.big)
         print(f"built in {time.perf_counter() - start:.0f} s", flush=True)
-    measure(args.out, args.code.resolve())
+    measure(args.out, args.code.resolve(), args.loads)
 
 
 if __name__ == "__main__":
