@@ -8,12 +8,12 @@ the check for rows its typing reader may have changed (``Version.typed_fields``)
 
 Then, per store and in a fresh process each, with no typed record yet (``typed/``, removed first): ``load_sets``
 (what ``ipet validate`` and ``ipet run``'s checks read) ``--loads`` times: the first load's seconds and parquet
-reads, the median seconds and the most reads of the later ones; and ``ipet validate`` end to end (a tiny
-BERT, so the model check costs only torch's import). A text of synthetic words: no field is numbers only, so no
-warning is printed.
+reads, the median seconds (wall and CPU, all threads) and the most reads of the later ones; and ``ipet validate``
+end to end (a tiny BERT, so the model check costs only torch's import). A text of synthetic words: no field is
+numbers only, so no warning is printed.
 
     python bench/store_load.py [--out /tmp/store-load] [--versions 50] [--rows 2000] [--big 200000]
-                               [--loads 6] [--code DIR]
+                               [--loads 6] [--stores NAME ...] [--no-validate] [--code DIR]
 """
 
 from __future__ import annotations
@@ -99,34 +99,38 @@ from data.prepare import load_sets
 config = load_config(sys.argv[1], [])
 reads, read_table = [], pq.read_table
 pq.read_table = lambda *args, **kwargs: reads.append(args[0]) or read_table(*args, **kwargs)
-seconds, counts = [], []
+seconds, cpu, counts = [], [], []
 for _ in range(int(sys.argv[2])):
     reads.clear()
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     load_sets(config.data, config.fields, config.labels)
     seconds.append(time.perf_counter() - start)
+    cpu.append(time.process_time() - start_cpu)
     counts.append(len(reads))
-print(f"{seconds[0]:.2f} {counts[0]} {statistics.median(seconds[1:]):.2f} {max(counts[1:])}")
+print(f"{seconds[0]:.2f} {counts[0]} {statistics.median(seconds[1:]):.2f} {statistics.median(cpu[1:]):.2f} "
+      f"{max(counts[1:])}")
 """
 
 
-def measure(out: Path, code: Path, loads: int) -> dict:
+def measure(out: Path, code: Path, loads: int, stores: list[str], validate: bool) -> dict:
     """Per store, with the code under ``code`` and no typed record yet, ``loads`` loads in one process: the first
-    one's seconds and parquet reads, the median seconds of the others and their most reads; then ``ipet
-    validate``'s wall seconds."""
+    one's seconds and parquet reads, the median wall and CPU seconds of the others and their most reads; then
+    ``ipet validate``'s wall seconds."""
     env = {**ENV, "PYTHONPATH": str(code)}
     for records in (out / "stores").glob("*/typed"):
         shutil.rmtree(records)
     found = {}
-    for name in ("many", "many-earlier", "big", "big-earlier"):
+    for name in stores:
         config = str(out / f"{name}.yaml")
-        first_s, first_reads, later_s, later_reads = subprocess.run(
+        first_s, first_reads, later_s, later_cpu_s, later_reads = subprocess.run(
             [sys.executable, "-c", LOAD, config, str(loads)], cwd=code, env=env, check=True, capture_output=True,
             text=True).stdout.split()
         start = time.perf_counter()
-        subprocess.run([*IPET, "validate", config], cwd=code, env=env, check=True, stdout=subprocess.DEVNULL)
+        if validate:
+            subprocess.run([*IPET, "validate", config], cwd=code, env=env, check=True, stdout=subprocess.DEVNULL)
         found[name] = {"first_s": float(first_s), "first_reads": int(first_reads), "later_s": float(later_s),
-                       "later_reads": int(later_reads), "validate_s": round(time.perf_counter() - start, 2)}
+                       "later_cpu_s": float(later_cpu_s), "later_reads": int(later_reads),
+                       "validate_s": round(time.perf_counter() - start, 2) if validate else None}
         print(name, found[name], flush=True)
     return found
 
@@ -138,6 +142,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--big", type=int, default=200_000)
     parser.add_argument("--loads", type=int, default=6, help="loads per store in one process")
+    parser.add_argument("--stores", nargs="+", default=["many", "many-earlier", "big", "big-earlier"])
+    parser.add_argument("--no-validate", dest="validate", action="store_false", help="time the loads only")
     parser.add_argument("--code", type=Path, default=ROOT, help="the checkout whose code is measured (another "
                         "worktree: the code before a change)")
     args = parser.parse_args()
@@ -145,7 +151,7 @@ def main() -> None:
         start = time.perf_counter()
         build(args.out, args.versions, args.rows, args.big)
         print(f"built in {time.perf_counter() - start:.0f} s", flush=True)
-    measure(args.out, args.code.resolve(), args.loads)
+    measure(args.out, args.code.resolve(), args.loads, args.stores, args.validate)
 
 
 if __name__ == "__main__":
