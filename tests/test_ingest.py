@@ -257,14 +257,19 @@ def test_a_test_set_with_other_texts_is_refused_naming_it(tmp_path: Path, config
     assert DatasetStore(store, "news").current() == 2
 
 
+def ingested_before_test_key(store: Path, file: Path, schema: Schema) -> None:
+    """``file`` ingested into dataset ``news`` as a version of an ipet before ``schema.test_key`` was recorded."""
+    ingest_file(file, "news", store, schema=schema)
+    manifest = DatasetStore(store, "news").version().path
+    older = json.loads(manifest.read_text())
+    del older["schema"]["test_key"]
+    manifest.write_text(json.dumps(older))
+
+
 def test_a_version_without_its_test_texts_key_is_compared_by_test_source(tmp_path: Path, schema: Schema) -> None:
     """A store written before versions recorded their test texts' key: its test source is what there is."""
     store = tmp_path / "stores"
-    ingest_file(write(tmp_path / "a.csv", rows(1, "a")), "news", store, schema=schema)
-    manifest = DatasetStore(store, "news").version().path
-    older = yaml.safe_load(manifest.read_text())
-    del older["schema"]["test_key"]
-    manifest.write_text(json.dumps(older))
+    ingested_before_test_key(store, write(tmp_path / "a.csv", rows(1, "a")), schema)
     moved = Schema(FIELDS, LABELS, {"path": str(write(tmp_path / "moved.csv", [("held", "out", "pos")]))})
     with pytest.raises(DataError, match=r"--config: data.test \(.*moved.csv\) is not the test set"):
         ingest_file(write(tmp_path / "b.csv", rows(1, "b")), "news", store, schema=moved)
@@ -278,11 +283,7 @@ def test_a_version_without_its_test_texts_key_refuses_a_test_set_that_now_holds_
     test set now that is a row of the store (its ingest would have dropped it). That is refused, changing
     nothing; the file restored, the ingest goes on and records the key."""
     store = tmp_path / "stores"
-    ingest_file(write(tmp_path / "a.csv", rows(2, "a")), "news", store, schema=schema)
-    manifest = DatasetStore(store, "news").version().path
-    older = json.loads(manifest.read_text())
-    del older["schema"]["test_key"]
-    manifest.write_text(json.dumps(older))
+    ingested_before_test_key(store, write(tmp_path / "a.csv", rows(2, "a")), schema)
     test = Path(schema.test["path"])
     kept = test.read_text()
     write(test, [("held", "out", "pos"), ("a 1", "text", "neg")])
