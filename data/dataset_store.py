@@ -5,6 +5,7 @@
       versions/v000003.json      a version's manifest: its segments per kind, row counts, hashes, source
       segments/v000003.parquet   the rows that one ingest added (never changed, never removed)
       .lock                      held while an ingest reads the current version and commits the next
+      typed/<sha256>.json        what ``Version.typed_fields`` found in a segment of an earlier reader, by its content
 
 A version lists the segments it is made of (its parent's plus one new), so versions share rows
 instead of copying the pool. Segments and manifests are written before the pointer moves and are
@@ -39,6 +40,7 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 POINTER = "CURRENT"
 # What a column of an earlier reader's typing holds (READER): numbers as pyarrow wrote them, or true/false
 TYPED = r"-?(\d+(\.\d+)?(e[+-]?\d+)?|inf|nan)|true|false"
+TYPED_DIR = "typed"  # per segment of an earlier reader, named by its sha256: which fields hold only TYPED values
 
 
 def dataset_dir(store: str | Path, dataset: str) -> Path:
@@ -112,15 +114,36 @@ class Version:
         or JSONL column of them was then typed (``007`` kept as ``7``, ``1.50`` as ``1.5``, ``7.0`` dropped as
         a duplicate of ``7``). A text field of words never was; a field of numbers may be as written."""
         earlier = [s for k in KINDS for s in self.manifest["segments"][k] if "reader" not in s]
-        tables = [pq.read_table(self.directory / s["path"], columns=self.fields) for s in earlier]
-        return [f for f in self.fields if any(t.num_rows and _all_typed(t[f]) for t in tables)]
+        found = [self._typed_in(s) for s in earlier]
+        return [f for f in self.fields if any(f in typed for typed in found)]
+
+    def _typed_in(self, segment: dict) -> list[str]:
+        """The fields of one segment that hold only numbers or true/false. A segment never changes, so it is
+        read for this once: the answer is kept in ``typed/<its sha256>.json`` (named by its content, so it never
+        describes other rows), which every later load of a version listing it reads instead. Only a cache: where
+        it cannot be written (a read-only store, a full disk) the segment is read again at the next load."""
+        record = self.directory / TYPED_DIR / f"{segment['sha256']}.json"
+        if record.exists():
+            known = read_json(record)
+            if known["pattern"] == TYPED and set(self.fields) <= set(known["checked"]):
+                return [f for f in known["typed"] if f in self.fields]
+        table = read_segment(self.directory / segment["path"], self.fields)
+        typed = [f for f in self.fields if table.num_rows and _all_typed(table[f])]
+        with contextlib.suppress(OSError):
+            write_json({"pattern": TYPED, "checked": self.fields, "typed": typed}, record)
+        return typed
 
     def _segments(self, kind: Kind) -> pa.Table:
-        tables = [pq.read_table(self.directory / s["path"]) for s in self.manifest["segments"][kind]]
+        tables = [read_segment(self.directory / s["path"]) for s in self.manifest["segments"][kind]]
         if not tables:
             columns = ["id", *self.fields] + (["label"] if kind == "labeled" else [])
             return pa.table({c: pa.array([], pa.string()) for c in columns})
         return pa.concat_tables(tables, promote_options="default")
+
+
+def read_segment(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
+    """A segment's rows (only ``columns``, if given): every read of a store's rows goes through here."""
+    return pq.read_table(path, columns=columns)
 
 
 def _all_typed(column: pa.ChunkedArray) -> bool:
@@ -202,7 +225,9 @@ class DatasetStore:
         (no reader was given it), so it is replaced, with its temporary files; ingesting the same
         file again so writes the version the killed ingest would have.
         """
-        remove_stale_temps(self.directory)  # safe: every writer here holds the lock
+        # safe: every writer here holds the lock but a load writing a typed record (TYPED_DIR), a cache whose
+        # write, if this undoes it, fails quietly and is made again at the next load
+        remove_stale_temps(self.directory)
         number = (parent.number if parent else 0) + 1
         ids = pc.binary_join_element_wise(pa.scalar(str(number)), rows["id"], ":")
         rows = rows.set_column(rows.column_names.index("id"), "id", ids)

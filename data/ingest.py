@@ -74,7 +74,10 @@ def ingest_file(path: str | Path, dataset: str, store: str | Path, labeled: bool
             _check_same_schema(target, parent, schema, test_key)
         gold = parent.read("labeled") if parent is not None else None  # read once: duplicates, then conflicts
         typed = parent.typed_fields() if parent is not None else []  # compared as an earlier reader left them
-        keep, duplicates, promoted = _new_rows(rows, schema.fields, kind, parent, gold, test)
+        seen = _seen_texts(schema.fields, parent, gold, test)
+        if parent is not None and "test_key" not in parent.manifest["schema"]:
+            _check_kept_out(target, parent, schema, seen)
+        keep, duplicates, promoted = _new_rows(rows, schema.fields, kind, seen)
         source = {"path": str(path) if is_url(path) else str(Path(path).resolve()), "sha256": digest,
                   "rows": rows.num_rows}
         summary = {"dataset": dataset, "kind": kind, "added": len(keep), "duplicates": sum(duplicates.values()),
@@ -163,14 +166,35 @@ def _test_keys(schema: Schema) -> pa.Array:
     return text_keys(test, schema.fields).combine_chunks()
 
 
-def _new_rows(rows: pa.Table, fields: Sequence[str], kind: Kind, parent: Version | None, gold: pa.Table | None,
-              test: pa.Array) -> tuple[list[int], dict[str, int], int]:
-    """Row indices to keep, duplicates dropped by where the text was seen first (``gold``: the parent's
-    labeled rows), and (labeled ingests) how many kept rows label a text of the unlabeled pool."""
+def _seen_texts(fields: Sequence[str], parent: Version | None, gold: pa.Table | None,
+                test: pa.Array) -> dict[str, pa.Array]:
+    """The texts a new row may repeat, by where they are: the test set, and the parent's labeled rows (``gold``)
+    and pool."""
     seen_in = {"test": test}
     if parent is not None:
         seen_in["labeled"] = text_keys(gold, fields).combine_chunks()
         seen_in["unlabeled"] = text_keys(parent.read("unlabeled"), fields).combine_chunks()
+    return seen_in
+
+
+def _check_kept_out(target: DatasetStore, parent: Version, schema: Schema, seen_in: dict[str, pa.Array]) -> None:
+    """Refuse a test set that holds texts of the store's rows. A version written before ``test_key`` recorded no
+    key of the texts it kept out, so a change of its test file since cannot be seen, but for the change that
+    harms: a text of the test set now that is a row of the store, which the ingest that added the row would have
+    dropped had the file held it then."""
+    stored = pa.chunked_array([seen_in["labeled"], seen_in["unlabeled"]], pa.string())
+    overlap = pc.sum(pc.is_in(seen_in["test"], value_set=stored.combine_chunks())).as_py() or 0
+    if overlap:
+        raise DataError(f"dataset {target.name!r}: its test set {named_test_set(schema.test)} holds {overlap} "
+                        f"text(s) that are rows of the store, which version {parent.number} and those before it kept "
+                        "their test set's texts out of: it changed since (they recorded no key of its texts, so only "
+                        "this shows it); restore it, or ingest into a new dataset (with --config)")
+
+
+def _new_rows(rows: pa.Table, fields: Sequence[str], kind: Kind,
+              seen_in: dict[str, pa.Array]) -> tuple[list[int], dict[str, int], int]:
+    """Row indices to keep, duplicates dropped by where the text was seen first (``seen_in``: ``_seen_texts``),
+    and (labeled ingests) how many kept rows label a text of the unlabeled pool."""
     keys = text_keys(rows, fields)
     hits = {origin: pc.is_in(keys, value_set=known).to_pylist() for origin, known in seen_in.items()}
     keep, duplicates, promoted, in_file = [], Counter(), 0, set()

@@ -254,7 +254,7 @@ def prepare(config: DataConfig, fields: Sequence[str], labels: Sequence[str], ou
     key = content_key("data", READER, _settings(config), digests, list(fields), list(labels))
     manifest_path = location(out_root) / f"data-{key}" / MANIFEST
     if exists(manifest_path):
-        return _sets_in(read_json(manifest_path), out_root)
+        return _sets_in(_completed(read_json(manifest_path), pinned, manifest_path), out_root)
     sets, leaks = load_sets(pinned, fields, labels)
     paths = {name: f"{SETS_DIR}/{write_set(table, location(out_root) / SETS_DIR, name).name}"
              for name, table in sets.items()}
@@ -269,6 +269,19 @@ def prepare(config: DataConfig, fields: Sequence[str], labels: Sequence[str], ou
         "test": paths.get("test"),
     }, manifest_path)
     return _sets_in(read_json(manifest_path), out_root)
+
+
+def _completed(manifest: dict, pinned: Pinned, path: str | Path) -> dict:
+    """A reused ``manifest`` with the typed fields of the store versions read (``Leaks.typed_fields``) recorded if
+    it lacks them: one prepared between ``READER`` 2 and that record has this version's key, so its run (a
+    deployment's, which has no checks to warn it) was never told. They depend only on the versions its key names,
+    so what they are now is what they were then."""
+    leaks = manifest.get("leaks") or {}
+    if "typed_fields" in leaks:
+        return manifest
+    manifest = {**manifest, "leaks": {**leaks, "typed_fields": _typed_fields(pinned)}}
+    write_json(manifest, path)
+    return manifest
 
 
 def _sets_in(manifest: dict, out_root: str | Path) -> dict:

@@ -257,19 +257,44 @@ def test_a_test_set_with_other_texts_is_refused_naming_it(tmp_path: Path, config
     assert DatasetStore(store, "news").current() == 2
 
 
+def ingested_before_test_key(store: Path, file: Path, schema: Schema) -> None:
+    """``file`` ingested into dataset ``news`` as a version of an ipet before ``schema.test_key`` was recorded."""
+    ingest_file(file, "news", store, schema=schema)
+    manifest = DatasetStore(store, "news").version().path
+    older = json.loads(manifest.read_text())
+    del older["schema"]["test_key"]
+    manifest.write_text(json.dumps(older))
+
+
 def test_a_version_without_its_test_texts_key_is_compared_by_test_source(tmp_path: Path, schema: Schema) -> None:
     """A store written before versions recorded their test texts' key: its test source is what there is."""
     store = tmp_path / "stores"
-    ingest_file(write(tmp_path / "a.csv", rows(1, "a")), "news", store, schema=schema)
-    manifest = DatasetStore(store, "news").version().path
-    older = yaml.safe_load(manifest.read_text())
-    del older["schema"]["test_key"]
-    manifest.write_text(json.dumps(older))
+    ingested_before_test_key(store, write(tmp_path / "a.csv", rows(1, "a")), schema)
     moved = Schema(FIELDS, LABELS, {"path": str(write(tmp_path / "moved.csv", [("held", "out", "pos")]))})
     with pytest.raises(DataError, match=r"--config: data.test \(.*moved.csv\) is not the test set"):
         ingest_file(write(tmp_path / "b.csv", rows(1, "b")), "news", store, schema=moved)
     assert ingest_file(tmp_path / "b.csv", "news", store, schema=schema)["version"] == 2
     assert DatasetStore(store, "news").version().manifest["schema"]["test_key"] == content_key(["held\x1fout"])
+
+
+def test_a_version_without_its_test_texts_key_refuses_a_test_set_that_now_holds_its_rows(tmp_path: Path,
+                                                                                         schema: Schema) -> None:
+    """Without ``test_key`` a change of the test file cannot be told, but for the one that harms: a text of the
+    test set now that is a row of the store (its ingest would have dropped it). That is refused, changing
+    nothing; the file restored, the ingest goes on and records the key."""
+    store = tmp_path / "stores"
+    ingested_before_test_key(store, write(tmp_path / "a.csv", rows(2, "a")), schema)
+    test = Path(schema.test["path"])
+    kept = test.read_text()
+    write(test, [("held", "out", "pos"), ("a 1", "text", "neg")])
+    before = snapshot(store / "news")
+    with pytest.raises(DataError, match=rf"^dataset 'news': its test set {test} holds 1 text\(s\) that are rows of the "
+                                        r"store, which version 1 and those before it kept their test set's texts out "
+                                        r"of: it changed since .*; restore it, or ingest into a new dataset"):
+        ingest_file(write(tmp_path / "b.csv", rows(1, "b")), "news", store, schema=schema)
+    assert snapshot(store / "news") == before
+    test.write_text(kept)
+    assert ingest_file(tmp_path / "b.csv", "news", store)["version"] == 2
 
 
 def test_read_options_select_rows_of_a_headerless_file(tmp_path: Path, config_file: Path) -> None:
@@ -711,3 +736,63 @@ def test_a_store_version_an_earlier_reader_ingested_names_the_fields_it_may_have
                         schema=schema)  # ipet ingest compared its rows with the typed ones: said too
     assert summary(added).splitlines()[1] == f"warning: {line.replace('stores/old', f'{tmp_path}/stores/old')}"
     assert warned("old", "o") == [line.replace("(version 2)", "(version 3)")]
+
+
+def test_a_segment_an_earlier_reader_ingested_is_read_for_typed_fields_once(tmp_path: Path, schema: Schema,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Which fields of a segment an earlier reader may have typed is read from the segment once, then from its
+    record (``typed/<sha256>.json``): a second load of the version, a load of a later version that lists it and
+    an ingest on top read only the rows they use, and warn the same. A store where no record can be written
+    (a file in its way) reads the segments every time, as before, and warns the same too."""
+    import data.dataset_store
+
+    write_earlier_store(tmp_path / "stores" / "old", [("labeled", [("7", "1.5", "pos"), ("12", "text", "neg")]),
+                                                       ("unlabeled", [("a 1", "TRUE"), ("a 2", None)])])
+    reads: list[tuple[str, tuple | None]] = []
+    real = data.dataset_store.read_segment
+    monkeypatch.setattr(data.dataset_store, "read_segment", lambda path, columns=None: reads.append(
+        (path.name, columns and tuple(columns))) or real(path, columns))
+
+    def load(dataset: str = "old") -> tuple[list[dict], Counter]:
+        store = {"store": "stores", "dataset": dataset}
+        reads.clear()
+        config = DataConfig(root=str(tmp_path), unlabeled=store, labeled=store, test={"path": "test.csv"})
+        return load_sets(config, FIELDS, LABELS)[1].typed_fields, Counter(reads)
+
+    # the rows a load uses: the gold set's (for its slot and for the pool's filter) and the pool's
+    rows_read = Counter({("v000001.parquet", None): 2, ("v000002.parquet", None): 1})
+    checked = Counter({("v000001.parquet", FIELDS): 1, ("v000002.parquet", FIELDS): 1})
+    typed = [{"store": "stores/old", "version": 2, "fields": list(FIELDS)}]
+    assert load() == (typed, rows_read + checked)
+    assert load() == (typed, rows_read)
+    reads.clear()
+    added = ingest_file(write(tmp_path / "q.csv", [("b 1", "words")], header=FIELDS), "old", tmp_path / "stores",
+                        schema=schema)
+    assert added["typed_fields"]["fields"] == list(FIELDS) and not [r for r in reads if r[1]]
+    assert load() == ([{**typed[0], "version": 3}], rows_read + Counter({("v000003.parquet", None): 1}))
+
+    write_earlier_store(tmp_path / "stores" / "unwritable", [("labeled", [("7", "1.5", "pos"), ("12", "text", "neg")]),
+                                                              ("unlabeled", [("a 1", "TRUE"), ("a 2", None)])])
+    (tmp_path / "stores" / "unwritable" / "typed").write_text("in the way of the records")
+    unwritable = [{**typed[0], "store": "stores/unwritable"}]
+    assert load("unwritable") == load("unwritable") == (unwritable, rows_read + checked)
+
+
+def test_a_run_directory_prepared_before_typed_fields_were_recorded_is_warned_and_records_them(
+        tmp_path: Path, schema: Schema) -> None:
+    """A run directory prepared between READER 2 and the typed-fields record (2026-12-05 22:27 to 12-06 01:06) has
+    this version's data key, so its data manifest is reused: without them it warned no one (a deployment's run
+    has only the manifest's warnings). The reuse finds them and records them, as a preparation now would."""
+    from data.leaks import Leaks
+
+    write_earlier_store(tmp_path / "stores" / "old", [("labeled", [("7", "1.5", "pos"), ("12", "text", "neg")]),
+                                                       ("unlabeled", [("a 1", "TRUE"), ("a 2", None)])])
+    store = {"store": "stores", "dataset": "old"}
+    config = DataConfig(root=str(tmp_path), unlabeled=store, labeled=store, test={"path": "test.csv"})
+    warned = Leaks.of(prepare(config, FIELDS, LABELS, tmp_path / "run")["leaks"]).lines("test.csv")
+    manifest = next((tmp_path / "run").glob("data-*/manifest.json"))
+    now = json.loads(manifest.read_text())
+    then = {**now, "leaks": {k: v for k, v in now["leaks"].items() if k != "typed_fields"}}
+    manifest.write_text(json.dumps(then))
+    assert Leaks.of(prepare(config, FIELDS, LABELS, tmp_path / "run")["leaks"]).lines("test.csv") == warned != []
+    assert json.loads(manifest.read_text()) == now
