@@ -29,6 +29,7 @@ from .store_uri import TrackingError, resolve_uri
 log = logging.getLogger(__name__)
 
 MAX_PARAM = 6000  # MLflow's limit on a param value, in characters
+REUSED_FROM = "reused_from"  # a reused model's run: the id of the run that trained it
 
 
 @dataclass(frozen=True)
@@ -198,17 +199,37 @@ def fail_pending_models(client: MlflowClient, exp_id: str, run_ids: Sequence[str
 
 def log_child(uri: str, parent_id: str, name: str, params: Mapping[str, object],
               curve: Sequence[float] = (), metrics: Mapping[str, float] = (), tags: Mapping[str, str] = ()) -> str:
-    """A finished child run: params, a loss curve (one metric per step) and final metrics."""
+    """A finished child run: params, a loss curve (one metric per step) and final metrics. A model's run
+    (tags ``model_dir`` and ``reused``) reused from an earlier run also gets ``REUSED_FROM`` (``trained_in``);
+    its params, curve and metrics are the training's record, logged again so that every parent holds its
+    whole run (a rerun's children compare with a first run's), and no files are uploaded for it."""
     client = MlflowClient(uri)
-    parent = client.get_run(parent_id)
-    run = client.create_run(parent.info.experiment_id, run_name=name,
-                            tags={MLFLOW_PARENT_RUN_ID: parent_id, MLFLOW_RUN_NAME: name, **dict(tags)})
+    exp_id, tags = client.get_run(parent_id).info.experiment_id, dict(tags)
+    if tags.get("reused") == "true" and "model_dir" in tags:
+        tags.update(trained_in(client, exp_id, tags["model_dir"]))
+    run = client.create_run(exp_id, run_name=name,
+                            tags={MLFLOW_PARENT_RUN_ID: parent_id, MLFLOW_RUN_NAME: name, **tags})
     now = int(time.time() * 1000)
     points = [Metric("loss", float(v), now, step) for step, v in enumerate(curve, start=1)]
     points += [Metric(k, float(v), now, 0) for k, v in dict(metrics).items() if v is not None]
     log_batch(client, run.info.run_id, points, [Param(k, param_value(v)) for k, v in params.items()])
     client.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id
+
+
+def trained_in(client: MlflowClient, exp_id: str, model_dir: str) -> dict[str, str]:
+    """``{REUSED_FROM: run id}``: the child run of the experiment that trained the model in ``model_dir``, or,
+    where none did (a copy of a run directory, ``cp -r``), the first that trained one of that directory's name
+    elsewhere (the name holds the model's content key). Empty where no run of this experiment trained it (an
+    earlier store, or a run killed between the training and its logging)."""
+    name = model_dir.rstrip("/").rsplit("/", 1)[-1]
+    if "'" in name:  # cannot be quoted in a filter (model names are ipet's own: never so)
+        return {}
+    runs = client.search_runs([exp_id], filter_string=f"tags.reused = 'false' and tags.model_dir LIKE '%{name}'",
+                              order_by=["attributes.start_time ASC"])
+    named = [r for r in runs if r.data.tags["model_dir"].rstrip("/").rsplit("/", 1)[-1] == name]
+    named.sort(key=lambda r: r.data.tags["model_dir"] != model_dir)  # stable: the earliest of each kind first
+    return {REUSED_FROM: named[0].info.run_id} if named else {}
 
 
 def used_tags(computed: Iterable[Mapping[str, str]]) -> dict[str, str]:

@@ -224,18 +224,23 @@ def test_reruns_of_a_finished_run_add_under_a_megabyte_of_artifacts(prefect_harn
     print(f"two reruns added {added} bytes to mlartifacts")  # the figure docs/reliability.md quotes
     model = sum(p.stat().st_size for p in Path(results["stages"][-1]["model"]).rglob("*") if p.is_file())
     assert added < min(1_000_000, model), "less than the final model: no copy of it was logged"
-    client = MlflowClient(toy_config["tracking"]["mlflow_uri"])
+    uri = toy_config["tracking"]["mlflow_uri"]
+    client = MlflowClient(uri)
     first = client.get_run(results["mlflow_run_id"]).data.tags["final_model.uri"]
     assert first == f"runs:/{results['mlflow_run_id']}/final-model"
+    trained = _search_runs(uri, filter_string=f"tags.mlflow.parentRunId = '{results['mlflow_run_id']}'")
+    trained_by = dict(zip(trained["tags.mlflow.runName"], trained["run_id"]))
     for rerun in reruns:  # a new parent run each, named as the first, that says it trained nothing
         assert rerun["tasks"]["trained"] == 0
         parent = client.get_run(rerun["mlflow_run_id"])
         assert parent.data.tags["final_model.uri"] == first and parent.info.run_name.endswith(f" · {run_dir.name}")
         assert parent.data.metrics["tasks.reused"] == _total(finished) and parent.data.metrics["tasks.trained"] == 0
-        children = _search_runs(toy_config["tracking"]["mlflow_uri"],
-                                filter_string=f"tags.mlflow.parentRunId = '{rerun['mlflow_run_id']}'")
+        children = _search_runs(uri, filter_string=f"tags.mlflow.parentRunId = '{rerun['mlflow_run_id']}'")
         assert len(children) == _total(finished) and set(children["tags.reused"]) == {"true"}
         assert children["tags.stage"].notna().all()
+        # each reused model's run names the run that trained it (the first run's child, not the first rerun's)
+        assert dict(zip(children["tags.mlflow.runName"], children["tags.reused_from"])) == trained_by
+        assert not any(client.list_artifacts(run_id) for run_id in children["run_id"]), "no files uploaded again"
         assert "final-model" not in {a.path for a in client.list_artifacts(rerun["mlflow_run_id"])}
 
 
