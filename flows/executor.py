@@ -5,6 +5,7 @@ collect their outputs (paths, which is all tasks pass to each other). Nothing is
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import pyarrow.parquet as pq
 
@@ -15,7 +16,7 @@ from data.parquet import read_logits, ref, shard_count
 from tasks.models import label_set, train_model, untrained_model
 from tasks.ensembles import combine
 from tasks.pseudo import build_train_set, with_gold_labels
-from tasks.tracking import TrackedRun
+from tasks.tracking import TrackedRun, used_tags
 
 from .plan import Member, Plan
 from .progress import Progress
@@ -39,7 +40,8 @@ class Executor:
         self.tracked = tracked
         self.models_trained: list[dict] = []  # every training task's result, reused or not
         self.adapter_models: set[str] = set()  # trained as adapters: they label through one shared backbone
-        self.computed: list[dict] = []  # each training's (where known) and labeling's device type and precision
+        self.computed: list[dict] = []  # each training's and labeling's device type and precision (where known)
+        self.labeled: dict[str, list[dict]] = {}  # each set's logits: what labeled them (a sharded set's: each shard)
         generations = plan.config.ipet.generations + (1 if plan.gold_size else 0)
         self.progress = Progress(len(plan.members) * generations + (plan.config.final.mode == "distill"),
                                  artifact_key(plan.config.name, "progress"))
@@ -95,7 +97,9 @@ class Executor:
                                                 self.data[dataset], self.run_dir, labeling, shard))
                        for group in groups for shard in range(shards)]
         results = [(group, future.result()) for group, future in futures]
-        self.computed += [r["computed"] for _, result in results for r in result.values() if "computed" in r]
+        for r in (r for _, result in results for r in result.values() if "computed" in r):
+            self.labeled.setdefault(r["path"], []).append(r["computed"])
+            self.computed.append(r["computed"])
         return {m: result[model_name(models[m])]["path"] for group, result in results for m in group}
 
     def pseudo_labeled_sets(self, generation: int, models: dict[Member, str], weights: list[float]) -> dict:
@@ -118,7 +122,7 @@ class Executor:
     def pvp_accuracies(self, prior: dict[Member, str], dataset: str) -> list[float]:
         """Each untrained PVP's accuracy on ``dataset``, in PVP order."""
         logits = self.label_all(prior, dataset)
-        return [self._accuracy(logits[(p, None)], dataset) for p in self.plan.pvps]
+        return [accuracy(logits[(p, None)], self.data[dataset], self.config.labels) for p in self.plan.pvps]
 
     def combine(self, name: str, logits: dict[Member, str], models: dict[Member, str], weights: list[float] | None,
                 dataset: str) -> dict:
@@ -155,25 +159,28 @@ class Executor:
         logits = self.label_all(models, "test")
         rows, tracked = [], {}
         for m, d in models.items():
-            acc = self._accuracy(logits[m], "test")
+            acc = accuracy(logits[m], self.data["test"], self.config.labels)
             trained = next((t for t in self.models_trained if t["model_dir"] == d), None)
-            if trained:
-                tracked[trained["mlflow_run_id"]] = acc
+            if trained:  # with what labeled the test set: its accuracy depends on it as on the training
+                labeled = used_tags(self.labeled.get(logits[m], []))
+                tracked[trained["mlflow_run_id"]] = acc, {f"labeling.{k}": v for k, v in labeled.items()}
             rows.append({"name": model_name(d), "dir": Path(d).name, "test_accuracy": acc,
                          "reused": trained["reused"] if trained else None})
         ensembled = self.combine(f"stage{stage}", logits, models, weights, "test")["accuracy"]
         return Evaluation(ensembled, rows, tracked)
-
-    def _accuracy(self, logits_path: str, dataset: str) -> float:
-        index = {label: i for i, label in enumerate(self.config.labels)}
-        truth = [index[t] for t in pq.read_table(local(self.data[dataset]), columns=["label"])["label"].to_pylist()]
-        return prompt_core.accuracy(read_logits(logits_path), truth)
 
     @property
     def task_counts(self) -> dict[str, int]:
         """How many models were trained in this run and how many were reused from an earlier one."""
         trained = sum(not t["reused"] for t in self.models_trained)
         return {"trained": trained, "reused": len(self.models_trained) - trained}
+
+
+def accuracy(logits_path: str, dataset: str, labels: Sequence[str]) -> float:
+    """The accuracy of the logits at ``logits_path`` on the labeled parquet set ``dataset``."""
+    index = {label: i for i, label in enumerate(labels)}
+    truth = [index[t] for t in pq.read_table(local(dataset), columns=["label"])["label"].to_pylist()]
+    return prompt_core.accuracy(read_logits(logits_path), truth)
 
 
 def model_name(model_dir: str) -> str:

@@ -56,16 +56,17 @@ class Reporter:
     def record(self, stage: Stage) -> None:
         """A finished stage: its scores on the parent run twice, as one series per score (step = stage
         index: a curve over the run) and under the stage's own key (``test_accuracy.pet``,
-        ``test_accuracy.final``), which lines up across runs whatever stages they had; each trained
-        model's test accuracy, and its stage as tag ``stage``, on its own run; a table artifact and a
-        line in the log."""
+        ``test_accuracy.final``), which lines up across runs whatever stages they had; on each trained model's
+        run its test accuracy, its stage (tag ``stage``) and what labeled the test set (``labeling.*.used``:
+        the accuracy depends on it as on the training's ``precision.used``); a table artifact and a log line."""
         step, now = len(self.stages), int(time.time() * 1000)
         self.stages.append(stage)
         scores = {k: getattr(stage, k) for k in ("test_accuracy", "train_size", "pseudo_label_accuracy")}
         log_batch(self.client, self.parent, [m for k, v in scores.items() if v is not None for m in
                                              (Metric(k, v, now, step), Metric(f"{k}.{stage.stage}", v, now, 0))])
-        for run_id, acc in stage.tracked.items():
-            log_batch(self.client, run_id, [Metric("test_accuracy", acc, now, 0)], tags=[RunTag("stage", stage.stage)])
+        for run_id, (acc, tags) in stage.tracked.items():
+            log_batch(self.client, run_id, [Metric("test_accuracy", acc, now, 0)],
+                      tags=[RunTag(k, v) for k, v in {"stage": stage.stage, **tags}.items()])
         rows = [{"model": m["name"], **{k: fmt(v) for k, v in m.items() if k != "name"}} for m in stage.models]
         create_table_artifact(rows or [{"model": "-"}], key=artifact_key(self.config.name, stage.stage),
                               description=f"{stage.stage}: test accuracy {fmt(stage.test_accuracy)}, "
@@ -96,9 +97,8 @@ class Reporter:
             "tasks": tasks,
             "stages": [s.record() for s in self.stages],
             "disk": disk_usage(self.run_dir),
+            **({"data_versions": data_versions} if data_versions else {}),
         }
-        if data_versions:
-            results["data_versions"] = data_versions
         summary = stage_table(results["stages"])
         if asked:
             results["ask"] = asked

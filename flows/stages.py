@@ -13,11 +13,12 @@ STAGE_SLACK = 0.01  # how far below an earlier stage of its run a final model ma
 @dataclass
 class Evaluation:
     """One stage's scores: the ensemble's test accuracy, one row per model (``results.json``), and
-    ``tracked``: each trained model's MLflow run id with its test accuracy (logged there)."""
+    ``tracked``: each trained model's MLflow run id with its test accuracy and the tags of the labeling
+    that gave it (``labeling.precision.used``, ``labeling.device.used``), logged there."""
 
     test_accuracy: float | None
     models: list[dict] = field(default_factory=list)
-    tracked: dict[str, float] = field(default_factory=dict)
+    tracked: dict[str, tuple[float, dict[str, str]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -31,7 +32,7 @@ class Stage:
     models: list[dict] = field(default_factory=list)
     model: Any = None
     note: str | None = None  # why a stage has no scores
-    tracked: dict[str, float] = field(default_factory=dict, repr=False)
+    tracked: dict[str, tuple[float, dict[str, str]]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def not_applicable(cls, stage: str, reason: str) -> "Stage":

@@ -6,6 +6,7 @@ returns it at once (``reused``), which is how a killed run resumes without redoi
 
 from __future__ import annotations
 
+import json
 import resource
 import time
 from dataclasses import asdict
@@ -33,6 +34,7 @@ if TYPE_CHECKING:  # torch is imported by the tasks that compute, so importing t
     from prompt_core import Learner, LearnerSpec
 
 METRICS = "metrics.json"
+COMPUTED = "ipet.computed"  # a logits file's metadata: the device type and precision that labeled it
 
 
 def model_dir(run_dir: str, name: str, spec: LearnerSpec, key: Callable[[LearnerSpec], str]) -> Path:
@@ -136,7 +138,8 @@ def label_set(models: Mapping[str, str], dataset_name: str, dataset: str, run_di
     A dataset of more than ``labeling.shard_rows`` rows is labeled by one task per shard: this one
     writes rows ``shard·shard_rows`` up to the next shard's into its own file of the set's shard
     directory. ``path`` in each model's result is the set's logits (file or directory) either way, and
-    ``computed`` where this task labeled it: the device type and precision it did (``computed_on``).
+    ``computed`` the device type and precision that labeled it (``computed_on``): here, or, for logits an
+    earlier run wrote, as they record it (``labeled_on``; unknown for logits from before it was recorded).
     Adapter models of one backbone are loaded as one backbone with an adapter each
     (``load_learners``); the task logs its process's peak RSS.
     """
@@ -153,22 +156,24 @@ def label_set(models: Mapping[str, str], dataset_name: str, dataset: str, run_di
         results[name] = {"path": str(out if shards == 1 else target), "reused": exists(out)}
         if not results[name]["reused"]:
             todo[name] = out
+        elif computed := labeled_on(out):
+            results[name]["computed"] = computed
     if not todo:
         return results
     span = (0, rows) if shards == 1 else (shard * labeling.shard_rows, min(rows, (shard + 1) * labeling.shard_rows))
     learners = load_learners([local(models[name]) for name in todo], fetcher(run_dir))
     with devices.device() as dev:
         for learner, (name, out) in zip(learners, todo.items()):
-            write_logits(learner, dataset, span, out, labeling, dev)
             results[name]["computed"] = computed_on(dev, labeling.precision)
+            write_logits(learner, dataset, span, out, labeling, dev, results[name]["computed"])
     get_run_logger().info("labeled %s with %s; peak RSS %.0f MiB", dataset_name, ", ".join(todo), peak_rss_mib())
     return results
 
 
 def write_logits(learner: Learner, dataset: str, span: tuple[int, int], out, labeling: LabelingConfig,
-                 device: str) -> None:
+                 device: str, computed: Mapping[str, str]) -> None:
     """Rows ``span`` (start, stop) of ``dataset`` labeled by ``learner`` (``labeling``'s batch size and
-    precision), written atomically to ``out``."""
+    precision), written atomically to ``out``, which records ``computed`` in its metadata (``labeled_on``)."""
     from prompt_core import predict_logits
 
     start, stop = span
@@ -176,11 +181,20 @@ def write_logits(learner: Learner, dataset: str, span: tuple[int, int], out, lab
     with atomic_path(out) as tmp:
         chunks = predict_logits(learner, iter_rows(dataset, learner.template.slots, start=start, stop=stop),
                                 batch_size=labeling.batch_size, device=device, precision=labeling.precision)
-        schema = pa.schema([("id", pa.string()), ("logits", pa.list_(pa.float32(), len(learner.labels)))])
+        schema = pa.schema([("id", pa.string()), ("logits", pa.list_(pa.float32(), len(learner.labels)))],
+                           metadata={COMPUTED: json.dumps(dict(computed))})
         with pq.ParquetWriter(tmp, schema) as writer:
             for chunk in chunks:
                 writer.write_table(pa.table({"id": pa.array(list(islice(ids, len(chunk))), pa.string()),
                                              "logits": logits_column(chunk)}, schema=schema))
+
+
+def labeled_on(logits: Path) -> dict[str, str] | None:
+    """The device type and precision a logits file (one shard's) was computed on and in, as ``write_logits``
+    recorded it; None for one written before it was. A rerun that reuses the logits reports them too, so its
+    MLflow runs say what its numbers came from, as the first run's do."""
+    recorded = pq.read_schema(local(logits)).metadata or {}
+    return json.loads(recorded[COMPUTED.encode()]) if COMPUTED.encode() in recorded else None
 
 
 def peak_rss_mib() -> float:

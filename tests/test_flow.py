@@ -163,7 +163,8 @@ def test_mlflow_runs_line_up_in_the_compare_view(finished, toy_config):
 def test_mlflow_runs_say_which_precision_and_device_auto_resolved_to(finished, toy_config):
     """The toy config leaves ``precision: auto`` (train and labeling) on ``device: cpu``: bf16 on a CPU with bf16 in
     hardware (AMX, AVX-512 BF16), float32 elsewhere; the numbers differ. Each model's run says which it trained
-    in, the parent which its trainings and labelings used."""
+    in and which labeled the test set for its ``test_accuracy``, the parent which its trainings and labelings
+    used."""
     import torch
 
     from prompt_core.device import native_bf16
@@ -174,8 +175,29 @@ def test_mlflow_runs_say_which_precision_and_device_auto_resolved_to(finished, t
     children = _search_runs(uri, filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
     assert len(children) == _total(finished)
     assert set(children["tags.precision.used"]) == {used} and set(children["tags.device.used"]) == {"cpu"}
+    assert set(children["tags.labeling.precision.used"]) == {used}
+    assert set(children["tags.labeling.device.used"]) == {"cpu"}
     parent = _search_runs(uri, filter_string=f"attributes.run_id = '{run_id}'").iloc[0]
     assert (parent["tags.precision.used"], parent["tags.device.used"]) == (used, "cpu")
+
+
+@pytest.mark.slow
+def test_a_models_run_says_which_precision_trained_it_and_which_labeled_its_test_set(prefect_harness, tmp_path):
+    """Trained in float32, labeled in bf16: a child's ``test_accuracy`` comes from the labeling, so its run says
+    both (``precision.used`` fp32, ``labeling.precision.used`` bf16), and a rerun that reuses the logits says the
+    same as the first run (its parent said fp32 alone: the reused labelings went unreported)."""
+    raw = toy_run_config(tmp_path, steps=10, generations=0)
+    raw |= {"final": {"mode": "ensemble"}, "labeling": {"precision": "bf16"}}
+    raw["train"]["precision"] = "fp32"
+    config, uri = RunConfig.model_validate(raw), raw["tracking"]["mlflow_uri"]
+    for run in [ipet(config=config, run_dir=str(tmp_path / "run")) for _ in range(2)]:
+        children = _search_runs(uri, filter_string=f"tags.mlflow.parentRunId = '{run['mlflow_run_id']}'")
+        assert len(children) == 2 and set(children["tags.precision.used"]) == {"fp32"}
+        assert set(children["tags.labeling.precision.used"]) == {"bf16"}
+        assert set(children["tags.labeling.device.used"]) == {"cpu"}
+        parent = _search_runs(uri, filter_string=f"attributes.run_id = '{run['mlflow_run_id']}'").iloc[0]
+        assert parent["tags.precision.used"] == "bf16,fp32"
+    assert run["tasks"] == {"trained": 0, "reused": 2}
 
 
 def test_a_failed_run_is_failed_with_its_cause_and_so_are_its_unfinished_children(toy_config, tmp_path):
@@ -241,6 +263,11 @@ def test_reruns_of_a_finished_run_add_under_a_megabyte_of_artifacts(prefect_harn
         # each reused model's run names the run that trained it (the first run's child, not the first rerun's)
         assert dict(zip(children["tags.mlflow.runName"], children["tags.reused_from"])) == trained_by
         assert not any(client.list_artifacts(run_id) for run_id in children["run_id"]), "no files uploaded again"
+        # the reused logits say what labeled them, as the first run did (the parent's tags: what its numbers came from)
+        for tag in ("tags.labeling.precision.used", "tags.labeling.device.used"):
+            assert trained[tag].notna().all() and set(children[tag]) == set(trained[tag])
+        assert {k: parent.data.tags[k] for k in ("precision.used", "device.used")} == {
+            k: client.get_run(results["mlflow_run_id"]).data.tags[k] for k in ("precision.used", "device.used")}
         assert "final-model" not in {a.path for a in client.list_artifacts(rerun["mlflow_run_id"])}
 
 

@@ -105,11 +105,11 @@ def test_member_weights_are_the_pvps_under_wmean_else_equal():
 
 
 def test_a_stage_takes_its_sizes_and_pseudo_label_accuracy_from_its_sets():
-    evaluation = Evaluation(0.75, [{"name": "g1-p0-s1", "test_accuracy": 0.7}], tracked={"run-1": 0.7})
+    evaluation = Evaluation(0.75, [{"name": "g1-p0-s1", "test_accuracy": 0.7}], tracked={"run-1": (0.7, {})})
     sets = {(0, 1): {"name": "g1-p0-s1", "size": 40, "pseudo_label_accuracy": 0.9},
             (0, 2): {"name": "g1-p0-s2", "size": 38, "pseudo_label_accuracy": None}}
     stage = Stage.of("ipet-1", evaluation, sets=sets)
-    assert (stage.train_size, stage.pseudo_label_accuracy, stage.tracked) == (40, 0.9, {"run-1": 0.7})
+    assert (stage.train_size, stage.pseudo_label_accuracy, stage.tracked) == (40, 0.9, {"run-1": (0.7, {})})
     assert stage.models == [{"name": "g1-p0-s1", "test_accuracy": 0.7, "train_size": 40,
                              "pseudo_label_accuracy": 0.9}]
     assert list(stage.record()) == ["stage", "test_accuracy", "train_size", "pseudo_label_accuracy", "models",
