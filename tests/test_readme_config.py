@@ -22,7 +22,7 @@ CONFIGURATION = "## Configuration"  # the section that lists the top-level setti
 # Dotted names in the README that are not settings: an event, its resource, a parquet metadata key, MLflow params
 # and tags
 NOT_SETTINGS = ("ipet.data.arrived", "ipet.dataset.", "ipet.labels", "data.sets.", "data.rows.", "data.<slot>",
-                "ask.*", "ask.outcome")
+                "ask.*", "ask.outcome", "labeling.precision.used", "labeling.device.used")  # MLflow params and tags
 
 
 def _models(annotation: Any) -> list[type[BaseModel]]:
