@@ -485,8 +485,8 @@ def _user() -> str | None:
 def _predict_parser(sub) -> None:
     p = sub.add_parser("predict", help="label a CSV/TSV/JSONL/parquet file with a final model, streamed")
     p.add_argument("--model", required=True, metavar="champion|RUN_DIR|PATH",
-                   help="the registry's champion (or models:/NAME@ALIAS, models:/NAME/VERSION, models:/NAME/latest), "
-                        "a run directory (its final model) or a model directory")
+                   help="the registry's champion (or models:/NAME@ALIAS, models:/NAME/VERSION, models:/NAME/latest, "
+                        "models:/m-ID), a run directory (its final model) or a model directory")
     p.add_argument("--input", required=True, help="rows to label, with the fields the model reads (and `id`)")
     p.add_argument("--output", required=True, help="parquet file to write (replaced only when complete)")
     p.add_argument("--registered-model", help="registry name for --model champion (default: the only one "

@@ -1,7 +1,7 @@
 """Predicting with a final model: a CSV/TSV/JSONL/parquet file in, a parquet file of labels out.
 
 The model is the registry's champion (or any ``models:/NAME@alias`` / ``models:/NAME/V`` /
-``models:/NAME/latest``, read as MLflow 3 reads them: tasks/model_uri.py), a run directory (its
+``models:/NAME/latest`` / ``models:/m-ID``, read as MLflow 3 reads them: tasks/model_uri.py), a run directory (its
 ``results.json`` names the final model) or a model directory. The input is streamed in batches, so
 memory stays flat however long it is (but for 8 bytes per id, to refuse an id given twice:
 data/seen.py); the output is written to a temporary file and renamed at the end, so a failed

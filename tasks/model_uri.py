@@ -1,5 +1,6 @@
 """Which registered version ``ipet predict --model`` names, read as MLflow 3 reads a ``models:/`` URI
-(split by ``store_uri.parse``, without MLflow), and that version's files.
+(split by ``store_uri.parse``, without MLflow), and that version's files; or, for ``models:/m-ID``, the
+logged model of that id (the registry logs each final model as one) and the version it was registered as.
 
 ``models:/NAME/SUFFIX`` is a version number, ``latest`` (the newest version) or a registry stage
 (``Production``: MLflow still reads stages, deprecated since 2.9; this registry never sets one, it moves
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 import mlflow.artifacts
+from mlflow.entities import LoggedModelStatus
 from mlflow.entities.model_registry import RegisteredModel
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
@@ -37,9 +39,31 @@ def registered_model_dir(uri: str, model: str, registered_model: str | None, dst
     ``NAME/vN``."""
     ref = named(model, registered_model)
     with _reading(uri) as client:
+        if ref is not None and ref.model_id:
+            return logged_model_dir(client, ref, uri, dst)
         ref = ref or champion_of_the_store(client, uri)
         version = resolve(client, ref, uri)
         return download(uri, ref.name, version, dst), f"{ref.name}/v{version}"
+
+
+def logged_model_dir(client: MlflowClient, ref: Ref, uri: str, dst: Path) -> tuple[Path, str]:
+    """The model directory of the logged model ``ref`` names by its id (``models:/m-ID``: the registry logs each
+    final model as one, and MLflow's UI lists it so), and the version it was registered as (``NAME/vN``; its id
+    if it never was). One a run stopped while logging left unfinished (``FAILED``, ``PENDING``) is refused."""
+    try:
+        logged = client.get_logged_model(ref.model_id)
+    except MlflowException as err:
+        if err.error_code not in map(ErrorCode.Name, (RESOURCE_DOES_NOT_EXIST, INVALID_PARAMETER_VALUE)):
+            raise
+        raise RegistryError(f"{ref.text}: no logged model {ref.model_id!r} in {uri}") from None
+    if logged.status != LoggedModelStatus.READY:
+        raise RegistryError(f"{ref.text}: logged model {logged.name!r} is {logged.status}: its logging did not "
+                            "finish (a run stopped while registering it); its run's rerun registers the model again")
+    # the SQL store keeps no model id on a version: a version of this model is one registered from its files
+    versions = [v for v in client.search_model_versions(f"run_id = '{logged.source_run_id}'")
+                if v.source == logged.artifact_location]
+    version = f"{versions[0].name}/v{versions[0].version}" if versions else ref.model_id
+    return model_files(uri, logged.artifact_location, f"logged model {ref.model_id}", dst), version
 
 
 def champion_of_the_store(client: MlflowClient, uri: str) -> Ref:
@@ -115,15 +139,23 @@ def download(uri: str, name: str, version: str, dst: Path) -> Path:
     local artifact store, else downloaded under ``dst``."""
     location = MlflowClient(uri, registry_uri=uri).get_model_version_download_uri(name, version)
     # resolved here, not as models:/NAME/V, which MLflow looks up in the process-global registry
+    return model_files(uri, location, f"registered model {name!r} v{version}", dst)
+
+
+def model_files(uri: str, location: str, what: str, dst: Path) -> Path:
+    """The model directory inside the MLflow model at ``location`` (the pyfunc's ``model`` artifact): in place
+    for a local artifact store, else downloaded under ``dst``; ``what`` names the model in a message."""
     folder = location.removeprefix("file://") if location.startswith("file://") else None
     if folder is None or not Path(folder).is_dir():
         try:
             folder = mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(dst), tracking_uri=uri)
         except MlflowException as err:  # the registry names files its artifact store no longer has
-            raise RegistryError(f"registered model {name!r} v{version}: its files cannot be read from {location} "
+            raise RegistryError(f"{what}: its files cannot be read from {location} "
                                 f"({str(err).splitlines()[-1]}; was the artifact store moved or deleted?)") from None
-    conf = Model.load(folder).flavors["python_function"]
-    return Path(folder) / conf["artifacts"][ARTIFACT]["path"]
+    artifacts = Model.load(folder).flavors.get("python_function", {}).get("artifacts", {})
+    if ARTIFACT not in artifacts:  # another program's MLflow model, which ipet cannot read
+        raise RegistryError(f"{what}: not a model ipet registered (its MLflow model has no {ARTIFACT!r} artifact)")
+    return Path(folder) / artifacts[ARTIFACT]["path"]
 
 
 def refuse_run_uri(uri: str, model: str) -> None:

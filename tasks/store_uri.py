@@ -13,7 +13,8 @@ from pathlib import Path
 CHAMPION = "champion"
 LATEST = "latest"  # models:/NAME/latest: the newest version (MLflow's meaning)
 STAGES = ("None", "Staging", "Production", "Archived")  # MLflow's registry stages (deprecated since 2.9)
-FORMS = "models:/NAME@ALIAS, models:/NAME/VERSION or models:/NAME/latest"
+FORMS = "models:/NAME@ALIAS, models:/NAME/VERSION, models:/NAME/latest or models:/m-ID"
+LOGGED_MODEL_ID = re.compile(r"m-[0-9a-f]{32}")  # MLflow 3's id of a logged model (its stores' ``m-<uuid hex>``)
 
 
 class RegistryError(LookupError):
@@ -51,12 +52,14 @@ def missing_store(uri: str) -> str | None:
 @dataclass(frozen=True)
 class Ref:
     """A registered model and one of its versions, as ``text`` (what the user gave) names them:
-    ``suffix`` (``models:/NAME/SUFFIX``: a version number, ``latest`` or a stage) or ``alias``."""
+    ``suffix`` (``models:/NAME/SUFFIX``: a version number, ``latest`` or a stage) or ``alias``; or a logged
+    model by its id (``models:/m-ID``: ``model_id``, ``name`` empty), whatever version it was registered as."""
 
     text: str
     name: str
     suffix: str | None = None
     alias: str | None = None
+    model_id: str | None = None
 
 
 def named(model: str, registered_model: str | None) -> Ref | None:
@@ -66,6 +69,9 @@ def named(model: str, registered_model: str | None) -> Ref | None:
         return None if registered_model is None else Ref(f"models:/{registered_model}@{CHAMPION}", registered_model,
                                                          alias=CHAMPION)
     ref = parse(model)
+    if registered_model and ref.model_id:
+        raise RegistryError(f"{model} names a logged model by its id, whatever it is registered as; leave out "
+                            f"--registered-model {registered_model}")
     if registered_model and registered_model != ref.name:  # which of the two was meant is not ours to guess
         raise RegistryError(f"{model} names registered model {ref.name!r}, --registered-model {registered_model!r}; "
                             "give one of them")
@@ -73,10 +79,11 @@ def named(model: str, registered_model: str | None) -> Ref | None:
 
 
 def parse(model: str) -> Ref:
-    """``models:/NAME/SUFFIX`` and ``models:/NAME@ALIAS`` split as MLflow splits them. A suffix that is
-    none of a version, ``latest`` or a stage is refused with the alias form (MLflow would read it as a
-    stage that does not exist), and so is a bare ``models:/NAME`` (MLflow 3's LoggedModel id, which
-    names no registered version)."""
+    """``models:/NAME/SUFFIX``, ``models:/NAME@ALIAS`` and ``models:/m-ID`` split as MLflow splits them. A suffix
+    that is none of a version, ``latest`` or a stage is refused with the alias form (MLflow would read it as a
+    stage that does not exist). A bare ``models:/X`` is MLflow 3's logged model id: one of the form its stores
+    give (``LOGGED_MODEL_ID``, which the registry logs each final model as, shown in MLflow's UI) is read so;
+    another, such as a registered model's name without a version, is refused with the forms to use."""
     ref = model.removeprefix("models:/")
     name, slash, suffix = ref.partition("/")
     plain = bool(name) and ":" not in name and "@" not in ref
@@ -90,7 +97,9 @@ def parse(model: str) -> Ref:
     name, at, alias = ref.rpartition("@")
     if at and name and alias and "/" not in ref and ":" not in name:
         return Ref(model, name, alias=alias)
+    if plain and not slash and LOGGED_MODEL_ID.fullmatch(ref):
+        return Ref(model, "", model_id=ref)
     if plain and not slash:
         raise RegistryError(f"{model}: no version or alias; give models:/{ref}@{CHAMPION}, models:/{ref}/VERSION "
-                            f"or models:/{ref}/{LATEST}")
+                            f"or models:/{ref}/{LATEST} (models:/m-ID names a logged model by its id)")
     raise RegistryError(f"{model}: expected {FORMS}")

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from mlflow.entities import LoggedModelStatus
 from mlflow.tracking import MlflowClient
 
 from data.errors import DataError
@@ -228,7 +229,11 @@ def registry(model, tmp_path_factory) -> dict:
     client.create_registered_model("ipet-empty")
     client.set_tag(run, "registry.registered_model", "ipet-predict")
     client.set_tag(run, "registry.version", versions[0])
-    return {"uri": uri, "run": run, "versions": versions}
+    logged = {m.artifact_location: m.model_id for m in client.search_logged_models([experiment_id(uri, "predict")])}
+    failed = client.create_logged_model(experiment_id(uri, "predict"), name="final-model", source_run_id=run)
+    client.finalize_logged_model(failed.model_id, LoggedModelStatus.FAILED)  # a run stopped while registering
+    return {"uri": uri, "run": run, "versions": versions, "failed": failed.model_id,
+            "logged": [logged[client.get_model_version("ipet-predict", v).source] for v in versions]}
 
 
 @pytest.mark.parametrize(("how", "version"), [
@@ -240,9 +245,12 @@ def registry(model, tmp_path_factory) -> dict:
     (["--model", "models:/ipet-predict/Latest"], 1),
     (["--model", "models:/ipet-predict/staging"], 1),  # a stage, as MLflow reads it: the newest version in it
     (["--model", "models:/ipet-predict/None"], 0),
-], ids=["champion", "the-only-champion", "version", "alias", "latest", "Latest", "stage-set-by-hand", "stage-None"])
+    (["--model", "models:/{logged[1]}"], 1),  # MLflow 3's logged model id (the UI's "Logged models"): its version
+], ids=["champion", "the-only-champion", "version", "alias", "latest", "Latest", "stage-set-by-hand", "stage-None",
+        "logged-model-id"])
 def test_a_registered_model_predicts_as_the_model_itself(model, inputs, registry, tmp_path, how, version):
     reference, out = tmp_path / "reference.parquet", tmp_path / "registered.parquet"
+    how = [arg.format(logged=registry["logged"]) for arg in how]
     assert run("--model", str(model), "--input", str(inputs["csv"]), "--output", str(reference)) == 0
     assert run(*how, "--tracking-uri", registry["uri"], "--input", str(inputs["csv"]), "--output", str(out)) == 0
     got = pq.read_table(out).to_pandas()
@@ -283,13 +291,22 @@ NAMES_NOTHING = {  # --model (and options) -> the line ipet predict prints; {uri
     "runs-uri-of-a-missing-run": (["runs:/0123abcd/final-model"], "runs:/0123abcd/final-model: no MLflow run "
                                   "'0123abcd' in {uri}"),
     "no-suffix": (["models:/ipet-predict"], "models:/ipet-predict: no version or alias; give "
-                  "models:/ipet-predict@champion, models:/ipet-predict/VERSION or models:/ipet-predict/latest"),
+                  "models:/ipet-predict@champion, models:/ipet-predict/VERSION or models:/ipet-predict/latest "
+                  "(models:/m-ID names a logged model by its id)"),
+    "missing-logged-model": ([f"models:/m-{'0' * 32}"],
+                             f"models:/m-{'0' * 32}: no logged model 'm-{'0' * 32}' in {{uri}}"),
+    "unfinished-logged-model": (["models:/{failed}"], "models:/{failed}: logged model 'final-model' is FAILED: its "
+                                "logging did not finish (a run stopped while registering it); its run's rerun "
+                                "registers the model again"),
+    "logged-model-and-a-registered-name": (["models:/{failed}", "--registered-model", "ipet-predict"],
+                                           "models:/{failed} names a logged model by its id, whatever it is "
+                                           "registered as; leave out --registered-model ipet-predict"),
     "alias-as-suffix": (["models:/ipet-predict/champion"], "models:/ipet-predict/champion: 'champion' is not a version "
                         "number, 'latest' or a stage; an alias is written models:/ipet-predict@champion"),
     "v-version": (["models:/ipet-predict/v1"], "models:/ipet-predict/v1: a version is its number alone: "
                   "models:/ipet-predict/1"),
     "two-slashes": (["models://ipet-predict/1"], "models://ipet-predict/1: expected models:/NAME@ALIAS, "
-                    "models:/NAME/VERSION or models:/NAME/latest"),  # a traceback
+                    "models:/NAME/VERSION, models:/NAME/latest or models:/m-ID"),  # a traceback
     "a-path-after-the-version": (["models:/ipet-predict/1/x"], "models:/ipet-predict/1/x: expected "
                                  "models:/NAME@ALIAS"),  # a traceback
     "scheme-misspelled": (["model:/ipet-predict@champion"], "model:/ipet-predict@champion: no such model directory, "
@@ -313,7 +330,7 @@ def test_a_registered_model_uri_that_names_nothing_is_one_line(inputs, registry,
     """Each a user's mistake: exit 2, one line that says what the store holds or how to write the URI,
     no output file."""
     given, says = NAMES_NOTHING[case]
-    fill = {"uri": registry["uri"], "run": registry["run"], "inputs": inputs["csv"]}
+    fill = {"uri": registry["uri"], "run": registry["run"], "inputs": inputs["csv"], "failed": registry["failed"]}
     given = [arg.format(**fill) for arg in given]
     out = tmp_path / "out.parquet"
     uri = [] if "--tracking-uri" in given else ["--tracking-uri", registry["uri"]]
