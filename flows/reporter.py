@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
+import tempfile
 import time
+from pathlib import Path
 from typing import Sequence
 
 import pyarrow.parquet as pq
@@ -143,24 +145,12 @@ class Reporter:
         (``cp -r``), links to the copy an earlier run of the experiment logged (tag ``final_model.uri``)
         instead of adding another."""
         key = files_key(local(final))
-        uri = self._earlier_upload(final, key)
+        uri = earlier_upload(self.client, self.client.get_run(self.parent).info.experiment_id, final, key)
         if uri is None:
             uri = f"runs:/{self.parent}/final-model"
             self.client.log_artifacts(self.parent, str(local(final)), "final-model")
         tags = {"final_model.dir": final, FINAL_KEY: key, "final_model.uri": uri}
         log_batch(self.client, self.parent, tags=[RunTag(k, v) for k, v in tags.items()])
-
-    def _earlier_upload(self, final: str, key: str) -> str | None:
-        """Where the experiment's first run that logged these files logged them: found by their content
-        key ``key`` (``files_key``, the registry's), wherever its run directory was; a run tagged before
-        there was one, by the directory ``final``."""
-        search = functools.partial(self.client.search_runs, [self.client.get_run(self.parent).info.experiment_id],
-                                   order_by=["attributes.start_time ASC"])
-        logged = " and tags.`final_model.uri` LIKE 'runs:/%'"
-        runs = search(f"tags.`{FINAL_KEY}` = '{key}'{logged}", max_results=1)
-        if not runs and "'" not in final:  # such a directory cannot be quoted in a filter
-            runs = [r for r in search(f"tags.`final_model.dir` = '{final}'{logged}") if FINAL_KEY not in r.data.tags]
-        return runs[0].data.tags["final_model.uri"] if runs else None
 
     def register(self, results: dict, test_set: str | None) -> dict:
         """Champion/challenger (tasks/registry.py); results.json gains ``registry``. A failure is
@@ -183,6 +173,36 @@ class Reporter:
         with contextlib.suppress(Exception):
             self.client.log_artifact(self.parent, str(local(path)))
         return results
+
+
+def earlier_upload(client: MlflowClient, exp_id: str, final: str, key: str) -> str | None:
+    """Where the experiment's first run that logged these files logged them: found by their content key ``key``
+    (``files_key``, the registry's), wherever its run directory was; a run tagged before there was one, by the
+    directory ``final``, or by one of its name elsewhere (the run directory it was copied from: the name holds
+    the key of the model's inputs) whose upload has the key, which that run is then tagged with."""
+    search = functools.partial(client.search_runs, [exp_id], order_by=["attributes.start_time ASC"])
+    logged = " and tags.`final_model.uri` LIKE 'runs:/%'"
+    runs = search(f"tags.`{FINAL_KEY}` = '{key}'{logged}", max_results=1)
+    name = final.rstrip("/").rsplit("/", 1)[-1]
+    if not runs and "'" not in name:  # such a name cannot be quoted in a filter (ipet's own never is)
+        before = [r for r in search(f"tags.`final_model.dir` LIKE '%{name}'{logged}") if FINAL_KEY not in r.data.tags]
+        runs = [r for r in before if r.data.tags["final_model.dir"] == final] or [
+            r for r in before if r.data.tags["final_model.dir"].rstrip("/").rsplit("/", 1)[-1] == name
+            and _uploaded_key(client, r.data.tags["final_model.uri"]) == key]
+        if runs and runs[0].data.tags["final_model.dir"] != final:
+            client.set_tag(runs[0].info.run_id, FINAL_KEY, key)
+    return runs[0].data.tags["final_model.uri"] if runs else None
+
+
+def _uploaded_key(client: MlflowClient, uri: str) -> str | None:
+    """``files_key`` of the files a run uploaded at ``uri`` (``runs:/RUN_ID/PATH``); None where they cannot be read."""
+    run_id, _, path = uri.removeprefix("runs:/").partition("/")
+    with tempfile.TemporaryDirectory() as tmp, contextlib.suppress(Exception):  # gone, or unreadable: not these
+        where = f"{client.get_run(run_id).info.artifact_uri}/{path}"  # read in place from a local store
+        folder = Path(where.removeprefix("file://") if where.startswith("file://") else
+                      client.download_artifacts(run_id, path, tmp))
+        return files_key(folder) if folder.is_dir() else None
+    return None
 
 
 def _labels(test_set: str) -> list[str]:

@@ -44,8 +44,8 @@ from data.stream import read_batches
 
 from . import adapt, devices, models
 from .backbones import fetcher
-from .model_uri import ARTIFACT, download
-from .store_uri import CHAMPION
+from .model_uri import ARTIFACT, download, model_files
+from .store_uri import CHAMPION, RegistryError
 from .tracking import TrackedRun
 
 MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
@@ -104,7 +104,7 @@ def register_final_model(name: str, model_dir: str, test_set: str | None, challe
     previous = champion_version(client, name)
     with tempfile.TemporaryDirectory() as tmp:
         model = stage(model_dir, Path(tmp))
-        earlier = registered_version(client, name, model)
+        earlier = registered_version(client, name, model, Path(tmp))
         version = str(earlier.version) if earlier else log_staged(client, parent, model, name,
                                                                   {"test_accuracy": challenger_score})
     same = None if earlier is None else (
@@ -150,16 +150,37 @@ def champion_version(client: MlflowClient, name: str) -> str | None:
     return None if champion is None else str(champion)
 
 
-def registered_version(client: MlflowClient, name: str, model: Staged) -> ModelVersion | None:
+def registered_version(client: MlflowClient, name: str, model: Staged, tmp: Path) -> ModelVersion | None:
     """The version of ``name`` that already holds ``model``, so that finishing a run again, or a copy of
     its run directory (``cp -r``), or any training that gave the same files adds no second copy of one
-    model to the registry: the one tagged with its content key, else (a version registered before
-    versions had one) the one registered from the same model directory."""
+    model to the registry: the one tagged with its content key, else one registered before versions had
+    one (``before_keys``)."""
     found = _versions(client, f"name='{name}' and tags.{CONTENT_KEY}='{model.key}'")
-    if not found and "'" not in model.source:  # such a directory cannot be quoted in a filter
-        found = [v for v in _versions(client, f"name='{name}' and tags.model_dir='{model.source}'")
-                 if CONTENT_KEY not in v.tags]
+    if not found:
+        found = before_keys(client, [v for v in _versions(client, f"name='{name}'") if CONTENT_KEY not in v.tags],
+                            model, tmp)
     return min(found, key=lambda v: int(v.version)) if found else None
+
+
+def before_keys(client: MlflowClient, versions: list[ModelVersion], model: Staged, tmp: Path) -> list[ModelVersion]:
+    """Of ``versions``, registered before content keys, those that hold ``model``: registered from its model
+    directory, or from one of that name elsewhere (the run directory it was copied from: the name holds the
+    key of the model's inputs) whose registered files have its content key, which that version is then tagged
+    with, so the next lookup finds it by the key."""
+    def base(directory: str) -> str:
+        return directory.rstrip("/").rsplit("/", 1)[-1]
+
+    same = [v for v in versions if v.tags.get("model_dir") == model.source]
+    copied = [v for v in versions if v.tags.get("model_dir") != model.source
+              and base(v.tags.get("model_dir", "")) == base(model.source)]
+    for version in copied:
+        with contextlib.suppress(RegistryError):  # files no longer there hold nothing
+            number = str(version.version)
+            registered = model_files(client.tracking_uri, version.source, f"v{number}", tmp / number)
+            if files_key(registered) == model.key:
+                client.set_model_version_tag(version.name, version.version, CONTENT_KEY, model.key)
+                same.append(version)
+    return same
 
 
 def _versions(client: MlflowClient, query: str) -> list[ModelVersion]:

@@ -139,27 +139,32 @@ def test_a_one_class_model_is_not_promoted(prefect_harness, store):
     assert not MlflowClient(store["uri"]).get_registered_model(name).aliases
 
 
-@pytest.mark.parametrize("again", ["resumed", "copied", "resumed-registered-before-content-keys"])
+@pytest.mark.parametrize("again", ["resumed", "copied", "resumed-registered-before-content-keys",
+                                   "copied-registered-before-content-keys"])
 def test_a_model_registered_before_adds_no_version(prefect_harness, store, again):
     """Finishing a run again (every task reused) gives the same final model directory, and a copy of the
     run directory (``cp -r``) another directory of the same files: either keeps the version the model got
     the first time instead of registering it twice, and the decision, its reason and the run's
-    ``registry.reused`` tag say so. A version from before content keys is found by its directory."""
+    ``registry.reused`` tag say so. A version from before content keys is found by its directory, or, from a
+    copy, by its directory's name and its registered files (a copy registered a second version), and is then
+    tagged with the key."""
     client = MlflowClient(store["uri"])
     name = f"ipet-{again}"
     final = store["models"]["pos"].parent / f"{again}-run" / "models" / "final-distilled-abc"
     shutil.copytree(store["models"]["pos"], final)
     first, _ = register(store, "pos", 4 / 6, name=name, model_dir=final)
     assert first["reused"] is False and client.get_model_version(name, "1").tags["content_key"]
-    if again == "resumed-registered-before-content-keys":
+    if again.endswith("registered-before-content-keys"):
         client.delete_model_version_tag(name, "1", "content_key")
     run_dir = final.parents[1]
     model_dir = shutil.copytree(run_dir, run_dir.with_name(f"{again}-copy")) / "models" / final.name \
-        if again == "copied" else final
+        if again.startswith("copied") else final
     second, parent = register(store, "pos", 4 / 6, name=name, model_dir=model_dir)
     assert (second["version"], second["decision"], second["champion"], second["reused"]) == ("1", "kept", "1", True)
     assert second["reason"].startswith(f"v1 is already the champion: this final model is v1, registered from {final} ")
     assert [str(v.version) for v in client.search_model_versions(f"name = '{name}'")] == ["1"]
+    if again != "resumed-registered-before-content-keys":  # a copy's found by its files: tagged with their key
+        assert client.get_model_version(name, "1").tags["content_key"] == files_key(final)
     tags = client.get_run(parent).data.tags
     assert (tags["registry.version"], tags["registry.reused"]) == ("1", "true")
     assert client.get_model_version(name, "1").tags["decision"] == "promoted", "the champion's tag is kept"
@@ -295,6 +300,26 @@ def test_a_copied_run_directory_logs_no_second_copy_of_its_final_model(ensemble_
     assert tags[0]["final_model.uri"] == tags[1]["final_model.uri"] == f"runs:/{first['mlflow_run_id']}/final-model"
     logged = [{a.path for a in client.list_artifacts(r["mlflow_run_id"])} for r in (first, again)]
     assert "final-model" in logged[0] and "final-model" not in logged[1]
+
+
+def test_a_copy_of_a_run_directory_logged_before_content_keys_links_to_its_upload(store, tmp_path):
+    """A run tagged before content keys names its final model's upload by directory alone: a copy of its run
+    directory (another directory, the same name and files) finds it by the name and the uploaded files' key,
+    and tags it with the key; another model of that name (trained again elsewhere) is no match."""
+    from flows.reporter import earlier_upload
+
+    client = MlflowClient(store["uri"])
+    final = shutil.copytree(store["models"]["pos"], tmp_path / "run" / "models" / "final-distilled-abc")
+    first = client.create_run(store["experiment"]).info.run_id
+    client.log_artifacts(first, str(final), "final-model")
+    uploaded = f"runs:/{first}/final-model"
+    client.set_tag(first, "final_model.dir", str(final))
+    client.set_tag(first, "final_model.uri", uploaded)
+    other = save_classifier(tmp_path / "other" / "models" / final.name, store["backbone"], always="neg")
+    assert earlier_upload(client, store["experiment"], str(other), files_key(other)) is None
+    copy = shutil.copytree(tmp_path / "run", tmp_path / "copy") / "models" / final.name
+    assert earlier_upload(client, store["experiment"], str(copy), files_key(copy)) == uploaded
+    assert client.get_run(first).data.tags[FINAL_KEY] == files_key(final)
 
 
 def test_registered_ensemble_predicts_like_the_run_scored_it(ensemble_runs, tmp_path):
