@@ -359,6 +359,9 @@ def test_run_with_adapt_trains_every_learner_from_the_adapted_backbone(cli_adapt
                                   filter_string=f"tags.mlflow.parentRunId = '{results['mlflow_run_id']}'")
     adapt_child = next(c for c in children if c.info.run_name == "adapt")
     assert adapt_child.data.tags["reused"] == "true"
+    trained = client.search_runs([adapt_child.info.experiment_id], filter_string=(  # by ipet adapt, before the run
+        f"tags.reused = 'false' and tags.model_dir = '{adapt_child.data.tags['model_dir']}'"))
+    assert [adapt_child.data.tags["reused_from"]] == [r.info.run_id for r in trained]
     native = "bf16" if native_bf16(torch.device("cpu")) else "fp32"  # adapt.precision: auto, on the CPU
     assert (adapt_child.data.tags["precision.used"], adapt_child.data.tags["device.used"]) == (native, "cpu")
     parent = client.get_run(results["mlflow_run_id"]).data.params  # the same key for one adaptation in any run dir
