@@ -73,7 +73,8 @@ def predict_file(model: str, input: str, output: str, registered_model: str | No
             failed = [{"row": n, "id": i, "error": e} for n, i, e in zip(numbers, ids, result.errors) if e]
             errors, shown = errors + len(failed), (shown + failed)[:SHOWN]
             columns = {"id": ids, "label": result.labels,
-                       **{PROB_PREFIX + label: result.probabilities[:, k] for k, label in enumerate(labels)},
+                       **{PROB_PREFIX + label: _nulls_for_nan(result.probabilities[:, k])
+                          for k, label in enumerate(labels)},
                        "model_version": [version] * len(records), "error": result.errors}
             writer.write_table(pa.table(columns, schema=schema))
             rows += len(records)
@@ -81,6 +82,12 @@ def predict_file(model: str, input: str, output: str, registered_model: str | No
             raise DataError(f"{input}: no rows to predict (column names only)")
     return {"output": str(output), "model_version": version, "labels": labels, "rows": rows,
             "predicted": rows - errors, "errors": errors, "error_rows": shown}
+
+
+def _nulls_for_nan(column) -> pa.Array:
+    """A probability column with null where the row had no text (the predictor's NaN), as the docstring
+    above says: parquet readers other than pandas (Spark, DuckDB, a JSON export) read NaN as a number."""
+    return pa.array(column, from_pandas=True)
 
 
 def _row_ids(records: list[dict], first: int) -> list[str]:

@@ -76,6 +76,8 @@ def test_predicts_every_row_and_reports_blank_ones(model, inputs, tmp_path, caps
     assert frame.loc[~blank, "error"].isna().all() and frame.loc[~blank, "label"].notna().all()
     probs = frame[[f"prob_{l}" for l in labels]].to_numpy()
     assert np.allclose(probs[~blank].sum(axis=1), 1.0) and np.isnan(probs[blank]).all()
+    # null, not NaN, in the file: what Spark, DuckDB or a JSON export reads as missing (pandas shows NaN)
+    assert all(table[f"prob_{l}"].null_count == len(BLANK_ROWS) for l in labels)
     expected = Predictor.load(model).predict([{"text": t} for t in TEXTS])
     assert list(frame.loc[~blank, "label"]) == [l for l in expected.labels if l is not None]
     assert np.allclose(probs[~blank], expected.probabilities[~blank])
