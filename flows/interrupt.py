@@ -2,11 +2,18 @@
 
 The first SIGINT or SIGTERM raises :class:`Interrupted` in the main thread, so the flow unwinds:
 its MLflow runs are marked KILLED (``tasks/tracking.py``), Prefect records the flow run as
-crashed, and the command stops its temporary server. Training runs in worker threads, which
-Python cannot stop; every output is written under a temporary name and renamed when complete, so
-nothing half-written is visible, and a rerun reuses every finished task. The process therefore
-exits ``GRACE_S`` after the signal however far the unwinding got, and at once on a second signal.
-Exit status 128 + the signal's number: 130 for SIGINT, 143 for SIGTERM.
+crashed, and the command stops its temporary server. Training and labeling run in worker threads,
+which Python cannot stop from outside: the signal asks them to stop (``prompt_core/stopping.py``),
+and they do before their next optimizer step or batch. Every output is written under a temporary
+name and renamed when complete, so nothing half-written is visible, and a rerun reuses every
+finished task. The process exits ``GRACE_S`` after the signal at the latest, however far the
+unwinding got (a step that takes longer), and at once on a second signal. Exit status 128 + the
+signal's number: 130 for SIGINT, 143 for SIGTERM.
+
+A deployment's flow run gets no such handler: the worker's cancel (the UI's Cancel) reaches it as a
+SIGTERM, which Prefect's own handler turns into ``TerminationSignal`` in the main thread (after
+telling the process, over its control channel, that it is a cancel). ``tasks_stop_with_the_run``
+stops the run's tasks as that, or any stop from outside, unwinds the flow.
 
 SIGPIPE (a write to stdout or stderr after its reader left: ``ipet run 2>&1 | head``) stops the run
 the same way, without a line (there is no reader for it), exit 141, as any command in a pipe; the closed
@@ -25,6 +32,8 @@ import signal
 import sys
 import threading
 from typing import Callable, Iterator
+
+from prompt_core.stopping import stop_all, stoppable
 
 GRACE_S = 6.0
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE)
@@ -89,6 +98,7 @@ def stop_on_signals(command: str, cleanup: Callable[[], None], outcome: str = RE
         elif seen:
             os._exit(128 + seen[0])
         seen.append(signum)
+        stop_all()  # the run's trainings and labelings, in threads the exception below does not reach
         if signum != signal.SIGPIPE:  # not print: the handler may interrupt a print
             os.write(2, resume_line(command, signum, outcome).encode())
         threading.Thread(target=lambda: (threading.Event().wait(GRACE_S), finish(128 + signum)),
@@ -105,3 +115,22 @@ def stop_on_signals(command: str, cleanup: Callable[[], None], outcome: str = RE
     finally:
         for s, old in previous.items():
             signal.signal(s, old)
+
+
+@contextlib.contextmanager
+def tasks_stop_with_the_run() -> Iterator[None]:
+    """For a flow's body, which submits the run's tasks: a stop request of its own (``stoppable``), set
+    when the body ends by a stop from outside, a ``BaseException`` that is not an ``Exception``:
+    Ctrl-C's and SIGTERM's :class:`Interrupted`, Prefect's ``TerminationSignal`` (a cancel), a
+    ``SystemExit``. The trainings and labelings in flight then stop before their next step or batch,
+    so the flow's task runner, which waits for its threads as the flow ends, waits seconds. An error
+    does not stop them: what they finish is kept for the rerun. A run started later in the process
+    (tests run many) has its own request, never this one's."""
+    with stoppable() as request:
+        try:
+            yield
+        except Exception:
+            raise
+        except BaseException:
+            request.set()
+            raise

@@ -1,6 +1,7 @@
 """What every flow that trains does first: own the run directory, check the tracking store,
 prepare the data, open the flow's parent MLflow run, keep the imported libraries out of the garbage
-collections after each task. Shared by ``ipet`` and ``adapt``."""
+collections after each task, stop the tasks in flight when the flow is stopped. Shared by ``ipet`` and
+``adapt``."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from tasks.memory import collections_of_this_run
 from tasks.data import prepare_data
 
 from .config import RunConfig
+from .interrupt import tasks_stop_with_the_run
 from .provenance import log_provenance
 from .reporter import entry_flow_run_id
 
@@ -50,7 +52,8 @@ def owned_run_dir(run_dir: str) -> Iterator[str]:
 def tracked_session(config: RunConfig, run_dir: str, run_name: str) -> Iterator[Session]:
     """The tracking store checked (a store that fails, fails before any compute), the data prepared,
     and one parent MLflow run ``run_name`` open for the block, ended FINISHED or FAILED. The tasks' garbage
-    collections walk only what the block makes (``collections_of_this_run``)."""
+    collections walk only what the block makes (``collections_of_this_run``); a Ctrl-C, SIGTERM or cancel
+    stops the trainings and labelings it submitted (``tasks_stop_with_the_run``)."""
     uri = tracking.store_uri(config.tracking.mlflow_uri, run_dir if config.tracking.fallback_local else None)
     exp_id = tracking.experiment_id(uri, config.tracking.experiment)
     data = prepare_data(config.data, config.fields, config.labels, run_dir)
@@ -59,7 +62,8 @@ def tracked_session(config: RunConfig, run_dir: str, run_name: str) -> Iterator[
     tags = {"prefect.flow_run_id": entry_flow_run_id(), "run_dir": run_dir}
     crash_killed_flow_runs(MlflowClient(uri), exp_id, run_dir)  # before their MLflow runs are ended
     with collections_of_this_run(), \
-            tracking.parent_run(uri, config.tracking.experiment, run_name, tags) as (client, parent_id):
+            tracking.parent_run(uri, config.tracking.experiment, run_name, tags) as (client, parent_id), \
+            tasks_stop_with_the_run():  # innermost: the tasks stop first, while MLflow is told
         log_provenance(client, parent_id, config, data)
         yield Session(data, tracking.TrackedRun(uri, parent_id), client)
 

@@ -11,6 +11,7 @@ import torch
 from .device import autocast, select_device
 from .learners import Learner
 from .settings import Precision
+from .stopping import check
 
 
 DEFAULT_BATCH_SIZE = 64  # "auto" on a CPU
@@ -29,7 +30,8 @@ def predict_logits(
 
     Rows are consumed ``chunk_size`` at a time, so memory stays flat however long the input
     is; within a chunk they are scored in order of length to cut padding. Zero-shot
-    labeling is this same call on an untrained learner.
+    labeling is this same call on an untrained learner. A stop of the run raises
+    ``stopping.Stopped`` before the next batch (``prompt_core/stopping.py``).
 
     Args:
         learner: the model, trained or not.
@@ -44,7 +46,7 @@ def predict_logits(
     learner.to(dev).eval()
     if batch_size == "auto":
         batch_size = auto_batch_size(learner, dev)
-    rows = iter(rows)
+    rows, done = iter(rows), 0
     with learner.scoring(precision):
         while chunk := list(islice(rows, chunk_size)):
             features = learner.featurize(chunk)
@@ -53,9 +55,11 @@ def predict_logits(
             # not across the yield: the caller's code is not ours
             with torch.inference_mode(), autocast(dev, precision):
                 for start in range(0, len(order), batch_size):
+                    check(f"labeling: stopped after {done + start} rows")
                     idx = order[start : start + batch_size]
                     batch = {k: v.to(dev) for k, v in learner.collate([features[i] for i in idx]).items()}
                     out[idx] = learner(batch).float().cpu().numpy()
+            done += len(chunk)
             yield out
 
 

@@ -18,6 +18,7 @@ from .device import autocast, select_device
 from .learners import Learner
 from .seeding import seeded_training
 from .settings import TrainConfig
+from .stopping import check
 
 
 @dataclass
@@ -164,7 +165,8 @@ def optimize(module: nn.Module, total_steps: int, step_loss: Callable[[], float]
     gradient clipping, a progress bar and the loss curve. ``step_loss`` runs the forward and
     backward passes of one optimizer step and returns that step's loss. With ``checkpoints`` the
     state is saved now and then, and the loop goes on from ``checkpoints.resume``'s step: ``step_loss``
-    must then draw what the uninterrupted loop would draw at that step.
+    must then draw what the uninterrupted loop would draw at that step. A stop of the run raises
+    ``stopping.Stopped`` before the next step (``prompt_core/stopping.py``); the module is left half-trained.
     """
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
     params = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
@@ -180,6 +182,7 @@ def optimize(module: nn.Module, total_steps: int, step_loss: Callable[[], float]
     start = checkpoints.start(module, optimizer, scheduler, result.losses) if checkpoints else 0
     bar = tqdm(total=total_steps, initial=start, desc=desc, disable=not progress, leave=False)
     for step in range(start, total_steps):
+        check(f"{desc}: stopped after {step} of {total_steps} steps")
         loss = step_loss()
         nn.utils.clip_grad_norm_(module.parameters(), max_grad_norm)
         optimizer.step()

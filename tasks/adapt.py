@@ -22,6 +22,7 @@ from data.parquet import read_rows
 from prompt_core.settings import AdaptConfig
 
 from . import devices, tracking
+from .cancel import cancelled_when_stopped
 from .memory import returns_memory
 from .models import settings
 from .tracking import TrackedRun
@@ -34,6 +35,7 @@ CHECKPOINT_SUFFIX = ".checkpoint.pt"
 
 
 @task(task_run_name="adapt {backbone}", cache_policy=NO_CACHE)
+@cancelled_when_stopped
 @returns_memory
 def adapt_backbone(backbone: str, pool: str, fields: Sequence[str], cfg: AdaptConfig, run_dir: str,
                    tracked: TrackedRun | None = None, trust_remote_code: bool = False) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from prompt_core.settings import AdaptConfig, LabelingConfig, TrainConfig
 
 from . import devices, tracking
 from .backbones import fetcher, recorded
+from .cancel import cancelled_when_stopped
 from .memory import returns_memory
 from .tracking import TrackedRun
 
@@ -61,6 +62,7 @@ def untrained_model(name: str, spec: LearnerSpec, run_dir: str) -> str:
 
 
 @task(task_run_name="train {name}", cache_policy=NO_CACHE)
+@cancelled_when_stopped
 @returns_memory
 def train_model(name: str, spec: LearnerSpec, train_set: str, cfg: TrainConfig, run_dir: str, tracked: TrackedRun,
                 unlabeled: str | None = None, params: dict | None = None) -> dict[str, Any]:
@@ -129,6 +131,7 @@ def _label_run_name() -> str:
 
 
 @task(task_run_name=_label_run_name, cache_policy=NO_CACHE)
+@cancelled_when_stopped
 @returns_memory
 def label_set(models: Mapping[str, str], dataset_name: str, dataset: str, run_dir: str, labeling: LabelingConfig,
               shard: int = 0) -> dict[str, dict[str, Any]]:

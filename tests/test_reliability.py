@@ -7,10 +7,12 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import resource
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -538,6 +540,70 @@ def test_a_run_whose_output_pipe_closes_stops_like_ctrl_c(prefect_harness, toy, 
     assert [r.info.status for r in runs] == ["KILLED"]
     resumed = ipet(config=RunConfig.model_validate(toy), run_dir=str(run_dir))
     assert resumed["tasks"]["reused"] >= 1 and metrics(resumed) == metrics(reference[0])
+
+
+STOP_STEPS = 3000  # a training of about 10 s on a loaded core: long enough to stop one in flight
+
+
+@pytest.mark.slow  # two 3,000-step trainings and the rerun's: 100 s on 2 loaded cores (load 6)
+def test_a_terminated_flow_stops_its_training_in_flight_and_a_rerun_resumes(prefect_harness, toy, tmp_path):
+    """SIGTERM to the flow's process while its second model trains, as a deployment's worker sends it on a
+    cancel (Prefect raises ``TerminationSignal`` in the flow): the training stops within steps, far from
+    its end, so the flow ends seconds after the signal (it trained on to its last step: a thread cannot
+    be stopped from outside, and the flow's task runner waits for its threads); the model it was training
+    never appears under a final name; the rerun in the same process (whose own stop request is not set)
+    reuses the finished model and trains the stopped one."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import TerminationSignal
+
+    from flows.ipet import ipet
+
+    config = RunConfig.model_validate({**toy, "ipet": {**toy["ipet"], "generations": 0},
+                                       "train": {**toy["train"], "min_steps": STOP_STEPS, "max_steps": STOP_STEPS}})
+    run_dir, began, sent = tmp_path / "run", time.time(), []
+
+    def terminate_mid_training() -> None:
+        deadline = time.time() + 300
+        while not list(run_dir.glob("models/g0-*/learner.json")) and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(1)  # the second model's training is under way
+        sent.append(time.time())
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    # Prefect's handler raises TerminationSignal, then passes the signal on to the handler it replaced:
+    # this one, not the default's death of the test process
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        threading.Thread(target=terminate_mid_training, daemon=True).start()
+        with pytest.raises(TerminationSignal):
+            ipet(config=config, run_dir=str(run_dir))
+        took = time.time() - sent[0]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print(f"the flow ended {took:.1f} s after SIGTERM")
+
+    with get_client(sync_client=True) as client:
+        trainings = {t.name: t.state for t in client.read_task_runs()
+                     if t.name.startswith("train g0-") and t.expected_start_time.timestamp() >= began}
+    stopped = {name: state for name, state in trainings.items() if state.type.value != "COMPLETED"}
+    assert len(trainings) == 2 and len(stopped) == 1, trainings
+    (name, state), = stopped.items()
+    ran = re.fullmatch(rf"train: stopped after (\d+) of {STOP_STEPS} steps, as its run was asked to stop",
+                       state.message or "")
+    assert (state.type.value, state.name) == ("CANCELLED", "Cancelled") and ran, state
+    assert int(ran[1]) < STOP_STEPS // 4, f"{name} trained on for {ran[1]} steps"
+    models = sorted(p.name for p in (run_dir / "models").iterdir() if not p.name.startswith("."))
+    trained = [m for m in models if m.startswith("g0-")]
+    assert len(trained) == 1 and not trained[0].startswith(f"{name.removeprefix('train ')}-"), models
+    assert all((run_dir / "models" / m / "learner.json").exists() for m in models)
+    client = MlflowClient(toy["tracking"]["mlflow_uri"])
+    runs = client.search_runs([client.get_experiment_by_name("toy").experiment_id],
+                              filter_string=f"tags.run_dir = '{run_dir}'")
+    assert [r.info.status for r in runs] == ["KILLED"]
+
+    resumed = ipet(config=config, run_dir=str(run_dir))
+    assert resumed["tasks"] == {"trained": 1, "reused": 1}
+    assert [s["stage"] for s in resumed["stages"]] == ["zero-shot", "pet", "final"]
 
 
 @pytest.mark.parametrize("when", ["importing Prefect", "checking"])
