@@ -545,7 +545,7 @@ def test_a_run_whose_output_pipe_closes_stops_like_ctrl_c(prefect_harness, toy, 
 STOP_STEPS = 3000  # a training of about 10 s on a loaded core: long enough to stop one in flight
 
 
-@pytest.mark.slow  # two 3,000-step trainings and the rerun's: 100 s on 2 loaded cores (load 6)
+@pytest.mark.slow  # two 3,000-step trainings and the rerun's: 60-110 s on 2 loaded cores (load 4-6)
 def test_a_terminated_flow_stops_its_training_in_flight_and_a_rerun_resumes(prefect_harness, toy, tmp_path):
     """SIGTERM to the flow's process while its second model trains, as a deployment's worker sends it on a
     cancel (Prefect raises ``TerminationSignal`` in the flow): the training stops within steps, far from
