@@ -4,11 +4,14 @@ each device-bound task asks Ray for."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
+from flows.cli import main
 from flows.config import RunConfig
 from flows.ipet import ipet
 from flows.runners import ray_request
@@ -72,3 +75,16 @@ def test_every_task_of_a_run_asks_ray_for_the_gpus_train_device_says(toy, train_
     assert ray_request(config, cluster_gpus) == {"num_gpus": asked, "num_cpus": 2}
     halves = config.model_copy(update={"runner": config.runner.model_copy(update={"gpus_per_task": 0.5})})
     assert ray_request(halves, cluster_gpus) == {"num_gpus": asked / 2, "num_cpus": 2}
+
+
+def test_a_run_on_ray_where_ray_cannot_be_imported_is_refused_in_one_line(toy, tmp_path, monkeypatch, capfd):
+    """prefect-ray installed, ray not (or broken): ``ipet validate`` said ok and ``ipet run`` failed at the
+    flow's start with Prefect's traceback, exit 1 (prefect-ray imports ray only then)."""
+    pytest.importorskip("prefect_ray", reason="the ray extra is not installed")
+    monkeypatch.setitem(sys.modules, "ray", None)  # as `import ray` fails where it is missing
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({**toy, "runner": {"kind": "ray"}}))
+    capfd.readouterr()
+    assert main(["validate", str(tmp_path / "c.yaml")]) == 2
+    out, err = capfd.readouterr()
+    assert err.splitlines() == [f"{tmp_path / 'c.yaml'}: runner.kind: ray needs Ray, which cannot be imported here "
+                                "(import of ray halted; None in sys.modules): pip install -e '.[ray]'"]
