@@ -4,7 +4,10 @@ each device-bound task asks Ray for."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -88,3 +91,44 @@ def test_a_run_on_ray_where_ray_cannot_be_imported_is_refused_in_one_line(toy, t
     out, err = capfd.readouterr()
     assert err.splitlines() == [f"{tmp_path / 'c.yaml'}: runner.kind: ray needs Ray, which cannot be imported here "
                                 "(import of ray halted; None in sys.modules): pip install -e '.[ray]'"]
+
+
+@pytest.mark.slow  # ipet run starting its own Ray, to its first trained model, and a rerun: about 2 minutes
+def test_sigterm_of_a_run_on_ray_stops_it_in_one_line_and_stops_its_ray(prefect_harness, toy, tmp_path):
+    """SIGTERM (a supervisor's stop) of ``ipet run`` on the Ray it started, mid-training: ``ray.init`` had put
+    ``sys.exit(15)`` in place of ipet's handler, so the flow crashed as on a system exit, the MLflow parent
+    run was marked FAILED, and the process aborted (exit 134). Now as on threads: one line, exit 143, the
+    parent run KILLED, no process of the run left (Ray's own included), and a rerun reuses what finished."""
+    from mlflow.tracking import MlflowClient
+    from test_reliability import ENV, _alive, _descendants
+
+    config, run_dir = tmp_path / "ray.yaml", tmp_path / "run"
+    config.write_text(yaml.safe_dump({**toy, "runner": {"kind": "ray"}}))
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", str(config), "--run-dir", str(run_dir)],
+                            env={**ENV, "PREFECT_HOME": str(tmp_path / "prefect")}, cwd=tmp_path,
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while proc.poll() is None and time.time() < deadline and not list(run_dir.glob("models/g0-*/learner.json")):
+        time.sleep(0.05)
+    children = _descendants(proc.pid)
+    assert proc.poll() is None and any("raylet" in _command(pid) for pid in children), "signalled mid-run, on Ray"
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 143, err[-3000:]
+    assert err.splitlines()[-1] == ("ipet: SIGTERM: ipet run stopped; finished outputs are kept, and running the "
+                                    "same command again resumes where it stopped"), err[-3000:]
+    assert "Traceback" not in err and "SIGTERM received" not in err, err[-3000:]
+    time.sleep(2)  # a parent's death reaches its children
+    assert _alive(children) == set(), "no process of the run left"
+    client = MlflowClient(toy["tracking"]["mlflow_uri"])
+    runs = client.search_runs([client.get_experiment_by_name("toy").experiment_id],
+                              filter_string=f"tags.run_dir = '{run_dir}'")
+    assert [r.info.status for r in runs] == ["KILLED"]
+    assert run(toy, run_dir, kind="local")["tasks"]["reused"] >= 1
+
+
+def _command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+    except OSError:
+        return ""
