@@ -118,6 +118,7 @@ def test_sigterm_of_a_run_on_ray_stops_it_in_one_line_and_stops_its_ray(prefect_
     assert err.splitlines()[-1] == ("ipet: SIGTERM: ipet run stopped; finished outputs are kept, and running the "
                                     "same command again resumes where it stopped"), err[-3000:]
     assert "Traceback" not in err and "SIGTERM received" not in err, err[-3000:]
+    assert "(label_set pid=" in err and "\x1b" not in err, "the workers' lines, without colour codes in a file"
     time.sleep(2)  # a parent's death reaches its children
     assert _alive(children) == set(), "no process of the run left"
     client = MlflowClient(toy["tracking"]["mlflow_uri"])
