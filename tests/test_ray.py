@@ -4,9 +4,11 @@ each device-bound task asks Ray for."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -54,6 +56,41 @@ def test_ray_runner_gives_the_local_runners_results(prefect_harness, local_clust
     assert selected(tmp_path / "ray") == selected(tmp_path / "local") != {}
     shards = sorted(p.name for p in (tmp_path / "ray").glob("logits/g0-p0-s1--pool-*/*"))
     assert shards == [f"shard-{i:05d}-of-00004.parquet" for i in range(4)]
+
+
+@pytest.mark.slow  # a run on threads and one on Ray: about two minutes
+def test_a_ray_worker_killed_mid_training_is_retried_to_the_same_results(prefect_harness, local_cluster, toy,
+                                                                         tmp_path):
+    """``kill -9`` of the Ray worker process running a training (a node lost, the OOM killer): Ray runs the
+    task again in a new worker, which trains the model from the start (the killed one wrote nothing under
+    a final name), and the run ends as an uninterrupted one, with nothing half-written left."""
+    on_threads = run(toy, tmp_path / "local", kind="local")
+    killed: list[int] = []
+    killer = threading.Thread(target=_kill_first, args=("ray::train_model", killed), daemon=True)
+    killer.start()
+    on_ray = run(toy, tmp_path / "ray", kind="ray", cpus_per_task=1)
+    assert killed, "a training worker was killed"
+    for ours, theirs in zip(on_ray["stages"], on_threads["stages"], strict=True):
+        assert (ours["test_accuracy"], ours["pseudo_label_accuracy"]) == \
+            (theirs["test_accuracy"], theirs["pseudo_label_accuracy"]), ours["stage"]
+    assert on_ray["tasks"] == {"trained": 2 * 2 + 1, "reused": 0}
+    assert selected(tmp_path / "ray") == selected(tmp_path / "local") != {}
+    assert sorted(p.name for p in (tmp_path / "ray" / "models").iterdir() if p.name.startswith(".")) == []
+    assert all((model / "learner.json").exists() for model in (tmp_path / "ray" / "models").iterdir())
+
+
+def _kill_first(title: str, killed: list[int], timeout_s: float = 600) -> None:
+    """SIGKILL the first process whose command line is ``title`` (how Ray names a worker by its task) once
+    it has run for half a second; its pid goes into ``killed``."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            if _command(int(cmdline.parent.name)).strip() == title:
+                time.sleep(0.5)
+                os.kill(int(cmdline.parent.name), signal.SIGKILL)
+                killed.append(int(cmdline.parent.name))
+                return
+        time.sleep(0.1)
 
 
 def selected(run_dir: Path) -> dict[str, list]:
