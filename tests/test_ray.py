@@ -117,6 +117,17 @@ def test_every_task_of_a_run_asks_ray_for_the_gpus_train_device_says(toy, train_
     assert ray_request(halves, cluster_gpus) == {"num_gpus": asked / 2, "num_cpus": 2}
 
 
+def test_a_flow_on_ray_where_no_cluster_answers_fails_in_one_line_before_any_work(prefect_harness, toy, tmp_path):
+    """A deployment (the flow called directly, without ``ipet run``'s checks) at ``ray://127.0.0.1:1``: Ray
+    Client retried for 30 s and the flow failed with its ``ConnectionError`` traceback, a run directory made."""
+    pytest.importorskip("ray", reason="the ray extra is not installed")
+    state = ipet(config=RunConfig.model_validate({**toy, "runner": {"kind": "ray", "address": "ray://127.0.0.1:1"}}),
+                 run_dir=str(tmp_path / "run"), return_state=True)
+    assert state.is_failed() and state.message.startswith(
+        "runner.address: ray://127.0.0.1:1: no Ray cluster answers at 127.0.0.1:1 ("), state.message
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_run_on_ray_where_ray_cannot_be_imported_is_refused_in_one_line(toy, tmp_path, monkeypatch, capfd):
     """prefect-ray installed, ray not (or broken): ``ipet validate`` said ok and ``ipet run`` failed at the
     flow's start with Prefect's traceback, exit 1 (prefect-ray imports ray only then)."""
