@@ -27,10 +27,11 @@ def ray_problem(runner: RunnerConfig) -> str | None:
     if importlib.util.find_spec("prefect_ray") is None:
         return "runner.kind: ray needs prefect-ray, which is not installed: pip install -e '.[ray]'"
     try:  # prefect-ray imports ray only when the run starts it: a missing or broken ray failed there
-        import ray  # noqa: F401
+        import ray
     except ImportError as err:
         return f"runner.kind: ray needs Ray, which cannot be imported here ({err}): pip install -e '.[ray]'"
-    return _unreachable(runner.address)
+    # a Ray this process joined already is the one prefect-ray runs on, whatever the address says
+    return None if ray.is_initialized() else _unreachable(runner.address)
 
 
 def _unreachable(address: str | None) -> str | None:
