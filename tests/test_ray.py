@@ -43,6 +43,19 @@ def run(config: dict, run_dir: Path, **runner) -> dict:
     return ipet(config=RunConfig.model_validate({**config, "runner": runner}), run_dir=str(run_dir))
 
 
+def test_a_flow_on_ray_where_no_cluster_answers_fails_in_one_line_before_any_work(prefect_harness, toy, tmp_path):
+    """A deployment (the flow called directly, without ``ipet run``'s checks) at ``ray://127.0.0.1:1``: Ray
+    Client retried for 30 s and the flow failed with its ``ConnectionError`` traceback, a run directory made."""
+    ray = pytest.importorskip("ray", reason="the ray extra is not installed")
+    if ray.is_initialized():  # before local_cluster (module-wide once started): the run would use that Ray
+        pytest.skip("this process joined a Ray already")
+    state = ipet(config=RunConfig.model_validate({**toy, "runner": {"kind": "ray", "address": "ray://127.0.0.1:1"}}),
+                 run_dir=str(tmp_path / "run"), return_state=True)
+    assert state.is_failed() and state.message.startswith(
+        "runner.address: ray://127.0.0.1:1: no Ray cluster answers at 127.0.0.1:1 ("), state.message
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.slow  # starting Ray and its worker processes: about a minute more than the local run
 def test_ray_runner_gives_the_local_runners_results(prefect_harness, local_cluster, toy, tmp_path):
     on_threads = run(toy, tmp_path / "local", kind="local")
@@ -73,7 +86,8 @@ def test_a_ray_worker_killed_mid_training_is_retried_to_the_same_results(prefect
     for ours, theirs in zip(on_ray["stages"], on_threads["stages"], strict=True):
         assert (ours["test_accuracy"], ours["pseudo_label_accuracy"]) == \
             (theirs["test_accuracy"], theirs["pseudo_label_accuracy"]), ours["stage"]
-    assert on_ray["tasks"] == {"trained": 2 * 2 + 1, "reused": 0}
+    # the killed worker may have saved its model before it died: its retry then reuses it
+    assert sum(on_ray["tasks"].values()) == 2 * 2 + 1 and on_ray["tasks"]["reused"] <= 1, on_ray["tasks"]
     assert selected(tmp_path / "ray") == selected(tmp_path / "local") != {}
     assert sorted(p.name for p in (tmp_path / "ray" / "models").iterdir() if p.name.startswith(".")) == []
     assert all((model / "learner.json").exists() for model in (tmp_path / "ray" / "models").iterdir())
@@ -115,17 +129,6 @@ def test_every_task_of_a_run_asks_ray_for_the_gpus_train_device_says(toy, train_
     assert ray_request(config, cluster_gpus) == {"num_gpus": asked, "num_cpus": 2}
     halves = config.model_copy(update={"runner": config.runner.model_copy(update={"gpus_per_task": 0.5})})
     assert ray_request(halves, cluster_gpus) == {"num_gpus": asked / 2, "num_cpus": 2}
-
-
-def test_a_flow_on_ray_where_no_cluster_answers_fails_in_one_line_before_any_work(prefect_harness, toy, tmp_path):
-    """A deployment (the flow called directly, without ``ipet run``'s checks) at ``ray://127.0.0.1:1``: Ray
-    Client retried for 30 s and the flow failed with its ``ConnectionError`` traceback, a run directory made."""
-    pytest.importorskip("ray", reason="the ray extra is not installed")
-    state = ipet(config=RunConfig.model_validate({**toy, "runner": {"kind": "ray", "address": "ray://127.0.0.1:1"}}),
-                 run_dir=str(tmp_path / "run"), return_state=True)
-    assert state.is_failed() and state.message.startswith(
-        "runner.address: ray://127.0.0.1:1: no Ray cluster answers at 127.0.0.1:1 ("), state.message
-    assert not (tmp_path / "run").exists()
 
 
 def test_a_run_on_ray_where_ray_cannot_be_imported_is_refused_in_one_line(toy, tmp_path, monkeypatch, capfd):
