@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, field
 
 from data.prepare import load_sets, pin_versions
@@ -12,6 +11,7 @@ from data.validate import label_conflicts
 from prompt_core.selection import new_examples
 from tasks import tracking
 
+from .cluster import ray_problem
 from .config import RunConfig
 
 
@@ -129,9 +129,8 @@ def _check_tracking(config: RunConfig) -> list[str]:
 
 
 def _check_runner(config: RunConfig) -> list[str]:
-    if config.runner.kind == "ray" and importlib.util.find_spec("prefect_ray") is None:
-        return ["runner.kind: ray needs prefect-ray, which is not installed: pip install -e '.[ray]'"]
-    return []
+    problem = ray_problem(config.runner)
+    return [problem] if problem else []
 
 
 def _check_devices(config: RunConfig, adapting: bool = False) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Callable, Collection
 
 ROUTINE = "Finished in state Completed("
@@ -70,7 +71,12 @@ class _Worded(logging.Filter):
 
 def configure(verbosity: str) -> None:
     """Call before Prefect is imported (it reads its logging level then): ``normal``, ``verbose`` or
-    ``quiet``."""
+    ``quiet``. Ray (``runner.kind: ray``), read at its import, prints its workers' lines into this log: every
+    one (it merged lines alike but for their numbers into one, ``[repeated 7x across cluster]``: the others
+    were lost), and without colour codes where the log is not a terminal (a file read them as ``[36m``)."""
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if not (sys.stdout.isatty() and sys.stderr.isatty()):
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     if verbosity == "verbose":
         return
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -26,6 +26,7 @@ from tasks.adapt import adapt_backbone
 
 from .asking import Asker, ask_person, pinned_config
 from .checks import missing_prior, unused_adapt_device
+from .cluster import ray_problem
 from .config import ConfigError, RunConfig, RunnerConfig, flow_config
 from .console import refused
 from .executor import Executor
@@ -46,6 +47,8 @@ def ipet(config: RunConfig | str, run_dir: str = "runs/ipet", runner: RunnerConf
     naming it and no traceback; a caller gets the error raised."""
     try:
         config = flow_config(config, runner)
+        if ray := ray_problem(config.runner):  # a deployment's too (`ipet run` checked it): not a traceback later
+            raise ConfigError(ray)
         if unused := unused_adapt_device(config):  # a deployment's too; `ipet run` printed it already
             print(f"warning: {unused}")
         with owned_run_dir(run_dir) as locked:

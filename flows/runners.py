@@ -12,7 +12,9 @@ run directory and the data is all the cluster needs.
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
+import threading
 from typing import Iterator
 
 from prefect.context import FlowRunContext
@@ -26,10 +28,27 @@ MIN_THREADS = 4  # CPU-side tasks (selection, combining) run beside those waitin
 def task_runner(runner: RunnerConfig, device_slots: int) -> TaskRunner:
     if runner.kind == "local":
         return ThreadPoolTaskRunner(max_workers=max(MIN_THREADS, device_slots))
+    # a Ray started here lives as long as the flow run: no dashboard for it
+    return _ray_runner()(address=runner.address, init_kwargs={} if runner.address else {"include_dashboard": False})
+
+
+def _ray_runner() -> type[TaskRunner]:
+    """prefect-ray's runner, keeping the process's SIGTERM handler (``ipet``'s: the run stops in one line, its
+    MLflow runs ``KILLED``, exit 143) across ``ray.init``, which put ``sys.exit(15)`` in its place: the flow
+    crashed as on a system exit, the parent MLflow run was marked ``FAILED``, Ray's C++ handler printed
+    stack addresses, and the process aborted (exit 134)."""
     from prefect_ray import RayTaskRunner
 
-    # a Ray started here lives as long as the flow run: no dashboard for it
-    return RayTaskRunner(address=runner.address, init_kwargs={} if runner.address else {"include_dashboard": False})
+    class KeepingSignals(RayTaskRunner):
+        def __enter__(self):
+            kept = signal.getsignal(signal.SIGTERM)
+            try:
+                return super().__enter__()
+            finally:
+                if threading.current_thread() is threading.main_thread():
+                    signal.signal(signal.SIGTERM, kept)
+
+    return KeepingSignals
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ case documented without a test here, or tested without a line in the doc, fails.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import re
@@ -87,6 +88,20 @@ def without_cuda(build: Build) -> Build:
             pytest.skip("this machine has CUDA")
         return build(toy, tmp)
     return skipped
+
+
+def on_ray(address: str) -> Build:
+    """``validate`` of a run on Ray at ``address``, where no Ray cluster answers (skipped where Ray is not
+    installed, or where this machine runs one that ``auto`` would join)."""
+    def build(toy: dict, tmp: Path) -> list[str]:
+        pytest.importorskip("ray", reason="the ray extra is not installed")
+        from ray._private.services import canonicalize_bootstrap_address
+
+        with contextlib.suppress(ConnectionError):  # raised where auto finds no cluster: the case
+            if address == "auto" and canonicalize_bootstrap_address(address):
+                pytest.skip("a Ray cluster runs on this machine")
+        return validate("runner.kind=ray", f"runner.address={address}")(toy, tmp)
+    return build
 
 
 def adapt(*overrides: str) -> Build:
@@ -401,6 +416,10 @@ CASES: dict[str, tuple[Build, int, str]] = {
     # -- faults a user can cause
     "MLflow server unreachable (`http://127.0.0.1:9`)": (validate("tracking.mlflow_uri=http://127.0.0.1:9"), 2,
                                                          "is not reachable"),
+    "`runner.address` where no Ray cluster answers (`ray://127.0.0.1:1`)": (
+        on_ray("ray://127.0.0.1:1"), 2, "runner.address: ray://127.0.0.1:1: no Ray cluster answers at 127.0.0.1:1 ("),
+    "`runner.address: auto` and no Ray cluster on this node": (
+        on_ray("auto"), 2, "runner.address: auto: no Ray cluster runs on this node"),
     "SQLite store unusable": (lambda toy, tmp: validate(f"tracking.mlflow_uri=sqlite:///{a_file(tmp)}/m.db")(toy, tmp),
                               2, "cannot create files in"),
     "run directory not writable / not a directory": (
