@@ -238,37 +238,70 @@ def _select(labeled: pa.Table, pool: pa.Table, test: pa.Table | None, fields: Se
     return sets
 
 
-def prepare(config: DataConfig, fields: Sequence[str], labels: Sequence[str], out_root: str | Path) -> dict:
-    """Write the run's sets as parquet under ``out_root/data/`` and their manifest as
-    ``out_root/data-<key>/manifest.json`` (reused when present).
+def data_key(pinned: Pinned, fields: Sequence[str], labels: Sequence[str]) -> tuple[str, dict[str, str]]:
+    """The key of the sets ``pinned`` prepares, and the digest of each source it covers.
 
     The key covers the data settings, the bytes of every source file, the version of every store
-    source (pinned here) and ``READER``, so changed data is never mistaken for prepared data. Each set's
-    file is named by its own bytes, not by the key: a change that leaves a set as it was (new
-    unlabeled rows leave the gold set alone) gives it the same path, so what was computed from it
-    (models, logits) is reused. The manifest is written last: present means every set is.
-    """
-    pinned = pin_versions(config)
+    source and ``READER``, so changed data is never mistaken for prepared data. Take it before the
+    sources are read: a file changed meanwhile is then prepared again, never filed under its new bytes."""
     config = pinned.config
     digests = {s.name: _digest(pinned, slot) for slot, s in config.slots().items()}
-    key = content_key("data", READER, _settings(config), digests, list(fields), list(labels))
-    manifest_path = location(out_root) / f"data-{key}" / MANIFEST
+    return content_key("data", READER, _settings(config), digests, list(fields), list(labels)), digests
+
+
+def key_before_reading(pinned: Pinned, fields: Sequence[str], labels: Sequence[str]) -> tuple[str, dict[str, str]] | None:
+    """``data_key`` taken before the sources are read; None where a source cannot be hashed (a file not there,
+    a bucket that refuses us), which the read then reports in one line, as it does without a key."""
+    try:
+        return data_key(pinned, fields, labels)
+    except Exception:  # whatever the storage raised: the read that follows says it, naming the source
+        return None
+
+
+def prepare(config: DataConfig, fields: Sequence[str], labels: Sequence[str], out_root: str | Path) -> dict:
+    """Write the run's sets as parquet under ``out_root/data/`` and their manifest as
+    ``out_root/data-<key>/manifest.json`` (``data_key``; reused when present, as ``ipet run``'s checks
+    wrote it from what they read: ``write_prepared``).
+
+    Each set's file is named by its own bytes, not by the key: a change that leaves a set as it was (new
+    unlabeled rows leave the gold set alone) gives it the same path, so what was computed from it
+    (models, logits) is reused.
+    """
+    pinned = pin_versions(config)
+    key, digests = data_key(pinned, fields, labels)
+    manifest_path = _manifest_path(out_root, key)
     if exists(manifest_path):
         return _sets_in(_completed(read_json(manifest_path), pinned, manifest_path), out_root)
-    sets, leaks = load_sets(pinned, fields, labels)
+    write_prepared(out_root, (key, digests), pinned, *load_sets(pinned, fields, labels))
+    return _sets_in(read_json(manifest_path), out_root)
+
+
+def write_prepared(out_root: str | Path, keyed: tuple[str, dict[str, str]], pinned: Pinned,
+                   sets: Mapping[str, pa.Table], leaks: Leaks) -> None:
+    """The sets ``load_sets`` read from ``pinned`` written under ``keyed`` (its ``data_key``, taken before
+    that read), unless that key's manifest is there: each set atomically, the manifest last, so present
+    means every set is. ``ipet run``'s checks write what they read with it, so the flow's ``prepare`` finds
+    the sets by key instead of reading every source a second time."""
+    key, digests = keyed
+    manifest_path = _manifest_path(out_root, key)
+    if exists(manifest_path):
+        return
     paths = {name: f"{SETS_DIR}/{write_set(table, location(out_root) / SETS_DIR, name).name}"
              for name, table in sets.items()}
     write_json({
         "key": key,
         "sources": digests,
         "versions": {slot: {"store": s.store, "dataset": s.dataset, "kind": s.kind, "version": s.version}
-                     for slot, s in config.slots().items() if s.store},
+                     for slot, s in pinned.config.slots().items() if s.store},
         "rows": {name: t.num_rows for name, t in sets.items()},
         "leaks": leaks.record(),
         **paths,
         "test": paths.get("test"),
     }, manifest_path)
-    return _sets_in(read_json(manifest_path), out_root)
+
+
+def _manifest_path(out_root: str | Path, key: str) -> Path:
+    return location(out_root) / f"data-{key}" / MANIFEST
 
 
 def _completed(manifest: dict, pinned: Pinned, path: str | Path) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from data.prepare import load_sets, pin_versions
+from data.prepare import key_before_reading, load_sets, pin_versions, write_prepared
 from data.errors import DataError
 from data.leaks import gold_texts_in_pool
 from data.validate import label_conflicts
@@ -35,13 +35,16 @@ class Checked:
     warnings: list[str] = field(default_factory=list)
 
 
-def check_run(config: RunConfig, adapting: bool = False) -> Checked:
+def check_run(config: RunConfig, adapting: bool = False, run_dir: str | None = None) -> Checked:
     """Every problem a run of ``config`` would meet (``adapting``: of ``ipet adapt``). The quick checks first;
-    the model last, as it alone needs torch (seconds to import)."""
+    the model last, as it alone needs torch (seconds to import). With the ``run_dir`` the run will use, a run
+    that can start finds there the sets read here (``write_prepared``): its flow's data step reuses them by
+    key instead of reading every source again (seconds a read at a million rows)."""
     problems = _check_tracking(config) + _check_runner(config)
     try:
         pinned = pin_versions(config.data)
         config = config.model_copy(update={"data": pinned.config})
+        keyed = key_before_reading(pinned, config.fields, config.labels) if run_dir else None
         sets, leaks = load_sets(pinned, config.fields, config.labels)
     except DataError as err:
         return Checked(config, problems + str(err).splitlines() + _check_model(config)
@@ -80,6 +83,8 @@ def check_run(config: RunConfig, adapting: bool = False) -> Checked:
                    "pseudo-labeled)" if gold_texts else str(pool))
             problems.append(f"{fields}: generation {config.ipet.generations} needs {need} pseudo-labeled examples "
                             f"but the pool has {has}; lower {lower}, or raise data.pool_size")
+    if keyed and not problems:
+        write_prepared(run_dir, keyed, pinned, sets, leaks)
     return Checked(config, problems, rows, warnings)
 
 

@@ -218,12 +218,14 @@ def _configured(args) -> int:
     return _run_command(args, config)
 
 
-def _checked(path: str, config: RunConfig, quiet: bool = False, adapting: bool = False) -> Checked | None:
+def _checked(path: str, config: RunConfig, quiet: bool = False, adapting: bool = False,
+             run_dir: str | None = None) -> Checked | None:
     """What the checks found (the config with its stores pinned to the versions checked, the warnings),
-    after printing it; None after printing every problem of the config and its data on its own line."""
+    after printing it; None after printing every problem of the config and its data on its own line.
+    ``run_dir``: the run's, where the data the checks read is left for its flow (``check_run``)."""
     from .checks import check_run
 
-    checked = check_run(config, adapting)
+    checked = check_run(config, adapting, run_dir)
     if checked.problems:
         print("\n".join(f"{path}: {p}" for p in checked.problems), file=sys.stderr)
         return None
@@ -291,7 +293,7 @@ def _locked(args, config, run_dir: Path, forget: Callable[[], None]) -> int:
                 stop_on_signals(f"ipet {args.command}", lambda: (server and server.stop(), forget())):
             # the stores at the versions a question was asked with (before the check pins them to the newest)
             checked = _checked(args.config, pinned_config(config, str(run_dir)), quiet=args.verbosity == "quiet",
-                               adapting=args.command == "adapt")
+                               adapting=args.command == "adapt", run_dir=str(run_dir))
             if checked is None:
                 return 2
             if server:

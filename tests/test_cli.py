@@ -225,6 +225,41 @@ def test_a_key_given_twice_on_the_command_line_is_refused_before_anything_is_wri
     assert not run_dir.exists() and not store.exists()
 
 
+def test_a_run_reads_its_sources_once_and_a_flow_alone_reads_them_itself(
+        prefect_harness, toy: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ipet run`` of a new data key read every source twice: in its checks, then again in the flow's data
+    step (19 s more at a million JSONL rows, bench/RESULTS.md). The checks write the sets they read into the run
+    directory, under the key the flow finds them by. A run its checks refuse writes nothing there; the flow
+    called alone (a deployment's, no checks) prepares the same sets itself (``prepare``, its data step)."""
+    import data.prepare
+    from flows.config import RunConfig
+
+    reads: list[str] = []
+    read_source = data.prepare.read_source
+
+    def counted(source, *args, **kwargs):
+        reads.append(source.name)
+        return read_source(source, *args, **kwargs)
+
+    monkeypatch.setattr(data.prepare, "read_source", counted)
+    config = {**toy, "ipet": {"generations": 0}, "final": {"mode": "ensemble"},
+              "train": {**toy["train"], "max_steps": 1}}
+    path, run_dir = tmp_path / "config.yaml", tmp_path / "run"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["run", str(path), "--run-dir", str(run_dir), "--set", "model=/nonexistent/model"]) == 2
+    assert not run_dir.exists(), "a refused run leaves no prepared data behind"
+    reads.clear()
+    assert main(["run", str(path), "--run-dir", str(run_dir), "--quiet"]) == 0
+    assert sorted(reads) == ["test.csv", "train.csv"]
+    reads.clear()
+    checked = RunConfig.model_validate(config)
+    data.prepare.prepare(checked.data, checked.fields, checked.labels, tmp_path / "flow")
+    assert sorted(reads) == ["test.csv", "train.csv"]
+    prepared = {p.relative_to(run_dir) for p in run_dir.glob("data*/*")}
+    assert len(prepared) == 4 and prepared == {p.relative_to(tmp_path / "flow") for p in (tmp_path / "flow").glob(
+        "data*/*")}, "the checks wrote the sets the flow would: same key, same bytes"
+
+
 def test_version_is_one_line_of_the_installed_distribution(capsys: pytest.CaptureFixture) -> None:
     """``ipet --version`` prints the version pip installed of the distribution pyproject.toml names, one
     line, exit 0 (there was no --version: argparse asked for a command)."""
