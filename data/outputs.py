@@ -50,11 +50,14 @@ def atomic_path(final: str | Path, directory: bool = False) -> Iterator[Path]:
 
     On any error the temporary is removed and ``final`` is untouched (a previous version, if
     any, survives). If another writer finished ``final`` first, ours is discarded. A URL's
-    temporary is beside its local mirror, and is uploaded before the rename.
+    temporary is beside its local mirror, and is uploaded before the rename. The temporaries of
+    ``final`` that killed writers on this host left are removed first (``remove_dead_temps``): a task
+    retried within the run (Ray runs one again when its worker dies) leaves none beside what it writes.
     """
     url = final if is_url(final) else None
     final = _on_disk(final)
     _folder(final.parent)
+    remove_dead_temps(final)
     tmp = _temporary(final, directory)
     try:
         yield tmp

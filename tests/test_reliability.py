@@ -667,3 +667,25 @@ def test_outputs_follow_the_umask(tmp_path):
         os.umask(old)
     modes = {p.name: oct(p.stat().st_mode & 0o777) for p in tmp_path.iterdir()}
     assert modes == {"results.json": "0o644", "model": "0o755", "plain.txt": "0o644"}
+
+
+@pytest.mark.parametrize("directory", [True, False])
+def test_a_write_removes_what_a_killed_writer_of_the_same_output_left(tmp_path, directory):
+    """A Ray worker killed while it saved a model leaves its temporary; the task's retry, in the same run,
+    writes the same model directory: nothing half-written may stay beside it (a rerun removed it only when
+    it took the run directory). A live writer's temporary, and another output's, stay."""
+    import socket
+
+    from data.outputs import atomic_path
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    host = socket.gethostname()
+    left = tmp_path / f".model.{host}.{dead.stdout.strip()}.0123456789ab{TMP_SUFFIX}"
+    live = tmp_path / f".model.{host}.{os.getpid()}.ba9876543210{TMP_SUFFIX}"
+    other = tmp_path / f".other.{host}.{dead.stdout.strip()}.0123456789ab{TMP_SUFFIX}"
+    for path in (left, live, other):
+        path.mkdir()
+    with atomic_path(tmp_path / "model", directory=directory) as tmp:
+        (tmp / "w").write_bytes(b"w") if directory else tmp.write_bytes(b"w")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["model", live.name, other.name])
