@@ -159,7 +159,7 @@ def test_registered_adapters_carry_their_local_backbone_and_load_as_pyfuncs(trai
                 {"text": [r["text"] for r in ROWS]}))
             logits = trained[key]["after"]
             expected = np.exp(logits - logits.max(1, keepdims=True))
-            np.testing.assert_allclose(got[["prob_pos", "prob_neg"]].to_numpy(),
+            np.testing.assert_allclose(got[["prob_pos", "prob_neg"]].to_numpy(float),
                                        expected / expected.sum(1, keepdims=True), rtol=1e-5, atol=1e-6, err_msg=key)
     finally:
         mlflow.set_tracking_uri(None)

@@ -133,15 +133,16 @@ def test_registered_similarity_model_predicts_through_plain_mlflow(prefect_harne
     out = model.predict(pd.DataFrame({"text": texts}))
     ours = Predictor.load(tmp_path / "model").predict([{"text": t} for t in texts])
     assert out["label"].tolist() == ours.labels == ["pos", "neg"]
-    np.testing.assert_allclose(out[["prob_neg", "prob_pos"]].to_numpy(), ours.probabilities, atol=1e-5)
+    np.testing.assert_allclose(out[["prob_neg", "prob_pos"]].to_numpy(float), ours.probabilities, atol=1e-5)
     # params={"precision": ...} reaches the model: each as the Predictor computes it, and the two differ
     probs = {}
     for precision in ("fp32", "bf16"):
         probs[precision] = model.predict(pd.DataFrame({"text": texts}), params={"precision": precision})
         expected = Predictor.load(tmp_path / "model").predict([{"text": t} for t in texts], precision=precision)
-        np.testing.assert_allclose(probs[precision][["prob_neg", "prob_pos"]].to_numpy(), expected.probabilities,
+        np.testing.assert_allclose(probs[precision][["prob_neg", "prob_pos"]].to_numpy(float), expected.probabilities,
                                    atol=1e-6)
-    assert not np.array_equal(probs["fp32"][["prob_neg", "prob_pos"]], probs["bf16"][["prob_neg", "prob_pos"]])
+    assert not np.array_equal(probs["fp32"][["prob_neg", "prob_pos"]].to_numpy(float),
+                          probs["bf16"][["prob_neg", "prob_pos"]].to_numpy(float))
 
 
 def test_soft_targets_train_the_similarity_learner(encoder: Path) -> None:
