@@ -518,7 +518,7 @@ def test_a_run_onto_a_full_disk_names_standard_output(toy: dict, tmp_path: Path,
     space left on device; finished outputs are kept, run again to resume`, naming the run directory (and,
     buffered, Python's traceback at exit, status 120). Buffered, as a user's Python writes a file, its
     output fails at the end: the run is done and kept. Unbuffered, its first line (the checks') fails: it
-    stops there, and the run directory it made and wrote nothing to is removed."""
+    stops there, before any model, with what its checks prepared for the flow kept for a rerun."""
     config, run_dir = tmp_path / "config.yaml", tmp_path / "run"
     config.write_text(yaml.safe_dump(toy))
     with open("/dev/full", "w") as full:
@@ -529,4 +529,5 @@ def test_a_run_onto_a_full_disk_names_standard_output(toy: dict, tmp_path: Path,
     if buffered:
         assert json.loads((run_dir / "results.json").read_text())["stages"][-1]["test_accuracy"] >= 0
     else:
-        assert not run_dir.exists()
+        assert not (run_dir / "results.json").exists() and not (run_dir / "models").exists()
+        assert [p.parent.name.startswith("data-") for p in run_dir.glob("*/manifest.json")] == [True]
