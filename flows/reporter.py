@@ -183,11 +183,11 @@ def earlier_upload(client: MlflowClient, exp_id: str, final: str, key: str) -> s
     search = functools.partial(client.search_runs, [exp_id], order_by=["attributes.start_time ASC"])
     logged = " and tags.`final_model.uri` LIKE 'runs:/%'"
     runs = search(f"tags.`{FINAL_KEY}` = '{key}'{logged}", max_results=1)
-    name = final.rstrip("/").rsplit("/", 1)[-1]
+    name = Path(final).name
     if not runs and "'" not in name:  # such a name cannot be quoted in a filter (ipet's own never is)
         before = [r for r in search(f"tags.`final_model.dir` LIKE '%{name}'{logged}") if FINAL_KEY not in r.data.tags]
         runs = [r for r in before if r.data.tags["final_model.dir"] == final] or [
-            r for r in before if r.data.tags["final_model.dir"].rstrip("/").rsplit("/", 1)[-1] == name
+            r for r in before if Path(r.data.tags["final_model.dir"]).name == name
             and _uploaded_key(client, r.data.tags["final_model.uri"]) == key]
         if runs and runs[0].data.tags["final_model.dir"] != final:
             client.set_tag(runs[0].info.run_id, FINAL_KEY, key)

@@ -167,12 +167,9 @@ def before_keys(client: MlflowClient, versions: list[ModelVersion], model: Stage
     directory, or from one of that name elsewhere (the run directory it was copied from: the name holds the
     key of the model's inputs) whose registered files have its content key, which that version is then tagged
     with, so the next lookup finds it by the key."""
-    def base(directory: str) -> str:
-        return directory.rstrip("/").rsplit("/", 1)[-1]
-
     same = [v for v in versions if v.tags.get("model_dir") == model.source]
     copied = [v for v in versions if v.tags.get("model_dir") != model.source
-              and base(v.tags.get("model_dir", "")) == base(model.source)]
+              and Path(v.tags.get("model_dir", "")).name == Path(model.source).name]
     for version in copied:
         with contextlib.suppress(RegistryError):  # files no longer there hold nothing
             number = str(version.version)

@@ -222,12 +222,12 @@ def trained_in(client: MlflowClient, exp_id: str, model_dir: str) -> dict[str, s
     where none did (a copy of a run directory, ``cp -r``), the first that trained one of that directory's name
     elsewhere (the name holds the model's content key). Empty where no run of this experiment trained it (an
     earlier store, or a run killed between the training and its logging)."""
-    name = model_dir.rstrip("/").rsplit("/", 1)[-1]
+    name = Path(model_dir).name
     if "'" in name:  # cannot be quoted in a filter (model names are ipet's own: never so)
         return {}
     runs = client.search_runs([exp_id], filter_string=f"tags.reused = 'false' and tags.model_dir LIKE '%{name}'",
                               order_by=["attributes.start_time ASC"])
-    named = [r for r in runs if r.data.tags["model_dir"].rstrip("/").rsplit("/", 1)[-1] == name]
+    named = [r for r in runs if Path(r.data.tags["model_dir"]).name == name]
     named.sort(key=lambda r: r.data.tags["model_dir"] != model_dir)  # stable: the earliest of each kind first
     return {REUSED_FROM: named[0].info.run_id} if named else {}
 
